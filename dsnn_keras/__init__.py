@@ -1,0 +1,45 @@
+"""dsnn_keras: nested-mask dynamic sparsity for tf_keras, the ASR model, trainer and evaluation.
+
+The public API is re-exported here lazily (PEP 562), so ``import dsnn_keras`` and the
+command-line ``--help`` screens do not pay for TensorFlow's import until a name is used.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+# tfmot is Keras-2 only; make sure anything that asks TensorFlow for Keras gets tf_keras.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+_EXPORTS = {
+    # Frontend (the only feature code in the project).
+    "FeatureConfig": "dsnn_keras.frontend",
+    "log_mel_spectrogram": "dsnn_keras.frontend",
+    # Nested-mask dynamic sparsity.
+    "NestedPolynomialDecay": "dsnn_keras.nested_schedule",
+    "NestedPruneLowMagnitude": "dsnn_keras.nested_wrapper",
+    "UpdateNestedPruningStep": "dsnn_keras.nested_callbacks",
+    "NestedPruningSummaries": "dsnn_keras.nested_callbacks",
+    "prune_nested": "dsnn_keras.nested_prune",
+    "strip_nested": "dsnn_keras.nested_prune",
+    "set_sparsity_level": "dsnn_keras.nested_prune",
+    "sparsity_level_scope": "dsnn_keras.nested_prune",
+    "level_codes": "dsnn_keras.nested_prune",
+    "update_nested_masks": "dsnn_keras.nested_prune",
+    "sparsity_levels": "dsnn_keras.nested_prune",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'dsnn_keras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
