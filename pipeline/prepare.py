@@ -1,0 +1,291 @@
+"""``dsnn-prepare``: audio corpora -> prepared dataset directory, as an Apache Beam job.
+
+Run locally (Beam's in-process FnApiRunner, the DirectRunner's batch engine; PrismRunner is never
+tried) or on Dataflow by passing the standard Beam flags::
+
+    dsnn-prepare --input ../shared/data/an4 --out data/an4 --dev_speakers 0.1
+    dsnn-prepare --input train=gs://b/train.jsonl --input dev=gs://b/dev.jsonl --out gs://b/prep \\
+        --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp --setup_file=./setup.py
+
+Unknown flags are handed to Beam's ``PipelineOptions``. TensorFlow is imported only when the job
+runs, so ``--help`` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+LOG = logging.getLogger("dsnn.prepare")
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
+class UserError(Exception):
+    """A problem with the command line or the inputs: reported as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-prepare",
+        description="Prepare audio corpora (LibriSpeech dirs, TSV/CSV or NeMo JSON-lines manifests) "
+                    "into sharded TFRecord log-mel features, CMVN stats and a SentencePiece tokenizer. "
+                    "Flags not listed here are Apache Beam PipelineOptions (e.g. --runner, --project, "
+                    "--temp_location, --setup_file, --direct_running_mode, --direct_num_workers).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]PATH",
+                        help="a corpus: LibriSpeech-style directory, .tsv/.csv manifest or .json/.jsonl "
+                             "(NeMo) manifest; a bare PATH is split 'train'. Repeatable.")
+    parser.add_argument("--out", required=True, help="output directory (local path or gs://...)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--vocab_size", type=int, default=128,
+                        help="SentencePiece vocabulary size (an upper bound: small corpora get fewer pieces)")
+    parser.add_argument("--tokenizer_type", default="unigram", choices=["unigram", "bpe", "char"],
+                        help="SentencePiece model type")
+    parser.add_argument("--dev_speakers", default=None, metavar="FRACTION|SPK,SPK",
+                        help="move whole speakers from train to --dev_split: a fraction in (0,1) "
+                             "(chosen by a deterministic hash of the speaker id) or a comma list")
+    parser.add_argument("--dev_split", default="dev", help="split name for --dev_speakers")
+    parser.add_argument("--split_salt", default="dsnn",
+                        help="salt of the speaker hash (change it to draw other speakers)")
+    parser.add_argument("--num_shards", type=int, default=0,
+                        help="TFRecord files per split; 0 lets the runner choose (one per bundle)")
+    parser.add_argument("--min_duration", type=float, default=0.1,
+                        help="reject clips shorter than this many seconds (too_short)")
+    parser.add_argument("--max_duration", type=float, default=30.0,
+                        help="reject clips longer than this many seconds (too_long)")
+    parser.add_argument("--case", default="lower", choices=["lower", "upper", "keep"],
+                        help="transcript case")
+    parser.add_argument("--keep_punctuation", action="store_true",
+                        help="keep punctuation in transcripts (default: strip all but apostrophes)")
+    parser.add_argument("--feature_config", default=None, metavar="JSON",
+                        help="JSON file with FeatureConfig fields (unknown keys are an error)")
+    parser.add_argument("--num_mel_bins", type=int, default=None,
+                        help="shortcut overriding FeatureConfig.num_mel_bins")
+    parser.add_argument("--progress_every", type=float, default=10.0,
+                        help="seconds between progress lines (per worker) on stderr")
+    return parser
+
+
+def _configs(args):
+    """Validates the flags into `InputSpec`s and a `PrepareConfig` (raises UserError)."""
+    from pipeline.sources import InputSpec, check_input, detect_format
+    from pipeline.splits import SpeakerSplit, parse_input_arg
+    from pipeline.text import TextConfig
+
+    try:  # inputs first: these checks need neither TensorFlow nor Beam, so errors come fast
+        specs = []
+        for arg in args.input:
+            split, path = parse_input_arg(arg)
+            spec = InputSpec(split, path, detect_format(path))
+            check_input(spec)
+            specs.append(spec)
+        if not any(s.split == "train" for s in specs):
+            raise ValueError("no train split: give --input PATH or --input train=PATH "
+                             "(the tokenizer and CMVN are computed on train)")
+        features = {}
+        if args.feature_config:
+            with open(args.feature_config) as f:
+                features = json.load(f)
+            if not isinstance(features, dict):
+                raise ValueError(f"--feature_config {args.feature_config}: expected a JSON object")
+        if args.num_mel_bins is not None:
+            features["num_mel_bins"] = args.num_mel_bins
+        speaker_split = None
+        if args.dev_speakers:
+            speaker_split = SpeakerSplit.parse(args.dev_speakers, target_split=args.dev_split,
+                                               salt=args.split_salt)
+        if args.num_shards < 0:
+            raise ValueError(f"--num_shards must be >= 0, got {args.num_shards}")
+        if args.vocab_size < 2:
+            raise ValueError(f"--vocab_size must be >= 2, got {args.vocab_size}")
+        from dsnn_keras.frontend import FeatureConfig
+        from pipeline.audio import AudioConfig
+        from pipeline.transforms import PrepareConfig
+
+        config = PrepareConfig(
+            feature_config=FeatureConfig.from_dict(features),
+            audio_config=AudioConfig(sample_rate=FeatureConfig.from_dict(features).sample_rate,
+                                     min_duration_s=args.min_duration,
+                                     max_duration_s=args.max_duration),
+            text_config=TextConfig(case=args.case, strip_punctuation=not args.keep_punctuation),
+            vocab_size=args.vocab_size, model_type=args.tokenizer_type,
+            speaker_split=speaker_split, num_shards=args.num_shards,
+            progress_every_s=args.progress_every)
+    except (ValueError, TypeError, OSError) as e:
+        raise UserError(str(e)) from None
+    return specs, config
+
+
+def _pipeline_options(beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
+        # Beam's DirectRunner first tries PrismRunner (downloads a binary); use its batch engine directly.
+        standard.runner = LOCAL_RUNNER
+    return options
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for name, dist in (("dsnn", "dsnn"), ("tensorflow", "tensorflow"), ("apache_beam", "apache-beam"),
+                       ("sentencepiece", "sentencepiece")):
+        try:
+            versions[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _metrics(result) -> dict[str, int]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = {}
+    try:
+        for c in result.metrics().query(MetricsFilter().with_namespace("dsnn"))["counters"]:
+            counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    except Exception as e:  # some runners report no metrics; they are informative only
+        LOG.warning("could not read Beam metrics: %s", e)
+    return counters
+
+
+def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> dict:
+    """Checks the job's counts, writes ``dataset.json`` into ``tmp`` and returns it.
+
+    Raises:
+        RuntimeError: when input != written + rejected, or the train split is empty.
+    """
+    from pipeline import outdir
+    from pipeline.tokenizer import vocab_size
+    from pipeline.transforms import SUMMARY_FILE
+
+    summary = json.loads(outdir.read_bytes(outdir.join(tmp, SUMMARY_FILE)))
+    written = sum(s["num_utterances"] for s in summary["splits"].values())
+    rejected = sum(summary["rejects"].values())
+    if summary["input"] != written + rejected:
+        raise RuntimeError(f"input count {summary['input']} != written {written} + rejected {rejected}")
+    if not summary["splits"].get("train", {}).get("num_utterances"):
+        raise RuntimeError("no train utterance was written (see rejects.jsonl); cannot compute CMVN")
+    files = outdir.list_files(tmp)
+    rate = config.audio_config.sample_rate
+    dataset = {
+        "format_version": 1,
+        "feature_config": config.feature_config.to_dict(),
+        "tokenizer": {"model": "tokenizer.model",
+                      "vocab_size": vocab_size(outdir.read_bytes(outdir.join(tmp, "tokenizer.model"))),
+                      "model_type": config.model_type},
+        "cmvn": "cmvn.json",
+        "splits": {},
+        "rejects": {"total": rejected, "by_reason": summary["rejects"]},
+        "input_count": summary["input"],
+        "created_by": {"command": ["dsnn-prepare", *argv], "versions": _versions(),
+                       "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+    }
+    for split in splits:
+        s = summary["splits"].get(split, {"num_utterances": 0, "num_frames": 0, "num_samples": 0})
+        dataset["splits"][split] = {
+            "num_utterances": s["num_utterances"],
+            "hours": s["num_samples"] / rate / 3600.0,
+            "num_frames": s["num_frames"],
+            "files": sorted(f.replace("\\", "/") for f in files
+                            if f.startswith(split + "/") and f.endswith(".tfrecord")),
+        }
+    outdir.delete(outdir.join(tmp, SUMMARY_FILE))
+    outdir.write_bytes(outdir.join(tmp, "dataset.json"),
+                       (json.dumps(dataset, indent=1) + "\n").encode("utf-8"))
+    return dataset
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    """Runs the preparation job and returns the written ``dataset.json`` as a dict.
+
+    Args:
+        argv: Command-line arguments (without the program name); Beam flags pass through.
+
+    Returns:
+        The ``dataset.json`` contents, plus ``"metrics"``: the Beam counters.
+
+    Raises:
+        UserError: bad flags or inputs, or an existing ``--out`` without ``--overwrite``.
+        RuntimeError: the job ran but its counts do not add up.
+
+    Example:
+        >>> run(["--input", "an4", "--out", "/tmp/an4-prep"])  # doctest: +SKIP
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, beam_args = build_parser().parse_known_args(argv)
+    specs, config = _configs(args)
+
+    import apache_beam as beam
+
+    from pipeline import outdir
+    from pipeline.transforms import build_pipeline
+
+    options = _pipeline_options(beam_args)
+    try:
+        tmp = outdir.start(args.out, args.overwrite)
+    except (FileExistsError, OSError) as e:
+        raise UserError(str(e)) from None
+    try:
+        start = time.monotonic()
+        LOG.info("prepare: %d input(s) -> %s (runner %s)", len(specs), args.out,
+                 options.get_all_options()["runner"])
+        pipeline = beam.Pipeline(options=options)
+        splits = build_pipeline(pipeline, specs, config, tmp)
+        result = pipeline.run()
+        result.wait_until_finish()
+        elapsed = time.monotonic() - start
+        dataset = finalize(tmp, splits, config, argv)
+        outdir.commit(tmp, args.out)
+    except BaseException:
+        outdir.delete(tmp + ("/" if "://" in tmp else ""))
+        raise
+    metrics = _metrics(result)
+    _print_report(dataset, metrics, elapsed, args.out)
+    return {**dataset, "metrics": metrics}
+
+
+def _print_report(dataset: dict, metrics: dict, elapsed: float, out: str) -> None:
+    hours = sum(s["hours"] for s in dataset["splits"].values())
+    print(f"wrote {out}: {dataset['input_count']} inputs, "
+          f"{sum(s['num_utterances'] for s in dataset['splits'].values())} written "
+          f"({hours:.3f} h), {dataset['rejects']['total']} rejected, in {elapsed:.1f} s "
+          f"({hours * 3600 / max(elapsed, 1e-9):.0f} s of audio per s)")
+    for split, s in dataset["splits"].items():
+        print(f"  {split}: {s['num_utterances']} utterances, {s['hours']:.3f} h, {len(s['files'])} file(s)")
+    for reason, n in dataset["rejects"]["by_reason"].items():
+        print(f"  rejected {reason}: {n}")
+    if metrics:
+        shown = {k: v for k, v in sorted(metrics.items()) if k != "audio_ms_written"}
+        if "audio_ms_written" in metrics:
+            shown["audio_hours_written"] = round(metrics["audio_ms_written"] / 3.6e6, 4)
+        print("  beam counters: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: exit 0 on success, 2 with one line on a user error, 1 on a job failure."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    LOG.setLevel(logging.INFO)
+    try:
+        run(argv)
+    except UserError as e:
+        print(f"dsnn-prepare: error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError) as e:
+        msg = str(e).strip().splitlines()
+        print(f"dsnn-prepare: error: {msg[-1] if msg else type(e).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

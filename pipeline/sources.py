@@ -1,0 +1,267 @@
+"""Input corpora: LibriSpeech directories, TSV/CSV manifests and NeMo JSON-lines manifests.
+
+Every input item (a transcript line or a manifest row) becomes exactly one `Utterance` or one
+`Reject`, so the pipeline can check ``input count == written + rejected`` at the end. Blank lines
+are not inputs and are skipped.
+
+Formats (detected from the path by `detect_format`):
+
+* ``librispeech`` -- a directory (searched recursively) of ``*.trans.txt`` files, each line
+  ``UTT_ID TRANSCRIPT``; the audio is ``UTT_ID.flac`` (or ``.wav``/``.ogg``) next to the
+  transcript file; the speaker is the part of ``UTT_ID`` before the first ``-``.
+* ``tsv`` / ``csv`` -- one row per utterance. With a header row (the first row names a ``path``
+  column: ``path``, ``audio``, ``audio_filepath`` or ``file``), columns are found by name:
+  transcript (``transcript``, ``text`` or ``sentence``), optional ``speaker`` (``speaker_id``,
+  ``client_id``) and optional ``utt_id`` (``id``). Without a header the columns are
+  ``path, transcript[, speaker]``.
+* ``jsonl`` -- NeMo style, one JSON object per line with ``audio_filepath`` and ``text``
+  (``duration``, ``speaker`` and ``utt_id`` optional; the duration is re-measured from the audio).
+
+Relative audio paths are relative to the manifest's directory. Without an ``utt_id`` column the
+utterance id is the audio file's name without extension.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import posixpath
+from typing import Iterator
+
+from pipeline.records import Reject, RejectReason, Utterance
+
+FORMATS = ("librispeech", "tsv", "csv", "jsonl")
+AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
+
+_PATH_COLUMNS = ("path", "audio", "audio_filepath", "file")
+_TEXT_COLUMNS = ("transcript", "text", "sentence")
+_SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
+_ID_COLUMNS = ("utt_id", "id")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One ``--input``: a corpus path, its format and the split its utterances go to."""
+
+    split: str
+    path: str
+    format: str
+
+
+def _has_scheme(path: str) -> bool:
+    return "://" in path
+
+
+def _open_text(path: str) -> io.TextIOBase:
+    if _has_scheme(path):
+        from apache_beam.io.filesystems import FileSystems
+        return io.TextIOWrapper(FileSystems.open(path), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def _dirname(path: str) -> str:
+    return posixpath.dirname(path) if _has_scheme(path) else os.path.dirname(os.path.abspath(path))
+
+
+def resolve_path(base_dir: str, path: str) -> str:
+    """Resolves an audio path from a manifest against the manifest's directory.
+
+    Example:
+        >>> resolve_path("/data", "clips/a.wav")
+        '/data/clips/a.wav'
+    """
+    if _has_scheme(path) or os.path.isabs(path):
+        return path
+    if _has_scheme(base_dir):
+        return posixpath.join(base_dir, path)
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def detect_format(path: str) -> str:
+    """Returns the input format of ``path``: a directory is ``librispeech``, else by extension.
+
+    Raises:
+        ValueError: naming the path when the format cannot be told.
+    """
+    if not _has_scheme(path) and os.path.isdir(path):
+        return "librispeech"
+    ext = os.path.splitext(path)[1].lower()
+    by_ext = {".tsv": "tsv", ".csv": "csv", ".json": "jsonl", ".jsonl": "jsonl"}
+    if ext in by_ext:
+        return by_ext[ext]
+    if _has_scheme(path) and path.endswith("/"):
+        return "librispeech"
+    raise ValueError(
+        f"--input {path}: cannot tell the format; expected a LibriSpeech directory, "
+        f"a .tsv/.csv manifest or a .json/.jsonl (NeMo) manifest")
+
+
+def check_input(spec: InputSpec) -> None:
+    """Cheap driver-side check that an input exists and (for TSV/CSV) that its header is usable.
+
+    Raises:
+        ValueError: naming the path and what is wrong.
+    """
+    if spec.format == "librispeech":
+        if not _has_scheme(spec.path) and not os.path.isdir(spec.path):
+            raise ValueError(f"--input {spec.path}: not a directory")
+        return
+    if not _has_scheme(spec.path) and not os.path.isfile(spec.path):
+        raise ValueError(f"--input {spec.path}: no such file")
+    if spec.format in ("tsv", "csv"):
+        with _open_text(spec.path) as f:
+            first = next(_csv_rows(f, spec.format), None)
+        if first is not None:
+            _columns(first[1], spec.path)
+
+
+def _csv_rows(lines, fmt: str) -> Iterator[tuple[int, list[str]]]:
+    delimiter = "\t" if fmt == "tsv" else ","
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
+        except csv.Error:
+            row = None  # reported as a malformed line by the caller
+        yield lineno, row if row is not None else [line]
+
+
+def _columns(row: list[str], path: str) -> dict[str, int] | None:
+    """Maps role -> column index when ``row`` is a header row, else None."""
+    names = [c.strip().lower() for c in row]
+    if not any(n in _PATH_COLUMNS for n in names):
+        return None
+    cols = {}
+    for role, options in (("path", _PATH_COLUMNS), ("transcript", _TEXT_COLUMNS),
+                          ("speaker", _SPEAKER_COLUMNS), ("utt_id", _ID_COLUMNS)):
+        for option in options:
+            if option in names:
+                cols[role] = names.index(option)
+                break
+    if "transcript" not in cols:
+        raise ValueError(
+            f"{path}: header row {row} has no transcript column; expected one of {list(_TEXT_COLUMNS)}")
+    return cols
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(posixpath.basename(path.replace("\\", "/")))[0]
+
+
+def _read_csv(spec: InputSpec) -> Iterator[Utterance | Reject]:
+    base = _dirname(spec.path)
+    name = os.path.basename(spec.path)
+    with _open_text(spec.path) as f:
+        cols = None
+        for lineno, row in _csv_rows(f, spec.format):
+            if cols is None:  # the first non-blank row: a header, or already data
+                cols = _columns(row, spec.path)
+                if cols is not None:
+                    continue
+                cols = {"path": 0, "transcript": 1, "speaker": 2}
+            where = f"{spec.path}:{lineno}"
+            required = max(cols["path"], cols["transcript"]) + 1
+            allowed = max(max(cols.values()) + 1, required)
+            if not required <= len(row) <= allowed:
+                yield Reject(where, RejectReason.MALFORMED_LINE,
+                             f"expected {required} to {allowed} {spec.format.upper()} fields, got "
+                             f"{len(row)}: {'|'.join(row)[:200]!r}")
+                continue
+            audio = row[cols["path"]].strip()
+            if not audio:
+                yield Reject(where, RejectReason.MALFORMED_LINE, "empty path field")
+                continue
+            speaker = row[cols["speaker"]].strip() if cols.get("speaker", allowed) < len(row) else ""
+            utt_id = row[cols["utt_id"]].strip() if cols.get("utt_id", allowed) < len(row) else ""
+            yield Utterance(utt_id=utt_id or _stem(audio), path=resolve_path(base, audio),
+                            transcript=row[cols["transcript"]], speaker=speaker,
+                            split=spec.split, source=f"{name}:{lineno}")
+
+
+def _read_jsonl(spec: InputSpec) -> Iterator[Utterance | Reject]:
+    base = _dirname(spec.path)
+    name = os.path.basename(spec.path)
+    with _open_text(spec.path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{spec.path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield Reject(where, RejectReason.MALFORMED_LINE, f"invalid JSON: {e}")
+                continue
+            if not isinstance(obj, dict):
+                yield Reject(where, RejectReason.MALFORMED_LINE, "expected a JSON object")
+                continue
+            audio, text = obj.get("audio_filepath"), obj.get("text")
+            if not isinstance(audio, str) or not audio.strip() or not isinstance(text, str):
+                yield Reject(where, RejectReason.MALFORMED_LINE,
+                             "expected string fields 'audio_filepath' and 'text'")
+                continue
+            speaker = obj.get("speaker", obj.get("speaker_id", ""))
+            utt_id = obj.get("utt_id", obj.get("id", ""))
+            yield Utterance(utt_id=str(utt_id) or _stem(audio), path=resolve_path(base, audio.strip()),
+                            transcript=text, speaker=str(speaker), split=spec.split,
+                            source=f"{name}:{lineno}")
+
+
+def _transcript_files(root: str) -> list[str]:
+    if _has_scheme(root):
+        from apache_beam.io.filesystems import FileSystems
+        pattern = posixpath.join(root, "**", "*.trans.txt")
+        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".trans.txt")]
+    return found
+
+
+def _audio_for(directory: str, utt_id: str) -> str:
+    if not _has_scheme(directory):
+        for ext in AUDIO_EXTENSIONS:
+            candidate = os.path.join(directory, utt_id + ext)
+            if os.path.exists(candidate):
+                return candidate
+    return resolve_path(directory, utt_id + ".flac")
+
+
+def _read_librispeech(spec: InputSpec) -> Iterator[Utterance | Reject]:
+    for trans in _transcript_files(spec.path):
+        directory = _dirname(trans)
+        name = posixpath.basename(trans)
+        with _open_text(trans) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                parts = line.strip().split(maxsplit=1)
+                utt_id = parts[0]
+                transcript = parts[1] if len(parts) > 1 else ""
+                yield Utterance(utt_id=utt_id, path=_audio_for(directory, utt_id),
+                                transcript=transcript, speaker=utt_id.split("-")[0],
+                                split=spec.split, source=f"{name}:{lineno}")
+
+
+def read_source(spec: InputSpec) -> Iterator[Utterance | Reject]:
+    """Yields one `Utterance` or `Reject` per input item of ``spec``.
+
+    Args:
+        spec: The input (path, format, split).
+
+    Returns:
+        An iterator of `Utterance` (audio path resolved, transcript as in the source) and `Reject`
+        (``malformed_line``) records, in file order.
+
+    Example:
+        >>> recs = list(read_source(InputSpec("train", "manifest.tsv", "tsv")))  # doctest: +SKIP
+    """
+    readers = {"librispeech": _read_librispeech, "tsv": _read_csv, "csv": _read_csv,
+               "jsonl": _read_jsonl}
+    if spec.format not in readers:
+        raise ValueError(f"InputSpec.format must be one of {FORMATS}, got {spec.format!r}")
+    yield from readers[spec.format](spec)

@@ -1,0 +1,284 @@
+"""The Beam transforms of the preparation pipeline, and `build_pipeline` that wires them.
+
+Graph (two stages, joined by the tokenizer side input)::
+
+    inputs ─► ReadSources ─► Reshuffle ─► Normalize ─┬─► TrainTokenizer (train transcripts) ─► tokenizer.model
+                                                     │                    │ side input
+                                                     └─► Process (decode, resample, log-mel, tokenize, serialise)
+                                                              ├─► Write[split] (TFRecord shards)
+                                                              ├─► CMVN (train, CombineFn) ─► cmvn.json
+                                                              └─► rejects ─► rejects.jsonl
+    counts from every branch ─► Summary (CombineFn) ─► _summary.json (read by the driver)
+
+The tokenizer is trained on the normalised transcripts of the train split *before* audio is
+decoded (audio rejects are not yet known then), so the heavy audio stage runs once, streaming,
+and never has to hold features in memory waiting for the tokenizer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from typing import Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from dsnn_keras.frontend import FeatureConfig
+from pipeline import outdir
+from pipeline.audio import AudioConfig, load_audio
+from pipeline.cmvn import CmvnCombineFn
+from pipeline.records import Reject, RejectError, RejectReason, Utterance
+from pipeline.sources import InputSpec, read_source
+from pipeline.splits import SpeakerSplit
+from pipeline.summary import INPUT, REJECTED, WRITTEN, SummaryCombineFn
+from pipeline.text import TextConfig, normalize_transcript
+from pipeline.tokenizer import train_tokenizer
+
+LOG = logging.getLogger("dsnn.prepare")
+NAMESPACE = "dsnn"
+SUMMARY_FILE = "_summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Everything `build_pipeline` needs besides the inputs.
+
+    Args:
+        feature_config: Frontend settings.
+        audio_config: Decoding limits.
+        text_config: Transcript normalisation.
+        vocab_size: Requested SentencePiece vocabulary size.
+        model_type: SentencePiece model type.
+        speaker_split: Optional held-out speakers.
+        num_shards: TFRecord shards per split; 0 lets the runner decide.
+        progress_every_s: Seconds between progress log lines per worker.
+    """
+
+    feature_config: FeatureConfig = FeatureConfig()
+    audio_config: AudioConfig = AudioConfig()
+    text_config: TextConfig = TextConfig()
+    vocab_size: int = 128
+    model_type: str = "unigram"
+    speaker_split: SpeakerSplit | None = None
+    num_shards: int = 0
+    progress_every_s: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One processed utterance: the serialised example plus what CMVN and counts need."""
+
+    split: str
+    utt_id: str
+    num_frames: int
+    num_samples: int
+    features: np.ndarray
+    serialized: bytes
+
+
+def split_names(specs: Sequence[InputSpec], speaker_split: SpeakerSplit | None) -> list[str]:
+    """Output splits: ``train`` first, then the others sorted."""
+    names = {s.split for s in specs}
+    if speaker_split is not None:
+        names.add(speaker_split.target_split)
+    return sorted(names, key=lambda n: (n != "train", n))
+
+
+def _read(spec: InputSpec):
+    counter = Metrics.counter(NAMESPACE, "utterances_read")
+    for item in read_source(spec):
+        counter.inc()
+        yield item
+
+
+class NormalizeDoFn(beam.DoFn):
+    """Assigns splits, normalises transcripts; source and text rejects go to the ``rejects`` tag."""
+
+    def __init__(self, text_config: TextConfig, speaker_split: SpeakerSplit | None):
+        self.text_config = text_config
+        self.speaker_split = speaker_split
+
+    def process(self, item):
+        if isinstance(item, Reject):
+            yield beam.pvalue.TaggedOutput("rejects", item)
+            return
+        if self.speaker_split is not None:
+            item = self.speaker_split.assign(item)
+        try:
+            text = normalize_transcript(item.transcript, self.text_config)
+        except RejectError as e:
+            yield beam.pvalue.TaggedOutput("rejects", Reject(item.path, e.reason, e.detail))
+            return
+        yield dataclasses.replace(item, transcript=text)
+
+
+class ProcessUtterance(beam.DoFn):
+    """Decode → resample → log-mel → tokenize → ``tf.train.Example``; yields `Prepared` or `Reject`.
+
+    Args:
+        feature_config: The frontend settings.
+        audio_config: Decoding limits.
+        progress_every_s: Seconds between progress log lines.
+
+    Side input (per call): the serialized SentencePiece model.
+    """
+
+    def __init__(self, feature_config: FeatureConfig, audio_config: AudioConfig,
+                 progress_every_s: float = 10.0):
+        self.feature_config = feature_config
+        self.audio_config = audio_config
+        self.progress_every_s = progress_every_s
+        self.written = Metrics.counter(NAMESPACE, "utterances_written")
+        self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_written")
+
+    def setup(self):
+        from pipeline.featurize import Featurizer
+
+        self._featurizer = Featurizer(self.feature_config)
+        self._tokenizer_key = None
+        self._start = time.monotonic()
+        self._last_log = self._start
+        self._done = self._rejected = 0
+        self._seconds = 0.0
+
+    def _tokenizer(self, model: bytes):
+        if self._tokenizer_key != model:
+            from pipeline.tokenizer import load_tokenizer
+
+            self._tok = load_tokenizer(model)
+            self._tokenizer_key = model
+        return self._tok
+
+    def _progress(self):
+        now = time.monotonic()
+        if now - self._last_log >= self.progress_every_s:
+            self._last_log = now
+            LOG.info("prepare: %d utterances written, %d rejected, %.0f s of audio (%.0f s/s)",
+                     self._done, self._rejected, self._seconds, self._seconds / (now - self._start))
+
+    def process(self, utt: Utterance, tokenizer_model: bytes):
+        from pipeline.examples import make_example
+
+        tokenizer = self._tokenizer(tokenizer_model)
+        try:
+            waveform = load_audio(utt.path, self.audio_config)
+        except RejectError as e:
+            self._rejected += 1
+            self._progress()
+            yield Reject(utt.path, e.reason, e.detail)
+            return
+        features = self._featurizer(waveform)
+        token_ids = tokenizer.encode(utt.transcript)
+        blob = make_example(utt.utt_id, utt.speaker, utt.transcript, features, token_ids)
+        seconds = waveform.shape[0] / self.audio_config.sample_rate
+        self.written.inc()
+        self.audio_ms.inc(int(round(seconds * 1000)))
+        self._done += 1
+        self._seconds += seconds
+        self._progress()
+        yield Prepared(utt.split, utt.utt_id, int(features.shape[0]), int(waveform.shape[0]),
+                       features, blob)
+
+
+def _dead_letter_to_reject(bad) -> Reject:
+    element, (exc_type, exc_repr, _) = bad
+    path = getattr(element, "path", repr(element)[:200])
+    return Reject(path, RejectReason.INTERNAL_ERROR, f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}"[:500])
+
+
+def _route(item, num_partitions: int, splits: Sequence[str]) -> int:
+    if isinstance(item, Reject):
+        return 0
+    return 1 + splits.index(item.split)
+
+
+def _count_reject(reject: Reject) -> Reject:
+    Metrics.counter(NAMESPACE, f"rejected_{reject.reason}").inc()
+    return reject
+
+
+def _write_json(value, path: str) -> None:
+    outdir.write_bytes(path, (json.dumps(value, indent=1) + "\n").encode("utf-8"))
+
+
+def _write_cmvn(stats, path: str) -> None:
+    _write_json(stats.to_dict(), path)
+
+
+def _train_tokenizer(transcripts, vocab_size: int, model_type: str) -> bytes:
+    return train_tokenizer(transcripts, vocab_size, model_type)
+
+
+def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: PrepareConfig,
+                   out_dir: str) -> list[str]:
+    """Adds the whole preparation job to ``p``, writing into ``out_dir``.
+
+    Args:
+        p: The pipeline.
+        specs: Inputs (path, format, split).
+        config: The `PrepareConfig`.
+        out_dir: Directory (local or ``gs://``) for shards, ``tokenizer.model``, ``cmvn.json``,
+            ``rejects.jsonl`` and ``_summary.json``.
+
+    Returns:
+        The split names, ``train`` first.
+    """
+    splits = split_names(specs, config.speaker_split)
+    items = (p
+             | "CreateInputs" >> beam.Create(list(specs))
+             | "ReadSources" >> beam.FlatMap(_read)
+             | "Reshuffle" >> beam.Reshuffle())
+    normalized = items | "Normalize" >> beam.ParDo(
+        NormalizeDoFn(config.text_config, config.speaker_split)).with_outputs("rejects", main="utts")
+    utts = normalized.utts
+
+    tokenizer_model = (utts
+                       | "TrainTranscripts" >> beam.FlatMap(
+                           lambda u: [u.transcript] if u.split == "train" else [])
+                       | "CollectTranscripts" >> beam.combiners.ToList()
+                       | "TrainTokenizer" >> beam.Map(_train_tokenizer, config.vocab_size,
+                                                      config.model_type))
+    _ = tokenizer_model | "WriteTokenizer" >> beam.Map(
+        lambda m: outdir.write_bytes(outdir.join(out_dir, "tokenizer.model"), m))
+
+    processed, failed = (utts
+                         | "Process" >> beam.ParDo(
+                             ProcessUtterance(config.feature_config, config.audio_config,
+                                              config.progress_every_s),
+                             beam.pvalue.AsSingleton(tokenizer_model)).with_exception_handling())
+    parts = processed | "Route" >> beam.Partition(_route, len(splits) + 1, splits)
+
+    rejects = ((normalized.rejects, parts[0],
+                failed | "DeadLetters" >> beam.Map(_dead_letter_to_reject))
+               | "AllRejects" >> beam.Flatten()
+               | "CountRejects" >> beam.Map(_count_reject))
+    _ = (rejects
+         | "RejectsToJson" >> beam.Map(Reject.to_json)
+         | "WriteRejects" >> beam.io.WriteToText(outdir.join(out_dir, "rejects"),
+                                                 file_name_suffix=".jsonl", num_shards=1,
+                                                 shard_name_template=""))
+
+    counts = [items | "CountInputs" >> beam.Map(lambda _: (INPUT, "", 1)),
+              rejects | "CountRejected" >> beam.Map(lambda r: (REJECTED, r.reason, 1))]
+    for i, split in enumerate(splits):
+        part = parts[i + 1]
+        _ = (part
+             | f"Serialize[{split}]" >> beam.Map(lambda x: x.serialized)
+             | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                 outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
+                 num_shards=config.num_shards))
+        counts.append(part | f"CountWritten[{split}]" >> beam.Map(
+            lambda x: (WRITTEN, x.split, (1, x.num_frames, x.num_samples))))
+        if split == "train":
+            _ = (part
+                 | "TrainFeatures" >> beam.Map(lambda x: x.features)
+                 | "CMVN" >> beam.CombineGlobally(CmvnCombineFn())
+                 | "WriteCMVN" >> beam.Map(_write_cmvn, outdir.join(out_dir, "cmvn.json")))
+    _ = (counts
+         | "AllCounts" >> beam.Flatten()
+         | "Summary" >> beam.CombineGlobally(SummaryCombineFn())
+         | "WriteSummary" >> beam.Map(_write_json, outdir.join(out_dir, SUMMARY_FILE)))
+    return splits
