@@ -1,0 +1,584 @@
+#!/usr/bin/env python3
+"""The paper's comparison on AN4: one DSNN model against four individually trained models.
+
+Stages (each runs the real command-line tools as subprocesses, logs to OUT_DIR/logs/, and is
+skipped when its output already exists, so re-running the same command resumes):
+
+1. ``prepare``: ``dsnn-prepare`` on AN4's training speakers, 10 of them held out as ``dev``
+   (chosen deterministically: every 7th speaker of the sorted list, see `pick_dev_speakers`).
+2. ``train``: six ``dsnn-train`` runs from one base config (default ``configs/an4.yaml``), same
+   architecture and step budget: ``dsnn`` (levels 0/0.5/0.7/0.9, in-place distillation),
+   ``dsnn_nodistill`` (distillation weight 0), and ``single_00`` … ``single_90`` (``mode: single``
+   at each sparsity). The CPU time (user + system, from ``getrusage(RUSAGE_CHILDREN)``) and wall
+   time of each training process are recorded in ``RUN_DIR/train_time.json``.
+3. ``eval``: ``dsnn-eval RUN_DIR --data DATA --split dev`` for each run.
+4. ``report``: ``docs/results.md`` (per-level table, training CPU times) and ``docs/results.json``.
+
+Example:
+    .venv/bin/python bench/an4_comparison.py --an4 ../shared/data/an4 --out_dir runs/an4_comparison
+    .venv/bin/python bench/an4_comparison.py --steps 200 --only prepare,train   # a quick smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+STAGES = ("prepare", "train", "eval", "report")
+DEFAULT_LEVELS = (0.0, 0.5, 0.7, 0.9)
+NUM_DEV_SPEAKERS = 10
+WER_RATIO_GOAL = 1.10
+DENSE_WER_GOAL = 0.20
+
+
+class ComparisonError(RuntimeError):
+    """A stage failed or an input is missing; the message says which and where its log is."""
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run of the comparison.
+
+    Args:
+        name: Directory name under ``OUT_DIR/runs``.
+        kind: ``"dsnn"`` (all levels jointly) or ``"single"`` (one sparsity).
+        overrides: Dotted ``key=value`` config overrides applied to the base config.
+        sparsity: The sparsity of a single run (None for DSNN runs).
+        distillation: Whether in-place distillation is on (DSNN runs).
+    """
+
+    name: str
+    kind: str
+    overrides: tuple[str, ...]
+    sparsity: float | None = None
+    distillation: bool = False
+
+
+def plan_runs(levels: Sequence[float] = DEFAULT_LEVELS, distillation_weight: float = 1.0,
+              common: Sequence[str] = ()) -> list[RunSpec]:
+    """The six runs: DSNN with and without distillation, and one single model per level.
+
+    Args:
+        levels: Sparsity levels (the DSNN's levels and the singles' sparsities).
+        distillation_weight: In-place distillation weight of the main DSNN run (> 0).
+        common: Overrides applied to every run (e.g. the step budget).
+    """
+    if distillation_weight <= 0:
+        raise ValueError(f"distillation_weight must be > 0 for the main DSNN run, got "
+                         f"{distillation_weight}")
+    level_list = "[" + ", ".join(repr(float(s)) for s in levels) + "]"
+    base = (*common, f"pruning.levels={level_list}")
+    runs = [
+        RunSpec("dsnn", "dsnn", (*base, "training.mode=dsnn",
+                                 f"training.distillation_weight={distillation_weight}"),
+                distillation=True),
+        RunSpec("dsnn_nodistill", "dsnn", (*base, "training.mode=dsnn",
+                                           "training.distillation_weight=0.0")),
+    ]
+    for sparsity in levels:
+        runs.append(RunSpec(
+            f"single_{round(100 * sparsity):02d}", "single",
+            (*base, "training.mode=single", f"pruning.single_sparsity={float(sparsity)}",
+             "training.distillation_weight=0.0"),
+            sparsity=float(sparsity)))
+    return runs
+
+
+def step_overrides(config: Any, steps: int | None) -> list[str]:
+    """Overrides that change the step budget to ``steps``, scaling the schedule with it.
+
+    The warm-up, the pruning ramp (begin/end step), the evaluation and checkpoint intervals are
+    scaled by ``steps / total_steps`` of the base config so the run keeps the same shape.
+    """
+    if steps is None:
+        return []
+    if steps <= 0:
+        raise ValueError(f"--steps must be > 0, got {steps}")
+    training, pruning = config.training, config.pruning
+    scale = steps / training.total_steps
+    begin = int(round(pruning.begin_step * scale))
+    end = max(begin + 1, min(steps, int(round(pruning.end_step * scale))))
+    frequency = max(1, min(pruning.frequency, (end - begin) // 4 or 1))
+    eval_every = int(round(training.eval_every * scale)) if training.eval_every else 0
+    return [
+        f"training.total_steps={steps}",
+        f"training.warmup_steps={int(round(training.warmup_steps * scale))}",
+        f"training.checkpoint_every={max(1, min(training.checkpoint_every, steps))}",
+        f"training.eval_every={eval_every}",
+        f"pruning.begin_step={begin}",
+        f"pruning.end_step={end}",
+        f"pruning.frequency={frequency}",
+    ]
+
+
+def pick_dev_speakers(speakers: Sequence[str], count: int = NUM_DEV_SPEAKERS) -> list[str]:
+    """Deterministic held-out speakers: every ``len // count``-th of the sorted list.
+
+    Starting at half a stride, so the picks spread over the alphabet (AN4's ids start with the
+    speaker's sex, ``f…``/``m…``, so the split keeps roughly the corpus' female/male ratio).
+    """
+    ordered = sorted(set(speakers))
+    if len(ordered) <= count:
+        raise ValueError(f"need more than {count} speakers to hold out {count}, got {len(ordered)}")
+    stride = len(ordered) // count
+    return ordered[stride // 2::stride][:count]
+
+
+def an4_speakers(an4_dir: pathlib.Path) -> list[str]:
+    """Speaker ids of ``AN4/train`` (its LibriSpeech-layout speaker directories)."""
+    train = an4_dir / "train"
+    if not train.is_dir():
+        raise ComparisonError(f"{an4_dir}: no train/ directory (expected AN4 in LibriSpeech layout)")
+    return sorted(p.name for p in train.iterdir() if p.is_dir())
+
+
+def write_run_config(base_config: pathlib.Path, overrides: Sequence[str],
+                     path: pathlib.Path) -> None:
+    """Validates ``base_config`` + ``overrides`` and writes the resolved config to ``path``."""
+    from dsnn_keras.config import apply_overrides, dump_config, load_config
+
+    config = apply_overrides(load_config(base_config), list(overrides), where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dump_config(config, path)
+
+
+# ---- running stages -----------------------------------------------------------------------------
+def tool(name: str) -> str:
+    """Path of a console script: next to this Python first (the venv), else on PATH."""
+    candidate = pathlib.Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _log(message: str) -> None:
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[an4_comparison {stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def run_logged(name: str, argv: Sequence[str], log_path: pathlib.Path,
+               env: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Runs ``argv`` to completion with output appended to ``log_path``; measures its cost.
+
+    Returns:
+        ``{"wall_s", "cpu_user_s", "cpu_system_s", "cpu_s"}`` of the child (and of every process
+        it waited for), from the change in ``getrusage(RUSAGE_CHILDREN)``.
+
+    Raises:
+        ComparisonError: the command exited non-zero (the message names the log file).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _log(f"{name}: {shlex.join(argv)}  (log: {log_path})")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with log_path.open("a") as log:
+        log.write(f"\n$ {shlex.join(argv)}\n")
+        log.flush()
+        returncode = subprocess.call(list(argv), stdout=log, stderr=subprocess.STDOUT,
+                                     env=None if env is None else dict(env))
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if returncode != 0:
+        raise ComparisonError(f"stage {name} failed with exit status {returncode}; see {log_path}")
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    _log(f"{name}: done in {wall:.0f} s wall, {user + system:.0f} s CPU")
+    return {"wall_s": wall, "cpu_user_s": user, "cpu_system_s": system, "cpu_s": user + system}
+
+
+# ---- results and report -------------------------------------------------------------------------
+def _level_wer(eval_report: Mapping[str, Any], sparsity: float) -> dict[str, Any] | None:
+    for entry in eval_report.get("levels", []):
+        if abs(float(entry["sparsity"]) - sparsity) < 1e-6:
+            return entry
+    return None
+
+
+def comparison_rows(evals: Mapping[str, Mapping[str, Any]], runs: Sequence[RunSpec],
+                    levels: Sequence[float]) -> list[dict[str, Any]]:
+    """One row per level: DSNN / no-distillation / single-model WER and CER, and their ratios.
+
+    Args:
+        evals: ``{run name: parsed eval.json}`` (runs without an eval are simply missing).
+        runs: The planned runs (to find the single model of each sparsity).
+        levels: The DSNN's sparsity levels.
+
+    Returns:
+        Dicts with ``level``, ``sparsity``, ``dsnn_wer``, ``single_wer``, ``ratio``
+        (dsnn / single), ``nodistill_wer``, ``nodistill_ratio``, the matching CERs, and
+        ``meets_ratio_goal`` (ratio <= 1.10); a value is None when its run has no eval.
+    """
+    singles = {spec.sparsity: spec.name for spec in runs if spec.kind == "single"}
+    rows = []
+    for index, sparsity in enumerate(levels):
+        dsnn = _level_wer(evals.get("dsnn", {}), sparsity)
+        nodistill = _level_wer(evals.get("dsnn_nodistill", {}), sparsity)
+        single_name = singles.get(float(sparsity))
+        single = _level_wer(evals.get(single_name, {}), sparsity) if single_name else None
+
+        def get(entry, key):
+            return None if entry is None else float(entry[key])
+
+        def ratio(numerator, denominator):
+            if numerator is None or denominator is None:
+                return None
+            if denominator == 0:
+                return 1.0 if numerator == 0 else float("inf")
+            return numerator / denominator
+
+        row = {
+            "level": index, "sparsity": float(sparsity),
+            "dsnn_wer": get(dsnn, "wer"), "single_wer": get(single, "wer"),
+            "nodistill_wer": get(nodistill, "wer"),
+            "dsnn_cer": get(dsnn, "cer"), "single_cer": get(single, "cer"),
+            "nodistill_cer": get(nodistill, "cer"),
+        }
+        row["ratio"] = ratio(row["dsnn_wer"], row["single_wer"])
+        row["nodistill_ratio"] = ratio(row["nodistill_wer"], row["single_wer"])
+        row["meets_ratio_goal"] = None if row["ratio"] is None else row["ratio"] <= WER_RATIO_GOAL
+        rows.append(row)
+    return rows
+
+
+def cpu_summary(times: Mapping[str, Mapping[str, Any]], runs: Sequence[RunSpec]) -> dict[str, Any]:
+    """Training CPU/wall seconds: DSNN, DSNN without distillation, and the singles summed.
+
+    ``singles_cpu_s`` is None unless every single run has a recorded time.
+    """
+    singles = [spec.name for spec in runs if spec.kind == "single"]
+    single_times = [times.get(name) for name in singles]
+    complete = all(t is not None for t in single_times)
+
+    def field(name, key):
+        entry = times.get(name)
+        return None if entry is None else float(entry[key])
+
+    summary = {
+        "dsnn_cpu_s": field("dsnn", "cpu_s"), "dsnn_wall_s": field("dsnn", "wall_s"),
+        "nodistill_cpu_s": field("dsnn_nodistill", "cpu_s"),
+        "nodistill_wall_s": field("dsnn_nodistill", "wall_s"),
+        "singles_cpu_s": sum(float(t["cpu_s"]) for t in single_times) if complete else None,
+        "singles_wall_s": sum(float(t["wall_s"]) for t in single_times) if complete else None,
+        "num_singles": len(singles),
+        "resumed": sorted(name for name, t in times.items() if t.get("resumed")),
+    }
+    dsnn, singles_cpu = summary["dsnn_cpu_s"], summary["singles_cpu_s"]
+    summary["dsnn_over_singles"] = (dsnn / singles_cpu if dsnn is not None and singles_cpu
+                                    else None)
+    return summary
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def render_report(results: Mapping[str, Any]) -> str:
+    """The Markdown of ``docs/results.md`` from the ``results.json`` dict (see `collect_results`)."""
+    rows, cpu, setup = results["rows"], results["cpu"], results["setup"]
+    lines = [
+        "# DSNN on AN4: one model vs. individually trained models",
+        "",
+        f"Generated by `bench/an4_comparison.py` on {results['generated']}. Whatever it shows.",
+        "",
+        "## Command",
+        "",
+        "```",
+        results["command"],
+        "```",
+        "",
+        "## Setup",
+        "",
+        f"- Data: AN4 training set ({setup.get('an4_dir')}), {setup.get('train_utterances', '?')} "
+        f"training / {setup.get('dev_utterances', '?')} dev utterances; dev = "
+        f"{len(setup.get('dev_speakers', []))} held-out speakers: "
+        f"{', '.join(setup.get('dev_speakers', []))}.",
+        f"- Model: {setup.get('model_description', '?')}; "
+        f"{setup.get('model_params', '?')} parameters "
+        f"({setup.get('prunable_params', '?')} prunable).",
+        f"- Training: {setup.get('steps', '?')} optimizer steps for every run (base config "
+        f"`{setup.get('base_config')}`); levels {setup.get('levels')}; DSNN in-place distillation "
+        f"weight {setup.get('distillation_weight')}.",
+        "- Decoding: greedy CTC, no language model; WER/CER with jiwer (`dsnn-eval`).",
+        f"- Machine: {setup.get('machine', '?')}.",
+        "",
+        "## Dev WER per level",
+        "",
+        "| level | sparsity | DSNN WER % | single-model WER % | DSNN / single | ≤ 1.10×? "
+        "| DSNN w/o distillation WER % | w/o distill. / single |",
+        "|---:|---:|---:|---:|---:|:---:|---:|---:|",
+    ]
+    for row in rows:
+        goal = {True: "yes", False: "**no**", None: "—"}[row["meets_ratio_goal"]]
+        lines.append(
+            f"| {row['level']} | {row['sparsity']:.2f} | {_pct(row['dsnn_wer'])} | "
+            f"{_pct(row['single_wer'])} | {_ratio(row['ratio'])} | {goal} | "
+            f"{_pct(row['nodistill_wer'])} | {_ratio(row['nodistill_ratio'])} |")
+    lines += [
+        "",
+        "CER % (DSNN / single / w/o distillation): " + "; ".join(
+            f"level {r['level']}: {_pct(r['dsnn_cer'])} / {_pct(r['single_cer'])} / "
+            f"{_pct(r['nodistill_cer'])}" for r in rows) + ".",
+        "",
+        "## Training cost",
+        "",
+        "| | CPU time | wall time |",
+        "|---|---:|---:|",
+        f"| DSNN (one model, {len(rows)} levels) | {_minutes(cpu['dsnn_cpu_s'])} | "
+        f"{_minutes(cpu['dsnn_wall_s'])} |",
+        f"| DSNN without distillation | {_minutes(cpu['nodistill_cpu_s'])} | "
+        f"{_minutes(cpu['nodistill_wall_s'])} |",
+        f"| {cpu['num_singles']} single-level models together | {_minutes(cpu['singles_cpu_s'])} | "
+        f"{_minutes(cpu['singles_wall_s'])} |",
+        "",
+        f"DSNN / singles CPU time: {_ratio(cpu['dsnn_over_singles'])}. CPU time is user + system "
+        "time of each `dsnn-train` process (all its threads), measured with "
+        "`getrusage(RUSAGE_CHILDREN)`; it includes the periodic dev evaluations inside training.",
+    ]
+    if cpu.get("resumed"):
+        lines.append(f"Resumed runs (CPU time covers only the final attempt): "
+                     f"{', '.join(cpu['resumed'])}.")
+    goals = results.get("goals", {})
+    lines += [
+        "",
+        "## Goals (issue 5)",
+        "",
+        f"- DSNN WER within {WER_RATIO_GOAL:.2f}× of the single model at every level: "
+        f"{_goal_text(goals.get('ratio_goal_met'))}.",
+        f"- Dense-level dev WER ≤ {100 * DENSE_WER_GOAL:.0f} % without an LM: "
+        f"{_goal_text(goals.get('dense_goal_met'))} (DSNN level 0: {_pct(rows[0]['dsnn_wer'])} %)."
+        if rows else "- Dense-level goal: no data.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _goal_text(value: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "not measured"}[value]
+
+
+def goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, bool | None]:
+    """Whether the issue's two goals are met (None when a number is missing)."""
+    ratios = [row["meets_ratio_goal"] for row in rows]
+    ratio_goal = None if not ratios or any(r is None for r in ratios) else all(ratios)
+    dense = rows[0]["dsnn_wer"] if rows else None
+    return {"ratio_goal_met": ratio_goal,
+            "dense_goal_met": None if dense is None else dense <= DENSE_WER_GOAL}
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def machine_description() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} logical CPUs visible, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def collect_results(out_dir: pathlib.Path, runs: Sequence[RunSpec], levels: Sequence[float],
+                    setup: Mapping[str, Any], command: str) -> dict[str, Any]:
+    """Reads every run's eval.json and train_time.json and builds the results dict."""
+    evals, times = {}, {}
+    for spec in runs:
+        run_dir = out_dir / "runs" / spec.name
+        if (report := _read_json(run_dir / "eval.json")) is not None:
+            evals[spec.name] = report
+        if (timing := _read_json(run_dir / "train_time.json")) is not None:
+            times[spec.name] = timing
+    rows = comparison_rows(evals, runs, levels)
+    setup = dict(setup)
+    dsnn_levels = evals.get("dsnn", {}).get("levels", [])
+    if dsnn_levels:
+        setup.setdefault("model_params", dsnn_levels[0].get("model_params"))
+        setup.setdefault("prunable_params", dsnn_levels[0].get("prunable_params"))
+        setup.setdefault("dev_utterances", dsnn_levels[0].get("num_utterances"))
+    return {
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "setup": setup,
+        "rows": rows,
+        "cpu": cpu_summary(times, runs),
+        "goals": goals(rows),
+        "runs": {spec.name: {"kind": spec.kind, "sparsity": spec.sparsity,
+                             "distillation": spec.distillation, "overrides": list(spec.overrides),
+                             "eval": evals.get(spec.name, {}).get("levels"),
+                             "train_time": times.get(spec.name)} for spec in runs},
+    }
+
+
+def _model_description(config: Any) -> str:
+    model = config.model
+    parts = [f"2 × Conv2D {model.conv_kernel}×{model.conv_kernel}/2 ({'/'.join(map(str, model.conv_channels))} ch)",
+             " → ".join(f"LSTM-{u}" for u in model.lstm_units)]
+    if model.projection_units:
+        parts.append(f"Dense-{model.projection_units}")
+    parts.append("Dense output + blank")
+    return " → ".join(parts)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="The paper's comparison on AN4: one DSNN (levels 0/0.5/0.7/0.9) vs four "
+                    "single-level models with the same architecture and step budget, plus DSNN "
+                    "without in-place distillation. Resumable: re-run the same command.")
+    default_an4 = pathlib.Path(os.environ.get("DSNN_DATA_DIR", REPO_ROOT.parent / "shared" / "data")) / "an4"
+    parser.add_argument("--an4", type=pathlib.Path, default=default_an4,
+                        help="AN4 in LibriSpeech layout (default: $DSNN_DATA_DIR/an4 or "
+                             "../shared/data/an4).")
+    parser.add_argument("--out_dir", type=pathlib.Path, default=REPO_ROOT / "runs" / "an4_comparison",
+                        help="Where the prepared data, runs and logs go (default: runs/an4_comparison).")
+    parser.add_argument("--config", type=pathlib.Path, default=REPO_ROOT / "configs" / "an4.yaml",
+                        help="Base training config (default: configs/an4.yaml).")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Override the step budget of every run (the warm-up, pruning ramp and "
+                             "intervals are scaled with it). Default: the config's total_steps.")
+    parser.add_argument("--distillation_weight", type=float, default=None,
+                        help="In-place distillation weight of the main DSNN run (default: the "
+                             "config's training.distillation_weight if > 0, else 1.0).")
+    parser.add_argument("--only", default=",".join(STAGES),
+                        help=f"Comma-separated stages to run, of {','.join(STAGES)} (default: all).")
+    parser.add_argument("--runs", default=None,
+                        help="Comma-separated run names to train/evaluate (default: all six: dsnn, "
+                             "dsnn_nodistill, single_00, single_50, single_70, single_90).")
+    parser.add_argument("--dev_speakers", type=int, default=NUM_DEV_SPEAKERS,
+                        help=f"Training speakers held out as dev (default: {NUM_DEV_SPEAKERS}).")
+    parser.add_argument("--vocab_size", type=int, default=128,
+                        help="SentencePiece vocabulary size passed to dsnn-prepare (default: 128).")
+    parser.add_argument("--report", type=pathlib.Path, default=REPO_ROOT / "docs" / "results.md",
+                        help="Markdown report path; the JSON goes next to it with .json "
+                             "(default: docs/results.md).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Extra config override for every run (repeatable), e.g. "
+                             "--set model.lstm_units=[160,160].")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = shlex.join([".venv/bin/python", "bench/an4_comparison.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    try:
+        _run(args, command)
+    except (ComparisonError, ValueError, OSError) as error:
+        print(f"an4_comparison: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace, command: str) -> None:
+    from dsnn_keras.config import apply_overrides, load_config
+
+    stages = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"--only: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
+    out_dir = args.out_dir.resolve()
+    data_dir = out_dir / "data"
+    logs = out_dir / "logs"
+    base = load_config(args.config)
+    steps_overrides = step_overrides(base, args.steps)
+    common = [*steps_overrides, *args.overrides]
+    resolved = apply_overrides(base, common) if common else base
+    weight = args.distillation_weight
+    if weight is None:
+        weight = base.training.distillation_weight if base.training.distillation_weight > 0 else 1.0
+    runs = plan_runs(DEFAULT_LEVELS, weight, common)
+    if args.runs:
+        wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
+        names = [spec.name for spec in runs]
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise ValueError(f"--runs: unknown run(s) {missing}; expected some of {names}")
+        selected = [spec for spec in runs if spec.name in wanted]
+    else:
+        selected = runs
+    speakers = an4_speakers(args.an4) if args.an4.is_dir() else []
+    dev_speakers = pick_dev_speakers(speakers, args.dev_speakers) if speakers else []
+
+    if "prepare" in stages:
+        if (data_dir / "dataset.json").is_file():
+            _log(f"prepare: {data_dir / 'dataset.json'} exists, skipping")
+        else:
+            if not speakers:
+                raise ComparisonError(f"AN4 not found at {args.an4} (use --an4 or DSNN_DATA_DIR)")
+            # The prepared features must be the ones the models expect (dsnn-train checks).
+            out_dir.mkdir(parents=True, exist_ok=True)
+            features_path = out_dir / "feature_config.json"
+            features_path.write_text(json.dumps(resolved.feature_config().to_dict(), indent=2))
+            run_logged("prepare", [tool("dsnn-prepare"), "--input", str(args.an4 / "train"),
+                                   "--dev_speakers", ",".join(dev_speakers),
+                                   "--vocab_size", str(args.vocab_size),
+                                   "--feature_config", str(features_path),
+                                   "--out", str(data_dir)], logs / "prepare.log")
+
+    for spec in selected:
+        run_dir = out_dir / "runs" / spec.name
+        config_path = out_dir / "configs" / f"{spec.name}.yaml"
+        if "train" in stages:
+            timing_path = run_dir / "train_time.json"
+            if timing_path.is_file():
+                _log(f"train {spec.name}: {timing_path} exists, skipping")
+            else:
+                write_run_config(args.config, spec.overrides, config_path)
+                resumed = (run_dir / "checkpoints").is_dir()
+                timing = run_logged(f"train {spec.name}", [
+                    tool("dsnn-train"), "--data", str(data_dir), "--config", str(config_path),
+                    "--out", str(run_dir)], logs / f"train_{spec.name}.log")
+                timing["resumed"] = resumed
+                timing_path.write_text(json.dumps(timing, indent=2) + "\n")
+        if "eval" in stages:
+            if (run_dir / "eval.json").is_file():
+                _log(f"eval {spec.name}: {run_dir / 'eval.json'} exists, skipping")
+            else:
+                run_logged(f"eval {spec.name}", [
+                    tool("dsnn-eval"), str(run_dir), "--data", str(data_dir), "--split", "dev"],
+                    logs / f"eval_{spec.name}.log")
+
+    if "report" in stages:
+        dataset_meta = _read_json(data_dir / "dataset.json") or {}
+        splits = dataset_meta.get("splits", {})
+        setup = {
+            "an4_dir": str(args.an4), "dev_speakers": dev_speakers,
+            "train_utterances": splits.get("train", {}).get("num_utterances"),
+            "dev_utterances": splits.get("dev", {}).get("num_utterances"),
+            "model_description": _model_description(resolved),
+            "steps": resolved.training.total_steps, "base_config": str(args.config),
+            "levels": list(DEFAULT_LEVELS), "distillation_weight": weight,
+            "machine": machine_description(),
+        }
+        results = collect_results(out_dir, runs, DEFAULT_LEVELS, setup, command)
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(render_report(results))
+        args.report.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        _log(f"report: wrote {args.report} and {args.report.with_suffix('.json')}")
+        sys.stdout.write(render_report(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""Evaluation of a trained run: greedy CTC decoding at every sparsity level, WER/CER, real-time factor.
+
+``dsnn-eval RUN_DIR --data DIR --split dev`` loads the run's latest checkpoint, decodes the split at
+each level and writes ``eval.json`` (the contract other parts read), ``eval.md`` (a Markdown table)
+and ``wer_vs_sparsity.png``. TensorFlow is imported only after the arguments are parsed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
+
+EVAL_FORMAT_VERSION = 1
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_NUM_EXAMPLES = 5
+
+
+class EvaluationError(ValueError):
+    """A user-facing problem with the inputs of an evaluation (missing run, split, bad level)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One evaluation utterance: raw log-mel ``features`` [frames, num_mel_bins] and its text."""
+
+    utt_id: str
+    transcript: str
+    features: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.shape[0])
+
+
+def _log(message: str) -> None:
+    print(f"dsnn-eval: {message}", file=sys.stderr, flush=True)
+
+
+def audio_seconds(num_frames: int, feature_config: Any) -> float:
+    """Audio duration represented by ``num_frames`` feature frames (frames × hop / sample rate)."""
+    return float(num_frames) * feature_config.frame_step / feature_config.sample_rate
+
+
+def nonzero_fractions(model: Any, level: int) -> dict[str, float | None]:
+    """Fraction of weights kept at ``level``: over the prunable weights and over the whole model.
+
+    Args:
+        model: A nested-wrapped Keras model.
+        level: Level index.
+
+    Returns:
+        ``{"prunable_nonzero_fraction", "model_nonzero_fraction", "prunable_params",
+        "model_params"}``; the fractions are ``None`` when the model has no prunable weights.
+        "Nonzero" means kept by the level's mask (a kept weight that is exactly 0.0 still counts).
+    """
+    from dsnn_keras import level_codes
+
+    codes = level_codes(model)
+    prunable = sum(int(c.size) for c in codes.values())
+    kept = sum(int(np.count_nonzero(c > level)) for c in codes.values())
+    total = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    if prunable == 0:
+        return {"prunable_nonzero_fraction": None, "model_nonzero_fraction": None,
+                "prunable_params": 0, "model_params": total}
+    return {
+        "prunable_nonzero_fraction": kept / prunable,
+        "model_nonzero_fraction": (total - (prunable - kept)) / total if total else None,
+        "prunable_params": prunable,
+        "model_params": total,
+    }
+
+
+def _batches(order: Sequence[int], utterances: Sequence[Utterance], batch_size: int,
+             num_mel_bins: int) -> Iterable[tuple[list[int], np.ndarray, np.ndarray]]:
+    for start in range(0, len(order), batch_size):
+        index = list(order[start:start + batch_size])
+        lengths = np.array([utterances[i].num_frames for i in index], dtype=np.int32)
+        padded = np.zeros([len(index), int(lengths.max()), num_mel_bins], dtype=np.float32)
+        for row, i in enumerate(index):
+            padded[row, :lengths[row]] = utterances[i].features
+        yield index, padded, lengths
+
+
+def _default_output_lengths() -> Callable[[np.ndarray], Any]:
+    from dsnn_keras.model import output_lengths
+
+    return output_lengths
+
+
+def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Sequence[int],
+                   sparsities: Sequence[float], blank_id: int, pieces: Sequence[str],
+                   feature_config: Any, batch_size: int = DEFAULT_BATCH_SIZE,
+                   output_lengths: Callable[[np.ndarray], Any] | None = None,
+                   num_examples: int = DEFAULT_NUM_EXAMPLES,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Decodes ``utterances`` with ``model`` at each of ``levels`` and scores them.
+
+    The model runs in one ``tf.function`` traced once under ``sparsity_level_scope(model, level)``
+    with the level as an int32 tensor argument; the trace happens on an untimed warm-up batch.
+
+    Args:
+        model: Nested-wrapped Keras model: raw log-mel ``[batch, frames, mels]`` in, logits
+            ``[batch, out_frames, vocab + 1]`` out.
+        utterances: What to decode (padding is added per batch; utterances are batched by length).
+        levels: Level indices to evaluate.
+        sparsities: The model's sparsity of every level (indexed by level).
+        blank_id: The CTC blank class.
+        pieces: SentencePiece piece of every token id.
+        feature_config: The ``FeatureConfig`` (for audio durations).
+        batch_size: Utterances per forward pass. Defaults to 16.
+        output_lengths: Maps input frame counts to output frame counts. Defaults to
+            ``dsnn_keras.model.output_lengths``.
+        num_examples: How many (reference, hypothesis) pairs to keep per level. Defaults to 5.
+        progress: Called with a line of progress text. Defaults to none.
+
+    Returns:
+        ``{"levels": [per-level dict], "hypotheses": {level: [text per utterance]},
+        "num_utterances", "audio_seconds"}``. Each per-level dict holds ``level``, ``sparsity``,
+        ``wer``, ``cer``, ``rtf`` (wall-clock compute seconds / audio seconds; compute = forward
+        pass + greedy decode), ``cpu_rtf`` (process CPU seconds / audio seconds, all threads),
+        ``num_utterances``, the error counts, the nonzero fractions and ``examples``.
+
+    Example:
+        >>> result = evaluate_model(run.model, utts, levels=[0, 3], sparsities=run.levels,
+        ...                         blank_id=run.blank_id, pieces=run.pieces,
+        ...                         feature_config=run.feature_config)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    from dsnn_keras import sparsity_level_scope
+
+    if batch_size <= 0:
+        raise EvaluationError(f"batch_size must be > 0, got {batch_size}")
+    if not utterances:
+        raise EvaluationError("there are no utterances to evaluate")
+    output_lengths = output_lengths or _default_output_lengths()
+    say = progress or (lambda _message: None)
+    num_mel_bins = feature_config.num_mel_bins
+    for utt in utterances:
+        if utt.features.ndim != 2 or utt.features.shape[1] != num_mel_bins:
+            raise EvaluationError(
+                f"utterance {utt.utt_id}: features must be [frames, {num_mel_bins}], got "
+                f"{tuple(utt.features.shape)}")
+    references = [utt.transcript for utt in utterances]
+    total_audio = sum(audio_seconds(utt.num_frames, feature_config) for utt in utterances)
+    order = sorted(range(len(utterances)), key=lambda i: utterances[i].num_frames)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, num_mel_bins], tf.float32),
+                                  tf.TensorSpec([], tf.int32)])
+    def forward(features, level):
+        with sparsity_level_scope(model, level):
+            return model(features, training=False)
+
+    warmup = tf.zeros([1, max(utterances[order[0]].num_frames, 1), num_mel_bins])
+    forward(warmup, tf.constant(int(levels[0]), tf.int32))  # traces once for every level
+    results: list[dict[str, Any]] = []
+    hypotheses_by_level: dict[int, list[str]] = {}
+    for level in levels:
+        level = int(level)
+        level_tensor = tf.constant(level, tf.int32)
+        hypotheses: list[str] = [""] * len(utterances)
+        wall = cpu = 0.0
+        done = 0
+        for index, padded, lengths in _batches(order, utterances, batch_size, num_mel_bins):
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
+            logits = forward(tf.constant(padded), level_tensor)
+            out_lengths = np.asarray(output_lengths(lengths)).astype(np.int64).reshape(-1)
+            decoded = greedy_ctc_decode(logits.numpy(), out_lengths, blank_id)
+            wall += time.perf_counter() - wall_start
+            cpu += time.process_time() - cpu_start
+            for i, ids in zip(index, decoded):
+                hypotheses[i] = ids_to_text(ids, pieces)
+            done += len(index)
+        rates = error_rates(references, hypotheses)
+        entry: dict[str, Any] = {
+            "level": level,
+            "sparsity": float(sparsities[level]),
+            "wer": rates["wer"],
+            "cer": rates["cer"],
+            "rtf": wall / total_audio if total_audio else None,
+            "cpu_rtf": cpu / total_audio if total_audio else None,
+            "num_utterances": len(utterances),
+            "compute_seconds": wall,
+            "substitutions": rates["substitutions"],
+            "deletions": rates["deletions"],
+            "insertions": rates["insertions"],
+            "reference_words": rates["reference_words"],
+            "char_errors": rates["char_errors"],
+            "reference_chars": rates["reference_chars"],
+        }
+        entry.update(nonzero_fractions(model, level))
+        entry["examples"] = [
+            {"utt_id": utterances[i].utt_id, "reference": references[i],
+             "hypothesis": hypotheses[i]}
+            for i in range(min(num_examples, len(utterances)))]
+        results.append(entry)
+        hypotheses_by_level[level] = hypotheses
+        say(f"level {level} (sparsity {entry['sparsity']:.2f}): WER {entry['wer']:.2%}, "
+            f"CER {entry['cer']:.2%}, RTF {entry['rtf']:.4f} over {done} utterances")
+    return {"levels": results, "hypotheses": hypotheses_by_level,
+            "num_utterances": len(utterances), "audio_seconds": total_audio}
+
+
+def parse_levels(text: str | None, num_levels: int) -> list[int]:
+    """Parses ``"0,3"`` into level indices, checked against a model with ``num_levels`` levels.
+
+    ``None`` or ``"all"`` selects every level.
+    """
+    if text is None or text.strip().lower() == "all":
+        return list(range(num_levels))
+    levels: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            level = int(part)
+        except ValueError:
+            raise EvaluationError(
+                f"--levels: {part!r} is not a level index (expected e.g. 0,3)") from None
+        if not 0 <= level < num_levels:
+            raise EvaluationError(
+                f"--levels: level {level} is out of range: the run has {num_levels} levels "
+                f"(0..{num_levels - 1})")
+        if level not in levels:
+            levels.append(level)
+    if not levels:
+        raise EvaluationError("--levels: no level given")
+    return levels
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """The per-level Markdown table of an ``eval.json`` report (WER/CER in percent)."""
+    lines = [
+        f"# Evaluation on `{report.get('split', '?')}`",
+        "",
+        f"{report.get('num_utterances', '?')} utterances, "
+        f"{report.get('audio_seconds', 0.0) / 60:.1f} min of audio, greedy CTC decoding, no LM.",
+        "",
+        "| level | sparsity | kept (prunable) | WER % | CER % | RTF | utterances |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for entry in report["levels"]:
+        kept = entry.get("prunable_nonzero_fraction")
+        kept_text = "n/a" if kept is None else f"{kept:.3f}"
+        rtf = entry.get("rtf")
+        rtf_text = "n/a" if rtf is None else f"{rtf:.4f}"
+        lines.append(
+            f"| {entry['level']} | {entry['sparsity']:.2f} | {kept_text} | "
+            f"{100 * entry['wer']:.2f} | {100 * entry['cer']:.2f} | {rtf_text} | "
+            f"{entry['num_utterances']} |")
+    lines.append("")
+    lines.append("RTF: wall-clock seconds of forward pass + decoding per second of audio "
+                 f"(batch size {report.get('batch_size', '?')}).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_wer_vs_sparsity(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                         path: str | pathlib.Path, title: str = "WER against sparsity") -> None:
+    """Writes a PNG line plot of WER (%) against sparsity (%), one line per series.
+
+    Args:
+        series: ``{label: (sparsities in 0..1, WERs in 0..1)}``.
+        path: Output PNG file.
+        title: Plot title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    for label, (sparsities, wers) in series.items():
+        axes.plot([100 * s for s in sparsities], [100 * w for w in wers], marker="o", label=label)
+    axes.set_xlabel("sparsity (% of prunable weights zero)")
+    axes.set_ylabel("WER (%)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(str(path), format="png")
+
+
+def output_paths(run_dir: pathlib.Path, out: str | pathlib.Path | None) -> dict[str, pathlib.Path]:
+    """Where the JSON, Markdown, PNG and hypotheses files go.
+
+    Default: ``RUN_DIR/eval.json``, ``eval.md``, ``wer_vs_sparsity.png``, ``eval_hypotheses.jsonl``.
+    With ``out=DIR/NAME.json``: ``DIR/NAME.json``, ``DIR/NAME.md``, ``DIR/NAME_wer_vs_sparsity.png``,
+    ``DIR/NAME_hypotheses.jsonl``.
+    """
+    if out is None:
+        return {"json": run_dir / "eval.json", "md": run_dir / "eval.md",
+                "png": run_dir / "wer_vs_sparsity.png",
+                "hypotheses": run_dir / "eval_hypotheses.jsonl"}
+    out = pathlib.Path(out)
+    stem = out.with_suffix("")
+    return {"json": out, "md": stem.with_suffix(".md"),
+            "png": stem.parent / f"{stem.name}_wer_vs_sparsity.png",
+            "hypotheses": stem.parent / f"{stem.name}_hypotheses.jsonl"}
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("dsnn", "tensorflow", "tf-keras", "jiwer"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def load_utterances(dataset: Any, split: str, max_utterances: int | None = None) -> list[Utterance]:
+    """Reads a prepared split into memory (``PreparedDataset.examples``), in file order."""
+    if split not in dataset.split_names:
+        raise EvaluationError(
+            f"split {split!r} is not in {pathlib.Path(dataset.root) / 'dataset.json'} "
+            f"(available: {', '.join(sorted(dataset.split_names)) or 'none'})")
+    utterances = []
+    for example in dataset.examples(split):
+        utterances.append(Utterance(
+            utt_id=str(example["utt_id"]), transcript=str(example["transcript"]),
+            features=np.asarray(example["features"], dtype=np.float32)))
+        if max_utterances is not None and len(utterances) >= max_utterances:
+            break
+    if not utterances:
+        raise EvaluationError(f"split {split!r} of {dataset.root} has no utterances")
+    return utterances
+
+
+def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
+                 levels: Sequence[int] | str | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, out: str | pathlib.Path | None = None,
+                 max_utterances: int | None = None, num_examples: int = DEFAULT_NUM_EXAMPLES,
+                 write: bool = True, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluates a trained run on one split of a prepared dataset and writes the report files.
+
+    Args:
+        run_dir: A ``dsnn-train`` output directory.
+        data_dir: A prepared dataset directory (``dsnn-prepare`` output).
+        split: Split to decode. Defaults to ``"dev"``.
+        levels: Level indices (or a string like ``"0,3"``); ``None`` = all the run's levels.
+        batch_size: Utterances per forward pass. Defaults to 16.
+        out: Path of the JSON report. Defaults to ``RUN_DIR/eval.json`` (see ``output_paths``).
+        max_utterances: Decode only the first N utterances of the split. Defaults to all.
+        num_examples: (reference, hypothesis) pairs kept per level in the report. Defaults to 5.
+        write: Write eval.json / eval.md / the PNG / the hypotheses file. Defaults to True.
+        command: The command line recorded in the report. Defaults to ``sys.argv``.
+
+    Returns:
+        The report written to eval.json: ``{"format_version", "split", "levels": [{"level",
+        "sparsity", "wer", "cer", "rtf", "num_utterances", ...}], "num_utterances",
+        "audio_seconds", "batch_size", "run_dir", "data_dir", "files", "created_by"}``.
+
+    Raises:
+        EvaluationError: the run or data directory is missing, the split does not exist, a level
+            is out of range, or the dataset's feature config differs from the run's.
+
+    Example:
+        >>> report = evaluate_run("runs/an4_dsnn", "data/an4", split="dev")  # doctest: +SKIP
+        >>> [round(entry["wer"], 3) for entry in report["levels"]]  # doctest: +SKIP
+    """
+    run_dir = pathlib.Path(run_dir)
+    data_dir = pathlib.Path(data_dir)
+    if not run_dir.is_dir():
+        raise EvaluationError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "checkpoints").is_dir():
+        raise EvaluationError(
+            f"run directory {run_dir} has no checkpoints/ (is it a dsnn-train output?)")
+    if not (data_dir / "dataset.json").is_file():
+        raise EvaluationError(
+            f"data directory {data_dir} has no dataset.json (is it a dsnn-prepare output?)")
+    if max_utterances is not None and max_utterances <= 0:
+        raise EvaluationError(f"max_utterances must be > 0, got {max_utterances}")
+
+    from dsnn_keras.dataset import PreparedDataset
+    from dsnn_keras.run_dir import load_run
+
+    dataset = PreparedDataset.from_dir(data_dir)
+    if split not in dataset.split_names:  # checked before the (slow) model load
+        raise EvaluationError(
+            f"split {split!r} is not in {data_dir / 'dataset.json'} "
+            f"(available: {', '.join(sorted(dataset.split_names)) or 'none'})")
+    if not isinstance(levels, (str, type(None))):
+        levels = ",".join(str(int(x)) for x in levels)
+    if (run_dir / "config.yaml").is_file():  # check the levels before the (slow) model load
+        from dsnn_keras.config import load_config
+
+        parse_levels(levels, len(load_config(run_dir / "config.yaml").effective_levels))
+    _log(f"loading run {run_dir}")
+    run = load_run(run_dir)
+    dataset.check_feature_config(run.feature_config)  # DatasetError (a ValueError) naming the keys
+    level_list = parse_levels(levels, len(run.levels))
+    utterances = load_utterances(dataset, split, max_utterances)
+    _log(f"decoding {len(utterances)} utterances of {split!r} at levels {level_list}")
+    result = evaluate_model(
+        run.model, utterances, levels=level_list, sparsities=run.levels, blank_id=run.blank_id,
+        pieces=run.pieces, feature_config=run.feature_config, batch_size=batch_size,
+        num_examples=num_examples, progress=_log)
+    paths = output_paths(run_dir, out)
+    report: dict[str, Any] = {
+        "format_version": EVAL_FORMAT_VERSION,
+        "split": split,
+        "levels": result["levels"],
+        "num_utterances": result["num_utterances"],
+        "audio_seconds": result["audio_seconds"],
+        "batch_size": batch_size,
+        "decoder": "greedy_ctc",
+        "run_dir": str(run_dir),
+        "data_dir": str(data_dir),
+        "files": {kind: str(path) for kind, path in paths.items()},
+        "created_by": {
+            "command": list(sys.argv if command is None else command),
+            "versions": _versions(),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    if write:
+        paths["json"].parent.mkdir(parents=True, exist_ok=True)
+        paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+        paths["md"].write_text(markdown_table(report))
+        plot_wer_vs_sparsity(
+            {run_dir.name or "run": ([e["sparsity"] for e in report["levels"]],
+                                     [e["wer"] for e in report["levels"]])},
+            paths["png"], title=f"WER against sparsity ({split})")
+        with paths["hypotheses"].open("w") as stream:
+            for i, utt in enumerate(utterances):
+                stream.write(json.dumps({
+                    "utt_id": utt.utt_id, "reference": utt.transcript,
+                    "hypotheses": {str(level): result["hypotheses"][level][i]
+                                   for level in level_list}}) + "\n")
+        _log(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-eval",
+        description="Decode a split of a prepared dataset with a trained DSNN run at each sparsity "
+                    "level (greedy CTC, no language model) and report WER, CER and real-time "
+                    "factor. Writes RUN_DIR/eval.json, eval.md, wer_vs_sparsity.png and "
+                    "eval_hypotheses.jsonl; prints the Markdown table on stdout.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="dsnn-train output directory.")
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="Prepared dataset directory (dsnn-prepare output).")
+    parser.add_argument("--split", default="dev", help="Split to decode (default: dev).")
+    parser.add_argument("--levels", default=None, metavar="I,J",
+                        help="Comma-separated level indices to evaluate, e.g. 0,3 "
+                             "(default: every level of the run).")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"Utterances per forward pass (default: {DEFAULT_BATCH_SIZE}).")
+    parser.add_argument("--max_utterances", type=int, default=None, metavar="N",
+                        help="Decode only the first N utterances of the split (default: all).")
+    parser.add_argument("--num_examples", type=int, default=DEFAULT_NUM_EXAMPLES, metavar="N",
+                        help="Reference/hypothesis pairs kept per level in eval.json "
+                             f"(default: {DEFAULT_NUM_EXAMPLES}).")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="Write the JSON report here instead of RUN_DIR/eval.json; the "
+                             "Markdown, PNG and hypotheses files go next to it as FILE's stem "
+                             "+ .md, _wer_vs_sparsity.png, _hypotheses.jsonl.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dsnn-eval``; returns the process exit status (0 on success)."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = ["dsnn-eval", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        report = evaluate_run(
+            args.run_dir, args.data, split=args.split, levels=args.levels,
+            batch_size=args.batch_size, out=args.out, max_utterances=args.max_utterances,
+            num_examples=args.num_examples, command=command)
+    except (EvaluationError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"dsnn-eval: error: {message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(markdown_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

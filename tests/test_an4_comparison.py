@@ -1,0 +1,198 @@
+"""Tests for bench/an4_comparison.py: the run plan, the dev-speaker choice, stage bookkeeping and
+the report tables.
+
+The eval.json / train_time.json inputs of the report tests are FABRICATED FIXTURES (numbers made up
+for the test), not measurements; the end-to-end script needs far more than a test's time budget.
+"""
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("an4_comparison", ROOT / "bench" / "an4_comparison.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["an4_comparison"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cmp = _load_script()
+
+AN4_SPEAKERS = (
+    "fash fbbh fclc fejs ffmm fjam fjdn fjmd fkai fkdo flmm2 flrp fmjc fmjd fnsv fplp fsaf2 fsrb "
+    "ftal ftmj fwxs mblb mblw mbmg mcel mcen mcfl mcrt mcsc mdcs mdcs2 mdmc mdxn mdxs meab meht "
+    "mema mewl mfaa mgah mjbh mjda mjdr mjes mjgk mjhp mjjs2 mkdb mkem mmaf mmal mmap mmdg mmkw "
+    "mmsh mmtm mnfe mnjl mrab mrcb mrjc2 mrmg mscg2 msct msjm msjr mskh msmn msrb mtcv mtje mtos "
+    "mtxj mwhw").split()
+
+
+def test_picks_ten_distinct_an4_speakers_deterministically_from_any_order():
+    picked = cmp.pick_dev_speakers(AN4_SPEAKERS, 10)
+    assert picked == cmp.pick_dev_speakers(list(reversed(AN4_SPEAKERS)), 10)
+    assert len(set(picked)) == 10 and set(picked) <= set(AN4_SPEAKERS)
+    # Every 7th of the 74 sorted ids, from the 4th: 3 female and 7 male speakers.
+    assert picked == sorted(AN4_SPEAKERS)[3::7][:10]
+    assert sum(s.startswith("f") for s in picked) == 3
+
+
+def test_refuses_to_hold_out_every_speaker():
+    with pytest.raises(ValueError, match="more than 10 speakers"):
+        cmp.pick_dev_speakers(AN4_SPEAKERS[:10], 10)
+
+
+def test_plans_two_dsnn_runs_and_one_single_run_per_level():
+    runs = cmp.plan_runs((0.0, 0.5, 0.7, 0.9), distillation_weight=0.5, common=["training.total_steps=7"])
+    assert [r.name for r in runs] == ["dsnn", "dsnn_nodistill", "single_00", "single_50",
+                                      "single_70", "single_90"]
+    by_name = {r.name: r for r in runs}
+    assert "training.distillation_weight=0.5" in by_name["dsnn"].overrides
+    assert "training.distillation_weight=0.0" in by_name["dsnn_nodistill"].overrides
+    assert "pruning.single_sparsity=0.7" in by_name["single_70"].overrides
+    assert all("training.total_steps=7" in r.overrides for r in runs)
+
+
+@pytest.fixture
+def base_config(tmp_path):
+    """configs/tiny.yaml with a fixed 60-step schedule (begin 10, end 40), written to tmp_path."""
+    from dsnn_keras.config import apply_overrides, dump_config, load_config
+
+    config = apply_overrides(load_config(ROOT / "configs" / "tiny.yaml"), [
+        "training.total_steps=60", "training.warmup_steps=6", "training.eval_every=30",
+        "training.checkpoint_every=20", "pruning.begin_step=10", "pruning.end_step=40",
+        "pruning.frequency=5"])
+    path = tmp_path / "base.yaml"
+    dump_config(config, path)
+    return path
+
+
+def test_generated_configs_share_architecture_and_budget_and_differ_in_mode(tmp_path, base_config):
+    from dsnn_keras.config import load_config
+
+    base = load_config(base_config)
+    common = cmp.step_overrides(base, 30)
+    configs = {}
+    for spec in cmp.plan_runs((0.0, 0.5, 0.7, 0.9), 1.0, common):
+        path = tmp_path / f"{spec.name}.yaml"
+        cmp.write_run_config(base_config, spec.overrides, path)
+        configs[spec.name] = load_config(path)
+    assert {c.model for c in configs.values()} == {base.model}
+    assert {c.training.total_steps for c in configs.values()} == {30}
+    # The schedule is scaled with the budget: 60 -> 30 steps halves every step count.
+    assert {(c.pruning.begin_step, c.pruning.end_step) for c in configs.values()} == {(5, 20)}
+    assert {(c.training.warmup_steps, c.training.eval_every) for c in configs.values()} == {(3, 15)}
+    assert configs["dsnn"].effective_levels == (0.0, 0.5, 0.7, 0.9)
+    assert configs["dsnn"].training.distillation_weight == 1.0
+    assert configs["dsnn_nodistill"].training.distillation_weight == 0.0
+    assert configs["single_90"].training.mode == "single"
+    assert configs["single_90"].effective_levels == (0.9,)
+
+
+def test_step_override_rejects_a_non_positive_budget():
+    from dsnn_keras.config import load_config
+
+    with pytest.raises(ValueError, match="--steps must be > 0"):
+        cmp.step_overrides(load_config(ROOT / "configs" / "tiny.yaml"), 0)
+
+
+def test_run_logged_measures_the_childs_cpu_time_and_reports_failures(tmp_path):
+    busy = [sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass"]
+    timing = cmp.run_logged("busy", busy, tmp_path / "busy.log")
+    assert timing["cpu_s"] >= 0.25
+    assert timing["wall_s"] >= timing["cpu_user_s"] * 0.5
+    with pytest.raises(cmp.ComparisonError, match="exit status 3; see .*fail.log"):
+        cmp.run_logged("fail", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
+                       tmp_path / "fail.log")
+    assert "boom" in (tmp_path / "fail.log").read_text()
+
+
+# ---- report generation on FABRICATED eval.json / train_time.json fixtures ----------------------
+FAKE_WER = {  # run -> WER per level (fixtures, not measurements)
+    "dsnn": [0.20, 0.21, 0.23, 0.30],
+    "dsnn_nodistill": [0.21, 0.22, 0.25, 0.36],
+    "single_00": [0.19], "single_50": [0.20], "single_70": [0.22], "single_90": [0.25],
+}
+FAKE_CPU = {"dsnn": 3000.0, "dsnn_nodistill": 2800.0, "single_00": 1000.0, "single_50": 1000.0,
+            "single_70": 1000.0, "single_90": 1200.0}
+
+
+def _write_fake_runs(out_dir):
+    levels = (0.0, 0.5, 0.7, 0.9)
+    runs = cmp.plan_runs(levels, 1.0)
+    for spec in runs:
+        run_dir = out_dir / "runs" / spec.name
+        run_dir.mkdir(parents=True)
+        sparsities = levels if spec.kind == "dsnn" else (spec.sparsity,)
+        entries = [{"level": i, "sparsity": s, "wer": w, "cer": w / 2, "rtf": 0.01,
+                    "num_utterances": 130, "model_params": 1000, "prunable_params": 800}
+                   for i, (s, w) in enumerate(zip(sparsities, FAKE_WER[spec.name]))]
+        (run_dir / "eval.json").write_text(json.dumps({"split": "dev", "levels": entries}))
+        (run_dir / "train_time.json").write_text(json.dumps(
+            {"cpu_s": FAKE_CPU[spec.name], "wall_s": FAKE_CPU[spec.name] / 2, "resumed": False}))
+    return runs, levels
+
+
+def test_comparison_rows_pair_each_dsnn_level_with_its_single_model(tmp_path):
+    runs, levels = _write_fake_runs(tmp_path)
+    results = cmp.collect_results(tmp_path, runs, levels, {"dev_speakers": ["a"]}, "cmd")
+    rows = results["rows"]
+    assert [r["single_wer"] for r in rows] == [0.19, 0.20, 0.22, 0.25]
+    assert rows[0]["ratio"] == pytest.approx(0.20 / 0.19)
+    assert rows[3]["ratio"] == pytest.approx(0.30 / 0.25)
+    assert [r["meets_ratio_goal"] for r in rows] == [True, True, True, False]
+    assert rows[3]["nodistill_ratio"] == pytest.approx(0.36 / 0.25)
+    assert results["goals"] == {"ratio_goal_met": False, "dense_goal_met": True}
+    assert results["cpu"]["singles_cpu_s"] == 4200.0
+    assert results["cpu"]["dsnn_over_singles"] == pytest.approx(3000 / 4200)
+    assert results["setup"]["model_params"] == 1000
+
+
+def test_report_markdown_shows_the_table_cpu_times_and_goals(tmp_path):
+    runs, levels = _write_fake_runs(tmp_path)
+    results = cmp.collect_results(tmp_path, runs, levels, {"dev_speakers": ["fash", "mkem"]},
+                                  "python bench/an4_comparison.py --steps 10")
+    text = cmp.render_report(results)
+    assert "python bench/an4_comparison.py --steps 10" in text
+    assert "| 3 | 0.90 | 30.0 | 25.0 | 1.20× | **no** | 36.0 | 1.44× |" in text
+    assert "| 0 | 0.00 | 20.0 | 19.0 | 1.05× | yes | 21.0 | 1.11× |" in text
+    assert "| 4 single-level models together | 70.0 min | 35.0 min |" in text
+    assert "DSNN / singles CPU time: 0.71×" in text
+    assert "fash, mkem" in text
+    assert "**not met**" in text
+
+
+def test_report_marks_missing_runs_instead_of_failing(tmp_path):
+    runs, levels = _write_fake_runs(tmp_path)
+    (tmp_path / "runs" / "single_70" / "eval.json").unlink()
+    (tmp_path / "runs" / "single_00" / "train_time.json").unlink()
+    results = cmp.collect_results(tmp_path, runs, levels, {}, "cmd")
+    assert results["rows"][2]["single_wer"] is None and results["rows"][2]["ratio"] is None
+    assert results["goals"]["ratio_goal_met"] is None
+    assert results["cpu"]["singles_cpu_s"] is None
+    text = cmp.render_report(results)
+    assert "| 2 | 0.70 | 23.0 | — | — | — |" in text
+
+
+def test_unknown_stage_is_a_one_line_error(tmp_path, capsys):
+    code = cmp.main(["--only", "prepare,bake", "--out_dir", str(tmp_path),
+                     "--config", str(ROOT / "configs" / "tiny.yaml")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown stage(s) ['bake']" in err[0]
+
+
+def test_report_stage_alone_writes_markdown_and_json(tmp_path, base_config):
+    _write_fake_runs(tmp_path)
+    report = tmp_path / "docs" / "results.md"
+    code = cmp.main(["--only", "report", "--out_dir", str(tmp_path), "--an4", str(tmp_path / "none"),
+                     "--config", str(base_config), "--report", str(report)])
+    assert code == 0
+    assert "## Dev WER per level" in report.read_text()
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert data["rows"][1]["dsnn_wer"] == 0.21
+    assert data["setup"]["steps"] == 60
