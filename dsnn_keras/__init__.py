@@ -27,6 +27,22 @@ _EXPORTS = {
     "level_codes": "dsnn_keras.nested_prune",
     "update_nested_masks": "dsnn_keras.nested_prune",
     "sparsity_levels": "dsnn_keras.nested_prune",
+    # ASR model, data, training and trained runs.
+    "load_config": "dsnn_keras.config",
+    "PreparedDataset": "dsnn_keras.dataset",
+    "build_model": "dsnn_keras.model",
+    "build_pruned_model": "dsnn_keras.model",
+    "output_lengths": "dsnn_keras.model",
+    "train": "dsnn_keras.trainer",
+    "load_run": "dsnn_keras.run_dir",
+    "TrainedRun": "dsnn_keras.run_dir",
+    "measured_sparsities": "dsnn_keras.nested_prune",
+    "write_nested_summaries": "dsnn_keras.nested_callbacks",
+    # Decoding and evaluation.
+    "greedy_ctc_decode": "dsnn_keras.decoding",
+    "ids_to_text": "dsnn_keras.decoding",
+    "error_rates": "dsnn_keras.decoding",
+    "evaluate_run": "dsnn_keras.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)
