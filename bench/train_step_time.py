@@ -1,0 +1,67 @@
+"""Median training-step time of a config: the DSNN sandwich step vs a single-level step.
+
+Usage: python bench/train_step_time.py --config configs/an4.yaml [--batch 24 --frames 330 --steps 12]
+
+Builds a tiny synthetic prepared dataset only for its metadata (vocabulary, CMVN), then times the
+trainer's compiled step on fixed random batches of ``batch x frames`` (AN4 averages ~270 frames per
+utterance; 8000 frames per batch ~= 24 x 330). Prints medians and the DSNN/single ratio.
+"""
+import argparse
+import io
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/an4.yaml", help="training config to time")
+    parser.add_argument("--batch", type=int, default=24, help="utterances per batch")
+    parser.add_argument("--frames", type=int, default=330, help="frames per utterance")
+    parser.add_argument("--labels", type=int, default=20, help="tokens per utterance")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per mode (after one warm-up)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    import tensorflow as tf
+
+    from fixtures_data import build_prepared_dataset
+    from dsnn_keras.config import apply_overrides, load_config
+    from dsnn_keras.dataset import PreparedDataset
+    from dsnn_keras.trainer import Trainer
+
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    data = PreparedDataset.from_dir(build_prepared_dataset(tmp / "data", num_train=8, num_dev=2))
+    base = load_config(args.config)
+    rng = np.random.default_rng(0)
+    batch = {"features": tf.constant(rng.normal(size=[args.batch, args.frames, 80]).astype(np.float32)),
+             "num_frames": tf.fill([args.batch], args.frames),
+             "labels": tf.constant(rng.integers(1, data.vocab_size, size=[args.batch, args.labels]), tf.int32),
+             "label_lengths": tf.fill([args.batch], args.labels)}
+    results = {}
+    for mode, overrides in (("dsnn", []), ("single", ["training.mode=single"])):
+        config = apply_overrides(base, overrides)
+        trainer = Trainer(config, data, tmp / f"run_{mode}", stream=io.StringIO())
+        next(trainer.batches())  # builds the step function
+        n = config.num_sandwich_levels
+        levels = tf.constant(list(range(n)), tf.int32)
+        times = []
+        t0 = time.perf_counter()
+        for i in range(args.steps + 1):
+            t = time.perf_counter()
+            grads, losses, _, _ = trainer._compute(batch, levels, tf.constant(i, tf.int64))
+            trainer._apply(grads)
+            float(losses[0])
+            times.append(time.perf_counter() - t)
+            if i == 0:
+                print(f"{mode}: first step (trace + compile) {times[0]:.1f} s", flush=True)
+        results[mode] = float(np.median(times[1:]))
+        print(f"{mode}: {n} level(s), median step {results[mode]:.3f} s "
+              f"(batch {args.batch} x {args.frames} frames)", flush=True)
+    print(f"ratio dsnn/single: {results['dsnn'] / results['single']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+"""The training configuration: a versioned YAML (or JSON) file loaded into frozen dataclasses.
+
+Sections: ``model`` (architecture), ``features`` (the `FeatureConfig` the model expects; a dataset
+with other features is refused), ``data`` (batching, SpecAugment), ``pruning`` (levels and the
+gradual nested pruning schedule) and ``training`` (mode, optimizer, steps, checkpoints, logging).
+Every key is checked: unknown keys and bad values raise `ConfigError` naming the key and the file.
+
+Example:
+    >>> cfg = load_config("configs/tiny.yaml")
+    >>> cfg.pruning.levels
+    (0.0, 0.5, 0.7, 0.9)
+    >>> cfg = apply_overrides(cfg, ["training.mode=single", "pruning.single_sparsity=0.7"])
+    >>> cfg.effective_levels
+    (0.7,)
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import pathlib
+import typing
+from typing import Any, Mapping, Optional, Sequence
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """ASR model architecture.
+
+    Args:
+        conv_channels: Output channels of the two 3x3 stride-2 Conv2D subsampling layers (4x in
+            time). Defaults to (32, 32).
+        conv_kernel: Conv kernel size. Defaults to 3.
+        lstm_units: One unidirectional LSTM layer per entry. Defaults to (256, 256, 256).
+        projection_units: Width of an optional Dense projection after the LSTMs; 0 for none.
+            Defaults to 0.
+        dropout: Dropout rate between LSTM layers (training only). Defaults to 0.1.
+    """
+
+    conv_channels: tuple[int, ...] = (32, 32)
+    conv_kernel: int = 3
+    lstm_units: tuple[int, ...] = (256, 256, 256)
+    projection_units: int = 0
+    dropout: float = 0.1
+
+    def validate(self, where: str) -> None:
+        if len(self.conv_channels) != 2 or min(self.conv_channels) <= 0:
+            raise ConfigError(f"{where}: model.conv_channels must be two positive ints, got {self.conv_channels}")
+        if self.conv_kernel <= 0:
+            raise ConfigError(f"{where}: model.conv_kernel must be > 0, got {self.conv_kernel}")
+        if not self.lstm_units or min(self.lstm_units) <= 0:
+            raise ConfigError(f"{where}: model.lstm_units must be a non-empty list of positive ints, "
+                              f"got {self.lstm_units}")
+        if self.projection_units < 0:
+            raise ConfigError(f"{where}: model.projection_units must be >= 0, got {self.projection_units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{where}: model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecAugmentConfig:
+    """SpecAugment masks, applied to training batches only.
+
+    Args:
+        freq_masks: Number of frequency masks per utterance. Defaults to 2.
+        freq_mask_width: Largest frequency mask, in mel bins. Defaults to 15.
+        time_masks: Number of time masks per utterance. Defaults to 2.
+        time_mask_width: Largest time mask, in frames. Defaults to 40.
+        time_mask_max_ratio: A time mask never exceeds this fraction of the utterance. Defaults to 0.2.
+    """
+
+    freq_masks: int = 2
+    freq_mask_width: int = 15
+    time_masks: int = 2
+    time_mask_width: int = 40
+    time_mask_max_ratio: float = 0.2
+
+    def validate(self, where: str) -> None:
+        for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}: data.specaugment.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.time_mask_max_ratio <= 1.0:
+            raise ConfigError(f"{where}: data.specaugment.time_mask_max_ratio must be in [0, 1], "
+                              f"got {self.time_mask_max_ratio}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline.
+
+    Args:
+        train_split: Split to train on. Defaults to "train".
+        dev_split: Split for the periodic dev WER; "" disables it. Defaults to "dev".
+        max_frames_per_batch: Length-bucketed batches hold at most this many padded frames.
+            Defaults to 8000.
+        max_batch_size: Upper bound on utterances per batch. Defaults to 64.
+        num_buckets: Number of length buckets. Defaults to 8.
+        max_utterance_frames: Longer training utterances are dropped. Defaults to 3000.
+        shuffle_buffer: Utterances in the shuffle buffer. Defaults to 1024.
+        specaugment: `SpecAugmentConfig`, or null to disable SpecAugment.
+    """
+
+    train_split: str = "train"
+    dev_split: str = "dev"
+    max_frames_per_batch: int = 8000
+    max_batch_size: int = 64
+    num_buckets: int = 8
+    max_utterance_frames: int = 3000
+    shuffle_buffer: int = 1024
+    specaugment: Optional[SpecAugmentConfig] = SpecAugmentConfig()
+
+    def validate(self, where: str) -> None:
+        for name in ("max_frames_per_batch", "max_batch_size", "num_buckets", "max_utterance_frames",
+                     "shuffle_buffer"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}: data.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_frames_per_batch < self.max_utterance_frames:
+            raise ConfigError(f"{where}: data.max_frames_per_batch ({self.max_frames_per_batch}) must be >= "
+                              f"data.max_utterance_frames ({self.max_utterance_frames})")
+        if not self.train_split:
+            raise ConfigError(f"{where}: data.train_split must not be empty")
+        if self.specaugment is not None:
+            self.specaugment.validate(where)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """Sparsity levels and the gradual nested pruning schedule.
+
+    Steps: dense warm-up for ``begin_step`` steps, the cubic ramp until ``end_step``, then joint
+    fine-tuning until ``training.total_steps``.
+
+    Args:
+        levels: Sparsity per level, strictly increasing, each in [0, 1). Defaults to (0, .5, .7, .9).
+        single_sparsity: The one sparsity trained in ``training.mode: single``. Defaults to 0.0.
+        begin_step: First pruning step (end of the dense warm-up). Defaults to 1000.
+        end_step: Last mask update (end of the ramp). Defaults to 4000.
+        frequency: Masks are recomputed every this many steps during the ramp. Defaults to 100.
+        power: Exponent of the polynomial ramp. Defaults to 3.
+        prune_layers: Names of the layers to prune; null means every LSTM and Dense layer except
+            the output layer ("logits"). Defaults to None.
+    """
+
+    levels: tuple[float, ...] = (0.0, 0.5, 0.7, 0.9)
+    single_sparsity: float = 0.0
+    begin_step: int = 1000
+    end_step: int = 4000
+    frequency: int = 100
+    power: int = 3
+    prune_layers: Optional[tuple[str, ...]] = None
+
+    def validate(self, where: str) -> None:
+        if not self.levels:
+            raise ConfigError(f"{where}: pruning.levels must not be empty")
+        if any(not 0.0 <= s < 1.0 for s in self.levels):
+            raise ConfigError(f"{where}: pruning.levels must each be in [0, 1), got {list(self.levels)}")
+        if any(b <= a for a, b in zip(self.levels, self.levels[1:])):
+            raise ConfigError(f"{where}: pruning.levels must be strictly increasing, got {list(self.levels)}")
+        if not 0.0 <= self.single_sparsity < 1.0:
+            raise ConfigError(f"{where}: pruning.single_sparsity must be in [0, 1), got {self.single_sparsity}")
+        if self.begin_step < 0 or self.end_step <= self.begin_step:
+            raise ConfigError(f"{where}: pruning needs 0 <= begin_step < end_step, got "
+                              f"begin_step={self.begin_step}, end_step={self.end_step}")
+        if self.frequency <= 0:
+            raise ConfigError(f"{where}: pruning.frequency must be > 0, got {self.frequency}")
+        if self.power <= 0:
+            raise ConfigError(f"{where}: pruning.power must be > 0, got {self.power}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation, modes, checkpoints and logging.
+
+    Args:
+        mode: "dsnn" trains all ``pruning.levels`` jointly; "single" trains one model at
+            ``pruning.single_sparsity`` with the same budget and schedule. Defaults to "dsnn".
+        total_steps: Optimizer steps in the run. Defaults to 6000.
+        sandwich_levels: Levels run per step (densest + sparsest + n-2 sampled); null = all levels.
+            Defaults to None.
+        distillation_weight: Weight of the in-place distillation loss (0 disables). Defaults to 0.
+        learning_rate: Peak learning rate of Adam. Defaults to 1e-3.
+        warmup_steps: Linear learning-rate warm-up steps. Defaults to 500.
+        final_learning_rate: Learning rate reached at ``total_steps`` by cosine decay. Defaults to 1e-5.
+        clip_norm: Global-norm gradient clipping. Defaults to 5.0.
+        seed: Seed for weights, data order, SpecAugment and level sampling. Defaults to 0.
+        checkpoint_every: Steps between checkpoints. Defaults to 200.
+        keep_checkpoints: Checkpoints kept on disk. Defaults to 3.
+        log_every: Steps between log lines and TensorBoard scalars. Defaults to 50.
+        eval_every: Steps between dev-WER evaluations (0 disables; always done at the end).
+            Defaults to 1000.
+        eval_max_utterances: Dev utterances decoded per evaluation. Defaults to 200.
+        max_consecutive_nonfinite: Stop the run after this many NaN/Inf steps in a row. Defaults to 20.
+    """
+
+    mode: str = "dsnn"
+    total_steps: int = 6000
+    sandwich_levels: Optional[int] = None
+    distillation_weight: float = 0.0
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    final_learning_rate: float = 1e-5
+    clip_norm: float = 5.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_max_utterances: int = 200
+    max_consecutive_nonfinite: int = 20
+
+    def validate(self, where: str) -> None:
+        if self.mode not in ("dsnn", "single"):
+            raise ConfigError(f"{where}: training.mode must be 'dsnn' or 'single', got {self.mode!r}")
+        if self.sandwich_levels is not None and self.sandwich_levels < 1:
+            raise ConfigError(f"{where}: training.sandwich_levels must be >= 1 or null, got {self.sandwich_levels}")
+        if self.distillation_weight < 0:
+            raise ConfigError(f"{where}: training.distillation_weight must be >= 0, got {self.distillation_weight}")
+        for name in ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                     "eval_max_utterances", "max_consecutive_nonfinite"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}: training.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}: training.{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.final_learning_rate < 0:
+            raise ConfigError(f"{where}: training.learning_rate must be > 0 and final_learning_rate >= 0")
+        if self.clip_norm <= 0:
+            raise ConfigError(f"{where}: training.clip_norm must be > 0, got {self.clip_norm}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole training configuration (``version: 1``)."""
+
+    model: ModelConfig = ModelConfig()
+    features: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: DataConfig = DataConfig()
+    pruning: PruningConfig = PruningConfig()
+    training: TrainingConfig = TrainingConfig()
+    version: int = CONFIG_VERSION
+
+    @property
+    def effective_levels(self) -> tuple[float, ...]:
+        """The levels the model is built with: all levels, or the one single-mode sparsity."""
+        if self.training.mode == "single":
+            return (self.pruning.single_sparsity,)
+        return tuple(self.pruning.levels)
+
+    @property
+    def num_sandwich_levels(self) -> int:
+        k = len(self.effective_levels)
+        n = self.training.sandwich_levels
+        return k if n is None else min(n, k)
+
+    def feature_config(self):
+        """The `FeatureConfig` this model expects."""
+        from dsnn_keras.frontend import FeatureConfig
+
+        return FeatureConfig.from_dict(dict(self.features))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (lists, not tuples) that `config_from_dict` reads back unchanged."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Converts a YAML value to the annotated field type, or raises naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key, where)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+        return _build(hint, value, key, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+        return value
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _build(cls, values: Mapping[str, Any], prefix: str, where: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        names = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
+        raise ConfigError(f"{where}: unknown key(s) {names}; expected one of {sorted(known)}")
+    kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name, where)
+              for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: Mapping[str, Any], where: str = "<config>") -> Config:
+    """Builds and validates a `Config` from a mapping.
+
+    Args:
+        values: The parsed file; must contain ``version: 1``.
+        where: File name used in error messages.
+
+    Returns:
+        The validated, frozen `Config`.
+
+    Raises:
+        ConfigError: naming ``where`` and the offending key.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    if "version" not in values:
+        raise ConfigError(f"{where}: missing key 'version' (expected version: {CONFIG_VERSION})")
+    if values["version"] != CONFIG_VERSION:
+        raise ConfigError(f"{where}: version must be {CONFIG_VERSION}, got {values['version']!r}")
+    config = _build(Config, values, "", where)
+    config.model.validate(where)
+    config.data.validate(where)
+    config.pruning.validate(where)
+    config.training.validate(where)
+    try:
+        features = config.feature_config().to_dict()
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: features: {err}") from None
+    config = dataclasses.replace(config, features=features)
+    if config.training.mode == "dsnn" and config.training.sandwich_levels is not None \
+            and len(config.pruning.levels) > 1 and config.training.sandwich_levels < 2:
+        raise ConfigError(f"{where}: training.sandwich_levels must be >= 2 with several levels "
+                          f"(densest and sparsest are always run), got {config.training.sandwich_levels}")
+    return config
+
+
+def load_config(path) -> Config:
+    """Reads a YAML or JSON config file and validates it (see `config_from_dict`)."""
+    import yaml
+
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    return config_from_dict(values if values is not None else {}, str(path))
+
+
+def apply_overrides(config: Config, overrides: Sequence[str], where: str = "--set") -> Config:
+    """Returns ``config`` with dotted ``key=value`` overrides applied (values parsed as YAML).
+
+    Example:
+        >>> apply_overrides(cfg, ["training.total_steps=100"]).training.total_steps
+        100
+    """
+    import yaml
+
+    values = config.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{where}: expected KEY=VALUE (e.g. training.mode=single), got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                if part in node and node[part] is None:
+                    node[part] = {}
+                else:
+                    raise ConfigError(f"{where}: unknown key {key!r}")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return config_from_dict(values, where)
+
+
+def dump_config(config: Config, path) -> None:
+    """Writes the resolved config as YAML (read back by `load_config`)."""
+    import yaml
+
+    pathlib.Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,269 @@
+"""Reading a prepared dataset directory (written by ``dsnn-prepare``) and batching it for training.
+
+The directory format is the "Prepared dataset directory" contract: ``dataset.json``, ``cmvn.json``,
+``tokenizer.model`` and ``<split>/data-*.tfrecord`` of ``tf.train.Example`` records.
+
+Example:
+    >>> ds = PreparedDataset.from_dir("prepared/an4")
+    >>> ds.check_feature_config(config.feature_config())
+    >>> for batch in ds.training_batches("train", config.data, seed=0, epoch=0):
+    ...     batch["features"].shape     # [batch, max_frames, num_mel_bins], raw log-mel
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A prepared dataset directory is missing, malformed, or does not fit the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset directory, loaded and checked.
+
+    Use `PreparedDataset.from_dir`; the fields mirror ``dataset.json`` and ``cmvn.json``.
+    """
+
+    root: pathlib.Path
+    feature_config: Any  # dsnn_keras.frontend.FeatureConfig
+    cmvn_mean: np.ndarray
+    cmvn_std: np.ndarray
+    tokenizer_path: pathlib.Path
+    vocab_size: int
+    metadata: dict
+
+    @classmethod
+    def from_dir(cls, path) -> "PreparedDataset":
+        """Loads ``path/dataset.json`` and ``cmvn.json``; raises `DatasetError` naming the problem."""
+        from dsnn_keras.frontend import FeatureConfig
+
+        root = pathlib.Path(path)
+        meta_path = root / "dataset.json"
+        if not meta_path.is_file():
+            raise DatasetError(f"{root}: not a prepared dataset directory (no dataset.json); "
+                               "create one with dsnn-prepare")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{meta_path}: not valid JSON ({err})") from None
+        for key in ("format_version", "feature_config", "tokenizer", "cmvn", "splits"):
+            if key not in meta:
+                raise DatasetError(f"{meta_path}: missing key {key!r}")
+        if meta["format_version"] != FORMAT_VERSION:
+            raise DatasetError(f"{meta_path}: format_version must be {FORMAT_VERSION}, "
+                               f"got {meta['format_version']!r}")
+        try:
+            features = FeatureConfig.from_dict(meta["feature_config"])
+        except (ValueError, TypeError) as err:
+            raise DatasetError(f"{meta_path}: feature_config: {err}") from None
+        cmvn_path = root / meta["cmvn"]
+        try:
+            cmvn = json.loads(cmvn_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DatasetError(f"{cmvn_path}: cannot read CMVN statistics ({err})") from None
+        mean = np.asarray(cmvn.get("mean", []), np.float32)
+        std = np.asarray(cmvn.get("std", []), np.float32)
+        if mean.shape != (features.num_mel_bins,) or std.shape != (features.num_mel_bins,):
+            raise DatasetError(f"{cmvn_path}: mean and std must have {features.num_mel_bins} values "
+                               f"(num_mel_bins), got {mean.shape[0]} and {std.shape[0]}")
+        if np.any(std <= 0):
+            raise DatasetError(f"{cmvn_path}: std must be > 0 in every bin")
+        tokenizer_path = root / meta["tokenizer"]["model"]
+        if not tokenizer_path.is_file():
+            raise DatasetError(f"{meta_path}: tokenizer model {tokenizer_path} not found")
+        for split, info in meta["splits"].items():
+            for name in info.get("files", []):
+                if not (root / name).is_file():
+                    raise DatasetError(f"{meta_path}: split {split!r} lists missing file {name}")
+        return cls(root=root, feature_config=features, cmvn_mean=mean, cmvn_std=std,
+                   tokenizer_path=tokenizer_path, vocab_size=int(meta["tokenizer"]["vocab_size"]),
+                   metadata=meta)
+
+    # ---- metadata -------------------------------------------------------------------------
+    @property
+    def blank_id(self) -> int:
+        """The CTC blank: one past the last SentencePiece id."""
+        return self.vocab_size
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata["splits"])
+
+    def _split(self, split: str) -> dict:
+        if split not in self.metadata["splits"]:
+            raise DatasetError(f"{self.root}: no split {split!r}; available: {list(self.split_names)}")
+        return self.metadata["splits"][split]
+
+    def num_utterances(self, split: str) -> int:
+        return int(self._split(split)["num_utterances"])
+
+    def files(self, split: str) -> list[str]:
+        return [str(self.root / name) for name in self._split(split)["files"]]
+
+    def check_feature_config(self, expected) -> None:
+        """Raises `DatasetError` if the dataset's features differ from ``expected`` (a FeatureConfig)."""
+        mine, theirs = self.feature_config.to_dict(), expected.to_dict()
+        diff = [f"{k}: dataset {mine.get(k)!r} vs model {theirs.get(k)!r}"
+                for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if diff:
+            raise DatasetError(f"{self.root / 'dataset.json'}: feature_config differs from the model's "
+                               f"config ({'; '.join(diff)}); re-run dsnn-prepare with matching features")
+
+    def tokenizer(self):
+        """The SentencePieceProcessor of ``tokenizer.model``."""
+        import sentencepiece as spm
+
+        return spm.SentencePieceProcessor(model_file=str(self.tokenizer_path))
+
+    def pieces(self) -> list[str]:
+        """The SentencePiece piece of every id 0..vocab_size-1."""
+        sp = self.tokenizer()
+        return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+
+    # ---- records --------------------------------------------------------------------------
+    def records(self, split: str):
+        """Unbatched tf.data.Dataset of parsed examples, in file order.
+
+        Elements: ``utt_id``, ``speaker``, ``transcript`` (tf.string), ``features`` (float32
+        ``[T, num_mel_bins]``), ``num_frames`` (int32), ``token_ids`` (int32 ``[L]``),
+        ``num_tokens`` (int32).
+        """
+        import tensorflow as tf
+
+        bins = self.feature_config.num_mel_bins
+        spec = {
+            "utt_id": tf.io.FixedLenFeature([], tf.string),
+            "speaker": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "transcript": tf.io.FixedLenFeature([], tf.string),
+            "features": tf.io.RaggedFeature(tf.float32),
+            "num_frames": tf.io.FixedLenFeature([], tf.int64),
+            "token_ids": tf.io.RaggedFeature(tf.int64),
+        }
+
+        def parse(record):
+            ex = tf.io.parse_single_example(record, spec)
+            frames = tf.cast(ex["num_frames"], tf.int32)
+            tokens = tf.cast(ex["token_ids"], tf.int32)
+            return {
+                "utt_id": ex["utt_id"], "speaker": ex["speaker"], "transcript": ex["transcript"],
+                "features": tf.reshape(ex["features"], [frames, bins]),
+                "num_frames": frames, "token_ids": tokens, "num_tokens": tf.size(tokens),
+            }
+
+        files = self.files(split)
+        return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                                  deterministic=True)
+
+    def examples(self, split: str) -> Iterator[dict]:
+        """Yields every example of ``split`` as numpy/str values (for evaluation and inspection)."""
+        for ex in self.records(split).as_numpy_iterator():
+            yield {
+                "utt_id": ex["utt_id"].decode("utf-8"),
+                "speaker": ex["speaker"].decode("utf-8"),
+                "transcript": ex["transcript"].decode("utf-8"),
+                "features": ex["features"].astype(np.float32),
+                "token_ids": ex["token_ids"].astype(np.int32),
+            }
+
+    def frame_counts(self, split: str) -> np.ndarray:
+        """Frames of every utterance of ``split`` (one quick pass over the records)."""
+        import tensorflow as tf
+
+        spec = {"num_frames": tf.io.FixedLenFeature([], tf.int64)}
+        ds = tf.data.TFRecordDataset(self.files(split)).map(
+            lambda r: tf.io.parse_single_example(r, spec)["num_frames"])
+        return np.fromiter(ds.as_numpy_iterator(), dtype=np.int64)
+
+    # ---- batching -------------------------------------------------------------------------
+    def training_batches(self, split: str, data_config, seed: int, epoch: int = 0,
+                         skip_batches: int = 0,
+                         output_lengths: Optional[Callable] = None,
+                         min_batch_size: int = 1):
+        """One epoch of shuffled, length-bucketed training batches (a tf.data.Dataset).
+
+        Utterances are shuffled with seed ``seed + epoch`` (so an epoch's order is reproducible
+        and a resumed run can skip the batches it already used), grouped into buckets of similar
+        length, and batched so that ``batch * longest <= data_config.max_frames_per_batch``.
+        Utterances longer than ``max_utterance_frames``, with no tokens, or too short for CTC
+        (when ``output_lengths`` is given) are dropped.
+
+        Args:
+            split: Split name.
+            data_config: `dsnn_keras.config.DataConfig`.
+            seed: Base seed.
+            epoch: Epoch index (selects the order).
+            skip_batches: Batches of this epoch to skip (resume).
+            output_lengths: Optional function frames -> model output frames (int32 tensors).
+            min_batch_size: Smallest batch size of any bucket (e.g. the number of replicas).
+
+        Returns:
+            tf.data.Dataset of dicts: ``features`` float32 ``[B, T, bins]`` (padded with zeros),
+            ``num_frames`` int32 ``[B]``, ``labels`` int32 ``[B, L]`` (padded with 0),
+            ``label_lengths`` int32 ``[B]``.
+        """
+        import tensorflow as tf
+
+        cfg = data_config
+        boundaries, batch_sizes = self._buckets(split, cfg, min_batch_size)
+
+        def keep(ex):
+            ok = (ex["num_frames"] <= cfg.max_utterance_frames) & (ex["num_tokens"] > 0)
+            if output_lengths is not None:
+                tokens = ex["token_ids"]
+                repeats = tf.reduce_sum(tf.cast(tokens[1:] == tokens[:-1], tf.int32))
+                ok &= output_lengths(ex["num_frames"]) >= ex["num_tokens"] + repeats
+            return ok
+
+        def select(ex):
+            return {"features": ex["features"], "num_frames": ex["num_frames"],
+                    "labels": ex["token_ids"], "label_lengths": ex["num_tokens"]}
+
+        ds = self.records(split).filter(keep).map(select)
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=seed * 1000003 + epoch, reshuffle_each_iteration=False)
+        ds = ds.bucket_by_sequence_length(
+            element_length_func=lambda ex: ex["num_frames"],
+            bucket_boundaries=boundaries, bucket_batch_sizes=batch_sizes,
+            padded_shapes={"features": [None, self.feature_config.num_mel_bins], "num_frames": [],
+                           "labels": [None], "label_lengths": []},
+            padding_values={"features": 0.0, "num_frames": 0, "labels": 0, "label_lengths": 0})
+        ds = ds.shuffle(64, seed=seed * 1000003 + epoch + 1, reshuffle_each_iteration=False)
+        if skip_batches:
+            ds = ds.skip(skip_batches)
+        return ds.prefetch(2)
+
+    def _buckets(self, split: str, cfg, min_batch_size: int) -> tuple[list[int], list[int]]:
+        """Bucket boundaries at length quantiles and per-bucket batch sizes within the frame budget."""
+        lengths = self.frame_counts(split)
+        lengths = lengths[lengths <= cfg.max_utterance_frames]
+        if lengths.size == 0:
+            raise DatasetError(f"{self.root}: split {split!r} has no utterance of at most "
+                               f"{cfg.max_utterance_frames} frames (data.max_utterance_frames)")
+        quantiles = np.quantile(lengths, np.linspace(0, 1, cfg.num_buckets + 1)[1:-1])
+        boundaries = sorted({int(q) + 1 for q in quantiles})
+        uppers = boundaries + [int(lengths.max()) + 1]
+        sizes = [max(min_batch_size, min(cfg.max_batch_size, cfg.max_frames_per_batch // (u - 1 or 1)))
+                 for u in uppers]
+        return boundaries, sizes
+
+    def eval_batches(self, split: str, batch_size: int = 16, max_utterances: Optional[int] = None):
+        """Deterministic padded batches of ``split`` in file order, for decoding.
+
+        Returns:
+            tf.data.Dataset of dicts with ``features``, ``num_frames``, ``utt_id``, ``transcript``.
+        """
+        ds = self.records(split)
+        if max_utterances:
+            ds = ds.take(max_utterances)
+        ds = ds.map(lambda ex: {"features": ex["features"], "num_frames": ex["num_frames"],
+                                "utt_id": ex["utt_id"], "transcript": ex["transcript"]})
+        return ds.padded_batch(batch_size, padded_shapes={
+            "features": [None, self.feature_config.num_mel_bins], "num_frames": [], "utt_id": [],
+            "transcript": []})

@@ -1,0 +1,134 @@
+"""The CTC speech recognizer: CMVN -> Conv2D subsampling (4x in time) -> LSTM stack -> Dense.
+
+A functional tf_keras model on raw log-mel features ``[batch, frames, num_mel_bins]``; its output
+is logits ``[batch, ceil(ceil(frames/2)/2), vocab_size + 1]`` with the CTC blank last. Plain
+``keras.layers.LSTM`` layers (unidirectional) so TFLite converts them to fused LSTM ops.
+
+Example:
+    >>> model = build_model(config.model, feature_config, vocab_size=128, cmvn_mean=m, cmvn_std=s)
+    >>> pruned = build_pruned_model(config, feature_config, 128, m, s)   # nested-mask wrapped
+    >>> output_lengths(np.array([100, 101]))
+    array([25, 26])
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+OUTPUT_LAYER = "logits"
+
+
+@keras.utils.register_keras_serializable(package="dsnn")
+class CMVN(keras.layers.Layer):
+    """Per-bin mean/variance normalisation with constants: ``(x - mean) / std``.
+
+    Args:
+        mean: ``num_mel_bins`` floats (from ``cmvn.json``).
+        std: ``num_mel_bins`` positive floats.
+
+    Call arguments:
+        inputs: float32 ``[..., num_mel_bins]``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in np.asarray(mean).reshape(-1)]
+        self.std = [float(v) for v in np.asarray(std).reshape(-1)]
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"CMVN: mean has {len(self.mean)} values but std has {len(self.std)}")
+        if min(self.std) <= 0:
+            raise ValueError("CMVN: every std must be > 0")
+        self._scale = np.float32(1.0) / np.asarray(self.std, np.float32)
+        self._mean = np.asarray(self.mean, np.float32)
+
+    def call(self, inputs):
+        return (inputs - tf.constant(self._mean)) * tf.constant(self._scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+
+
+def output_lengths(num_frames):
+    """Output frames of the model for ``num_frames`` input frames (two stride-2 'same' convs).
+
+    Works on Python ints, numpy arrays and integer tensors: ``ceil(ceil(n / 2) / 2)``.
+    """
+    once = (num_frames + 1) // 2
+    return (once + 1) // 2
+
+
+def build_model(model_config, feature_config, vocab_size: int, cmvn_mean, cmvn_std,
+                name: str = "dsnn_asr") -> keras.Model:
+    """Builds the unpruned functional model.
+
+    Args:
+        model_config: `dsnn_keras.config.ModelConfig`.
+        feature_config: `FeatureConfig` (its ``num_mel_bins`` is the input width).
+        vocab_size: SentencePiece vocabulary size; the model has ``vocab_size + 1`` outputs.
+        cmvn_mean: ``[num_mel_bins]`` CMVN mean.
+        cmvn_std: ``[num_mel_bins]`` CMVN standard deviation.
+        name: Model name. Defaults to "dsnn_asr".
+
+    Returns:
+        A `keras.Model` mapping ``[batch, frames, bins]`` to logits ``[batch, out_frames, vocab+1]``.
+        Layer names: ``cmvn``, ``conv_0``, ``conv_1``, ``lstm_<i>``, ``projection`` (optional),
+        ``logits``.
+    """
+    bins = feature_config.num_mel_bins
+    features = keras.Input([None, bins], dtype=tf.float32, name="features")
+    x = CMVN(cmvn_mean, cmvn_std, name="cmvn")(features)
+    x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
+    width = bins
+    for i, channels in enumerate(model_config.conv_channels):
+        x = keras.layers.Conv2D(channels, model_config.conv_kernel, strides=2, padding="same",
+                                activation="relu", name=f"conv_{i}")(x)
+        width = (width + 1) // 2
+    x = keras.layers.Reshape([-1, width * model_config.conv_channels[-1]], name="flatten_freq")(x)
+    for i, units in enumerate(model_config.lstm_units):
+        x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
+        if model_config.dropout > 0:
+            x = keras.layers.Dropout(model_config.dropout, name=f"dropout_{i}")(x)
+    if model_config.projection_units:
+        x = keras.layers.Dense(model_config.projection_units, activation="relu", name="projection")(x)
+    logits = keras.layers.Dense(vocab_size + 1, name=OUTPUT_LAYER)(x)
+    return keras.Model(features, logits, name=name)
+
+
+def default_prune_layers(model: keras.Model) -> list[str]:
+    """Names of every LSTM and Dense layer except the output layer."""
+    return [layer.name for layer in model.layers
+            if isinstance(layer, (keras.layers.LSTM, keras.layers.Dense)) and layer.name != OUTPUT_LAYER]
+
+
+def build_pruned_model(config, feature_config, vocab_size: int, cmvn_mean, cmvn_std,
+                       prune_layers: Optional[Sequence[str]] = None) -> keras.Model:
+    """Builds the model and wraps its prunable layers with nested-mask wrappers.
+
+    Args:
+        config: `dsnn_keras.config.Config` (model architecture, levels, pruning schedule, mode).
+        feature_config: `FeatureConfig`.
+        vocab_size: SentencePiece vocabulary size.
+        cmvn_mean: CMVN mean.
+        cmvn_std: CMVN standard deviation.
+        prune_layers: Layer names to prune; defaults to ``config.pruning.prune_layers`` or, when
+            that is null, `default_prune_layers`.
+
+    Returns:
+        The wrapped model; its levels are ``config.effective_levels``.
+    """
+    import dsnn_keras
+
+    model = build_model(config.model, feature_config, vocab_size, cmvn_mean, cmvn_std)
+    names = list(prune_layers or config.pruning.prune_layers or default_prune_layers(model))
+    existing = {layer.name for layer in model.layers}
+    missing = sorted(set(names) - existing)
+    if missing:
+        raise ValueError(f"pruning.prune_layers: no layer named {missing}; the model has {sorted(existing)}")
+    p = config.pruning
+    schedule = dsnn_keras.NestedPolynomialDecay(
+        sparsity_levels=tuple(config.effective_levels), begin_step=p.begin_step, end_step=p.end_step,
+        frequency=p.frequency, power=p.power)
+    return dsnn_keras.prune_nested(model, schedule, prune_layers=names)

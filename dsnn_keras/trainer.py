@@ -1,0 +1,479 @@
+"""The DSNN trainer: joint training of every sparsity level of one model (sandwich rule).
+
+Each optimizer step: ``update_nested_masks(model, step)``; then, on the same batch, a forward pass
+at the densest level, the sparsest level and ``n - 2`` sampled middle levels, each under
+``sparsity_level_scope``; their CTC losses (plus optional in-place distillation from the densest
+level) are summed and applied with ONE ``apply_gradients``. Dense warm-up, the gradual nested
+pruning ramp and joint fine-tuning follow ``config.pruning`` / ``config.training``.
+
+``training.mode: single`` trains the same architecture at one sparsity: it is exactly a DSNN with
+the single level ``pruning.single_sparsity`` (K = 1), so it shares this code path.
+
+Example:
+    >>> summary = train(load_config("configs/tiny.yaml"), "prepared/", "runs/tiny")
+    >>> summary["step"]
+    60
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any, Optional, Sequence, TextIO
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import dsnn_keras
+from dsnn_keras import decoding
+from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
+from dsnn_keras.dataset import PreparedDataset
+from dsnn_keras.model import build_pruned_model, output_lengths
+from dsnn_keras.specaugment import spec_augment
+
+
+def _scalar(name: str, value: float, step: int) -> None:
+    """Writes a TensorBoard scalar with the raw summary op (no ``tensorboard`` package needed)."""
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. too many NaN/Inf steps in a row, a mismatched run dir)."""
+
+
+# ---- pieces that are tested on their own ----------------------------------------------------
+def sandwich_levels(num_levels: int, num_sampled: int, rng: np.random.Generator) -> list[int]:
+    """The levels run in one step: densest (0), sparsest (K-1) and ``n - 2`` random middle levels.
+
+    Args:
+        num_levels: K, the number of levels.
+        num_sampled: n, levels per step (clipped to [1, K]); n = K runs every level.
+        rng: numpy Generator used to pick the middle levels.
+
+    Returns:
+        Sorted level indices, densest first.
+
+    Example:
+        >>> sandwich_levels(4, 3, np.random.default_rng(0))
+        [0, 2, 3]
+    """
+    n = max(1, min(num_sampled, num_levels))
+    if n == num_levels:
+        return list(range(num_levels))
+    if n == 1:
+        return [0]
+    middle = rng.choice(np.arange(1, num_levels - 1), size=n - 2, replace=False) if n > 2 else []
+    return sorted({0, num_levels - 1, *(int(m) for m in middle)})
+
+
+@keras.utils.register_keras_serializable(package="dsnn")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``final`` at ``total_steps``."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, final: float):
+        self.peak, self.warmup_steps, self.total_steps, self.final = peak, warmup_steps, total_steps, final
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1.0) / float(max(self.warmup_steps, 1))
+        span = float(max(self.total_steps - self.warmup_steps, 1))
+        progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+        cosine = self.final + 0.5 * (self.peak - self.final) * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "final": self.final}
+
+
+def measured_sparsities(model) -> list[float]:
+    """Fraction of prunable weights that are zero at each level (from the level codes)."""
+    codes = [np.asarray(c).reshape(-1) for c in dsnn_keras.level_codes(model).values()]
+    if not codes:
+        return [0.0 for _ in dsnn_keras.sparsity_levels(model)]
+    allc = np.concatenate(codes)
+    return [float(np.mean(allc <= i)) for i in range(len(dsnn_keras.sparsity_levels(model)))]
+
+
+class Progress:
+    """A one-line progress bar with ETA on a terminal, plain log lines otherwise (stderr)."""
+
+    def __init__(self, total: int, start: int, stream: TextIO, every: int):
+        self.total, self.start, self.stream, self.every = total, start, stream, every
+        self.t0 = time.monotonic()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, step: int, text: str, force: bool = False) -> None:
+        done = step - self.start
+        elapsed = time.monotonic() - self.t0
+        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        if self.tty:
+            width = 24
+            filled = int(width * step / max(self.total, 1))
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\r[{bar}] {step}/{self.total} {rate:.2f} step/s ETA {eta_s} {text}\x1b[K")
+            self.stream.flush()
+        elif force or step % self.every == 0:
+            self.stream.write(f"step {step}/{self.total} ({rate:.2f} step/s, ETA {eta_s}) {text}\n")
+            self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---- run directory ------------------------------------------------------------------------------
+def prepare_run_dir(run_dir: pathlib.Path, config: Config, dataset: PreparedDataset) -> None:
+    """Creates RUN_DIR (config.yaml, tokenizer.model, dataset.json) or checks that it matches."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        previous = load_config(saved)
+        if previous.to_dict() != config.to_dict():
+            diff = _dict_diff(previous.to_dict(), config.to_dict())
+            raise TrainingError(f"{run_dir}: this run directory was started with a different config "
+                                f"({diff}); resume with the same config or use a new --out")
+        if (run_dir / "tokenizer.model").read_bytes() != dataset.tokenizer_path.read_bytes():
+            raise TrainingError(f"{run_dir}: tokenizer.model differs from {dataset.tokenizer_path}; "
+                                "resume with the same --data or use a new --out")
+        return
+    dump_config(config, saved)
+    shutil.copyfile(dataset.tokenizer_path, run_dir / "tokenizer.model")
+    shutil.copyfile(dataset.root / "dataset.json", run_dir / "dataset.json")
+    # CMVN constants are part of the model but not variables: keep them with the run (load_run).
+    shutil.copyfile(dataset.root / dataset.metadata["cmvn"], run_dir / "cmvn.json")
+
+
+def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            sub = _dict_diff(va, vb, f"{prefix}{key}.")
+            if sub:
+                out.append(sub)
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return "; ".join(out)
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _State:
+    step: tf.Variable
+    epoch: tf.Variable
+    batch_in_epoch: tf.Variable
+
+
+class Trainer:
+    """Builds the model, optimizer, checkpoint and step functions for one run directory.
+
+    Args:
+        config: The validated `Config`.
+        dataset: The `PreparedDataset` (its features must match ``config.features``).
+        run_dir: The run directory (created if needed).
+        strategy: A `tf.distribute.Strategy`; defaults to the current (default) strategy.
+        stream: Where progress goes. Defaults to stderr.
+    """
+
+    def __init__(self, config: Config, dataset: PreparedDataset, run_dir, strategy=None,
+                 stream: Optional[TextIO] = None):
+        self.config = config
+        self.dataset = dataset
+        self.run_dir = pathlib.Path(run_dir)
+        self.stream = stream or sys.stderr
+        self.strategy = strategy or tf.distribute.get_strategy()
+        dataset.check_feature_config(config.feature_config())
+        prepare_run_dir(self.run_dir, config, dataset)
+        self.levels = tuple(config.effective_levels)
+        self.blank_id = dataset.blank_id
+        self.pieces = dataset.pieces()
+        t = config.training
+        keras.utils.set_random_seed(t.seed)
+        with self.strategy.scope():
+            self.model = build_pruned_model(config, dataset.feature_config, dataset.vocab_size,
+                                            dataset.cmvn_mean, dataset.cmvn_std)
+            self.lr = WarmupCosineDecay(t.learning_rate, t.warmup_steps, t.total_steps, t.final_learning_rate)
+            self.optimizer = keras.optimizers.Adam(learning_rate=self.lr, global_clipnorm=t.clip_norm)
+            self.optimizer.build(self.model.trainable_variables)
+            var = lambda name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name,  # noqa: E731
+                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.state = _State(step=var("step"), epoch=var("epoch"), batch_in_epoch=var("batch_in_epoch"))
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, step=self.state.step, epoch=self.state.epoch,
+            batch_in_epoch=self.state.batch_in_epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / "checkpoints"),
+                                                  max_to_keep=t.keep_checkpoints)
+        self._cmvn_mean = tf.constant(dataset.cmvn_mean)
+        # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
+        # multi-level graph costs far more than a step of a small model).
+        self._compute = None  # built by batches() from the distributed dataset's element_spec
+        self._apply = tf.function(self._apply_fn, reduce_retracing=True)
+        self._infer = tf.function(self._infer_fn, input_signature=[
+            tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32),
+            tf.TensorSpec([], tf.int32)])
+
+    # -- step functions --
+    def _replica_compute(self, batch, levels, step):
+        cfg = self.config
+        features, num_frames = batch["features"], batch["num_frames"]
+        labels, label_lengths = batch["labels"], batch["label_lengths"]
+        ctx = tf.distribute.get_replica_context()
+        frames = tf.shape(features)[1]
+        valid = tf.sequence_mask(num_frames, frames)
+        # Padding frames get the CMVN mean (0 after CMVN), like the convs' own 'same' padding.
+        features = tf.where(valid[..., None], features, self._cmvn_mean)
+        if cfg.data.specaugment is not None:
+            replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+            seed = tf.stack([tf.constant(cfg.training.seed, tf.int64), step * 1024 + replica])
+            features = spec_augment(features, num_frames, cfg.data.specaugment, seed, self._cmvn_mean)
+        out_lengths = output_lengths(num_frames)
+        local = tf.cast(tf.shape(features)[0], tf.float32)
+        global_batch = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
+        weight = cfg.training.distillation_weight
+        level_losses, distill_losses = [], []
+        with tf.GradientTape() as tape:
+            teacher = None
+            total = 0.0
+            for j in range(levels.shape[0]):
+                with dsnn_keras.sparsity_level_scope(self.model, levels[j]):
+                    logits = self.model(features, training=True)
+                ctc = tf.nn.ctc_loss(labels=labels, logits=logits, label_length=label_lengths,
+                                     logit_length=out_lengths, logits_time_major=False,
+                                     blank_index=self.blank_id)
+                loss = tf.reduce_sum(ctc) / global_batch
+                level_losses.append(loss)
+                total += loss
+                if weight > 0:
+                    if j == 0:
+                        teacher = tf.stop_gradient(tf.nn.softmax(logits))
+                        distill_losses.append(tf.constant(0.0))
+                    else:
+                        out_valid = tf.sequence_mask(out_lengths, tf.shape(logits)[1], tf.float32)
+                        kl = tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-8) - tf.nn.log_softmax(logits)), -1)
+                        d = tf.reduce_sum(kl * out_valid) / global_batch
+                        distill_losses.append(d)
+                        total += weight * d
+        variables = self.model.trainable_variables
+        grads = tape.gradient(total, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        finite = tf.math.is_finite(total)
+        for g in grads:
+            finite &= tf.reduce_all(tf.math.is_finite(g))
+        nonfinite = 1.0 - tf.cast(finite, tf.float32)
+        distill = tf.stack(distill_losses) if distill_losses else tf.zeros([levels.shape[0]])
+        return grads, tf.stack(level_losses), distill, nonfinite
+
+    def _compute_fn(self, batch, levels, step):
+        dsnn_keras.update_nested_masks(self.model, step)
+        grads, losses, distill, nonfinite = self.strategy.run(self._replica_compute, args=(batch, levels, step))
+        reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
+        return grads, reduce(losses), reduce(distill), reduce(nonfinite)
+
+    def _apply_fn(self, grads):
+        variables = self.model.trainable_variables
+
+        def apply(g):
+            self.optimizer.apply_gradients(zip(g, variables))
+
+        self.strategy.run(apply, args=(grads,))
+        self.state.step.assign_add(1)
+
+    def _infer_fn(self, features, level):
+        with dsnn_keras.sparsity_level_scope(self.model, level):
+            return self.model(features, training=False)
+
+    # -- evaluation --
+    def dev_wer(self, max_utterances: int) -> Optional[list[dict]]:
+        """Greedy-decoding WER/CER on the dev split at every level (None if there is no dev split)."""
+        split = self.config.data.dev_split
+        if not split or split not in self.dataset.split_names:
+            return None
+        batches = list(self.dataset.eval_batches(split, batch_size=16, max_utterances=max_utterances))
+        results = []
+        for i, sparsity in enumerate(self.levels):
+            refs, hyps = [], []
+            for b in batches:
+                logits = self._infer(b["features"], tf.constant(i, tf.int32))
+                ids = decoding.greedy_ctc_decode(logits.numpy(), output_lengths(b["num_frames"].numpy()),
+                                                 self.blank_id)
+                hyps += [decoding.ids_to_text(x, self.pieces) for x in ids]
+                refs += [t.decode("utf-8") for t in b["transcript"].numpy()]
+            rates = decoding.error_rates(refs, hyps)
+            results.append({"level": i, "sparsity": sparsity, "wer": float(rates["wer"]),
+                            "cer": float(rates["cer"])})
+        return results
+
+    # -- the loop --
+    def batches(self):
+        """Yields (epoch, batch index in epoch, distributed batch), resuming at the saved position."""
+        epoch, skip = int(self.state.epoch.numpy()), int(self.state.batch_in_epoch.numpy())
+        replicas = self.strategy.num_replicas_in_sync
+        while True:
+            ds = self.dataset.training_batches(
+                self.config.data.train_split, self.config.data, seed=self.config.training.seed,
+                epoch=epoch, skip_batches=skip, output_lengths=output_lengths, min_batch_size=replicas)
+            index = skip
+            distributed = self.strategy.experimental_distribute_dataset(ds)
+            if self._compute is None:
+                self._compute = tf.function(self._compute_fn, input_signature=[
+                    distributed.element_spec,
+                    tf.TensorSpec([self.config.num_sandwich_levels], tf.int32),
+                    tf.TensorSpec([], tf.int64)])
+            for batch in distributed:
+                index += 1
+                yield epoch, index, batch
+            if index == 0:
+                raise TrainingError(f"{self.dataset.root}: split {self.config.data.train_split!r} gave no "
+                                    "usable batch (all utterances too long or too short for their labels)")
+            epoch, skip = epoch + 1, 0
+
+    def run(self, max_steps: Optional[int] = None) -> dict:
+        """Trains until ``training.total_steps`` (or ``max_steps``); resumes from the last checkpoint.
+
+        Returns:
+            A summary dict: ``step``, ``resumed_from``, ``levels``, ``last_losses`` (level -> loss
+            of the last step), ``level_visits`` (steps each level was trained in this call), ``dev``.
+        """
+        cfg = self.config.training
+        restored_from = 0
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            restored_from = int(self.state.step.numpy())
+        stop = cfg.total_steps if max_steps is None else min(max_steps, cfg.total_steps)
+        step = int(self.state.step.numpy())
+        log_path = self.run_dir / "train_log.jsonl"
+        writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        progress = Progress(stop, step, self.stream, cfg.log_every)
+        if restored_from:
+            progress.message(f"resumed from {self.manager.latest_checkpoint} at step {restored_from} "
+                             f"(epoch {int(self.state.epoch.numpy())}, batch {int(self.state.batch_in_epoch.numpy())})")
+        self._log(log_path, {"event": "start", "step": step, "resumed_from": restored_from,
+                             "levels": list(self.levels), "stop_at": stop,
+                             "replicas": self.strategy.num_replicas_in_sync})
+        k, n = len(self.levels), self.config.num_sandwich_levels
+        window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k)}
+        consecutive_bad, last_losses, dev = 0, None, None
+        visits = [0] * k
+        batches = self.batches() if step < stop else iter(())
+        try:
+            for epoch, index, batch in batches:
+                if step >= stop:
+                    break
+                chosen = sandwich_levels(k, n, np.random.default_rng([cfg.seed, step]))
+                levels = tf.constant(chosen, tf.int32)
+                grads, losses, distill, nonfinite = self._compute(batch, levels, tf.constant(step, tf.int64))
+                self.state.epoch.assign(epoch)
+                self.state.batch_in_epoch.assign(index)
+                losses = losses.numpy()
+                if float(nonfinite.numpy()) > 0:
+                    consecutive_bad += 1
+                    self._log(log_path, {"event": "nonfinite", "step": step, "epoch": epoch, "batch": index,
+                                         "losses": [float(x) for x in losses], "consecutive": consecutive_bad})
+                    progress.message(f"step {step}: NaN/Inf loss or gradient, step skipped "
+                                     f"({consecutive_bad} in a row)")
+                    if consecutive_bad >= cfg.max_consecutive_nonfinite:
+                        raise TrainingError(
+                            f"stopping at step {step}: {consecutive_bad} consecutive steps had a NaN/Inf "
+                            f"loss (training.max_consecutive_nonfinite={cfg.max_consecutive_nonfinite}); "
+                            "lower training.learning_rate or check the data")
+                    continue
+                consecutive_bad = 0
+                self._apply(grads)
+                step += 1
+                last_losses = {int(l): float(v) for l, v in zip(chosen, losses)}
+                for l in chosen:
+                    visits[l] += 1
+                for l, v, d in zip(chosen, losses, distill.numpy()):
+                    window["loss"][l] += v
+                    window["distill"][l] += d
+                    window["count"][l] += 1
+                progress.update(step, "loss " + " ".join(f"{v:.2f}" for v in losses))
+                if step % cfg.log_every == 0 or step == stop:
+                    self._log_window(step, window, writer, log_path, progress)
+                if cfg.eval_every and step % cfg.eval_every == 0 and step != stop:
+                    dev = self._evaluate(step, writer, log_path, progress)
+                if step % cfg.checkpoint_every == 0 or step == stop:
+                    self.manager.save(checkpoint_number=step)
+        finally:
+            progress.close()
+        latest = self.manager.latest_checkpoint
+        if latest is None or int(latest.rsplit("-", 1)[1]) != step:
+            self.manager.save(checkpoint_number=step)
+        if step > restored_from:
+            dev = self._evaluate(step, writer, log_path, progress)
+        writer.flush()
+        self._log(log_path, {"event": "end", "step": step, "dev": dev})
+        return {"step": step, "resumed_from": restored_from, "levels": list(self.levels),
+                "last_losses": last_losses, "level_visits": visits, "dev": dev}
+
+    def _log_window(self, step, window, writer, log_path, progress):
+        counts = np.maximum(window["count"], 1)
+        mean = window["loss"] / counts
+        distill = window["distill"] / counts
+        lr = float(self.lr(self.optimizer.iterations - 1))
+        sparsity = measured_sparsities(self.model)
+        with writer.as_default(step=step):
+            _scalar("learning_rate", lr, step)
+            for i, s in enumerate(self.levels):
+                if window["count"][i]:
+                    _scalar(f"loss/level_{i}_sparsity_{s:g}", mean[i], step)
+                    if self.config.training.distillation_weight > 0 and i > 0:
+                        _scalar(f"distillation/level_{i}_sparsity_{s:g}", distill[i], step)
+                _scalar(f"sparsity/level_{i}_target_{s:g}", sparsity[i], step)
+        record = {"event": "train", "step": step, "learning_rate": lr,
+                  "loss": {str(i): float(mean[i]) for i in range(len(self.levels)) if window["count"][i]},
+                  "sparsity": sparsity}
+        if self.config.training.distillation_weight > 0:
+            record["distillation"] = {str(i): float(distill[i]) for i in range(1, len(self.levels))
+                                      if window["count"][i]}
+        self._log(log_path, record)
+        if not progress.tty:
+            progress.message(f"step {step}: lr {lr:.2e} loss " +
+                             " ".join(f"L{i}={mean[i]:.3f}" for i in range(len(self.levels)) if window["count"][i])
+                             + " sparsity " + " ".join(f"{s:.2f}" for s in sparsity))
+        for key in window:
+            window[key][:] = 0
+
+    def _evaluate(self, step, writer, log_path, progress):
+        dev = self.dev_wer(self.config.training.eval_max_utterances)
+        if dev is None:
+            return None
+        with writer.as_default(step=step):
+            for r in dev:
+                _scalar(f"dev_wer/level_{r['level']}_sparsity_{r['sparsity']:g}", r["wer"], step)
+                _scalar(f"dev_cer/level_{r['level']}_sparsity_{r['sparsity']:g}", r["cer"], step)
+        self._log(log_path, {"event": "dev", "step": step, "levels": dev})
+        progress.message(f"step {step}: dev WER " + " ".join(
+            f"L{r['level']}({r['sparsity']:g})={r['wer']:.3f}" for r in dev))
+        return dev
+
+    @staticmethod
+    def _log(path: pathlib.Path, record: dict) -> None:
+        record = {"time": time.time(), **record}
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train(config: Config, data_dir, run_dir, max_steps: Optional[int] = None, strategy=None,
+          stream: Optional[TextIO] = None) -> dict:
+    """Trains (or resumes) a run: see `Trainer`. Returns `Trainer.run`'s summary."""
+    dataset = PreparedDataset.from_dir(data_dir)
+    return Trainer(config, dataset, run_dir, strategy=strategy, stream=stream).run(max_steps=max_steps)

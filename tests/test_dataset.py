@@ -1,0 +1,93 @@
+"""Tests of dsnn_keras.dataset on a tiny prepared directory in the contract format."""
+import json
+
+import numpy as np
+import pytest
+
+from dsnn_keras.config import DataConfig
+from dsnn_keras.dataset import DatasetError, PreparedDataset
+from dsnn_keras.frontend import FeatureConfig
+from dsnn_keras.model import output_lengths
+from fixtures_data import build_prepared_dataset
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return build_prepared_dataset(tmp_path_factory.mktemp("ds") / "prepared", num_train=24, num_dev=5)
+
+
+def test_reads_metadata_cmvn_and_tokenizer(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    assert ds.split_names == ("train", "dev")
+    assert ds.num_utterances("train") == 24
+    assert ds.cmvn_mean.shape == (80,) and ds.cmvn_std.dtype == np.float32
+    assert ds.blank_id == ds.vocab_size == len(ds.pieces())
+    assert ds.tokenizer().decode(ds.tokenizer().encode("one two")) == "one two"
+
+
+def test_examples_match_their_tokens_and_frame_counts(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    examples = list(ds.examples("dev"))
+    assert len(examples) == 5
+    sp = ds.tokenizer()
+    for ex in examples:
+        assert ex["features"].dtype == np.float32 and ex["features"].shape[1] == 80
+        assert sp.decode(ex["token_ids"].tolist()) == ex["transcript"]
+    assert sorted(ds.frame_counts("dev")) == sorted(e["features"].shape[0] for e in examples)
+
+
+def test_refuses_a_dataset_with_other_features(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    ds.check_feature_config(FeatureConfig())
+    with pytest.raises(DatasetError, match="num_mel_bins: dataset 80 vs model 40"):
+        ds.check_feature_config(FeatureConfig(num_mel_bins=40))
+
+
+def test_missing_or_broken_directory_is_a_clear_error(tmp_path, prepared):
+    with pytest.raises(DatasetError, match="no dataset.json"):
+        PreparedDataset.from_dir(tmp_path)
+    meta = json.loads((prepared / "dataset.json").read_text())
+    meta["format_version"] = 7
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="format_version must be 1"):
+        PreparedDataset.from_dir(bad)
+
+
+def test_batches_respect_frame_budget_and_cover_the_epoch(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    cfg = DataConfig(max_frames_per_batch=300, max_batch_size=8, num_buckets=3, max_utterance_frames=200)
+    seen = 0
+    for batch in ds.training_batches("train", cfg, seed=1, epoch=0):
+        b, t, bins = batch["features"].shape
+        assert bins == 80 and b <= 8
+        assert b * int(max(batch["num_frames"])) <= 300
+        assert t == int(max(batch["num_frames"]))
+        assert batch["labels"].shape[1] == int(max(batch["label_lengths"]))
+        seen += b
+    assert seen == 24
+
+
+def test_order_is_reproducible_per_epoch_and_skip_resumes(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    cfg = DataConfig(max_frames_per_batch=300, max_batch_size=4, num_buckets=2, max_utterance_frames=200)
+
+    def ids(epoch, skip=0):
+        return [tuple(b["num_frames"].numpy()) + tuple(b["labels"].numpy().ravel())
+                for b in ds.training_batches("train", cfg, seed=3, epoch=epoch, skip_batches=skip)]
+
+    first = ids(0)
+    assert ids(0) == first
+    assert ids(1) != first
+    assert ids(0, skip=2) == first[2:]
+
+
+def test_drops_utterances_too_short_for_their_labels(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    cfg = DataConfig(max_frames_per_batch=300, max_batch_size=8, num_buckets=2, max_utterance_frames=200)
+    never = lambda frames: frames * 0  # noqa: E731 - a model that outputs no frames
+    assert list(ds.training_batches("train", cfg, 0, output_lengths=never)) == []
+    kept = sum(int(b["features"].shape[0])
+               for b in ds.training_batches("train", cfg, 0, output_lengths=output_lengths))
+    assert 0 < kept <= 24

@@ -1,0 +1,168 @@
+"""Tests of dsnn_keras.trainer: joint training, sandwich rule, single mode, resume, NaN handling."""
+import io
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import dsnn_keras
+from dsnn_keras.config import apply_overrides, load_config
+from dsnn_keras.trainer import (TrainingError, Trainer, WarmupCosineDecay, prepare_run_dir,
+                                sandwich_levels, train)
+from dsnn_keras.dataset import PreparedDataset
+from fixtures_data import build_prepared_dataset, small_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return build_prepared_dataset(tmp_path_factory.mktemp("trainer") / "prepared", num_train=32, num_dev=6)
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (pathlib.Path(run_dir) / "train_log.jsonl").read_text().splitlines()]
+
+
+def _weights(model):
+    return [np.array(w) for w in model.weights]
+
+
+def test_sandwich_rule_always_runs_densest_and_sparsest():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        chosen = sandwich_levels(5, 3, rng)
+        assert chosen[0] == 0 and chosen[-1] == 4 and len(set(chosen)) == 3
+        seen.update(chosen)
+    assert seen == {0, 1, 2, 3, 4}
+    assert sandwich_levels(4, 4, rng) == [0, 1, 2, 3]
+    assert sandwich_levels(4, 2, rng) == [0, 3]
+    assert sandwich_levels(1, 1, rng) == [0]
+
+
+def test_learning_rate_warms_up_then_decays_to_final():
+    lr = WarmupCosineDecay(peak=1e-3, warmup_steps=10, total_steps=110, final=1e-5)
+    values = [float(lr(s)) for s in (0, 5, 9, 10, 60, 110, 200)]
+    assert values[0] < values[1] < values[2] <= 1e-3 * (1 + 1e-6)
+    assert values[3] == pytest.approx(1e-3) and values[4] < values[3]
+    assert values[5] == pytest.approx(1e-5) and values[6] == pytest.approx(1e-5)
+
+
+def test_loss_decreases_at_every_level_on_the_tiny_config(prepared, tmp_path):
+    config = apply_overrides(load_config(REPO / "configs" / "tiny.yaml"), [
+        "training.total_steps=100", "pruning.begin_step=30", "pruning.end_step=70",
+        "training.eval_every=0", "training.checkpoint_every=100", "model.lstm_units=[32]"])
+    summary = train(config, prepared, tmp_path / "run", stream=io.StringIO())
+    assert summary["step"] == 100
+    windows = [r for r in _log(tmp_path / "run") if r["event"] == "train"]
+    first, last = windows[0]["loss"], windows[-1]["loss"]
+    for level in ("0", "1", "2", "3"):
+        assert last[level] < 0.6 * first[level], (level, first, last)
+    np.testing.assert_allclose(windows[-1]["sparsity"], [0.0, 0.5, 0.7, 0.9], atol=0.01)
+    dev = summary["dev"]
+    assert [r["sparsity"] for r in dev] == [0.0, 0.5, 0.7, 0.9]
+    assert all(0.0 <= r["wer"] for r in dev)
+    assert (tmp_path / "run" / "tensorboard").is_dir() and any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_sandwich_steps_visit_densest_sparsest_and_sampled_middle(prepared, tmp_path):
+    config = small_config(pruning={"levels": [0.0, 0.5, 0.7, 0.9]}, training={"sandwich_levels": 3,
+                                                                            "total_steps": 6})
+    summary = train(config, prepared, tmp_path / "run", stream=io.StringIO())
+    visits = summary["level_visits"]
+    assert visits[0] == visits[3] == 6
+    assert visits[1] + visits[2] == 6
+
+
+def test_single_mode_equals_a_one_level_dsnn(prepared, tmp_path):
+    single = small_config(training={"mode": "single"}, pruning={"single_sparsity": 0.8})
+    k1 = small_config(pruning={"levels": [0.8]})
+    a = Trainer(single, PreparedDataset.from_dir(prepared), tmp_path / "single", stream=io.StringIO())
+    a.run()
+    b = Trainer(k1, PreparedDataset.from_dir(prepared), tmp_path / "k1", stream=io.StringIO())
+    b.run()
+    for wa, wb in zip(_weights(a.model), _weights(b.model)):
+        np.testing.assert_allclose(wa, wb, atol=1e-6)
+    codes_a, codes_b = dsnn_keras.level_codes(a.model), dsnn_keras.level_codes(b.model)
+    for name in codes_a:
+        np.testing.assert_array_equal(codes_a[name], codes_b[name])
+    assert np.mean(np.concatenate([c.ravel() for c in codes_a.values()]) == 0) == pytest.approx(0.8, abs=0.01)
+
+
+def test_resume_continues_from_checkpoint_exactly_like_an_uninterrupted_run(prepared, tmp_path):
+    config = small_config()  # ramp 2..6 with frequency 2, 8 steps: stop mid-ramp at 4
+    full = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "full", stream=io.StringIO())
+    full.run()
+    part = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "part", stream=io.StringIO())
+    assert part.run(max_steps=4)["step"] == 4
+    codes_at_4 = dsnn_keras.level_codes(part.model)
+    resumed = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "part", stream=io.StringIO())
+    assert resumed.manager.latest_checkpoint.endswith("ckpt-4")
+    resumed.checkpoint.restore(resumed.manager.latest_checkpoint)
+    for name, codes in dsnn_keras.level_codes(resumed.model).items():
+        np.testing.assert_array_equal(codes, codes_at_4[name])
+    summary = resumed.run()
+    assert summary["resumed_from"] == 4 and summary["step"] == 8
+    for wf, wr in zip(_weights(full.model), _weights(resumed.model)):
+        np.testing.assert_allclose(wf, wr, atol=1e-5)
+    starts = [r for r in _log(tmp_path / "part") if r["event"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [0, 4]
+
+
+def test_resuming_with_another_config_is_refused(prepared, tmp_path):
+    dataset = PreparedDataset.from_dir(prepared)
+    prepare_run_dir(tmp_path / "run", small_config(), dataset)
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"config.yaml", "tokenizer.model",
+                                                             "dataset.json", "cmvn.json"}
+    prepare_run_dir(tmp_path / "run", small_config(), dataset)  # same config: fine
+    with pytest.raises(TrainingError, match="different config.*learning_rate"):
+        prepare_run_dir(tmp_path / "run", small_config(training={"learning_rate": 0.1}), dataset)
+
+
+def test_nonfinite_steps_are_skipped_and_logged(tmp_path):
+    prepared = build_prepared_dataset(tmp_path / "nan", num_train=16, num_dev=2, nan_train_utterances=[3])
+    config = small_config(data={"max_batch_size": 2, "num_buckets": 1}, training={"total_steps": 10})
+    summary = train(config, prepared, tmp_path / "run", stream=io.StringIO())
+    assert summary["step"] == 10
+    bad = [r for r in _log(tmp_path / "run") if r["event"] == "nonfinite"]
+    assert len(bad) >= 1 and bad[0]["consecutive"] == 1
+    trainer = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "run", stream=io.StringIO())
+    trainer.checkpoint.restore(trainer.manager.latest_checkpoint)
+    assert all(np.isfinite(w).all() for w in _weights(trainer.model))
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error(tmp_path):
+    prepared = build_prepared_dataset(tmp_path / "nan", num_train=8, num_dev=2,
+                                      nan_train_utterances=list(range(8)))
+    with pytest.raises(TrainingError, match="3 consecutive steps had a NaN/Inf loss"):
+        train(small_config(), prepared, tmp_path / "run", stream=io.StringIO())
+
+
+def test_trains_under_mirrored_strategy_on_two_logical_cpus(prepared, tmp_path):
+    script = textwrap.dedent(f"""
+        import io, json, sys
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+        from fixtures_data import small_config
+        from dsnn_keras.trainer import train
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        summary = train(small_config(training={{"total_steps": 4}}), {str(prepared)!r},
+                        {str(tmp_path / 'run')!r}, strategy=strategy, stream=io.StringIO())
+        print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "step": summary["step"],
+                          "losses": summary["last_losses"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2 and result["step"] == 4
+    assert all(np.isfinite(v) for v in result["losses"].values())
+    start = [r for r in _log(tmp_path / "run") if r["event"] == "start"][0]
+    assert start["replicas"] == 2
