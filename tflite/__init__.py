@@ -1,1 +1,39 @@
-"""tflite: export a DSNN to one .tflite file with a runtime sparsity_level input; runtime and benchmark."""
+"""tflite: export a DSNN to one .tflite file with a runtime sparsity_level input; runtime and benchmark.
+
+The public API is re-exported lazily, so ``import tflite`` (and the commands' ``--help``) do not
+import TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ExportOptions": "tflite.export",
+    "ExportError": "tflite.export",
+    "WerGateError": "tflite.export",
+    "export_levels": "tflite.export",
+    "export_run": "tflite.export",
+    "check_wer_gate": "tflite.export",
+    "read_metadata": "tflite.metadata",
+    "DsnnMetadata": "tflite.metadata",
+    "MetadataError": "tflite.metadata",
+    "Recognizer": "tflite.runtime",
+    "Recognition": "tflite.runtime",
+    "RecognizerError": "tflite.runtime",
+    "AudioError": "tflite.audio",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tflite' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,185 @@
+"""Shared harness for the tflite tests: tiny per-level models, one cached export per kind, parity.
+
+Conversion is slow (tens of seconds), so each exported file is built once per test process
+(`exported`) and shared by every test module that asks for the same kind.
+"""
+from __future__ import annotations
+
+import atexit
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+
+LEVELS = (0.0, 0.5, 0.9)
+PIECES = ["<unk>", "\u2581a", "\u2581b", "c", "\u2581d", "e", "\u2581f", "g", "\u2581h", "i"]
+BLANK_ID = len(PIECES)
+UNITS = 16
+INT8_LEVELS = (0, 2)   # the int8 export holds LEVELS[0] and LEVELS[2]
+
+_WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix="dsnn_tflite_tests_"))
+atexit.register(shutil.rmtree, _WORKDIR, True)
+
+
+def feature_config():
+    from dsnn_keras.frontend import FeatureConfig
+
+    return FeatureConfig()
+
+
+def build_base_model(seed: int = 0, units: int = UNITS):
+    """Conv2D subsampling (4x) -> 2 LSTMs -> Dense, like the project's ASR model, but tiny."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    bins = feature_config().num_mel_bins
+    inputs = keras.Input([None, bins], name="features")
+    x = keras.layers.Reshape([-1, bins, 1])(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Reshape([-1, (bins // 4) * 4])(x)
+    x = keras.layers.LSTM(units, return_sequences=True)(x)
+    x = keras.layers.LSTM(units, return_sequences=True)(x)
+    outputs = keras.layers.Dense(BLANK_ID + 1)(x)
+    model = keras.Model(inputs, outputs)
+    # Larger output weights so levels and tokens differ clearly on random weights.
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 4.0, bias])
+    return model
+
+
+def nested_mask(weight: np.ndarray, sparsity: float, block: int = 1) -> np.ndarray:
+    """Magnitude mask keeping the top round(N*(1-s)) entries (blocks of ``block`` input rows)."""
+    if block > 1:
+        rows, cols = weight.shape
+        scores = np.abs(weight).reshape(rows // block, block, cols).sum(axis=1).reshape(-1)
+    else:
+        scores = np.abs(weight).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    keep = np.zeros(scores.size, bool)
+    keep[order[:int(round(scores.size * (1.0 - sparsity)))]] = True
+    if block > 1:
+        keep = np.repeat(keep.reshape(rows // block, cols), block, axis=0)
+    return keep.reshape(weight.shape)
+
+
+def level_models(levels=LEVELS, seed: int = 0, block: int = 1, units: int = UNITS):
+    """One plain model per level: copies of one base model with nested magnitude masks."""
+    import tf_keras as keras
+
+    base = build_base_model(seed, units)
+    models = []
+    for sparsity in levels:
+        model = keras.models.clone_model(base)
+        weights = []
+        for layer_weights in base.get_weights():
+            if layer_weights.ndim == 2 and sparsity > 0:
+                layer_weights = layer_weights * nested_mask(layer_weights, sparsity, block)
+            weights.append(layer_weights)
+        model.set_weights(weights)
+        models.append(model)
+    return models
+
+
+def _cache_dir() -> pathlib.Path:
+    """A directory shared by the test processes (pytest-xdist workers), keyed by the code and versions.
+
+    Exports are deterministic functions of the tflite package, this harness, the frontend and the
+    pinned versions; hashing those lets every worker reuse one conversion per kind.
+    """
+    root = pathlib.Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("tflite/*.py")) + [root / "tests" / "harness_tflite.py",
+                                                     root / "dsnn_keras" / "frontend.py"]:
+        digest.update(path.read_bytes())
+    for package in ("tensorflow", "tf-keras", "ai-edge-litert"):
+        digest.update(importlib.metadata.version(package).encode())
+    directory = pathlib.Path(tempfile.gettempdir()) / "dsnn_tflite_test_cache" / digest.hexdigest()[:16]
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@functools.lru_cache(maxsize=None)
+def exported(kind: str = "float") -> pathlib.Path:
+    """The tiny levels exported once (shared across test processes); kinds: float, int8, sparse, single."""
+    directory = _cache_dir()
+    path = directory / f"{kind}.tflite"
+    with open(directory / f"{kind}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            staging = _WORKDIR / f"{kind}.tflite"
+            _export(kind, staging)
+            shutil.copyfile(staging, directory / f".{kind}.partial")
+            (directory / f".{kind}.partial").rename(path)
+    return path
+
+
+def _export(kind: str, path: pathlib.Path) -> None:
+    from tflite.export import ExportOptions, export_levels
+
+    models = level_models()
+    options = {"float": ExportOptions(), "int8": ExportOptions(quantize="dynamic-int8"),
+               "float16": ExportOptions(quantize="float16"),
+               "sparse": ExportOptions(sparse_speed=True)}.get(kind, ExportOptions())
+    if kind == "single":
+        export_levels(models[:1], path, sparsities=LEVELS[:1], feature_config=feature_config(),
+                      pieces=PIECES, blank_id=BLANK_ID, single_level=True)
+    else:
+        eval_results = {"split": "dev", "levels": [
+            {"level": i, "sparsity": s, "wer": 0.2 + i / 10, "cer": 0.1, "num_utterances": 5}
+            for i, s in enumerate(LEVELS)]}
+        if kind == "int8":   # two levels keep the (slow) conversion short; INT8_LEVELS index LEVELS
+            models = [models[i] for i in INT8_LEVELS]
+            eval_results = None
+        export_levels(models, path, sparsities=[LEVELS[i] for i in range(len(LEVELS))
+                                                  if kind != "int8" or i in INT8_LEVELS],
+                      feature_config=feature_config(), pieces=PIECES, blank_id=BLANK_ID,
+                      options=options, eval_results=eval_results)
+
+
+@functools.lru_cache(maxsize=None)
+def reference_models():
+    """The same tiny level models `exported` used (rebuilt deterministically)."""
+    return level_models()
+
+
+def keras_log_probs(model, features: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    return tf.nn.log_softmax(model(features[None], training=False), axis=-1).numpy()[0]
+
+
+def greedy(log_probs: np.ndarray) -> list[int]:
+    from dsnn_keras.decoding import greedy_ctc_decode
+
+    return greedy_ctc_decode(log_probs[None], None, BLANK_ID)[0]
+
+
+def assert_level_parity(runner, models, features: np.ndarray, tolerance: float = 1e-3) -> None:
+    """Each level of ``runner`` (recognize_features) matches its Keras model: log-probs and tokens."""
+    for level, model in enumerate(models):
+        out = runner(features=features, sparsity_level=np.int32(level))
+        want = keras_log_probs(model, features)
+        assert out["log_probs"].shape == want.shape
+        assert np.abs(out["log_probs"] - want).max() <= tolerance, f"level {level}"
+        assert out["tokens"].tolist() == greedy(want), f"level {level}"
+        assert int(out["level"]) == level
+
+
+def speechlike(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    from tflite.export import probe_audio
+
+    return probe_audio(16000, seconds, seed)
+
+
+def features_of(audio: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    from dsnn_keras.frontend import log_mel_spectrogram
+
+    return log_mel_spectrogram(tf.constant(audio), feature_config()).numpy()

@@ -1,0 +1,164 @@
+"""tflite.cli: dsnn-export (from a run directory, WER gate), dsnn-transcribe, dsnn-bench."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+import harness_tflite as h
+
+RUN_LEVELS = (0.0, 0.8)   # two levels: conversion time grows with the level count
+
+
+def _write_run_dir(root):
+    """A minimal run directory as dsnn-train writes it: config, dataset.json, tokenizer, CMVN, checkpoint."""
+    import sentencepiece as spm
+    import tensorflow as tf
+    import yaml
+
+    import dsnn_keras
+    from dsnn_keras.config import config_from_dict
+    from dsnn_keras.model import build_pruned_model
+
+    root.mkdir()
+    config = config_from_dict({"version": 1,
+                               "model": {"conv_channels": [4, 4], "lstm_units": [16, 16], "dropout": 0.0},
+                               "pruning": {"levels": list(RUN_LEVELS), "begin_step": 0, "end_step": 1,
+                                           "frequency": 1}})
+    (root / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    corpus = root / "text.txt"
+    corpus.write_text("\n".join(["yes no", "go stop", "left right", "up down", "on off"] * 20))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "tokenizer"), vocab_size=20,
+                                   model_type="unigram", unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    vocab = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model")).get_piece_size()
+    fc = h.feature_config()
+    (root / "dataset.json").write_text(json.dumps({
+        "format_version": 1, "feature_config": fc.to_dict(),
+        "tokenizer": {"model": "tokenizer.model", "vocab_size": vocab, "model_type": "unigram"}}))
+    mean, std = [-5.0] * fc.num_mel_bins, [3.0] * fc.num_mel_bins
+    (root / "cmvn.json").write_text(json.dumps({"mean": mean, "std": std, "num_frames": 100}))
+    model = build_pruned_model(config, fc, vocab, mean, std)
+    dsnn_keras.update_nested_masks(model, 1)
+    step = tf.Variable(1, dtype=tf.int64)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step), str(root / "checkpoints"), 1).save()
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _write_run_dir(tmp_path_factory.mktemp("cli") / "run")
+
+
+def _write_eval(run_dir, wers):
+    (run_dir / "eval.json").write_text(json.dumps({"split": "dev", "levels": [
+        {"level": i, "sparsity": s, "wer": w, "cer": w / 2, "rtf": 0.01, "num_utterances": 4}
+        for i, (s, w) in enumerate(zip(RUN_LEVELS, wers))]}))
+
+
+@pytest.mark.parametrize("command", ["export_main", "transcribe_main", "bench_main"])
+def test_help_documents_flags_without_importing_tensorflow(command):
+    code = (f"import sys\nfrom tflite.cli import {command}\ntry:\n    {command}(['--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0\nprint('TF' if 'tensorflow' in sys.modules else 'noTF')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("noTF")
+    assert "usage: dsnn-" in out.stdout
+
+
+def test_export_refuses_when_a_level_exceeds_max_wer(run_dir, tmp_path, capsys):
+    from tflite.cli import export_main
+
+    _write_eval(run_dir, [0.2, 0.45])
+    out = tmp_path / "gated.tflite"
+    assert export_main([str(run_dir), "--out", str(out), "--max_wer", "0.4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("dsnn-export: error: refusing to export: level 1: WER 0.4500 exceeds --max_wer 0.4 "
+                       "(split 'dev')")
+    assert not out.exists()
+
+
+def test_export_with_max_wer_but_no_evaluation_says_so(run_dir, tmp_path, capsys):
+    from tflite.cli import export_main
+
+    (run_dir / "eval.json").unlink(missing_ok=True)
+    assert export_main([str(run_dir), "--out", str(tmp_path / "m.tflite"), "--max_wer", "0.5"]) == 1
+    assert "no eval.json; run dsnn-eval RUN_DIR first" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "nope"), "--out", str(tmp_path / "m.tflite")]) == 1
+    assert "run directory not found" in capsys.readouterr().err
+
+
+def test_export_from_run_dir_matches_stripped_levels(run_dir, tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from dsnn_keras import strip_nested
+    from dsnn_keras.run_dir import load_run
+    from tflite.cli import export_main
+    from tflite.metadata import read_metadata
+
+    _write_eval(run_dir, [0.2, 0.3])
+    out = tmp_path / "model.tflite"
+    assert export_main([str(run_dir), "--out", str(out), "--max_wer", "0.35"]) == 0
+    assert str(out) in capsys.readouterr().out
+    meta = read_metadata(out)
+    run = load_run(run_dir)
+    assert meta.sparsities == list(RUN_LEVELS) and meta.pieces == run.pieces and meta.blank_id == run.blank_id
+    assert [level["dev_wer"] for level in meta.levels] == [0.2, 0.3]
+    assert meta.raw["source"]["step"] == 1
+    nonzero = [level["nonzero_weights"] for level in meta.levels]
+    assert nonzero[0] > nonzero[1]
+    runner = Interpreter(model_path=str(out)).get_signature_runner("recognize_features")
+    features = h.features_of(h.speechlike(1.0, seed=31))
+    for level in range(len(RUN_LEVELS)):
+        want = h.keras_log_probs(strip_nested(run.model, level), features)
+        got = runner(features=features, sparsity_level=np.int32(level))["log_probs"]
+        assert np.abs(got - want).max() <= 1e-3
+
+
+def test_transcribe_prints_file_and_text(tmp_path, capsys):
+    from tflite.cli import transcribe_main
+    from tflite.runtime import Recognizer
+
+    wav = tmp_path / "utt.wav"
+    audio = h.speechlike(1.0, seed=32)
+    soundfile.write(wav, audio, 16000)
+    model = h.exported("float")
+    assert transcribe_main([str(model), str(wav), "--level", "2"]) == 0
+    expected = Recognizer(model).transcribe(wav, 2)
+    assert capsys.readouterr().out == f"{wav}\t{expected}\n"
+
+
+def test_transcribe_errors_are_one_line(tmp_path, capsys):
+    from tflite.cli import transcribe_main
+
+    wav = tmp_path / "utt.wav"
+    soundfile.write(wav, h.speechlike(0.5), 16000)
+    model = str(h.exported("float"))
+    assert transcribe_main([model, str(wav), "--level", "9"]) == 1
+    assert transcribe_main([model, str(tmp_path / "missing.wav")]) == 1
+    assert transcribe_main([str(tmp_path / "missing.tflite"), str(wav)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("dsnn-transcribe: error: ") for line in lines)
+    assert "level 9 out of range" in lines[0] and "audio file not found" in lines[1]
+    assert "model file not found" in lines[2]
+
+
+def test_bench_writes_json_markdown_and_plot(tmp_path, capsys):
+    from tflite.cli import bench_main
+
+    wav = tmp_path / "u.wav"
+    soundfile.write(wav, h.speechlike(1.0, seed=33), 16000)
+    out_dir = tmp_path / "bench"
+    assert bench_main([str(h.exported("float")), "--baselines", str(h.exported("single")),
+                       "--utterances", str(tmp_path), "--threads", "1", "--repeats", "2",
+                       "--out_dir", str(out_dir)]) == 0
+    result = json.loads((out_dir / "bench.json").read_text())
+    kinds = [(r["kind"], r["level"]) for r in result["rows"]]
+    assert kinds == [("multi", 0), ("multi", 1), ("multi", 2), ("single", 0)]
+    assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["rtf"] > 0 for r in result["rows"])
+    assert result["rows"][-1]["ratio_to_dense_single"] == pytest.approx(1.0)
+    assert all(info["memory"]["1"]["peak_rss_mb"] > 0 for info in result["files"].values())
+    assert (out_dir / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| file | kind | level |" in (out_dir / "bench.md").read_text()
+    assert "| float.tflite | multi | 2 |" in capsys.readouterr().out

@@ -1,0 +1,181 @@
+"""tflite.export: one .tflite, level as a signature input, builtin ops, per-level parity with Keras."""
+import numpy as np
+import pytest
+
+import harness_tflite as h
+
+
+@pytest.fixture(scope="module")
+def float_file():
+    return h.exported("float")
+
+
+@pytest.fixture(scope="module")
+def interpreter(float_file):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(float_file))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return h.reference_models()
+
+
+def test_written_file_uses_builtin_ops_only(float_file, interpreter):
+    from tflite import flatbuffer
+
+    ops = flatbuffer.operators(float_file.read_bytes())
+    assert ops and all(op.is_builtin for op in ops), [op for op in ops if not op.is_builtin]
+    names = {op.name for op in ops}
+    # Level selection through IF, fused LSTM kernels kept inside the branches, frontend in-graph.
+    assert {"IF", "UNIDIRECTIONAL_SEQUENCE_LSTM", "RFFT2D", "LOG_SOFTMAX", "ARG_MAX"} <= names
+    assert "CUSTOM" not in names and not any(op.startswith("Flex") for op in names)
+    # The interpreter's own view of the main graph agrees: no Flex / custom ops.
+    assert not any("Flex" in d["op_name"] or d["op_name"] == "CUSTOM" for d in interpreter._get_ops_details())
+
+
+def test_signatures_take_audio_or_features_and_a_level(interpreter):
+    signatures = interpreter.get_signature_list()
+    assert sorted(signatures["recognize"]["inputs"]) == ["audio", "sparsity_level"]
+    assert sorted(signatures["recognize_features"]["inputs"]) == ["features", "sparsity_level"]
+    for name in ("recognize", "recognize_features"):
+        assert sorted(signatures[name]["outputs"]) == ["level", "log_probs", "tokens"]
+
+
+def test_every_level_matches_its_keras_model(interpreter, models):
+    runner = interpreter.get_signature_runner("recognize_features")
+    for seed in (1, 2):
+        h.assert_level_parity(runner, models, h.features_of(h.speechlike(1.2, seed)))
+
+
+def test_recognize_on_audio_matches_keras_on_frontend_features(interpreter, models):
+    runner = interpreter.get_signature_runner("recognize")
+    audio = h.speechlike(0.9, seed=3)
+    features = h.features_of(audio)
+    for level, model in enumerate(models):
+        out = runner(audio=audio, sparsity_level=np.int32(level))
+        want = h.keras_log_probs(model, features)
+        assert np.abs(out["log_probs"] - want).max() <= 1e-3
+        assert out["tokens"].tolist() == h.greedy(want)
+
+
+def test_levels_give_different_outputs(interpreter):
+    runner = interpreter.get_signature_runner("recognize_features")
+    features = h.features_of(h.speechlike(1.0, seed=4))
+    outs = [runner(features=features, sparsity_level=np.int32(i))["log_probs"] for i in range(len(h.LEVELS))]
+    assert np.abs(outs[0] - outs[-1]).max() > 0.1
+
+
+def test_repeated_invokes_of_the_same_input_are_identical(interpreter):
+    runner = interpreter.get_signature_runner("recognize")
+    long, short = h.speechlike(1.5, seed=5), h.speechlike(0.6, seed=6)
+    for level in range(len(h.LEVELS)):
+        first = runner(audio=short, sparsity_level=np.int32(level))
+        runner(audio=long, sparsity_level=np.int32(level))        # a different utterance in between
+        runner(audio=short, sparsity_level=np.int32(level))
+        again = runner(audio=short, sparsity_level=np.int32(level))
+        np.testing.assert_array_equal(first["log_probs"], again["log_probs"])
+        np.testing.assert_array_equal(first["tokens"], again["tokens"])
+
+
+def test_level_switch_between_invokes_runs_the_requested_level(interpreter, models):
+    runner = interpreter.get_signature_runner("recognize_features")
+    features = h.features_of(h.speechlike(1.0, seed=7))
+    wanted = {level: h.keras_log_probs(m, features) for level, m in enumerate(models)}
+    for level in (2, 0, 2, 1, 0, 1):
+        out = runner(features=features, sparsity_level=np.int32(level))
+        assert int(out["level"]) == level
+        assert np.abs(out["log_probs"] - wanted[level]).max() <= 1e-3
+
+
+def test_out_of_range_levels_are_clamped(interpreter):
+    runner = interpreter.get_signature_runner("recognize_features")
+    features = h.features_of(h.speechlike(0.5, seed=8))
+    top = len(h.LEVELS) - 1
+    for asked, expected in ((-7, 0), (top + 1, top), (2**31 - 1, top)):
+        out = runner(features=features, sparsity_level=np.int32(asked))
+        ref = runner(features=features, sparsity_level=np.int32(expected))
+        assert int(out["level"]) == expected
+        np.testing.assert_array_equal(out["log_probs"], ref["log_probs"])
+
+
+@pytest.mark.parametrize("audio", [np.zeros(0, np.float32), np.full(3000, np.nan, np.float32),
+                                   np.full(10, np.inf, np.float32), np.zeros(7, np.float32)],
+                         ids=["empty", "nan", "inf", "tiny"])
+def test_nan_inf_empty_and_tiny_audio_give_a_defined_result(interpreter, audio):
+    runner = interpreter.get_signature_runner("recognize")
+    silence = runner(audio=np.zeros(max(audio.size, 400), np.float32), sparsity_level=np.int32(0))
+    out = runner(audio=audio, sparsity_level=np.int32(0))
+    assert out["log_probs"].shape[0] >= 1 and np.isfinite(out["log_probs"]).all()
+    # NaN/inf samples count as zeros: the result is that of silence of the same length.
+    np.testing.assert_allclose(out["log_probs"], silence["log_probs"], atol=1e-5)
+
+
+def test_metadata_describes_levels_tokens_and_verification(float_file, models):
+    from tflite.metadata import read_metadata
+
+    meta = read_metadata(float_file)
+    assert meta.sparsities == list(h.LEVELS)
+    assert meta.pieces == h.PIECES and meta.blank_id == h.BLANK_ID
+    assert [level["dev_wer"] for level in meta.levels] == pytest.approx([0.2, 0.3, 0.4])
+    nonzero = [level["nonzero_weights"] for level in meta.levels]
+    assert nonzero == [int(sum(np.count_nonzero(w) for w in m.get_weights())) for m in models]
+    macs = [level["macs_per_second"] for level in meta.levels]
+    assert macs[0] > macs[1] > macs[2] > 0
+    assert meta.feature_config == h.feature_config().to_dict()
+    export = meta.raw["export"]
+    assert export["design"] == "if_tree_fused_lstm" and export["quantize"] == "none"
+    assert [v["level"] for v in export["verification"]] == [0, 1, 2]
+    assert all(v["repeat_identical"] and v["max_abs_diff"] <= 1e-3 for v in export["verification"])
+    assert meta.raw["versions"]["tensorflow"]
+
+
+def test_dynamic_int8_keeps_every_level_and_shrinks_the_file(float_file, models):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite import flatbuffer
+
+    int8_file = h.exported("int8")
+    # Two int8 levels vs three float ones; tensors under 1024 weights stay float in a tiny model.
+    assert int8_file.stat().st_size < 0.6 * float_file.stat().st_size
+    assert all(op.is_builtin for op in flatbuffer.operators(int8_file.read_bytes()))
+    runner = Interpreter(model_path=str(int8_file)).get_signature_runner("recognize_features")
+    features = h.features_of(h.speechlike(1.0, seed=9))
+    for level, original in enumerate(h.INT8_LEVELS):
+        got = runner(features=features, sparsity_level=np.int32(level))["log_probs"]
+        distances = [np.abs(got - h.keras_log_probs(m, features)).mean() for m in models]
+        assert int(np.argmin(distances)) == original
+        assert distances[original] < 0.1
+
+
+def test_rejects_models_with_the_wrong_output_size(tmp_path, models):
+    from tflite.export import ExportError, export_levels
+
+    with pytest.raises(ExportError, match="output must be"):
+        export_levels(models, tmp_path / "x.tflite", sparsities=h.LEVELS, feature_config=h.feature_config(),
+                      pieces=h.PIECES[:-1], blank_id=len(h.PIECES) - 1)
+    with pytest.raises(ExportError, match="one each"):
+        export_levels(models, tmp_path / "x.tflite", sparsities=h.LEVELS[:2], feature_config=h.feature_config(),
+                      pieces=h.PIECES, blank_id=h.BLANK_ID)
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_wer_gate_refuses_a_level_above_the_limit():
+    from tflite.export import WerGateError, check_wer_gate
+
+    results = {"split": "dev", "levels": [{"level": 0, "wer": 0.2}, {"level": 1, "wer": 0.35}]}
+    assert check_wer_gate(results, 2, 0.4) == [0.2, 0.35]
+    with pytest.raises(WerGateError, match="level 1: WER 0.3500 exceeds --max_wer 0.3"):
+        check_wer_gate(results, 2, 0.3)
+    with pytest.raises(WerGateError, match="no eval.json"):
+        check_wer_gate(None, 2, 0.3)
+    with pytest.raises(WerGateError, match="no WER for level 2"):
+        check_wer_gate(results, 3, 0.5)
+
+
+def test_options_reject_unknown_quantization():
+    from tflite.export import ExportOptions
+
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        ExportOptions(quantize="int4")

@@ -1,0 +1,271 @@
+"""Benchmark an exported DSNN .tflite per level against K separately exported single-level files.
+
+Latency is measured round-robin in shuffled order (every file and level once per utterance per repeat,
+each timed invoke preceded by an untimed one), so load on a
+shared machine hits all candidates alike; figures are medians and 90th percentiles over
+utterances x repeats, per thread count. Peak memory is measured in a fresh subprocess per file.
+Writes ``bench.json``, ``bench.md`` and ``bench.png``. No TensorFlow.
+
+Example:
+    >>> result = run_benchmark("model.tflite", baselines=["level0.tflite"], out_dir="bench_out")
+    >>> result["rows"][0]["median_ms"]
+    12.3
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from tflite.audio import load_audio
+from tflite.metadata import read_metadata
+from tflite.runtime import prime_all_signatures
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One (file, level) pair to time."""
+
+    kind: str          # "multi" or "single"
+    path: pathlib.Path
+    level: int         # level run inside the file (0 for single-level files)
+    of_level: int      # the DSNN level it represents
+    sparsity: float
+
+
+def collect_utterances(sources: Optional[Sequence[str]], sample_rate: int, limit: int = 8,
+                       seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """The fixed utterance set: files / directories given (sorted, first ``limit``), else synthetic clips."""
+    if not sources:
+        from tflite.export import probe_audio
+
+        return [(f"synthetic_{s:.0f}s", probe_audio(sample_rate, s, seed + i))
+                for i, s in enumerate((1.0, 2.0, 3.0, 4.0)[:limit])]
+    files = []
+    for source in sources:
+        path = pathlib.Path(source)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"--utterances: no such file or directory: {path}")
+    if not files:
+        raise FileNotFoundError(f"--utterances: no {'/'.join(AUDIO_SUFFIXES)} files in {list(sources)}")
+    return [(str(p), load_audio(p, sample_rate)) for p in files[:limit]]
+
+
+def _candidates(model_path: pathlib.Path, baselines: Sequence, compare: Sequence = ()) -> list[Candidate]:
+    result = []
+    for path in [model_path, *map(pathlib.Path, compare)]:
+        meta = read_metadata(path)
+        result += [Candidate("multi", path, i, i, s) for i, s in enumerate(meta.sparsities)]
+    for path in baselines:
+        path = pathlib.Path(path)
+        base = read_metadata(path)
+        if base.num_levels != 1:
+            raise ValueError(f"{path}: a baseline must be a single-level file (has {base.num_levels} levels)")
+        of_level = base.raw["export"].get("single_level_of", 0)
+        result.append(Candidate("single", path, 0, int(of_level), base.sparsities[0]))
+    return result
+
+
+def _time_round_robin(candidates, utterances, threads: int, repeats: int) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters, runners, resets = {}, {}, {}
+    for c in candidates:
+        if c.path not in interpreters:
+            interpreters[c.path] = Interpreter(model_path=str(c.path), num_threads=threads)
+            runners[c.path] = interpreters[c.path].get_signature_runner("recognize")
+            resets[c.path] = not read_metadata(c.path).raw["export"].get("state_reset_in_graph", True)
+            if resets[c.path]:
+                prime_all_signatures(interpreters[c.path])
+    times = {c: np.zeros([len(utterances), repeats]) for c in candidates}
+    for c in candidates:   # warm-up: first invoke allocates
+        runners[c.path](audio=utterances[0][1], sparsity_level=np.int32(c.level))
+        if resets[c.path]:
+            interpreters[c.path].reset_all_variables()
+    order = np.random.default_rng(0)
+    for r in range(repeats):
+        for u, (_, audio) in enumerate(utterances):
+            # Shuffled order, and each timed invoke follows an untimed one of the same file, level and
+            # utterance: every candidate is measured warm, as an app transcribing in a row sees it.
+            for index in order.permutation(len(candidates)):
+                c = candidates[index]
+                for timed in (False, True):
+                    start = time.perf_counter()
+                    runners[c.path](audio=audio, sparsity_level=np.int32(c.level))
+                    if timed:
+                        times[c][u, r] = time.perf_counter() - start
+                    if resets[c.path]:   # single-level files keep LSTM state; not timed
+                        interpreters[c.path].reset_all_variables()
+    return times
+
+
+_MEMORY_PROBE = """
+import json, sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+def high_water_mb():  # VmHWM: peak resident set of this process (reset by exec, unlike ru_maxrss)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+path, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+levels = int(sys.argv[4])
+audio = np.random.default_rng(0).standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1
+before = high_water_mb()
+it = Interpreter(model_path=path, num_threads=threads)
+runner = it.get_signature_runner("recognize")
+for level in range(levels):
+    runner(audio=audio, sparsity_level=np.int32(level))
+after = high_water_mb()
+print(json.dumps({"baseline_rss_mb": before, "peak_rss_mb": after}))
+"""
+
+
+def measure_memory(path: pathlib.Path, threads: int, seconds: float, levels: int) -> dict:
+    """Peak RSS of a fresh process that loads ``path`` and runs each level once on ``seconds`` of audio."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path), str(threads), str(seconds),
+                          str(levels)], capture_output=True, text=True, check=True)
+    values = json.loads(out.stdout.strip().splitlines()[-1])
+    values["model_rss_mb"] = values["peak_rss_mb"] - values["baseline_rss_mb"]
+    return values
+
+
+def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Sequence[str]] = None,
+                  threads: Sequence[int] = (1, 2), repeats: int = 5, limit: int = 8,
+                  out_dir=None, log=None, compare: Sequence = ()) -> dict:
+    """Times every level of ``model_path`` and each single-level baseline file.
+
+    Args:
+        model_path: The multi-level .tflite.
+        baselines: Single-level .tflite files (``dsnn-export --single_level_dir``). Defaults to none.
+        utterances: Audio files / directories; defaults to four synthetic clips (1-4 s).
+        threads: Interpreter thread counts to measure. Defaults to (1, 2).
+        repeats: Passes over the utterances. Defaults to 5.
+        limit: Most utterances used. Defaults to 8.
+        out_dir: If given, write bench.json, bench.md and bench.png there. Defaults to None.
+        log: Callable for progress lines. Defaults to None.
+        compare: Other multi-level files (e.g. int8 or sparse-speed exports) timed in the same
+            round-robin. Defaults to none.
+
+    Returns:
+        ``{"rows": [...], "files": {...}, "utterances": [...], "machine": {...}}``; each row has
+        kind, file, level, sparsity, threads, median_ms, p90_ms, rtf, ratio_to_dense_single.
+    """
+    say = log or (lambda message: None)
+    model_path = pathlib.Path(model_path)
+    meta = read_metadata(model_path)
+    utts = collect_utterances(utterances, meta.sample_rate, limit)
+    total_seconds = sum(a.size for _, a in utts) / meta.sample_rate
+    candidates = _candidates(model_path, baselines, compare)
+    rows = []
+    for n in threads:
+        say(f"timing {len(candidates)} file/level pairs x {len(utts)} utterances x {repeats} repeats, {n} thread(s)")
+        times = _time_round_robin(candidates, utts, n, repeats)
+        dense = [c for c in candidates if c.kind == "single" and c.of_level == 0]
+        dense_per_utt = np.median(times[dense[0]], axis=1) if dense else None
+        for c in candidates:
+            t = times[c]
+            per_utt = np.median(t, axis=1)
+            rows.append({"kind": c.kind, "file": c.path.name, "level": c.of_level, "sparsity": c.sparsity,
+                         "threads": n, "median_ms": float(np.median(t) * 1e3),
+                         "p90_ms": float(np.percentile(t, 90) * 1e3),
+                         "rtf": float(per_utt.sum() / total_seconds),
+                         # median over utterances of (this / dense single-level file), same utterance
+                         "ratio_to_dense_single": (float(np.median(per_utt / dense_per_utt))
+                                                   if dense_per_utt is not None else None)})
+    files = {}
+    longest = max(a.size for _, a in utts) / meta.sample_rate
+    for path in dict.fromkeys(c.path for c in candidates):
+        say(f"memory: {path.name}")
+        levels = read_metadata(path).num_levels
+        files[path.name] = {"size_bytes": path.stat().st_size, "levels": levels,
+                            "design": read_metadata(path).raw["export"]["design"],
+                            "quantize": read_metadata(path).raw["export"]["quantize"],
+                            "memory": {str(n): measure_memory(path, n, longest, levels) for n in threads}}
+    dense_single = [c.path for c in candidates if c.kind == "single" and c.of_level == 0]
+    for info in files.values():
+        info["size_ratio_to_dense_single"] = (info["size_bytes"] / dense_single[0].stat().st_size
+                                              if dense_single else None)
+    result = {"model": str(model_path), "rows": rows, "files": files,
+              "utterances": [{"name": n, "seconds": a.size / meta.sample_rate} for n, a in utts],
+              "repeats": repeats, "threads": list(threads),
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "python": platform.python_version()}}
+    if out_dir is not None:
+        write_reports(result, pathlib.Path(out_dir))
+    return result
+
+
+def to_markdown(result: dict) -> str:
+    """A Markdown summary: latency table per thread count, then files (size, memory)."""
+    lines = [f"# dsnn-bench: {pathlib.Path(result['model']).name}", "",
+             f"{len(result['utterances'])} utterances "
+             f"({sum(u['seconds'] for u in result['utterances']):.1f} s of audio), "
+             f"{result['repeats']} repeats, shuffled round-robin, each timed invoke warm (after an "
+             "untimed one); median / p90 over utterances x repeats; × dense single = median over "
+             "utterances of the latency ratio to the dense single-level file.", "",
+             "| file | kind | level | sparsity | threads | median ms | p90 ms | RTF | × dense single |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        ratio = f"{r['ratio_to_dense_single']:.2f}" if r.get("ratio_to_dense_single") else "–"
+        lines.append(f"| {r['file']} | {r['kind']} | {r['level']} | {r['sparsity']:.2f} | {r['threads']} | "
+                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['rtf']:.4f} | {ratio} |")
+    lines += ["", "| file | design | quantize | levels | size MB | × dense single | peak RSS MB (1 thread) | model RSS MB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, info in result["files"].items():
+        memory = info["memory"][str(result["threads"][0])]
+        ratio = f"{info['size_ratio_to_dense_single']:.2f}" if info.get("size_ratio_to_dense_single") else "–"
+        lines.append(f"| {name} | {info['design']} | {info['quantize']} | {info['levels']} | "
+                     f"{info['size_bytes'] / 1e6:.3f} | {ratio} | {memory['peak_rss_mb']:.1f} | "
+                     f"{memory['model_rss_mb']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: pathlib.Path) -> None:
+    """Median latency per level: the multi-level file vs the single-level files, per thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = result["threads"]
+    fig, axes = plt.subplots(1, len(threads), figsize=(5 * len(threads), 3.6), squeeze=False)
+    for ax, n in zip(axes[0], threads):
+        groups = dict.fromkeys((r["kind"], r["file"] if r["kind"] == "multi" else "") for r in result["rows"])
+        for kind, name in groups:
+            rows = sorted((r for r in result["rows"] if r["threads"] == n and r["kind"] == kind
+                           and (kind == "single" or r["file"] == name)), key=lambda r: r["sparsity"])
+            if rows:
+                ax.plot([r["sparsity"] for r in rows], [r["median_ms"] for r in rows],
+                        marker="o" if kind == "multi" else "s",
+                        label=f"{name} (one file, all levels)" if kind == "multi" else "separate single-level files")
+        ax.set_xlabel("sparsity of the level")
+        ax.set_ylabel("median latency per utterance (ms)")
+        ax.set_title(f"{n} thread(s)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(result: dict, out_dir: pathlib.Path) -> None:
+    """Writes bench.json, bench.md and bench.png into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "bench.md").write_text(to_markdown(result))
+    plot(result, out_dir / "bench.png")

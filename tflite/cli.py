@@ -1,0 +1,170 @@
+"""Command-line entry points: ``dsnn-export``, ``dsnn-transcribe``, ``dsnn-bench``.
+
+Heavy imports (TensorFlow, LiteRT) happen after argument parsing, so ``--help`` is instant.
+Exit 0 on success; 1 with one line on stderr for errors a user can act on; 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+_QUANTIZE = ("none", "dynamic-int8", "float16")
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _log(prog: str):
+    return lambda message: print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-export",
+        description="Export a trained DSNN run to ONE .tflite whose sparsity level is chosen at run time "
+                    "(signatures recognize(audio, sparsity_level) and recognize_features(features, "
+                    "sparsity_level); builtin ops only; dsnn metadata inside). Every level is checked "
+                    "against Keras before the file is written.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by dsnn-train")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the .tflite file to write")
+    parser.add_argument("--quantize", choices=_QUANTIZE, default="none",
+                        help="weights: none = float32; dynamic-int8 = int8 weights with dynamic-range "
+                             "kernels (all levels in about one float model's size); float16 = half-size "
+                             "float weights (default: none)")
+    parser.add_argument("--sparse_speed", action="store_true",
+                        help="express LSTMs as FULLY_CONNECTED ops in a WHILE loop with sparse weight "
+                             "storage, so sparse levels can run faster (needs 1x4-block masks to help; see "
+                             "docs/export.md). Default: fused LSTM kernels, dense speed at every level")
+    parser.add_argument("--max_wer", type=float, default=None, metavar="W",
+                        help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json exceeds "
+                             "W (a fraction: 0.3 = 30%%); fails if there is no eval.json")
+    parser.add_argument("--single_level_dir", default=None, metavar="DIR",
+                        help="also write each level exported alone (DIR/level_<i>.tflite), the baseline "
+                             "that dsnn-bench compares against")
+    parser.add_argument("--verify_audio", nargs="*", default=[], metavar="AUDIO",
+                        help="extra audio files to verify each level with (a synthetic clip and silence "
+                             "are always used)")
+    return parser
+
+
+def export_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dsnn-export RUN_DIR --out model.tflite [--quantize ...] [--max_wer W]``."""
+    prog = "dsnn-export"
+    args = _export_parser().parse_args(argv)
+    if args.max_wer is not None and not args.max_wer >= 0:
+        return _fail(prog, f"--max_wer must be >= 0, got {args.max_wer}")
+    if not os.path.isdir(args.run_dir):
+        return _fail(prog, f"run directory not found: {args.run_dir}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from dsnn_keras.run_dir import RunDirError
+    from tflite.audio import AudioError, load_audio
+    from tflite.export import ExportError, ExportOptions, export_run
+
+    log = _log(prog)
+    try:
+        verify_audio = [load_audio(path, 16000) for path in args.verify_audio]
+        report = export_run(args.run_dir, args.out, options=ExportOptions(
+            quantize=args.quantize, sparse_speed=args.sparse_speed), max_wer=args.max_wer,
+            verify_audio=verify_audio, single_level_dir=args.single_level_dir, log=log)
+    except (ExportError, RunDirError, AudioError, FileNotFoundError) as error:
+        return _fail(prog, str(error))
+    worst = max(v["max_abs_diff"] for v in report.verification) if report.verification else float("nan")
+    log(f"verified {len(report.verification)} levels (max |Δ log-posterior| {worst:.2e})")
+    print(f"{report.path}\t{report.size_bytes} bytes\t{len(report.metadata['levels'])} levels")
+    return 0
+
+
+def _transcribe_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-transcribe",
+        description="Transcribe audio files with an exported DSNN .tflite at one sparsity level "
+                    "(LiteRT only; no TensorFlow or sentencepiece). Prints 'file<TAB>text' per file.")
+    parser.add_argument("model", metavar="MODEL", help="the .tflite written by dsnn-export")
+    parser.add_argument("audio", nargs="+", metavar="AUDIO",
+                        help="audio files (WAV/FLAC/OGG, any sample rate: resampled to the model's)")
+    parser.add_argument("--level", type=int, default=0,
+                        help="sparsity level index, 0 = densest (default: 0); the levels are listed "
+                             "in the file's dsnn metadata")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    return parser
+
+
+def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dsnn-transcribe model.tflite file.wav [more.wav ...] --level 2``."""
+    prog = "dsnn-transcribe"
+    args = _transcribe_parser().parse_args(argv)
+    from tflite.audio import AudioError
+    from tflite.metadata import MetadataError
+    from tflite.runtime import Recognizer, RecognizerError
+
+    try:
+        recognizer = Recognizer(args.model, num_threads=args.threads)
+        texts = [(path, recognizer.transcribe(path, level=args.level)) for path in args.audio]
+    except (FileNotFoundError, MetadataError, RecognizerError, AudioError) as error:
+        return _fail(prog, str(error))
+    for path, text in texts:
+        print(f"{path}\t{text}")
+    return 0
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-bench",
+        description="Benchmark each level of an exported DSNN .tflite (median and p90 latency, real-time "
+                    "factor, peak memory, file size, per thread count) against separately exported "
+                    "single-level files; writes bench.json, bench.md and bench.png.")
+    parser.add_argument("model", metavar="MODEL", help="the multi-level .tflite written by dsnn-export")
+    parser.add_argument("--baselines", nargs="*", default=[], metavar="FILE",
+                        help="single-level .tflite files to compare with (dsnn-export --single_level_dir)")
+    parser.add_argument("--baseline_dir", default=None, metavar="DIR",
+                        help="use every level_*.tflite in DIR as a baseline")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE",
+                        help="other multi-level files (e.g. --quantize dynamic-int8 or --sparse_speed "
+                             "exports) timed in the same round-robin")
+    parser.add_argument("--utterances", nargs="*", default=None, metavar="PATH",
+                        help="audio files or directories (sorted; first --limit used); default: four "
+                             "synthetic clips of 1-4 s")
+    parser.add_argument("--limit", type=int, default=8, help="most utterances to use (default: 8)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts to measure (default: 1 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="passes over the utterances (default: 5)")
+    parser.add_argument("--out_dir", default="bench_out", metavar="DIR",
+                        help="where to write bench.json, bench.md, bench.png (default: bench_out)")
+    return parser
+
+
+def bench_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dsnn-bench model.tflite [--baseline_dir DIR] [--utterances DIR_or_files] ...``."""
+    prog = "dsnn-bench"
+    args = _bench_parser().parse_args(argv)
+    if args.repeats < 1 or args.limit < 1 or min(args.threads) < 1:
+        return _fail(prog, "--repeats, --limit and --threads must be >= 1")
+    import pathlib
+
+    from tflite.audio import AudioError
+    from tflite.bench import run_benchmark
+    from tflite.metadata import MetadataError
+
+    baselines = list(args.baselines)
+    if args.baseline_dir:
+        found = sorted(pathlib.Path(args.baseline_dir).glob("level_*.tflite"))
+        if not found:
+            return _fail(prog, f"--baseline_dir {args.baseline_dir}: no level_*.tflite files")
+        baselines += [str(p) for p in found]
+    try:
+        if not pathlib.Path(args.model).is_file():
+            raise FileNotFoundError(f"model file not found: {args.model}")
+        result = run_benchmark(args.model, baselines, args.utterances, threads=args.threads,
+                               repeats=args.repeats, limit=args.limit, out_dir=args.out_dir, log=_log(prog),
+                               compare=args.compare)
+    except (FileNotFoundError, MetadataError, AudioError, ValueError) as error:
+        return _fail(prog, str(error))
+    from tflite.bench import to_markdown
+
+    print(to_markdown(result), end="")
+    return 0

@@ -1,0 +1,505 @@
+"""Export K per-level Keras models to ONE .tflite file whose sparsity level is a signature input.
+
+The core (`export_levels`) takes plain tf_keras models (one per level, e.g. from
+``dsnn_keras.strip_nested(model, i)``) plus metadata; `export_run` does the same from a run
+directory written by ``dsnn-train``. The result is converted with builtin TFLite ops only, checked
+level by level against Keras on the final bytes, and carries a ``dsnn`` metadata entry.
+
+Example:
+    >>> report = export_levels([m0, m1, m2, m3], "model.tflite", sparsities=(0, .5, .7, .9),
+    ...                        feature_config=FeatureConfig(), pieces=pieces, blank_id=len(pieces))
+    >>> report.size_bytes, report.verification[0]["max_abs_diff"]
+    (1534208, 2.4e-07)
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import os
+import pathlib
+import tempfile
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
+DESIGN_FUSED = "if_tree_fused_lstm"
+DESIGN_FC_LOOP = "if_tree_fc_loop"
+DESIGN_SINGLE = "single_level"
+
+
+class ExportError(RuntimeError):
+    """The models cannot be exported, or the converted file failed verification."""
+
+
+class WerGateError(ExportError):
+    """A level's dev WER exceeds ``--max_wer`` (or there is no evaluation to check)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """How to convert.
+
+    Args:
+        quantize: ``"none"`` (float32), ``"dynamic-int8"`` (dynamic-range int8 weights) or
+            ``"float16"`` (float16 weights). Defaults to "none".
+        sparse_speed: Express LSTMs as FULLY_CONNECTED ops in a while loop and store sparse weights
+            (``EXPERIMENTAL_SPARSITY``) so zeros can save time; otherwise fused LSTM kernels (dense
+            speed at every level). Defaults to False.
+        verify: Check every level of the written bytes against Keras. Defaults to True.
+        tolerance: Largest allowed max |Δ log-posterior| for float32 exports. Defaults to 1e-3.
+    """
+
+    quantize: str = "none"
+    sparse_speed: bool = False
+    verify: bool = True
+    tolerance: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"ExportOptions.quantize must be one of {QUANTIZE_CHOICES}, got {self.quantize!r}")
+        if not self.tolerance > 0:
+            raise ValueError(f"ExportOptions.tolerance must be > 0, got {self.tolerance}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What was written.
+
+    Attributes:
+        path: The .tflite file.
+        size_bytes: Its size.
+        metadata: The ``dsnn`` metadata object written into it.
+        verification: One dict per level (max_abs_diff, tokens_equal, repeat_identical, ...).
+    """
+
+    path: pathlib.Path
+    size_bytes: int
+    metadata: dict
+    verification: list
+
+
+def check_wer_gate(eval_results: Optional[dict], num_levels: int, max_wer: float) -> list[float]:
+    """Refuses export when any level's dev WER exceeds ``max_wer``.
+
+    Args:
+        eval_results: Parsed ``eval.json`` (``{"split", "levels": [{"level", "wer", ...}]}``) or None.
+        num_levels: Levels the model has; each must have a WER.
+        max_wer: Largest allowed WER (a fraction, e.g. 0.3 = 30 %).
+
+    Returns:
+        The WER of each level.
+
+    Raises:
+        WerGateError: no evaluation, a level without a WER, or a WER above ``max_wer``.
+    """
+    if eval_results is None:
+        raise WerGateError(
+            f"--max_wer {max_wer} given but the run has no eval.json; run dsnn-eval RUN_DIR first")
+    by_level = {int(entry["level"]): entry for entry in eval_results.get("levels", [])}
+    wers = []
+    for level in range(num_levels):
+        if level not in by_level or by_level[level].get("wer") is None:
+            raise WerGateError(f"eval.json has no WER for level {level}; rerun dsnn-eval")
+        wers.append(float(by_level[level]["wer"]))
+    bad = [f"level {i}: WER {w:.4f}" for i, w in enumerate(wers) if w > max_wer]
+    if bad:
+        raise WerGateError(
+            f"refusing to export: {', '.join(bad)} exceeds --max_wer {max_wer} "
+            f"(split {eval_results.get('split', '?')!r})")
+    return wers
+
+
+def _versions() -> dict:
+    versions = {}
+    for name in ("dsnn", "tensorflow", "tf-keras", "ai-edge-litert"):
+        try:
+            versions[name.replace("-", "_")] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name.replace("-", "_")] = None
+    return versions
+
+
+def probe_audio(sample_rate: int, seconds: float = 1.5, seed: int = 0) -> np.ndarray:
+    """A deterministic speech-like test signal (harmonics with a moving pitch, bursts, noise)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = 120 + 40 * np.sin(2 * np.pi * 1.3 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
+    signal = 0.15 * envelope * voiced + 0.01 * rng.standard_normal(t.shape)
+    return signal.astype(np.float32)
+
+
+def _min_frames(model, bins: int) -> int:
+    for frames in range(1, 65):
+        try:
+            out = model(np.zeros([1, frames, bins], np.float32), training=False)
+        except Exception:  # noqa: BLE001 - too short for a valid conv; try longer
+            continue
+        if int(np.shape(out)[1]) >= 1:
+            return frames
+    raise ExportError("the model gives no output frame for any input of 1..64 frames")
+
+
+def _validate_models(models, sparsities, feature_config, pieces, blank_id) -> None:
+    if not models:
+        raise ExportError("no models given; need one per sparsity level")
+    if len(models) != len(sparsities):
+        raise ExportError(f"{len(models)} models but {len(sparsities)} sparsities; need one each")
+    if list(sparsities) != sorted(sparsities):
+        raise ExportError(f"sparsities must be non-decreasing, got {list(sparsities)}")
+    if blank_id != len(pieces):
+        raise ExportError(f"blank_id must be len(pieces) = {len(pieces)} (blank last), got {blank_id}")
+    reference = None
+    for i, model in enumerate(models):
+        in_shape = tuple(model.input_shape)
+        out_shape = tuple(model.output_shape)
+        if len(in_shape) != 3 or in_shape[-1] != feature_config.num_mel_bins:
+            raise ExportError(
+                f"level {i}: model input must be [batch, frames, {feature_config.num_mel_bins}], got {in_shape}")
+        if len(out_shape) != 3 or out_shape[-1] != blank_id + 1:
+            raise ExportError(
+                f"level {i}: model output must be [batch, frames, {blank_id + 1}] (vocab + blank), "
+                f"got {out_shape}")
+        signature = [tuple(w.shape) for w in model.get_weights()]
+        if reference is None:
+            reference = signature
+        elif signature != reference:
+            raise ExportError(f"level {i}: weight shapes differ from level 0; models must share an architecture")
+
+
+def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
+    import tensorflow as tf
+
+    functions = module.concrete_functions()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [functions["recognize"], functions["recognize_features"]], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    optimizations = []
+    if options.quantize in ("dynamic-int8", "float16"):
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if options.quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    try:
+        data = converter.convert()
+    except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"TFLite conversion failed: {first}") from error
+    signatures = set(_signature_list(data))
+    if signatures != {"recognize", "recognize_features"}:
+        raise ExportError(f"converted model has signatures {sorted(signatures)}; expected recognize, recognize_features")
+    return data
+
+
+def _signature_list(data: bytes) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=data).get_signature_list()
+
+
+def check_builtin_ops(data: bytes) -> list[str]:
+    """Returns the sorted operator names; raises `ExportError` on any custom or Flex op."""
+    from tflite import flatbuffer
+
+    ops = flatbuffer.operators(data)
+    foreign = sorted({op.custom_code or op.name for op in ops if not op.is_builtin})
+    if foreign:
+        raise ExportError(f"converted model uses non-builtin ops {foreign}; only TFLITE_BUILTINS are allowed")
+    return sorted({op.name for op in ops})
+
+
+def _keras_reference(model, features: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    logits = model(features[np.newaxis], training=False)
+    return tf.nn.log_softmax(logits, axis=-1).numpy()[0]
+
+
+def _unexplained_token_flips(reference: np.ndarray, actual: np.ndarray, margin: float) -> int:
+    """Frames whose argmax differs although Keras' top-2 gap exceeds ``margin``."""
+    ref_best, act_best = reference.argmax(-1), actual.argmax(-1)
+    top2 = np.sort(reference, axis=-1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    return int(np.sum((ref_best != act_best) & (gap > margin)))
+
+
+def verify_levels(data: bytes, models: Sequence, feature_config, options: ExportOptions,
+                  audio: Sequence[np.ndarray], reset_state: bool = False) -> list[dict]:
+    """Runs every level of the converted bytes against its Keras model.
+
+    For each level and each probe clip: ``recognize_features`` on the same features Keras sees
+    (model parity), ``recognize`` on the audio (end to end, frontend included), each invoked twice
+    on one interpreter to prove invokes are independent. Float exports must be within
+    ``options.tolerance`` with the same greedy tokens; quantized exports must be closer to their own
+    level's Keras output than to any other level's (catches quantization breaking a level).
+    ``reset_state`` resets the interpreter's variable tensors after every invoke (for
+    single-level files, whose fused LSTM state otherwise persists).
+
+    Returns:
+        One dict per level: ``max_abs_diff`` (features path), ``max_abs_diff_audio``,
+        ``mean_abs_diff``, ``token_flips``, ``repeat_identical``, ``nearest_level``.
+
+    Raises:
+        ExportError: naming the level and the failed check.
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from dsnn_keras.frontend import log_mel_spectrogram
+
+    interpreter = Interpreter(model_content=data)
+    if reset_state:
+        from tflite.runtime import prime_all_signatures
+
+        prime_all_signatures(interpreter)
+    features_runner = interpreter.get_signature_runner("recognize_features")
+    audio_runner = interpreter.get_signature_runner("recognize")
+    clips = [np.asarray(a, np.float32) for a in audio]
+    feats = [log_mel_spectrogram(tf.constant(a), feature_config).numpy() for a in clips]
+    references = [[_keras_reference(m, f) for f in feats] for m in models]
+    def run(runner, **inputs):
+        result = runner(**inputs)
+        if reset_state:
+            interpreter.reset_all_variables()
+        return result
+
+    results = []
+    for level in range(len(models)):
+        max_diff = max_diff_audio = mean_diff = 0.0
+        flips = 0
+        identical = True
+        own_distance = 0.0
+        other_distance = np.full(len(models), 0.0)
+        for clip_index, (clip, feat) in enumerate(zip(clips, feats)):
+            outputs = [run(features_runner, features=feat, sparsity_level=np.int32(level)) for _ in range(2)]
+            audio_outputs = [run(audio_runner, audio=clip, sparsity_level=np.int32(level)) for _ in range(2)]
+            for first, second in (outputs, audio_outputs):
+                identical &= bool(np.array_equal(first["log_probs"], second["log_probs"])
+                                  and np.array_equal(first["tokens"], second["tokens"]))
+            got = outputs[0]["log_probs"]
+            want = references[level][clip_index]
+            if got.shape != want.shape:
+                raise ExportError(f"level {level}: TFLite log_probs shape {got.shape} != Keras {want.shape}")
+            diff = np.abs(got - want)
+            max_diff = max(max_diff, float(diff.max()))
+            mean_diff = max(mean_diff, float(diff.mean()))
+            max_diff_audio = max(max_diff_audio, float(np.abs(audio_outputs[0]["log_probs"] - want).max()))
+            flips += _unexplained_token_flips(want, got, 2 * options.tolerance)
+            own_distance += float(diff.mean())
+            other_distance += [float(np.abs(got - references[j][clip_index]).mean()) for j in range(len(models))]
+            if int(outputs[0]["level"]) != level:
+                raise ExportError(f"level {level}: the model reports running level {int(outputs[0]['level'])}")
+        nearest = int(np.argmin(other_distance))
+        entry = {"level": level, "max_abs_diff": max_diff, "max_abs_diff_audio": max_diff_audio,
+                 "mean_abs_diff": mean_diff, "token_flips": flips, "repeat_identical": identical,
+                 "nearest_level": nearest}
+        results.append(entry)
+        if not identical:
+            raise ExportError(f"level {level}: two invokes of the same input differ (state leaks between invokes)")
+        if options.quantize == "none":
+            if max_diff > options.tolerance:
+                raise ExportError(
+                    f"level {level}: max |Δ log-posterior| {max_diff:.2e} > tolerance {options.tolerance:.0e}")
+            if flips:
+                raise ExportError(f"level {level}: {flips} frame(s) decode to a different token than Keras")
+        elif nearest != level and other_distance[nearest] < other_distance[level]:
+            raise ExportError(
+                f"level {level}: the {options.quantize} output is closer to Keras level {nearest} than to "
+                f"level {level}; quantization broke the level selection")
+    return results
+
+
+def _level_entries(models, sparsities, feature_config, eval_results) -> tuple[list, Optional[dict]]:
+    from tflite.cost import level_cost
+
+    by_level = {}
+    evaluation = None
+    if eval_results:
+        by_level = {int(e["level"]): e for e in eval_results.get("levels", [])}
+        evaluation = {"split": eval_results.get("split"),
+                      "num_utterances": next((e.get("num_utterances") for e in by_level.values()), None)}
+    entries = []
+    for i, (model, sparsity) in enumerate(zip(models, sparsities)):
+        cost = level_cost(model, feature_config)
+        entries.append({"level": i, "sparsity": float(sparsity), **cost,
+                        "dev_wer": by_level.get(i, {}).get("wer"), "dev_cer": by_level.get(i, {}).get("cer")})
+    dense = entries[0]["macs_per_second"] or 1
+    for entry in entries:
+        entry["relative_macs"] = round(entry["macs_per_second"] / dense, 4)
+    return entries, evaluation
+
+
+def _signature_doc(bins: int, sample_rate: int, num_levels: int) -> dict:
+    outputs = {"log_probs": "float32 [out_frames, vocab_size + 1] log-softmax, blank last",
+               "tokens": "int32 [n] greedy CTC token ids (repeats merged, blanks removed)",
+               "level": "int32 [] the level actually run (after clamping)"}
+    level = f"int32 [] level index 0..{num_levels - 1}; out-of-range values are clamped"
+    return {"recognize": {"inputs": {"audio": f"float32 [num_samples] mono PCM in [-1, 1] at {sample_rate} Hz; "
+                                              "NaN/inf samples are treated as 0",
+                                     "sparsity_level": level}, "outputs": outputs},
+            "recognize_features": {"inputs": {"features": f"float32 [num_frames, {bins}] raw log-mel "
+                                                          "(dsnn_keras.frontend.log_mel_spectrogram)",
+                                              "sparsity_level": level}, "outputs": outputs}}
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], feature_config,
+                  pieces: Sequence[str], blank_id: int, options: ExportOptions = ExportOptions(),
+                  eval_results: Optional[dict] = None, source: Optional[dict] = None,
+                  verify_audio: Optional[Sequence[np.ndarray]] = None,
+                  single_level: bool = False, single_level_of: int = 0) -> ExportReport:
+    """Writes ONE .tflite that runs any of the given levels, selected by ``sparsity_level``.
+
+    Args:
+        models: One plain tf_keras model per level (same architecture), input raw log-mel
+            ``[1, frames, num_mel_bins]``, output logits ``[1, out_frames, len(pieces) + 1]``.
+        out_path: Where to write the file (parent directories are created; written atomically).
+        sparsities: Sparsity of each level (non-decreasing).
+        feature_config: The `FeatureConfig` of the in-graph frontend.
+        pieces: SentencePiece piece of each token id (stored for on-device detokenizing).
+        blank_id: CTC blank id; must be ``len(pieces)``.
+        options: `ExportOptions`. Defaults to float32, fused LSTMs, verified.
+        eval_results: Parsed ``eval.json`` for per-level dev WER in the metadata. Defaults to None.
+        source: Provenance for the metadata (run_dir, step, checkpoint). Defaults to None.
+        verify_audio: Clips (float32 at the feature sample rate) to verify with; a synthetic clip
+            plus silence are always used. Defaults to None.
+        single_level: Export ``models[0]`` alone, the usual way (no ``IF``; the fused LSTM state
+            then persists between invokes and callers must reset it). For baselines. Defaults to False.
+        single_level_of: With ``single_level``, the DSNN level index the file stands for (recorded
+            in the metadata for the benchmark). Defaults to 0.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        ExportError: invalid models, conversion failure, non-builtin ops or failed verification.
+    """
+    from tflite import metadata as metadata_lib
+    from tflite.graph import RecognizerModule
+
+    _validate_models(models, sparsities, feature_config, pieces, blank_id)
+    if single_level and len(models) != 1:
+        raise ExportError("single_level export takes exactly one model")
+    min_frames = _min_frames(models[0], feature_config.num_mel_bins)
+    graph_models = list(models)
+    if options.sparse_speed:
+        from tflite.fc_lstm import replace_lstms
+
+        graph_models = [replace_lstms(m) for m in models]
+    module = RecognizerModule(graph_models, feature_config, blank_id, min_frames=min_frames,
+                              force_if=not single_level)
+    data = _convert(module, options, sparse=options.sparse_speed)
+    op_names = check_builtin_ops(data)
+    design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if options.sparse_speed else DESIGN_FUSED)
+    levels, evaluation = _level_entries(models, sparsities, feature_config, eval_results)
+    raw = {
+        "format_version": metadata_lib.FORMAT_VERSION,
+        "signatures": _signature_doc(feature_config.num_mel_bins, feature_config.sample_rate, len(models)),
+        "levels": levels,
+        "level_clamping": f"sparsity_level < 0 runs level 0; > {len(models) - 1} runs level {len(models) - 1}",
+        "evaluation": evaluation,
+        "tokens": {"pieces": list(pieces), "blank_id": int(blank_id), "word_boundary": "\u2581"},
+        "feature_config": feature_config.to_dict(),
+        "export": {"design": design, "quantize": options.quantize, "sparse_speed": options.sparse_speed,
+                   "min_frames": min_frames, "state_reset_in_graph": not single_level,
+                   "single_level_of": int(single_level_of) if single_level else None,
+                   "operators": op_names, "verification": []},
+        "source": source,
+        "versions": _versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    final = metadata_lib.embed(data, raw)
+    if options.verify:
+        sample_rate = feature_config.sample_rate
+        clips = [probe_audio(sample_rate), np.zeros(sample_rate // 2, np.float32)] + list(verify_audio or [])
+        verification = verify_levels(final, models, feature_config, options, clips, reset_state=single_level)
+        raw["export"]["verification"] = verification
+        final = metadata_lib.embed(data, raw)
+    out_path = pathlib.Path(out_path)
+    _write_atomically(out_path, final)
+    return ExportReport(path=out_path, size_bytes=len(final), metadata=raw,
+                        verification=raw["export"]["verification"])
+
+
+def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
+               max_wer: Optional[float] = None, verify_audio: Optional[Sequence[np.ndarray]] = None,
+               single_level_dir=None, log: Any = None) -> ExportReport:
+    """Exports a trained run directory (``dsnn-train`` output) to one .tflite.
+
+    Args:
+        run_dir: The run directory.
+        out_path: The .tflite to write.
+        options: `ExportOptions`.
+        max_wer: If set, refuse (`WerGateError`) unless every level's dev WER in eval.json is <= it;
+            checked before any conversion work. Defaults to None.
+        verify_audio: Extra verification clips. Defaults to None.
+        single_level_dir: If set, also write each level exported alone the usual way
+            (``level_<i>.tflite``: fused LSTMs, no IF, same quantization) for ``dsnn-bench``.
+            Defaults to None.
+        log: Callable taking a progress string. Defaults to None.
+
+    Returns:
+        An `ExportReport` for the multi-level file.
+    """
+    from dsnn_keras import strip_nested
+    from dsnn_keras.run_dir import load_run
+
+    say = log or (lambda message: None)
+    run = load_run(run_dir)
+    if max_wer is not None:
+        wers = check_wer_gate(run.eval_results, len(run.levels), max_wer)
+        say(f"WER gate passed: {', '.join(f'{w:.3f}' for w in wers)} <= {max_wer}")
+    models = [strip_nested(run.model, level) for level in range(len(run.levels))]
+    say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
+        f"sparse_speed={options.sparse_speed})")
+    source = {"run_dir": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint)}
+    report = export_levels(models, out_path, sparsities=run.levels, feature_config=run.feature_config,
+                           pieces=run.pieces, blank_id=run.blank_id, options=options,
+                           eval_results=run.eval_results, source=source, verify_audio=verify_audio)
+    if single_level_dir is not None:
+        export_single_levels(models, single_level_dir, sparsities=run.levels,
+                             feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,
+                             options=options, source=source, log=say)
+    return report
+
+
+def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[float], feature_config,
+                         pieces: Sequence[str], blank_id: int, options: ExportOptions = ExportOptions(),
+                         source: Optional[dict] = None, log: Any = None) -> list[pathlib.Path]:
+    """Writes ``level_<i>.tflite`` per level: each level exported alone, the usual way (the baseline).
+
+    Uses fused LSTMs and no ``IF`` (``sparse_speed`` is ignored); the files carry ``dsnn``
+    metadata with ``state_reset_in_graph: false``, so runtimes reset LSTM state after each invoke.
+
+    Returns:
+        The written paths.
+    """
+    say = log or (lambda message: None)
+    out_dir = pathlib.Path(out_dir)
+    single_options = dataclasses.replace(options, sparse_speed=False)
+    paths = []
+    for level, (model, sparsity) in enumerate(zip(models, sparsities)):
+        say(f"single-level baseline {level} (sparsity {sparsity})")
+        path = out_dir / f"level_{level}.tflite"
+        export_levels([model], path, sparsities=[sparsity], feature_config=feature_config, pieces=pieces,
+                      blank_id=blank_id, options=single_options, source=source, single_level=True,
+                      single_level_of=level)
+        paths.append(path)
+    return paths

@@ -1,0 +1,138 @@
+"""Reading and editing a .tflite flatbuffer without TensorFlow: operator list and metadata entries.
+
+Uses the TFLite schema bindings that ship with ai-edge-litert (``schema_py_generated``, which needs
+only the ``flatbuffers`` package and numpy), so a device-side tool can inspect an exported file.
+
+Example:
+    >>> data = pathlib.Path("model.tflite").read_bytes()
+    >>> sorted({op.name for op in operators(data)})[:3]
+    ['ARG_MAX', 'CONV_2D', 'FULLY_CONNECTED']
+    >>> read_metadata_entry(data, "dsnn")[:1]
+    b'{'
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+_FILE_IDENTIFIER = b"TFL3"
+_BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
+                  if not name.startswith("_") and isinstance(code, int)}
+
+
+class FlatbufferError(ValueError):
+    """The bytes are not a TFLite model, or a requested entry is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    """One operator of one subgraph.
+
+    Attributes:
+        subgraph: Index of the subgraph holding the operator (0 is the first signature's).
+        name: Builtin operator name (``"FULLY_CONNECTED"``), or ``"CUSTOM"``.
+        custom_code: The custom op name for ``CUSTOM`` ops (Flex ops are ``"Flex..."``), else None.
+    """
+
+    subgraph: int
+    name: str
+    custom_code: Optional[str]
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.name != "CUSTOM" and self.custom_code is None
+
+
+def _root(data: bytes) -> "schema.Model":
+    if len(data) < 8 or data[4:8] != _FILE_IDENTIFIER:
+        raise FlatbufferError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
+    return schema.Model.GetRootAs(data, 0)
+
+
+def operators(data: bytes) -> list[Operator]:
+    """Lists every operator of every subgraph (IF/WHILE branches included).
+
+    Args:
+        data: The bytes of a .tflite file.
+
+    Returns:
+        One `Operator` per operator, in subgraph order.
+    """
+    model = _root(data)
+    result = []
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for i in range(subgraph.OperatorsLength()):
+            code = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            custom = code.CustomCode()
+            result.append(Operator(
+                subgraph=g, name=_BUILTIN_NAMES.get(builtin, f"UNKNOWN_{builtin}"),
+                custom_code=custom.decode("utf-8") if custom else None))
+    return result
+
+
+def sparse_tensor_count(data: bytes) -> int:
+    """Number of tensors stored in a sparse format (``Tensor.sparsity`` set)."""
+    model = _root(data)
+    count = 0
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for i in range(subgraph.TensorsLength()):
+            if subgraph.Tensors(i).Sparsity() is not None:
+                count += 1
+    return count
+
+
+def metadata_names(data: bytes) -> list[str]:
+    """Names of the model's metadata entries (e.g. ``min_runtime_version``, ``dsnn``)."""
+    model = _root(data)
+    return [model.Metadata(i).Name().decode("utf-8") for i in range(model.MetadataLength())]
+
+
+def read_metadata_entry(data: bytes, name: str) -> bytes:
+    """Returns the buffer of the metadata entry ``name``.
+
+    Raises:
+        FlatbufferError: if the model has no such entry.
+    """
+    model = _root(data)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode("utf-8") == name:
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.DataLength() == 0 and buffer.Offset() > 1:
+                return bytes(data[buffer.Offset():buffer.Offset() + buffer.Size()])
+            return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    raise FlatbufferError(f"no metadata entry named {name!r}; entries: {metadata_names(data)}")
+
+
+def add_metadata_entry(data: bytes, name: str, payload: bytes) -> bytes:
+    """Returns a copy of the model with metadata entry ``name`` set to ``payload`` (replaced if present).
+
+    Args:
+        data: The bytes of a .tflite file (as written by the converter).
+        name: Metadata entry name.
+        payload: The bytes to store.
+
+    Returns:
+        The new model bytes.
+    """
+    _root(data)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) != name]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(bytes(payload), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
+    return bytes(builder.Output())
