@@ -79,6 +79,16 @@ def test_export_refuses_when_a_level_exceeds_max_wer(run_dir, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_export_rejects_a_non_positive_tolerance_without_writing(tmp_path, capsys):
+    from tflite.cli import export_main
+
+    out = tmp_path / "m.tflite"
+    assert export_main([str(tmp_path), "--out", str(out), "--tolerance", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tolerance" in err[0]
+    assert not out.exists()
+
+
 def test_export_with_max_wer_but_no_evaluation_says_so(run_dir, tmp_path, capsys):
     from tflite.cli import export_main
 
