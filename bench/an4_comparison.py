@@ -9,7 +9,8 @@ skipped when its output already exists, so re-running the same command resumes):
 2. ``train``: six ``dsnn-train`` runs from one base config (default ``configs/an4.yaml``), same
    architecture and step budget: ``dsnn`` (levels 0/0.5/0.7/0.9, in-place distillation),
    ``dsnn_nodistill`` (distillation weight 0), and ``single_00`` … ``single_90`` (``mode: single``
-   at each sparsity). The CPU time (user + system, from ``getrusage(RUSAGE_CHILDREN)``) and wall
+   at each sparsity), two at a time by default (``--jobs``). The CPU time (user + system of each
+   training process, from ``os.wait4``) and wall
    time of each training process are recorded in ``RUN_DIR/train_time.json``.
 3. ``eval``: ``dsnn-eval RUN_DIR --data DATA --split dev`` for each run.
 4. ``report``: ``docs/results.md`` (per-level table, training CPU times) and ``docs/results.json``.
@@ -27,7 +28,7 @@ import json
 import os
 import pathlib
 import platform
-import resource
+import concurrent.futures
 import shlex
 import subprocess
 import sys
@@ -171,30 +172,42 @@ def run_logged(name: str, argv: Sequence[str], log_path: pathlib.Path,
                env: Mapping[str, str] | None = None) -> dict[str, float]:
     """Runs ``argv`` to completion with output appended to ``log_path``; measures its cost.
 
+    Safe to call from several threads at once: the cost is that of this one child process
+    (``os.wait4`` rusage), not of the whole process tree of this script.
+
     Returns:
-        ``{"wall_s", "cpu_user_s", "cpu_system_s", "cpu_s"}`` of the child (and of every process
-        it waited for), from the change in ``getrusage(RUSAGE_CHILDREN)``.
+        ``{"wall_s", "cpu_user_s", "cpu_system_s", "cpu_s"}`` of the child, from ``os.wait4``
+        (its own and its waited-for descendants' user and system time).
 
     Raises:
         ComparisonError: the command exited non-zero (the message names the log file).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _log(f"{name}: {shlex.join(argv)}  (log: {log_path})")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with log_path.open("a") as log:
         log.write(f"\n$ {shlex.join(argv)}\n")
         log.flush()
-        returncode = subprocess.call(list(argv), stdout=log, stderr=subprocess.STDOUT,
-                                     env=None if env is None else dict(env))
+        child = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
+                                 env=None if env is None else dict(env))
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if returncode != 0:
-        raise ComparisonError(f"stage {name} failed with exit status {returncode}; see {log_path}")
-    user = after.ru_utime - before.ru_utime
-    system = after.ru_stime - before.ru_stime
+    if child.returncode != 0:
+        raise ComparisonError(f"stage {name} failed with exit status {child.returncode}; see {log_path}")
+    user, system = usage.ru_utime, usage.ru_stime
     _log(f"{name}: done in {wall:.0f} s wall, {user + system:.0f} s CPU")
     return {"wall_s": wall, "cpu_user_s": user, "cpu_system_s": system, "cpu_s": user + system}
+
+
+def job_environment(jobs: int) -> dict[str, str] | None:
+    """Environment of the training/eval children: with ``jobs`` > 1 concurrent runs, each
+    TensorFlow process gets ``cpu_count // jobs`` intra-op threads (and as many inter-op threads)
+    so the runs share the cores instead of oversubscribing them."""
+    if jobs <= 1:
+        return None
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
 
 
 # ---- results and report -------------------------------------------------------------------------
@@ -351,8 +364,12 @@ def render_report(results: Mapping[str, Any]) -> str:
         "",
         f"DSNN / singles CPU time: {_ratio(cpu['dsnn_over_singles'])}. CPU time is user + system "
         "time of each `dsnn-train` process (all its threads), measured with "
-        "`getrusage(RUSAGE_CHILDREN)`; it includes the periodic dev evaluations inside training.",
+        "`os.wait4`; it includes the periodic dev evaluations inside training.",
     ]
+    if setup.get("train_eval_wall_s") is not None:
+        lines.append("")
+        lines.append(f"All six trainings and evaluations: {_minutes(setup['train_eval_wall_s'])} wall, "
+                     f"{setup.get('jobs')} at a time (`--jobs`), data preparation not included.")
     if cpu.get("resumed"):
         lines.append(f"Resumed runs (CPU time covers only the final attempt): "
                      f"{', '.join(cpu['resumed'])}.")
@@ -413,6 +430,9 @@ def collect_results(out_dir: pathlib.Path, runs: Sequence[RunSpec], levels: Sequ
             times[spec.name] = timing
     rows = comparison_rows(evals, runs, levels)
     setup = dict(setup)
+    if (overall := _read_json(out_dir / "comparison_time.json")) is not None:
+        setup["train_eval_wall_s"] = overall["train_eval_wall_s"]
+        setup["jobs"] = overall["jobs"]
     dsnn_levels = evals.get("dsnn", {}).get("levels", [])
     if dsnn_levels:
         setup.setdefault("model_params", dsnn_levels[0].get("model_params"))
@@ -477,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=pathlib.Path, default=REPO_ROOT / "docs" / "results.md",
                         help="Markdown report path; the JSON goes next to it with .json "
                              "(default: docs/results.md).")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="Runs trained/evaluated at the same time (default: 2, one per core of "
+                             "a 2-core machine; each gets cpu_count/jobs TensorFlow threads). CPU "
+                             "times are per process either way.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra config override for every run (repeatable), e.g. "
                              "--set model.lstm_units=[160,160].")
@@ -542,7 +566,9 @@ def _run(args: argparse.Namespace, command: str) -> None:
                                    "--feature_config", str(features_path),
                                    "--out", str(data_dir)], logs / "prepare.log")
 
-    for spec in selected:
+    env = job_environment(args.jobs)
+
+    def train_and_eval(spec: RunSpec) -> None:
         run_dir = out_dir / "runs" / spec.name
         config_path = out_dir / "configs" / f"{spec.name}.yaml"
         if "train" in stages:
@@ -554,8 +580,9 @@ def _run(args: argparse.Namespace, command: str) -> None:
                 resumed = (run_dir / "checkpoints").is_dir()
                 timing = run_logged(f"train {spec.name}", [
                     tool("dsnn-train"), "--data", str(data_dir), "--config", str(config_path),
-                    "--out", str(run_dir)], logs / f"train_{spec.name}.log")
+                    "--out", str(run_dir)], logs / f"train_{spec.name}.log", env=env)
                 timing["resumed"] = resumed
+                timing["concurrent_jobs"] = args.jobs
                 timing_path.write_text(json.dumps(timing, indent=2) + "\n")
         if "eval" in stages:
             if (run_dir / "eval.json").is_file():
@@ -563,7 +590,22 @@ def _run(args: argparse.Namespace, command: str) -> None:
             else:
                 run_logged(f"eval {spec.name}", [
                     tool("dsnn-eval"), str(run_dir), "--data", str(data_dir), "--split", "dev"],
-                    logs / f"eval_{spec.name}.log")
+                    logs / f"eval_{spec.name}.log", env=env)
+
+    started = time.perf_counter()
+    # Longest runs first (the DSNN runs cost ~3x a single run), so the pool drains evenly.
+    ordered = sorted(selected, key=lambda spec: spec.kind != "dsnn")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        failures = [f.exception() for f in [pool.submit(train_and_eval, spec) for spec in ordered]]
+    failures = [error for error in failures if error is not None]
+    if failures:
+        raise failures[0]
+    if "train" in stages or "eval" in stages:
+        elapsed = time.perf_counter() - started
+        _log(f"train/eval stages: {elapsed:.0f} s wall with --jobs {args.jobs}")
+        if not failures and len(selected) == len(runs):
+            (out_dir / "comparison_time.json").write_text(json.dumps(
+                {"train_eval_wall_s": elapsed, "jobs": args.jobs}, indent=2) + "\n")
 
     if "report" in stages:
         dataset_meta = _read_json(data_dir / "dataset.json") or {}

@@ -102,6 +102,9 @@ class DataConfig:
         num_buckets: Number of length buckets. Defaults to 8.
         max_utterance_frames: Longer training utterances are dropped. Defaults to 3000.
         shuffle_buffer: Utterances in the shuffle buffer. Defaults to 1024.
+        sorted_epochs: The first this many epochs visit the length buckets shortest first
+            (SortaGrad, Amodei et al. 2016: short utterances get CTC out of its initial
+            blank-only phase sooner); utterances are still shuffled within a bucket. Defaults to 0.
         specaugment: `SpecAugmentConfig`, or null to disable SpecAugment.
     """
 
@@ -112,6 +115,7 @@ class DataConfig:
     num_buckets: int = 8
     max_utterance_frames: int = 3000
     shuffle_buffer: int = 1024
+    sorted_epochs: int = 0
     specaugment: Optional[SpecAugmentConfig] = SpecAugmentConfig()
 
     def validate(self, where: str) -> None:
@@ -119,6 +123,8 @@ class DataConfig:
                      "shuffle_buffer"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}: data.{name} must be > 0, got {getattr(self, name)}")
+        if self.sorted_epochs < 0:
+            raise ConfigError(f"{where}: data.sorted_epochs must be >= 0, got {self.sorted_epochs}")
         if self.max_frames_per_batch < self.max_utterance_frames:
             raise ConfigError(f"{where}: data.max_frames_per_batch ({self.max_frames_per_batch}) must be >= "
                               f"data.max_utterance_frames ({self.max_utterance_frames})")

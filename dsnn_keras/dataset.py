@@ -227,6 +227,23 @@ class PreparedDataset:
                     "labels": ex["token_ids"], "label_lengths": ex["num_tokens"]}
 
         ds = self.records(split).filter(keep).map(select)
+        padded_shapes = {"features": [None, self.feature_config.num_mel_bins], "num_frames": [],
+                         "labels": [None], "label_lengths": []}
+        padding_values = {"features": 0.0, "num_frames": 0, "labels": 0, "label_lengths": 0}
+        if epoch < getattr(cfg, "sorted_epochs", 0):
+            # SortaGrad: buckets in ascending length, each shuffled, batched with its own size.
+            lower = [0] + list(boundaries)
+            upper = list(boundaries) + [np.iinfo(np.int32).max]
+            sorted_ds = None
+            for index, (lo, hi, size) in enumerate(zip(lower, upper, batch_sizes)):
+                part = ds.filter(lambda ex, lo=lo, hi=hi: (ex["num_frames"] >= lo) & (ex["num_frames"] < hi))
+                part = part.shuffle(cfg.shuffle_buffer, seed=seed * 1000003 + epoch * 101 + index,
+                                    reshuffle_each_iteration=False)
+                part = part.padded_batch(size, padded_shapes=padded_shapes, padding_values=padding_values)
+                sorted_ds = part if sorted_ds is None else sorted_ds.concatenate(part)
+            if skip_batches:
+                sorted_ds = sorted_ds.skip(skip_batches)
+            return sorted_ds.prefetch(2)
         ds = ds.shuffle(cfg.shuffle_buffer, seed=seed * 1000003 + epoch, reshuffle_each_iteration=False)
         ds = ds.bucket_by_sequence_length(
             element_length_func=lambda ex: ex["num_frames"],

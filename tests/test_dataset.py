@@ -91,3 +91,22 @@ def test_drops_utterances_too_short_for_their_labels(prepared):
     kept = sum(int(b["features"].shape[0])
                for b in ds.training_batches("train", cfg, 0, output_lengths=output_lengths))
     assert 0 < kept <= 24
+
+
+def test_sorted_epochs_visit_buckets_shortest_first_then_shuffle(prepared):
+    ds = PreparedDataset.from_dir(prepared)
+    cfg = DataConfig(max_frames_per_batch=300, max_batch_size=4, num_buckets=3, max_utterance_frames=200,
+                     sorted_epochs=1)
+
+    def longest(epoch, skip=0):
+        return [int(max(b["num_frames"])) for b in
+                ds.training_batches("train", cfg, seed=3, epoch=epoch, skip_batches=skip)]
+
+    sorted_epoch = longest(0)
+    boundaries, _ = ds._buckets("train", cfg, 1)
+    buckets = [int(np.searchsorted(boundaries, n, side="right")) for n in sorted_epoch]
+    assert buckets == sorted(buckets) and len(set(buckets)) > 1
+    assert sum(int(b["features"].shape[0]) for b in ds.training_batches("train", cfg, 3, epoch=0)) == 24
+    assert longest(0, skip=2) == sorted_epoch[2:]
+    # Later epochs go back to the shuffled bucketing and still cover every utterance once.
+    assert sum(int(b["features"].shape[0]) for b in ds.training_batches("train", cfg, 3, epoch=1)) == 24
