@@ -40,7 +40,8 @@ def make_example(utt_id: str, speaker: str, transcript: str, features: np.ndarra
         "num_frames": Feature(int64_list=feature_pb2.Int64List(value=[int(feats.shape[0])])),
         "token_ids": Feature(int64_list=feature_pb2.Int64List(value=[int(t) for t in token_ids])),
     }
-    return example_pb2.Example(features=feature_pb2.Features(feature=fmap)).SerializeToString()
+    # deterministic: map entries in key order, so the bytes do not depend on PYTHONHASHSEED.
+    return example_pb2.Example(features=feature_pb2.Features(feature=fmap)).SerializeToString(deterministic=True)
 
 
 def parse_example(blob: bytes, num_mel_bins: int | None = None) -> dict:

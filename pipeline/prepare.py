@@ -132,6 +132,12 @@ def _pipeline_options(beam_args: list[str]):
     return options
 
 
+def _is_local(options) -> bool:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return options.view_as(StandardOptions).runner == LOCAL_RUNNER
+
+
 def _versions() -> dict:
     from importlib import metadata
 
@@ -167,14 +173,17 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
     from pipeline.tokenizer import vocab_size
     from pipeline.transforms import SUMMARY_FILE
 
-    summary = json.loads(outdir.read_bytes(outdir.join(tmp, SUMMARY_FILE)))
+    files = outdir.list_files(tmp)
+    if SUMMARY_FILE in files:
+        summary = json.loads(outdir.read_bytes(outdir.join(tmp, SUMMARY_FILE)))
+    else:  # the summary CombineGlobally (without defaults) emits nothing for an empty input
+        summary = {"input": 0, "splits": {}, "rejects": {}}
     written = sum(s["num_utterances"] for s in summary["splits"].values())
     rejected = sum(summary["rejects"].values())
     if summary["input"] != written + rejected:
         raise RuntimeError(f"input count {summary['input']} != written {written} + rejected {rejected}")
     if not summary["splits"].get("train", {}).get("num_utterances"):
         raise RuntimeError("no train utterance was written (see rejects.jsonl); cannot compute CMVN")
-    files = outdir.list_files(tmp)
     rate = config.audio_config.sample_rate
     dataset = {
         "format_version": 1,
@@ -230,6 +239,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
     from pipeline.transforms import build_pipeline
 
     options = _pipeline_options(beam_args)
+    if _is_local(options):  # the local runner gains nothing from Reshuffle (see PrepareConfig)
+        import dataclasses
+
+        config = dataclasses.replace(config, reshuffle=False)
     try:
         tmp = outdir.start(args.out, args.overwrite)
     except (FileExistsError, OSError) as e:

@@ -2,13 +2,17 @@
 
 Graph (two stages, joined by the tokenizer side input)::
 
-    inputs ─► ReadSources ─► Reshuffle ─► Normalize ─┬─► TrainTokenizer (train transcripts) ─► tokenizer.model
-                                                     │                    │ side input
-                                                     └─► Process (decode, resample, log-mel, tokenize, serialise)
-                                                              ├─► Write[split] (TFRecord shards)
-                                                              ├─► CMVN (train, CombineFn) ─► cmvn.json
-                                                              └─► rejects ─► rejects.jsonl
+    inputs ─► ReadSources ─► [Reshuffle] ─► Normalize ─┬─► TrainTokenizer (CombineFn over train transcripts) ─► tokenizer.model
+                                                       │                    │ side input
+                                                       └─► Process (decode, resample, log-mel, tokenize, serialise)
+                                                                ├─► Write[split] (TFRecord shards)
+                                                                ├─► CMVN (train features, CombineFn) ─► cmvn.json
+                                                                └─► rejects ─► rejects.jsonl
     counts from every branch ─► Summary (CombineFn) ─► _summary.json (read by the driver)
+
+The graph is kept small on purpose: every Beam transform costs construction, proto translation and
+bundle set-up time on the local runner, which on a corpus of AN4's size (~40 min of audio) weighs
+as much as a third of the actual work (docs/pipeline.md, "Measured throughput").
 
 The tokenizer is trained on the normalised transcripts of the train split *before* audio is
 decoded (audio rejects are not yet known then), so the heavy audio stage runs once, streaming,
@@ -55,6 +59,10 @@ class PrepareConfig:
         speaker_split: Optional held-out speakers.
         num_shards: TFRecord shards per split; 0 lets the runner decide.
         progress_every_s: Seconds between progress log lines per worker.
+        reshuffle: Redistribute the read items (``beam.Reshuffle``) before the per-utterance work, so
+            a distributed runner spreads one large manifest over its workers. The local runner gains
+            nothing from it (the tokenizer side input already materialises the utterances before
+            ``Process``), so `dsnn-prepare` turns it off there. Defaults to True.
     """
 
     feature_config: FeatureConfig = FeatureConfig()
@@ -65,6 +73,7 @@ class PrepareConfig:
     speaker_split: SpeakerSplit | None = None
     num_shards: int = 0
     progress_every_s: float = 10.0
+    reshuffle: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,9 +204,9 @@ def _route(item, num_partitions: int, splits: Sequence[str]) -> int:
     return 1 + splits.index(item.split)
 
 
-def _count_reject(reject: Reject) -> Reject:
+def _reject_to_json(reject: Reject) -> str:
     Metrics.counter(NAMESPACE, f"rejected_{reject.reason}").inc()
-    return reject
+    return reject.to_json()
 
 
 def _write_json(value, path: str) -> None:
@@ -208,8 +217,37 @@ def _write_cmvn(stats, path: str) -> None:
     _write_json(stats.to_dict(), path)
 
 
-def _train_tokenizer(transcripts, vocab_size: int, model_type: str) -> bytes:
-    return train_tokenizer(transcripts, vocab_size, model_type)
+class TrainTokenizerFn(beam.CombineFn):
+    """Collects the transcripts of the ``train`` split and trains the SentencePiece model on them.
+
+    Args:
+        vocab_size: Requested vocabulary size.
+        model_type: SentencePiece model type.
+
+    Returns (``extract_output``): the serialized model; raises ``ValueError`` (no training transcripts)
+    when the train split is empty.
+    """
+
+    def __init__(self, vocab_size: int, model_type: str):
+        self.vocab_size = vocab_size
+        self.model_type = model_type
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, accumulator, utt: Utterance):
+        if utt.split == "train":
+            accumulator.append(utt.transcript)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = []
+        for acc in accumulators:
+            merged.extend(acc)
+        return merged
+
+    def extract_output(self, accumulator) -> bytes:
+        return train_tokenizer(accumulator, self.vocab_size, self.model_type)
 
 
 def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: PrepareConfig,
@@ -229,18 +267,15 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
     splits = split_names(specs, config.speaker_split)
     items = (p
              | "CreateInputs" >> beam.Create(list(specs))
-             | "ReadSources" >> beam.FlatMap(_read)
-             | "Reshuffle" >> beam.Reshuffle())
+             | "ReadSources" >> beam.FlatMap(_read))
+    if config.reshuffle:
+        items = items | "Reshuffle" >> beam.Reshuffle()
     normalized = items | "Normalize" >> beam.ParDo(
         NormalizeDoFn(config.text_config, config.speaker_split)).with_outputs("rejects", main="utts")
     utts = normalized.utts
 
-    tokenizer_model = (utts
-                       | "TrainTranscripts" >> beam.FlatMap(
-                           lambda u: [u.transcript] if u.split == "train" else [])
-                       | "CollectTranscripts" >> beam.combiners.ToList()
-                       | "TrainTokenizer" >> beam.Map(_train_tokenizer, config.vocab_size,
-                                                      config.model_type))
+    tokenizer_model = utts | "TrainTokenizer" >> beam.CombineGlobally(
+        TrainTokenizerFn(config.vocab_size, config.model_type))
     _ = tokenizer_model | "WriteTokenizer" >> beam.Map(
         lambda m: outdir.write_bytes(outdir.join(out_dir, "tokenizer.model"), m))
 
@@ -253,10 +288,9 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
 
     rejects = ((normalized.rejects, parts[0],
                 failed | "DeadLetters" >> beam.Map(_dead_letter_to_reject))
-               | "AllRejects" >> beam.Flatten()
-               | "CountRejects" >> beam.Map(_count_reject))
+               | "AllRejects" >> beam.Flatten())
     _ = (rejects
-         | "RejectsToJson" >> beam.Map(Reject.to_json)
+         | "RejectsToJson" >> beam.Map(_reject_to_json)
          | "WriteRejects" >> beam.io.WriteToText(outdir.join(out_dir, "rejects"),
                                                  file_name_suffix=".jsonl", num_shards=1,
                                                  shard_name_template=""))
@@ -273,12 +307,17 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
         counts.append(part | f"CountWritten[{split}]" >> beam.Map(
             lambda x: (WRITTEN, x.split, (1, x.num_frames, x.num_samples))))
         if split == "train":
+            # Fed straight from the Process stage, so the combiner's partial sums run there and the
+            # features are never materialised. without_defaults: an empty train split writes no
+            # cmvn.json, and the job then fails in `finalize` ("no train utterance was written").
             _ = (part
                  | "TrainFeatures" >> beam.Map(lambda x: x.features)
-                 | "CMVN" >> beam.CombineGlobally(CmvnCombineFn())
+                 | "CMVN" >> beam.CombineGlobally(CmvnCombineFn()).without_defaults()
                  | "WriteCMVN" >> beam.Map(_write_cmvn, outdir.join(out_dir, "cmvn.json")))
+    # without_defaults (saves a stage): an empty input already fails in TrainTokenizer, and
+    # `finalize` reads a missing summary as zero inputs.
     _ = (counts
          | "AllCounts" >> beam.Flatten()
-         | "Summary" >> beam.CombineGlobally(SummaryCombineFn())
+         | "Summary" >> beam.CombineGlobally(SummaryCombineFn()).without_defaults()
          | "WriteSummary" >> beam.Map(_write_json, outdir.join(out_dir, SUMMARY_FILE)))
     return splits

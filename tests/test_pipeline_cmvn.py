@@ -38,3 +38,13 @@ def test_constant_bin_gets_floored_std_and_to_dict_is_json_ready():
     stats = fn.extract_output(fn.add_input(fn.create_accumulator(), np.ones((3, 2), np.float32)))
     assert stats.std.tolist() == [MIN_STD, MIN_STD]
     assert stats.to_dict() == {"mean": [1.0, 1.0], "std": [MIN_STD, MIN_STD], "num_frames": 3}
+
+
+def test_per_utterance_statistics_equal_the_two_pass_numpy_formula_bit_for_bit():
+    feats = np.random.default_rng(2).normal(-4, 2, (271, 80)).astype(np.float32)
+    fn = CmvnCombineFn()
+    n, mean, m2 = fn.add_input(fn.create_accumulator(), feats)
+    f64 = feats.astype(np.float64)
+    assert n == 271
+    assert np.array_equal(mean, f64.mean(axis=0))
+    assert np.array_equal(m2, ((f64 - f64.mean(axis=0)) ** 2).sum(axis=0))

@@ -13,7 +13,7 @@ from pipeline.records import Reject, RejectReason, Utterance
 from pipeline.splits import SpeakerSplit
 from pipeline.text import TextConfig
 from pipeline.tokenizer import load_tokenizer, train_tokenizer
-from pipeline.transforms import NormalizeDoFn, ProcessUtterance
+from pipeline.transforms import NormalizeDoFn, ProcessUtterance, TrainTokenizerFn
 
 
 def test_normalize_routes_rejects_and_assigns_speaker_splits():
@@ -56,3 +56,20 @@ def test_process_utterance_writes_features_and_token_ids(tmp_path):
         out = p | beam.Create(utts) | beam.ParDo(ProcessUtterance(config, AudioConfig()),
                                                  beam.pvalue.AsSingleton(tok))
         assert_that(out, check)
+
+
+def test_train_tokenizer_fn_trains_on_train_transcripts_only():
+    utts = [Utterance("a", "a.wav", "yes no", "s1", "train"),
+            Utterance("b", "b.wav", "no yes yes", "s1", "train"),
+            Utterance("c", "c.wav", "zebra quartz", "s2", "dev")]
+
+    def check(outputs):
+        (model,) = outputs
+        sp = load_tokenizer(model)
+        assert sp.decode(sp.encode("yes no")) == "yes no"
+        pieces = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
+        assert not any(ch in "".join(pieces) for ch in "zbqrt")  # dev text never reached the trainer
+
+    with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
+        model = p | beam.Create(utts) | beam.CombineGlobally(TrainTokenizerFn(16, "unigram"))
+        assert_that(model, check)
