@@ -5,6 +5,8 @@ nested magnitude-masked levels (0/50/70/90 %; 1x4 blocks for the sparse-speed va
   * multi-level float32 (fused LSTMs, IF tree)            -> multi_float.tflite
   * multi-level dynamic-int8                               -> multi_int8.tflite
   * multi-level sparse-speed (FC-loop LSTMs, sparse storage, 1x4-block masks) -> multi_sparse.tflite
+  * multi-level shared weights (--design shared), float32 and int8 storage -> shared_float.tflite,
+    shared_int8.tflite (timed at the cached level: each timed invoke follows one at the same level)
   * each level alone, the usual way (float32)              -> singles/level_<i>.tflite
 then runs tflite.bench on AN4 utterances (or synthetic clips) at 1 and 2 threads.
 
@@ -48,6 +50,22 @@ def _masked_levels(base, block):
     return models
 
 
+def _switch_cost(path, audio, threads: int, repeats: int = 10) -> tuple[float, float]:
+    """Median ms of an invoke after a level change (3 -> 1) and of one at the cached level (1 -> 1)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner("recognize")
+    switched, same = [], []
+    for _ in range(repeats):
+        for level, sink in ((3, None), (1, switched), (1, same)):
+            start = time.perf_counter()
+            runner(audio=audio, sparsity_level=np.int32(level))
+            if sink is not None:
+                sink.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(switched)), float(np.median(same))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
@@ -75,7 +93,10 @@ def main():
         unstructured, blocks = _masked_levels(base, 1), _masked_levels(base, 4)
         for name, models, options in (("multi_float", unstructured, ExportOptions()),
                                       ("multi_int8", unstructured, ExportOptions(quantize="dynamic-int8")),
-                                      ("multi_sparse", blocks, ExportOptions(sparse_speed=True))):
+                                      ("multi_sparse", blocks, ExportOptions(sparse_speed=True)),
+                                      ("shared_float", unstructured, ExportOptions(design="shared")),
+                                      ("shared_int8", unstructured,
+                                       ExportOptions(design="shared", quantize="dynamic-int8"))):
             start = time.time()
             report = export_levels(models, out / f"{name}.tflite", options=options, **common)
             worst = max(v["max_abs_diff"] for v in report.verification)
@@ -88,9 +109,18 @@ def main():
     singles = sorted((out / "singles").glob("level_*.tflite"))
     result = run_benchmark(out / "multi_float.tflite", singles, args.utterances, repeats=args.repeats,
                            limit=args.limit, out_dir=out / "report",
-                           compare=[out / "multi_int8.tflite", out / "multi_sparse.tflite"],
+                           compare=[out / "multi_int8.tflite", out / "multi_sparse.tflite",
+                                    out / "shared_float.tflite", out / "shared_int8.tflite"],
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(to_markdown(result))
+    from tflite.bench import collect_utterances
+
+    audio = collect_utterances(args.utterances, 16000, limit=1)[0][1]
+    for name in ("multi_float", "shared_float", "shared_int8"):
+        for threads in (1, 2):
+            switched, same = _switch_cost(out / f"{name}.tflite", audio, threads)
+            print(f"{name}, {threads} thread(s): invoke after a level change {switched:.2f} ms, "
+                  f"at the cached level {same:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,90 @@ def test_options_reject_unknown_quantization():
 
     with pytest.raises(ValueError, match="quantize must be one of"):
         ExportOptions(quantize="int4")
+
+
+def _integrating_lstm_model(units: int = 4):
+    """An LSTM whose cell state counts: +1 per loud frame (features +5), -1 per quiet one (-5).
+
+    Input, forget and output gates are held open (bias 20) and the cell input is
+    ``tanh(0.1 * sum(features))`` = ±1, so after 60 loud and 30 quiet frames Keras' cell state is
+    30 and its output +1, while a kernel clamping the cell state to [-10, 10] (the converter's
+    default for Keras LSTMs) has fallen to -10 with output -1: a trained model's |c| reached 69.
+    """
+    import tf_keras as keras
+
+    bins = h.feature_config().num_mel_bins
+    inputs = keras.Input([None, bins], name="features")
+    lstm = keras.layers.LSTM(units, return_sequences=True)
+    dense = keras.layers.Dense(h.BLANK_ID + 1)
+    model = keras.Model(inputs, dense(lstm(inputs)))
+    kernel = np.zeros([bins, 4 * units], np.float32)
+    kernel[:, 2 * units:3 * units] = 0.1                   # Keras gate order: i, f, c, o
+    bias = np.full([4 * units], 20.0, np.float32)
+    bias[2 * units:3 * units] = 0.0
+    lstm.set_weights([kernel, np.zeros([units, 4 * units], np.float32), bias])
+    dense_kernel = np.zeros([units, h.BLANK_ID + 1], np.float32)
+    dense_kernel[:, 1], dense_kernel[:, h.BLANK_ID] = 1.0, -1.0
+    dense.set_weights([dense_kernel, np.zeros([h.BLANK_ID + 1], np.float32)])
+    return model
+
+
+def _loud_then_quiet(bins: int = 80) -> np.ndarray:
+    return np.concatenate([np.full([60, bins], 5.0), np.full([30, bins], -5.0)]).astype(np.float32)
+
+
+def _lstm_cell_clips(data: bytes) -> list[float]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    lstm = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+    return [float(op.builtinOptions.cellClip) for subgraph in model.subgraphs for op in subgraph.operators
+            if max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                   model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == lstm]
+
+
+def test_keras_lstm_conversion_clips_the_cell_state_and_disabling_the_clip_restores_parity():
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite.export import disable_lstm_cell_clip
+
+    model = _integrating_lstm_model()
+    features = _loud_then_quiet()[None]
+    want = model(features).numpy()
+    assert want[0, -1, 1] > 3.9                              # Keras: cell state 30, output +1
+    function = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec([1, None, 80], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    raw = converter.convert()
+    assert _lstm_cell_clips(raw) == [10.0], "converter default changed; revisit disable_lstm_cell_clip"
+    patched, cleared = disable_lstm_cell_clip(raw)
+    assert cleared == 1 and _lstm_cell_clips(patched) == [0.0]
+    assert len(patched) == len(raw)
+
+    def run(data):
+        runner = Interpreter(model_content=data).get_signature_runner()
+        (name,) = runner.get_input_details()
+        return next(iter(runner(**{name: features}).values()))
+
+    assert np.abs(run(raw) - want).max() > 5.0               # clipped: output -1 instead of +1
+    np.testing.assert_allclose(run(patched), want, atol=1e-5)
+    assert disable_lstm_cell_clip(patched)[1] == 0           # idempotent
+
+
+@pytest.mark.parametrize("sparse_speed", [False, True], ids=["fused_lstm", "sparse_speed"])
+def test_export_matches_keras_when_the_lstm_cell_state_exceeds_ten(tmp_path, sparse_speed):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite.export import ExportOptions, export_levels
+
+    model = _integrating_lstm_model()
+    path = tmp_path / "integrating.tflite"
+    export_levels([model], path, sparsities=[0.0], feature_config=h.feature_config(), pieces=h.PIECES,
+                  blank_id=h.BLANK_ID, options=ExportOptions(sparse_speed=sparse_speed))
+    data = path.read_bytes()
+    assert all(clip == 0.0 for clip in _lstm_cell_clips(data))
+    assert (len(_lstm_cell_clips(data)) == 0) == sparse_speed   # fused: one op per IF branch
+    runner = Interpreter(model_path=str(path)).get_signature_runner("recognize_features")
+    h.assert_level_parity(runner, [model], _loud_then_quiet(), tolerance=1e-4)

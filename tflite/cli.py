@@ -39,14 +39,19 @@ def _export_parser() -> argparse.ArgumentParser:
                         help="express LSTMs as FULLY_CONNECTED ops in a WHILE loop with sparse weight "
                              "storage, so sparse levels can run faster (needs 1x4-block masks to help; see "
                              "docs/export.md). Default: fused LSTM kernels, dense speed at every level")
+    parser.add_argument("--design", choices=("if_tree", "shared"), default="if_tree",
+                        help="if_tree = a constant copy of the weights per level under an IF tree (the "
+                             "fastest; about K x the size); shared = one stored copy of the weights + a "
+                             "uint8 level code per weight, the level's weights written into resource "
+                             "variables on a level change (about 1.25x one model as float32, 0.5x with "
+                             "--quantize dynamic-int8 = int8 storage, float32 compute). Default: if_tree")
     parser.add_argument("--max_wer", type=float, default=None, metavar="W",
                         help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json exceeds "
                              "W (a fraction: 0.3 = 30%%); fails if there is no eval.json")
     parser.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
                         help="largest max |Δ log-posterior| between a float export and Keras accepted by "
-                             "the verification (default: 1e-3). The fused TFLite LSTM kernel can drift "
-                             "further than that on trained models (docs/export.md); greedy tokens must "
-                             "still match wherever Keras' top-2 gap exceeds 2×T")
+                             "the verification (default: 1e-3); greedy tokens must still match wherever "
+                             "Keras' top-2 gap exceeds 2×T")
     parser.add_argument("--single_level_dir", default=None, metavar="DIR",
                         help="also write each level exported alone (DIR/level_<i>.tflite), the baseline "
                              "that dsnn-bench compares against")
@@ -64,6 +69,8 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(prog, f"--max_wer must be >= 0, got {args.max_wer}")
     if not args.tolerance > 0:
         return _fail(prog, f"--tolerance must be > 0, got {args.tolerance}")
+    if args.design == "shared" and args.sparse_speed:
+        return _fail(prog, "--design shared cannot be combined with --sparse_speed")
     if not os.path.isdir(args.run_dir):
         return _fail(prog, f"run directory not found: {args.run_dir}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,7 +83,8 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         verify_audio = [load_audio(path, 16000) for path in args.verify_audio]
         report = export_run(args.run_dir, args.out, options=ExportOptions(
-            quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance),
+            quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
+            design=args.design),
             max_wer=args.max_wer,
             verify_audio=verify_audio, single_level_dir=args.single_level_dir, log=log)
     except (ExportError, RunDirError, AudioError, FileNotFoundError) as error:

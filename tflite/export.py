@@ -27,6 +27,7 @@ QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
 DESIGN_FUSED = "if_tree_fused_lstm"
 DESIGN_FC_LOOP = "if_tree_fc_loop"
 DESIGN_SINGLE = "single_level"
+DESIGN_CHOICES = ("if_tree", "shared")
 
 
 class ExportError(RuntimeError):
@@ -49,14 +50,22 @@ class ExportOptions:
             speed at every level). Defaults to False.
         verify: Check every level of the written bytes against Keras. Defaults to True.
         tolerance: Largest allowed max |Δ log-posterior| for float32 exports. Defaults to 1e-3.
+        design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree) or ``"shared"``
+            (one stored copy of the weights + level codes, `tflite.shared_weights`). Defaults to
+            "if_tree".
     """
 
     quantize: str = "none"
     sparse_speed: bool = False
     verify: bool = True
     tolerance: float = 1e-3
+    design: str = "if_tree"
 
     def __post_init__(self) -> None:
+        if self.design not in DESIGN_CHOICES:
+            raise ValueError(f"ExportOptions.design must be one of {DESIGN_CHOICES}, got {self.design!r}")
+        if self.design == "shared" and self.sparse_speed:
+            raise ValueError("ExportOptions: design 'shared' and sparse_speed cannot be combined")
         if self.quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"ExportOptions.quantize must be one of {QUANTIZE_CHOICES}, got {self.quantize!r}")
         if not self.tolerance > 0:
@@ -191,10 +200,58 @@ def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
     except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"TFLite conversion failed: {first}") from error
+    data, _ = disable_lstm_cell_clip(data)
     signatures = set(_signature_list(data))
     if signatures != {"recognize", "recognize_features"}:
         raise ExportError(f"converted model has signatures {sorted(signatures)}; expected recognize, recognize_features")
     return data
+
+
+_CLIPPED_LSTM_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
+
+
+def disable_lstm_cell_clip(data: bytes) -> tuple[bytes, int]:
+    """Sets ``cell_clip`` to 0 (off) in every fused LSTM op, so the kernel matches Keras.
+
+    The converter's Keras-LSTM fusion (``ConvertKerasLSTMLayer`` in TensorFlow's
+    ``compiler/mlir/lite/utils/lstm_utils.cc``) hard-codes ``cell_clip = 10.0``; the TFLite kernel
+    then clamps the cell state to [-10, 10] after every step, which ``keras.layers.LSTM`` never
+    does. A trained LSTM whose cell state leaves that range (the AN4 run reaches |c| = 69) then
+    differs from Keras by up to ~2 in the LSTM output (docs/export.md, "Parity on a trained AN4
+    model"). The option is a float in each op's options table (field 1 of ``LSTMOptions``,
+    ``UnidirectionalSequenceLSTMOptions`` and ``BidirectionalSequenceLSTMOptions``); it is
+    overwritten in place, so nothing else in the file moves.
+
+    Args:
+        data: The bytes of a .tflite file.
+
+    Returns:
+        ``(patched bytes, number of ops whose clip was cleared)``.
+
+    Example:
+        >>> data, cleared = disable_lstm_cell_clip(converter.convert())
+    """
+    import struct
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    wanted = {getattr(schema.BuiltinOperator, name) for name in _CLIPPED_LSTM_OPS}
+    buffer = bytearray(data)
+    model = schema.Model.GetRootAs(buffer, 0)
+    cleared = 0
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for i in range(subgraph.OperatorsLength()):
+            op = subgraph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) not in wanted:
+                continue
+            options = op.BuiltinOptions()  # a flatbuffers Table over `buffer`
+            field = options.Offset(6) if options is not None else 0  # vtable slot of cell_clip
+            if field and struct.unpack_from("<f", buffer, options.Pos + field)[0] != 0.0:
+                struct.pack_into("<f", buffer, options.Pos + field, 0.0)
+                cleared += 1
+    return bytes(buffer), cleared
 
 
 def _signature_list(data: bytes) -> dict:
@@ -403,11 +460,18 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         from tflite.fc_lstm import replace_lstms
 
         graph_models = [replace_lstms(m) for m in models]
-    module = RecognizerModule(graph_models, feature_config, blank_id, min_frames=min_frames,
-                              force_if=not single_level)
-    data = _convert(module, options, sparse=options.sparse_speed)
+    shared = None
+    if options.design == "shared" and not single_level:
+        from tflite.shared_weights import DESIGN_SHARED, export_shared_bytes
+
+        data, shared = export_shared_bytes(models, feature_config, blank_id, min_frames, options.quantize)
+    else:
+        module = RecognizerModule(graph_models, feature_config, blank_id, min_frames=min_frames,
+                                  force_if=not single_level)
+        data = _convert(module, options, sparse=options.sparse_speed)
     op_names = check_builtin_ops(data)
     design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if options.sparse_speed else DESIGN_FUSED)
+    design = DESIGN_SHARED if shared is not None else design
     levels, evaluation = _level_entries(models, sparsities, feature_config, eval_results)
     raw = {
         "format_version": metadata_lib.FORMAT_VERSION,
@@ -425,6 +489,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if shared is not None:
+        raw["export"]["shared_weights"] = shared
     final = metadata_lib.embed(data, raw)
     if options.verify:
         sample_rate = feature_config.sample_rate

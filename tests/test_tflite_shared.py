@@ -1,0 +1,161 @@
+"""tflite.shared_weights: one stored copy of the weights + level codes serves every level."""
+import fcntl
+import shutil
+
+import numpy as np
+import pytest
+
+import harness_tflite as h
+
+
+def _exported_shared(quantize: str):
+    """The tiny levels exported with design='shared' once per code version (shared by xdist workers)."""
+    directory = h._cache_dir()
+    path = directory / f"shared_{quantize}.tflite"
+    with open(directory / f"shared_{quantize}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            from tflite.export import ExportOptions, export_levels
+
+            staging = h._WORKDIR / f"shared_{quantize}.tflite"
+            export_levels(h.level_models(), staging, sparsities=h.LEVELS, feature_config=h.feature_config(),
+                          pieces=h.PIECES, blank_id=h.BLANK_ID,
+                          options=ExportOptions(design="shared", quantize=quantize))
+            shutil.copyfile(staging, directory / f".shared_{quantize}.partial")
+            (directory / f".shared_{quantize}.partial").rename(path)
+    return path
+
+
+def _buffers(data: bytes) -> list[bytes]:
+    from tflite import flatbuffer
+
+    model = flatbuffer._root(data)
+    result = []
+    for i in range(model.BuffersLength()):
+        raw = model.Buffers(i).DataAsNumpy()
+        result.append(raw.tobytes() if isinstance(raw, np.ndarray) else b"")
+    return result
+
+
+def _layouts(array: np.ndarray) -> list[bytes]:
+    """The bytes of a weight as stored: as is, or transposed (fused-LSTM kernels are stored [4u, in])."""
+    return [array.tobytes(), array.T.copy().tobytes()]
+
+
+def test_level_codes_reproduce_every_level_and_skip_identical_tensors():
+    from tflite.shared_weights import level_codes_from_models
+
+    models = h.level_models()
+    tensors = level_codes_from_models(models)
+    per_level = [m.get_weights() for m in models]
+    assert [t.codes is not None for t in tensors] == [w.ndim == 2 for w in per_level[0]]
+    for tensor in tensors:
+        if tensor.codes is None:
+            continue
+        assert tensor.codes.dtype == np.uint8 and tensor.codes.max() <= len(models)
+        for level in range(len(models)):
+            np.testing.assert_array_equal(np.where(tensor.codes > level, tensor.values, 0),
+                                          per_level[level][tensor.index])
+
+
+def test_rejects_levels_that_are_not_nested():
+    from tflite.shared_weights import SharedWeightsError, level_codes_from_models
+
+    models = h.level_models(levels=(0.5, 0.5))
+    weights = models[1].get_weights()
+    index = next(i for i, w in enumerate(weights) if w.ndim == 2)
+    dropped = np.flatnonzero(weights[index].reshape(-1) == 0)[0]
+    weights[index].reshape(-1)[dropped] = 1.0       # kept at the sparser level, dropped at the denser
+    models[1].set_weights(weights)
+    with pytest.raises(SharedWeightsError, match="nested mask"):
+        level_codes_from_models(models)
+
+
+def test_shared_float_matches_every_level_switches_and_repeats():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite.metadata import read_metadata
+
+    path = _exported_shared("none")
+    meta = read_metadata(path).raw["export"]
+    assert meta["design"] == "shared_weights_cached"
+    assert meta["shared_weights"]["storage"] == "float32"
+    assert all(v["repeat_identical"] and v["nearest_level"] == v["level"] for v in meta["verification"])
+    runner = Interpreter(model_path=str(path)).get_signature_runner("recognize_features")
+    models = h.reference_models()
+    features = h.features_of(h.speechlike(1.2, seed=31))
+    h.assert_level_parity(runner, models, features)
+    # Level switches in both directions on one interpreter land on the right level.
+    for level in (2, 0, 2, 1, 1, 0):
+        got = runner(features=features, sparsity_level=np.int32(level))["log_probs"]
+        assert np.abs(got - h.keras_log_probs(models[level], features)).max() <= 1e-3, level
+    # Same input twice, and after a different-length utterance: identical (LSTM state is reset).
+    first = runner(features=features, sparsity_level=np.int32(1))["log_probs"]
+    np.testing.assert_array_equal(first, runner(features=features, sparsity_level=np.int32(1))["log_probs"])
+    runner(features=features[:30], sparsity_level=np.int32(1))
+    np.testing.assert_array_equal(first, runner(features=features, sparsity_level=np.int32(1))["log_probs"])
+    clamped = runner(features=features, sparsity_level=np.int32(99))
+    assert int(clamped["level"]) == len(models) - 1
+
+
+def test_shared_file_stores_each_pruned_weight_once_with_builtin_ops_only():
+    from tflite import flatbuffer
+    from tflite.shared_weights import level_codes_from_models
+
+    data = _exported_shared("none").read_bytes()
+    ops = flatbuffer.operators(data)
+    assert all(op.is_builtin for op in ops)
+    names = {op.name for op in ops}
+    assert {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "IF", "UNIDIRECTIONAL_SEQUENCE_LSTM"} <= names
+    buffers = _buffers(data)
+    models = h.level_models()
+    per_level = [m.get_weights() for m in models]
+    for tensor in level_codes_from_models(models):
+        if tensor.codes is None:
+            continue
+        # Level 0's values once (variable initial value and masking source deduplicated), the codes
+        # once, and no other level's weights.
+        assert sum(buffers.count(b) for b in _layouts(tensor.values.astype(np.float32))) == 1, tensor.name
+        assert sum(buffers.count(b) for b in _layouts(tensor.codes)) == 1, tensor.name
+        for level in range(1, len(models)):
+            other = per_level[level][tensor.index].astype(np.float32)
+            assert not any(b in buffers for b in _layouts(other)), tensor.name
+
+
+def test_shared_int8_stores_int8_weights_and_keeps_each_level_nearest():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite import flatbuffer
+    from tflite.metadata import read_metadata
+    from tflite.shared_weights import level_codes_from_models
+
+    path = _exported_shared("dynamic-int8")
+    data = path.read_bytes()
+    assert all(op.is_builtin for op in flatbuffer.operators(data))
+    meta = read_metadata(path).raw["export"]
+    assert meta["shared_weights"]["storage"] == "int8" and meta["quantize"] == "dynamic-int8"
+    buffers = _buffers(data)
+    for tensor in level_codes_from_models(h.level_models()):
+        if tensor.codes is not None:   # no float32 copy of any pruned weight is left in the file
+            assert not any(b in buffers for b in _layouts(tensor.values.astype(np.float32))), tensor.name
+    float_size = _exported_shared("none").stat().st_size
+    coded = meta["shared_weights"]["coded_weights"]
+    assert len(data) <= float_size - 2 * coded   # 4-byte floats became 1-byte ints
+    runner = Interpreter(model_path=str(path)).get_signature_runner("recognize_features")
+    models = h.reference_models()
+    features = h.features_of(h.speechlike(1.2, seed=32))
+    references = [h.keras_log_probs(m, features) for m in models]
+    for level in (0, 2, 1, 0):
+        got = runner(features=features, sparsity_level=np.int32(level))["log_probs"]
+        distances = [np.abs(got - r).mean() for r in references]
+        assert int(np.argmin(distances)) == level
+        assert np.abs(got - references[level]).max() < 0.1
+
+
+def test_cli_refuses_shared_design_with_sparse_speed(tmp_path, capsys):
+    from tflite.cli import export_main
+
+    code = export_main([str(tmp_path), "--out", str(tmp_path / "m.tflite"), "--design", "shared",
+                        "--sparse_speed"])
+    assert code == 1
+    assert "--design shared cannot be combined with --sparse_speed" in capsys.readouterr().err
