@@ -251,8 +251,9 @@ def test_keras_lstm_conversion_clips_the_cell_state_and_disabling_the_clip_resto
     assert disable_lstm_cell_clip(patched)[1] == 0           # idempotent
 
 
-@pytest.mark.parametrize("sparse_speed", [False, True], ids=["fused_lstm", "sparse_speed"])
-def test_export_matches_keras_when_the_lstm_cell_state_exceeds_ten(tmp_path, sparse_speed):
+@pytest.mark.parametrize("options", [{}, {"sparse_speed": True}, {"design": "shared"}],
+                         ids=["fused_lstm", "sparse_speed", "shared_weights"])
+def test_export_matches_keras_when_the_lstm_cell_state_exceeds_ten(tmp_path, options):
     from ai_edge_litert.interpreter import Interpreter
 
     from tflite.export import ExportOptions, export_levels
@@ -260,9 +261,10 @@ def test_export_matches_keras_when_the_lstm_cell_state_exceeds_ten(tmp_path, spa
     model = _integrating_lstm_model()
     path = tmp_path / "integrating.tflite"
     export_levels([model], path, sparsities=[0.0], feature_config=h.feature_config(), pieces=h.PIECES,
-                  blank_id=h.BLANK_ID, options=ExportOptions(sparse_speed=sparse_speed))
+                  blank_id=h.BLANK_ID, options=ExportOptions(**options))
     data = path.read_bytes()
     assert all(clip == 0.0 for clip in _lstm_cell_clips(data))
-    assert (len(_lstm_cell_clips(data)) == 0) == sparse_speed   # fused: one op per IF branch
+    # Fused LSTM ops (whose clip must be off) in every design but the FC loop.
+    assert (len(_lstm_cell_clips(data)) == 0) == bool(options.get("sparse_speed"))
     runner = Interpreter(model_path=str(path)).get_signature_runner("recognize_features")
     h.assert_level_parity(runner, [model], _loud_then_quiet(), tolerance=1e-4)
