@@ -603,7 +603,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
     if "train" in stages or "eval" in stages:
         elapsed = time.perf_counter() - started
         _log(f"train/eval stages: {elapsed:.0f} s wall with --jobs {args.jobs}")
-        if not failures and len(selected) == len(runs):
+        if len(selected) == len(runs):
             (out_dir / "comparison_time.json").write_text(json.dumps(
                 {"train_eval_wall_s": elapsed, "jobs": args.jobs}, indent=2) + "\n")
 

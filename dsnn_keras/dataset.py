@@ -230,7 +230,7 @@ class PreparedDataset:
         padded_shapes = {"features": [None, self.feature_config.num_mel_bins], "num_frames": [],
                          "labels": [None], "label_lengths": []}
         padding_values = {"features": 0.0, "num_frames": 0, "labels": 0, "label_lengths": 0}
-        if epoch < getattr(cfg, "sorted_epochs", 0):
+        if epoch < cfg.sorted_epochs:
             # SortaGrad: buckets in ascending length, each shuffled, batched with its own size.
             lower = [0] + list(boundaries)
             upper = list(boundaries) + [np.iinfo(np.int32).max]
@@ -248,9 +248,7 @@ class PreparedDataset:
         ds = ds.bucket_by_sequence_length(
             element_length_func=lambda ex: ex["num_frames"],
             bucket_boundaries=boundaries, bucket_batch_sizes=batch_sizes,
-            padded_shapes={"features": [None, self.feature_config.num_mel_bins], "num_frames": [],
-                           "labels": [None], "label_lengths": []},
-            padding_values={"features": 0.0, "num_frames": 0, "labels": 0, "label_lengths": 0})
+            padded_shapes=padded_shapes, padding_values=padding_values)
         ds = ds.shuffle(64, seed=seed * 1000003 + epoch + 1, reshuffle_each_iteration=False)
         if skip_batches:
             ds = ds.skip(skip_batches)

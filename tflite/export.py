@@ -200,7 +200,6 @@ def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
     except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"TFLite conversion failed: {first}") from error
-    data, _ = disable_lstm_cell_clip(data)
     signatures = set(_signature_list(data))
     if signatures != {"recognize", "recognize_features"}:
         raise ExportError(f"converted model has signatures {sorted(signatures)}; expected recognize, recognize_features")
@@ -469,6 +468,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         module = RecognizerModule(graph_models, feature_config, blank_id, min_frames=min_frames,
                                   force_if=not single_level)
         data = _convert(module, options, sparse=options.sparse_speed)
+    # Every design's fused LSTMs get the converter's cell_clip=10, which Keras never applies.
+    data, _ = disable_lstm_cell_clip(data)
     op_names = check_builtin_ops(data)
     design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if options.sparse_speed else DESIGN_FUSED)
     design = DESIGN_SHARED if shared is not None else design

@@ -307,9 +307,4 @@ def export_shared_bytes(models: Sequence, feature_config, blank_id: int, min_fra
     except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"TFLite conversion (shared weights) failed: {first}") from error
-    # The converter gives every fused LSTM cell_clip=10, which Keras never applies (see
-    # tflite.export.disable_lstm_cell_clip): without this, trained models drift from Keras.
-    from tflite.export import disable_lstm_cell_clip
-
-    data, _ = disable_lstm_cell_clip(data)
     return data, module.summary()
