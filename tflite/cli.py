@@ -48,6 +48,9 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_wer", type=float, default=None, metavar="W",
                         help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json exceeds "
                              "W (a fraction: 0.3 = 30%%); fails if there is no eval.json")
+    parser.add_argument("--eval", default=None, metavar="FILE", dest="eval_path",
+                        help="the eval.json (from dsnn-eval) to gate on and record in the metadata "
+                             "(default: RUN_DIR/eval.json)")
     parser.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
                         help="largest max |Δ log-posterior| between a float export and Keras accepted by "
                              "the verification (default: 1e-3); greedy tokens must still match wherever "
@@ -55,6 +58,8 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--single_level_dir", default=None, metavar="DIR",
                         help="also write each level exported alone (DIR/level_<i>.tflite), the baseline "
                              "that dsnn-bench compares against")
+    parser.add_argument("--single_levels", default=None, metavar="I,J",
+                        help="with --single_level_dir: only these levels (default: every level)")
     parser.add_argument("--verify_audio", nargs="*", default=[], metavar="AUDIO",
                         help="extra audio files to verify each level with (a synthetic clip and silence "
                              "are always used)")
@@ -80,13 +85,20 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     from tflite.export import ExportError, ExportOptions, export_run
 
     log = _log(prog)
+    single_levels = None
+    if args.single_levels is not None:
+        try:
+            single_levels = [int(part) for part in args.single_levels.split(",")]
+        except ValueError:
+            return _fail(prog, f"--single_levels: expected comma-separated level indices, got {args.single_levels!r}")
     try:
         verify_audio = [load_audio(path, 16000) for path in args.verify_audio]
         report = export_run(args.run_dir, args.out, options=ExportOptions(
             quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
             design=args.design),
             max_wer=args.max_wer,
-            verify_audio=verify_audio, single_level_dir=args.single_level_dir, log=log)
+            verify_audio=verify_audio, single_level_dir=args.single_level_dir,
+            single_levels=single_levels, eval_path=args.eval_path, log=log)
     except (ExportError, RunDirError, AudioError, FileNotFoundError) as error:
         return _fail(prog, str(error))
     worst = max(v["max_abs_diff"] for v in report.verification) if report.verification else float("nan")

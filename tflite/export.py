@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import importlib.metadata
 import os
 import pathlib
@@ -184,8 +185,13 @@ def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
     import tensorflow as tf
 
     functions = module.concrete_functions()
+    # The converter saves a SavedModel of this trackable; given the module itself it would also
+    # serialise the Keras models inside it, tracing every layer's call functions again (about
+    # half of the export time). The functions only need their variables to be reachable.
+    holder = tf.Module(name="dsnn_variables")
+    holder.captured = list({id(v): v for v in module.variables}.values())
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [functions["recognize"], functions["recognize_features"]], module)
+        [functions["recognize"], functions["recognize_features"]], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     optimizations = []
     if options.quantize in ("dynamic-int8", "float16"):
@@ -507,7 +513,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
 
 def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                max_wer: Optional[float] = None, verify_audio: Optional[Sequence[np.ndarray]] = None,
-               single_level_dir=None, log: Any = None) -> ExportReport:
+               single_level_dir=None, single_levels: Optional[Sequence[int]] = None, eval_path=None,
+               log: Any = None) -> ExportReport:
     """Exports a trained run directory (``dsnn-train`` output) to one .tflite.
 
     Args:
@@ -520,6 +527,9 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         single_level_dir: If set, also write each level exported alone the usual way
             (``level_<i>.tflite``: fused LSTMs, no IF, same quantization) for ``dsnn-bench``.
             Defaults to None.
+        single_levels: Which levels to write into ``single_level_dir``. Defaults to all.
+        eval_path: The ``eval.json`` to gate on and record in the metadata, instead of
+            ``RUN_DIR/eval.json`` (e.g. one written with ``dsnn-eval --out``). Defaults to None.
         log: Callable taking a progress string. Defaults to None.
 
     Returns:
@@ -530,9 +540,20 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
 
     say = log or (lambda message: None)
     run = load_run(run_dir)
+    if eval_path is not None:
+        eval_path = pathlib.Path(eval_path)
+        if not eval_path.is_file():
+            raise FileNotFoundError(f"--eval: no such file: {eval_path}")
+        try:
+            run = dataclasses.replace(run, eval_results=json.loads(eval_path.read_text()))
+        except ValueError as error:
+            raise ExportError(f"{eval_path}: not a valid eval.json ({error})") from error
     if max_wer is not None:
         wers = check_wer_gate(run.eval_results, len(run.levels), max_wer)
         say(f"WER gate passed: {', '.join(f'{w:.3f}' for w in wers)} <= {max_wer}")
+    if single_levels is not None and not set(single_levels) <= set(range(len(run.levels))):
+        raise ExportError(f"single-level baselines: no level {sorted(set(single_levels) - set(range(len(run.levels))))}; "
+                          f"the run has levels 0..{len(run.levels) - 1}")
     models = [strip_nested(run.model, level) for level in range(len(run.levels))]
     say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
         f"sparse_speed={options.sparse_speed})")
@@ -543,13 +564,14 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     if single_level_dir is not None:
         export_single_levels(models, single_level_dir, sparsities=run.levels,
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,
-                             options=options, source=source, log=say)
+                             options=options, source=source, log=say, levels=single_levels)
     return report
 
 
 def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[float], feature_config,
                          pieces: Sequence[str], blank_id: int, options: ExportOptions = ExportOptions(),
-                         source: Optional[dict] = None, log: Any = None) -> list[pathlib.Path]:
+                         source: Optional[dict] = None, log: Any = None,
+                         levels: Optional[Sequence[int]] = None) -> list[pathlib.Path]:
     """Writes ``level_<i>.tflite`` per level: each level exported alone, the usual way (the baseline).
 
     Uses fused LSTMs and no ``IF`` (``sparse_speed`` is ignored); the files carry ``dsnn``
@@ -562,7 +584,13 @@ def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[floa
     out_dir = pathlib.Path(out_dir)
     single_options = dataclasses.replace(options, sparse_speed=False)
     paths = []
+    wanted = range(len(models)) if levels is None else sorted(set(levels))
+    bad = [level for level in wanted if not 0 <= level < len(models)]
+    if bad:
+        raise ExportError(f"single-level baselines: no level {bad}; the run has levels 0..{len(models) - 1}")
     for level, (model, sparsity) in enumerate(zip(models, sparsities)):
+        if level not in wanted:
+            continue
         say(f"single-level baseline {level} (sparsity {sparsity})")
         path = out_dir / f"level_{level}.tflite"
         export_levels([model], path, sparsities=[sparsity], feature_config=feature_config, pieces=pieces,

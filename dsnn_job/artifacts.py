@@ -1,0 +1,200 @@
+"""Step artifacts for the end-to-end job: each step's output directory, fingerprinted, TFX-style.
+
+A step is identified by a *fingerprint*: the SHA-256 of its name, its parameters (command-line
+arguments, config file contents) and the fingerprints of its inputs (upstream artifacts, or the
+file listing of an external corpus directory). When a step finishes, ``OUT/_artifact.json`` records
+the fingerprint, the spec it was made from, timings and the files written. Re-running the job skips a
+step whose record matches; a changed input or parameter gives a new fingerprint, so the step and
+everything downstream of it re-run.
+
+A step that was interrupted leaves ``_step.json`` (the spec it started with) and no
+``_artifact.json``. If the spec is unchanged and the step is resumable (training: it continues from
+its last checkpoint), the directory is kept; otherwise it is cleared before the step re-runs. A
+directory is only ever deleted if the job made it (it holds one of those two files, or is empty).
+
+Example:
+    >>> spec = StepSpec("prepare", pathlib.Path("out/data"), params={"vocab": 128},
+    ...                 inputs={"corpus": corpus_record.fingerprint})
+    >>> record = run_step(spec, lambda: prepare(...), log=print)
+    >>> record.status                       # "ran", "resumed" or "cached"
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Any, Callable, Mapping, Optional
+
+ARTIFACT_FILE = "_artifact.json"
+IN_PROGRESS_FILE = "_step.json"
+FORMAT_VERSION = 1
+
+
+class StepError(RuntimeError):
+    """A step failed, or its output directory cannot be used; the message names the step and path."""
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint_of(value: Any) -> str:
+    """SHA-256 hex digest of ``value`` as canonical JSON (sorted keys)."""
+    return hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()
+
+
+def fingerprint_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes; a missing file is a `StepError` naming it."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise StepError(f"input file not found: {path}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint_tree(path: str | os.PathLike) -> str:
+    """Fingerprint of a directory's file listing: relative path, size and mtime of every file.
+
+    Cheap on a large corpus (no file contents are read) and changes when a file is added, removed,
+    replaced or edited. A missing directory is a `StepError` naming it.
+    """
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise StepError(f"input directory not found: {root}")
+    listing = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = pathlib.Path(dirpath) / name
+            stat = full.stat()
+            listing.append((full.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+    return fingerprint_of(listing)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """What a step is made from.
+
+    Args:
+        name: Step name (``synth``, ``prepare``, ``train``, ...).
+        out: The step's output directory: its artifact.
+        params: JSON-serialisable parameters that determine the output (arguments, config contents).
+        inputs: Input name -> fingerprint (an upstream step's, or `fingerprint_tree` of a corpus).
+        resumable: Keep a half-written output directory made from the same spec (the step resumes).
+    """
+
+    name: str
+    out: pathlib.Path
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    resumable: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of({"format_version": FORMAT_VERSION, "name": self.name,
+                               "params": dict(self.params), "inputs": dict(self.inputs)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "out": str(self.out), "params": dict(self.params),
+                "inputs": dict(self.inputs), "resumable": self.resumable,
+                "fingerprint": self.fingerprint}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+    """The outcome of `run_step`: ``status`` is ``ran``, ``resumed`` or ``cached``."""
+
+    name: str
+    out: pathlib.Path
+    fingerprint: str
+    status: str
+    seconds: float
+    finished: str
+
+
+def read_record(out: pathlib.Path) -> Optional[dict[str, Any]]:
+    """The parsed ``_artifact.json`` of a step directory, or None if absent or unreadable."""
+    try:
+        return json.loads((pathlib.Path(out) / ARTIFACT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_in_progress(out: pathlib.Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads((out / IN_PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _clear(spec: StepSpec) -> None:
+    out = spec.out
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise StepError(f"{spec.name}: output path {out} exists and is not a directory")
+    made_by_job = (out / ARTIFACT_FILE).exists() or (out / IN_PROGRESS_FILE).exists()
+    if not made_by_job and any(out.iterdir()):
+        raise StepError(f"{spec.name}: refusing to replace {out}: it is not empty and was not written by "
+                        f"dsnn-job (no {ARTIFACT_FILE}); move it away or choose another --out")
+    shutil.rmtree(out)
+
+
+def _listing(out: pathlib.Path) -> list[dict[str, Any]]:
+    files = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        if path.name in (ARTIFACT_FILE, IN_PROGRESS_FILE):
+            continue
+        files.append({"path": path.relative_to(out).as_posix(), "size_bytes": path.stat().st_size})
+    return files
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_step(spec: StepSpec, action: Callable[[], None], log: Callable[[str], None] = print,
+             force: bool = False) -> StepRecord:
+    """Runs ``action`` to (re)make ``spec.out`` unless an up-to-date artifact is already there.
+
+    Args:
+        spec: The step's spec; ``spec.out`` is created before ``action`` runs.
+        action: Writes the step's outputs into ``spec.out``; raises on failure.
+        log: Progress messages.
+        force: Re-run even if the artifact is up to date.
+
+    Returns:
+        A `StepRecord`. On failure the exception propagates and ``_artifact.json`` is not written,
+        so the next run does the step again.
+    """
+    fingerprint = spec.fingerprint
+    record = read_record(spec.out)
+    if record and record.get("fingerprint") == fingerprint and not force:
+        log(f"{spec.name}: up to date in {spec.out} (made {record.get('finished', '?')}), skipped")
+        return StepRecord(spec.name, spec.out, fingerprint, "cached", 0.0, record.get("finished", ""))
+    in_progress = _read_in_progress(spec.out) if spec.out.is_dir() else None
+    status = "ran"
+    if (spec.resumable and not force and record is None and in_progress
+            and in_progress.get("fingerprint") == fingerprint):
+        status = "resumed"
+        log(f"{spec.name}: resuming the interrupted step in {spec.out}")
+    else:
+        if record is not None and not force:
+            log(f"{spec.name}: inputs or parameters changed since {record.get('finished', '?')}; re-running")
+        _clear(spec)
+        spec.out.mkdir(parents=True, exist_ok=True)
+        (spec.out / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
+    start = time.monotonic()
+    action()
+    seconds = time.monotonic() - start
+    finished = _now()
+    artifact = {"format_version": FORMAT_VERSION, **spec.to_json(), "finished": finished,
+                "seconds": round(seconds, 3), "status": status, "files": _listing(spec.out)}
+    tmp = spec.out / (ARTIFACT_FILE + ".tmp")
+    tmp.write_text(json.dumps(artifact, indent=1))
+    os.replace(tmp, spec.out / ARTIFACT_FILE)
+    (spec.out / IN_PROGRESS_FILE).unlink(missing_ok=True)
+    return StepRecord(spec.name, spec.out, fingerprint, status, seconds, finished)

@@ -1,0 +1,83 @@
+"""``dsnn-job``: the main job end to end; see `dsnn_job.job`."""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+from dsnn_job.job import REPO_ROOT, STEPS, JobConfig
+
+
+def _threads(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-job",
+        description="Run the whole chain: [synthesize] -> prepare -> train -> eval -> export -> transcribe -> "
+                    "bench -> summary. Each step writes OUT/<step>/ with _artifact.json (the inputs and "
+                    "parameters it was made from); re-running skips up-to-date steps, a changed input re-runs "
+                    "that step and the ones after it, an interrupted training resumes.")
+    parser.add_argument("--out", default="demo", metavar="DIR", help="output directory (default: demo)")
+    parser.add_argument("--corpus", default="synth", metavar="synth|DIR",
+                        help="'synth' = generate the built-in espeak corpus (default); or a LibriSpeech-layout "
+                             "directory, e.g. ../shared/data/an4/train, split by speaker into train and dev")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="training config (default: configs/demo.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="training config override, as dsnn-train --set (repeatable)")
+    parser.add_argument("--num_utterances", type=int, default=1200, help="synthetic corpus size (default: 1200)")
+    parser.add_argument("--seed", type=int, default=1, help="synthetic corpus seed (default: 1)")
+    parser.add_argument("--dev_speakers", default="0.1", metavar="FRACTION|SPK,SPK",
+                        help="held-out speakers of a real corpus (default: 0.1)")
+    parser.add_argument("--tokenizer_type", default="unigram", choices=("unigram", "bpe", "char"),
+                        help="dsnn-prepare tokenizer (default: unigram)")
+    parser.add_argument("--vocab_size", type=int, default=128, help="SentencePiece vocabulary size (default: 128)")
+    parser.add_argument("--eval_split", default=None,
+                        help="split to evaluate and benchmark on (default: test for synth, dev otherwise)")
+    parser.add_argument("--quantize", default="none", choices=("none", "dynamic-int8", "float16"),
+                        help="dsnn-export --quantize (default: none)")
+    parser.add_argument("--design", default="if_tree", choices=("if_tree", "shared"),
+                        help="dsnn-export --design (default: if_tree)")
+    parser.add_argument("--max_wer", type=float, default=None, metavar="W",
+                        help="dsnn-export gate: stop if any level's WER exceeds W (a fraction)")
+    parser.add_argument("--baselines", default="all", choices=("all", "dense"),
+                        help="single-level files the benchmark compares against (default: all)")
+    parser.add_argument("--bench_threads", type=_threads, default=(1, 2), metavar="N[,N]",
+                        help="interpreter threads to benchmark (default: 1,2)")
+    parser.add_argument("--bench_repeats", type=int, default=5, help="benchmark passes (default: 5)")
+    parser.add_argument("--bench_utterances", type=int, default=8,
+                        help="held-out utterances the benchmark times (default: 8)")
+    parser.add_argument("--force", action="append", default=[], choices=STEPS, metavar="STEP",
+                        help=f"re-run STEP and every step after it even if up to date; one of {', '.join(STEPS)}")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from dsnn_job.artifacts import StepError
+    from dsnn_job.job import run_job
+
+    try:
+        config = JobConfig(
+            out=pathlib.Path(args.out), corpus=args.corpus,
+            config=pathlib.Path(args.config) if args.config else REPO_ROOT / "configs" / "demo.yaml",
+            overrides=tuple(args.overrides), num_utterances=args.num_utterances, seed=args.seed,
+            dev_speakers=args.dev_speakers, tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
+            eval_split=args.eval_split, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
+            baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
+            bench_utterances=args.bench_utterances, force=tuple(args.force))
+        run_job(config)
+    except StepError as error:
+        print(f"dsnn-job: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The main job end to end: synthesize or read speech -> prepare -> train -> evaluate -> export ->
+transcribe -> benchmark -> summary.
+
+Each step writes one directory under ``JobConfig.out`` (its artifact, see `dsnn_job.artifacts`) by
+running the same code as the ``dsnn-*`` command of that name, in this process:
+
+============  =======================  =========================================================
+step          artifact                 made by
+============  =======================  =========================================================
+synth         ``corpus/``              ``dsnn-synth`` (only when ``corpus`` is ``"synth"``)
+prepare       ``data/``                ``dsnn-prepare`` (Apache Beam, DirectRunner)
+train         ``run/``                 ``dsnn-train`` (checkpoints, TensorBoard, train_log.jsonl)
+eval          ``eval/``                ``dsnn-eval --out eval/eval.json`` on held-out speakers
+export        ``export/``              ``dsnn-export`` (``model.tflite`` + ``single/level_<i>.tflite``)
+transcribe    ``transcribe/``          `tflite.Recognizer` on a held-out file, every level
+bench         ``bench/``               ``dsnn-bench`` against the single-level files
+============  =======================  =========================================================
+
+then ``summary.json``, ``summary.md`` and ``plots/*.png`` in ``out`` (always rewritten; cheap).
+
+Example:
+    >>> result = run_job(JobConfig(out=pathlib.Path("demo")))
+    >>> result["summary"]["levels"][0]["wer"]
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from dsnn_job.artifacts import StepError, StepRecord, StepSpec, fingerprint_file, fingerprint_tree, run_step
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SYNTH = "synth"
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
+STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """Everything the job's output depends on (besides the code and the input files).
+
+    Args:
+        out: Output directory; one sub-directory per step.
+        corpus: ``"synth"`` (generate the built-in espeak corpus) or a LibriSpeech-layout directory
+            (e.g. ``../shared/data/an4/train``) whose speakers are split into train and held-out dev.
+        config: Training config file (YAML/JSON). Defaults to ``configs/demo.yaml``.
+        overrides: ``KEY=VALUE`` training config overrides (``dsnn-train --set``).
+        num_utterances: Synthetic corpus size (``corpus="synth"`` only).
+        seed: Synthetic corpus seed.
+        dev_speakers: Held-out speakers of a real corpus (``dsnn-prepare --dev_speakers``: a fraction
+            or a comma-separated list).
+        tokenizer_type: ``unigram``, ``bpe`` or ``char`` (``dsnn-prepare --tokenizer_type``).
+        vocab_size: SentencePiece vocabulary size.
+        eval_split: Split to evaluate, transcribe and benchmark on; None: ``test`` for the synthetic
+            corpus (held-out voices), ``dev`` (held-out speakers) for a real one.
+        quantize: ``dsnn-export --quantize``.
+        design: ``dsnn-export --design``.
+        max_wer: ``dsnn-export --max_wer`` gate (fraction), or None.
+        baselines: ``"all"`` exports every level alone for the benchmark, ``"dense"`` only level 0.
+        bench_threads: Interpreter thread counts to benchmark.
+        bench_repeats: Benchmark passes over the utterances.
+        bench_utterances: Held-out utterances the benchmark times.
+        force: Step names to re-run even if up to date (their downstream steps follow).
+    """
+
+    out: pathlib.Path
+    corpus: str = SYNTH
+    config: pathlib.Path = REPO_ROOT / "configs" / "demo.yaml"
+    overrides: tuple[str, ...] = ()
+    num_utterances: int = 1200
+    seed: int = 1
+    dev_speakers: str = "0.1"
+    tokenizer_type: str = "unigram"
+    vocab_size: int = 128
+    eval_split: Optional[str] = None
+    quantize: str = "none"
+    design: str = "if_tree"
+    max_wer: Optional[float] = None
+    baselines: str = "all"
+    bench_threads: tuple[int, ...] = (1, 2)
+    bench_repeats: int = 5
+    bench_utterances: int = 8
+    force: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.corpus != SYNTH and not pathlib.Path(self.corpus).is_dir():
+            raise StepError(f"--corpus: no such directory: {self.corpus} (or use 'synth')")
+        if not pathlib.Path(self.config).is_file():
+            raise StepError(f"--config: no such file: {self.config}")
+        if self.num_utterances < 10:
+            raise StepError(f"--num_utterances must be >= 10, got {self.num_utterances}")
+        if self.baselines not in ("all", "dense"):
+            raise StepError(f"--baselines must be 'all' or 'dense', got {self.baselines!r}")
+        if self.bench_repeats < 1 or self.bench_utterances < 1 or not self.bench_threads \
+                or min(self.bench_threads) < 1:
+            raise StepError("--bench_repeats, --bench_utterances and --bench_threads must be >= 1")
+        unknown = sorted(set(self.force) - set(STEPS))
+        if unknown:
+            raise StepError(f"--force: unknown step(s) {unknown}; steps are {list(STEPS)}")
+        for item in self.overrides:
+            if "=" not in item:
+                raise StepError(f"--set {item!r}: expected KEY=VALUE")
+
+    @property
+    def split(self) -> str:
+        return self.eval_split or ("test" if self.corpus == SYNTH else "dev")
+
+
+def _check(name: str, code: int) -> None:
+    if code:
+        raise StepError(f"{name} failed (exit status {code}); see the messages above")
+
+
+class Job:
+    """Runs the steps of one `JobConfig` in order; see the module docstring."""
+
+    def __init__(self, config: JobConfig, log: Callable[[str], None] = None):
+        self.config = config
+        self.out = pathlib.Path(config.out)
+        self.records: dict[str, StepRecord] = {}
+        self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self._forced = False  # once a step is forced, everything after it re-runs too
+        self._start = time.monotonic()
+
+    def log(self, message: str) -> None:
+        elapsed = time.monotonic() - self._start
+        self._log(f"[dsnn-job {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {message}")
+
+    def _run(self, index: int, total: int, spec: StepSpec, action: Callable[[], None]) -> StepRecord:
+        self._forced = self._forced or spec.name in self.config.force
+        self.log(f"==> step {index}/{total}: {spec.name} -> {spec.out}")
+        record = run_step(spec, action, log=self.log, force=self._forced)
+        if record.status != "cached":
+            self.log(f"{spec.name}: {record.status} in {record.seconds:.1f} s")
+        self.records[spec.name] = record
+        return record
+
+    # Paths of the artifacts.
+    @property
+    def corpus_dir(self) -> pathlib.Path:
+        return self.out / "corpus" if self.config.corpus == SYNTH else pathlib.Path(self.config.corpus)
+
+    @property
+    def eval_json(self) -> pathlib.Path:
+        return self.out / "eval" / "eval.json"
+
+    @property
+    def model_path(self) -> pathlib.Path:
+        return self.out / "export" / "model.tflite"
+
+    def run(self) -> dict[str, Any]:
+        """Runs every step (skipping up-to-date ones) and writes the summary; returns it."""
+        c = self.config
+        total = len(STEPS) if c.corpus == SYNTH else len(STEPS) - 1
+        index = 0
+
+        def step(spec, action):
+            nonlocal index
+            index += 1
+            return self._run(index, total, spec, action)
+
+        if c.corpus == SYNTH:
+            corpus = step(StepSpec("synth", self.out / "corpus",
+                                   params={"num_utterances": c.num_utterances, "seed": c.seed}),
+                          self._synth).fingerprint
+            splits = {"train": "train", "dev": "dev", "test": "test"}
+            prepare_params = {"inputs": splits}
+        else:
+            self.log(f"reading corpus {c.corpus} (file listing fingerprint)")
+            corpus = fingerprint_tree(c.corpus)
+            prepare_params = {"dev_speakers": c.dev_speakers}
+        prepare_params.update(tokenizer_type=c.tokenizer_type, vocab_size=c.vocab_size)
+        data = step(StepSpec("prepare", self.out / "data", params=prepare_params,
+                             inputs={"corpus": corpus}), self._prepare).fingerprint
+        run = step(StepSpec("train", self.out / "run", params={"overrides": list(c.overrides)},
+                            inputs={"data": data, "config": fingerprint_file(c.config)}, resumable=True),
+                   self._train).fingerprint
+        evaluation = step(StepSpec("eval", self.out / "eval", params={"split": c.split},
+                                   inputs={"run": run, "data": data}), self._eval).fingerprint
+        export = step(StepSpec("export", self.out / "export",
+                               params={"quantize": c.quantize, "design": c.design, "max_wer": c.max_wer,
+                                       "baselines": c.baselines},
+                               inputs={"run": run, "eval": evaluation}), self._export).fingerprint
+        step(StepSpec("transcribe", self.out / "transcribe", params={"split": c.split},
+                      inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._transcribe)
+        step(StepSpec("bench", self.out / "bench",
+                      params={"threads": list(c.bench_threads), "repeats": c.bench_repeats,
+                              "utterances": c.bench_utterances, "split": c.split},
+                      inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._bench)
+        from dsnn_job.summary import write_summary
+
+        summary = write_summary(self.out, config=c, steps=list(self.records.values()),
+                                wall_seconds=time.monotonic() - self._start)
+        self.log(f"summary written to {self.out / 'summary.json'} and {self.out / 'summary.md'}")
+        return {"summary": summary, "records": self.records}
+
+    # The steps' actions.
+    def _synth(self) -> None:
+        from pipeline.synth.cli import main
+
+        c = self.config
+        _check("dsnn-synth", main(["--out", str(self.out / "corpus"), "--num_utterances", str(c.num_utterances),
+                                   "--seed", str(c.seed), "--overwrite"]))
+
+    def _prepare(self) -> None:
+        from pipeline.prepare import main
+
+        c = self.config
+        if c.corpus == SYNTH:
+            inputs = [arg for split in ("train", "dev", "test")
+                      for arg in ("--input", f"{split}={self.corpus_dir / split}")]
+        else:
+            inputs = ["--input", str(self.corpus_dir), "--dev_speakers", c.dev_speakers]
+        _check("dsnn-prepare", main([*inputs, "--out", str(self.out / "data"), "--overwrite",
+                                     "--tokenizer_type", c.tokenizer_type, "--vocab_size", str(c.vocab_size)]))
+
+    def _train(self) -> None:
+        from dsnn_keras.cli import train_main
+
+        sets = [arg for item in self.config.overrides for arg in ("--set", item)]
+        _check("dsnn-train", train_main(["--data", str(self.out / "data"), "--config", str(self.config.config),
+                                         "--out", str(self.out / "run"), *sets]))
+
+    def _eval(self) -> None:
+        from dsnn_keras.cli import eval_main
+
+        _check("dsnn-eval", eval_main([str(self.out / "run"), "--data", str(self.out / "data"),
+                                       "--split", self.config.split, "--out", str(self.eval_json)]))
+
+    def _export(self) -> None:
+        from tflite.cli import export_main
+
+        c = self.config
+        args = [str(self.out / "run"), "--out", str(self.model_path), "--eval", str(self.eval_json),
+                "--quantize", c.quantize, "--design", c.design,
+                "--single_level_dir", str(self.out / "export" / "single")]
+        if c.max_wer is not None:
+            args += ["--max_wer", str(c.max_wer)]
+        if c.baselines == "dense":
+            args += ["--single_levels", "0"]
+        _check("dsnn-export", export_main(args))
+
+    def held_out(self) -> list[dict[str, str]]:
+        """The evaluated split's utterances (sorted by id) with their audio files and references."""
+        hypotheses = self.out / "eval" / "eval_hypotheses.jsonl"
+        if not hypotheses.is_file():
+            raise StepError(f"{hypotheses}: missing; the eval step did not finish")
+        audio = {p.stem: p for p in self.corpus_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES}
+        result = []
+        for line in hypotheses.read_text().splitlines():
+            entry = json.loads(line)
+            path = audio.get(entry["utt_id"])
+            if path is not None:
+                result.append({"utt_id": entry["utt_id"], "path": str(path), "reference": entry["reference"]})
+        if not result:
+            raise StepError(f"no audio file in {self.corpus_dir} matches the utterances of {hypotheses}")
+        return sorted(result, key=lambda e: e["utt_id"])
+
+    def _transcribe(self) -> None:
+        from tflite.runtime import Recognizer
+
+        utterance = self.held_out()[0]
+        recognizer = Recognizer(self.model_path)
+        levels = []
+        self.log(f"transcribing {utterance['path']} (reference: {utterance['reference']!r})")
+        for level, info in enumerate(recognizer.levels):
+            start = time.perf_counter()
+            text = recognizer.transcribe(utterance["path"], level=level)
+            seconds = time.perf_counter() - start
+            levels.append({"level": level, "sparsity": info["sparsity"], "text": text, "seconds": seconds})
+            self.log(f"level {level} (sparsity {info['sparsity']:g}): {text!r}")
+        (self.out / "transcribe" / "transcripts.json").write_text(json.dumps(
+            {"audio": utterance["path"], "utt_id": utterance["utt_id"], "reference": utterance["reference"],
+             "model": str(self.model_path), "levels": levels}, indent=1) + "\n")
+
+    def _bench(self) -> None:
+        from tflite.cli import bench_main
+
+        c = self.config
+        files = [u["path"] for u in self.held_out()[:c.bench_utterances]]
+        _check("dsnn-bench", bench_main([str(self.model_path), "--baseline_dir", str(self.out / "export" / "single"),
+                                         "--utterances", *files, "--limit", str(c.bench_utterances),
+                                         "--threads", *map(str, c.bench_threads),
+                                         "--repeats", str(c.bench_repeats), "--out_dir", str(self.out / "bench")]))
+
+
+def run_job(config: JobConfig, log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Runs the whole job for ``config``; returns ``{"summary": ..., "records": ...}``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    return Job(config, log=log).run()
+
+

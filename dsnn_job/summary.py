@@ -1,0 +1,220 @@
+"""The job's summary: one row per sparsity level from the step artifacts, as JSON, Markdown and plots.
+
+Reads ``eval/eval.json`` (WER, CER), ``export/model.tflite``'s ``dsnn`` metadata (nonzero weights),
+``bench/bench.json`` (latency, real-time factor, file sizes), ``transcribe/transcripts.json`` and
+``run/train_log.jsonl`` (training curves). Writes ``summary.json``, ``summary.md`` and
+``plots/wer_vs_sparsity.png``, ``plots/latency_per_level.png``, ``plots/training_curves.png``.
+
+Example:
+    >>> summary = build_summary(pathlib.Path("demo"))
+    >>> [(row["sparsity"], row["wer"]) for row in summary["levels"]]
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Optional, Sequence
+
+FORMAT_VERSION = 1
+PLOTS = ("wer_vs_sparsity.png", "latency_per_level.png", "training_curves.png")
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path}: missing; its step has not run") from error
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def read_train_log(path: pathlib.Path) -> dict[str, list]:
+    """``train_log.jsonl`` as ``{"train": [(step, lr, {level: loss})], "dev": [(step, [level rows])]}``.
+
+    The log is appended to across resumes, so a step that appears twice keeps its last entry.
+    """
+    train: dict[int, tuple] = {}
+    dev: dict[int, list] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if event.get("event") == "train":
+            train[int(event["step"])] = (event.get("learning_rate"),
+                                         {int(k): float(v) for k, v in event["loss"].items()})
+        elif event.get("event") == "dev":
+            dev[int(event["step"])] = event["levels"]
+    return {"train": [(s, *train[s]) for s in sorted(train)], "dev": [(s, dev[s]) for s in sorted(dev)]}
+
+
+def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = (),
+                  wall_seconds: Optional[float] = None) -> dict[str, Any]:
+    """Collects the per-level table from the artifacts under ``out`` (see the module docstring)."""
+    from tflite.metadata import read_metadata
+
+    out = pathlib.Path(out)
+    evaluation = _read_json(out / "eval" / "eval.json")
+    bench = _read_json(out / "bench" / "bench.json")
+    transcripts = _read_json(out / "transcribe" / "transcripts.json")
+    model = out / "export" / "model.tflite"
+    meta = read_metadata(model)
+    by_level = {int(e["level"]): e for e in evaluation["levels"]}
+    text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
+    one_thread = min(bench["threads"])
+    rows = []
+    for entry in meta.raw["levels"]:
+        level = int(entry["level"])
+        ev = by_level.get(level, {})
+        timing = next((r for r in bench["rows"] if r["kind"] == "multi" and r["file"] == model.name
+                       and r["level"] == level and r["threads"] == one_thread), {})
+        single = next((r for r in bench["rows"] if r["kind"] == "single" and r["level"] == level
+                       and r["threads"] == one_thread), {})
+        rows.append({
+            "level": level, "sparsity": entry["sparsity"],
+            "nonzero_weights": entry["nonzero_weights"], "total_weights": entry["total_weights"],
+            "relative_macs": entry.get("relative_macs"),
+            "wer": ev.get("wer"), "cer": ev.get("cer"),
+            "latency_ms_median": timing.get("median_ms"), "latency_ms_p90": timing.get("p90_ms"),
+            "rtf": timing.get("rtf"), "latency_vs_dense_single": timing.get("ratio_to_dense_single"),
+            "single_file_latency_ms_median": single.get("median_ms"),
+            "transcript": text_by_level.get(level),
+        })
+    files = bench["files"]
+    model_file = files.get(model.name, {})
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "out_dir": str(out),
+        "eval_split": evaluation.get("split"),
+        "eval_utterances": next((e.get("num_utterances") for e in evaluation["levels"]), None),
+        "levels": rows,
+        "model": {"path": str(model.relative_to(out)), "size_bytes": model.stat().st_size,
+                  "size_vs_dense_single": model_file.get("size_ratio_to_dense_single"),
+                  "design": meta.raw["export"]["design"], "quantize": meta.raw["export"]["quantize"]},
+        "single_level_files": {name: info["size_bytes"] for name, info in files.items() if name != model.name},
+        "latency_threads": one_thread,
+        "bench_utterances": len(bench["utterances"]),
+        "bench_audio_seconds": round(sum(u["seconds"] for u in bench["utterances"]), 3),
+        "transcribed": {"audio": transcripts["audio"], "reference": transcripts["reference"]},
+        "tensorboard": str(out / "run" / "tensorboard"),
+        "plots": {name: str(out / "plots" / name) for name in PLOTS},
+    }
+    if config is not None:
+        summary["job"] = {"corpus": str(config.corpus), "config": str(config.config),
+                          "overrides": list(config.overrides), "eval_split": config.split}
+    if steps:
+        summary["steps"] = [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1),
+                             "fingerprint": s.fingerprint[:16], "finished": s.finished} for s in steps]
+    if wall_seconds is not None:
+        summary["wall_seconds"] = round(wall_seconds, 1)
+    return summary
+
+
+def _fmt(value, pattern: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(value * scale, pattern)
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    """The summary table (one row per level) plus the file and the transcribed utterance."""
+    m = summary["model"]
+    lines = [f"# dsnn-job summary: {summary['out_dir']}", "",
+             f"WER/CER: {summary['eval_utterances']} `{summary['eval_split']}` utterances (greedy CTC, no LM). "
+             f"Latency: median over {summary['bench_utterances']} held-out utterances "
+             f"({summary['bench_audio_seconds']:.1f} s of audio), {summary['latency_threads']} thread, "
+             f"one `.tflite` ({m['size_bytes'] / 1e6:.3f} MB, "
+             f"{_fmt(m['size_vs_dense_single'], '.2f')}× the dense single-level file).", "",
+             "| level | sparsity | nonzero weights | WER % | CER % | latency ms | × dense single | RTF | transcript |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in summary["levels"]:
+        lines.append(f"| {r['level']} | {r['sparsity']:.2f} | {r['nonzero_weights']:,} | "
+                     f"{_fmt(r['wer'], '.1f', 100)} | {_fmt(r['cer'], '.1f', 100)} | "
+                     f"{_fmt(r['latency_ms_median'], '.2f')} | {_fmt(r['latency_vs_dense_single'], '.2f')} | "
+                     f"{_fmt(r['rtf'], '.4f')} | {r['transcript']!r} |")
+    lines += ["", f"Reference of the transcribed file (`{summary['transcribed']['audio']}`): "
+              f"{summary['transcribed']['reference']!r}"]
+    if summary.get("steps"):
+        lines += ["", "| step | status | seconds |", "|---|---|---:|"]
+        lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.1f} |" for s in summary["steps"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_all(out: pathlib.Path, summary: dict[str, Any]) -> None:
+    """Writes the three PNGs named in ``summary["plots"]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    rows = summary["levels"]
+    sparsity = [r["sparsity"] for r in rows]
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for key, label in (("wer", "WER"), ("cer", "CER")):
+        if all(r[key] is not None for r in rows):
+            ax.plot(sparsity, [100 * r[key] for r in rows], marker="o", label=label)
+    ax.set_xlabel("sparsity of the level")
+    ax.set_ylabel(f"% on {summary['eval_split']}")
+    ax.set_title("Error rate per level (one DSNN model)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(plots / "wer_vs_sparsity.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    width = 0.38
+    xs = list(range(len(rows)))
+    ax.bar([x - width / 2 for x in xs], [r["latency_ms_median"] or 0 for r in rows], width,
+           label="one .tflite, level chosen at run time")
+    ax.bar([x + width / 2 for x in xs], [r["single_file_latency_ms_median"] or 0 for r in rows], width,
+           label="level exported alone")
+    ax.set_xticks(xs, [f"{r['level']}\n({r['sparsity']:.0%})" for r in rows])
+    ax.set_xlabel("level (sparsity)")
+    ax.set_ylabel(f"median ms per utterance, {summary['latency_threads']} thread")
+    ax.set_title("TFLite latency per level")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(plots / "latency_per_level.png", dpi=120)
+    plt.close(fig)
+
+    log = read_train_log(out / "run" / "train_log.jsonl")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    levels = sorted({level for _, _, losses in log["train"] for level in losses})
+    for level in levels:
+        points = [(s, losses[level]) for s, _, losses in log["train"] if level in losses]
+        label = f"level {level} ({rows[level]['sparsity']:.0%})" if level < len(rows) else f"level {level}"
+        axes[0].plot([p[0] for p in points], [p[1] for p in points], label=label)
+        dev = [(s, next((e["wer"] for e in entries if int(e["level"]) == level), None)) for s, entries in log["dev"]]
+        dev = [(s, w) for s, w in dev if w is not None]
+        if dev:
+            axes[1].plot([p[0] for p in dev], [100 * p[1] for p in dev], marker="o", label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training CTC loss per utterance")
+    axes[0].set_title("Training loss per level")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("dev WER % (trainer's periodic eval)")
+    axes[1].set_title("Dev WER per level during training")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plots / "training_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def write_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = (),
+                  wall_seconds: Optional[float] = None) -> dict[str, Any]:
+    """Builds the summary, writes ``summary.json``, ``summary.md`` and the plots; prints the table."""
+    out = pathlib.Path(out)
+    summary = build_summary(out, config=config, steps=steps, wall_seconds=wall_seconds)
+    plot_all(out, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    markdown = to_markdown(summary)
+    (out / "summary.md").write_text(markdown)
+    print(markdown, end="")
+    return summary

@@ -1,0 +1,136 @@
+"""dsnn_job.artifacts: fingerprints, skipping up-to-date steps, re-running changed ones, resuming."""
+import json
+import os
+
+import pytest
+
+from dsnn_job.artifacts import (ARTIFACT_FILE, IN_PROGRESS_FILE, StepError, StepSpec, fingerprint_file,
+                                fingerprint_of, fingerprint_tree, read_record, run_step)
+
+
+def _writer(out, text, calls):
+    def action():
+        calls.append(text)
+        (out / "result.txt").write_text(text)
+    return action
+
+
+def test_fingerprint_ignores_key_order_but_not_values():
+    assert fingerprint_of({"a": 1, "b": [1, 2]}) == fingerprint_of({"b": [1, 2], "a": 1})
+    assert fingerprint_of({"a": 1}) != fingerprint_of({"a": 2})
+    assert StepSpec("s", "x", params={"a": 1}).fingerprint != StepSpec("s", "x", params={"a": 2}).fingerprint
+    assert StepSpec("s", "x", inputs={"d": "1"}).fingerprint != StepSpec("s", "x", inputs={"d": "2"}).fingerprint
+
+
+def test_tree_fingerprint_changes_when_a_file_is_added_edited_or_removed(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "spk" / "0").mkdir(parents=True)
+    (corpus / "spk" / "0" / "a.flac").write_bytes(b"123")
+    first = fingerprint_tree(corpus)
+    assert fingerprint_tree(corpus) == first
+    (corpus / "spk" / "0" / "b.flac").write_bytes(b"4")
+    second = fingerprint_tree(corpus)
+    assert second != first
+    (corpus / "spk" / "0" / "b.flac").write_bytes(b"45")
+    assert fingerprint_tree(corpus) != second
+    (corpus / "spk" / "0" / "b.flac").unlink()
+    os.utime(corpus / "spk" / "0" / "a.flac", ns=(1, 1))
+    assert fingerprint_tree(corpus) != first  # same names and sizes, new mtime
+
+
+def test_missing_inputs_are_named(tmp_path):
+    with pytest.raises(StepError, match="input directory not found: .*nowhere"):
+        fingerprint_tree(tmp_path / "nowhere")
+    with pytest.raises(StepError, match="input file not found: .*missing.yaml"):
+        fingerprint_file(tmp_path / "missing.yaml")
+
+
+def test_runs_once_then_skips_an_up_to_date_step(tmp_path):
+    out, calls = tmp_path / "step", []
+    spec = StepSpec("prepare", out, params={"vocab": 8}, inputs={"corpus": "abc"})
+    first = run_step(spec, _writer(out, "one", calls), log=lambda m: None)
+    assert first.status == "ran" and calls == ["one"]
+    record = read_record(out)
+    assert record["fingerprint"] == spec.fingerprint and record["params"] == {"vocab": 8}
+    assert record["inputs"] == {"corpus": "abc"}
+    assert record["files"] == [{"path": "result.txt", "size_bytes": 3}]
+    assert not (out / IN_PROGRESS_FILE).exists()
+    messages = []
+    second = run_step(spec, _writer(out, "two", calls), log=messages.append)
+    assert second.status == "cached" and calls == ["one"]
+    assert (out / "result.txt").read_text() == "one"
+    assert "up to date" in messages[0]
+
+
+def test_a_changed_input_reruns_the_step_in_a_clean_directory(tmp_path):
+    out, calls = tmp_path / "step", []
+    run_step(StepSpec("train", out, inputs={"data": "v1"}), _writer(out, "v1", calls), log=lambda m: None)
+    (out / "stale.txt").write_text("from v1")
+    messages = []
+    record = run_step(StepSpec("train", out, inputs={"data": "v2"}), _writer(out, "v2", calls),
+                      log=messages.append)
+    assert record.status == "ran" and calls == ["v1", "v2"]
+    assert not (out / "stale.txt").exists()
+    assert any("changed" in m for m in messages)
+
+
+def test_force_reruns_an_up_to_date_step(tmp_path):
+    out, calls = tmp_path / "step", []
+    spec = StepSpec("eval", out)
+    run_step(spec, _writer(out, "a", calls), log=lambda m: None)
+    assert run_step(spec, _writer(out, "b", calls), log=lambda m: None, force=True).status == "ran"
+    assert calls == ["a", "b"]
+
+
+def test_a_failed_step_leaves_no_record_and_runs_again(tmp_path):
+    out = tmp_path / "step"
+    spec = StepSpec("export", out)
+
+    def fail():
+        raise RuntimeError("converter crashed")
+
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        run_step(spec, fail, log=lambda m: None)
+    assert read_record(out) is None
+    assert json.loads((out / IN_PROGRESS_FILE).read_text())["fingerprint"] == spec.fingerprint
+    calls = []
+    assert run_step(spec, _writer(out, "ok", calls), log=lambda m: None).status == "ran"
+    assert calls == ["ok"]
+
+
+def test_an_interrupted_resumable_step_keeps_its_directory(tmp_path):
+    out = tmp_path / "run"
+    spec = StepSpec("train", out, params={"steps": 10}, resumable=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_step(spec, lambda: ((out / "ckpt-5").write_text("5"), (_ for _ in ()).throw(KeyboardInterrupt)),
+                 log=lambda m: None)
+    seen = []
+    record = run_step(spec, lambda: seen.append((out / "ckpt-5").exists()), log=lambda m: None)
+    assert record.status == "resumed" and seen == [True]
+    # A different spec does not resume from the old checkpoint.
+    out2 = tmp_path / "run2"
+    spec2 = StepSpec("train", out2, params={"steps": 10}, resumable=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_step(spec2, lambda: ((out2 / "ckpt-5").write_text("5"), (_ for _ in ()).throw(KeyboardInterrupt)),
+                 log=lambda m: None)
+    seen = []
+    changed = StepSpec("train", out2, params={"steps": 20}, resumable=True)
+    assert run_step(changed, lambda: seen.append((out2 / "ckpt-5").exists()), log=lambda m: None).status == "ran"
+    assert seen == [False]
+
+
+def test_refuses_to_replace_a_directory_it_did_not_make(tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    with pytest.raises(StepError, match="refusing to replace .*precious"):
+        run_step(StepSpec("synth", out), lambda: None, log=lambda m: None)
+    assert (out / "thesis.tex").read_text() == "do not delete"
+    assert not (out / ARTIFACT_FILE).exists()
+
+
+def test_an_empty_existing_directory_is_used(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert run_step(StepSpec("synth", out), lambda: None, log=lambda m: None).status == "ran"
+    assert read_record(out)["files"] == []

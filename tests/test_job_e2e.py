@@ -1,0 +1,117 @@
+"""The whole chain through the real `dsnn-job` command on a tiny configuration, then re-runs.
+
+One job (synthesize -> Beam prepare -> DSNN training -> eval -> export -> transcribe -> bench ->
+summary) is shared by the tests of this module; each checks one artifact. A second invocation with
+identical arguments must skip every step; a changed benchmark parameter re-runs only the benchmark.
+"""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from dsnn_job.artifacts import ARTIFACT_FILE, read_record
+from dsnn_job.job import STEPS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--num_utterances", "60",
+        "--set", "training.total_steps=60", "--set", "training.eval_every=30", "--set", "pruning.begin_step=10",
+        "--set", "pruning.end_step=40", "--baselines", "dense", "--bench_threads", "1", "--bench_repeats", "1",
+        "--bench_utterances", "2"]
+
+
+def _job(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(out), *TINY, *extra],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("job") / "demo"
+    first = _job(out)
+    assert first.returncode == 0, first.stderr[-4000:]
+    return out, first
+
+
+def test_every_step_ran_and_recorded_its_inputs(job):
+    out, first = job
+    for name, directory in [("synth", "corpus"), ("prepare", "data"), ("train", "run"), ("eval", "eval"),
+                            ("export", "export"), ("transcribe", "transcribe"), ("bench", "bench")]:
+        record = read_record(out / directory)
+        assert record is not None, f"{directory}/{ARTIFACT_FILE} missing"
+        assert record["name"] == name and record["status"] == "ran"
+        assert len(record["fingerprint"]) == 64 and record["files"]
+    train = read_record(out / "run")
+    assert set(train["inputs"]) == {"data", "config"}
+    assert train["inputs"]["data"] == read_record(out / "data")["fingerprint"]
+    assert "training.total_steps=60" in train["params"]["overrides"]
+    assert "==> step 7/7: bench" in first.stderr
+
+
+def test_dataset_checkpoint_and_eval_artifacts(job):
+    out, _ = job
+    dataset = json.loads((out / "data" / "dataset.json").read_text())
+    assert set(dataset["splits"]) == {"train", "dev", "test"}
+    assert list((out / "run" / "checkpoints").glob("ckpt-60.index"))
+    assert list((out / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    assert evaluation["split"] == "test" and len(evaluation["levels"]) == 4
+    assert all(0.0 <= level["wer"] for level in evaluation["levels"])
+
+
+def test_the_tflite_transcribes_at_every_level(job):
+    from tflite.runtime import Recognizer
+
+    out, _ = job
+    transcripts = json.loads((out / "transcribe" / "transcripts.json").read_text())
+    assert [entry["level"] for entry in transcripts["levels"]] == [0, 1, 2, 3]
+    assert pathlib.Path(transcripts["audio"]).is_file() and "/test/" in transcripts["audio"]
+    recognizer = Recognizer(out / "export" / "model.tflite")
+    for entry in transcripts["levels"]:
+        assert recognizer.transcribe(transcripts["audio"], level=entry["level"]) == entry["text"]
+    assert [p.name for p in (out / "export" / "single").glob("*.tflite")] == ["level_0.tflite"]
+
+
+def test_summary_json_has_a_row_per_level_and_plots_are_pngs(job):
+    out, first = job
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["sparsity"] for row in summary["levels"]] == [0.0, 0.5, 0.7, 0.9]
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    for row, ev in zip(summary["levels"], evaluation["levels"]):
+        assert row["wer"] == ev["wer"] and row["cer"] == ev["cer"]
+        assert row["latency_ms_median"] > 0 and row["rtf"] > 0
+        timing = [r for r in bench["rows"] if r["kind"] == "multi" and r["level"] == row["level"]]
+        assert row["latency_ms_median"] == timing[0]["median_ms"]
+    nonzero = [row["nonzero_weights"] for row in summary["levels"]]
+    assert nonzero == sorted(nonzero, reverse=True) and nonzero[0] > nonzero[-1]
+    assert summary["model"]["size_bytes"] == (out / "export" / "model.tflite").stat().st_size
+    for path in summary["plots"].values():
+        assert pathlib.Path(path).read_bytes()[:8] == PNG_MAGIC
+    assert (out / "bench" / "bench.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| level | sparsity | nonzero weights | WER % |" in first.stdout
+    assert (out / "summary.md").read_text().startswith("# dsnn-job summary")
+
+
+def test_rerun_skips_every_step_and_a_changed_parameter_reruns_only_its_step(job):
+    out, _ = job
+    before = {d: read_record(out / d)["finished"] for d in ("corpus", "data", "run", "eval", "export")}
+    again = _job(out)
+    assert again.returncode == 0, again.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {s["name"]: s["status"] for s in summary["steps"]} == {name: "cached" for name in STEPS}
+    changed = _job(out, "--bench_repeats", "2")  # overrides the earlier --bench_repeats 1
+    assert changed.returncode == 0, changed.stderr[-4000:]
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["steps"]}
+    assert statuses == {**{name: "cached" for name in STEPS}, "bench": "ran"}
+    assert json.loads((out / "bench" / "bench.json").read_text())["repeats"] == 2
+    assert {d: read_record(out / d)["finished"] for d in before} == before
+
+
+def test_a_bad_corpus_path_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(tmp_path / "o"),
+                             "--corpus", str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    assert "--corpus: no such directory" in result.stderr and "missing" in result.stderr
