@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo an4 clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DEMO_DIR)
+	$(BIN)/dsnn-job --out $(DEMO_DIR)
+
+# The same chain on real speech (AN4 training speakers; 10 % of the speakers held out as dev).
+AN4 ?= ../shared/data/an4/train
+an4: $(STAMP)
+	$(BIN)/dsnn-job --corpus $(AN4) --config configs/an4.yaml --tokenizer_type char --out runs/an4
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
