@@ -7,7 +7,8 @@ the fingerprint, the spec it was made from, timings and the files written. Re-ru
 step whose record matches; a changed input or parameter gives a new fingerprint, so the step and
 everything downstream of it re-run.
 
-A step that was interrupted leaves ``_step.json`` (the spec it started with) and no
+A recorded step whose output files are gone or changed in size is re-run too. A step that was
+interrupted leaves ``_step.json`` (the spec it started with) and no
 ``_artifact.json``. If the spec is unchanged and the step is resumable (training: it continues from
 its last checkpoint), the directory is kept; otherwise it is cleared before the step re-runs. A
 directory is only ever deleted if the job made it (it holds one of those two files, or is empty).
@@ -152,6 +153,16 @@ def _listing(out: pathlib.Path) -> list[dict[str, Any]]:
     return files
 
 
+def _missing_files(out: pathlib.Path, record: dict[str, Any]) -> list[str]:
+    """Recorded output files that are gone or have another size (edited or truncated)."""
+    missing = []
+    for entry in record.get("files", []):
+        path = out / entry["path"]
+        if not path.is_file() or path.stat().st_size != entry["size_bytes"]:
+            missing.append(entry["path"])
+    return missing
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -173,8 +184,13 @@ def run_step(spec: StepSpec, action: Callable[[], None], log: Callable[[str], No
     fingerprint = spec.fingerprint
     record = read_record(spec.out)
     if record and record.get("fingerprint") == fingerprint and not force:
-        log(f"{spec.name}: up to date in {spec.out} (made {record.get('finished', '?')}), skipped")
-        return StepRecord(spec.name, spec.out, fingerprint, "cached", 0.0, record.get("finished", ""))
+        missing = _missing_files(spec.out, record)
+        if not missing:
+            log(f"{spec.name}: up to date in {spec.out} (made {record.get('finished', '?')}), skipped")
+            return StepRecord(spec.name, spec.out, fingerprint, "cached", 0.0, record.get("finished", ""))
+        log(f"{spec.name}: {len(missing)} recorded output file(s) missing or changed in size "
+            f"(e.g. {missing[0]}); re-running")
+        force = True
     in_progress = _read_in_progress(spec.out) if spec.out.is_dir() else None
     status = "ran"
     if (spec.resumable and not force and record is None and in_progress

@@ -134,3 +134,14 @@ def test_an_empty_existing_directory_is_used(tmp_path):
     out.mkdir()
     assert run_step(StepSpec("synth", out), lambda: None, log=lambda m: None).status == "ran"
     assert read_record(out)["files"] == []
+
+
+def test_a_step_whose_output_file_was_deleted_runs_again(tmp_path):
+    out, calls = tmp_path / "step", []
+    spec = StepSpec("export", out)
+    run_step(spec, _writer(out, "model", calls), log=lambda m: None)
+    (out / "result.txt").unlink()
+    messages = []
+    assert run_step(spec, _writer(out, "model", calls), log=messages.append).status == "ran"
+    assert calls == ["model", "model"] and (out / "result.txt").is_file()
+    assert any("missing" in m and "result.txt" in m for m in messages)

@@ -1,0 +1,34 @@
+"""dsnn_job.summary: the training log reader and the Markdown table."""
+import json
+
+from dsnn_job.summary import read_train_log, to_markdown
+
+
+def test_train_log_keeps_the_last_entry_of_a_step_logged_twice_after_a_resume(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    events = [
+        {"event": "start", "step": 0},
+        {"event": "train", "step": 20, "learning_rate": 0.1, "loss": {"0": 9.0, "1": 9.5}},
+        {"event": "train", "step": 40, "learning_rate": 0.1, "loss": {"0": 8.0, "1": 8.5}},
+        {"event": "start", "step": 20, "resumed_from": 20},   # killed after step 40's log, resumed at 20
+        {"event": "train", "step": 40, "learning_rate": 0.1, "loss": {"0": 7.0, "1": 7.5}},
+        {"event": "dev", "step": 40, "levels": [{"level": 0, "wer": 0.5}, {"level": 1, "wer": 0.6}]},
+    ]
+    log.write_text("\n".join(json.dumps(e) for e in events) + "\n\n")
+    parsed = read_train_log(log)
+    assert parsed["train"] == [(20, 0.1, {0: 9.0, 1: 9.5}), (40, 0.1, {0: 7.0, 1: 7.5})]
+    assert parsed["dev"] == [(40, [{"level": 0, "wer": 0.5}, {"level": 1, "wer": 0.6}])]
+
+
+def test_markdown_table_shows_percentages_and_dashes_for_missing_figures():
+    row = {"level": 0, "sparsity": 0.0, "nonzero_weights": 12345, "wer": 0.25, "cer": 0.125,
+           "latency_ms_median": 3.5, "latency_vs_dense_single": 1.02, "rtf": 0.0012, "transcript": "yes"}
+    summary = {"out_dir": "demo", "eval_utterances": 120, "eval_split": "test", "bench_utterances": 8,
+               "bench_audio_seconds": 14.0, "latency_threads": 1,
+               "model": {"size_bytes": 2_000_000, "size_vs_dense_single": None},
+               "levels": [row, {**row, "level": 1, "sparsity": 0.9, "wer": None, "latency_ms_median": None}],
+               "transcribed": {"audio": "a.flac", "reference": "yes"}}
+    text = to_markdown(summary)
+    assert "| 0 | 0.00 | 12,345 | 25.0 | 12.5 | 3.50 | 1.02 | 0.0012 | 'yes' |" in text
+    assert "| 1 | 0.90 | 12,345 | – | 12.5 | – | 1.02 |" in text
+    assert "–× the dense single-level file" in text
