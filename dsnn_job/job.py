@@ -75,7 +75,7 @@ class JobConfig:
     num_utterances: int = 1200
     seed: int = 1
     dev_speakers: str = "0.1"
-    tokenizer_type: str = "unigram"
+    tokenizer_type: str = "char"
     vocab_size: int = 128
     eval_split: Optional[str] = None
     quantize: str = "none"
