@@ -79,6 +79,34 @@ def test_export_refuses_when_a_level_exceeds_max_wer(run_dir, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_export_gates_on_the_eval_file_given_with_eval(run_dir, tmp_path, capsys):
+    from tflite.cli import export_main
+
+    _write_eval(run_dir, [0.1, 0.1])               # RUN_DIR/eval.json would pass
+    elsewhere = tmp_path / "held_out" / "eval.json"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(json.dumps({"split": "test", "levels": [
+        {"level": 0, "wer": 0.2}, {"level": 1, "wer": 0.45}]}))
+    out = tmp_path / "gated.tflite"
+    assert export_main([str(run_dir), "--out", str(out), "--eval", str(elsewhere), "--max_wer", "0.4"]) == 1
+    assert "level 1: WER 0.4500 exceeds --max_wer 0.4 (split 'test')" in capsys.readouterr().err
+    assert export_main([str(run_dir), "--out", str(out), "--eval", str(tmp_path / "none.json")]) == 1
+    assert "--eval: no such file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_export_rejects_unknown_single_levels_before_converting(run_dir, tmp_path, capsys):
+    from tflite.cli import export_main
+
+    out = tmp_path / "m.tflite"
+    assert export_main([str(run_dir), "--out", str(out), "--single_level_dir", str(tmp_path / "s"),
+                        "--single_levels", "0,5"]) == 1
+    assert "no level [5]; the run has levels 0..1" in capsys.readouterr().err
+    assert export_main([str(run_dir), "--out", str(out), "--single_levels", "x"]) == 1
+    assert "--single_levels: expected comma-separated level indices" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_export_rejects_a_non_positive_tolerance_without_writing(tmp_path, capsys):
     from tflite.cli import export_main
 
