@@ -174,7 +174,9 @@ def plot_all(out: pathlib.Path, summary: dict[str, Any]) -> None:
     ax.set_xlabel("level (sparsity)")
     ax.set_ylabel(f"median ms per utterance, {summary['latency_threads']} thread")
     ax.set_title("TFLite latency per level")
-    ax.legend(fontsize=8)
+    tallest = max([r["latency_ms_median"] or 0 for r in rows] + [r["single_file_latency_ms_median"] or 0 for r in rows])
+    ax.set_ylim(0, 1.4 * tallest if tallest > 0 else 1)   # room for the legend above the bars
+    ax.legend(fontsize=8, loc="upper center", ncol=1)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(plots / "latency_per_level.png", dpi=120)
