@@ -12,7 +12,7 @@ prepare       ``data/``                ``dsnn-prepare`` (Apache Beam, DirectRunn
 train         ``run/``                 ``dsnn-train`` (checkpoints, TensorBoard, train_log.jsonl)
 eval          ``eval/``                ``dsnn-eval --out eval/eval.json`` on held-out speakers
 export        ``export/``              ``dsnn-export`` (``model.tflite`` + ``single/level_<i>.tflite``)
-transcribe    ``transcribe/``          `tflite.Recognizer` on a held-out file, every level
+transcribe    ``transcribe/``          ``dsnn-transcribe`` of a held-out file at every level
 bench         ``bench/``               ``dsnn-bench`` against the single-level files
 ============  =======================  =========================================================
 
@@ -262,18 +262,25 @@ class Job:
         return sorted(result, key=lambda e: e["utt_id"])
 
     def _transcribe(self) -> None:
-        from tflite.runtime import Recognizer
+        import contextlib
+        import io
+
+        from tflite.cli import transcribe_main
+        from tflite.metadata import read_metadata
 
         utterance = self.held_out()[0]
-        recognizer = Recognizer(self.model_path)
+        self.log(f"dsnn-transcribe {utterance['path']} at every level (reference: {utterance['reference']!r})")
         levels = []
-        self.log(f"transcribing {utterance['path']} (reference: {utterance['reference']!r})")
-        for level, info in enumerate(recognizer.levels):
+        for level, sparsity in enumerate(read_metadata(self.model_path).sparsities):
+            printed = io.StringIO()
             start = time.perf_counter()
-            text = recognizer.transcribe(utterance["path"], level=level)
+            with contextlib.redirect_stdout(printed):
+                code = transcribe_main([str(self.model_path), utterance["path"], "--level", str(level)])
             seconds = time.perf_counter() - start
-            levels.append({"level": level, "sparsity": info["sparsity"], "text": text, "seconds": seconds})
-            self.log(f"level {level} (sparsity {info['sparsity']:g}): {text!r}")
+            _check("dsnn-transcribe", code)
+            text = printed.getvalue().rstrip("\n").split("\t", 1)[1]
+            levels.append({"level": level, "sparsity": sparsity, "text": text, "seconds": round(seconds, 3)})
+            self.log(f"level {level} (sparsity {sparsity:g}): {text!r}")
         (self.out / "transcribe" / "transcripts.json").write_text(json.dumps(
             {"audio": utterance["path"], "utt_id": utterance["utt_id"], "reference": utterance["reference"],
              "model": str(self.model_path), "levels": levels}, indent=1) + "\n")
