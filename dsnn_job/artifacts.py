@@ -106,7 +106,10 @@ class StepSpec:
 
 @dataclasses.dataclass(frozen=True)
 class StepRecord:
-    """The outcome of `run_step`: ``status`` is ``ran``, ``resumed`` or ``cached``."""
+    """The outcome of `run_step`: ``status`` is ``ran``, ``resumed`` or ``cached``.
+
+    ``seconds`` is how long making the artifact took (for a cached step: when it was made).
+    """
 
     name: str
     out: pathlib.Path
@@ -187,7 +190,8 @@ def run_step(spec: StepSpec, action: Callable[[], None], log: Callable[[str], No
         missing = _missing_files(spec.out, record)
         if not missing:
             log(f"{spec.name}: up to date in {spec.out} (made {record.get('finished', '?')}), skipped")
-            return StepRecord(spec.name, spec.out, fingerprint, "cached", 0.0, record.get("finished", ""))
+            return StepRecord(spec.name, spec.out, fingerprint, "cached", float(record.get("seconds", 0.0)),
+                              record.get("finished", ""))
         log(f"{spec.name}: {len(missing)} recorded output file(s) missing or changed in size "
             f"(e.g. {missing[0]}); re-running")
         force = True

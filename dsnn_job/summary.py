@@ -132,7 +132,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"Reference of the transcribed file (`{summary['transcribed']['audio']}`): "
               f"{summary['transcribed']['reference']!r}"]
     if summary.get("steps"):
-        lines += ["", "| step | status | seconds |", "|---|---|---:|"]
+        lines += ["", "| step | status | seconds to make |", "|---|---|---:|"]
         lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.1f} |" for s in summary["steps"]]
     return "\n".join(lines) + "\n"
 

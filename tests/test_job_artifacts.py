@@ -58,6 +58,7 @@ def test_runs_once_then_skips_an_up_to_date_step(tmp_path):
     messages = []
     second = run_step(spec, _writer(out, "two", calls), log=messages.append)
     assert second.status == "cached" and calls == ["one"]
+    assert second.seconds == record["seconds"] and second.finished == record["finished"]
     assert (out / "result.txt").read_text() == "one"
     assert "up to date" in messages[0]
 
