@@ -10,7 +10,8 @@ everything downstream of it re-run.
 A recorded step whose output files are gone or changed in size is re-run too. A step that was
 interrupted leaves ``_step.json`` (the spec it started with) and no
 ``_artifact.json``. If the spec is unchanged and the step is resumable (training: it continues from
-its last checkpoint), the directory is kept; otherwise it is cleared before the step re-runs. A
+its last checkpoint), the directory is kept; otherwise it is cleared before the step re-runs (a
+resumable step's last *finished* artifact is moved to ``<out>.previous`` instead of deleted). A
 directory is only ever deleted if the job made it (it holds one of those two files, or is empty).
 
 Example:
@@ -84,7 +85,8 @@ class StepSpec:
         out: The step's output directory: its artifact.
         params: JSON-serialisable parameters that determine the output (arguments, config contents).
         inputs: Input name -> fingerprint (an upstream step's, or `fingerprint_tree` of a corpus).
-        resumable: Keep a half-written output directory made from the same spec (the step resumes).
+        resumable: Keep a half-written output directory made from the same spec (the step resumes),
+            and keep the last finished artifact as ``<out>.previous`` when the step is re-made.
     """
 
     name: str
@@ -134,7 +136,12 @@ def _read_in_progress(out: pathlib.Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def _clear(spec: StepSpec) -> None:
+def previous_dir(out: pathlib.Path) -> pathlib.Path:
+    """Where a resumable step's last finished artifact is kept when the step is re-made."""
+    return out.with_name(out.name + ".previous")
+
+
+def _clear(spec: StepSpec, log: Callable[[str], None]) -> None:
     out = spec.out
     if not out.exists():
         return
@@ -144,6 +151,14 @@ def _clear(spec: StepSpec) -> None:
     if not made_by_job and any(out.iterdir()):
         raise StepError(f"{spec.name}: refusing to replace {out}: it is not empty and was not written by "
                         f"dsnn-job (no {ARTIFACT_FILE}); move it away or choose another --out")
+    if spec.resumable and (out / ARTIFACT_FILE).exists():
+        # A finished training is expensive: a changed (or mistyped) flag must not silently delete it.
+        keep = previous_dir(out)
+        if keep.exists():
+            shutil.rmtree(keep)
+        out.rename(keep)
+        log(f"{spec.name}: kept the previous finished artifact as {keep}")
+        return
     shutil.rmtree(out)
 
 
@@ -204,7 +219,7 @@ def run_step(spec: StepSpec, action: Callable[[], None], log: Callable[[str], No
     else:
         if record is not None and not force:
             log(f"{spec.name}: inputs or parameters changed since {record.get('finished', '?')}; re-running")
-        _clear(spec)
+        _clear(spec, log)
         spec.out.mkdir(parents=True, exist_ok=True)
         (spec.out / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
     start = time.monotonic()

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import subprocess
 import sys
 from typing import Optional, Sequence
 
-from dsnn_job.job import REPO_ROOT, STEPS, JobConfig
+from dsnn_job.job import DEFAULT_CONFIG, STEPS, JobConfig
 
 
 def _threads(text: str) -> tuple[int, ...]:
@@ -67,14 +68,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = JobConfig(
             out=pathlib.Path(args.out), corpus=args.corpus,
-            config=pathlib.Path(args.config) if args.config else REPO_ROOT / "configs" / "demo.yaml",
+            config=pathlib.Path(args.config) if args.config else DEFAULT_CONFIG,
             overrides=tuple(args.overrides), num_utterances=args.num_utterances, seed=args.seed,
             dev_speakers=args.dev_speakers, tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
             eval_split=args.eval_split, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
             baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
             bench_utterances=args.bench_utterances, force=tuple(args.force))
         run_job(config)
-    except StepError as error:
+    except KeyboardInterrupt:
+        print("dsnn-job: interrupted; run the same command again to continue (training resumes from its "
+              "last checkpoint)", file=sys.stderr)
+        return 130
+    except (StepError, OSError, subprocess.CalledProcessError) as error:
         print(f"dsnn-job: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 from dsnn_job.artifacts import StepError, StepRecord, StepSpec, fingerprint_file, fingerprint_tree, run_step
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SYNTH = "synth"
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
 STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench")
@@ -70,7 +71,7 @@ class JobConfig:
 
     out: pathlib.Path
     corpus: str = SYNTH
-    config: pathlib.Path = REPO_ROOT / "configs" / "demo.yaml"
+    config: pathlib.Path = DEFAULT_CONFIG
     overrides: tuple[str, ...] = ()
     num_utterances: int = 1200
     seed: int = 1
@@ -91,7 +92,9 @@ class JobConfig:
         if self.corpus != SYNTH and not pathlib.Path(self.corpus).is_dir():
             raise StepError(f"--corpus: no such directory: {self.corpus} (or use 'synth')")
         if not pathlib.Path(self.config).is_file():
-            raise StepError(f"--config: no such file: {self.config}")
+            hint = ("" if pathlib.Path(self.config) != DEFAULT_CONFIG else
+                    " (the default config ships in the source checkout's configs/; outside it, pass --config)")
+            raise StepError(f"--config: no such file: {self.config}{hint}")
         if self.num_utterances < 10:
             raise StepError(f"--num_utterances must be >= 10, got {self.num_utterances}")
         if self.baselines not in ("all", "dense"):
@@ -102,6 +105,8 @@ class JobConfig:
         unknown = sorted(set(self.force) - set(STEPS))
         if unknown:
             raise StepError(f"--force: unknown step(s) {unknown}; steps are {list(STEPS)}")
+        if "synth" in self.force and self.corpus != SYNTH:
+            raise StepError("--force synth: there is no synth step with a real --corpus; use --force prepare")
         for item in self.overrides:
             if "=" not in item:
                 raise StepError(f"--set {item!r}: expected KEY=VALUE")
@@ -137,6 +142,9 @@ class Job:
         record = run_step(spec, action, log=self.log, force=self._forced)
         if record.status != "cached":
             self.log(f"{spec.name}: {record.status} in {record.seconds:.1f} s")
+            # A step made again (resumed, forced, or its files were missing) may have a new output
+            # under the same fingerprint: everything after it is made again too.
+            self._forced = True
         self.records[spec.name] = record
         return record
 
@@ -154,7 +162,24 @@ class Job:
         return self.out / "export" / "model.tflite"
 
     def run(self) -> dict[str, Any]:
-        """Runs every step (skipping up-to-date ones) and writes the summary; returns it."""
+        """Runs every step (skipping up-to-date ones) and writes the summary; returns it.
+
+        Holds an exclusive lock on ``OUT/.dsnn-job.lock``: a second job on the same directory fails.
+        """
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / ".dsnn-job.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StepError(f"another dsnn-job is running on {self.out}; wait for it or use another --out") from None
+            # A summary of an earlier run must not outlive a failed re-run next to new artifacts.
+            for name in ("summary.json", "summary.md"):
+                (self.out / name).unlink(missing_ok=True)
+            return self._run_steps()
+
+    def _run_steps(self) -> dict[str, Any]:
         c = self.config
         total = len(STEPS) if c.corpus == SYNTH else len(STEPS) - 1
         index = 0

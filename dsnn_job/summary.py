@@ -85,6 +85,9 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
         "format_version": FORMAT_VERSION,
         "out_dir": str(out),
         "eval_split": evaluation.get("split"),
+        # dsnn-eval decodes the Keras model; the float export matches it (checked per level at export
+        # time), a quantized export does not exactly.
+        "wer_source": "dsnn-eval (Keras model, float32)",
         "eval_utterances": next((e.get("num_utterances") for e in evaluation["levels"]), None),
         "levels": rows,
         "model": {"path": str(model.relative_to(out)), "size_bytes": model.stat().st_size,
@@ -117,7 +120,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     """The summary table (one row per level) plus the file and the transcribed utterance."""
     m = summary["model"]
     lines = [f"# dsnn-job summary: {summary['out_dir']}", "",
-             f"WER/CER: {summary['eval_utterances']} `{summary['eval_split']}` utterances (greedy CTC, no LM). "
+             f"WER/CER: {summary['eval_utterances']} `{summary['eval_split']}` utterances, Keras model "
+             f"(greedy CTC, no LM; a float export matches it, a quantized one only approximately). "
              f"Latency: median over {summary['bench_utterances']} held-out utterances "
              f"({summary['bench_audio_seconds']:.1f} s of audio), {summary['latency_threads']} thread, "
              f"one `.tflite` ({m['size_bytes'] / 1e6:.3f} MB, "

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from dsnn_job.artifacts import (ARTIFACT_FILE, IN_PROGRESS_FILE, StepError, StepSpec, fingerprint_file,
-                                fingerprint_of, fingerprint_tree, read_record, run_step)
+                                fingerprint_of, fingerprint_tree, previous_dir, read_record, run_step)
 
 
 def _writer(out, text, calls):
@@ -146,3 +146,16 @@ def test_a_step_whose_output_file_was_deleted_runs_again(tmp_path):
     assert run_step(spec, _writer(out, "model", calls), log=messages.append).status == "ran"
     assert calls == ["model", "model"] and (out / "result.txt").is_file()
     assert any("missing" in m and "result.txt" in m for m in messages)
+
+
+def test_a_finished_resumable_step_made_again_keeps_the_old_artifact_aside(tmp_path):
+    out, calls = tmp_path / "run", []
+    run_step(StepSpec("train", out, params={"lr": 1}, resumable=True), _writer(out, "model-1", calls),
+             log=lambda m: None)
+    messages = []
+    run_step(StepSpec("train", out, params={"lr": 2}, resumable=True), _writer(out, "model-2", calls),
+             log=messages.append)
+    assert (out / "result.txt").read_text() == "model-2"
+    assert (previous_dir(out) / "result.txt").read_text() == "model-1"
+    assert read_record(previous_dir(out))["params"] == {"lr": 1}
+    assert any(".previous" in m for m in messages)

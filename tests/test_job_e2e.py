@@ -115,3 +115,23 @@ def test_a_bad_corpus_path_is_a_clear_error(tmp_path):
                              "--corpus", str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     assert "--corpus: no such directory" in result.stderr and "missing" in result.stderr
+
+
+def test_out_that_is_a_file_and_a_busy_out_are_clear_errors(tmp_path):
+    import fcntl
+
+    a_file = tmp_path / "not_a_dir"
+    a_file.write_text("x")
+    result = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(a_file)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1 and "dsnn-job: error:" in result.stderr and "Traceback" not in result.stderr
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with open(busy / ".dsnn-job.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(busy)],
+                                capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1 and "another dsnn-job is running on" in result.stderr
+    forced = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(tmp_path / "o"),
+                             "--corpus", str(tmp_path), "--force", "synth"], capture_output=True, text=True, cwd=ROOT)
+    assert forced.returncode == 1 and "--force synth" in forced.stderr

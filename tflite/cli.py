@@ -46,7 +46,7 @@ def _export_parser() -> argparse.ArgumentParser:
                              "variables on a level change (about 1.25x one model as float32, 0.5x with "
                              "--quantize dynamic-int8 = int8 storage, float32 compute). Default: if_tree")
     parser.add_argument("--max_wer", type=float, default=None, metavar="W",
-                        help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json exceeds "
+                        help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json (or --eval) exceeds "
                              "W (a fraction: 0.3 = 30%%); fails if there is no eval.json")
     parser.add_argument("--eval", default=None, metavar="FILE", dest="eval_path",
                         help="the eval.json (from dsnn-eval) to gate on and record in the metadata "
