@@ -37,6 +37,7 @@ from dsnn_job.artifacts import StepError, StepRecord, StepSpec, fingerprint_file
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SYNTH = "synth"
+SYNTH_SPLITS = ("train", "dev", "test")   # the splits dsnn-synth writes
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
 STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench")
 
@@ -193,8 +194,7 @@ class Job:
             corpus = step(StepSpec("synth", self.out / "corpus",
                                    params={"num_utterances": c.num_utterances, "seed": c.seed}),
                           self._synth).fingerprint
-            splits = {"train": "train", "dev": "dev", "test": "test"}
-            prepare_params = {"inputs": splits}
+            prepare_params = {"splits": list(SYNTH_SPLITS)}
         else:
             self.log(f"reading corpus {c.corpus} (file listing fingerprint)")
             corpus = fingerprint_tree(c.corpus)
@@ -237,7 +237,7 @@ class Job:
 
         c = self.config
         if c.corpus == SYNTH:
-            inputs = [arg for split in ("train", "dev", "test")
+            inputs = [arg for split in SYNTH_SPLITS
                       for arg in ("--input", f"{split}={self.corpus_dir / split}")]
         else:
             inputs = ["--input", str(self.corpus_dir), "--dev_speakers", c.dev_speakers]

@@ -551,9 +551,7 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     if max_wer is not None:
         wers = check_wer_gate(run.eval_results, len(run.levels), max_wer)
         say(f"WER gate passed: {', '.join(f'{w:.3f}' for w in wers)} <= {max_wer}")
-    if single_levels is not None and not set(single_levels) <= set(range(len(run.levels))):
-        raise ExportError(f"single-level baselines: no level {sorted(set(single_levels) - set(range(len(run.levels))))}; "
-                          f"the run has levels 0..{len(run.levels) - 1}")
+    _single_levels_wanted(single_levels, len(run.levels))   # fail before any conversion work
     models = [strip_nested(run.model, level) for level in range(len(run.levels))]
     say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
         f"sparse_speed={options.sparse_speed})")
@@ -566,6 +564,15 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,
                              options=options, source=source, log=say, levels=single_levels)
     return report
+
+
+def _single_levels_wanted(levels: Optional[Sequence[int]], num_levels: int) -> list[int]:
+    """The sorted levels to export alone (all when None); an unknown level is an `ExportError`."""
+    wanted = list(range(num_levels)) if levels is None else sorted(set(levels))
+    bad = [level for level in wanted if not 0 <= level < num_levels]
+    if bad:
+        raise ExportError(f"single-level baselines: no level {bad}; the run has levels 0..{num_levels - 1}")
+    return wanted
 
 
 def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[float], feature_config,
@@ -584,10 +591,7 @@ def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[floa
     out_dir = pathlib.Path(out_dir)
     single_options = dataclasses.replace(options, sparse_speed=False)
     paths = []
-    wanted = range(len(models)) if levels is None else sorted(set(levels))
-    bad = [level for level in wanted if not 0 <= level < len(models)]
-    if bad:
-        raise ExportError(f"single-level baselines: no level {bad}; the run has levels 0..{len(models) - 1}")
+    wanted = _single_levels_wanted(levels, len(models))
     for level, (model, sparsity) in enumerate(zip(models, sparsities)):
         if level not in wanted:
             continue
