@@ -11,6 +11,10 @@ nested magnitude-masked levels (0/50/70/90 %; 1x4 blocks for the sparse-speed va
 then runs tflite.bench on AN4 utterances (or synthetic clips) at 1 and 2 threads.
 
 Usage: .venv/bin/python bench/bench_tflite_export.py OUT_DIR [--utterances DIR] [--repeats N]
+       [--lstm_units 512] [--variants multi_sparse]
+
+--lstm_units overrides the config's LSTM widths (e.g. 512: where the sparse-speed option pays off);
+--variants limits the multi-level files written and timed (multi_float is always the reference).
 """
 import argparse
 import os
@@ -23,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 LEVELS = (0.0, 0.5, 0.7, 0.9)
+VARIANTS = ("multi_int8", "multi_sparse", "shared_float", "shared_int8")
 
 
 def _masked_levels(base, block):
@@ -73,6 +78,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--skip_export", action="store_true")
+    parser.add_argument("--lstm_units", type=int, default=None,
+                        help="width of every LSTM layer (default: the config's)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS,
+                        help="multi-level files besides multi_float (default: all)")
     args = parser.parse_args()
     out = pathlib.Path(args.out_dir)
     pieces = [f"p{i}" for i in range(128)]
@@ -80,12 +89,15 @@ def main():
         import numpy as np
         import tf_keras as keras
 
-        from dsnn_keras.config import load_config
+        from dsnn_keras.config import apply_overrides, load_config
         from dsnn_keras.frontend import FeatureConfig
         from dsnn_keras.model import build_model
         from tflite.export import ExportOptions, export_levels, export_single_levels
 
         config = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "an4.yaml")
+        if args.lstm_units:
+            depth = len(config.model.lstm_units)
+            config = apply_overrides(config, [f"model.lstm_units={[args.lstm_units] * depth}"])
         fc = FeatureConfig()
         keras.utils.set_random_seed(0)
         base = build_model(config.model, fc, len(pieces), np.zeros(80), np.ones(80))
@@ -97,6 +109,8 @@ def main():
                                       ("shared_float", unstructured, ExportOptions(design="shared")),
                                       ("shared_int8", unstructured,
                                        ExportOptions(design="shared", quantize="dynamic-int8"))):
+            if name != "multi_float" and name not in args.variants:
+                continue
             start = time.time()
             report = export_levels(models, out / f"{name}.tflite", options=options, **common)
             worst = max(v["max_abs_diff"] for v in report.verification)
@@ -109,14 +123,13 @@ def main():
     singles = sorted((out / "singles").glob("level_*.tflite"))
     result = run_benchmark(out / "multi_float.tflite", singles, args.utterances, repeats=args.repeats,
                            limit=args.limit, out_dir=out / "report",
-                           compare=[out / "multi_int8.tflite", out / "multi_sparse.tflite",
-                                    out / "shared_float.tflite", out / "shared_int8.tflite"],
+                           compare=[out / f"{name}.tflite" for name in args.variants],
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(to_markdown(result))
     from tflite.bench import collect_utterances
 
     audio = collect_utterances(args.utterances, 16000, limit=1)[0][1]
-    for name in ("multi_float", "shared_float", "shared_int8"):
+    for name in ["multi_float"] + [v for v in args.variants if v.startswith("shared")]:
         for threads in (1, 2):
             switched, same = _switch_cost(out / f"{name}.tflite", audio, threads)
             print(f"{name}, {threads} thread(s): invoke after a level change {switched:.2f} ms, "

@@ -251,7 +251,8 @@ def test_keras_lstm_conversion_clips_the_cell_state_and_disabling_the_clip_resto
     assert disable_lstm_cell_clip(patched)[1] == 0           # idempotent
 
 
-@pytest.mark.parametrize("options", [{}, {"sparse_speed": True}, {"design": "shared"}],
+@pytest.mark.parametrize("options", [{}, {"sparse_speed": True, "sparse_speed_min_sparsity": 0.0},
+                                     {"design": "shared"}],
                          ids=["fused_lstm", "sparse_speed", "shared_weights"])
 def test_export_matches_keras_when_the_lstm_cell_state_exceeds_ten(tmp_path, options):
     from ai_edge_litert.interpreter import Interpreter

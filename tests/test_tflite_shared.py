@@ -152,6 +152,43 @@ def test_shared_int8_stores_int8_weights_and_keeps_each_level_nearest():
         assert np.abs(got - references[level]).max() < 0.1
 
 
+@pytest.mark.parametrize("quantize", ["dynamic-int8", "float16"])
+def test_shared_quantized_storage_keeps_no_float_copy_not_even_as_initial_values(quantize):
+    from tflite.metadata import read_metadata
+    from tflite.shared_weights import INT8_MIN_ELEMENTS, level_codes_from_models
+
+    path = _exported_shared(quantize)
+    buffers = _buffers(path.read_bytes())
+    # The float32 caches start as one element (never read: the first invoke materialises)...
+    large_zero_floats = [b for b in buffers
+                         if len(b) >= 4 * INT8_MIN_ELEMENTS and not any(b) and len(b) % 4 == 0]
+    assert large_zero_floats == []
+    # ...and no level's float32 weights are stored, in either layout.
+    per_level = [m.get_weights() for m in h.level_models()]
+    for tensor in level_codes_from_models(h.level_models()):
+        if tensor.values.size < INT8_MIN_ELEMENTS:
+            continue
+        for weights in per_level:
+            assert not any(b in buffers for b in _layouts(weights[tensor.index].astype(np.float32))), tensor.name
+    stored = read_metadata(path).raw["export"]["shared_weights"]
+    assert stored["storage"] == {"dynamic-int8": "int8", "float16": "float16"}[quantize]
+    assert stored["compute"] == "float32"
+
+
+def test_shrink_cuts_only_all_zero_float_initial_values():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite.shared_weights import shrink_unread_initial_values
+
+    # The float32-storage file's variables start at level 0's (non-zero) weights: nothing to cut.
+    data = _exported_shared("none").read_bytes()
+    again, cut = shrink_unread_initial_values(data, 16)
+    assert cut == 0
+    runner = Interpreter(model_content=again).get_signature_runner("recognize_features")
+    features = h.features_of(h.speechlike(0.9, seed=33))
+    h.assert_level_parity(runner, h.reference_models(), features)
+
+
 def test_cli_refuses_shared_design_with_sparse_speed(tmp_path, capsys):
     from tflite.cli import export_main
 

@@ -39,6 +39,10 @@ def _export_parser() -> argparse.ArgumentParser:
                         help="express LSTMs as FULLY_CONNECTED ops in a WHILE loop with sparse weight "
                              "storage, so sparse levels can run faster (needs 1x4-block masks to help; see "
                              "docs/export.md). Default: fused LSTM kernels, dense speed at every level")
+    parser.add_argument("--sparse_speed_min_sparsity", type=float, default=0.6, metavar="S",
+                        help="with --sparse_speed: levels at least this sparse use the FC loop, less sparse "
+                             "ones keep the fused LSTM kernel (TFLite's sparse FC kernel loses to the dense "
+                             "one below ~60%% zeros; default: 0.6)")
     parser.add_argument("--design", choices=("if_tree", "shared"), default="if_tree",
                         help="if_tree = a constant copy of the weights per level under an IF tree (the "
                              "fastest; about K x the size); shared = one stored copy of the weights + a "
@@ -92,10 +96,13 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
         except ValueError:
             return _fail(prog, f"--single_levels: expected comma-separated level indices, got {args.single_levels!r}")
     try:
+        options = ExportOptions(quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
+                                design=args.design, sparse_speed_min_sparsity=args.sparse_speed_min_sparsity)
+    except ValueError as error:
+        return _fail(prog, str(error))
+    try:
         verify_audio = [load_audio(path, 16000) for path in args.verify_audio]
-        report = export_run(args.run_dir, args.out, options=ExportOptions(
-            quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
-            design=args.design),
+        report = export_run(args.run_dir, args.out, options=options,
             max_wer=args.max_wer,
             verify_audio=verify_audio, single_level_dir=args.single_level_dir,
             single_levels=single_levels, eval_path=args.eval_path, log=log)

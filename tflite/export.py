@@ -28,6 +28,8 @@ QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
 DESIGN_FUSED = "if_tree_fused_lstm"
 DESIGN_FC_LOOP = "if_tree_fc_loop"
 DESIGN_SINGLE = "single_level"
+KERNEL_FUSED_LSTM = "fused_lstm"
+KERNEL_FC_LOOP = "fc_loop"
 DESIGN_CHOICES = ("if_tree", "shared")
 
 
@@ -46,9 +48,13 @@ class ExportOptions:
     Args:
         quantize: ``"none"`` (float32), ``"dynamic-int8"`` (dynamic-range int8 weights) or
             ``"float16"`` (float16 weights). Defaults to "none".
-        sparse_speed: Express LSTMs as FULLY_CONNECTED ops in a while loop and store sparse weights
-            (``EXPERIMENTAL_SPARSITY``) so zeros can save time; otherwise fused LSTM kernels (dense
-            speed at every level). Defaults to False.
+        sparse_speed: Express the LSTMs of the sparse levels as FULLY_CONNECTED ops in a while loop
+            and store sparse weights (``EXPERIMENTAL_SPARSITY``) so zeros can save time; otherwise
+            fused LSTM kernels (dense speed at every level). Defaults to False.
+        sparse_speed_min_sparsity: With ``sparse_speed``, the levels whose sparsity is at least
+            this use the FC loop; less sparse levels keep the fused LSTM kernel, because TFLite's
+            sparse FC kernel is slower than the dense one below ~60 % zeros (docs/export.md).
+            Defaults to 0.6.
         verify: Check every level of the written bytes against Keras. Defaults to True.
         tolerance: Largest allowed max |Δ log-posterior| for float32 exports. Defaults to 1e-3.
         design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree) or ``"shared"``
@@ -58,6 +64,7 @@ class ExportOptions:
 
     quantize: str = "none"
     sparse_speed: bool = False
+    sparse_speed_min_sparsity: float = 0.6
     verify: bool = True
     tolerance: float = 1e-3
     design: str = "if_tree"
@@ -69,6 +76,9 @@ class ExportOptions:
             raise ValueError("ExportOptions: design 'shared' and sparse_speed cannot be combined")
         if self.quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"ExportOptions.quantize must be one of {QUANTIZE_CHOICES}, got {self.quantize!r}")
+        if not 0.0 <= self.sparse_speed_min_sparsity <= 1.0:
+            raise ValueError("ExportOptions.sparse_speed_min_sparsity must be in [0, 1], got "
+                             f"{self.sparse_speed_min_sparsity}")
         if not self.tolerance > 0:
             raise ValueError(f"ExportOptions.tolerance must be > 0, got {self.tolerance}")
 
@@ -461,10 +471,13 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         raise ExportError("single_level export takes exactly one model")
     min_frames = _min_frames(models[0], feature_config.num_mel_bins)
     graph_models = list(models)
+    kernels = [KERNEL_FUSED_LSTM] * len(models)
     if options.sparse_speed:
         from tflite.fc_lstm import replace_lstms
 
-        graph_models = [replace_lstms(m) for m in models]
+        kernels = [KERNEL_FC_LOOP if s >= options.sparse_speed_min_sparsity else KERNEL_FUSED_LSTM
+                   for s in sparsities]
+        graph_models = [replace_lstms(m) if k == KERNEL_FC_LOOP else m for m, k in zip(models, kernels)]
     shared = None
     if options.design == "shared" and not single_level:
         from tflite.shared_weights import DESIGN_SHARED, export_shared_bytes
@@ -489,6 +502,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         "tokens": {"pieces": list(pieces), "blank_id": int(blank_id), "word_boundary": "\u2581"},
         "feature_config": feature_config.to_dict(),
         "export": {"design": design, "quantize": options.quantize, "sparse_speed": options.sparse_speed,
+                   "sparse_speed_min_sparsity": options.sparse_speed_min_sparsity if options.sparse_speed else None,
+                   "lstm_kernels": kernels if shared is None else None,
                    "min_frames": min_frames, "state_reset_in_graph": not single_level,
                    "single_level_of": int(single_level_of) if single_level else None,
                    "operators": op_names, "verification": []},

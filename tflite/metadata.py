@@ -12,7 +12,9 @@ Schema (``format_version`` 1)::
      "tokens": {"pieces": [str, ...], "blank_id": int, "word_boundary": "\u2581"},
      "feature_config": FeatureConfig.to_dict(),
      "export": {"design": "if_tree_fused_lstm"|"if_tree_fc_loop", "quantize": "none"|...,
-                "sparse_speed": bool, "min_frames": int, "verification": [per-level checks]},
+                "sparse_speed": bool, "sparse_speed_min_sparsity": float|null,
+                "lstm_kernels": ["fused_lstm"|"fc_loop", one per level] | null (shared design),
+                "min_frames": int, "verification": [per-level checks]},
      "source": {"run_dir": str, "step": int, "checkpoint": str} | null,
      "versions": {"dsnn": str, "tensorflow": str, "tf_keras": str, "ai_edge_litert": str},
      "created": ISO-8601 time}

@@ -9,9 +9,14 @@ per-output-channel scales) plus its code (uint8), and builds the level's weights
 Masking on every invoke costs time (DESIGN.md §4: 1.14-1.25x), so the masked weights are
 *materialised* into TFLite resource variables only when the requested level differs from the one
 cached in the interpreter (a builtin ``IF`` around ``ASSIGN_VARIABLE``); an invoke at the cached
-level only reads the variables (``READ_VARIABLE``, a copy) and runs the fused LSTM kernels on them.
-A variable's initial value is stored in the file, so it is the densest level's stored weights: the
-very constant the masking reads, which the converter deduplicates (stored once). The model body
+level only reads the variables (``READ_VARIABLE``, a copy) and runs the fused float32 LSTM kernels
+on them. A variable's initial value is stored in the file. With float32 storage it is the densest
+level's stored weights: the very constant the masking reads, which the converter deduplicates
+(stored once). With int8 / float16 storage the variables are a float32 *cache*: the level change
+also dequantizes, so an invoke at the cached level costs what a float32-storage invoke costs; their
+initial value (zeros, never read: the cached level starts at -1, so the first invoke materialises)
+is cut to one element after conversion (`shrink_unread_initial_values`), so no float32 copy is
+stored. The model body
 runs inside an ``IF`` as in the default export; LiteRT re-allocates the branch on every invoke,
 which zeroes the fused LSTM state, so each utterance is independent. Variables are per interpreter:
 the first invoke, and every invoke after a level change, pays the materialisation.
@@ -137,11 +142,12 @@ class SharedWeightsModule(RecognizerModule):
     """`RecognizerModule` whose levels share one stored copy of the weights.
 
     Every weight that differs between levels (and, for int8/float16 storage, every weight with at
-    least `INT8_MIN_ELEMENTS` elements) lives in a resource variable of the storage dtype whose
-    initial value is the densest level's stored weights; the same constant feeds the masking, so the
-    converter stores it once. On a level change the level's weights are written into the variable
-    (``code > level``); every invoke reads the variables and, for int8/float16, converts them to
-    float32 (``CAST`` and, for int8, a per-channel ``MUL``).
+    least `INT8_MIN_ELEMENTS` elements) is read from a float32 resource variable. On a level change
+    the level's weights are written into it (``code > level``; for int8/float16 storage dequantized
+    on the way: ``CAST`` and, for int8, a per-channel ``MUL``); every invoke reads the variables.
+    Float32 storage: the variable's initial value is the densest level's weights, the same constant
+    the masking reads (stored once). int8/float16 storage: the initial value is zeros, which
+    `convert_shared` cuts to one element (the variables are always written before they are read).
 
     Args:
         models: K plain same-architecture models with nested masks (see `level_codes_from_models`).
@@ -165,7 +171,9 @@ class SharedWeightsModule(RecognizerModule):
         # (SharedTensor, stored values, codes in the stored layout or None, scale or None, transposed)
         self._stored = []
         for tensor in tensors:
-            if tensor.codes is None and (storage == "float32" or tensor.values.size < INT8_MIN_ELEMENTS):
+            # Weights every level shares stay constants, so their ops keep the fast constant-weight
+            # kernels; with int8/float16 storage the converter quantizes them (`convert_shared`).
+            if tensor.codes is None:
                 continue
             # LSTM kernels are stored [4 * units, inputs]: the converter transposes the Keras
             # [inputs, 4 * units] kernel of a fused LSTM, and transpose(transpose(x)) folds away, so
@@ -180,8 +188,10 @@ class SharedWeightsModule(RecognizerModule):
                 values = values.astype(np.float16)
             self._stored.append((tensor, values, codes, scale, transposed))
         with tf.init_scope():
+            # -1: the first invoke always materialises, so no initial value is ever read.
             self._cached_level = tf.Variable(-1, dtype=tf.int32, name="cached_level")
-            self._buffers = [tf.Variable(entry[1], name=f"level_weights_{i}")
+            self._buffers = [tf.Variable(entry[1] if storage == "float32" else np.zeros(entry[1].shape, np.float32),
+                                         name=f"level_weights_{i}")
                              for i, entry in enumerate(self._stored)]
 
     @property
@@ -191,7 +201,9 @@ class SharedWeightsModule(RecognizerModule):
     def summary(self) -> dict:
         """Counts for the metadata: tensors with level codes, their elements, storage."""
         coded = [t for t in self._tensors if t.codes is not None]
-        return {"storage": self._storage, "coded_tensors": len(coded),
+        return {"storage": self._storage, "compute": "float32",
+                "cache": "float32 variables, written on a level change",
+                "coded_tensors": len(coded),
                 "coded_weights": int(sum(t.values.size for t in coded)),
                 "variable_tensors": len(self._stored),
                 "variable_weights": int(sum(entry[0].values.size for entry in self._stored))}
@@ -209,12 +221,27 @@ class SharedWeightsModule(RecognizerModule):
         return tf.where(keep, tf.constant(values), tf.zeros(values.shape, values.dtype))
 
     @staticmethod
-    def _float_weights(buffer, scale, transposed: bool):
-        value = buffer.read_value()
-        if value.dtype != tf.float32:
-            value = tf.cast(value, tf.float32)
+    def _level_float_values(values: np.ndarray, codes, scale, level, zero):
+        """The float32 weights of ``level`` from int8/float16 storage (dequantized, masked)."""
+        # The stored bytes are a uint8 constant sliced at a runtime offset (always 0) and bitcast
+        # back, so the converter cannot fold CAST(values) * scale into a float32 constant (which
+        # would store the weights as float32 again); it freezes never-assigned variables and folds
+        # constants of some sizes, and an int8 SLICE does not legalize to a builtin op.
+        raw = tf.slice(tf.constant(values.reshape(-1).view(np.uint8)), [zero], [-1])
+        width = values.dtype.itemsize
+        stored = tf.bitcast(tf.reshape(raw, [values.size, width]) if width > 1 else raw, tf.as_dtype(values.dtype))
+        weights = tf.reshape(tf.cast(stored, tf.float32), values.shape)
         if scale is not None:
-            value = value * tf.constant(scale)
+            weights = weights * tf.constant(scale)
+        if codes is None:
+            return weights
+        codes_flat = tf.slice(tf.constant(codes.reshape(-1)), [zero], [-1])
+        keep = tf.greater(tf.cast(codes_flat, tf.float32), tf.cast(level, tf.float32))
+        return weights * tf.reshape(tf.cast(keep, tf.float32), codes.shape)
+
+    @staticmethod
+    def _float_weights(buffer, transposed: bool):
+        value = buffer.read_value()
         return tf.transpose(value) if transposed else value
 
     def _run_model(self, batch, tensors):
@@ -234,8 +261,11 @@ class SharedWeightsModule(RecognizerModule):
         zero = tf.minimum(tf.abs(level), 0)   # always 0, but not a constant: blocks constant folding
 
         def materialise():
-            for buffer, (_, values, codes, _, _) in zip(self._buffers, self._stored):
-                buffer.assign(self._level_values(values, codes, level, zero))
+            for buffer, (_, values, codes, scale, _) in zip(self._buffers, self._stored):
+                if self._storage == "float32":
+                    buffer.assign(self._level_values(values, codes, level, zero))
+                else:
+                    buffer.assign(self._level_float_values(values, codes, scale, level, zero))
             self._cached_level.assign(level)
             return tf.constant(True)
 
@@ -244,8 +274,8 @@ class SharedWeightsModule(RecognizerModule):
 
         def run():
             with tf.control_dependencies([done]):
-                tensors = {t.index: self._float_weights(b, scale, transposed)
-                           for b, (t, _, _, scale, transposed) in zip(self._buffers, self._stored)}
+                tensors = {t.index: self._float_weights(b, transposed)
+                           for b, (t, _, _, _, transposed) in zip(self._buffers, self._stored)}
             return self._run_model(batch, tensors)
 
         # The IF re-allocates its branch on every invoke, which zeroes the fused LSTM state.
@@ -271,7 +301,71 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
             scratch, signature_keys=["recognize", "recognize_features"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.experimental_enable_resource_variables = True
-        return converter.convert()
+        if module._storage == "int8":      # the weights every level shares: hybrid int8 kernels
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif module._storage == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        data = converter.convert()
+    if module._storage != "float32":
+        data, _ = shrink_unread_initial_values(data, INT8_MIN_ELEMENTS)
+    return data
+
+
+def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes, int]:
+    """Cuts every all-zero float32/float16 initial value of a resource variable to one element.
+
+    The converter writes a variable's initial value into the file as a constant assigned once
+    (``CALL_ONCE`` → ``ASSIGN_VARIABLE``). The float32 caches of `SharedWeightsModule` are written
+    on the first invoke before any read, so their zeros would only waste bytes; LiteRT's
+    ``ASSIGN_VARIABLE`` re-sizes a variable on every assignment, so a one-element start is safe.
+
+    Args:
+        data: The converted .tflite bytes.
+        min_elements: Only constants with at least this many elements are cut.
+
+    Returns:
+        ``(new bytes, number of initial values cut)``.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    widths = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2}
+    cut = 0
+    for subgraph in model.subgraphs:
+        producers = {out: op for op in subgraph.operators or [] for out in op.outputs}
+        for op in subgraph.operators or []:
+            if codes[op.opcodeIndex] != schema.BuiltinOperator.ASSIGN_VARIABLE:
+                continue
+            value = op.inputs[1]
+            chain = [value]   # the constant, or a float16 constant behind a DEQUANTIZE (float16 export)
+            producer = producers.get(value)
+            if producer is not None and codes[producer.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE:
+                chain.insert(0, producer.inputs[0])
+            constant = subgraph.tensors[chain[0]]
+            buffer = model.buffers[constant.buffer] if constant.buffer else None
+            width = widths.get(constant.type)
+            if (width is None or buffer is None or buffer.data is None
+                    or len(buffer.data) < width * min_elements or np.any(np.asarray(buffer.data))):
+                continue
+            small = schema.BufferT()
+            small.data = np.zeros(width, np.uint8)
+            model.buffers.append(small)
+            constant.buffer = len(model.buffers) - 1
+            for index in chain:
+                subgraph.tensors[index].shape = np.array([1], np.int32)
+                subgraph.tensors[index].shapeSignature = None
+            cut += 1
+    used = {t.buffer for g in model.subgraphs for t in g.tensors or []}
+    used |= {m.buffer for m in model.metadata or []}
+    for index, buffer in enumerate(model.buffers):
+        if index not in used and buffer.data is not None:
+            buffer.data = None
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), cut
 
 
 _STORAGE_OF_QUANTIZE = {"none": "float32", "float16": "float16", "dynamic-int8": "int8"}
