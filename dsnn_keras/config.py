@@ -150,6 +150,10 @@ class PruningConfig:
         power: Exponent of the polynomial ramp. Defaults to 3.
         prune_layers: Names of the layers to prune; null means every LSTM and Dense layer except
             the output layer ("logits"). Defaults to None.
+        block_size: ``[rows, cols]`` blocks of each kernel's ``[inputs, outputs]`` matrix view
+            pruned together. ``[4, 1]`` (4 consecutive inputs of one output) is TFLite's 1x4
+            block, the structure its sparse FULLY_CONNECTED kernel runs fast (``dsnn-export
+            --sparse_speed``, docs/export.md). Defaults to [1, 1] (unstructured).
     """
 
     levels: tuple[float, ...] = (0.0, 0.5, 0.7, 0.9)
@@ -159,6 +163,7 @@ class PruningConfig:
     frequency: int = 100
     power: int = 3
     prune_layers: Optional[tuple[str, ...]] = None
+    block_size: tuple[int, ...] = (1, 1)
 
     def validate(self, where: str) -> None:
         if not self.levels:
@@ -176,6 +181,9 @@ class PruningConfig:
             raise ConfigError(f"{where}: pruning.frequency must be > 0, got {self.frequency}")
         if self.power <= 0:
             raise ConfigError(f"{where}: pruning.power must be > 0, got {self.power}")
+        if len(self.block_size) != 2 or any(b <= 0 for b in self.block_size):
+            raise ConfigError(f"{where}: pruning.block_size must be two positive integers [rows, cols], "
+                              f"got {list(self.block_size)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -131,4 +131,4 @@ def build_pruned_model(config, feature_config, vocab_size: int, cmvn_mean, cmvn_
     schedule = dsnn_keras.NestedPolynomialDecay(
         sparsity_levels=tuple(config.effective_levels), begin_step=p.begin_step, end_step=p.end_step,
         frequency=p.frequency, power=p.power)
-    return dsnn_keras.prune_nested(model, schedule, prune_layers=names)
+    return dsnn_keras.prune_nested(model, schedule, block_size=tuple(p.block_size), prune_layers=names)

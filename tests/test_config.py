@@ -37,6 +37,8 @@ def test_unknown_section_is_an_error(tmp_path):
     ("pruning: {levels: [0.5, 0.2]}", "pruning.levels"),
     ("pruning: {levels: [0.0, 1.0]}", "pruning.levels"),
     ("pruning: {begin_step: 10, end_step: 5}", "begin_step"),
+    ("pruning: {block_size: [4, 0]}", "pruning.block_size"),
+    ("pruning: {block_size: [4]}", "pruning.block_size"),
     ("model: {lstm_units: []}", "model.lstm_units"),
     ("data: {specaugment: {freq_masks: -1}}", "data.specaugment.freq_masks"),
     ("features: {num_mel_bins: 0}", "num_mel_bins"),

@@ -48,6 +48,22 @@ def test_pruned_model_wraps_chosen_layers_and_keeps_levels():
         build_pruned_model(small_config(pruning={"prune_layers": ["lstm_9"]}), FeatureConfig(), 10, MEAN, STD)
 
 
+def test_pruning_block_size_from_config_prunes_whole_blocks():
+    config = small_config(pruning={"levels": [0.0, 0.75], "block_size": [4, 1], "begin_step": 0,
+                                   "end_step": 1, "frequency": 1})
+    model = build_pruned_model(config, FeatureConfig(), 10, MEAN, STD)
+    dsnn_keras.update_nested_masks(model, 1)
+    codes = dsnn_keras.level_codes(model)
+    assert codes
+    for key, code in codes.items():
+        matrix = code.reshape(-1, code.shape[-1])
+        rows = matrix.shape[0] - matrix.shape[0] % 4
+        blocks = matrix[:rows].reshape(rows // 4, 4, -1)
+        # Every 4x1 block of the [inputs, outputs] view is kept or pruned as a whole.
+        assert (blocks == blocks[:, :1, :]).all(), key
+        assert (matrix > 1).mean() < 0.3, key   # level 1 (75 %) keeps about a quarter
+
+
 def test_pruned_model_saves_and_loads_without_custom_objects(tmp_path):
     model = build_pruned_model(small_config(), FeatureConfig(), 10, MEAN, STD)
     x = np.random.default_rng(0).normal(size=[1, 12, 80]).astype(np.float32)
