@@ -61,7 +61,7 @@ def test_pruning_block_size_from_config_prunes_whole_blocks():
         blocks = matrix[:rows].reshape(rows // 4, 4, -1)
         # Every 4x1 block of the [inputs, outputs] view is kept or pruned as a whole.
         assert (blocks == blocks[:, :1, :]).all(), key
-        assert (matrix > 1).mean() < 0.3, key   # level 1 (75 %) keeps about a quarter
+        assert 0.2 < (matrix > 1).mean() < 0.3, key   # level 1 (75 %) keeps about a quarter
 
 
 def test_pruned_model_saves_and_loads_without_custom_objects(tmp_path):

@@ -66,6 +66,21 @@ def test_sparse_speed_min_sparsity_zero_runs_every_level_as_fc_loop(tmp_path):
     assert read_metadata(path).raw["export"]["lstm_kernels"] == ["fc_loop", "fc_loop"]
 
 
+def test_sparse_speed_with_no_level_above_the_threshold_is_the_fused_design(tmp_path):
+    from tflite import flatbuffer
+    from tflite.export import ExportOptions, export_levels
+    from tflite.metadata import read_metadata
+
+    path = tmp_path / "fused.tflite"
+    export_levels(h.level_models(levels=(0.0, 0.5)), path, sparsities=(0.0, 0.5), feature_config=h.feature_config(),
+                  pieces=h.PIECES, blank_id=h.BLANK_ID, options=ExportOptions(sparse_speed=True))
+    data = path.read_bytes()
+    assert "WHILE" not in {op.name for op in flatbuffer.operators(data)}
+    assert flatbuffer.sparse_tensor_count(data) == 0
+    export = read_metadata(path).raw["export"]
+    assert export["design"] == "if_tree_fused_lstm" and export["lstm_kernels"] == ["fused_lstm", "fused_lstm"]
+
+
 def test_rejects_a_sparse_speed_threshold_outside_zero_to_one():
     from tflite.export import ExportOptions
 

@@ -155,24 +155,93 @@ def test_shared_int8_stores_int8_weights_and_keeps_each_level_nearest():
 @pytest.mark.parametrize("quantize", ["dynamic-int8", "float16"])
 def test_shared_quantized_storage_keeps_no_float_copy_not_even_as_initial_values(quantize):
     from tflite.metadata import read_metadata
-    from tflite.shared_weights import INT8_MIN_ELEMENTS, level_codes_from_models
+    from tflite.shared_weights import CUT_MIN_ELEMENTS, _zero_initial_values, level_codes_from_models
 
     path = _exported_shared(quantize)
-    buffers = _buffers(path.read_bytes())
-    # The float32 caches start as one element (never read: the first invoke materialises)...
-    large_zero_floats = [b for b in buffers
-                         if len(b) >= 4 * INT8_MIN_ELEMENTS and not any(b) and len(b) % 4 == 0]
-    assert large_zero_floats == []
-    # ...and no level's float32 weights are stored, in either layout.
+    data = path.read_bytes()
+    # The float32 caches' zero initial values are computed at load (FILL), not stored...
+    assert _zero_initial_values(data, CUT_MIN_ELEMENTS) == 0
+    width = 4 if quantize == "dynamic-int8" else 2   # float16 exports hold float16 zeros
+    assert not [b for b in _buffers(data) if len(b) >= width * 256 and not any(b)]
+    # ...no level's float32 weights are stored, in either layout...
+    buffers = _buffers(data)
     per_level = [m.get_weights() for m in h.level_models()]
     for tensor in level_codes_from_models(h.level_models()):
-        if tensor.values.size < INT8_MIN_ELEMENTS:
+        if tensor.codes is None:
             continue
         for weights in per_level:
             assert not any(b in buffers for b in _layouts(weights[tensor.index].astype(np.float32))), tensor.name
-    stored = read_metadata(path).raw["export"]["shared_weights"]
-    assert stored["storage"] == {"dynamic-int8": "int8", "float16": "float16"}[quantize]
-    assert stored["compute"] == "float32"
+    # ...and none in another form either: every pruned weight costs at most its storage bytes + code.
+    meta = read_metadata(path).raw["export"]["shared_weights"]
+    assert meta["storage"] == {"dynamic-int8": "int8", "float16": "float16"}[quantize]
+    coded = meta["coded_weights"]
+    float_size = _exported_shared("none").stat().st_size
+    saved_per_weight = 3 if quantize == "dynamic-int8" else 2
+    assert len(data) <= float_size - saved_per_weight * coded
+
+
+@pytest.mark.parametrize("quantize", ["none", "dynamic-int8"])
+def test_recognize_on_a_fresh_interpreter_materialises_the_level_first(quantize):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = _exported_shared(quantize)
+    audio = h.speechlike(1.3, seed=34)
+    for level in (2, 1):
+        # A fresh interpreter whose first call is `recognize` (the app's path): the weight caches
+        # are written by that signature's own branch, before any read...
+        fresh = Interpreter(model_path=str(path)).get_signature_runner("recognize")
+        got = fresh(audio=audio, sparsity_level=np.int32(level))
+        # ...equal to `recognize` on an interpreter whose caches `recognize_features` wrote.
+        warm = Interpreter(model_path=str(path))
+        warm.get_signature_runner("recognize_features")(features=h.features_of(audio),
+                                                        sparsity_level=np.int32(level))
+        want = warm.get_signature_runner("recognize")(audio=audio, sparsity_level=np.int32(level))
+        assert int(got["level"]) == level
+        np.testing.assert_allclose(got["log_probs"], want["log_probs"], atol=1e-6)
+        assert got["tokens"].tolist() == want["tokens"].tolist()
+        if quantize == "none":   # and right: the Keras level
+            keras = h.keras_log_probs(h.reference_models()[level], h.features_of(audio))
+            assert np.abs(got["log_probs"] - keras).max() < 1e-3
+
+
+def test_shrink_computes_a_zero_initial_value_at_load_instead_of_storing_it(tmp_path):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite import flatbuffer
+    from tflite.shared_weights import _zero_initial_values, shrink_unread_initial_values
+
+    class Cache(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.cache = tf.Variable(np.zeros([64, 32], np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([64, 32], tf.float32)])
+        def write_then_read(self, x):
+            before = self.cache.read_value()     # the initial value is read: it must be zeros
+            with tf.control_dependencies([before]):
+                done = self.cache.assign(x * 2.0)
+            with tf.control_dependencies([done]):
+                return {"before": before, "y": self.cache.read_value() + 1.0}
+
+    module = Cache()
+    tf.saved_model.save(module, str(tmp_path), signatures={"run": module.write_then_read})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path), signature_keys=["run"])
+    converter.experimental_enable_resource_variables = True
+    data = converter.convert()
+    assert _zero_initial_values(data, 1024) == 1
+    small, cut = shrink_unread_initial_values(data, 1024)
+    assert cut == 1 and _zero_initial_values(small, 1024) == 0
+    assert len(small) <= len(data) - 4 * 64 * 32 + 512
+    assert "FILL" in {op.name for op in flatbuffer.operators(small)}
+    x = np.random.default_rng(0).normal(size=[64, 32]).astype(np.float32)
+    for _ in range(3):   # fresh interpreters, repeated invokes (a re-sized variable corrupted the heap)
+        runner = Interpreter(model_content=small).get_signature_runner("run")
+        first = runner(x=x)
+        np.testing.assert_array_equal(first["before"], np.zeros([64, 32], np.float32))
+        np.testing.assert_allclose(first["y"], x * 2.0 + 1.0, rtol=1e-6)
+        np.testing.assert_allclose(runner(x=-x)["before"], x * 2.0, rtol=1e-6)
+    assert shrink_unread_initial_values(data, 4096)[1] == 0     # below min_elements: left alone
 
 
 def test_shrink_cuts_only_all_zero_float_initial_values():

@@ -36,8 +36,9 @@ def _export_parser() -> argparse.ArgumentParser:
                              "kernels (all levels in about one float model's size); float16 = half-size "
                              "float weights (default: none)")
     parser.add_argument("--sparse_speed", action="store_true",
-                        help="express LSTMs as FULLY_CONNECTED ops in a WHILE loop with sparse weight "
-                             "storage, so sparse levels can run faster (needs 1x4-block masks to help; see "
+                        help="run the LSTMs of the sparse levels (see --sparse_speed_min_sparsity) as "
+                             "FULLY_CONNECTED ops in a WHILE loop with sparse weight storage, so they can run "
+                             "faster (needs 1x4-block masks, pruning.block_size: [4, 1], and wide LSTMs; see "
                              "docs/export.md). Default: fused LSTM kernels, dense speed at every level")
     parser.add_argument("--sparse_speed_min_sparsity", type=float, default=0.6, metavar="S",
                         help="with --sparse_speed: levels at least this sparse use the FC loop, less sparse "

@@ -486,11 +486,11 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     else:
         module = RecognizerModule(graph_models, feature_config, blank_id, min_frames=min_frames,
                                   force_if=not single_level)
-        data = _convert(module, options, sparse=options.sparse_speed)
+        data = _convert(module, options, sparse=KERNEL_FC_LOOP in kernels)
     # Every design's fused LSTMs get the converter's cell_clip=10, which Keras never applies.
     data, _ = disable_lstm_cell_clip(data)
     op_names = check_builtin_ops(data)
-    design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if options.sparse_speed else DESIGN_FUSED)
+    design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if KERNEL_FC_LOOP in kernels else DESIGN_FUSED)
     design = DESIGN_SHARED if shared is not None else design
     levels, evaluation = _level_entries(models, sparsities, feature_config, eval_results)
     raw = {

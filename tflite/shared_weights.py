@@ -14,9 +14,9 @@ on them. A variable's initial value is stored in the file. With float32 storage 
 level's stored weights: the very constant the masking reads, which the converter deduplicates
 (stored once). With int8 / float16 storage the variables are a float32 *cache*: the level change
 also dequantizes, so an invoke at the cached level costs what a float32-storage invoke costs; their
-initial value (zeros, never read: the cached level starts at -1, so the first invoke materialises)
-is cut to one element after conversion (`shrink_unread_initial_values`), so no float32 copy is
-stored. The model body
+initial value (zeros; the cached level starts at -1, so the first invoke materialises before any read) is
+computed at load by a ``FILL`` instead of being stored (`shrink_unread_initial_values`), so no
+float32 copy is stored. The model body
 runs inside an ``IF`` as in the default export; LiteRT re-allocates the branch on every invoke,
 which zeroes the fused LSTM state, so each utterance is independent. Variables are per interpreter:
 the first invoke, and every invoke after a level change, pays the materialisation.
@@ -42,8 +42,10 @@ from tflite.graph import RecognizerModule
 
 STORAGE_CHOICES = ("float32", "float16", "int8")
 DESIGN_SHARED = "shared_weights_cached"
-# Tensors smaller than this stay float constants in int8 storage (biases, norms): negligible bytes.
-INT8_MIN_ELEMENTS = 1024
+# Every zero initial value of a weight cache with more elements than one becomes a FILL.
+CUT_MIN_ELEMENTS = 2
+_UNCODED = {"float32": "float32 constants", "float16": "float16 constants (converter)",
+            "int8": "int8 constants, hybrid kernels (converter's dynamic-range quantization)"}
 
 
 class SharedWeightsError(ValueError):
@@ -141,13 +143,13 @@ def _quantize_int8(values: np.ndarray, channel_axis: int = -1) -> tuple[np.ndarr
 class SharedWeightsModule(RecognizerModule):
     """`RecognizerModule` whose levels share one stored copy of the weights.
 
-    Every weight that differs between levels (and, for int8/float16 storage, every weight with at
-    least `INT8_MIN_ELEMENTS` elements) is read from a float32 resource variable. On a level change
+    Every weight that differs between levels is read from a float32 resource variable (weights all
+    levels share stay constants; for int8/float16 the converter quantizes them). On a level change
     the level's weights are written into it (``code > level``; for int8/float16 storage dequantized
     on the way: ``CAST`` and, for int8, a per-channel ``MUL``); every invoke reads the variables.
     Float32 storage: the variable's initial value is the densest level's weights, the same constant
     the masking reads (stored once). int8/float16 storage: the initial value is zeros, which
-    `convert_shared` cuts to one element (the variables are always written before they are read).
+    `convert_shared` computes at load (``FILL``) instead of storing them.
 
     Args:
         models: K plain same-architecture models with nested masks (see `level_codes_from_models`).
@@ -155,7 +157,8 @@ class SharedWeightsModule(RecognizerModule):
         blank_id: CTC blank id.
         min_frames: Features shorter than this are padded with silence. Defaults to 1.
         storage: ``"float32"``, ``"float16"`` or ``"int8"`` (symmetric, per output channel) for the
-            stored weights; compute is float32 either way. Defaults to "float32".
+            stored weights of the pruned layers, whose compute is float32 either way.
+            Defaults to "float32".
     """
 
     def __init__(self, models: Sequence, feature_config, blank_id: int, min_frames: int = 1,
@@ -201,8 +204,9 @@ class SharedWeightsModule(RecognizerModule):
     def summary(self) -> dict:
         """Counts for the metadata: tensors with level codes, their elements, storage."""
         coded = [t for t in self._tensors if t.codes is not None]
-        return {"storage": self._storage, "compute": "float32",
+        return {"storage": self._storage, "pruned_weights_compute": "float32",
                 "cache": "float32 variables, written on a level change",
+                "shared_weights": _UNCODED[self._storage],
                 "coded_tensors": len(coded),
                 "coded_weights": int(sum(t.values.size for t in coded)),
                 "variable_tensors": len(self._stored),
@@ -283,7 +287,10 @@ class SharedWeightsModule(RecognizerModule):
 
 
 def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
-    """Converts through a SavedModel (resource variables need it): builtin ops only, no quantization.
+    """Converts through a SavedModel (resource variables need it): builtin ops only.
+
+    With int8/float16 storage the converter also quantizes the constants (the weights every level
+    shares), and the caches' zero initial values become ``FILL`` ops (`shrink_unread_initial_values`).
 
     Args:
         module: The `SharedWeightsModule`.
@@ -308,35 +315,27 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
             converter.target_spec.supported_types = [tf.float16]
         data = converter.convert()
     if module._storage != "float32":
-        data, _ = shrink_unread_initial_values(data, INT8_MIN_ELEMENTS)
+        data, _ = shrink_unread_initial_values(data, CUT_MIN_ELEMENTS)
+        left = _zero_initial_values(data, CUT_MIN_ELEMENTS)
+        if left:
+            raise RuntimeError(f"{left} zero initial value(s) of the float32 weight caches were not replaced; "
+                               "the file would hold a float32 copy of the weights")
     return data
 
 
-def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes, int]:
-    """Cuts every all-zero float32/float16 initial value of a resource variable to one element.
-
-    The converter writes a variable's initial value into the file as a constant assigned once
-    (``CALL_ONCE`` → ``ASSIGN_VARIABLE``). The float32 caches of `SharedWeightsModule` are written
-    on the first invoke before any read, so their zeros would only waste bytes; LiteRT's
-    ``ASSIGN_VARIABLE`` re-sizes a variable on every assignment, so a one-element start is safe.
-
-    Args:
-        data: The converted .tflite bytes.
-        min_elements: Only constants with at least this many elements are cut.
-
-    Returns:
-        ``(new bytes, number of initial values cut)``.
-    """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+def _initial_value_chains(model, schema, min_elements: int):
+    """Yields (subgraph, [constant index, (DEQUANTIZE output index)]) of every ASSIGN_VARIABLE whose value
+    is an all-zero float32/float16 constant of at least ``min_elements`` elements, read by nothing else."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     widths = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2}
-    cut = 0
     for subgraph in model.subgraphs:
-        producers = {out: op for op in subgraph.operators or [] for out in op.outputs}
-        for op in subgraph.operators or []:
+        ops = subgraph.operators or []
+        producers = {out: op for op in ops for out in op.outputs}
+        consumers = {}
+        for op in ops:
+            for index in op.inputs:
+                consumers.setdefault(index, []).append(op)
+        for op in ops:
             if codes[op.opcodeIndex] != schema.BuiltinOperator.ASSIGN_VARIABLE:
                 continue
             value = op.inputs[1]
@@ -344,28 +343,111 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
             producer = producers.get(value)
             if producer is not None and codes[producer.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE:
                 chain.insert(0, producer.inputs[0])
+            # Only values that feed nothing but variable initialisation (and that DEQUANTIZE).
+            readers = [r for index in chain for r in consumers.get(index, [])]
+            if any(codes[r.opcodeIndex] not in (schema.BuiltinOperator.ASSIGN_VARIABLE,
+                                                schema.BuiltinOperator.DEQUANTIZE) for r in readers):
+                continue
             constant = subgraph.tensors[chain[0]]
             buffer = model.buffers[constant.buffer] if constant.buffer else None
             width = widths.get(constant.type)
             if (width is None or buffer is None or buffer.data is None
                     or len(buffer.data) < width * min_elements or np.any(np.asarray(buffer.data))):
                 continue
-            small = schema.BufferT()
-            small.data = np.zeros(width, np.uint8)
-            model.buffers.append(small)
-            constant.buffer = len(model.buffers) - 1
-            for index in chain:
-                subgraph.tensors[index].shape = np.array([1], np.int32)
-                subgraph.tensors[index].shapeSignature = None
-            cut += 1
-    used = {t.buffer for g in model.subgraphs for t in g.tensors or []}
+            yield subgraph, chain, width
+
+
+def _zero_initial_values(data: bytes, min_elements: int) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    return sum(1 for _ in _initial_value_chains(model, schema, min_elements))
+
+
+def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes, int]:
+    """Replaces every all-zero float32/float16 initial value of a resource variable by a ``FILL``.
+
+    The converter writes a variable's initial value into the file as a constant assigned once
+    (``CALL_ONCE`` → ``ASSIGN_VARIABLE``, for float16 exports behind a ``DEQUANTIZE``). For the
+    float32 weight caches of `SharedWeightsModule` those zeros would only waste bytes, so the
+    initial value is computed at load instead: ``FILL(shape, 0.0)`` (builtin), the same shape and
+    dtype as before. (Cutting the constant to one element instead makes the first real write
+    re-size the variable, which corrupts LiteRT 2.3's heap: measured, "free(): invalid pointer".)
+    Constants that any other op reads are left alone.
+
+    Args:
+        data: The converted .tflite bytes.
+        min_elements: Only constants with at least this many elements are replaced.
+
+    Returns:
+        ``(new bytes, number of initial values replaced)``.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    chains = list(_initial_value_chains(model, schema, min_elements))
+    if not chains:
+        return data, 0
+    fill_code = next((i for i, c in enumerate(model.operatorCodes)
+                      if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.FILL), None)
+    if fill_code is None:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.FILL
+        code.version = 1
+        model.operatorCodes.append(code)
+        fill_code = len(model.operatorCodes) - 1
+
+    def constant(subgraph, values: np.ndarray, tensor_type: int, name: str) -> int:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(values.tobytes(), np.uint8)
+        model.buffers.append(buffer)
+        tensor = schema.TensorT()
+        tensor.shape = np.array(values.shape, np.int32)
+        tensor.type = tensor_type
+        tensor.buffer = len(model.buffers) - 1
+        tensor.name = name
+        subgraph.tensors.append(tensor)
+        return len(subgraph.tensors) - 1
+
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    for subgraph, chain, _ in chains:
+        target = subgraph.tensors[chain[-1]]          # the float32 value ASSIGN_VARIABLE reads
+        dims = constant(subgraph, np.asarray(target.shape, np.int32), schema.TensorType.INT32,
+                        "dsnn_zero_init_shape")
+        zero = constant(subgraph, np.zeros([], np.float32), schema.TensorType.FLOAT32, "dsnn_zero")
+        ops = subgraph.operators
+        if len(chain) == 2:   # float16 constant -> DEQUANTIZE: turn that op into the FILL
+            fill = next(op for op in ops if chain[1] in op.outputs)
+        else:                 # float32 constant: a new FILL writes a new tensor the ASSIGN reads
+            out = schema.TensorT()
+            out.shape = np.array(target.shape, np.int32)
+            out.type = schema.TensorType.FLOAT32
+            out.name = "dsnn_zero_init"
+            subgraph.tensors.append(out)
+            fill = schema.OperatorT()
+            fill.outputs = np.array([len(subgraph.tensors) - 1], np.int32)
+            assign = next(op for op in ops if codes[op.opcodeIndex] == schema.BuiltinOperator.ASSIGN_VARIABLE
+                          and op.inputs[1] == chain[0])
+            assign.inputs = np.array([assign.inputs[0], len(subgraph.tensors) - 1], np.int32)
+            ops.insert(ops.index(assign), fill)
+        fill.opcodeIndex = fill_code
+        fill.inputs = np.array([dims, zero], np.int32)
+        fill.builtinOptionsType = schema.BuiltinOptions.FillOptions
+        fill.builtinOptions = schema.FillOptionsT()
+    used = set()
+    for g in model.subgraphs:   # buffers of the tensors still read (or exposed): the rest are dropped
+        live = {int(i) for op in g.operators or [] for i in op.inputs if i >= 0}
+        live |= {int(i) for i in list(g.inputs) + list(g.outputs)}
+        used |= {g.tensors[i].buffer for i in live}
     used |= {m.buffer for m in model.metadata or []}
+    used |= set(model.metadataBuffer or [])
     for index, buffer in enumerate(model.buffers):
-        if index not in used and buffer.data is not None:
+        if index and index not in used and buffer.data is not None:
             buffer.data = None
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), cut
+    return bytes(builder.Output()), len(chains)
 
 
 _STORAGE_OF_QUANTIZE = {"none": "float32", "float16": "float16", "dynamic-int8": "int8"}
@@ -380,8 +462,9 @@ def export_shared_bytes(models: Sequence, feature_config, blank_id: int, min_fra
         feature_config: `FeatureConfig` of the in-graph frontend.
         blank_id: CTC blank id.
         min_frames: Fewest feature frames the model accepts.
-        quantize: ``"none"`` (float32 storage), ``"float16"`` or ``"dynamic-int8"`` (int8 storage with
-            per-channel scales; float32 compute).
+        quantize: ``"none"`` (float32 storage), ``"float16"`` or ``"dynamic-int8"`` (int8 storage of
+            the pruned weights with per-channel scales, float32 compute for them; the weights every
+            level shares get the converter's int8 hybrid kernels).
 
     Returns:
         ``(tflite bytes, summary dict for the metadata's export.shared_weights)``.
