@@ -122,8 +122,7 @@ def add_metadata_entry(data: bytes, name: str, payload: bytes) -> bytes:
     Returns:
         The new model bytes.
     """
-    _root(data)
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model = unpack(data)
     model.metadata = [m for m in (model.metadata or [])
                       if (m.name.decode() if isinstance(m.name, bytes) else m.name) != name]
     buffer = schema.BufferT()
@@ -133,6 +132,17 @@ def add_metadata_entry(data: bytes, name: str, payload: bytes) -> bytes:
     entry.name = name
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
+    return pack(model, len(data) + len(payload))
+
+
+def unpack(data: bytes) -> "schema.ModelT":
+    """The model as a mutable object (the schema's object API), for rewriting."""
+    _root(data)
+    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+
+
+def pack(model: "schema.ModelT", size_hint: int = 0) -> bytes:
+    """The bytes of a model object from `unpack` (with the ``TFL3`` file identifier)."""
+    builder = flatbuffers.Builder(size_hint + 1024)
     builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
     return bytes(builder.Output())

@@ -14,10 +14,9 @@ on them. A variable's initial value is stored in the file. With float32 storage 
 level's stored weights: the very constant the masking reads, which the converter deduplicates
 (stored once). With int8 / float16 storage the variables are a float32 *cache*: the level change
 also dequantizes, so an invoke at the cached level costs what a float32-storage invoke costs; their
-initial value (zeros; the cached level starts at -1, so the first invoke materialises before any read) is
-computed at load by a ``FILL`` instead of being stored (`shrink_unread_initial_values`), so no
-float32 copy is stored. The model body
-runs inside an ``IF`` as in the default export; LiteRT re-allocates the branch on every invoke,
+initial value (zeros; the cached level starts at -1, so the first invoke materialises before any
+read) is computed at load by a ``FILL`` instead of being stored (`shrink_unread_initial_values`),
+so no float32 copy is stored. The model body runs inside an ``IF`` as in the default export; LiteRT re-allocates the branch on every invoke,
 which zeroes the fused LSTM state, so each utterance is independent. Variables are per interpreter:
 the first invoke, and every invoke after a level change, pays the materialisation.
 
@@ -323,10 +322,14 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
     return data
 
 
+def _builtin_codes(model) -> list[int]:
+    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+
+
 def _initial_value_chains(model, schema, min_elements: int):
     """Yields (subgraph, [constant index, (DEQUANTIZE output index)]) of every ASSIGN_VARIABLE whose value
     is an all-zero float32/float16 constant of at least ``min_elements`` elements, read by nothing else."""
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    codes = _builtin_codes(model)
     widths = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2}
     for subgraph in model.subgraphs:
         ops = subgraph.operators or []
@@ -360,7 +363,9 @@ def _initial_value_chains(model, schema, min_elements: int):
 def _zero_initial_values(data: bytes, min_elements: int) -> int:
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    from tflite import flatbuffer
+
+    model = flatbuffer.unpack(data)
     return sum(1 for _ in _initial_value_chains(model, schema, min_elements))
 
 
@@ -382,10 +387,11 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
     Returns:
         ``(new bytes, number of initial values replaced)``.
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    from tflite import flatbuffer
+
+    model = flatbuffer.unpack(data)
     chains = list(_initial_value_chains(model, schema, min_elements))
     if not chains:
         return data, 0
@@ -410,7 +416,7 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
         subgraph.tensors.append(tensor)
         return len(subgraph.tensors) - 1
 
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    codes = _builtin_codes(model)
     for subgraph, chain, _ in chains:
         target = subgraph.tensors[chain[-1]]          # the float32 value ASSIGN_VARIABLE reads
         dims = constant(subgraph, np.asarray(target.shape, np.int32), schema.TensorType.INT32,
@@ -445,9 +451,7 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
     for index, buffer in enumerate(model.buffers):
         if index and index not in used and buffer.data is not None:
             buffer.data = None
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), len(chains)
+    return flatbuffer.pack(model, len(data)), len(chains)
 
 
 _STORAGE_OF_QUANTIZE = {"none": "float32", "float16": "float16", "dynamic-int8": "int8"}
