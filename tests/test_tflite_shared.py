@@ -38,8 +38,19 @@ def _buffers(data: bytes) -> list[bytes]:
 
 
 def _layouts(array: np.ndarray) -> list[bytes]:
-    """The bytes of a weight as stored: as is, or transposed (fused-LSTM kernels are stored [4u, in])."""
-    return [array.tobytes(), array.T.copy().tobytes()]
+    """The bytes a weight could be stored as: as is, transposed (fused-LSTM kernels are [4u, in]),
+    or the transposed kernel's four per-gate row blocks (one variable per gate)."""
+    chunks = [array.tobytes(), array.T.copy().tobytes()]
+    if array.ndim == 2 and array.shape[1] % 4 == 0:
+        chunks += [gate.copy().tobytes() for gate in np.split(array.T, 4, axis=0)]
+    return chunks
+
+
+def _stored_once(buffers: list[bytes], array: np.ndarray) -> bool:
+    """Whether the weight is in the file exactly once: whole, or as its four gate blocks."""
+    whole = [buffers.count(b) for b in _layouts(array)[:2]]
+    gates = [buffers.count(b) for b in _layouts(array)[2:]]
+    return sorted(whole) == [0, 1] and not any(gates) or (sum(whole) == 0 and gates == [1] * 4)
 
 
 def test_level_codes_reproduce_every_level_and_skip_identical_tensors():
@@ -115,11 +126,30 @@ def test_shared_file_stores_each_pruned_weight_once_with_builtin_ops_only():
             continue
         # Level 0's values once (variable initial value and masking source deduplicated), the codes
         # once, and no other level's weights.
-        assert sum(buffers.count(b) for b in _layouts(tensor.values.astype(np.float32))) == 1, tensor.name
-        assert sum(buffers.count(b) for b in _layouts(tensor.codes)) == 1, tensor.name
+        assert _stored_once(buffers, tensor.values.astype(np.float32)), tensor.name
+        assert _stored_once(buffers, tensor.codes), tensor.name
         for level in range(1, len(models)):
             other = per_level[level][tensor.index].astype(np.float32)
             assert not any(b in buffers for b in _layouts(other)), tensor.name
+
+
+@pytest.mark.parametrize("quantize", ["none", "dynamic-int8"])
+def test_fused_lstms_read_their_per_gate_variables_without_a_split_copy(quantize):
+    from tflite import flatbuffer
+    from tflite.metadata import read_metadata
+
+    path = _exported_shared(quantize)
+    ops = flatbuffer.operators(path.read_bytes())
+    lstm_subgraphs = {op.subgraph for op in ops if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM"}
+    assert lstm_subgraphs
+    for subgraph in lstm_subgraphs:
+        names = [op.name for op in ops if op.subgraph == subgraph]
+        assert "SPLIT_V" not in names
+        # Per LSTM layer: 4 gates x (kernel, recurrent kernel) variables, read once each per invoke.
+        assert names.count("READ_VARIABLE") >= 8 * names.count("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    meta = read_metadata(path).raw["export"]["shared_weights"]
+    # One CONCATENATION -> SPLIT_V pair folded per fused LSTM op and weight (kernel, recurrent kernel).
+    assert meta["folded_concat_splits"] == 2 * sum(op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM" for op in ops)
 
 
 def test_shared_int8_stores_int8_weights_and_keeps_each_level_nearest():

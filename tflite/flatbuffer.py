@@ -146,3 +146,76 @@ def pack(model: "schema.ModelT", size_hint: int = 0) -> bytes:
     builder = flatbuffers.Builder(size_hint + 1024)
     builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def _static_ints(model: "schema.ModelT", subgraph: "schema.SubGraphT", index: int) -> Optional[np.ndarray]:
+    """The int32/int64 values of a constant tensor, or None if it is not a constant."""
+    tensor = subgraph.tensors[index]
+    buffer = model.buffers[tensor.buffer] if tensor.buffer else None
+    if buffer is None or buffer.data is None or len(buffer.data) == 0:
+        return None
+    dtype = {schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64}.get(tensor.type)
+    if dtype is None:
+        return None
+    return np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype)
+
+
+def fold_concat_split(data: bytes) -> tuple[bytes, int]:
+    """Removes every ``CONCATENATION`` whose only reader is a ``SPLIT_V`` that undoes it.
+
+    The readers of the split's i-th output read the concatenation's i-th input instead, and both
+    ops (two full copies per invoke) are dropped. Only exact inverses are folded: same axis, split
+    sizes equal to the concatenated inputs' sizes along it, no fused activation, and the
+    concatenation's output is read by nothing else (nor is it a subgraph output).
+
+    Args:
+        data: The bytes of a .tflite file.
+
+    Returns:
+        ``(new bytes, number of pairs folded)`` (the input bytes when nothing was folded).
+    """
+    model = unpack(data)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    folded = 0
+    for subgraph in model.subgraphs:
+        ops = subgraph.operators or []
+        producers = {int(out): op for op in ops for out in op.outputs}
+        readers: dict[int, list] = {}
+        for op in ops:
+            for index in op.inputs:
+                readers.setdefault(int(index), []).append(op)
+        exposed = {int(i) for i in subgraph.outputs}
+        removed = []
+        for split in ops:
+            if codes[split.opcodeIndex] != schema.BuiltinOperator.SPLIT_V:
+                continue
+            source = int(split.inputs[0])
+            concat = producers.get(source)
+            if (concat is None or codes[concat.opcodeIndex] != schema.BuiltinOperator.CONCATENATION
+                    or source in exposed or len(readers.get(source, [])) != 1):
+                continue
+            options = concat.builtinOptions
+            if options is None or options.fusedActivationFunction != schema.ActivationFunctionType.NONE:
+                continue
+            sizes = _static_ints(model, subgraph, int(split.inputs[1]))
+            axis = _static_ints(model, subgraph, int(split.inputs[2]))
+            rank = len(subgraph.tensors[source].shape)
+            if sizes is None or axis is None or axis.size != 1:
+                continue
+            if int(axis[0]) % rank != options.axis % rank:
+                continue
+            pieces = [int(i) for i in concat.inputs]
+            widths = [int(subgraph.tensors[i].shape[options.axis % rank]) for i in pieces]
+            if len(pieces) != len(split.outputs) or list(sizes) != widths:
+                continue
+            rename = {int(out): piece for out, piece in zip(split.outputs, pieces)}
+            for op in ops:
+                op.inputs = np.array([rename.get(int(i), int(i)) for i in op.inputs], np.int32)
+            subgraph.outputs = np.array([rename.get(int(i), int(i)) for i in subgraph.outputs], np.int32)
+            removed += [split, concat]
+            folded += 1
+        if removed:
+            subgraph.operators = [op for op in ops if all(op is not r for r in removed)]
+    if not folded:
+        return data, 0
+    return pack(model, len(data)), folded

@@ -43,6 +43,7 @@ STORAGE_CHOICES = ("float32", "float16", "int8")
 DESIGN_SHARED = "shared_weights_cached"
 # Every zero initial value of a weight cache with more elements than one becomes a FILL.
 CUT_MIN_ELEMENTS = 2
+LSTM_GATES = 4
 _UNCODED = {"float32": "float32 constants", "float16": "float16 constants (converter)",
             "int8": "int8 constants, hybrid kernels (converter's dynamic-range quantization)"}
 
@@ -170,8 +171,10 @@ class SharedWeightsModule(RecognizerModule):
         self._storage = storage
         self._slots = _weight_slots(models[0])
         self._tensors = tensors
-        # (SharedTensor, stored values, codes in the stored layout or None, scale or None, transposed)
+        # (SharedTensor, transposed, [(stored values, codes or None, scale or None) per variable]),
+        # in the stored layout; LSTM kernels have one variable per gate.
         self._stored = []
+        self.folded_concat_splits = 0   # set by `convert_shared`
         for tensor in tensors:
             # Weights every level shares stay constants, so their ops keep the fast constant-weight
             # kernels; with int8/float16 storage the converter quantizes them (`convert_shared`).
@@ -188,13 +191,21 @@ class SharedWeightsModule(RecognizerModule):
                 values, scale = _quantize_int8(values, channel_axis=0 if transposed else -1)
             elif storage == "float16":
                 values = values.astype(np.float16)
-            self._stored.append((tensor, values, codes, scale, transposed))
+            # One variable per LSTM gate: the fused kernel takes each gate's weights as its own
+            # input, so a whole-kernel variable costs a SPLIT_V copy per invoke; per gate, the
+            # converter's CONCATENATION -> SPLIT_V pair cancels (`fold_concat_split`).
+            count = LSTM_GATES if transposed else 1
+            pieces = [tuple(np.split(part, count, axis=0)) if part is not None else (None,) * count
+                      for part in (values, codes, scale)]
+            self._stored.append((tensor, transposed, list(zip(*pieces))))
         with tf.init_scope():
             # -1: the first invoke always materialises, so no initial value is ever read.
             self._cached_level = tf.Variable(-1, dtype=tf.int32, name="cached_level")
-            self._buffers = [tf.Variable(entry[1] if storage == "float32" else np.zeros(entry[1].shape, np.float32),
-                                         name=f"level_weights_{i}")
-                             for i, entry in enumerate(self._stored)]
+            self._buffers = [
+                [tf.Variable(piece[0] if storage == "float32" else np.zeros(piece[0].shape, np.float32),
+                             name=f"level_weights_{i}_{j}")
+                 for j, piece in enumerate(pieces)]
+                for i, (_, _, pieces) in enumerate(self._stored)]
 
     @property
     def num_levels(self) -> int:
@@ -208,7 +219,8 @@ class SharedWeightsModule(RecognizerModule):
                 "shared_weights": _UNCODED[self._storage],
                 "coded_tensors": len(coded),
                 "coded_weights": int(sum(t.values.size for t in coded)),
-                "variable_tensors": len(self._stored),
+                "variable_tensors": sum(len(buffers) for buffers in self._buffers),
+                "folded_concat_splits": self.folded_concat_splits,
                 "variable_weights": int(sum(entry[0].values.size for entry in self._stored))}
 
     # ---------------------------------------------------------------- graph pieces
@@ -243,8 +255,9 @@ class SharedWeightsModule(RecognizerModule):
         return weights * tf.reshape(tf.cast(keep, tf.float32), codes.shape)
 
     @staticmethod
-    def _float_weights(buffer, transposed: bool):
-        value = buffer.read_value()
+    def _float_weights(buffers, transposed: bool):
+        values = [buffer.read_value() for buffer in buffers]
+        value = values[0] if len(values) == 1 else tf.concat(values, axis=0)
         return tf.transpose(value) if transposed else value
 
     def _run_model(self, batch, tensors):
@@ -264,11 +277,12 @@ class SharedWeightsModule(RecognizerModule):
         zero = tf.minimum(tf.abs(level), 0)   # always 0, but not a constant: blocks constant folding
 
         def materialise():
-            for buffer, (_, values, codes, scale, _) in zip(self._buffers, self._stored):
-                if self._storage == "float32":
-                    buffer.assign(self._level_values(values, codes, level, zero))
-                else:
-                    buffer.assign(self._level_float_values(values, codes, scale, level, zero))
+            for buffers, (_, _, pieces) in zip(self._buffers, self._stored):
+                for buffer, (values, codes, scale) in zip(buffers, pieces):
+                    if self._storage == "float32":
+                        buffer.assign(self._level_values(values, codes, level, zero))
+                    else:
+                        buffer.assign(self._level_float_values(values, codes, scale, level, zero))
             self._cached_level.assign(level)
             return tf.constant(True)
 
@@ -278,7 +292,7 @@ class SharedWeightsModule(RecognizerModule):
         def run():
             with tf.control_dependencies([done]):
                 tensors = {t.index: self._float_weights(b, transposed)
-                           for b, (t, _, _, _, transposed) in zip(self._buffers, self._stored)}
+                           for b, (t, transposed, _) in zip(self._buffers, self._stored)}
             return self._run_model(batch, tensors)
 
         # The IF re-allocates its branch on every invoke, which zeroes the fused LSTM state.
@@ -300,6 +314,8 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
     """
     import tempfile
 
+    from tflite import flatbuffer
+
     functions = module.concrete_functions()
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         tf.saved_model.save(module, scratch, signatures=functions)
@@ -313,6 +329,8 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         data = converter.convert()
+    # The per-gate variables come back as CONCATENATION -> SPLIT_V in front of each fused LSTM.
+    data, module.folded_concat_splits = flatbuffer.fold_concat_split(data)
     if module._storage != "float32":
         data, _ = shrink_unread_initial_values(data, CUT_MIN_ELEMENTS)
         left = _zero_initial_values(data, CUT_MIN_ELEMENTS)
