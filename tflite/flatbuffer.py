@@ -177,7 +177,7 @@ def fold_concat_split(data: bytes) -> tuple[bytes, int]:
     model = unpack(data)
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     folded = 0
-    for subgraph in model.subgraphs:
+    for number, subgraph in enumerate(model.subgraphs):
         ops = subgraph.operators or []
         producers = {int(out): op for op in ops for out in op.outputs}
         readers: dict[int, list] = {}
@@ -212,6 +212,10 @@ def fold_concat_split(data: bytes) -> tuple[bytes, int]:
             for op in ops:
                 op.inputs = np.array([rename.get(int(i), int(i)) for i in op.inputs], np.int32)
             subgraph.outputs = np.array([rename.get(int(i), int(i)) for i in subgraph.outputs], np.int32)
+            for signature in model.signatureDefs or []:
+                if signature.subgraphIndex == number:
+                    for output in signature.outputs or []:
+                        output.tensorIndex = rename.get(int(output.tensorIndex), int(output.tensorIndex))
             removed += [split, concat]
             folded += 1
         if removed:
