@@ -160,13 +160,82 @@ def _static_ints(model: "schema.ModelT", subgraph: "schema.SubGraphT", index: in
     return np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype)
 
 
+def _same_quantization(a: "schema.TensorT", b: "schema.TensorT") -> bool:
+    qa, qb = a.quantization, b.quantization
+
+    def params(q):
+        if q is None:
+            return ()
+        return tuple(None if v is None else np.asarray(v).tolist()
+                     for v in (q.scale, q.zeroPoint, q.min, q.max)) + (q.quantizedDimension,)
+    return a.type == b.type and params(qa) == params(qb)
+
+
+def _inverse_concat_split(model: "schema.ModelT", number: int, codes: list[int]):
+    """The first (CONCATENATION, SPLIT_V) pair of subgraph ``number`` where the split undoes the
+    concatenation exactly, or None (see `fold_concat_split` for the conditions)."""
+    subgraph = model.subgraphs[number]
+    ops = subgraph.operators or []
+    producers = {int(out): op for op in ops for out in op.outputs}
+    readers: dict[int, list] = {}
+    for op in ops:
+        for index in op.inputs:
+            readers.setdefault(int(index), []).append(op)
+    exposed = {int(i) for i in subgraph.outputs} | {int(i) for i in subgraph.inputs}
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == number:
+            exposed |= {int(o.tensorIndex) for o in signature.outputs or []}
+    for split in ops:
+        if codes[split.opcodeIndex] != schema.BuiltinOperator.SPLIT_V or len(split.inputs) != 3:
+            continue
+        source = int(split.inputs[0])
+        concat = producers.get(source)
+        if (concat is None or codes[concat.opcodeIndex] != schema.BuiltinOperator.CONCATENATION
+                or source in exposed or len(readers.get(source, [])) != 1):
+            continue
+        options = concat.builtinOptions
+        if options is None or options.fusedActivationFunction != schema.ActivationFunctionType.NONE:
+            continue
+        outputs, pieces = [int(i) for i in split.outputs], [int(i) for i in concat.inputs]
+        # Split outputs that leave the subgraph are not renamed (aliasing inputs/constants there
+        # is fragile in IF/WHILE branches).
+        if len(pieces) != len(outputs) or any(o in exposed for o in outputs):
+            continue
+        shape = subgraph.tensors[source].shape
+        if shape is None or len(shape) == 0:
+            continue
+        rank = len(shape)
+        sizes = _static_ints(model, subgraph, int(split.inputs[1]))
+        axis = _static_ints(model, subgraph, int(split.inputs[2]))
+        if sizes is None or axis is None or axis.size != 1 or int(axis[0]) % rank != options.axis % rank:
+            continue
+        axis = options.axis % rank
+        widths = []
+        for index in pieces + [source]:
+            tensor = subgraph.tensors[index]
+            dynamic = tensor.shapeSignature is not None and len(tensor.shapeSignature) == rank \
+                and int(tensor.shapeSignature[axis]) < 0
+            if tensor.shape is None or len(tensor.shape) != rank or dynamic:
+                widths = None
+                break
+            widths.append(int(tensor.shape[axis]))
+        if widths is None or list(sizes) != widths[:-1] or sum(widths[:-1]) != widths[-1]:
+            continue
+        if not all(_same_quantization(subgraph.tensors[p], subgraph.tensors[o]) for p, o in zip(pieces, outputs)):
+            continue
+        return concat, split
+    return None
+
+
 def fold_concat_split(data: bytes) -> tuple[bytes, int]:
     """Removes every ``CONCATENATION`` whose only reader is a ``SPLIT_V`` that undoes it.
 
     The readers of the split's i-th output read the concatenation's i-th input instead, and both
-    ops (two full copies per invoke) are dropped. Only exact inverses are folded: same axis, split
-    sizes equal to the concatenated inputs' sizes along it, no fused activation, and the
-    concatenation's output is read by nothing else (nor is it a subgraph output).
+    ops (two full copies per invoke) are dropped. Only exact inverses are folded: same axis, static
+    split sizes equal to the concatenated inputs' static sizes along it, no fused activation, the
+    same type and quantization on both sides, the concatenation's output read by nothing else, and
+    neither it nor any split output a subgraph or signature output. Pairs are found one at a time
+    on the current graph, so chains of them fold correctly.
 
     Args:
         data: The bytes of a .tflite file.
@@ -178,48 +247,13 @@ def fold_concat_split(data: bytes) -> tuple[bytes, int]:
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     folded = 0
     for number, subgraph in enumerate(model.subgraphs):
-        ops = subgraph.operators or []
-        producers = {int(out): op for op in ops for out in op.outputs}
-        readers: dict[int, list] = {}
-        for op in ops:
-            for index in op.inputs:
-                readers.setdefault(int(index), []).append(op)
-        exposed = {int(i) for i in subgraph.outputs}
-        removed = []
-        for split in ops:
-            if codes[split.opcodeIndex] != schema.BuiltinOperator.SPLIT_V:
-                continue
-            source = int(split.inputs[0])
-            concat = producers.get(source)
-            if (concat is None or codes[concat.opcodeIndex] != schema.BuiltinOperator.CONCATENATION
-                    or source in exposed or len(readers.get(source, [])) != 1):
-                continue
-            options = concat.builtinOptions
-            if options is None or options.fusedActivationFunction != schema.ActivationFunctionType.NONE:
-                continue
-            sizes = _static_ints(model, subgraph, int(split.inputs[1]))
-            axis = _static_ints(model, subgraph, int(split.inputs[2]))
-            rank = len(subgraph.tensors[source].shape)
-            if sizes is None or axis is None or axis.size != 1:
-                continue
-            if int(axis[0]) % rank != options.axis % rank:
-                continue
-            pieces = [int(i) for i in concat.inputs]
-            widths = [int(subgraph.tensors[i].shape[options.axis % rank]) for i in pieces]
-            if len(pieces) != len(split.outputs) or list(sizes) != widths:
-                continue
-            rename = {int(out): piece for out, piece in zip(split.outputs, pieces)}
-            for op in ops:
+        while (pair := _inverse_concat_split(model, number, codes)) is not None:
+            concat, split = pair
+            rename = {int(out): int(piece) for out, piece in zip(split.outputs, concat.inputs)}
+            for op in subgraph.operators:
                 op.inputs = np.array([rename.get(int(i), int(i)) for i in op.inputs], np.int32)
-            subgraph.outputs = np.array([rename.get(int(i), int(i)) for i in subgraph.outputs], np.int32)
-            for signature in model.signatureDefs or []:
-                if signature.subgraphIndex == number:
-                    for output in signature.outputs or []:
-                        output.tensorIndex = rename.get(int(output.tensorIndex), int(output.tensorIndex))
-            removed += [split, concat]
+            subgraph.operators = [op for op in subgraph.operators if op is not concat and op is not split]
             folded += 1
-        if removed:
-            subgraph.operators = [op for op in ops if all(op is not r for r in removed)]
     if not folded:
         return data, 0
     return pack(model, len(data)), folded

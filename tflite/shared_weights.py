@@ -331,6 +331,9 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
         data = converter.convert()
     # The per-gate variables come back as CONCATENATION -> SPLIT_V in front of each fused LSTM.
     data, module.folded_concat_splits = flatbuffer.fold_concat_split(data)
+    if _split_fed_lstm_inputs(data):
+        raise RuntimeError("a fused LSTM still reads its weights through SPLIT_V after fold_concat_split; "
+                           "the file would copy every LSTM weight twice per invoke")
     if module._storage != "float32":
         data, _ = shrink_unread_initial_values(data, CUT_MIN_ELEMENTS)
         left = _zero_initial_values(data, CUT_MIN_ELEMENTS)
@@ -338,6 +341,24 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
             raise RuntimeError(f"{left} zero initial value(s) of the float32 weight caches were not replaced; "
                                "the file would hold a float32 copy of the weights")
     return data
+
+
+def _split_fed_lstm_inputs(data: bytes) -> int:
+    """Number of fused-LSTM inputs that a ``SPLIT_V`` produces (0 once the per-gate fold worked)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from tflite import flatbuffer
+
+    model = flatbuffer.unpack(data)
+    codes = _builtin_codes(model)
+    count = 0
+    for subgraph in model.subgraphs:
+        split_outputs = {int(out) for op in subgraph.operators or []
+                         if codes[op.opcodeIndex] == schema.BuiltinOperator.SPLIT_V for out in op.outputs}
+        count += sum(int(index) in split_outputs for op in subgraph.operators or []
+                     if codes[op.opcodeIndex] == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+                     for index in op.inputs)
+    return count
 
 
 def _builtin_codes(model) -> list[int]:
