@@ -148,6 +148,11 @@ def pack(model: "schema.ModelT", size_hint: int = 0) -> bytes:
     return bytes(builder.Output())
 
 
+def builtin_codes(model: "schema.ModelT") -> list[int]:
+    """The builtin operator code of each entry of an unpacked model's ``operatorCodes``."""
+    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+
+
 def _static_ints(model: "schema.ModelT", subgraph: "schema.SubGraphT", index: int) -> Optional[np.ndarray]:
     """The int32/int64 values of a constant tensor, or None if it is not a constant."""
     tensor = subgraph.tensors[index]
@@ -244,7 +249,7 @@ def fold_concat_split(data: bytes) -> tuple[bytes, int]:
         ``(new bytes, number of pairs folded)`` (the input bytes when nothing was folded).
     """
     model = unpack(data)
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    codes = builtin_codes(model)
     folded = 0
     for number, subgraph in enumerate(model.subgraphs):
         while (pair := _inverse_concat_split(model, number, codes)) is not None:

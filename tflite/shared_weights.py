@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tflite import flatbuffer
 from tflite.graph import RecognizerModule
 
 STORAGE_CHOICES = ("float32", "float16", "int8")
@@ -314,8 +315,6 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
     """
     import tempfile
 
-    from tflite import flatbuffer
-
     functions = module.concrete_functions()
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         tf.saved_model.save(module, scratch, signatures=functions)
@@ -347,10 +346,8 @@ def _split_fed_lstm_inputs(data: bytes) -> int:
     """Number of fused-LSTM inputs that a ``SPLIT_V`` produces (0 once the per-gate fold worked)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from tflite import flatbuffer
-
     model = flatbuffer.unpack(data)
-    codes = _builtin_codes(model)
+    codes = flatbuffer.builtin_codes(model)
     count = 0
     for subgraph in model.subgraphs:
         split_outputs = {int(out) for op in subgraph.operators or []
@@ -361,14 +358,10 @@ def _split_fed_lstm_inputs(data: bytes) -> int:
     return count
 
 
-def _builtin_codes(model) -> list[int]:
-    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-
-
 def _initial_value_chains(model, schema, min_elements: int):
     """Yields (subgraph, [constant index, (DEQUANTIZE output index)]) of every ASSIGN_VARIABLE whose value
     is an all-zero float32/float16 constant of at least ``min_elements`` elements, read by nothing else."""
-    codes = _builtin_codes(model)
+    codes = flatbuffer.builtin_codes(model)
     widths = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2}
     for subgraph in model.subgraphs:
         ops = subgraph.operators or []
@@ -402,8 +395,6 @@ def _initial_value_chains(model, schema, min_elements: int):
 def _zero_initial_values(data: bytes, min_elements: int) -> int:
     from ai_edge_litert import schema_py_generated as schema
 
-    from tflite import flatbuffer
-
     model = flatbuffer.unpack(data)
     return sum(1 for _ in _initial_value_chains(model, schema, min_elements))
 
@@ -428,14 +419,12 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
     """
     from ai_edge_litert import schema_py_generated as schema
 
-    from tflite import flatbuffer
-
     model = flatbuffer.unpack(data)
     chains = list(_initial_value_chains(model, schema, min_elements))
     if not chains:
         return data, 0
-    fill_code = next((i for i, c in enumerate(model.operatorCodes)
-                      if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.FILL), None)
+    fill_code = next((i for i, c in enumerate(flatbuffer.builtin_codes(model))
+                      if c == schema.BuiltinOperator.FILL), None)
     if fill_code is None:
         code = schema.OperatorCodeT()
         code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.FILL
@@ -455,7 +444,7 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
         subgraph.tensors.append(tensor)
         return len(subgraph.tensors) - 1
 
-    codes = _builtin_codes(model)
+    codes = flatbuffer.builtin_codes(model)
     for subgraph, chain, _ in chains:
         target = subgraph.tensors[chain[-1]]          # the float32 value ASSIGN_VARIABLE reads
         dims = constant(subgraph, np.asarray(target.shape, np.int32), schema.TensorType.INT32,
