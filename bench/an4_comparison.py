@@ -101,8 +101,9 @@ def plan_runs(levels: Sequence[float] = DEFAULT_LEVELS, distillation_weight: flo
 def step_overrides(config: Any, steps: int | None) -> list[str]:
     """Overrides that change the step budget to ``steps``, scaling the schedule with it.
 
-    The warm-up, the pruning ramp (begin/end step), the evaluation and checkpoint intervals are
-    scaled by ``steps / total_steps`` of the base config so the run keeps the same shape.
+    The warm-up, the learning-rate hold (decay begin), the pruning ramp (begin/end step), the
+    evaluation and checkpoint intervals are scaled by ``steps / total_steps`` of the base config so
+    the run keeps the same shape.
     """
     if steps is None:
         return []
@@ -114,9 +115,13 @@ def step_overrides(config: Any, steps: int | None) -> list[str]:
     end = max(begin + 1, min(steps, int(round(pruning.end_step * scale))))
     frequency = max(1, min(pruning.frequency, (end - begin) // 4 or 1))
     eval_every = int(round(training.eval_every * scale)) if training.eval_every else 0
+    warmup = int(round(training.warmup_steps * scale))
+    decay = ([] if training.decay_begin_step is None else
+             [f"training.decay_begin_step={max(warmup, min(steps - 1, int(round(training.decay_begin_step * scale))))}"])
     return [
         f"training.total_steps={steps}",
-        f"training.warmup_steps={int(round(training.warmup_steps * scale))}",
+        f"training.warmup_steps={warmup}",
+        *decay,
         f"training.checkpoint_every={max(1, min(training.checkpoint_every, steps))}",
         f"training.eval_every={eval_every}",
         f"pruning.begin_step={begin}",

@@ -200,6 +200,9 @@ class TrainingConfig:
         learning_rate: Peak learning rate of Adam. Defaults to 1e-3.
         warmup_steps: Linear learning-rate warm-up steps. Defaults to 500.
         final_learning_rate: Learning rate reached at ``total_steps`` by cosine decay. Defaults to 1e-5.
+        decay_begin_step: Step at which the cosine decay starts; the learning rate is held at its
+            peak from the end of the warm-up until then. null = decay right after the warm-up.
+            Defaults to None.
         clip_norm: Global-norm gradient clipping. Defaults to 5.0.
         seed: Seed for weights, data order, SpecAugment and level sampling. Defaults to 0.
         checkpoint_every: Steps between checkpoints. Defaults to 200.
@@ -218,6 +221,7 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 500
     final_learning_rate: float = 1e-5
+    decay_begin_step: Optional[int] = None
     clip_norm: float = 5.0
     seed: int = 0
     checkpoint_every: int = 200
@@ -243,6 +247,10 @@ class TrainingConfig:
                 raise ConfigError(f"{where}: training.{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.final_learning_rate < 0:
             raise ConfigError(f"{where}: training.learning_rate must be > 0 and final_learning_rate >= 0")
+        if self.decay_begin_step is not None and not (
+                self.warmup_steps <= self.decay_begin_step < self.total_steps):
+            raise ConfigError(f"{where}: training.decay_begin_step must be null or in [warmup_steps, total_steps) "
+                              f"= [{self.warmup_steps}, {self.total_steps}), got {self.decay_begin_step}")
         if self.clip_norm <= 0:
             raise ConfigError(f"{where}: training.clip_norm must be > 0, got {self.clip_norm}")
 

@@ -76,22 +76,36 @@ def sandwich_levels(num_levels: int, num_sampled: int, rng: np.random.Generator)
 
 @keras.utils.register_keras_serializable(package="dsnn")
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``final`` at ``total_steps``."""
+    """Linear warm-up to ``peak``, an optional hold at ``peak``, then cosine decay to ``final``.
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int, final: float):
+    Args:
+        peak: Learning rate after the warm-up.
+        warmup_steps: Steps of linear warm-up from ``peak / warmup_steps`` to ``peak``.
+        total_steps: Step at which the decay reaches ``final`` (and stays there).
+        final: Learning rate at and after ``total_steps``.
+        decay_begin_step: Step at which the cosine decay starts; the rate is held at ``peak`` from
+            ``warmup_steps`` until then (a warm-up/hold/decay schedule). None starts the decay
+            right after the warm-up.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, final: float,
+                 decay_begin_step: Optional[int] = None):
         self.peak, self.warmup_steps, self.total_steps, self.final = peak, warmup_steps, total_steps, final
+        self.decay_begin_step = decay_begin_step
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         warm = self.peak * (step + 1.0) / float(max(self.warmup_steps, 1))
-        span = float(max(self.total_steps - self.warmup_steps, 1))
-        progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+        begin = float(self.warmup_steps if self.decay_begin_step is None
+                      else max(self.decay_begin_step, self.warmup_steps))
+        span = float(max(self.total_steps - begin, 1))
+        progress = tf.clip_by_value((step - begin) / span, 0.0, 1.0)
         cosine = self.final + 0.5 * (self.peak - self.final) * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < self.warmup_steps, warm, cosine)
 
     def get_config(self) -> dict[str, Any]:
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "final": self.final}
+                "final": self.final, "decay_begin_step": self.decay_begin_step}
 
 
 def measured_sparsities(model) -> list[float]:
@@ -210,7 +224,8 @@ class Trainer:
         with self.strategy.scope():
             self.model = build_pruned_model(config, dataset.feature_config, dataset.vocab_size,
                                             dataset.cmvn_mean, dataset.cmvn_std)
-            self.lr = WarmupCosineDecay(t.learning_rate, t.warmup_steps, t.total_steps, t.final_learning_rate)
+            self.lr = WarmupCosineDecay(t.learning_rate, t.warmup_steps, t.total_steps, t.final_learning_rate,
+                                        t.decay_begin_step)
             self.optimizer = keras.optimizers.Adam(learning_rate=self.lr, global_clipnorm=t.clip_norm)
             self.optimizer.build(self.model.trainable_variables)
             var = lambda name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name,  # noqa: E731

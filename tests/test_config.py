@@ -9,7 +9,7 @@ from dsnn_keras.config import (ConfigError, apply_overrides, config_from_dict, d
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "synth.yaml", "an4.yaml", "an4_1200.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "synth.yaml", "an4.yaml", "an4_1800.yaml", "an4_1200.yaml", "demo.yaml"])
 def test_shipped_configs_load_and_validate(name):
     config = load_config(CONFIGS / name)
     assert config.version == 1
@@ -34,6 +34,8 @@ def test_unknown_section_is_an_error(tmp_path):
 @pytest.mark.parametrize("text, key", [
     ("training: {mode: both}", "training.mode"),
     ("training: {total_steps: ten}", "training.total_steps"),
+    ("training: {warmup_steps: 10, decay_begin_step: 5}", "training.decay_begin_step"),
+    ("training: {total_steps: 100, decay_begin_step: 100}", "training.decay_begin_step"),
     ("pruning: {levels: [0.5, 0.2]}", "pruning.levels"),
     ("pruning: {levels: [0.0, 1.0]}", "pruning.levels"),
     ("pruning: {begin_step: 10, end_step: 5}", "begin_step"),

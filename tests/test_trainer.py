@@ -53,6 +53,15 @@ def test_learning_rate_warms_up_then_decays_to_final():
     assert values[5] == pytest.approx(1e-5) and values[6] == pytest.approx(1e-5)
 
 
+def test_learning_rate_holds_at_peak_until_decay_begin_step():
+    lr = WarmupCosineDecay(peak=1e-3, warmup_steps=10, total_steps=110, final=1e-5, decay_begin_step=60)
+    assert [float(lr(s)) for s in (10, 35, 60)] == pytest.approx([1e-3] * 3)
+    midway = float(lr(85))
+    assert 1e-5 < midway < 1e-3 and midway == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert float(lr(110)) == pytest.approx(1e-5) and float(lr(500)) == pytest.approx(1e-5)
+    assert WarmupCosineDecay.from_config(lr.get_config()).decay_begin_step == 60
+
+
 def test_loss_decreases_at_every_level_on_the_tiny_config(prepared, tmp_path):
     config = apply_overrides(load_config(REPO / "configs" / "tiny.yaml"), [
         "training.total_steps=100", "pruning.begin_step=30", "pruning.end_step=70",
