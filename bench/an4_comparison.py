@@ -459,8 +459,13 @@ def collect_results(out_dir: pathlib.Path, runs: Sequence[RunSpec], levels: Sequ
 
 def _model_description(config: Any) -> str:
     model = config.model
+    if model.encoder == "conformer":
+        c = model.conformer
+        encoder = f"{c.blocks} × causal Conformer (d={c.dim}, {c.heads} heads, FF ×{c.ff_mult}, conv {c.conv_kernel})"
+    else:
+        encoder = " → ".join(f"LSTM-{u}" for u in model.lstm_units)
     parts = [f"2 × Conv2D {model.conv_kernel}×{model.conv_kernel}/2 ({'/'.join(map(str, model.conv_channels))} ch)",
-             " → ".join(f"LSTM-{u}" for u in model.lstm_units)]
+             encoder]
     if model.projection_units:
         parts.append(f"Dense-{model.projection_units}")
     parts.append("Dense output + blank")

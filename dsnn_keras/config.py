@@ -29,6 +29,33 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class ConformerConfig:
+    """The causal Conformer encoder (``model.encoder: conformer``).
+
+    Args:
+        dim: Model width (attention, convolution module and residual stream). Defaults to 144.
+        blocks: Conformer blocks. Defaults to 4.
+        heads: Attention heads; must divide ``dim``. Defaults to 4.
+        ff_mult: Hidden width of each feed-forward module, in multiples of ``dim``. Defaults to 4.
+        conv_kernel: Kernel of the causal depthwise convolution. Defaults to 15.
+    """
+
+    dim: int = 144
+    blocks: int = 4
+    heads: int = 4
+    ff_mult: int = 4
+    conv_kernel: int = 15
+
+    def validate(self, where: str) -> None:
+        for name in ("dim", "blocks", "heads", "ff_mult", "conv_kernel"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}: model.conformer.{name} must be > 0, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ConfigError(f"{where}: model.conformer.heads ({self.heads}) must divide model.conformer.dim "
+                              f"({self.dim})")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """ASR model architecture.
 
@@ -36,15 +63,22 @@ class ModelConfig:
         conv_channels: Output channels of the two 3x3 stride-2 Conv2D subsampling layers (4x in
             time). Defaults to (32, 32).
         conv_kernel: Conv kernel size. Defaults to 3.
-        lstm_units: One unidirectional LSTM layer per entry. Defaults to (256, 256, 256).
-        projection_units: Width of an optional Dense projection after the LSTMs; 0 for none.
+        encoder: "lstm" (a stack of unidirectional LSTMs) or "conformer" (causal Conformer blocks,
+            `ConformerConfig`). Both are streamable: no output frame depends on later frames.
+            Defaults to "lstm".
+        lstm_units: One unidirectional LSTM layer per entry (``encoder: lstm``). Defaults to
+            (256, 256, 256).
+        conformer: `ConformerConfig` (``encoder: conformer``). Defaults to ``ConformerConfig()``.
+        projection_units: Width of an optional Dense projection after the encoder; 0 for none.
             Defaults to 0.
-        dropout: Dropout rate between LSTM layers (training only). Defaults to 0.1.
+        dropout: Dropout rate inside/between encoder layers (training only). Defaults to 0.1.
     """
 
     conv_channels: tuple[int, ...] = (32, 32)
     conv_kernel: int = 3
+    encoder: str = "lstm"
     lstm_units: tuple[int, ...] = (256, 256, 256)
+    conformer: ConformerConfig = ConformerConfig()
     projection_units: int = 0
     dropout: float = 0.1
 
@@ -53,9 +87,12 @@ class ModelConfig:
             raise ConfigError(f"{where}: model.conv_channels must be two positive ints, got {self.conv_channels}")
         if self.conv_kernel <= 0:
             raise ConfigError(f"{where}: model.conv_kernel must be > 0, got {self.conv_kernel}")
-        if not self.lstm_units or min(self.lstm_units) <= 0:
+        if self.encoder not in ("lstm", "conformer"):
+            raise ConfigError(f"{where}: model.encoder must be 'lstm' or 'conformer', got {self.encoder!r}")
+        if self.encoder == "lstm" and (not self.lstm_units or min(self.lstm_units) <= 0):
             raise ConfigError(f"{where}: model.lstm_units must be a non-empty list of positive ints, "
                               f"got {self.lstm_units}")
+        self.conformer.validate(where)
         if self.projection_units < 0:
             raise ConfigError(f"{where}: model.projection_units must be >= 0, got {self.projection_units}")
         if not 0.0 <= self.dropout < 1.0:

@@ -1,8 +1,11 @@
-"""The CTC speech recognizer: CMVN -> Conv2D subsampling (4x in time) -> LSTM stack -> Dense.
+"""The CTC speech recognizer: CMVN -> Conv2D subsampling (4x in time) -> encoder -> Dense.
 
 A functional tf_keras model on raw log-mel features ``[batch, frames, num_mel_bins]``; its output
-is logits ``[batch, ceil(ceil(frames/2)/2), vocab_size + 1]`` with the CTC blank last. Plain
-``keras.layers.LSTM`` layers (unidirectional) so TFLite converts them to fused LSTM ops.
+is logits ``[batch, ceil(ceil(frames/2)/2), vocab_size + 1]`` with the CTC blank last. The encoder
+is either a stack of plain ``keras.layers.LSTM`` layers (unidirectional, so TFLite converts them to
+fused LSTM ops) or causal Conformer blocks built from stock Keras layers. Both are streamable: no
+output frame depends on a later input frame, so the zero padding of a batch never changes the
+outputs of the real frames (what lets both train on padded batches without a length input).
 
 Example:
     >>> model = build_model(config.model, feature_config, vocab_size=128, cmvn_mean=m, cmvn_std=s)
@@ -51,6 +54,57 @@ class CMVN(keras.layers.Layer):
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
 
 
+@keras.utils.register_keras_serializable(package="dsnn")
+class GatedLinearUnit(keras.layers.Layer):
+    """GLU over the last axis: the first half times the sigmoid of the second half.
+
+    Call arguments:
+        inputs: ``[..., 2 * d]``; returns ``[..., d]``.
+    """
+
+    def call(self, inputs):
+        value, gate = tf.split(inputs, 2, axis=-1)
+        return value * tf.sigmoid(gate)
+
+
+def _feed_forward(x, dim: int, mult: int, dropout: float, prefix: str):
+    """Half-step (Macaron) feed-forward module: ``x + 0.5 * FF(LN(x))``."""
+    y = keras.layers.LayerNormalization(name=f"{prefix}_norm")(x)
+    y = keras.layers.Dense(dim * mult, activation="swish", name=f"{prefix}_in")(y)
+    if dropout:
+        y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout")(y)
+    y = keras.layers.Dense(dim, name=f"{prefix}_out")(y)
+    y = keras.layers.Rescaling(0.5, name=f"{prefix}_half")(y)
+    return keras.layers.Add(name=f"{prefix}_residual")([x, y])
+
+
+def _conformer_block(x, cfg, dropout: float, prefix: str):
+    """One causal Conformer block (Gulati et al., 2020): FF/2, causal MHSA, causal conv, FF/2, LN.
+
+    Causal: the attention is masked to past and present frames and the depthwise convolution is
+    padded on the left only. There is no explicit positional encoding; the causal mask and the
+    convolution give the model its sense of order.
+    """
+    x = _feed_forward(x, cfg.dim, cfg.ff_mult, dropout, f"{prefix}_ff1")
+    y = keras.layers.LayerNormalization(name=f"{prefix}_mhsa_norm")(x)
+    y = keras.layers.MultiHeadAttention(cfg.heads, cfg.dim // cfg.heads, dropout=dropout,
+                                        name=f"{prefix}_mhsa")(y, y, use_causal_mask=True)
+    x = keras.layers.Add(name=f"{prefix}_mhsa_residual")([x, y])
+    y = keras.layers.LayerNormalization(name=f"{prefix}_conv_norm")(x)
+    y = keras.layers.Dense(2 * cfg.dim, name=f"{prefix}_pointwise_in")(y)
+    y = GatedLinearUnit(name=f"{prefix}_glu")(y)
+    y = keras.layers.ZeroPadding1D((cfg.conv_kernel - 1, 0), name=f"{prefix}_causal_pad")(y)
+    y = keras.layers.DepthwiseConv1D(cfg.conv_kernel, name=f"{prefix}_depthwise")(y)
+    y = keras.layers.LayerNormalization(name=f"{prefix}_depthwise_norm")(y)
+    y = keras.layers.Activation("swish", name=f"{prefix}_swish")(y)
+    y = keras.layers.Dense(cfg.dim, name=f"{prefix}_pointwise_out")(y)
+    if dropout:
+        y = keras.layers.Dropout(dropout, name=f"{prefix}_conv_dropout")(y)
+    x = keras.layers.Add(name=f"{prefix}_conv_residual")([x, y])
+    x = _feed_forward(x, cfg.dim, cfg.ff_mult, dropout, f"{prefix}_ff2")
+    return keras.layers.LayerNormalization(name=f"{prefix}_norm")(x)
+
+
 def output_lengths(num_frames):
     """Output frames of the model for ``num_frames`` input frames (two stride-2 'same' convs).
 
@@ -74,8 +128,8 @@ def build_model(model_config, feature_config, vocab_size: int, cmvn_mean, cmvn_s
 
     Returns:
         A `keras.Model` mapping ``[batch, frames, bins]`` to logits ``[batch, out_frames, vocab+1]``.
-        Layer names: ``cmvn``, ``conv_0``, ``conv_1``, ``lstm_<i>``, ``projection`` (optional),
-        ``logits``.
+        Layer names: ``cmvn``, ``conv_0``, ``conv_1``, then ``lstm_<i>`` or ``conformer_input``
+        and ``conformer_<i>_*``, ``projection`` (optional), ``logits``.
     """
     bins = feature_config.num_mel_bins
     features = keras.Input([None, bins], dtype=tf.float32, name="features")
@@ -87,10 +141,18 @@ def build_model(model_config, feature_config, vocab_size: int, cmvn_mean, cmvn_s
                                 activation="relu", name=f"conv_{i}")(x)
         width = (width + 1) // 2
     x = keras.layers.Reshape([-1, width * model_config.conv_channels[-1]], name="flatten_freq")(x)
-    for i, units in enumerate(model_config.lstm_units):
-        x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
+    if model_config.encoder == "conformer":
+        conformer = model_config.conformer
+        x = keras.layers.Dense(conformer.dim, name="conformer_input")(x)
         if model_config.dropout > 0:
-            x = keras.layers.Dropout(model_config.dropout, name=f"dropout_{i}")(x)
+            x = keras.layers.Dropout(model_config.dropout, name="conformer_input_dropout")(x)
+        for i in range(conformer.blocks):
+            x = _conformer_block(x, conformer, model_config.dropout, f"conformer_{i}")
+    else:
+        for i, units in enumerate(model_config.lstm_units):
+            x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
+            if model_config.dropout > 0:
+                x = keras.layers.Dropout(model_config.dropout, name=f"dropout_{i}")(x)
     if model_config.projection_units:
         x = keras.layers.Dense(model_config.projection_units, activation="relu", name="projection")(x)
     logits = keras.layers.Dense(vocab_size + 1, name=OUTPUT_LAYER)(x)

@@ -112,20 +112,11 @@ def level_codes_from_models(models: Sequence) -> list[SharedTensor]:
 def _weight_slots(model) -> list[tuple[object, str]]:
     """(owner object, attribute name) of each variable in ``model.weights`` order."""
     slots = []
+    # Sub-layers too: an LSTM's cell, a MultiHeadAttention's EinsumDense projections.
+    owners = [owner for layer in model.layers for owner in (layer, *layer.submodules)]
     for variable in model.weights:
-        found = None
-        for layer in model.layers:
-            for owner in (layer, getattr(layer, "cell", None)):
-                if owner is None:
-                    continue
-                for attribute, value in vars(owner).items():
-                    if value is variable:
-                        found = (owner, attribute)
-                        break
-                if found:
-                    break
-            if found:
-                break
+        found = next(((owner, attribute) for owner in owners
+                      for attribute, value in vars(owner).items() if value is variable), None)
         if found is None:
             raise SharedWeightsError(f"cannot find the layer attribute holding weight {variable.name!r}")
         slots.append(found)

@@ -1,0 +1,118 @@
+"""The causal Conformer encoder (model.encoder: conformer): streamable, nested-pruned, trainable, exportable."""
+import io
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from dsnn_keras.config import ConfigError, apply_overrides
+from dsnn_keras.frontend import FeatureConfig
+from dsnn_keras.model import build_model, build_pruned_model, default_prune_layers
+from fixtures_data import build_prepared_dataset, small_config
+
+MEAN, STD = np.zeros(80, np.float32), np.ones(80, np.float32)
+CONFORMER = {"encoder": "conformer", "conformer": {"dim": 16, "blocks": 2, "heads": 2, "ff_mult": 2,
+                                                  "conv_kernel": 5}}
+
+
+def _config(**sections):
+    model = {**CONFORMER, **sections.pop("model", {})}
+    return small_config(model=model, **sections)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return build_prepared_dataset(tmp_path_factory.mktemp("conformer") / "prepared", num_train=32, num_dev=6)
+
+
+def test_output_frames_do_not_depend_on_later_input_frames():
+    model = build_model(_config(model={"dropout": 0.0}).model, FeatureConfig(), 10, MEAN, STD)
+    x = np.random.default_rng(0).normal(size=[2, 64, 80]).astype(np.float32)
+    longer = np.concatenate([x, np.random.default_rng(1).normal(size=[2, 24, 80]).astype(np.float32)], 1)
+    short, long = model(x).numpy(), model(longer).numpy()
+    assert short.shape == (2, 16, 11) and long.shape == (2, 22, 11)
+    # The last output frame of the short input sees the 'same' conv padding, so compare the rest.
+    np.testing.assert_allclose(short[:, :-1], long[:, :short.shape[1] - 1], atol=1e-5)
+    assert np.abs(short[:, :-1]).max() > 1e-3
+
+
+def test_dense_layers_are_pruned_and_attention_is_left_dense():
+    model = build_model(_config().model, FeatureConfig(), 10, MEAN, STD)
+    names = default_prune_layers(model)
+    assert "conformer_input" in names and "conformer_1_ff2_out" in names and "conformer_0_pointwise_in" in names
+    assert not any("mhsa" in name for name in names) and "logits" not in names
+    pruned = build_pruned_model(_config(), FeatureConfig(), 10, MEAN, STD)
+    wrapped = [layer.name for layer in pruned.layers if layer.name.startswith("nested_prune")]
+    assert len(wrapped) == len(names) == 1 + 2 * 6
+
+
+def test_pruned_conformer_saves_and_loads_without_custom_objects(tmp_path):
+    model = build_pruned_model(_config(), FeatureConfig(), 10, MEAN, STD)
+    x = np.random.default_rng(0).normal(size=[1, 40, 80]).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_heads_must_divide_the_width():
+    with pytest.raises(ConfigError, match="model.conformer.heads"):
+        apply_overrides(_config(), ["model.conformer.heads=3"])
+
+
+def test_lstm_units_are_not_required_by_the_conformer():
+    assert apply_overrides(_config(), ["model.lstm_units=[]"]).model.encoder == "conformer"
+    with pytest.raises(ConfigError, match="model.lstm_units"):
+        apply_overrides(small_config(), ["model.lstm_units=[]"])
+
+
+@pytest.fixture(scope="module")
+def trained_run(prepared, tmp_path_factory):
+    from dsnn_keras.trainer import train
+
+    config = _config(
+        pruning={"levels": [0.0, 0.5, 0.8], "begin_step": 20, "end_step": 50, "frequency": 5},
+        training={"total_steps": 80, "learning_rate": 0.003, "warmup_steps": 10, "checkpoint_every": 80,
+                  "log_every": 10, "distillation_weight": 0.5, "final_learning_rate": 0.0005})
+    run_dir = tmp_path_factory.mktemp("conformer_run") / "run"
+    train(config, prepared, run_dir, stream=io.StringIO())
+    return run_dir
+
+
+def test_loss_decreases_at_every_level(trained_run):
+    import json
+
+    rows = [json.loads(line) for line in (trained_run / "train_log.jsonl").read_text().splitlines()]
+    windows = [r for r in rows if r["event"] == "train"]
+    first, last = windows[0]["loss"], windows[-1]["loss"]
+    for level in ("0", "1", "2"):
+        assert last[level] < 0.7 * first[level], (level, first, last)
+    np.testing.assert_allclose(windows[-1]["sparsity"], [0.0, 0.5, 0.8], atol=0.01)
+
+
+def test_run_exports_to_one_tflite_whose_levels_match_keras(trained_run, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite.export import check_builtin_ops, export_run
+
+    report = export_run(trained_run, tmp_path / "conformer.tflite")
+    assert len(report.verification) == 3
+    for level in report.verification:
+        assert level["max_abs_diff"] <= 1e-3 and level["token_flips"] == 0, report.verification
+    data = report.path.read_bytes()
+    assert "FULLY_CONNECTED" in check_builtin_ops(data)   # raises on any custom or Flex op
+    runner = Interpreter(model_content=data).get_signature_runner("recognize_features")
+    features = np.random.default_rng(0).normal(size=[120, 80]).astype(np.float32)
+    dense, sparse = (runner(features=features, sparsity_level=np.array(i, np.int32)) for i in (0, 2))
+    assert dense.keys() == sparse.keys()
+    assert any(not np.array_equal(dense[key], sparse[key]) for key in dense)
+
+
+def test_shared_weights_design_handles_attention_sublayers_and_matches_keras(trained_run, tmp_path):
+    from tflite.export import ExportOptions, export_run
+    from tflite.shared_weights import DESIGN_SHARED
+
+    report = export_run(trained_run, tmp_path / "shared.tflite", options=ExportOptions(design="shared"))
+    assert report.metadata["export"]["design"] == DESIGN_SHARED
+    assert report.metadata["export"]["shared_weights"]
+    for level in report.verification:
+        assert level["max_abs_diff"] <= 1e-3 and level["token_flips"] == 0, report.verification
