@@ -21,7 +21,12 @@ import numpy as np
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
 
 EVAL_FORMAT_VERSION = 1
-DEFAULT_BATCH_SIZE = 16
+# One utterance per forward pass: exactly what the exported model computes (one utterance per
+# invoke, no padding). Zero-padding a batch is not neutral for this model: the stride-2 'same'
+# convolutions align their windows by the padded length's parity (so every output frame can
+# change), and zero frames are not silence after CMVN. On the AN4 comparison's models, batches of
+# 16 moved the dev WER of one level by up to ~1.3 points either way (docs/results.md).
+DEFAULT_BATCH_SIZE = 1
 DEFAULT_NUM_EXAMPLES = 5
 
 
@@ -117,7 +122,7 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
         blank_id: The CTC blank class.
         pieces: SentencePiece piece of every token id.
         feature_config: The ``FeatureConfig`` (for audio durations).
-        batch_size: Utterances per forward pass. Defaults to 16.
+        batch_size: Utterances per forward pass. Defaults to 1 (no padding: what the export computes).
         output_lengths: Maps input frame counts to output frame counts. Defaults to
             ``dsnn_keras.model.output_lengths``.
         num_examples: How many (reference, hypothesis) pairs to keep per level. Defaults to 5.
@@ -349,7 +354,8 @@ def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         data_dir: A prepared dataset directory (``dsnn-prepare`` output).
         split: Split to decode. Defaults to ``"dev"``.
         levels: Level indices (or a string like ``"0,3"``); ``None`` = all the run's levels.
-        batch_size: Utterances per forward pass. Defaults to 16.
+        batch_size: Utterances per forward pass. Defaults to 1 (exact: no padding); larger batches
+            are faster but pad, which changes this model's outputs slightly.
         out: Path of the JSON report. Defaults to ``RUN_DIR/eval.json`` (see ``output_paths``).
         max_utterances: Decode only the first N utterances of the split. Defaults to all.
         num_examples: (reference, hypothesis) pairs kept per level in the report. Defaults to 5.
@@ -457,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Comma-separated level indices to evaluate, e.g. 0,3 "
                              "(default: every level of the run).")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"Utterances per forward pass (default: {DEFAULT_BATCH_SIZE}).")
+                        help=f"Utterances per forward pass (default: {DEFAULT_BATCH_SIZE}: no padding, exactly what "
+                             "the exported model computes; larger batches are faster but zero-pad, "
+                             "which shifts the stride-2 convolutions' windows and changes the "
+                             "results slightly).")
     parser.add_argument("--max_utterances", type=int, default=None, metavar="N",
                         help="Decode only the first N utterances of the split (default: all).")
     parser.add_argument("--num_examples", type=int, default=DEFAULT_NUM_EXAMPLES, metavar="N",

@@ -267,3 +267,26 @@ def test_out_of_range_level_is_a_one_line_error(trained_run, capsys):
     err = _error_lines(capsys)
     assert len(err) == 1 and "level 7 is out of range" in err[0]
 
+
+
+def test_zero_padding_changes_the_asr_model_so_evaluation_decodes_unpadded_by_default():
+    """Why ``DEFAULT_BATCH_SIZE`` is 1: padding a batch is not neutral for the real model.
+
+    The stride-2 'same' convolutions place their windows by the padded length's parity, so padding
+    an odd-length utterance by one zero frame changes output frames far from the end too; and a
+    batch of 1 reproduces what the model computes on the utterance alone (as the export does).
+    """
+    import inspect
+
+    from dsnn_keras.evaluate import DEFAULT_BATCH_SIZE
+    from dsnn_keras.frontend import FeatureConfig
+    from dsnn_keras.model import build_model
+    from fixtures_data import small_config
+
+    model = build_model(small_config().model, FeatureConfig(), 10, np.zeros(80), np.ones(80))
+    features = np.random.default_rng(0).normal(size=[1, 41, 80]).astype(np.float32)
+    alone = model(features).numpy()[0]
+    padded = model(np.concatenate([features, np.zeros([1, 1, 80], np.float32)], 1)).numpy()[0]
+    assert np.abs(alone[:5] - padded[:5]).max() > 1e-3   # first frames, far from the padding
+    assert DEFAULT_BATCH_SIZE == 1
+    assert inspect.signature(evaluate_model).parameters["batch_size"].default == 1
