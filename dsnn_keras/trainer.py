@@ -317,11 +317,15 @@ class Trainer:
 
     # -- evaluation --
     def dev_wer(self, max_utterances: int) -> Optional[list[dict]]:
-        """Greedy-decoding WER/CER on the dev split at every level (None if there is no dev split)."""
+        """Greedy-decoding WER/CER on the dev split at every level (None if there is no dev split).
+
+        One utterance per forward pass, like ``dsnn-eval``'s default and the exported model: zero
+        padding shifts the stride-2 convolutions' windows (docs/evaluation.md, "Padding").
+        """
         split = self.config.data.dev_split
         if not split or split not in self.dataset.split_names:
             return None
-        batches = list(self.dataset.eval_batches(split, batch_size=16, max_utterances=max_utterances))
+        batches = list(self.dataset.eval_batches(split, batch_size=1, max_utterances=max_utterances))
         results = []
         for i, sparsity in enumerate(self.levels):
             refs, hyps = [], []
