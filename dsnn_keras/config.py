@@ -64,7 +64,7 @@ class ModelConfig:
             time). Defaults to (32, 32).
         conv_kernel: Conv kernel size. Defaults to 3.
         encoder: "lstm" (a stack of unidirectional LSTMs) or "conformer" (causal Conformer blocks,
-            `ConformerConfig`). Both are streamable: no output frame depends on later frames.
+            `ConformerConfig`). Both are causal: no encoder frame depends on a later one.
             Defaults to "lstm".
         lstm_units: One unidirectional LSTM layer per entry (``encoder: lstm``). Defaults to
             (256, 256, 256).

@@ -3,9 +3,11 @@
 A functional tf_keras model on raw log-mel features ``[batch, frames, num_mel_bins]``; its output
 is logits ``[batch, ceil(ceil(frames/2)/2), vocab_size + 1]`` with the CTC blank last. The encoder
 is either a stack of plain ``keras.layers.LSTM`` layers (unidirectional, so TFLite converts them to
-fused LSTM ops) or causal Conformer blocks built from stock Keras layers. Both are streamable: no
-output frame depends on a later input frame, so the zero padding of a batch never changes the
-outputs of the real frames (what lets both train on padded batches without a length input).
+fused LSTM ops) or causal Conformer blocks built from stock Keras layers. Both encoders are causal
+(an encoder frame never depends on a later one), so the model streams with the subsampling
+front-end's small look-ahead: two stride-2 'same' convolutions, whose windows reach a few input
+frames ahead and are placed by the parity of the input length. That placement is why zero-padding
+a batch changes the outputs slightly (docs/evaluation.md, "Padding").
 
 Example:
     >>> model = build_model(config.model, feature_config, vocab_size=128, cmvn_mean=m, cmvn_std=s)

@@ -94,6 +94,17 @@ def test_generated_configs_share_architecture_and_budget_and_differ_in_mode(tmp_
     assert configs["single_90"].effective_levels == (0.9,)
 
 
+def test_step_override_scales_the_learning_rate_hold_of_the_an4_recipe():
+    from dsnn_keras.config import apply_overrides, load_config
+
+    base = load_config(ROOT / "configs" / "an4.yaml")
+    assert (base.training.total_steps, base.training.decay_begin_step) == (2200, 1300)
+    scaled = apply_overrides(base, cmp.step_overrides(base, 1100))
+    assert (scaled.training.total_steps, scaled.training.decay_begin_step) == (1100, 650)
+    assert scaled.training.warmup_steps == 75 and scaled.training.decay_begin_step < 1100
+    assert apply_overrides(base, cmp.step_overrides(base, 2200)).training == base.training
+
+
 def test_step_override_rejects_a_non_positive_budget():
     from dsnn_keras.config import load_config
 

@@ -115,11 +115,16 @@ def _weight_slots(model) -> list[tuple[object, str]]:
     # Sub-layers too: an LSTM's cell, a MultiHeadAttention's EinsumDense projections.
     owners = [owner for layer in model.layers for owner in (layer, *layer.submodules)]
     for variable in model.weights:
-        found = next(((owner, attribute) for owner in owners
-                      for attribute, value in vars(owner).items() if value is variable), None)
-        if found is None:
+        found = {(id(owner), attribute): (owner, attribute) for owner in owners
+                 for attribute, value in vars(owner).items() if value is variable}
+        if not found:
             raise SharedWeightsError(f"cannot find the layer attribute holding weight {variable.name!r}")
-        slots.append(found)
+        if len(found) > 1:
+            # Replacing one attribute would leave the other holder computing with the old weight.
+            holders = sorted(f"{type(owner).__name__}.{attribute}" for owner, attribute in found.values())
+            raise SharedWeightsError(f"weight {variable.name!r} is held by several attributes {holders}; "
+                                     "the shared-weights design needs exactly one")
+        slots.append(next(iter(found.values())))
     return slots
 
 
