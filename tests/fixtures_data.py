@@ -164,6 +164,11 @@ def build_prepared_dataset(root, num_train: int = 32, num_dev: int = 8, seed: in
     return root
 
 
+# A model section for `small_config` with a tiny causal Conformer encoder instead of the LSTM.
+SMALL_CONFORMER = {"encoder": "conformer", "conformer": {"dim": 16, "blocks": 2, "heads": 2, "ff_mult": 2,
+                                                         "conv_kernel": 5}}
+
+
 def small_config(**sections):
     """A `dsnn_keras.config.Config` smaller than configs/tiny.yaml, for fast tests.
 

@@ -7,7 +7,7 @@ import dsnn_keras
 from dsnn_keras.config import ModelConfig
 from dsnn_keras.frontend import FeatureConfig
 from dsnn_keras.model import CMVN, build_model, build_pruned_model, default_prune_layers, output_lengths
-from fixtures_data import small_config
+from fixtures_data import SMALL_CONFORMER, small_config
 
 MEAN, STD = np.linspace(-1, 1, 80).astype(np.float32), np.full(80, 2.0, np.float32)
 
@@ -64,9 +64,10 @@ def test_pruning_block_size_from_config_prunes_whole_blocks():
         assert 0.2 < (matrix > 1).mean() < 0.3, key   # level 1 (75 %) keeps about a quarter
 
 
-def test_pruned_model_saves_and_loads_without_custom_objects(tmp_path):
-    model = build_pruned_model(small_config(), FeatureConfig(), 10, MEAN, STD)
-    x = np.random.default_rng(0).normal(size=[1, 12, 80]).astype(np.float32)
+@pytest.mark.parametrize("model_section", [{}, SMALL_CONFORMER], ids=["lstm", "conformer"])
+def test_pruned_model_saves_and_loads_without_custom_objects(tmp_path, model_section):
+    model = build_pruned_model(small_config(model=model_section), FeatureConfig(), 10, MEAN, STD)
+    x = np.random.default_rng(0).normal(size=[1, 40, 80]).astype(np.float32)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-5)
