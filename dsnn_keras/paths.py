@@ -1,0 +1,102 @@
+"""Guards every command uses before it writes: outputs disjoint from inputs, one writer per directory.
+
+No TensorFlow here: the command-line tools call these before any heavy import or any write.
+
+Example:
+    >>> check_disjoint("runs/x", {"--data": "data/an4"}, out_flag="--out")
+    >>> with exclusive_lock("runs/x", ".dsnn-train.lock", holder="dsnn-train"):
+    ...     pass
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+from typing import Iterator, Mapping, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class PathOverlapError(ValueError):
+    """An output path equals, contains or lies inside one of the command's inputs."""
+
+
+class LockedError(RuntimeError):
+    """Another process holds the directory's lock."""
+
+
+def _resolved(path: PathLike) -> pathlib.Path:
+    # strict=False: the output may not exist yet; symlinks in the existing part are followed.
+    return pathlib.Path(os.path.expanduser(os.fspath(path))).resolve(strict=False)
+
+
+def _is_within(child: pathlib.Path, parent: pathlib.Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_flag: str = "--out") -> None:
+    """Refuses an output that equals, contains or is inside any input (resolved, symlinks followed).
+
+    Call it before anything is written: a command that later replaces its output directory would
+    otherwise delete the input it was given.
+
+    Args:
+        out: The output path (file or directory; need not exist).
+        inputs: ``{flag name: path}`` of the inputs; None values are ignored.
+        out_flag: The output's flag name, for the message. Defaults to "--out".
+
+    Raises:
+        PathOverlapError: naming both flags and both resolved paths.
+    """
+    out_path = _resolved(out)
+    for flag, value in inputs.items():
+        if value is None:
+            continue
+        in_path = _resolved(value)
+        if out_path == in_path:
+            relation = "is the same path as"
+        elif _is_within(in_path, out_path):
+            relation = "contains"
+        elif _is_within(out_path, in_path):
+            relation = "is inside"
+        else:
+            continue
+        raise PathOverlapError(
+            f"{out_flag} {out_path} {relation} {flag} {in_path}; refusing to write there "
+            f"(the output would replace or change the input). Choose an {out_flag} outside {flag}")
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: PathLike, name: str, holder: str) -> Iterator[pathlib.Path]:
+    """Holds an exclusive, non-blocking ``flock`` on ``directory/name`` for the ``with`` block.
+
+    The lock is released by the kernel when the process dies (``kill -9`` included), so a stale
+    lock file never blocks a later run.
+
+    Args:
+        directory: The directory to guard (created if missing).
+        name: The lock file's name inside it.
+        holder: The command, for the message (e.g. ``"dsnn-train"``).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        LockedError: another process holds the lock.
+    """
+    import fcntl
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    with open(path, "a") as stream:
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(
+                f"another {holder} is running on {directory} (lock {path}); wait for it or choose "
+                "another output directory") from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
