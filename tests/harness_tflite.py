@@ -143,6 +143,25 @@ def _export(kind: str, path: pathlib.Path) -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def exported_shared(quantize: str = "none") -> pathlib.Path:
+    """The tiny levels exported with design='shared' once per code version (shared by xdist workers)."""
+    directory = _cache_dir()
+    path = directory / f"shared_{quantize}.tflite"
+    with open(directory / f"shared_{quantize}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            from tflite.export import ExportOptions, export_levels
+
+            staging = _WORKDIR / f"shared_{quantize}.tflite"
+            export_levels(level_models(), staging, sparsities=LEVELS, feature_config=feature_config(),
+                          pieces=PIECES, blank_id=BLANK_ID,
+                          options=ExportOptions(design="shared", quantize=quantize))
+            shutil.copyfile(staging, directory / f".shared_{quantize}.partial")
+            (directory / f".shared_{quantize}.partial").rename(path)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
 def reference_models():
     """The same tiny level models `exported` used (rebuilt deterministically)."""
     return level_models()

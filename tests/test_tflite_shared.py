@@ -1,29 +1,8 @@
 """tflite.shared_weights: one stored copy of the weights + level codes serves every level."""
-import fcntl
-import shutil
-
 import numpy as np
 import pytest
 
 import harness_tflite as h
-
-
-def _exported_shared(quantize: str):
-    """The tiny levels exported with design='shared' once per code version (shared by xdist workers)."""
-    directory = h._cache_dir()
-    path = directory / f"shared_{quantize}.tflite"
-    with open(directory / f"shared_{quantize}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            from tflite.export import ExportOptions, export_levels
-
-            staging = h._WORKDIR / f"shared_{quantize}.tflite"
-            export_levels(h.level_models(), staging, sparsities=h.LEVELS, feature_config=h.feature_config(),
-                          pieces=h.PIECES, blank_id=h.BLANK_ID,
-                          options=ExportOptions(design="shared", quantize=quantize))
-            shutil.copyfile(staging, directory / f".shared_{quantize}.partial")
-            (directory / f".shared_{quantize}.partial").rename(path)
-    return path
 
 
 def _buffers(data: bytes) -> list[bytes]:
@@ -87,7 +66,7 @@ def test_shared_float_matches_every_level_switches_and_repeats():
 
     from tflite.metadata import read_metadata
 
-    path = _exported_shared("none")
+    path = h.exported_shared("none")
     meta = read_metadata(path).raw["export"]
     assert meta["design"] == "shared_weights_cached"
     assert meta["shared_weights"]["storage"] == "float32"
@@ -113,7 +92,7 @@ def test_shared_file_stores_each_pruned_weight_once_with_builtin_ops_only():
     from tflite import flatbuffer
     from tflite.shared_weights import level_codes_from_models
 
-    data = _exported_shared("none").read_bytes()
+    data = h.exported_shared("none").read_bytes()
     ops = flatbuffer.operators(data)
     assert all(op.is_builtin for op in ops)
     names = {op.name for op in ops}
@@ -139,7 +118,7 @@ def test_fused_lstms_read_their_per_gate_variables_without_a_split_copy(quantize
     from tflite.metadata import read_metadata
     from tflite.shared_weights import _split_fed_lstm_inputs
 
-    path = _exported_shared(quantize)
+    path = h.exported_shared(quantize)
     ops = flatbuffer.operators(path.read_bytes())
     lstm_subgraphs = {op.subgraph for op in ops if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM"}
     assert lstm_subgraphs
@@ -162,7 +141,7 @@ def test_shared_int8_stores_int8_weights_and_keeps_each_level_nearest():
     from tflite.metadata import read_metadata
     from tflite.shared_weights import level_codes_from_models
 
-    path = _exported_shared("dynamic-int8")
+    path = h.exported_shared("dynamic-int8")
     data = path.read_bytes()
     assert all(op.is_builtin for op in flatbuffer.operators(data))
     meta = read_metadata(path).raw["export"]
@@ -171,7 +150,7 @@ def test_shared_int8_stores_int8_weights_and_keeps_each_level_nearest():
     for tensor in level_codes_from_models(h.level_models()):
         if tensor.codes is not None:   # no float32 copy of any pruned weight is left in the file
             assert not any(b in buffers for b in _layouts(tensor.values.astype(np.float32))), tensor.name
-    float_size = _exported_shared("none").stat().st_size
+    float_size = h.exported_shared("none").stat().st_size
     coded = meta["shared_weights"]["coded_weights"]
     assert len(data) <= float_size - 2 * coded   # 4-byte floats became 1-byte ints
     runner = Interpreter(model_path=str(path)).get_signature_runner("recognize_features")
@@ -190,7 +169,7 @@ def test_shared_quantized_storage_keeps_no_float_copy_not_even_as_initial_values
     from tflite.metadata import read_metadata
     from tflite.shared_weights import CUT_MIN_ELEMENTS, _zero_initial_values, level_codes_from_models
 
-    path = _exported_shared(quantize)
+    path = h.exported_shared(quantize)
     data = path.read_bytes()
     # The float32 caches' zero initial values are computed at load (FILL), not stored...
     assert _zero_initial_values(data, CUT_MIN_ELEMENTS) == 0
@@ -208,7 +187,7 @@ def test_shared_quantized_storage_keeps_no_float_copy_not_even_as_initial_values
     meta = read_metadata(path).raw["export"]["shared_weights"]
     assert meta["storage"] == {"dynamic-int8": "int8", "float16": "float16"}[quantize]
     coded = meta["coded_weights"]
-    float_size = _exported_shared("none").stat().st_size
+    float_size = h.exported_shared("none").stat().st_size
     saved_per_weight = 3 if quantize == "dynamic-int8" else 2
     assert len(data) <= float_size - saved_per_weight * coded
 
@@ -217,7 +196,7 @@ def test_shared_quantized_storage_keeps_no_float_copy_not_even_as_initial_values
 def test_recognize_on_a_fresh_interpreter_materialises_the_level_first(quantize):
     from ai_edge_litert.interpreter import Interpreter
 
-    path = _exported_shared(quantize)
+    path = h.exported_shared(quantize)
     audio = h.speechlike(1.3, seed=34)
     for level in (2, 1):
         # A fresh interpreter whose first call is `recognize` (the app's path): the weight caches
@@ -283,7 +262,7 @@ def test_shrink_cuts_only_all_zero_float_initial_values():
     from tflite.shared_weights import shrink_unread_initial_values
 
     # The float32-storage file's variables start at level 0's (non-zero) weights: nothing to cut.
-    data = _exported_shared("none").read_bytes()
+    data = h.exported_shared("none").read_bytes()
     again, cut = shrink_unread_initial_values(data, 16)
     assert cut == 0
     runner = Interpreter(model_content=again).get_signature_runner("recognize_features")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import importlib.metadata
 import os
@@ -56,7 +57,13 @@ class ExportOptions:
             sparse FC kernel is slower than the dense one below ~60 % zeros (docs/export.md).
             Defaults to 0.6.
         verify: Check every level of the written bytes against Keras. Defaults to True.
-        tolerance: Largest allowed max |Δ log-posterior| for float32 exports. Defaults to 1e-3.
+        tolerance: Largest allowed max |Δ log-posterior| for float32 exports, and for every export
+            between ``recognize(audio)`` and ``recognize_features`` fed the float frontend's
+            features (the in-graph frontend stays float32 in quantized files). Defaults to 1e-3.
+        max_token_error_rate: Largest allowed token edit distance of ``recognize(audio)``'s greedy
+            tokens from Keras' (the Keras model on the float frontend), over all verification
+            clips of a level, as a fraction of Keras' tokens. The gate that catches a quantized file
+            transcribing worse than its float model. Defaults to 0.1.
         design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree) or ``"shared"``
             (one stored copy of the weights + level codes, `tflite.shared_weights`). Defaults to
             "if_tree".
@@ -68,6 +75,7 @@ class ExportOptions:
     verify: bool = True
     tolerance: float = 1e-3
     design: str = "if_tree"
+    max_token_error_rate: float = 0.1
 
     def __post_init__(self) -> None:
         if self.design not in DESIGN_CHOICES:
@@ -81,6 +89,8 @@ class ExportOptions:
                              f"{self.sparse_speed_min_sparsity}")
         if not self.tolerance > 0:
             raise ValueError(f"ExportOptions.tolerance must be > 0, got {self.tolerance}")
+        if not 0.0 <= self.max_token_error_rate <= 1.0:
+            raise ValueError(f"ExportOptions.max_token_error_rate must be in [0, 1], got {self.max_token_error_rate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +232,76 @@ def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
     return data
 
 
+@functools.lru_cache(maxsize=8)
+def frontend_tflite(feature_config) -> bytes:
+    """The log-mel frontend alone, converted in float32 (cached per config): ``frontend(audio)``.
+
+    Its output is the float frontend `verify_levels` feeds ``recognize_features`` to check the
+    file's own frontend.
+    """
+    import tensorflow as tf
+
+    from dsnn_keras.frontend import log_mel_spectrogram
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="audio")])
+    def frontend(audio):
+        return {"features": log_mel_spectrogram(audio, feature_config)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frontend.get_concrete_function()], frontend)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def run_frontend_tflite(feature_config, audio: np.ndarray) -> np.ndarray:
+    """Features of ``audio`` from `frontend_tflite` on the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=frontend_tflite(feature_config))
+    audio = np.asarray(audio, np.float32)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, [audio.shape[0]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, audio)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+def frontend_constants(feature_config) -> list:
+    """The float32 constants of the log-mel frontend: mel filterbank (both layouts), window, log floor.
+
+    The exact values `keep_frontend_float` puts back where a quantized conversion rounded them.
+    """
+    import tensorflow as tf
+
+    mel = tf.signal.linear_to_mel_weight_matrix(
+        num_mel_bins=feature_config.num_mel_bins, num_spectrogram_bins=feature_config.fft_length // 2 + 1,
+        sample_rate=feature_config.sample_rate, lower_edge_hertz=feature_config.lower_edge_hz,
+        upper_edge_hertz=feature_config.upper_edge_hz).numpy()
+    window = tf.signal.hann_window(feature_config.frame_length, dtype=tf.float32).numpy()
+    return [mel, np.ascontiguousarray(mel.T), window, np.asarray(feature_config.log_floor, np.float32)]
+
+
+def keep_frontend_float(data: bytes, feature_config) -> tuple[bytes, int]:
+    """Undoes post-training quantization of the in-graph frontend of ``recognize``.
+
+    Dynamic-range int8 quantizes the mel filterbank's FULLY_CONNECTED (and with it the power
+    spectrum, whose dynamic range int8 cannot hold: the AN4 model went from ~21 % to ~65 % WER
+    through ``recognize(audio)``), and float16 rounds the window, filterbank and log floor. The
+    frontend is a negligible part of the compute and the file, so every quantized file keeps it in
+    float32: the features it computes equal a float file's.
+
+    Whatever route the converter takes, `verify_levels` checks the result: in a quantized file,
+    ``recognize(audio)`` must equal ``recognize_features`` fed the float frontend's features.
+
+    Returns:
+        ``(bytes, number of constants restored)``.
+    """
+    from tflite import flatbuffer
+
+    subgraph = flatbuffer.signature_subgraph(data, "recognize")
+    return flatbuffer.restore_float_constants(data, frontend_constants(feature_config), subgraph)
+
+
 _CLIPPED_LSTM_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
 
 
@@ -293,6 +373,20 @@ def _keras_reference(model, features: np.ndarray) -> np.ndarray:
     return tf.nn.log_softmax(logits, axis=-1).numpy()[0]
 
 
+def token_edit_distance(reference: Sequence[int], hypothesis: Sequence[int]) -> int:
+    """Substitutions + deletions + insertions turning one token-id sequence into the other (jiwer)."""
+    import jiwer
+
+    reference = [str(int(t)) for t in reference]
+    hypothesis = [str(int(t)) for t in hypothesis]
+    if not reference:
+        return len(hypothesis)
+    if not hypothesis:
+        return len(reference)
+    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    return int(out.substitutions + out.deletions + out.insertions)
+
+
 def _unexplained_token_flips(reference: np.ndarray, actual: np.ndarray, margin: float) -> int:
     """Frames whose argmax differs although Keras' top-2 gap exceeds ``margin``."""
     ref_best, act_best = reference.argmax(-1), actual.argmax(-1)
@@ -307,15 +401,21 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
 
     For each level and each probe clip: ``recognize_features`` on the same features Keras sees
     (model parity), ``recognize`` on the audio (end to end, frontend included), each invoked twice
-    on one interpreter to prove invokes are independent. Float exports must be within
-    ``options.tolerance`` with the same greedy tokens; quantized exports must be closer to their own
-    level's Keras output than to any other level's (catches quantization breaking a level).
+    on one interpreter to prove invokes are independent, and ``recognize_features`` fed the float
+    frontend's features (`frontend_tflite`). Every export: ``recognize(audio)`` within
+    ``options.tolerance`` of ``recognize_features(float frontend(audio))`` (the in-graph frontend is
+    float32, quantized or not), and ``recognize(audio)``'s greedy tokens within
+    ``options.max_token_error_rate`` (token edit distance) of Keras'. Float exports must also be
+    within ``options.tolerance`` of Keras with the same greedy tokens; quantized exports must be
+    closer to their own level's Keras output than to any other level's (catches quantization
+    breaking a level).
     ``reset_state`` resets the interpreter's variable tensors after every invoke (for
     single-level files, whose fused LSTM state otherwise persists).
 
     Returns:
         One dict per level: ``max_abs_diff`` (features path), ``max_abs_diff_audio``,
-        ``mean_abs_diff``, ``token_flips``, ``repeat_identical``, ``nearest_level``.
+        ``audio_vs_float_frontend``, ``mean_abs_diff``, ``token_flips``, ``token_error_rate_audio``,
+        ``reference_tokens``, ``repeat_identical``, ``nearest_level``.
 
     Raises:
         ExportError: naming the level and the failed check.
@@ -323,6 +423,7 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
+    from dsnn_keras.decoding import greedy_ctc_decode
     from dsnn_keras.frontend import log_mel_spectrogram
 
     interpreter = Interpreter(model_content=data)
@@ -334,6 +435,7 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
     audio_runner = interpreter.get_signature_runner("recognize")
     clips = [np.asarray(a, np.float32) for a in audio]
     feats = [log_mel_spectrogram(tf.constant(a), feature_config).numpy() for a in clips]
+    frontend_feats = [run_frontend_tflite(feature_config, a) for a in clips]
     references = [[_keras_reference(m, f) for f in feats] for m in models]
     def run(runner, **inputs):
         result = runner(**inputs)
@@ -343,8 +445,8 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
 
     results = []
     for level in range(len(models)):
-        max_diff = max_diff_audio = mean_diff = 0.0
-        flips = 0
+        max_diff = max_diff_audio = mean_diff = audio_vs_frontend = 0.0
+        flips = token_errors = reference_tokens = 0
         identical = True
         own_distance = 0.0
         other_distance = np.full(len(models), 0.0)
@@ -362,18 +464,43 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
             max_diff = max(max_diff, float(diff.max()))
             mean_diff = max(mean_diff, float(diff.mean()))
             max_diff_audio = max(max_diff_audio, float(np.abs(audio_outputs[0]["log_probs"] - want).max()))
+            # The file's own frontend must be the float frontend, whatever the quantization.
+            via_float_frontend = run(features_runner, features=frontend_feats[clip_index],
+                                     sparsity_level=np.int32(level))
+            if via_float_frontend["log_probs"].shape != audio_outputs[0]["log_probs"].shape:
+                raise ExportError(f"level {level}: recognize(audio) gives {audio_outputs[0]['log_probs'].shape} "
+                                  f"frames but recognize_features(frontend(audio)) "
+                                  f"{via_float_frontend['log_probs'].shape}")
+            audio_vs_frontend = max(audio_vs_frontend, float(np.abs(
+                audio_outputs[0]["log_probs"] - via_float_frontend["log_probs"]).max()))
+            keras_tokens = greedy_ctc_decode(want[np.newaxis], None, want.shape[-1] - 1)[0]
+            token_errors += token_edit_distance(keras_tokens, audio_outputs[0]["tokens"])
+            reference_tokens += len(keras_tokens)
             flips += _unexplained_token_flips(want, got, 2 * options.tolerance)
             own_distance += float(diff.mean())
             other_distance += [float(np.abs(got - references[j][clip_index]).mean()) for j in range(len(models))]
             if int(outputs[0]["level"]) != level:
                 raise ExportError(f"level {level}: the model reports running level {int(outputs[0]['level'])}")
         nearest = int(np.argmin(other_distance))
+        token_error_rate = token_errors / max(reference_tokens, 1)
         entry = {"level": level, "max_abs_diff": max_diff, "max_abs_diff_audio": max_diff_audio,
-                 "mean_abs_diff": mean_diff, "token_flips": flips, "repeat_identical": identical,
+                 "audio_vs_float_frontend": audio_vs_frontend, "mean_abs_diff": mean_diff,
+                 "token_flips": flips, "token_error_rate_audio": token_error_rate,
+                 "reference_tokens": reference_tokens, "repeat_identical": identical,
                  "nearest_level": nearest}
         results.append(entry)
         if not identical:
             raise ExportError(f"level {level}: two invokes of the same input differ (state leaks between invokes)")
+        if audio_vs_frontend > options.tolerance:
+            raise ExportError(
+                f"level {level}: recognize(audio) differs from recognize_features(float frontend(audio)) by "
+                f"max |Δ log-posterior| {audio_vs_frontend:.2e} > {options.tolerance:.0e}: the file's in-graph "
+                "frontend is not the float frontend (was it quantized?)")
+        if token_error_rate > options.max_token_error_rate:
+            raise ExportError(
+                f"level {level}: recognize(audio) tokens differ from Keras in {token_errors} of "
+                f"{reference_tokens} ({token_error_rate:.1%} > {options.max_token_error_rate:.1%}, "
+                "token edit distance over the verification clips)")
         if options.quantize == "none":
             if max_diff > options.tolerance:
                 raise ExportError(
@@ -420,12 +547,22 @@ def _signature_doc(bins: int, sample_rate: int, num_levels: int) -> dict:
                                               "sparsity_level": level}, "outputs": outputs}}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)   # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        # mkstemp creates the file 0600; a written model gets the usual mode for new files (umask).
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         pathlib.Path(temporary).unlink(missing_ok=True)
@@ -489,6 +626,9 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         data = _convert(module, options, sparse=KERNEL_FC_LOOP in kernels)
     # Every design's fused LSTMs get the converter's cell_clip=10, which Keras never applies.
     data, _ = disable_lstm_cell_clip(data)
+    frontend_restored = 0
+    if options.quantize != "none":
+        data, frontend_restored = keep_frontend_float(data, feature_config)
     op_names = check_builtin_ops(data)
     design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if KERNEL_FC_LOOP in kernels else DESIGN_FUSED)
     design = DESIGN_SHARED if shared is not None else design
@@ -505,6 +645,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
                    "sparse_speed_min_sparsity": options.sparse_speed_min_sparsity if options.sparse_speed else None,
                    "lstm_kernels": kernels if shared is None else None,
                    "min_frames": min_frames, "state_reset_in_graph": not single_level,
+                   "frontend": "float32" if options.quantize == "none" or frontend_restored else options.quantize,
+                   "frontend_constants_restored": frontend_restored,
                    "single_level_of": int(single_level_of) if single_level else None,
                    "operators": op_names, "verification": []},
         "source": source,

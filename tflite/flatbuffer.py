@@ -262,3 +262,142 @@ def fold_concat_split(data: bytes) -> tuple[bytes, int]:
     if not folded:
         return data, 0
     return pack(model, len(data)), folded
+
+
+def float_constants(data: bytes) -> list[np.ndarray]:
+    """Every float32 constant tensor of every subgraph (values with their shapes).
+
+    Used on a float conversion of the frontend alone to know the exact values its constants
+    (mel filterbank, window, log floor) must have in any other conversion of the same frontend.
+    """
+    model = unpack(data)
+    constants = []
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            values = _constant_values(model, tensor)
+            if values is not None and tensor.type == schema.TensorType.FLOAT32:
+                constants.append(values)
+    return constants
+
+
+def _constant_values(model: "schema.ModelT", tensor: "schema.TensorT") -> Optional[np.ndarray]:
+    dtype = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
+             schema.TensorType.INT8: np.int8}.get(tensor.type)
+    buffer = model.buffers[tensor.buffer] if tensor.buffer else None
+    if dtype is None or buffer is None or buffer.data is None or len(buffer.data) == 0:
+        return None
+    shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ()))
+    values = np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype)
+    if values.size != int(np.prod(shape, dtype=np.int64)):
+        return None
+    return values.reshape(shape)
+
+
+def _dequantized_int8(tensor: "schema.TensorT", values: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``(float values, half a quantization step per element)`` of a symmetric int8 constant."""
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    scale = np.asarray(q.scale, np.float64)
+    zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros_like(scale), np.float64)
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[q.quantizedDimension] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (values.astype(np.float64) - zero) * scale, np.broadcast_to(0.5 * scale, values.shape)
+
+
+def _matching_reference(tensor, values, references) -> Optional[np.ndarray]:
+    for reference in references:
+        if tuple(reference.shape) != tuple(values.shape):
+            continue
+        if tensor.type == schema.TensorType.FLOAT16:
+            if np.array_equal(reference.astype(np.float16), values):
+                return reference
+        elif tensor.type == schema.TensorType.INT8:
+            dequantized = _dequantized_int8(tensor, values)
+            if dequantized is None:
+                continue
+            approx, half_step = dequantized
+            if np.all(np.abs(approx - reference) <= half_step * (1 + 1e-3) + 1e-12):
+                return reference
+    return None
+
+
+def signature_subgraph(data: bytes, key: str) -> int:
+    """The subgraph index a signature runs (raises `FlatbufferError` if there is no such signature)."""
+    model = unpack(data)
+    for signature in model.signatureDefs or []:
+        name = signature.signatureKey.decode() if isinstance(signature.signatureKey, bytes) else signature.signatureKey
+        if name == key:
+            return int(signature.subgraphIndex)
+    raise FlatbufferError(f"no signature {key!r}")
+
+
+def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph: int) -> tuple[bytes, int]:
+    """Puts exact float32 values back into the quantized copies of known constants of one subgraph.
+
+    Post-training quantization does not know which part of a graph is signal processing: dynamic
+    range int8 turns the log-mel frontend's mel filterbank into an int8 hybrid FULLY_CONNECTED
+    (which also quantizes the power spectrum fed to it, whose dynamic range int8 cannot hold), and
+    float16 storage rounds the window, the filterbank and the log floor. This finds, in
+    ``subgraph``, every int8 constant that is a quantized copy of one of ``references`` (same shape,
+    every value within half a quantization step) and every float16 constant read by a
+    ``DEQUANTIZE`` that is a float16 copy of one, and restores the float32 reference: the int8
+    tensor becomes a float32 constant (so its op runs the float kernel), and the ``DEQUANTIZE``'s
+    output becomes the float32 constant (the op is dropped). Anything not matching a reference is
+    left as the converter wrote it.
+
+    Args:
+        data: The bytes of a .tflite file.
+        references: The float32 constants to restore (e.g. `float_constants` of a float conversion
+            of the frontend alone).
+        subgraph: Index of the subgraph to edit.
+
+    Returns:
+        ``(new bytes, number of tensors restored)`` (the input bytes when nothing matched).
+    """
+    model = unpack(data)
+    codes = builtin_codes(model)
+    graph = model.subgraphs[subgraph]
+    dequantize = schema.BuiltinOperator.DEQUANTIZE
+    restored = 0
+
+    def float_buffer(values: np.ndarray) -> int:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(values, np.float32).tobytes(), np.uint8)
+        model.buffers.append(buffer)
+        return len(model.buffers) - 1
+
+    kept_ops = []
+    for op in graph.operators:
+        if codes[op.opcodeIndex] == dequantize and len(op.inputs) == 1:
+            source = graph.tensors[int(op.inputs[0])]
+            values = _constant_values(model, source) if source.type == schema.TensorType.FLOAT16 else None
+            reference = None if values is None else _matching_reference(source, values, references)
+            if reference is not None:
+                target = graph.tensors[int(op.outputs[0])]
+                target.buffer = float_buffer(reference)
+                target.type = schema.TensorType.FLOAT32
+                target.quantization = None
+                restored += 1
+                continue                      # drop the DEQUANTIZE: its output is now a constant
+        kept_ops.append(op)
+    graph.operators = kept_ops
+    for op in graph.operators:
+        for index in op.inputs:
+            if index < 0:
+                continue
+            tensor = graph.tensors[int(index)]
+            if tensor.type != schema.TensorType.INT8:
+                continue
+            values = _constant_values(model, tensor)
+            reference = None if values is None else _matching_reference(tensor, values, references)
+            if reference is not None:
+                tensor.buffer = float_buffer(reference)
+                tensor.type = schema.TensorType.FLOAT32
+                tensor.quantization = None
+                restored += 1
+    if not restored:
+        return data, 0
+    return pack(model, len(data)), restored
