@@ -1,23 +1,21 @@
 """Audio decoding and validation: WAV, FLAC and OGG through soundfile, mono, resampled with soxr.
 
+The policy itself is `dsnn_keras.audio.decode` (shared with the runtime); this module adds the dataset's
+duration limits and remote files.
+
 Every failure raises `RejectError` with a typed reason code (see `RejectReason`), so the pipeline
 can route the input to ``rejects.jsonl`` instead of failing.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-import struct
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+from dsnn_keras.audio import SUPPORTED_CONTAINERS, SUPPORTED_EXTENSIONS, AudioDecodeError, decode
 from pipeline.records import RejectError, RejectReason
 
-SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg")
-SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "FLAC", "OGG")
+__all__ = ["AudioConfig", "SUPPORTED_CONTAINERS", "SUPPORTED_EXTENSIONS", "load_audio"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,43 +50,21 @@ class AudioConfig:
                 f"AudioConfig.resample_quality must be VHQ, HQ, MQ, LQ or QQ, got {self.resample_quality!r}")
 
 
-def _wav_data_shortfall(head: bytes, file_size: int) -> int:
-    """Bytes missing from a RIFF/WAVE ``data`` chunk (0 when complete or not parseable)."""
-    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-        return 0
-    endian = "<" if head[:4] == b"RIFF" else ">"
-    offset = 12
-    while offset + 8 <= len(head):
-        chunk_id = head[offset:offset + 4]
-        (size,) = struct.unpack(endian + "I", head[offset + 4:offset + 8])
-        if chunk_id == b"data":
-            if size == 0xFFFFFFFF or size == 0:  # streamed/unknown length
-                return 0
-            return max(0, offset + 8 + size - file_size)
-        offset += 8 + size + (size & 1)
-    return 0
+def _remote_bytes(path: str) -> bytes:
+    """The bytes of a ``scheme://`` file read through Beam's FileSystems; ``missing_file`` if absent."""
+    from apache_beam.io.filesystems import FileSystems
 
-
-def _open_bytes(path: str) -> tuple[bytes | None, int]:
-    """Returns (file bytes for remote paths, size); raises missing/empty rejects."""
-    if "://" in path:
-        from apache_beam.io.filesystems import FileSystems
-        if not FileSystems.exists(path):
-            raise RejectError(RejectReason.MISSING_FILE, "no such file")
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            data = f.read()
-        size = len(data)
-    else:
-        if not os.path.isfile(path):
-            raise RejectError(RejectReason.MISSING_FILE, "no such file")
-        data, size = None, os.path.getsize(path)
-    if size == 0:
-        raise RejectError(RejectReason.EMPTY_FILE, "0 bytes")
-    return data, size
+    if not FileSystems.exists(path):
+        raise RejectError(RejectReason.MISSING_FILE, "no such file")
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()
 
 
 def load_audio(path: str, config: AudioConfig = AudioConfig()) -> np.ndarray:
     """Decodes, validates, down-mixes and resamples one audio file.
+
+    The decoding policy is `dsnn_keras.audio.decode`, shared with the runtime (``tflite.audio``): the
+    runtime refuses the same files for the same reasons; only the duration limits are preparation's.
 
     Args:
         path: A local path or a URL Beam's FileSystems can open (``gs://...``).
@@ -99,53 +75,16 @@ def load_audio(path: str, config: AudioConfig = AudioConfig()) -> np.ndarray:
 
     Raises:
         RejectError: with reason ``missing_file``, ``empty_file``, ``wrong_format``,
-            ``unreadable``, ``truncated``, ``empty_audio``, ``too_short`` or ``too_long``.
+            ``unreadable``, ``truncated``, ``empty_audio``, ``non_finite_samples``, ``too_short``
+            or ``too_long``.
 
     Example:
         >>> load_audio("clip.flac").dtype  # doctest: +SKIP
         dtype('float32')
     """
-    ext = os.path.splitext(path)[1].lower()
-    data, size = _open_bytes(path)
-    if ext not in SUPPORTED_EXTENSIONS:
-        raise RejectError(RejectReason.WRONG_FORMAT,
-                          f"extension {ext or '(none)'!r}; expected one of {list(SUPPORTED_EXTENSIONS)}")
-    source = io.BytesIO(data) if data is not None else path
+    data = _remote_bytes(path) if "://" in path else None
     try:
-        handle = sf.SoundFile(source)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise RejectError(RejectReason.UNREADABLE, str(e).replace(str(path), "<file>")) from None
-    with handle:
-        if handle.format not in SUPPORTED_CONTAINERS:
-            raise RejectError(RejectReason.WRONG_FORMAT,
-                              f"container {handle.format}; expected one of {list(SUPPORTED_CONTAINERS)}")
-        declared, rate = handle.frames, handle.samplerate
-        if handle.format in ("WAV", "WAVEX"):
-            if data is None:
-                with open(path, "rb") as f:
-                    head = f.read(65536)
-            else:
-                head = data[:65536]
-            missing = _wav_data_shortfall(head, size)
-            if missing:
-                raise RejectError(RejectReason.TRUNCATED, f"WAV data chunk is {missing} bytes short")
-        if declared == 0:
-            raise RejectError(RejectReason.EMPTY_AUDIO, "0 samples")
-        duration = declared / rate
-        if duration < config.min_duration_s:
-            raise RejectError(RejectReason.TOO_SHORT,
-                              f"{duration:.3f} s < --min_duration {config.min_duration_s} s")
-        if duration > config.max_duration_s:
-            raise RejectError(RejectReason.TOO_LONG,
-                              f"{duration:.3f} s > --max_duration {config.max_duration_s} s")
-        try:
-            samples = handle.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise RejectError(RejectReason.TRUNCATED, f"decoding failed: {e}") from None
-    if samples.shape[0] < declared:
-        raise RejectError(RejectReason.TRUNCATED,
-                          f"decoded {samples.shape[0]} of {declared} samples declared in the header")
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if rate != config.sample_rate:
-        mono = soxr.resample(mono, rate, config.sample_rate, quality=config.resample_quality)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+        return decode(path, config.sample_rate, data=data, min_duration_s=config.min_duration_s,
+                      max_duration_s=config.max_duration_s, resample_quality=config.resample_quality)
+    except AudioDecodeError as e:
+        raise RejectError(e.reason, e.detail) from None

@@ -17,12 +17,14 @@ class RejectReason:
     EMPTY_AUDIO = "empty_audio"                # a valid file with zero samples
     TOO_SHORT = "too_short"                    # shorter than --min_duration
     TOO_LONG = "too_long"                      # longer than --max_duration
+    NON_FINITE_SAMPLES = "non_finite_samples"  # NaN or infinite samples (float WAV/FLAC)
+    NON_FINITE_FEATURES = "non_finite_features"  # finite samples whose log-mel overflows (e.g. 1e30)
     EMPTY_TRANSCRIPT = "empty_transcript"      # nothing left after normalisation
     NON_ASCII_TRANSCRIPT = "non_ascii_transcript"
     INTERNAL_ERROR = "internal_error"          # an unexpected exception (Beam dead-letter output)
 
     ALL = (MALFORMED_LINE, MISSING_FILE, EMPTY_FILE, UNREADABLE, WRONG_FORMAT, TRUNCATED,
-           EMPTY_AUDIO, TOO_SHORT, TOO_LONG, EMPTY_TRANSCRIPT, NON_ASCII_TRANSCRIPT, INTERNAL_ERROR)
+           EMPTY_AUDIO, TOO_SHORT, TOO_LONG, NON_FINITE_SAMPLES, NON_FINITE_FEATURES, EMPTY_TRANSCRIPT, NON_ASCII_TRANSCRIPT, INTERNAL_ERROR)
 
 
 class RejectError(Exception):

@@ -26,7 +26,7 @@ import numpy as np
 
 from tflite.audio import load_audio
 from tflite.metadata import read_metadata
-from tflite.runtime import prime_all_signatures
+from tflite.runtime import load_interpreter, prime_all_signatures
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -74,20 +74,17 @@ def _candidates(model_path: pathlib.Path, baselines: Sequence, compare: Sequence
         base = read_metadata(path)
         if base.num_levels != 1:
             raise ValueError(f"{path}: a baseline must be a single-level file (has {base.num_levels} levels)")
-        of_level = base.raw["export"].get("single_level_of", 0)
-        result.append(Candidate("single", path, 0, int(of_level), base.sparsities[0]))
+        result.append(Candidate("single", path, 0, base.single_level_of or 0, base.sparsities[0]))
     return result
 
 
 def _time_round_robin(candidates, utterances, threads: int, repeats: int) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
-
     interpreters, runners, resets = {}, {}, {}
     for c in candidates:
         if c.path not in interpreters:
-            interpreters[c.path] = Interpreter(model_path=str(c.path), num_threads=threads)
+            interpreters[c.path] = load_interpreter(c.path, threads)
             runners[c.path] = interpreters[c.path].get_signature_runner("recognize")
-            resets[c.path] = not read_metadata(c.path).raw["export"].get("state_reset_in_graph", True)
+            resets[c.path] = not read_metadata(c.path).state_reset_in_graph
             if resets[c.path]:
                 prime_all_signatures(interpreters[c.path])
     times = {c: np.zeros([len(utterances), repeats]) for c in candidates}
@@ -137,7 +134,10 @@ print(json.dumps({"baseline_rss_mb": before, "peak_rss_mb": after}))
 def measure_memory(path: pathlib.Path, threads: int, seconds: float, levels: int) -> dict:
     """Peak RSS of a fresh process that loads ``path`` and runs each level once on ``seconds`` of audio."""
     out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path), str(threads), str(seconds),
-                          str(levels)], capture_output=True, text=True, check=True)
+                          str(levels)], capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"{path}: the memory probe failed (exit {out.returncode}: {last})")
     values = json.loads(out.stdout.strip().splitlines()[-1])
     values["model_rss_mb"] = values["peak_rss_mb"] - values["baseline_rss_mb"]
     return values
@@ -190,10 +190,10 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
     longest = max(a.size for _, a in utts) / meta.sample_rate
     for path in dict.fromkeys(c.path for c in candidates):
         say(f"memory: {path.name}")
-        levels = read_metadata(path).num_levels
+        file_meta = read_metadata(path)
+        levels = file_meta.num_levels
         files[path.name] = {"size_bytes": path.stat().st_size, "levels": levels,
-                            "design": read_metadata(path).raw["export"]["design"],
-                            "quantize": read_metadata(path).raw["export"]["quantize"],
+                            "design": file_meta.design, "quantize": file_meta.quantize,
                             "memory": {str(n): measure_memory(path, n, longest, levels) for n in threads}}
     dense_single = [c.path for c in candidates if c.kind == "single" and c.of_level == 0]
     for info in files.values():

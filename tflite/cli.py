@@ -1,21 +1,97 @@
 """Command-line entry points: ``dsnn-export``, ``dsnn-transcribe``, ``dsnn-bench``.
 
-Heavy imports (TensorFlow, LiteRT) happen after argument parsing, so ``--help`` is instant.
-Exit 0 on success; 1 with one line on stderr for errors a user can act on; 2 for bad arguments.
+Heavy imports (TensorFlow, LiteRT) happen after argument parsing, so ``--help`` is instant, and output
+paths are checked before anything is loaded or converted.
+Exit 0 on success; 1 with one ``prog: error: ...`` line on stderr for errors a user can act on (for
+``dsnn-transcribe``, one line per file that failed; the others are still transcribed); 2 for bad
+arguments (argparse's usage errors, and an output path that cannot be written).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import pathlib
 import sys
-from typing import Optional, Sequence
+import tempfile
+from typing import Iterator, Optional, Sequence
 
 _QUANTIZE = ("none", "dynamic-int8", "float16")
 
 
-def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 1
+def _fail(prog: str, message: str, code: int = 1) -> int:
+    one_line = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"{prog}: error: {one_line}", file=sys.stderr, flush=True)
+    return code
+
+
+def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _cannot_write_in(directory: pathlib.Path) -> Optional[str]:
+    """None if a file can be created in ``directory`` (tried for real: root ignores mode bits), else why."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".dsnn-write-check-", suffix=".tmp")
+    except OSError as error:
+        return f"cannot write in {directory} ({error.strerror or error})"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
+def output_path_problem(path, flag: str, directory: bool = False) -> Optional[str]:
+    """Why ``path`` cannot be written as a file (or, with ``directory``, used as an output directory).
+
+    Checked before any slow work: an existing directory where a file is expected (or a file where a
+    directory is), a parent that is a file, or a place where no file can be created.
+
+    Returns:
+        None when it is usable, else a one-line message starting with ``flag``.
+    """
+    path = pathlib.Path(path)
+    if directory and path.exists() and not path.is_dir():
+        return f"{flag} {path}: exists and is not a directory"
+    if not directory and path.is_dir():
+        return f"{flag} {path}: is a directory"
+    base = _nearest_existing(path if directory else path.parent)
+    if not base.is_dir():
+        return f"{flag} {path}: {base} is not a directory"
+    problem = _cannot_write_in(base)
+    return f"{flag} {path}: {problem}" if problem else None
+
+
+class _Busy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def export_lock(out: pathlib.Path) -> Iterator[None]:
+    """One ``dsnn-export`` per output file; removes temporaries a killed export left for it.
+
+    Holds an exclusive ``flock`` on ``.NAME.lock`` next to the output (released by the kernel if the
+    process dies; the file is removed on a normal exit). While it is held, any ``.NAME.*.tmp`` beside
+    the output is a leftover of an export that was killed while writing, and is deleted.
+    """
+    import fcntl
+    import glob
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    with open(lock_path, "a") as stream:
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _Busy(f"another dsnn-export is writing {out} (lock {lock_path}); wait for it to finish") from None
+        try:
+            for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
 
 
 def _log(prog: str):
@@ -83,6 +159,20 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(prog, "--design shared cannot be combined with --sparse_speed")
     if not os.path.isdir(args.run_dir):
         return _fail(prog, f"run directory not found: {args.run_dir}")
+    problem = (output_path_problem(args.out, "--out")
+               or (args.single_level_dir and output_path_problem(args.single_level_dir, "--single_level_dir",
+                                                                 directory=True)))
+    if problem:
+        return _fail(prog, problem, 2)
+    out = pathlib.Path(args.out)
+    try:
+        with export_lock(out):
+            return _export(prog, args)
+    except _Busy as error:
+        return _fail(prog, str(error))
+
+
+def _export(prog: str, args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from dsnn_keras.run_dir import RunDirError
@@ -131,7 +221,11 @@ def _transcribe_parser() -> argparse.ArgumentParser:
 
 
 def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dsnn-transcribe model.tflite file.wav [more.wav ...] --level 2``."""
+    """``dsnn-transcribe model.tflite file.wav [more.wav ...] --level 2``.
+
+    A file that cannot be transcribed gets one ``dsnn-transcribe: error: FILE: reason`` line on stderr
+    and the batch goes on; the exit status is 1 if any file failed (with a count on stderr for a batch).
+    """
     prog = "dsnn-transcribe"
     args = _transcribe_parser().parse_args(argv)
     from tflite.audio import AudioError
@@ -140,12 +234,22 @@ def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         recognizer = Recognizer(args.model, num_threads=args.threads)
-        texts = [(path, recognizer.transcribe(path, level=args.level)) for path in args.audio]
-    except (FileNotFoundError, MetadataError, RecognizerError, AudioError) as error:
+        recognizer.check_level(args.level)
+    except (FileNotFoundError, MetadataError, RecognizerError) as error:
         return _fail(prog, str(error))
-    for path, text in texts:
-        print(f"{path}\t{text}")
-    return 0
+    failed = 0
+    for path in args.audio:
+        try:
+            text = recognizer.transcribe(path, level=args.level)
+        except (FileNotFoundError, AudioError, MetadataError) as error:
+            failed += 1
+            _fail(prog, str(error))
+            continue
+        print(f"{path}\t{text}", flush=True)
+    if failed and len(args.audio) > 1:
+        print(f"{prog}: {len(args.audio) - failed} of {len(args.audio)} files transcribed, {failed} failed",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _bench_parser() -> argparse.ArgumentParser:
@@ -180,8 +284,9 @@ def bench_main(argv: Optional[Sequence[str]] = None) -> int:
     args = _bench_parser().parse_args(argv)
     if args.repeats < 1 or args.limit < 1 or min(args.threads) < 1:
         return _fail(prog, "--repeats, --limit and --threads must be >= 1")
-    import pathlib
-
+    problem = output_path_problem(args.out_dir, "--out_dir", directory=True)
+    if problem:
+        return _fail(prog, problem, 2)
     from tflite.audio import AudioError
     from tflite.bench import run_benchmark
     from tflite.metadata import MetadataError

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from tflite import flatbuffer
 
@@ -42,12 +43,13 @@ _REQUIRED = ("format_version", "levels", "tokens", "feature_config", "export", "
 
 
 class MetadataError(ValueError):
-    """The file has no valid ``dsnn`` metadata."""
+    """The file is not a usable DSNN export: unreadable, not a TFLite flatbuffer (or a truncated or
+    corrupt one), or without a valid ``dsnn`` metadata entry. The message is one line naming the file."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DsnnMetadata:
-    """Parsed ``dsnn`` metadata.
+    """Parsed ``dsnn`` metadata (built by `validate`, so every accessor below returns its documented type).
 
     Attributes:
         raw: The whole JSON object.
@@ -83,23 +85,107 @@ class DsnnMetadata:
     def sample_rate(self) -> int:
         return int(self.raw["feature_config"]["sample_rate"])
 
+    @property
+    def frame_length(self) -> int:
+        """Analysis window of the in-graph frontend, in samples."""
+        return int(round(self.sample_rate * self.raw["feature_config"].get("frame_length_ms", 25.0) / 1000.0))
+
+    @property
+    def frame_step(self) -> int:
+        """Hop of the in-graph frontend, in samples."""
+        return int(round(self.sample_rate * self.raw["feature_config"].get("frame_step_ms", 10.0) / 1000.0))
+
+    @property
+    def design(self) -> str:
+        return self.raw["export"].get("design", "unknown")
+
+    @property
+    def quantize(self) -> str:
+        return self.raw["export"].get("quantize", "none")
+
+    @property
+    def state_reset_in_graph(self) -> bool:
+        """False for single-level files: the caller resets the LSTM state after each invoke."""
+        return self.raw["export"].get("state_reset_in_graph", True)
+
+    @property
+    def single_level_of(self) -> Optional[int]:
+        """For a single-level baseline file, the level of the DSNN it was exported from."""
+        return self.raw["export"].get("single_level_of")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 def validate(raw: Any, source: str = "metadata") -> DsnnMetadata:
-    """Checks the top-level structure; errors name ``source`` and the missing or bad field."""
+    """Checks the structure and the types of every field the readers use.
+
+    Errors are one line naming ``source`` and the missing or bad field.
+
+    Raises:
+        MetadataError: a missing field, a wrong type or an out-of-range value.
+    """
+    def fail(message: str):
+        raise MetadataError(f"{source}: dsnn metadata {message}")
+
     if not isinstance(raw, dict):
-        raise MetadataError(f"{source}: dsnn metadata must be a JSON object")
+        fail("must be a JSON object")
     missing = [key for key in _REQUIRED if key not in raw]
     if missing:
-        raise MetadataError(f"{source}: dsnn metadata lacks {missing}")
-    if raw["format_version"] != FORMAT_VERSION:
-        raise MetadataError(
-            f"{source}: dsnn metadata format_version {raw['format_version']!r}; this reader "
-            f"understands {FORMAT_VERSION}")
-    if not raw["levels"]:
-        raise MetadataError(f"{source}: dsnn metadata 'levels' is empty")
+        fail(f"lacks {missing}")
+    if not _is_int(raw["format_version"]) or raw["format_version"] != FORMAT_VERSION:
+        fail(f"format_version {_short(raw['format_version'])}; this reader understands {FORMAT_VERSION}")
+    levels = raw["levels"]
+    if isinstance(levels, list) and not levels:
+        fail("'levels' is empty")
+    if not isinstance(levels, list):
+        fail(f"'levels' must be a non-empty list of objects, got {_short(levels)}")
+    for index, level in enumerate(levels):
+        if not isinstance(level, dict):
+            fail(f"levels[{index}] must be an object, got {_short(level)}")
+        sparsity = level.get("sparsity")
+        if not _is_number(sparsity) or not 0 <= sparsity < 1:
+            fail(f"levels[{index}].sparsity must be a number in [0, 1), got {_short(sparsity)}")
     tokens = raw["tokens"]
     if not isinstance(tokens, dict) or "pieces" not in tokens or "blank_id" not in tokens:
-        raise MetadataError(f"{source}: dsnn metadata 'tokens' needs 'pieces' and 'blank_id'")
+        fail("'tokens' needs 'pieces' and 'blank_id'")
+    pieces = tokens["pieces"]
+    if not isinstance(pieces, list) or not all(isinstance(piece, str) for piece in pieces):
+        fail(f"tokens.pieces must be a list of strings, got {_short(pieces)}")
+    if not _is_int(tokens["blank_id"]) or not 0 <= tokens["blank_id"] <= len(pieces):
+        fail(f"tokens.blank_id must be an int in 0..{len(pieces)}, got {_short(tokens['blank_id'])}")
+    features = raw["feature_config"]
+    if not isinstance(features, dict):
+        fail(f"'feature_config' must be an object, got {_short(features)}")
+    if not _is_int(features.get("sample_rate")) or features["sample_rate"] <= 0:
+        fail(f"feature_config.sample_rate must be an int > 0, got {_short(features.get('sample_rate'))}")
+    for key, default in (("frame_length_ms", 25.0), ("frame_step_ms", 10.0)):
+        value = features.get(key, default)
+        if not _is_number(value) or not 0 < value <= 10_000 or not round(features["sample_rate"] * value / 1000):
+            fail(f"feature_config.{key} must be a number > 0 (at least one sample), got {_short(value)}")
+    export = raw["export"]
+    if not isinstance(export, dict):
+        fail(f"'export' must be an object, got {_short(export)}")
+    for key in ("design", "quantize"):
+        if key in export and not isinstance(export[key], str):
+            fail(f"export.{key} must be a string, got {_short(export[key])}")
+    if not isinstance(export.get("state_reset_in_graph", True), bool):
+        fail(f"export.state_reset_in_graph must be true or false, got {_short(export['state_reset_in_graph'])}")
+    single = export.get("single_level_of")
+    if single is not None and (not _is_int(single) or single < 0):
+        fail(f"export.single_level_of must be null or an int >= 0, got {_short(single)}")
+    if not isinstance(raw["versions"], dict):
+        fail(f"'versions' must be an object, got {_short(raw['versions'])}")
     return DsnnMetadata(raw)
 
 
@@ -115,16 +201,38 @@ def embed(model_bytes: bytes, raw: dict) -> bytes:
 
 
 def parse(model_bytes: bytes, source: str = "model") -> DsnnMetadata:
-    """Reads the ``dsnn`` entry from model bytes (no TensorFlow needed)."""
+    """Reads the ``dsnn`` entry from model bytes (no TensorFlow needed).
+
+    Raises:
+        MetadataError: not a TFLite flatbuffer, a truncated or corrupt one, or no valid ``dsnn`` entry.
+    """
     try:
         payload = flatbuffer.read_metadata_entry(model_bytes, METADATA_NAME)
     except flatbuffer.FlatbufferError as error:
         raise MetadataError(f"{source}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - the flatbuffers reader has no error type of its own
+        # Offsets read from damaged bytes point anywhere: struct.error, IndexError, UnicodeDecodeError...
+        raise MetadataError(f"{source}: not a valid TFLite flatbuffer (truncated or corrupt: "
+                            f"{type(error).__name__})") from None
     try:
         raw = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MetadataError(f"{source}: dsnn metadata is not UTF-8 JSON ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        detail = " ".join(str(error).split())[:120]
+        raise MetadataError(f"{source}: dsnn metadata is not UTF-8 JSON ({detail})") from None
     return validate(raw, source)
+
+
+def read_model_bytes(path: Union[str, pathlib.Path]) -> bytes:
+    """The bytes of a model file; FileNotFoundError if absent, MetadataError if it cannot be read."""
+    path = pathlib.Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise MetadataError(f"{path}: is a directory, not a .tflite file") from None
+    except OSError as error:
+        raise MetadataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
 def read_metadata(path: Union[str, pathlib.Path]) -> DsnnMetadata:
@@ -137,8 +245,8 @@ def read_metadata(path: Union[str, pathlib.Path]) -> DsnnMetadata:
         A `DsnnMetadata`.
 
     Raises:
-        MetadataError: the file is not a TFLite model or has no valid ``dsnn`` entry.
+        MetadataError: the file cannot be read, is not a TFLite model (or a truncated or corrupt
+            one), or has no valid ``dsnn`` entry. One line naming the file.
         FileNotFoundError: the file does not exist.
     """
-    path = pathlib.Path(path)
-    return parse(path.read_bytes(), str(path))
+    return parse(read_model_bytes(path), str(path))

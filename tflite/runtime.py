@@ -13,13 +13,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
+import threading
 from typing import Optional, Union
 
 import numpy as np
 
 from tflite.audio import AudioError, load_audio, resample, to_mono_float
-from tflite.metadata import DsnnMetadata, MetadataError, parse
+from tflite.metadata import DsnnMetadata, MetadataError, parse, read_model_bytes
 
 
 def prime_all_signatures(interpreter) -> None:
@@ -40,8 +42,22 @@ def prime_all_signatures(interpreter) -> None:
     interpreter.reset_all_variables()
 
 
+def load_interpreter(path: Union[str, pathlib.Path], num_threads: int = 1):
+    """A LiteRT interpreter for ``path``; MetadataError (one line naming the file) if LiteRT refuses it.
+
+    LiteRT verifies the whole flatbuffer here, so a truncated or corrupt file fails at load time.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        return Interpreter(model_path=str(path), num_threads=int(num_threads))
+    except (ValueError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise MetadataError(f"{path}: LiteRT cannot load the model ({detail})") from None
+
+
 class RecognizerError(ValueError):
-    """A bad level or input for `Recognizer`."""
+    """A bad level, argument or input for `Recognizer`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,36 +77,69 @@ class Recognition:
     level: int
 
 
+DEFAULT_WINDOW_SECONDS = 30.0
+
+
 class Recognizer:
     """Loads an exported .tflite once and transcribes at any of its sparsity levels.
+
+    **Threads.** One `Recognizer` may be shared by any number of threads: each call holds the
+    recognizer's lock while it uses the interpreter (a LiteRT interpreter is not thread-safe: shared
+    unlocked, it crashes or returns garbage), so calls on one recognizer run one at a time, each with
+    the result it would have had alone. For parallel throughput create one `Recognizer` per thread
+    (each holds its own interpreter and arena); ``num_threads`` parallelizes inside one call.
+
+    **Long audio.** Audio longer than ``window_seconds`` (default 30 s, the longest utterance
+    ``dsnn-prepare`` keeps for training) runs in consecutive windows of that length, so the memory a
+    call needs is bounded by one window's arena plus 4 bytes per sample of input (and the returned
+    log-posteriors), whatever the length. The windows overlap by one analysis window minus one hop, so
+    the features and the number of output frames are exactly those of one pass; what changes at each
+    boundary is the model's context: the recurrent state restarts from zero and the subsampling
+    convolution sees padding across it (a word spanning a boundary may be misrecognized). Tokens are
+    the greedy CTC path over the concatenated log-posteriors (repeats merged across boundaries).
 
     Args:
         path: The .tflite file written by ``dsnn-export``.
         num_threads: Interpreter threads. Defaults to 1.
+        window_seconds: Longest audio run in one invoke; longer audio is cut in windows of this length
+            (rounded down to a multiple of 16 hops). Defaults to 30.0.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        MetadataError: the file is not a DSNN export (no ``dsnn`` metadata).
+        MetadataError: the file is not a usable DSNN export (unreadable, truncated or corrupt, no or
+            invalid ``dsnn`` metadata, or a model LiteRT cannot load); one line naming the file.
+        RecognizerError: a bad ``num_threads`` or ``window_seconds``.
     """
 
-    def __init__(self, path: Union[str, pathlib.Path], num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
+    def __init__(self, path: Union[str, pathlib.Path], num_threads: int = 1,
+                 window_seconds: float = DEFAULT_WINDOW_SECONDS):
         self.path = pathlib.Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
-        if int(num_threads) < 1:
-            raise RecognizerError(f"num_threads must be >= 1, got {num_threads}")
-        self.metadata: DsnnMetadata = parse(self.path.read_bytes(), str(self.path))
-        self._interpreter = Interpreter(model_path=str(self.path), num_threads=int(num_threads))
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+            raise RecognizerError(f"num_threads must be an int >= 1, got {num_threads!r}")
+        self.metadata: DsnnMetadata = parse(read_model_bytes(self.path), str(self.path))
+        # Windows hold a multiple of 16 hops, so any time subsampling up to 16x splits evenly.
+        quantum = 16 * self.metadata.frame_step
+        if (isinstance(window_seconds, bool) or not isinstance(window_seconds, (int, float))
+                or not math.isfinite(window_seconds) or window_seconds * self.sample_rate < quantum):
+            raise RecognizerError(f"window_seconds must be a number >= {quantum / self.sample_rate} "
+                                  f"(16 hops), got {window_seconds!r}")
+        self.window_samples = int(window_seconds * self.sample_rate) // quantum * quantum
+        self._interpreter = load_interpreter(self.path, int(num_threads))
         signatures = self._interpreter.get_signature_list()
         if "recognize" not in signatures:
             raise MetadataError(f"{self.path}: no 'recognize' signature (has {sorted(signatures)})")
+        self._lock = threading.Lock()
         self._runner = self._interpreter.get_signature_runner("recognize")
         self._features_runner = (self._interpreter.get_signature_runner("recognize_features")
                                  if "recognize_features" in signatures else None)
+        classes = self._runner.get_output_details().get("log_probs", {}).get("shape_signature", [])
+        if len(classes) and int(classes[-1]) > 0 and int(classes[-1]) != len(self.metadata.pieces) + 1:
+            raise MetadataError(f"{self.path}: the model outputs {int(classes[-1])} classes but the metadata "
+                                f"has {len(self.metadata.pieces)} token pieces (+1 blank)")
         # Single-level baseline files keep fused-LSTM state between invokes; reset it ourselves.
-        self._reset_after_invoke = not self.metadata.raw["export"].get("state_reset_in_graph", True)
+        self._reset_after_invoke = not self.metadata.state_reset_in_graph
         if self._reset_after_invoke:
             prime_all_signatures(self._interpreter)
 
@@ -107,7 +156,8 @@ class Recognizer:
     def sample_rate(self) -> int:
         return self.metadata.sample_rate
 
-    def _check_level(self, level) -> int:
+    def check_level(self, level) -> int:
+        """Returns ``level`` as an int, or raises `RecognizerError` if it is not one of the file's levels."""
         if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
             raise RecognizerError(f"level must be an int in 0..{self.num_levels - 1}, got {level!r}")
         if not 0 <= int(level) < self.num_levels:
@@ -117,17 +167,29 @@ class Recognizer:
         return int(level)
 
     def _invoke(self, runner, **inputs) -> dict:
-        result = runner(**inputs)
-        if self._reset_after_invoke:
-            self._interpreter.reset_all_variables()
+        # One call at a time per interpreter; the state reset of single-level files belongs to the call.
+        with self._lock:
+            result = runner(**inputs)
+            if self._reset_after_invoke:
+                self._interpreter.reset_all_variables()
         return result
 
+    def _windows(self, samples: np.ndarray):
+        """Consecutive windows of ``window_samples`` hops, each with the next frame's overlap."""
+        overlap = max(self.metadata.frame_length - self.metadata.frame_step, 0)
+        if samples.size <= self.window_samples + overlap:
+            yield samples
+            return
+        for start in range(0, samples.size - overlap, self.window_samples):
+            yield samples[start:start + self.window_samples + overlap]
+
     def recognize(self, audio_or_path, level: int = 0, sample_rate: Optional[int] = None) -> Recognition:
-        """Runs one utterance.
+        """Runs one utterance (thread-safe; long audio in windows, see the class docstring).
 
         Args:
-            audio_or_path: A file path (any libsndfile format, any rate) or a float array
-                ``[num_samples]`` (or ``[num_samples, channels]``).
+            audio_or_path: A file path (WAV, FLAC or OGG at any rate: the decoder policy of
+                ``dsnn-prepare``) or a real, finite array ``[num_samples]`` or ``[num_samples, channels]``
+                (channels last and averaged; ``[channels, num_samples]`` is refused: pass ``.T``).
             level: Sparsity level index. Defaults to 0 (densest).
             sample_rate: Rate of an array input; resampled if it differs from the model's.
                 Defaults to the model's rate.
@@ -136,24 +198,36 @@ class Recognizer:
             A `Recognition`.
 
         Raises:
-            RecognizerError: bad level. FileNotFoundError / AudioError: unreadable input.
+            RecognizerError: bad level. FileNotFoundError / AudioError: a missing or refused input
+                (``AudioError.reason`` is the reject reason ``dsnn-prepare`` would record).
         """
-        from dsnn_keras.decoding import ids_to_text
+        from dsnn_keras.decoding import greedy_ctc_decode, ids_to_text
 
-        level = self._check_level(level)
+        level = self.check_level(level)
         if isinstance(audio_or_path, (str, pathlib.Path)):
             samples = load_audio(audio_or_path, self.sample_rate)
         else:
             samples = to_mono_float(audio_or_path)
-            samples = resample(samples, sample_rate or self.sample_rate, self.sample_rate)
-        out = self._invoke(self._runner, audio=samples, sparsity_level=np.int32(level))
-        tokens = [int(t) for t in out["tokens"]]
-        return Recognition(text=ids_to_text(tokens, self.metadata.pieces), tokens=tokens,
-                           log_probs=np.array(out["log_probs"]), level=int(out["level"]))
+            samples = resample(samples, self.sample_rate if sample_rate is None else sample_rate,
+                               self.sample_rate)
+        outputs = [self._invoke(self._runner, audio=window, sparsity_level=np.int32(level))
+                   for window in self._windows(samples)]
+        if len(outputs) == 1:
+            log_probs = np.array(outputs[0]["log_probs"])
+            tokens = [int(t) for t in outputs[0]["tokens"]]
+        else:
+            log_probs = np.concatenate([out["log_probs"] for out in outputs])
+            tokens = [int(t) for t in greedy_ctc_decode(log_probs[None], None, self.metadata.blank_id)[0]]
+        try:
+            text = ids_to_text(tokens, self.metadata.pieces)
+        except ValueError as error:
+            raise MetadataError(f"{self.path}: the model emitted a token the metadata cannot spell ({error})") from None
+        return Recognition(text=text, tokens=tokens, log_probs=log_probs, level=int(outputs[0]["level"]))
 
     def transcribe(self, audio_or_path, level: int = 0, sample_rate: Optional[int] = None) -> str:
         """Returns the transcript of one utterance (see `recognize`)."""
         return self.recognize(audio_or_path, level, sample_rate).text
 
 
-__all__ = ["AudioError", "Recognition", "Recognizer", "RecognizerError", "prime_all_signatures"]
+__all__ = ["AudioError", "DEFAULT_WINDOW_SECONDS", "load_interpreter", "Recognition", "Recognizer", "RecognizerError",
+           "prime_all_signatures"]
