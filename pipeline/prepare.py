@@ -7,17 +7,26 @@ tried) or on Dataflow by passing the standard Beam flags::
     dsnn-prepare --input train=gs://b/train.jsonl --input dev=gs://b/dev.jsonl --out gs://b/prep \\
         --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp --setup_file=./setup.py
 
-Unknown flags are handed to Beam's ``PipelineOptions``. TensorFlow is imported only when the job
-runs, so ``--help`` is fast.
+Flags that are not ``dsnn-prepare``'s must be Beam ``PipelineOptions`` (any option a Beam
+``PipelineOptions`` subclass defines); anything else is an error naming the flag and the closest
+match. TensorFlow is imported only when the job runs, so ``--help`` is fast.
+
+Exit codes: 0 done; 2 a user error (bad flag, bad input, an ``--out`` that overlaps an input,
+existing ``--out``), one line on stderr; 1 the job failed; 130 / 143 interrupted by SIGINT / SIGTERM
+(the partial output is removed first).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import difflib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -29,13 +38,30 @@ class UserError(Exception):
     """A problem with the command line or the inputs: reported as one line, exit code 2."""
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; a BaseException so that no ``except Exception`` (Beam's included)
+    swallows it on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises `UserError` (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see dsnn-prepare --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dsnn-prepare",
+    parser = _Parser(
+        prog="dsnn-prepare", allow_abbrev=False,
         description="Prepare audio corpora (LibriSpeech dirs, TSV/CSV or NeMo JSON-lines manifests) "
                     "into sharded TFRecord log-mel features, CMVN stats and a SentencePiece tokenizer. "
-                    "Flags not listed here are Apache Beam PipelineOptions (e.g. --runner, --project, "
-                    "--temp_location, --setup_file, --direct_running_mode, --direct_num_workers).",
+                    "Flags not listed here must be Apache Beam PipelineOptions (e.g. --runner, --project, "
+                    "--temp_location, --setup_file, --direct_running_mode, --direct_num_workers); any "
+                    "other flag is an error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]PATH",
                         help="a corpus: LibriSpeech-style directory, .tsv/.csv manifest or .json/.jsonl "
@@ -87,6 +113,7 @@ def _configs(args):
         if not any(s.split == "train" for s in specs):
             raise ValueError("no train split: give --input PATH or --input train=PATH "
                              "(the tokenizer and CMVN are computed on train)")
+        check_out(args.out, specs, args.feature_config)
         features = {}
         if args.feature_config:
             with open(args.feature_config) as f:
@@ -105,7 +132,8 @@ def _configs(args):
             raise ValueError(f"--vocab_size must be >= 2, got {args.vocab_size}")
         from dsnn_keras.frontend import FeatureConfig
         from pipeline.audio import AudioConfig
-        from pipeline.transforms import PrepareConfig
+        with _quiet_root_logger():
+            from pipeline.transforms import PrepareConfig
 
         config = PrepareConfig(
             feature_config=FeatureConfig.from_dict(features),
@@ -121,10 +149,136 @@ def _configs(args):
     return specs, config
 
 
-def _pipeline_options(beam_args: list[str]):
+def check_out(out: str, specs, feature_config: str | None = None) -> None:
+    """Refuses an ``--out`` that equals, contains or is inside an input, before anything is written.
+
+    Paths are compared resolved (symlinks followed). Besides every path on the command line, the
+    directories holding a local manifest's audio files count: ``--out`` may not be one of them or
+    contain one (``--out`` *beside* the audio, e.g. ``corpus/prepared``, is fine). An existing
+    ``--out`` that is not a directory is refused too (it is no prepared dataset to replace).
+
+    Raises:
+        ValueError: naming ``--out``, the input and how they overlap (`PathOverlapError`).
+    """
+    from dsnn_keras.paths import PathOverlapError, check_disjoint
+    from pipeline.records import Utterance
+    from pipeline.sources import read_source
+
+    if "://" in out:
+        for spec in specs:
+            a, b = out.rstrip("/") + "/", spec.path.rstrip("/") + "/"
+            if a.startswith(b) or b.startswith(a):
+                raise PathOverlapError(f"--out {out} overlaps --input {spec.path}; choose an --out outside it")
+        return
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a directory; refusing to replace it")
+    for spec in specs:
+        if "://" not in spec.path:
+            check_disjoint(out, {"--input": spec.path}, out_flag="--out")
+    check_disjoint(out, {"--feature_config": feature_config}, out_flag="--out")
+    resolved_out = os.path.realpath(out)
+    for spec in specs:
+        if spec.format == "librispeech" or "://" in spec.path:
+            continue  # a directory's audio is inside it (checked above)
+        directories = {os.path.dirname(item.path) for item in read_source(spec)
+                       if isinstance(item, Utterance) and "://" not in item.path}
+        for directory in sorted({os.path.realpath(d) for d in directories}):
+            if directory == resolved_out or directory.startswith(resolved_out.rstrip(os.sep) + os.sep):
+                raise PathOverlapError(
+                    f"--out {resolved_out} {'is' if directory == resolved_out else 'contains'} the audio "
+                    f"directory {directory} of --input {spec.path}; refusing to write there (the output "
+                    "would replace the audio). Choose an --out outside it")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """Beam's GCP modules log 'apitools not found' on the root logger when imported; not our news."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _beam_parser() -> argparse.ArgumentParser:
+    """The parser Beam builds in ``PipelineOptions.get_all_options``: every option of every
+    ``PipelineOptions`` subclass (GCP, worker, setup, direct-runner, portable, ... options)."""
+    with _quiet_root_logger():  # (importing all of apache_beam registers no further option class)
+        from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):
+            if message.startswith("ambiguous option: "):  # as Beam: never guess a prefix
+                return
+            raise UserError(f"Beam pipeline option: {message}")
+
+    parser = Parser(prog="dsnn-prepare", allow_abbrev=False)
+    classes = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def _suggest(flag: str, candidates: list[str]) -> str | None:
+    def norm(f: str) -> str:
+        return f.lstrip("-").replace("-", "_").lower()
+
+    by_norm = {norm(c): c for c in candidates}
+    if norm(flag) in by_norm:
+        return by_norm[norm(flag)]
+    close = difflib.get_close_matches(norm(flag), list(by_norm), n=1, cutoff=0.75)
+    return by_norm[close[0]] if close else None
+
+
+def check_beam_args(beam_args: Sequence[str]) -> None:
+    """Raises `UserError` for any argument that is neither ours (already parsed) nor a Beam option.
+
+    Args:
+        beam_args: What ``build_parser().parse_known_args`` left over.
+    """
+    if not beam_args:
+        return
+    parser = _beam_parser()
+    known, unknown = parser.parse_known_args(list(beam_args))
+    if not unknown:
+        _check_runner(known.runner)
+        return
+    arg = unknown[0]
+    flag = arg.split("=", 1)[0]
+    ours = [o for a in build_parser()._actions for o in a.option_strings]
+    beams = [o for a in parser._actions for o in a.option_strings]
+    suggestion = _suggest(flag, ours + beams) if flag.startswith("-") else None
+    hint = (f"; did you mean {suggestion}?" if suggestion else
+            " (neither a dsnn-prepare flag nor an Apache Beam pipeline option; see dsnn-prepare --help)")
+    raise UserError(f"unrecognized argument {arg}{hint}")
+
+
+def _check_runner(name: str | None) -> None:
+    """Refuses a ``--runner`` Beam would not find (a dotted class path is left to Beam)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if not name or "." in name:
+        return
+    known = list(StandardOptions.KNOWN_RUNNER_NAMES)
+    lowered = {n.lower() for n in known}
+    if name.lower() in lowered or name.lower() + "runner" in lowered:
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"expected one of {', '.join(known)}"
+    raise UserError(f"--runner {name}: not a Beam runner; {hint}")
+
+
+def pipeline_options(beam_args: Sequence[str]):
+    """Validates the Beam flags (`check_beam_args`) and builds the ``PipelineOptions``; without
+    ``--runner`` (or with the DirectRunner) the job runs on the in-process `LOCAL_RUNNER`."""
+    check_beam_args(beam_args)
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-    options = PipelineOptions(beam_args)
+    options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
         # Beam's DirectRunner first tries PrismRunner (downloads a binary); use its batch engine directly.
@@ -231,23 +385,27 @@ def run(argv: Sequence[str] | None = None) -> dict:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args, beam_args = build_parser().parse_known_args(argv)
+    check_beam_args(beam_args)  # before the slow imports: a misspelt flag fails in a second
     specs, config = _configs(args)
 
-    import apache_beam as beam
+    with _quiet_root_logger():
+        import apache_beam as beam
 
-    from pipeline import outdir
-    from pipeline.transforms import build_pipeline
+        from pipeline import outdir
+        from pipeline.transforms import build_pipeline
 
-    options = _pipeline_options(beam_args)
+    options = pipeline_options(beam_args)
     if _is_local(options):  # the local runner gains nothing from Reshuffle (see PrepareConfig)
         import dataclasses
 
         config = dataclasses.replace(config, reshuffle=False)
+    tmp = None
     try:
-        tmp = outdir.start(args.out, args.overwrite)
-    except (FileExistsError, OSError) as e:
-        raise UserError(str(e)) from None
-    try:
+        try:
+            with _signals_deferred():  # so that a signal never falls between creating tmp and knowing it
+                tmp = outdir.start(args.out, args.overwrite)
+        except (FileExistsError, OSError) as e:
+            raise UserError(str(e)) from None
         start = time.monotonic()
         LOG.info("prepare: %d input(s) -> %s (runner %s)", len(specs), args.out,
                  options.get_all_options()["runner"])
@@ -257,13 +415,58 @@ def run(argv: Sequence[str] | None = None) -> dict:
         result.wait_until_finish()
         elapsed = time.monotonic() - start
         dataset = finalize(tmp, splits, config, argv)
-        outdir.commit(tmp, args.out)
+        with _signals_deferred():  # a signal here would leave --out half replaced
+            outdir.commit(tmp, args.out)
+            _committed.add(args.out)
     except BaseException:
-        outdir.delete(tmp + ("/" if "://" in tmp else ""))
+        if tmp is not None:
+            with _signals_deferred():
+                outdir.abort(tmp)
         raise
     metrics = _metrics(result)
     _print_report(dataset, metrics, elapsed, args.out)
     return {**dataset, "metrics": metrics}
+
+
+# Signals: `main` turns SIGINT and SIGTERM into `Interrupted`, raised in the main thread wherever the
+# job is; `run` removes its temporary directory on the way out. Inside `_signals_deferred` (the commit
+# and the clean-up) a signal is only noted and raised when the block ends.
+_deferred = {"depth": 0, "pending": None}
+_committed: set[str] = set()  # the --out of runs that completed (for main's message on a late signal)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+    pending = _deferred["pending"]
+    if pending is not None and _deferred["depth"] == 0:
+        _deferred["pending"] = None
+        raise Interrupted(pending)
+
+
+def _on_signal(signum, frame):
+    if _deferred["depth"]:
+        _deferred["pending"] = _deferred["pending"] or signum
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """Installs `_on_signal` for SIGINT and SIGTERM (main thread only), restoring the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
 
 
 def _print_report(dataset: dict, metrics: dict, elapsed: float, out: str) -> None:
@@ -284,12 +487,28 @@ def _print_report(dataset: dict, metrics: dict, elapsed: float, out: str) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: exit 0 on success, 2 with one line on a user error, 1 on a job failure."""
+    """Console entry point: exit 0 on success, 2 with one line on a user error, 1 on a job failure,
+    130 / 143 with one line on SIGINT / SIGTERM (after removing the partial output)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     LOG.setLevel(logging.INFO)
+    out = None
+    _committed.clear()
     try:
-        run(argv)
+        with _signals_raise():
+            try:
+                out = _out_flag(sys.argv[1:] if argv is None else argv)
+                run(argv)
+            except KeyboardInterrupt:  # SIGINT before our handler was installed, or from a caller
+                raise Interrupted(signal.SIGINT) from None
+    except Interrupted as e:
+        verb = "interrupted" if e.signum == signal.SIGINT else "terminated"
+        if out in _committed:
+            where = f"{out} was already complete"
+        else:
+            where = f"nothing written to {out} (partial output removed)" if out else "nothing written"
+        print(f"dsnn-prepare: {verb} ({signal.Signals(e.signum).name}); {where}", file=sys.stderr)
+        return 128 + e.signum
     except UserError as e:
         print(f"dsnn-prepare: error: {e}", file=sys.stderr)
         return 2
@@ -298,6 +517,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsnn-prepare: error: {msg[-1] if msg else type(e).__name__}", file=sys.stderr)
         return 1
     return 0
+
+
+def _out_flag(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--out="):
+            return arg[len("--out="):]
+    return None
 
 
 if __name__ == "__main__":

@@ -13,15 +13,22 @@ Formats (detected from the path by `detect_format`):
   column: ``path``, ``audio``, ``audio_filepath`` or ``file``), columns are found by name:
   transcript (``transcript``, ``text`` or ``sentence``), optional ``speaker`` (``speaker_id``,
   ``client_id``) and optional ``utt_id`` (``id``). Without a header the columns are
-  ``path, transcript[, speaker]``.
+  ``path, transcript[, speaker]``. Rows are records of the `csv` module (``strict=True``): CSV
+  quoting (a quoted field may hold commas, ``""`` and newlines), TSV without quoting. A record the
+  module cannot parse (e.g. an unterminated quote) is rejected (``malformed_line``, its first line)
+  and parsing resumes on the next line, so it never merges the rows after it.
 * ``jsonl`` -- NeMo style, one JSON object per line with ``audio_filepath`` and ``text``
   (``duration``, ``speaker`` and ``utt_id`` optional; the duration is re-measured from the audio).
+  A null or blank ``utt_id``/``speaker`` counts as absent; any other non-string, non-number value
+  is a ``malformed_line``.
 
-Relative audio paths are relative to the manifest's directory. Without an ``utt_id`` column the
-utterance id is the audio file's name without extension.
+Relative audio paths are relative to the manifest's directory. Without an ``utt_id`` (absent, null
+or blank) the utterance id is the audio file's name without extension; a row whose path has no
+file name either is a ``malformed_line``.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -39,6 +46,7 @@ _PATH_COLUMNS = ("path", "audio", "audio_filepath", "file")
 _TEXT_COLUMNS = ("transcript", "text", "sentence")
 _SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
 _ID_COLUMNS = ("utt_id", "id")
+_SPEAKER_KEYS = ("speaker", "speaker_id")  # JSON-lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,21 +121,71 @@ def check_input(spec: InputSpec) -> None:
     if spec.format in ("tsv", "csv"):
         with _open_text(spec.path) as f:
             first = next(_csv_rows(f, spec.format), None)
-        if first is not None:
+        if first is not None and first[1] is not None:
             _columns(first[1], spec.path)
 
 
-def _csv_rows(lines, fmt: str) -> Iterator[tuple[int, list[str]]]:
+class _Lines:
+    """The manifest's lines for `csv.reader`, with the lines of the current record kept so that a
+    malformed record can be rejected alone and the lines after its first one read again."""
+
+    def __init__(self, stream):
+        self._stream = iter(stream)
+        self._pending: collections.deque[str] = collections.deque()
+        self.taken: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self._pending.popleft() if self._pending else next(self._stream)
+        self.taken.append(line)
+        return line
+
+    def push_back(self, lines: list[str]) -> None:
+        self._pending.extendleft(reversed(lines))
+
+
+def _csv_rows(stream, fmt: str) -> Iterator[tuple[int, list[str] | None, str]]:
+    """Yields ``(first line number, fields or None, detail)`` per non-blank record of ``stream``.
+
+    Records follow the `csv` module's rules (``strict=True``): in CSV a quoted field may hold
+    delimiters, doubled quotes and newlines; TSV has no quoting (quotes are ordinary characters).
+    A record the module cannot parse (an unterminated quote, text after a closing quote, a field
+    over `csv.field_size_limit`) comes back as ``None`` with the reason, covering its first line
+    only: parsing resumes on the next line, so one bad quote never swallows the rows after it.
+    """
+    lines = _Lines(stream)
     delimiter = "\t" if fmt == "tsv" else ","
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    lineno = 1  # the number of the next unread line
+    while True:
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
         try:
-            row = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
-        except csv.Error:
-            row = None  # reported as a malformed line by the caller
-        yield lineno, row if row is not None else [line]
+            for row in reader:
+                first, lineno = lineno, lineno + len(lines.taken)
+                blank = not "".join(lines.taken).strip()  # blank lines are not inputs
+                lines.taken = []
+                if not blank:
+                    yield first, row, ""
+            return
+        except csv.Error as e:
+            bad = lines.taken[:1] or [""]
+            lines.push_back(lines.taken[1:])
+            lines.taken = []
+            yield lineno, None, f"{_csv_problem(e)}: {bad[0].rstrip(chr(13) + chr(10))[:200]!r}"
+            lineno += 1
+
+
+def _csv_problem(error: csv.Error) -> str:
+    message = str(error)
+    if "end of data" in message:
+        return f"unterminated quote (csv module: {message})"
+    if "field larger" in message:
+        return f"field over {csv.field_size_limit()} characters, an unterminated quote? (csv module: {message})"
+    if "expected after" in message:
+        return f"text after a closing quote (csv module: {message})"
+    return f"csv module: {message}"
 
 
 def _columns(row: list[str], path: str) -> dict[str, int] | None:
@@ -157,13 +215,16 @@ def _read_csv(spec: InputSpec) -> Iterator[Utterance | Reject]:
     name = os.path.basename(spec.path)
     with _open_text(spec.path) as f:
         cols = None
-        for lineno, row in _csv_rows(f, spec.format):
-            if cols is None:  # the first non-blank row: a header, or already data
+        for lineno, row, problem in _csv_rows(f, spec.format):
+            where = f"{spec.path}:{lineno}"
+            if row is None:
+                yield Reject(where, RejectReason.MALFORMED_LINE, problem)
+                continue
+            if cols is None:  # the first parsed row: a header, or already data
                 cols = _columns(row, spec.path)
                 if cols is not None:
                     continue
                 cols = {"path": 0, "transcript": 1, "speaker": 2}
-            where = f"{spec.path}:{lineno}"
             required = max(cols["path"], cols["transcript"]) + 1
             allowed = max(max(cols.values()) + 1, required)
             if not required <= len(row) <= allowed:
@@ -177,9 +238,32 @@ def _read_csv(spec: InputSpec) -> Iterator[Utterance | Reject]:
                 continue
             speaker = row[cols["speaker"]].strip() if cols.get("speaker", allowed) < len(row) else ""
             utt_id = row[cols["utt_id"]].strip() if cols.get("utt_id", allowed) < len(row) else ""
-            yield Utterance(utt_id=utt_id or _stem(audio), path=resolve_path(base, audio),
-                            transcript=row[cols["transcript"]], speaker=speaker,
-                            split=spec.split, source=f"{name}:{lineno}")
+            yield _utterance(where, utt_id, audio, base, row[cols["transcript"]], speaker, spec.split,
+                             f"{name}:{lineno}")
+
+
+def _utterance(where: str, utt_id: str, audio: str, base: str, transcript: str, speaker: str, split: str,
+               source: str) -> Utterance | Reject:
+    """An `Utterance`; without ``utt_id`` the id is the audio file's name without extension."""
+    utt_id = utt_id or _stem(audio).strip()
+    if not utt_id:
+        return Reject(where, RejectReason.MALFORMED_LINE,
+                      f"no utt_id, and the audio path {audio[:200]!r} has no file name to derive one from")
+    return Utterance(utt_id=utt_id, path=resolve_path(base, audio), transcript=transcript, speaker=speaker,
+                     split=split, source=source)
+
+
+def _optional_string(obj: dict, keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` whose value is a non-blank string or a number, as a stripped string;
+    ``""`` when every one is missing, null or blank; None when one holds another JSON type."""
+    for key in keys:
+        value = obj.get(key)
+        if value is None or isinstance(value, str) and not value.strip():
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        return value.strip() if isinstance(value, str) else str(value)
+    return ""
 
 
 def _read_jsonl(spec: InputSpec) -> Iterator[Utterance | Reject]:
@@ -203,11 +287,13 @@ def _read_jsonl(spec: InputSpec) -> Iterator[Utterance | Reject]:
                 yield Reject(where, RejectReason.MALFORMED_LINE,
                              "expected string fields 'audio_filepath' and 'text'")
                 continue
-            speaker = obj.get("speaker", obj.get("speaker_id", ""))
-            utt_id = obj.get("utt_id", obj.get("id", ""))
-            yield Utterance(utt_id=str(utt_id) or _stem(audio), path=resolve_path(base, audio.strip()),
-                            transcript=text, speaker=str(speaker), split=spec.split,
-                            source=f"{name}:{lineno}")
+            speaker = _optional_string(obj, _SPEAKER_KEYS)
+            utt_id = _optional_string(obj, _ID_COLUMNS)
+            if utt_id is None or speaker is None:
+                yield Reject(where, RejectReason.MALFORMED_LINE,
+                             f"'{'utt_id' if utt_id is None else 'speaker'}' must be a string or a number")
+                continue
+            yield _utterance(where, utt_id, audio.strip(), base, text, speaker, spec.split, f"{name}:{lineno}")
 
 
 def _transcript_files(root: str) -> list[str]:

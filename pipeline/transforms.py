@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from typing import Sequence
 
@@ -43,6 +44,9 @@ from pipeline.tokenizer import train_tokenizer
 
 LOG = logging.getLogger("dsnn.prepare")
 NAMESPACE = "dsnn"
+# Audio whose features are not finite although its samples are (they overflow); non-finite
+# samples themselves are the decoder's `non_finite_samples`.
+NON_FINITE_FEATURES = RejectReason.NON_FINITE_FEATURES
 SUMMARY_FILE = "_summary.json"
 
 
@@ -180,6 +184,14 @@ class ProcessUtterance(beam.DoFn):
             yield Reject(utt.path, e.reason, e.detail)
             return
         features = self._featurizer(waveform)
+        if not np.isfinite(features).all():  # e.g. float samples so large that their power overflows
+            self._rejected += 1
+            self._progress()
+            peak = float(np.max(np.abs(waveform), initial=0.0))
+            yield Reject(utt.path, NON_FINITE_FEATURES,
+                         f"log-mel features are not finite ({int((~np.isfinite(features)).sum())} of "
+                         f"{features.size} values; peak |sample| {peak:.3g})")
+            return
         token_ids = tokenizer.encode(utt.transcript)
         blob = make_example(utt.utt_id, utt.speaker, utt.transcript, features, token_ids)
         seconds = waveform.shape[0] / self.audio_config.sample_rate
@@ -213,7 +225,23 @@ def _write_json(value, path: str) -> None:
     outdir.write_bytes(path, (json.dumps(value, indent=1) + "\n").encode("utf-8"))
 
 
+class NonFiniteStatisticsError(ValueError):
+    """The CMVN statistics hold NaN or Inf: ``cmvn.json`` is not written and the job fails."""
+
+
 def _write_cmvn(stats, path: str) -> None:
+    """Writes ``cmvn.json``, refusing statistics that are not finite (a NaN file would poison training).
+
+    Raises:
+        NonFiniteStatisticsError: naming the bins; nothing is written.
+    """
+    bad = ~(np.isfinite(stats.mean) & np.isfinite(stats.std))
+    if bad.any():
+        bins = np.flatnonzero(bad).tolist()
+        shown = f"{bins[:10]}{' ...' if len(bins) > 10 else ''}"
+        raise NonFiniteStatisticsError(
+            f"{os.path.basename(path)}: CMVN statistics are not finite in bins {shown} of {bad.size} over "
+            f"{stats.num_frames} train frames; some training features hold NaN or Inf (not written)")
     _write_json(stats.to_dict(), path)
 
 
