@@ -553,9 +553,38 @@ def _current_umask() -> int:
     return mask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_temporaries(path: pathlib.Path) -> list[pathlib.Path]:
+    """Removes ``.NAME.<pid>.*.tmp`` beside ``path`` left by writers that died (kill -9)."""
+    import glob
+
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid_text = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    """Writes ``path`` through a temporary sibling and one rename: readers see the old or the new file.
+
+    The temporary is named ``.NAME.<pid>.<random>.tmp``; one that a killed writer left behind is
+    removed by the next write of the same file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_dead_temporaries(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

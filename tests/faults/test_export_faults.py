@@ -152,3 +152,21 @@ def test_written_model_gets_the_umask_mode_not_0600(tmp_path):
         os.umask(previous)
     assert (tmp_path / "model.tflite").stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from tflite.export import _write_atomically
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    stale = tmp_path / f".model.tflite.{int(dead.stdout)}.abc123.tmp"   # its writer has exited
+    stale.write_bytes(b"partial")
+    live = tmp_path / f".model.tflite.{os.getppid()}.def456.tmp"      # a running process's: kept
+    live.write_bytes(b"in progress")
+    other = tmp_path / ".other.tflite.1.x.tmp"                           # another output's: kept
+    other.write_bytes(b"x")
+    _write_atomically(tmp_path / "model.tflite", b"TFL3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.tflite", live.name, other.name])
