@@ -111,7 +111,7 @@ def test_export_rejects_a_non_positive_tolerance_without_writing(tmp_path, capsy
     from tflite.cli import export_main
 
     out = tmp_path / "m.tflite"
-    assert export_main([str(tmp_path), "--out", str(out), "--tolerance", "0"]) == 1
+    assert export_main([str(tmp_path), "--out", str(out), "--tolerance", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tolerance" in err[0]
     assert not out.exists()

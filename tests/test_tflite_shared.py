@@ -275,5 +275,5 @@ def test_cli_refuses_shared_design_with_sparse_speed(tmp_path, capsys):
 
     code = export_main([str(tmp_path), "--out", str(tmp_path / "m.tflite"), "--design", "shared",
                         "--sparse_speed"])
-    assert code == 1
+    assert code == 2
     assert "--design shared cannot be combined with --sparse_speed" in capsys.readouterr().err

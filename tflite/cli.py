@@ -136,6 +136,11 @@ def _export_parser() -> argparse.ArgumentParser:
                         help="largest max |Δ log-posterior| between a float export and Keras accepted by "
                              "the verification (default: 1e-3); greedy tokens must still match wherever "
                              "Keras' top-2 gap exceeds 2×T")
+    parser.add_argument("--max_token_error_rate", type=float, default=0.1, metavar="R",
+                        help="largest token edit distance (fraction of Keras' tokens, per level, over the "
+                             "verification clips) between recognize(audio)'s greedy tokens and Keras' "
+                             "accepted by the verification, for every export, quantized ones included "
+                             "(default: 0.1)")
     parser.add_argument("--single_level_dir", default=None, metavar="DIR",
                         help="also write each level exported alone (DIR/level_<i>.tflite), the baseline "
                              "that dsnn-bench compares against")
@@ -152,11 +157,13 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     prog = "dsnn-export"
     args = _export_parser().parse_args(argv)
     if args.max_wer is not None and not args.max_wer >= 0:
-        return _fail(prog, f"--max_wer must be >= 0, got {args.max_wer}")
+        return _fail(prog, f"--max_wer must be >= 0, got {args.max_wer}", 2)
     if not args.tolerance > 0:
-        return _fail(prog, f"--tolerance must be > 0, got {args.tolerance}")
+        return _fail(prog, f"--tolerance must be > 0, got {args.tolerance}", 2)
+    if not 0 <= args.max_token_error_rate <= 1:
+        return _fail(prog, f"--max_token_error_rate must be in [0, 1], got {args.max_token_error_rate}", 2)
     if args.design == "shared" and args.sparse_speed:
-        return _fail(prog, "--design shared cannot be combined with --sparse_speed")
+        return _fail(prog, "--design shared cannot be combined with --sparse_speed", 2)
     if not os.path.isdir(args.run_dir):
         return _fail(prog, f"run directory not found: {args.run_dir}")
     problem = (output_path_problem(args.out, "--out")
@@ -176,7 +183,7 @@ def _export(prog: str, args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from dsnn_keras.run_dir import RunDirError
-    from tflite.audio import AudioError, load_audio
+    from tflite.audio import AudioError
     from tflite.export import ExportError, ExportOptions, export_run
 
     log = _log(prog)
@@ -188,14 +195,14 @@ def _export(prog: str, args) -> int:
             return _fail(prog, f"--single_levels: expected comma-separated level indices, got {args.single_levels!r}")
     try:
         options = ExportOptions(quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
-                                design=args.design, sparse_speed_min_sparsity=args.sparse_speed_min_sparsity)
+                                design=args.design, sparse_speed_min_sparsity=args.sparse_speed_min_sparsity,
+                                max_token_error_rate=args.max_token_error_rate)
     except ValueError as error:
         return _fail(prog, str(error))
     try:
-        verify_audio = [load_audio(path, 16000) for path in args.verify_audio]
         report = export_run(args.run_dir, args.out, options=options,
             max_wer=args.max_wer,
-            verify_audio=verify_audio, single_level_dir=args.single_level_dir,
+            verify_audio_files=args.verify_audio, single_level_dir=args.single_level_dir,
             single_levels=single_levels, eval_path=args.eval_path, log=log)
     except (ExportError, RunDirError, AudioError, FileNotFoundError) as error:
         return _fail(prog, str(error))

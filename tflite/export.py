@@ -699,6 +699,7 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
 
 def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                max_wer: Optional[float] = None, verify_audio: Optional[Sequence[np.ndarray]] = None,
+               verify_audio_files: Sequence = (),
                single_level_dir=None, single_levels: Optional[Sequence[int]] = None, eval_path=None,
                log: Any = None) -> ExportReport:
     """Exports a trained run directory (``dsnn-train`` output) to one .tflite.
@@ -709,7 +710,11 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         options: `ExportOptions`.
         max_wer: If set, refuse (`WerGateError`) unless every level's dev WER in eval.json is <= it;
             checked before any conversion work. Defaults to None.
-        verify_audio: Extra verification clips. Defaults to None.
+        verify_audio: Extra verification clips (float32 at the run's feature sample rate). Defaults
+            to None.
+        verify_audio_files: Audio files to verify with too, decoded and resampled to the run's
+            feature sample rate (`tflite.audio.load_audio`; real held-out speech is what catches a
+            file that transcribes worse than its Keras model). Defaults to none.
         single_level_dir: If set, also write each level exported alone the usual way
             (``level_<i>.tflite``: fused LSTMs, no IF, same quantization) for ``dsnn-bench``.
             Defaults to None.
@@ -738,6 +743,11 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         wers = check_wer_gate(run.eval_results, len(run.levels), max_wer)
         say(f"WER gate passed: {', '.join(f'{w:.3f}' for w in wers)} <= {max_wer}")
     _single_levels_wanted(single_levels, len(run.levels))   # fail before any conversion work
+    if verify_audio_files:
+        from tflite.audio import load_audio
+
+        verify_audio = list(verify_audio or []) + [load_audio(path, run.feature_config.sample_rate)
+                                                   for path in verify_audio_files]
     models = [strip_nested(run.model, level) for level in range(len(run.levels))]
     say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
         f"sparse_speed={options.sparse_speed})")
