@@ -7,12 +7,18 @@ the fingerprint, the spec it was made from, timings and the files written. Re-ru
 step whose record matches; a changed input or parameter gives a new fingerprint, so the step and
 everything downstream of it re-run.
 
-A recorded step whose output files are gone or changed in size is re-run too. A step that was
-interrupted leaves ``_step.json`` (the spec it started with) and no
-``_artifact.json``. If the spec is unchanged and the step is resumable (training: it continues from
-its last checkpoint), the directory is kept; otherwise it is cleared before the step re-runs (a
-resumable step's last *finished* artifact is moved to ``<out>.previous`` instead of deleted). A
-directory is only ever deleted if the job made it (it holds one of those two files, or is empty).
+A recorded step whose output files are gone or changed in size is re-run too.
+
+A step replaces its output only when the new one is complete: a non-resumable step is made in a
+sibling staging directory ``.<out>.partial`` (``_step.json`` there records the spec it started
+with) and swapped into place once it succeeded (the old output goes to ``.<out>.replaced`` for the
+length of the swap, then is removed). A failed or interrupted step leaves the previous output as it
+was; its staging directory is removed by the next run (an interrupted swap is completed). A
+resumable step (training: it continues from its last checkpoint) runs in place: an interrupted one
+leaves ``_step.json`` and no ``_artifact.json`` in ``out``, and re-running it with an unchanged
+spec keeps the directory; otherwise its last *finished* artifact is moved to ``<out>.previous``
+before it starts again. A directory is only ever replaced if the job made it (it holds one of
+those two files, or is empty).
 
 Example:
     >>> spec = StepSpec("prepare", pathlib.Path("out/data"), params={"vocab": 128},
@@ -33,6 +39,8 @@ from typing import Any, Callable, Mapping, Optional
 
 ARTIFACT_FILE = "_artifact.json"
 IN_PROGRESS_FILE = "_step.json"
+STAGING_SUFFIX = ".partial"    # OUT/.<step dir>.partial: a non-resumable step being made
+REPLACED_SUFFIX = ".replaced"  # OUT/.<step dir>.replaced: the old output during the swap
 FORMAT_VERSION = 1
 
 
@@ -141,7 +149,17 @@ def previous_dir(out: pathlib.Path) -> pathlib.Path:
     return out.with_name(out.name + ".previous")
 
 
-def _clear(spec: StepSpec, log: Callable[[str], None]) -> None:
+def staging_dir(out: pathlib.Path) -> pathlib.Path:
+    """Where a non-resumable step makes its new output before it replaces ``out``."""
+    return out.with_name("." + out.name + STAGING_SUFFIX)
+
+
+def _replaced_dir(out: pathlib.Path) -> pathlib.Path:
+    return out.with_name("." + out.name + REPLACED_SUFFIX)
+
+
+def _check_replaceable(spec: StepSpec) -> None:
+    """Refuses an output path that is not a directory, or a directory dsnn-job did not make."""
     out = spec.out
     if not out.exists():
         return
@@ -151,6 +169,34 @@ def _clear(spec: StepSpec, log: Callable[[str], None]) -> None:
     if not made_by_job and any(out.iterdir()):
         raise StepError(f"{spec.name}: refusing to replace {out}: it is not empty and was not written by "
                         f"dsnn-job (no {ARTIFACT_FILE}); move it away or choose another --out")
+
+
+def _recover(spec: StepSpec, log: Callable[[str], None]) -> None:
+    """Completes a swap a killed job left half done; removes a dead run's staging directories."""
+    out, staging, replaced = spec.out, staging_dir(spec.out), _replaced_dir(spec.out)
+    if staging.is_dir() and not out.exists() and read_record(staging) is not None:
+        staging.rename(out)  # the new output was complete: finish the swap
+        log(f"{spec.name}: completed the interrupted replacement of {out}")
+    for leftover in (staging, replaced):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+
+
+def _swap(staging: pathlib.Path, out: pathlib.Path) -> None:
+    """Puts the complete ``staging`` in place of ``out`` (two renames; see `_recover`)."""
+    replaced = _replaced_dir(out)
+    if out.exists():
+        out.rename(replaced)
+    staging.rename(out)
+    if replaced.exists():
+        shutil.rmtree(replaced)
+
+
+def _clear(spec: StepSpec, log: Callable[[str], None]) -> None:
+    out = spec.out
+    if not out.exists():
+        return
+    _check_replaceable(spec)
     if spec.resumable and (out / ARTIFACT_FILE).exists():
         # A finished training is expensive: a changed (or mistyped) flag must not silently delete it.
         keep = previous_dir(out)
@@ -185,21 +231,33 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def run_step(spec: StepSpec, action: Callable[[], None], log: Callable[[str], None] = print,
+def _write_artifact(directory: pathlib.Path, spec: StepSpec, seconds: float, finished: str, status: str) -> None:
+    artifact = {"format_version": FORMAT_VERSION, **spec.to_json(), "finished": finished,
+                "seconds": round(seconds, 3), "status": status, "files": _listing(directory)}
+    tmp = directory / (ARTIFACT_FILE + ".tmp")
+    tmp.write_text(json.dumps(artifact, indent=1))
+    os.replace(tmp, directory / ARTIFACT_FILE)
+    (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
+
+
+def run_step(spec: StepSpec, action: Callable[[pathlib.Path], None], log: Callable[[str], None] = print,
              force: bool = False) -> StepRecord:
     """Runs ``action`` to (re)make ``spec.out`` unless an up-to-date artifact is already there.
 
     Args:
-        spec: The step's spec; ``spec.out`` is created before ``action`` runs.
-        action: Writes the step's outputs into ``spec.out``; raises on failure.
+        spec: The step's spec.
+        action: ``action(directory)`` writes the step's outputs into ``directory`` (created before
+            it runs) and raises on failure. ``directory`` is ``spec.out`` for a resumable step and
+            the staging directory (`staging_dir`) otherwise.
         log: Progress messages.
         force: Re-run even if the artifact is up to date.
 
     Returns:
-        A `StepRecord`. On failure the exception propagates and ``_artifact.json`` is not written,
-        so the next run does the step again.
+        A `StepRecord`. On failure the exception propagates, no ``_artifact.json`` is written (the
+        next run does the step again) and a non-resumable step's previous output is left as it was.
     """
     fingerprint = spec.fingerprint
+    _recover(spec, log)
     record = read_record(spec.out)
     if record and record.get("fingerprint") == fingerprint and not force:
         missing = _missing_files(spec.out, record)
@@ -210,26 +268,31 @@ def run_step(spec: StepSpec, action: Callable[[], None], log: Callable[[str], No
         log(f"{spec.name}: {len(missing)} recorded output file(s) missing or changed in size "
             f"(e.g. {missing[0]}); re-running")
         force = True
+    if record is not None and not force:
+        log(f"{spec.name}: inputs or parameters changed since {record.get('finished', '?')}; re-running")
+    if not spec.resumable:
+        # Made aside and swapped in only once complete: a failure keeps the previous output.
+        _check_replaceable(spec)
+        staging = staging_dir(spec.out)
+        staging.mkdir(parents=True)
+        (staging / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
+        start = time.monotonic()
+        action(staging)
+        seconds, finished = time.monotonic() - start, _now()
+        _write_artifact(staging, spec, seconds, finished, "ran")
+        _swap(staging, spec.out)
+        return StepRecord(spec.name, spec.out, fingerprint, "ran", seconds, finished)
     in_progress = _read_in_progress(spec.out) if spec.out.is_dir() else None
     status = "ran"
-    if (spec.resumable and not force and record is None and in_progress
-            and in_progress.get("fingerprint") == fingerprint):
+    if not force and record is None and in_progress and in_progress.get("fingerprint") == fingerprint:
         status = "resumed"
         log(f"{spec.name}: resuming the interrupted step in {spec.out}")
     else:
-        if record is not None and not force:
-            log(f"{spec.name}: inputs or parameters changed since {record.get('finished', '?')}; re-running")
         _clear(spec, log)
         spec.out.mkdir(parents=True, exist_ok=True)
         (spec.out / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
     start = time.monotonic()
-    action()
-    seconds = time.monotonic() - start
-    finished = _now()
-    artifact = {"format_version": FORMAT_VERSION, **spec.to_json(), "finished": finished,
-                "seconds": round(seconds, 3), "status": status, "files": _listing(spec.out)}
-    tmp = spec.out / (ARTIFACT_FILE + ".tmp")
-    tmp.write_text(json.dumps(artifact, indent=1))
-    os.replace(tmp, spec.out / ARTIFACT_FILE)
-    (spec.out / IN_PROGRESS_FILE).unlink(missing_ok=True)
+    action(spec.out)
+    seconds, finished = time.monotonic() - start, _now()
+    _write_artifact(spec.out, spec, seconds, finished, status)
     return StepRecord(spec.name, spec.out, fingerprint, status, seconds, finished)

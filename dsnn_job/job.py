@@ -90,6 +90,8 @@ class JobConfig:
     force: tuple[str, ...] = ()
 
     def __post_init__(self):
+        from dsnn_keras.paths import check_disjoint
+
         if self.corpus != SYNTH and not pathlib.Path(self.corpus).is_dir():
             raise StepError(f"--corpus: no such directory: {self.corpus} (or use 'synth')")
         if not pathlib.Path(self.config).is_file():
@@ -111,6 +113,17 @@ class JobConfig:
         for item in self.overrides:
             if "=" not in item:
                 raise StepError(f"--set {item!r}: expected KEY=VALUE")
+        from dsnn_keras.config import ConfigError, apply_overrides, load_config
+
+        try:  # a bad config or --set fails now, not after synthesis and preparation
+            apply_overrides(load_config(self.config), self.overrides, where=f"{self.config} with --set")
+        except ConfigError as error:
+            raise StepError(str(error)) from None
+        if self.corpus != SYNTH:
+            # Raises PathOverlapError (a ValueError): an --out inside the corpus would change the
+            # corpus fingerprint with every run (nothing ever cached, an interrupted training
+            # discarded), and one holding it could be replaced by a step.
+            check_disjoint(self.out, {"--corpus": self.corpus}, out_flag="--out")
 
     @property
     def split(self) -> str:
@@ -137,7 +150,7 @@ class Job:
         elapsed = time.monotonic() - self._start
         self._log(f"[dsnn-job {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {message}")
 
-    def _run(self, index: int, total: int, spec: StepSpec, action: Callable[[], None]) -> StepRecord:
+    def _run(self, index: int, total: int, spec: StepSpec, action: Callable[[pathlib.Path], None]) -> StepRecord:
         self._forced = self._forced or spec.name in self.config.force
         self.log(f"==> step {index}/{total}: {spec.name} -> {spec.out}")
         record = run_step(spec, action, log=self.log, force=self._forced)
@@ -167,18 +180,18 @@ class Job:
 
         Holds an exclusive lock on ``OUT/.dsnn-job.lock``: a second job on the same directory fails.
         """
-        import fcntl
+        from dsnn_keras.paths import LockedError, exclusive_lock
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / ".dsnn-job.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StepError(f"another dsnn-job is running on {self.out}; wait for it or use another --out") from None
-            # A summary of an earlier run must not outlive a failed re-run next to new artifacts.
-            for name in ("summary.json", "summary.md"):
-                (self.out / name).unlink(missing_ok=True)
-            return self._run_steps()
+        if self.out.exists() and not self.out.is_dir():
+            raise StepError(f"--out {self.out} exists and is not a directory")
+        try:
+            with exclusive_lock(self.out, ".dsnn-job.lock", holder="dsnn-job"):
+                # A summary of an earlier run must not outlive a failed re-run next to new artifacts.
+                for name in ("summary.json", "summary.md"):
+                    (self.out / name).unlink(missing_ok=True)
+                return self._run_steps()
+        except LockedError as error:  # raised only on entering: the steps report their own errors
+            raise StepError(str(error)) from None
 
     def _run_steps(self) -> dict[str, Any]:
         c = self.config
@@ -225,14 +238,14 @@ class Job:
         return {"summary": summary, "records": self.records}
 
     # The steps' actions.
-    def _synth(self) -> None:
+    def _synth(self, directory: pathlib.Path) -> None:
         from pipeline.synth.cli import main
 
         c = self.config
-        _check("dsnn-synth", main(["--out", str(self.out / "corpus"), "--num_utterances", str(c.num_utterances),
+        _check("dsnn-synth", main(["--out", str(directory), "--num_utterances", str(c.num_utterances),
                                    "--seed", str(c.seed), "--overwrite"]))
 
-    def _prepare(self) -> None:
+    def _prepare(self, directory: pathlib.Path) -> None:
         from pipeline.prepare import main
 
         c = self.config
@@ -241,29 +254,29 @@ class Job:
                       for arg in ("--input", f"{split}={self.corpus_dir / split}")]
         else:
             inputs = ["--input", str(self.corpus_dir), "--dev_speakers", c.dev_speakers]
-        _check("dsnn-prepare", main([*inputs, "--out", str(self.out / "data"), "--overwrite",
+        _check("dsnn-prepare", main([*inputs, "--out", str(directory), "--overwrite",
                                      "--tokenizer_type", c.tokenizer_type, "--vocab_size", str(c.vocab_size)]))
 
-    def _train(self) -> None:
+    def _train(self, directory: pathlib.Path) -> None:
         from dsnn_keras.cli import train_main
 
         sets = [arg for item in self.config.overrides for arg in ("--set", item)]
         _check("dsnn-train", train_main(["--data", str(self.out / "data"), "--config", str(self.config.config),
-                                         "--out", str(self.out / "run"), *sets]))
+                                         "--out", str(directory), *sets]))
 
-    def _eval(self) -> None:
+    def _eval(self, directory: pathlib.Path) -> None:
         from dsnn_keras.cli import eval_main
 
         _check("dsnn-eval", eval_main([str(self.out / "run"), "--data", str(self.out / "data"),
-                                       "--split", self.config.split, "--out", str(self.eval_json)]))
+                                       "--split", self.config.split, "--out", str(directory / self.eval_json.name)]))
 
-    def _export(self) -> None:
+    def _export(self, directory: pathlib.Path) -> None:
         from tflite.cli import export_main
 
         c = self.config
-        args = [str(self.out / "run"), "--out", str(self.model_path), "--eval", str(self.eval_json),
+        args = [str(self.out / "run"), "--out", str(directory / self.model_path.name), "--eval", str(self.eval_json),
                 "--quantize", c.quantize, "--design", c.design,
-                "--single_level_dir", str(self.out / "export" / "single")]
+                "--single_level_dir", str(directory / "single")]
         if c.max_wer is not None:
             args += ["--max_wer", str(c.max_wer)]
         if c.baselines == "dense":
@@ -286,7 +299,7 @@ class Job:
             raise StepError(f"no audio file in {self.corpus_dir} matches the utterances of {hypotheses}")
         return sorted(result, key=lambda e: e["utt_id"])
 
-    def _transcribe(self) -> None:
+    def _transcribe(self, directory: pathlib.Path) -> None:
         import contextlib
         import io
 
@@ -306,11 +319,11 @@ class Job:
             text = printed.getvalue().rstrip("\n").split("\t", 1)[1]
             levels.append({"level": level, "sparsity": sparsity, "text": text, "seconds": round(seconds, 3)})
             self.log(f"level {level} (sparsity {sparsity:g}): {text!r}")
-        (self.out / "transcribe" / "transcripts.json").write_text(json.dumps(
+        (directory / "transcripts.json").write_text(json.dumps(
             {"audio": utterance["path"], "utt_id": utterance["utt_id"], "reference": utterance["reference"],
              "model": str(self.model_path), "levels": levels}, indent=1) + "\n")
 
-    def _bench(self) -> None:
+    def _bench(self, directory: pathlib.Path) -> None:
         from tflite.cli import bench_main
 
         c = self.config
@@ -318,7 +331,7 @@ class Job:
         _check("dsnn-bench", bench_main([str(self.model_path), "--baseline_dir", str(self.out / "export" / "single"),
                                          "--utterances", *files, "--limit", str(c.bench_utterances),
                                          "--threads", *map(str, c.bench_threads),
-                                         "--repeats", str(c.bench_repeats), "--out_dir", str(self.out / "bench")]))
+                                         "--repeats", str(c.bench_repeats), "--out_dir", str(directory)]))
 
 
 def run_job(config: JobConfig, log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:

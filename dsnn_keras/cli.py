@@ -33,31 +33,49 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dsnn-train``: exit 0 on success, 1 with one line on stderr for a user error."""
+    """``dsnn-train``: exit 0 on success; 1 with one line on stderr for a bad config, dataset or run
+    directory, a run directory another dsnn-train is using, or a run that cannot continue; 2 for
+    bad arguments (argparse's status), among them an ``--out`` that overlaps ``--data``."""
     args = _train_parser().parse_args(argv)
+
+    def fail(message: str, code: int) -> int:
+        print(f"dsnn-train: error: {message}", file=sys.stderr)
+        return code
+
     if args.max_steps is not None and args.max_steps < 0:
-        print("dsnn-train: error: --max_steps must be >= 0", file=sys.stderr)
-        return 2
+        return fail("--max_steps must be >= 0", 2)
+    from dsnn_keras.paths import LockedError, PathOverlapError, check_disjoint, exclusive_lock
+
+    try:
+        # Before anything is written: the run directory must not be (in) the dataset or hold it.
+        check_disjoint(args.out, {"--data": args.data}, out_flag="--out")
+    except PathOverlapError as err:
+        return fail(str(err), 2)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        return fail(f"--out {args.out} exists and is not a directory", 2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from dsnn_keras.config import ConfigError, apply_overrides, load_config
-    from dsnn_keras.dataset import DatasetError
+    from dsnn_keras.dataset import DatasetError, PreparedDataset
 
     try:
         config = load_config(args.config)
         if args.overrides:
             config = apply_overrides(config, args.overrides, where=f"{args.config} with --set")
-        from dsnn_keras.trainer import TrainingError, train
+        PreparedDataset.from_dir(args.data)  # a bad --data is refused before --out is created
+        # One writer per run directory: a second dsnn-train on it fails at once.
+        with exclusive_lock(args.out, ".dsnn-train.lock", holder="dsnn-train"):
+            from dsnn_keras.trainer import train
 
-        summary = train(config, args.data, args.out, max_steps=args.max_steps)
+            summary = train(config, args.data, args.out, max_steps=args.max_steps, lock=False)
+    except LockedError as err:
+        return fail(str(err), 1)
     except (ConfigError, DatasetError) as err:
-        print(f"dsnn-train: error: {err}", file=sys.stderr)
-        return 1
+        return fail(str(err), 1)
     except Exception as err:  # noqa: BLE001 - one clear line for the errors a user can act on
         from dsnn_keras.trainer import TrainingError
 
         if isinstance(err, TrainingError):
-            print(f"dsnn-train: error: {err}", file=sys.stderr)
-            return 1
+            return fail(str(err), 1)
         raise
     dev = summary.get("dev")
     line = f"step {summary['step']}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
 import pathlib
 import typing
 from typing import Any, Mapping, Optional, Sequence
@@ -365,6 +366,9 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            # NaN compares False with every bound below, so it would pass them all.
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -422,6 +426,10 @@ def config_from_dict(values: Mapping[str, Any], where: str = "<config>") -> Conf
             and len(config.pruning.levels) > 1 and config.training.sandwich_levels < 2:
         raise ConfigError(f"{where}: training.sandwich_levels must be >= 2 with several levels "
                           f"(densest and sparsest are always run), got {config.training.sandwich_levels}")
+    if config.training.mode == "dsnn" and config.training.sandwich_levels is not None \
+            and config.training.sandwich_levels > len(config.pruning.levels):
+        raise ConfigError(f"{where}: training.sandwich_levels ({config.training.sandwich_levels}) must be at most "
+                          f"the number of pruning.levels ({len(config.pruning.levels)}), or null for all levels")
     return config
 
 
@@ -464,7 +472,11 @@ def apply_overrides(config: Config, overrides: Sequence[str], where: str = "--se
                 else:
                     raise ConfigError(f"{where}: unknown key {key!r}")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ConfigError(f"{where}: {item!r}: the value {raw!r} is not valid YAML ({reason})") from None
     return config_from_dict(values, where)
 
 

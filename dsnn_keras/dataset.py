@@ -69,11 +69,18 @@ class PreparedDataset:
             cmvn = json.loads(cmvn_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise DatasetError(f"{cmvn_path}: cannot read CMVN statistics ({err})") from None
-        mean = np.asarray(cmvn.get("mean", []), np.float32)
-        std = np.asarray(cmvn.get("std", []), np.float32)
+        try:
+            mean = np.asarray(cmvn.get("mean", []), np.float32)
+            std = np.asarray(cmvn.get("std", []), np.float32)
+        except (AttributeError, TypeError, ValueError):
+            raise DatasetError(f"{cmvn_path}: expected an object with lists of numbers 'mean' and 'std'") from None
         if mean.shape != (features.num_mel_bins,) or std.shape != (features.num_mel_bins,):
             raise DatasetError(f"{cmvn_path}: mean and std must have {features.num_mel_bins} values "
-                               f"(num_mel_bins), got {mean.shape[0]} and {std.shape[0]}")
+                               f"(num_mel_bins), got shapes {list(mean.shape)} and {list(std.shape)}")
+        bad = [name for name, values in (("mean", mean), ("std", std)) if not np.all(np.isfinite(values))]
+        if bad:
+            raise DatasetError(f"{cmvn_path}: non-finite (NaN/Inf) values in {' and '.join(bad)}: the statistics "
+                               "are unusable (a non-finite input reached them); re-run dsnn-prepare on clean audio")
         if np.any(std <= 0):
             raise DatasetError(f"{cmvn_path}: std must be > 0 in every bin")
         tokenizer_path = root / meta["tokenizer"]["model"]

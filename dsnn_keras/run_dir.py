@@ -5,6 +5,11 @@ from the prepared dataset), ``cmvn.json`` (the CMVN constants built into the mod
 ``checkpoints/`` (tf.train.CheckpointManager), ``train_log.jsonl``, ``tensorboard/`` and, after
 ``dsnn-eval``, ``eval.json``.
 
+Checkpoints are found by listing ``checkpoints/ckpt-<step>.index`` files, not by trusting the
+``checkpoints/checkpoint`` index file (a garbled index must not hide them), and the newest one that
+restores is used: an unreadable one (truncated, corrupt) is skipped with a message naming it and
+why (`restore_newest`).
+
 Example:
     >>> run = load_run("runs/an4_dsnn")
     >>> run.levels, run.blank_id
@@ -14,12 +19,82 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
-from typing import Any, Optional
+import re
+import sys
+from typing import Any, Callable, Optional
+
+CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default prefix: checkpoints/ckpt-<step>
+_CHECKPOINT_INDEX = re.compile(r"^" + CHECKPOINT_NAME + r"-(\d+)\.index$")
 
 
 class RunDirError(ValueError):
     """A run directory is missing files or has no checkpoint."""
+
+
+def list_checkpoints(directory) -> list[tuple[int, pathlib.Path]]:
+    """``(step, prefix)`` of every ``ckpt-<step>`` in ``directory``, newest first, found by listing.
+
+    The ``checkpoint`` index file that `tf.train.CheckpointManager` keeps is not read: a garbled or
+    stale one must neither hide checkpoints nor point at a missing one.
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _CHECKPOINT_INDEX.match(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), directory / f"{CHECKPOINT_NAME}-{match.group(1)}"))
+    return sorted(found, key=lambda item: item[0], reverse=True)
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def restore_newest(checkpoint, directory, expect_partial: bool = False,
+                   warn: Optional[Callable[[str], None]] = None) -> tuple[Optional[pathlib.Path], list[tuple[pathlib.Path, str]]]:
+    """Restores the newest checkpoint in ``directory`` that restores completely into ``checkpoint``.
+
+    Checkpoints are tried newest first (`list_checkpoints`); one that cannot be read or does not
+    match every object of ``checkpoint`` is skipped, with a message naming it and why.
+
+    Args:
+        checkpoint: A `tf.train.Checkpoint` whose objects are already built (so restoring reads
+            every value now and a truncated file fails here, not later).
+        directory: The checkpoint directory.
+        expect_partial: The checkpoint may hold more objects than ``checkpoint`` (e.g. the optimizer).
+        warn: Where the skip messages go. Defaults to stderr.
+
+    Returns:
+        ``(restored prefix or None, [(skipped prefix, reason), ...])``. None with an empty list
+        means there is no checkpoint at all; None with skipped entries means none could be restored.
+    """
+    warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+    skipped: list[tuple[pathlib.Path, str]] = []
+    for _, prefix in list_checkpoints(directory):
+        try:
+            status = checkpoint.restore(str(prefix))
+            if expect_partial:
+                status = status.expect_partial()
+            status.assert_existing_objects_matched()
+        except Exception as error:  # noqa: BLE001 - any failure to read a checkpoint means: try an older one
+            reason = _reason(error)
+            skipped.append((prefix, reason))
+            warn(f"warning: skipping checkpoint {prefix}: it cannot be restored ({reason})")
+            continue
+        return prefix, skipped
+    return None, skipped
+
+
+def no_restorable_checkpoint_message(directory, skipped: list[tuple[pathlib.Path, str]]) -> str:
+    """The one-line error for a checkpoint directory none of whose checkpoints restores."""
+    names = ", ".join(f"{prefix.name} ({reason})" for prefix, reason in skipped)
+    return (f"{directory}: none of the {len(skipped)} checkpoint(s) can be restored: {names}; they were left "
+            "untouched (move them away to start the run over)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,17 +128,31 @@ class TrainedRun:
     checkpoint: str
 
 
-def load_run(run_dir) -> TrainedRun:
-    """Rebuilds the model from RUN_DIR's config and restores the latest checkpoint.
+def _read_cmvn(path: pathlib.Path) -> dict:
+    try:
+        cmvn = json.loads(path.read_text())
+        values = [float(v) for key in ("mean", "std") for v in cmvn[key]]
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise RunDirError(f"{path}: cannot read the CMVN statistics ({_reason(error)})") from None
+    if not all(math.isfinite(v) for v in values):
+        raise RunDirError(f"{path}: non-finite (NaN/Inf) CMVN statistics; this run cannot be used "
+                          "(train again on a dataset whose cmvn.json is finite)")
+    return cmvn
+
+
+def load_run(run_dir, warn: Optional[Callable[[str], None]] = None) -> TrainedRun:
+    """Rebuilds the model from RUN_DIR's config and restores the newest checkpoint that restores.
 
     Args:
         run_dir: A directory written by ``dsnn-train``.
+        warn: Where a message about a skipped (unreadable) checkpoint goes. Defaults to stderr.
 
     Returns:
         A `TrainedRun`.
 
     Raises:
-        RunDirError: naming the missing file or the empty checkpoint directory.
+        RunDirError: naming the missing file, the empty checkpoint directory, or the checkpoints
+            none of which restores.
     """
     import sentencepiece as spm
     import tensorflow as tf
@@ -78,15 +167,19 @@ def load_run(run_dir) -> TrainedRun:
             raise RunDirError(f"{root}: missing {name}; is this a run directory written by dsnn-train?")
     config = load_config(root / "config.yaml")
     meta = json.loads((root / "dataset.json").read_text())
-    cmvn = json.loads((root / "cmvn.json").read_text())
+    cmvn = _read_cmvn(root / "cmvn.json")
     feature_config = FeatureConfig.from_dict(meta["feature_config"])
     vocab_size = int(meta["tokenizer"]["vocab_size"])
-    latest = tf.train.latest_checkpoint(str(root / "checkpoints"))
-    if latest is None:
-        raise RunDirError(f"{root / 'checkpoints'}: no checkpoint found; train first with dsnn-train")
+    checkpoints = root / "checkpoints"
+    if not list_checkpoints(checkpoints):
+        raise RunDirError(f"{checkpoints}: no checkpoint found; train first with dsnn-train")
     model = build_pruned_model(config, feature_config, vocab_size, cmvn["mean"], cmvn["std"])
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    tf.train.Checkpoint(model=model, step=step).restore(latest).expect_partial().assert_existing_objects_matched()
+    restored, skipped = restore_newest(tf.train.Checkpoint(model=model, step=step), checkpoints,
+                                       expect_partial=True, warn=warn)
+    if restored is None:
+        raise RunDirError(no_restorable_checkpoint_message(checkpoints, skipped))
+    latest = str(restored)
     sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
     eval_path = root / "eval.json"
     return TrainedRun(

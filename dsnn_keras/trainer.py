@@ -33,6 +33,9 @@ import dsnn_keras
 from dsnn_keras import decoding
 from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
 from dsnn_keras.dataset import PreparedDataset
+from dsnn_keras.paths import exclusive_lock
+from dsnn_keras.run_dir import (CHECKPOINT_NAME, list_checkpoints, no_restorable_checkpoint_message,
+                                restore_newest)
 from dsnn_keras.model import build_pruned_model, output_lengths
 from dsnn_keras.specaugment import spec_augment
 
@@ -47,6 +50,61 @@ def _scalar(name: str, value: float, step: int) -> None:
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. too many NaN/Inf steps in a row, a mismatched run dir)."""
+
+
+LOCK_NAME = ".dsnn-train.lock"            # RUN_DIR/.dsnn-train.lock: one dsnn-train per run directory
+UNREADABLE_DIR = "unreadable_checkpoints"  # RUN_DIR/unreadable_checkpoints/: set aside, never overwritten
+
+
+def _checkpoint_files(checkpoints: pathlib.Path, prefix_name: str) -> list[pathlib.Path]:
+    return sorted(p for p in checkpoints.glob(prefix_name + ".*")
+                  if p.is_file() and (p.name.endswith(".index") or ".data-" in p.name))
+
+
+def set_aside_checkpoint(checkpoints: pathlib.Path, prefix_name: str, run_dir: pathlib.Path) -> pathlib.Path:
+    """Moves ``checkpoints/<prefix_name>.*`` into ``RUN_DIR/unreadable_checkpoints/`` (never over a file).
+
+    A resumed run saves its checkpoints under the same names again; moving an unreadable one aside
+    keeps it (for inspection or recovery) instead of overwriting it.
+
+    Returns:
+        The directory the files went to.
+    """
+    target = run_dir / UNREADABLE_DIR
+    target.mkdir(exist_ok=True)
+    files = _checkpoint_files(checkpoints, prefix_name)
+    suffix, n = "", 0
+    while any((target / (f.name + suffix)).exists() for f in files):
+        n += 1
+        suffix = f".{n}"
+    for f in files:
+        f.rename(target / (f.name + suffix))
+    return target
+
+
+def sync_checkpoint_index(checkpoints: pathlib.Path) -> None:
+    """Rewrites ``checkpoints/checkpoint`` (CheckpointManager's index) from the listed checkpoints.
+
+    The manager trusts that file; a garbled one hides every checkpoint from it (the run would start
+    over and overwrite them), a stale one names missing files. Written only when it differs.
+    """
+    found = [prefix.name for _, prefix in reversed(list_checkpoints(checkpoints))]  # oldest first
+    index = checkpoints / "checkpoint"
+    if not found:
+        index.unlink(missing_ok=True)
+        return
+    try:
+        state = tf.train.get_checkpoint_state(str(checkpoints))  # None if the file does not parse
+    except (tf.errors.OpError, ValueError):
+        state = None
+    if state is not None and pathlib.PurePath(state.model_checkpoint_path).name == found[-1] \
+            and [pathlib.PurePath(p).name for p in state.all_model_checkpoint_paths] == found:
+        return
+    text = "".join([f'model_checkpoint_path: "{found[-1]}"\n'] +
+                   [f'all_model_checkpoint_paths: "{name}"\n' for name in found])
+    tmp = index.with_name(index.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(index)
 
 
 # ---- pieces that are tested on their own ----------------------------------------------------
@@ -221,6 +279,10 @@ class Trainer:
         self.pieces = dataset.pieces()
         t = config.training
         keras.utils.set_random_seed(t.seed)
+        # Every op must be deterministic (an op without a deterministic kernel raises instead of
+        # varying silently); with the seeded data order, level sampling and SpecAugment, a run is
+        # bit-identical whatever the load. Measured cost on this CPU: none within the noise.
+        tf.config.experimental.enable_op_determinism()
         with self.strategy.scope():
             self.model = build_pruned_model(config, dataset.feature_config, dataset.vocab_size,
                                             dataset.cmvn_mean, dataset.cmvn_std)
@@ -234,8 +296,8 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.state.step, epoch=self.state.epoch,
             batch_in_epoch=self.state.batch_in_epoch)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / "checkpoints"),
-                                                  max_to_keep=t.keep_checkpoints)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self._make_manager()
         self._cmvn_mean = tf.constant(dataset.cmvn_mean)
         # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
         # multi-level graph costs far more than a step of a small model).
@@ -244,6 +306,45 @@ class Trainer:
         self._infer = tf.function(self._infer_fn, input_signature=[
             tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32),
             tf.TensorSpec([], tf.int32)])
+
+    def _make_manager(self) -> None:
+        # The manager's list comes from the index file: rebuild that from the listing first.
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        sync_checkpoint_index(self.checkpoint_dir)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
+                                                  max_to_keep=self.config.training.keep_checkpoints,
+                                                  checkpoint_name=CHECKPOINT_NAME)
+
+    def restore(self, warn=None) -> int:
+        """Restores the newest checkpoint that restores; returns its step (0 if there is none).
+
+        Checkpoints are found by listing ``checkpoints/`` (not from the index file). An unreadable
+        one (truncated, corrupt) is skipped with a message naming it and why, and moved to
+        ``RUN_DIR/unreadable_checkpoints/`` so the resumed run never overwrites it; so is a
+        checkpoint's data without its ``.index`` (an interrupted save).
+
+        Raises:
+            TrainingError: there are checkpoints but none restores (they are left untouched).
+        """
+        warn = warn or (lambda message: print(message, file=self.stream, flush=True))
+        restored, skipped = restore_newest(self.checkpoint, self.checkpoint_dir, warn=warn)
+        if restored is None and skipped:
+            raise TrainingError(no_restorable_checkpoint_message(self.checkpoint_dir, skipped))
+        indexed = {prefix.name for _, prefix in list_checkpoints(self.checkpoint_dir)}
+        orphans = sorted({p.name.split(".data-")[0] for p in self.checkpoint_dir.glob(CHECKPOINT_NAME + "-*.data-*")}
+                         - indexed)
+        moved = [prefix.name for prefix, _ in skipped] + orphans
+        for name in moved:
+            target = set_aside_checkpoint(self.checkpoint_dir, name, self.run_dir)
+            why = "no .index file: an interrupted save" if name in orphans else "unreadable"
+            warn(f"warning: moved checkpoint {name} ({why}) to {target}/; it is kept and never overwritten")
+        if moved:
+            self._make_manager()
+        if restored is None:
+            return 0
+        if skipped:
+            warn(f"resuming from the newest checkpoint that restores: {restored}")
+        return int(self.state.step.numpy())
 
     # -- step functions --
     def _replica_compute(self, batch, levels, step):
@@ -255,6 +356,8 @@ class Trainer:
         valid = tf.sequence_mask(num_frames, frames)
         # Padding frames get the CMVN mean (0 after CMVN), like the convs' own 'same' padding.
         features = tf.where(valid[..., None], features, self._cmvn_mean)
+        # Tells bad data (NaN/Inf features) from a diverging loss when a step is non-finite.
+        bad_inputs = 1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(features)), tf.float32)
         if cfg.data.specaugment is not None:
             replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
             seed = tf.stack([tf.constant(cfg.training.seed, tf.int64), step * 1024 + replica])
@@ -294,13 +397,14 @@ class Trainer:
             finite &= tf.reduce_all(tf.math.is_finite(g))
         nonfinite = 1.0 - tf.cast(finite, tf.float32)
         distill = tf.stack(distill_losses) if distill_losses else tf.zeros([levels.shape[0]])
-        return grads, tf.stack(level_losses), distill, nonfinite
+        return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs
 
     def _compute_fn(self, batch, levels, step):
         dsnn_keras.update_nested_masks(self.model, step)
-        grads, losses, distill, nonfinite = self.strategy.run(self._replica_compute, args=(batch, levels, step))
+        grads, losses, distill, nonfinite, bad_inputs = self.strategy.run(self._replica_compute,
+                                                                          args=(batch, levels, step))
         reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
-        return grads, reduce(losses), reduce(distill), reduce(nonfinite)
+        return grads, reduce(losses), reduce(distill), reduce(nonfinite), reduce(bad_inputs)
 
     def _apply_fn(self, grads):
         variables = self.model.trainable_variables
@@ -372,10 +476,7 @@ class Trainer:
             of the last step), ``level_visits`` (steps each level was trained in this call), ``dev``.
         """
         cfg = self.config.training
-        restored_from = 0
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            restored_from = int(self.state.step.numpy())
+        restored_from = self.restore()
         stop = cfg.total_steps if max_steps is None else min(max_steps, cfg.total_steps)
         step = int(self.state.step.numpy())
         log_path = self.run_dir / "train_log.jsonl"
@@ -389,7 +490,7 @@ class Trainer:
                              "replicas": self.strategy.num_replicas_in_sync})
         k, n = len(self.levels), self.config.num_sandwich_levels
         window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k)}
-        consecutive_bad, last_losses, dev = 0, None, None
+        consecutive_bad, bad_input_steps, last_losses, dev = 0, 0, None, None
         visits = [0] * k
         batches = self.batches() if step < stop else iter(())
         try:
@@ -398,23 +499,36 @@ class Trainer:
                     break
                 chosen = sandwich_levels(k, n, np.random.default_rng([cfg.seed, step]))
                 levels = tf.constant(chosen, tf.int32)
-                grads, losses, distill, nonfinite = self._compute(batch, levels, tf.constant(step, tf.int64))
+                grads, losses, distill, nonfinite, bad_inputs = self._compute(
+                    batch, levels, tf.constant(step, tf.int64))
                 self.state.epoch.assign(epoch)
                 self.state.batch_in_epoch.assign(index)
                 losses = losses.numpy()
                 if float(nonfinite.numpy()) > 0:
                     consecutive_bad += 1
+                    inputs_bad = float(bad_inputs.numpy()) > 0
+                    bad_input_steps += int(inputs_bad)
+                    data = f"{self.dataset.root} split {self.config.data.train_split!r}"
                     self._log(log_path, {"event": "nonfinite", "step": step, "epoch": epoch, "batch": index,
-                                         "losses": [float(x) for x in losses], "consecutive": consecutive_bad})
-                    progress.message(f"step {step}: NaN/Inf loss or gradient, step skipped "
-                                     f"({consecutive_bad} in a row)")
+                                         "losses": [float(x) for x in losses], "consecutive": consecutive_bad,
+                                         "nonfinite_inputs": inputs_bad})
+                    progress.message(f"step {step}: " + (f"NaN/Inf input features in this batch of {data}"
+                                                         if inputs_bad else "NaN/Inf loss or gradient")
+                                     + f", step skipped ({consecutive_bad} in a row)")
                     if consecutive_bad >= cfg.max_consecutive_nonfinite:
+                        limit = f"training.max_consecutive_nonfinite={cfg.max_consecutive_nonfinite}"
+                        if bad_input_steps:
+                            raise TrainingError(
+                                f"stopping at step {step}: {consecutive_bad} consecutive steps were non-finite "
+                                f"({limit}) and {bad_input_steps} of them had NaN/Inf input features: the "
+                                f"data is bad, not the learning rate; check {data} (its features or "
+                                "cmvn.json) and re-run dsnn-prepare on clean audio")
                         raise TrainingError(
                             f"stopping at step {step}: {consecutive_bad} consecutive steps had a NaN/Inf "
-                            f"loss (training.max_consecutive_nonfinite={cfg.max_consecutive_nonfinite}); "
-                            "lower training.learning_rate or check the data")
+                            f"loss with finite input features ({limit}); lower training.learning_rate "
+                            "or training.clip_norm")
                     continue
-                consecutive_bad = 0
+                consecutive_bad, bad_input_steps = 0, 0
                 self._apply(grads)
                 step += 1
                 last_losses = {int(l): float(v) for l, v in zip(chosen, losses)}
@@ -492,7 +606,15 @@ class Trainer:
 
 
 def train(config: Config, data_dir, run_dir, max_steps: Optional[int] = None, strategy=None,
-          stream: Optional[TextIO] = None) -> dict:
-    """Trains (or resumes) a run: see `Trainer`. Returns `Trainer.run`'s summary."""
+          stream: Optional[TextIO] = None, lock: bool = True) -> dict:
+    """Trains (or resumes) a run: see `Trainer`. Returns `Trainer.run`'s summary.
+
+    Holds ``RUN_DIR/.dsnn-train.lock`` while it runs (``lock=False``: the caller holds it): a
+    second trainer on the same run directory fails at once with `dsnn_keras.paths.LockedError`.
+    """
+    if lock:
+        with exclusive_lock(run_dir, LOCK_NAME, holder="dsnn-train"):
+            return train(config, data_dir, run_dir, max_steps=max_steps, strategy=strategy, stream=stream,
+                         lock=False)
     dataset = PreparedDataset.from_dir(data_dir)
     return Trainer(config, dataset, run_dir, strategy=strategy, stream=stream).run(max_steps=max_steps)

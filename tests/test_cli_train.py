@@ -28,7 +28,7 @@ def test_help_documents_flags_without_importing_tensorflow():
 
 def test_bad_config_fails_with_one_line(tmp_path):
     (tmp_path / "c.yaml").write_text("version: 1\ntraining: {lr: 1}\n")
-    out = subprocess.run(TRAIN + ["--data", str(tmp_path), "--config", str(tmp_path / "c.yaml"),
+    out = subprocess.run(TRAIN + ["--data", str(tmp_path / "data"), "--config", str(tmp_path / "c.yaml"),
                                   "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     lines = [l for l in out.stderr.splitlines() if l.startswith("dsnn-train")]

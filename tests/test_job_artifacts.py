@@ -5,13 +5,15 @@ import os
 import pytest
 
 from dsnn_job.artifacts import (ARTIFACT_FILE, IN_PROGRESS_FILE, StepError, StepSpec, fingerprint_file,
-                                fingerprint_of, fingerprint_tree, previous_dir, read_record, run_step)
+                                fingerprint_of, fingerprint_tree, previous_dir, read_record, run_step,
+                                staging_dir)
 
 
 def _writer(out, text, calls):
-    def action():
+    def action(directory):
+        assert directory.parent == out.parent  # the step directory or its staging sibling
         calls.append(text)
-        (out / "result.txt").write_text(text)
+        (directory / "result.txt").write_text(text)
     return action
 
 
@@ -87,13 +89,13 @@ def test_a_failed_step_leaves_no_record_and_runs_again(tmp_path):
     out = tmp_path / "step"
     spec = StepSpec("export", out)
 
-    def fail():
+    def fail(directory):
         raise RuntimeError("converter crashed")
 
     with pytest.raises(RuntimeError, match="converter crashed"):
         run_step(spec, fail, log=lambda m: None)
-    assert read_record(out) is None
-    assert json.loads((out / IN_PROGRESS_FILE).read_text())["fingerprint"] == spec.fingerprint
+    assert read_record(out) is None and not out.exists()
+    assert json.loads((staging_dir(out) / IN_PROGRESS_FILE).read_text())["fingerprint"] == spec.fingerprint
     calls = []
     assert run_step(spec, _writer(out, "ok", calls), log=lambda m: None).status == "ran"
     assert calls == ["ok"]
@@ -103,20 +105,20 @@ def test_an_interrupted_resumable_step_keeps_its_directory(tmp_path):
     out = tmp_path / "run"
     spec = StepSpec("train", out, params={"steps": 10}, resumable=True)
     with pytest.raises(KeyboardInterrupt):
-        run_step(spec, lambda: ((out / "ckpt-5").write_text("5"), (_ for _ in ()).throw(KeyboardInterrupt)),
+        run_step(spec, lambda d: ((d / "ckpt-5").write_text("5"), (_ for _ in ()).throw(KeyboardInterrupt)),
                  log=lambda m: None)
     seen = []
-    record = run_step(spec, lambda: seen.append((out / "ckpt-5").exists()), log=lambda m: None)
+    record = run_step(spec, lambda d: seen.append((d / "ckpt-5").exists()), log=lambda m: None)
     assert record.status == "resumed" and seen == [True]
     # A different spec does not resume from the old checkpoint.
     out2 = tmp_path / "run2"
     spec2 = StepSpec("train", out2, params={"steps": 10}, resumable=True)
     with pytest.raises(KeyboardInterrupt):
-        run_step(spec2, lambda: ((out2 / "ckpt-5").write_text("5"), (_ for _ in ()).throw(KeyboardInterrupt)),
+        run_step(spec2, lambda d: ((d / "ckpt-5").write_text("5"), (_ for _ in ()).throw(KeyboardInterrupt)),
                  log=lambda m: None)
     seen = []
     changed = StepSpec("train", out2, params={"steps": 20}, resumable=True)
-    assert run_step(changed, lambda: seen.append((out2 / "ckpt-5").exists()), log=lambda m: None).status == "ran"
+    assert run_step(changed, lambda d: seen.append((d / "ckpt-5").exists()), log=lambda m: None).status == "ran"
     assert seen == [False]
 
 
@@ -125,7 +127,7 @@ def test_refuses_to_replace_a_directory_it_did_not_make(tmp_path):
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
     with pytest.raises(StepError, match="refusing to replace .*precious"):
-        run_step(StepSpec("synth", out), lambda: None, log=lambda m: None)
+        run_step(StepSpec("synth", out), lambda d: None, log=lambda m: None)
     assert (out / "thesis.tex").read_text() == "do not delete"
     assert not (out / ARTIFACT_FILE).exists()
 
@@ -133,7 +135,7 @@ def test_refuses_to_replace_a_directory_it_did_not_make(tmp_path):
 def test_an_empty_existing_directory_is_used(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    assert run_step(StepSpec("synth", out), lambda: None, log=lambda m: None).status == "ran"
+    assert run_step(StepSpec("synth", out), lambda d: None, log=lambda m: None).status == "ran"
     assert read_record(out)["files"] == []
 
 
