@@ -39,6 +39,7 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SYNTH = "synth"
 SYNTH_SPLITS = ("train", "dev", "test")   # the splits dsnn-synth writes
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
+VERIFY_UTTERANCES = 8   # held-out files the export verifies every level of the .tflite with
 STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench")
 
 
@@ -281,6 +282,9 @@ class Job:
             args += ["--max_wer", str(c.max_wer)]
         if c.baselines == "dense":
             args += ["--single_levels", "0"]
+        # Verify every level of the file on held-out real speech too, through both signatures (a
+        # quantized frontend once passed verification on synthetic clips alone).
+        args += ["--verify_audio", *[u["path"] for u in self.held_out()[:VERIFY_UTTERANCES]]]
         _check("dsnn-export", export_main(args))
 
     def held_out(self) -> list[dict[str, str]]:
