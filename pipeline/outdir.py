@@ -37,6 +37,20 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _check_replaceable(out: str) -> None:
+    """``--overwrite`` replaces a prepared dataset (or an empty directory), never anything else.
+
+    Raises:
+        FileExistsError: ``out`` is not a directory, or a non-empty one without ``dataset.json``.
+    """
+    if os.path.islink(out) or not os.path.isdir(out):
+        raise FileExistsError(f"--out {out} exists and is not a directory; refusing to replace it")
+    if os.listdir(out) and not os.path.isfile(os.path.join(out, "dataset.json")):
+        raise FileExistsError(
+            f"--out {out} is not a prepared dataset (no dataset.json) and not empty; --overwrite only "
+            "replaces an earlier dsnn-prepare output. Move it away or choose another --out")
+
+
 def _lock_name(tmp: str) -> str:
     return tmp + ".lock"
 
@@ -80,8 +94,12 @@ def clean_stale(out: str) -> list[str]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # held: a live run
-            if not os.path.samestat(os.fstat(fd), os.lstat(lock)):
-                continue  # another cleaner removed it and a new run reused the name
+            try:
+                same = os.path.samestat(os.fstat(fd), os.lstat(lock))
+            except FileNotFoundError:
+                same = False  # its run finished (and removed it) between our open and our flock
+            if not same:
+                continue  # removed meanwhile, or another cleaner removed it and a new run reused the name
             tmp = lock[: -len(".lock")]
             old = tmp + ".old"
             if os.path.isdir(old) and not os.path.islink(old):
@@ -120,6 +138,8 @@ def start(out: str, overwrite: bool) -> str:
         clean_stale(out)
     if _exists(out) and not overwrite:
         raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
+    if overwrite and not _remote(out) and os.path.lexists(out):
+        _check_replaceable(out)
     tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
     if not _remote(tmp):
         os.makedirs(os.path.dirname(os.path.abspath(tmp)), exist_ok=True)

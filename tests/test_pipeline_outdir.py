@@ -13,6 +13,7 @@ def test_refuses_existing_output_without_overwrite(tmp_path):
 def test_commit_replaces_old_output_and_leaves_no_temporaries(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
+    (out / "dataset.json").write_text("{}")   # an earlier dataset: what --overwrite may replace
     (out / "stale.txt").write_text("old")
     tmp = outdir.start(str(out), overwrite=True)
     outdir.write_bytes(outdir.join(tmp, "train", "a.tfrecord"), b"x")

@@ -73,8 +73,9 @@ def export_lock(out: pathlib.Path) -> Iterator[None]:
     """One ``dsnn-export`` per output file; removes temporaries a killed export left for it.
 
     Holds an exclusive ``flock`` on ``.NAME.lock`` next to the output (released by the kernel if the
-    process dies; the file is removed on a normal exit). While it is held, any ``.NAME.*.tmp`` beside
-    the output is a leftover of an export that was killed while writing, and is deleted.
+    process dies). The lock file is left in place: deleting it while held would let a second export
+    lock a new file of the same name at the same time. While the lock is held, any ``.NAME.*.tmp``
+    beside the output is a leftover of an export that was killed while writing, and is deleted.
     """
     import fcntl
     import glob
@@ -91,7 +92,7 @@ def export_lock(out: pathlib.Path) -> Iterator[None]:
                 stale.unlink(missing_ok=True)
             yield
         finally:
-            lock_path.unlink(missing_ok=True)
+            fcntl.flock(stream, fcntl.LOCK_UN)
 
 
 def _log(prog: str):

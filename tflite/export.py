@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
 DESIGN_FUSED = "if_tree_fused_lstm"
 DESIGN_FC_LOOP = "if_tree_fc_loop"
@@ -62,7 +63,9 @@ class ExportOptions:
             features (the in-graph frontend stays float32 in quantized files). Defaults to 1e-3.
         max_token_error_rate: Largest allowed token edit distance of ``recognize(audio)``'s greedy
             tokens from Keras' (the Keras model on the float frontend), over all verification
-            clips of a level, as a fraction of Keras' tokens. The gate that catches a quantized file
+            clips of a level, as a fraction of Keras' tokens (2 differing tokens are always allowed,
+            so a near-tie on a short synthetic clip does not refuse a good file; give real speech
+            with ``verify_audio`` for a meaningful gate). The gate that catches a quantized file
             transcribing worse than its float model. Defaults to 0.1.
         design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree) or ``"shared"``
             (one stored copy of the weights + level codes, `tflite.shared_weights`). Defaults to
@@ -496,7 +499,8 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
                 f"level {level}: recognize(audio) differs from recognize_features(float frontend(audio)) by "
                 f"max |Δ log-posterior| {audio_vs_frontend:.2e} > {options.tolerance:.0e}: the file's in-graph "
                 "frontend is not the float frontend (was it quantized?)")
-        if token_error_rate > options.max_token_error_rate:
+        # At least MIN_TOKEN_ERRORS_ALLOWED: on a few synthetic clips one near-tie flip is not a regression.
+        if token_errors > max(options.max_token_error_rate * reference_tokens, MIN_TOKEN_ERRORS_ALLOWED):
             raise ExportError(
                 f"level {level}: recognize(audio) tokens differ from Keras in {token_errors} of "
                 f"{reference_tokens} ({token_error_rate:.1%} > {options.max_token_error_rate:.1%}, "
@@ -758,7 +762,8 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     if single_level_dir is not None:
         export_single_levels(models, single_level_dir, sparsities=run.levels,
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,
-                             options=options, source=source, log=say, levels=single_levels)
+                             options=options, source=source, log=say, levels=single_levels,
+                             verify_audio=verify_audio)
     return report
 
 
@@ -774,7 +779,8 @@ def _single_levels_wanted(levels: Optional[Sequence[int]], num_levels: int) -> l
 def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[float], feature_config,
                          pieces: Sequence[str], blank_id: int, options: ExportOptions = ExportOptions(),
                          source: Optional[dict] = None, log: Any = None,
-                         levels: Optional[Sequence[int]] = None) -> list[pathlib.Path]:
+                         levels: Optional[Sequence[int]] = None,
+                         verify_audio: Optional[Sequence[np.ndarray]] = None) -> list[pathlib.Path]:
     """Writes ``level_<i>.tflite`` per level: each level exported alone, the usual way (the baseline).
 
     Uses fused LSTMs and no ``IF`` (``sparse_speed`` is ignored); the files carry ``dsnn``
@@ -795,6 +801,6 @@ def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[floa
         path = out_dir / f"level_{level}.tflite"
         export_levels([model], path, sparsities=[sparsity], feature_config=feature_config, pieces=pieces,
                       blank_id=blank_id, options=single_options, source=source, single_level=True,
-                      single_level_of=level)
+                      single_level_of=level, verify_audio=verify_audio)
         paths.append(path)
     return paths

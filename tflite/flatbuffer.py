@@ -342,8 +342,8 @@ def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph:
     (which also quantizes the power spectrum fed to it, whose dynamic range int8 cannot hold), and
     float16 storage rounds the window, the filterbank and the log floor. This finds, in
     ``subgraph``, every int8 constant that is a quantized copy of one of ``references`` (same shape,
-    every value within half a quantization step) and every float16 constant read by a
-    ``DEQUANTIZE`` that is a float16 copy of one, and restores the float32 reference: the int8
+    every value within half a quantization step) and every float16 or int8 constant read by a
+    ``DEQUANTIZE`` that is a copy of one, and restores the float32 reference: the int8
     tensor becomes a float32 constant (so its op runs the float kernel), and the ``DEQUANTIZE``'s
     output becomes the float32 constant (the op is dropped). Anything not matching a reference is
     left as the converter wrote it.
@@ -373,7 +373,8 @@ def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph:
     for op in graph.operators:
         if codes[op.opcodeIndex] == dequantize and len(op.inputs) == 1:
             source = graph.tensors[int(op.inputs[0])]
-            values = _constant_values(model, source) if source.type == schema.TensorType.FLOAT16 else None
+            quantized = source.type in (schema.TensorType.FLOAT16, schema.TensorType.INT8)
+            values = _constant_values(model, source) if quantized else None
             reference = None if values is None else _matching_reference(source, values, references)
             if reference is not None:
                 target = graph.tensors[int(op.outputs[0])]

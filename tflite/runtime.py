@@ -180,7 +180,9 @@ class Recognizer:
         if samples.size <= self.window_samples + overlap:
             yield samples
             return
-        for start in range(0, samples.size - overlap, self.window_samples):
+        # A window starts only where at least one whole analysis frame fits (start <= N - frame_length):
+        # a shorter tail would be zero-padded to a frame the single pass does not have.
+        for start in range(0, samples.size - self.metadata.frame_length + 1, self.window_samples):
             yield samples[start:start + self.window_samples + overlap]
 
     def recognize(self, audio_or_path, level: int = 0, sample_rate: Optional[int] = None) -> Recognition:

@@ -266,3 +266,32 @@ def test_audio_path_without_a_file_name_is_rejected_when_no_utt_id_is_given(tmp_
     (item,) = _read(m, "jsonl")
     assert isinstance(item, Reject) and item.reason == RejectReason.MALFORMED_LINE
     assert "utt_id" in item.detail
+
+
+@pytest.mark.parametrize("layout", ["user_directory", "file"])
+def test_overwrite_never_replaces_what_is_not_a_prepared_dataset(tmp_path, layout):
+    """`--overwrite` on a directory dsnn-prepare did not make (no dataset.json) used to delete it."""
+    from pipeline import outdir
+
+    out = tmp_path / "work"
+    if layout == "file":
+        out.write_text("notes")
+    else:
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(FileExistsError, match="refusing to replace|not a prepared dataset"):
+        outdir.start(str(out), overwrite=True)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_overwrite_replaces_an_empty_directory_or_an_earlier_dataset(tmp_path):
+    from pipeline import outdir
+
+    for name, files in (("empty", {}), ("dataset", {"dataset.json": "{}"})):
+        out = tmp_path / name
+        out.mkdir()
+        for file, text in files.items():
+            (out / file).write_text(text)
+        tmp = outdir.start(str(out), overwrite=True)
+        outdir.abort(tmp)

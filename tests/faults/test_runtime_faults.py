@@ -128,6 +128,20 @@ def test_long_audio_is_cut_in_windows_with_exact_features_and_a_documented_bound
         recognizer.recognize(short, 2).tokens
 
 
+@pytest.mark.parametrize("tail", [0, 1, 159, 160, 240, 241, 300, 399, 400, 401])
+def test_windowed_frame_count_equals_one_pass_for_every_tail_length(tail):
+    """Lengths k * window + tail, around one analysis frame (400 samples, hop 160), the off-by-one zone."""
+    from tflite.runtime import Recognizer
+
+    windowed = Recognizer(h.exported("float"), window_seconds=1.0)
+    audio = h.speechlike(3.0, seed=9)[:2 * windowed.window_samples + tail]
+    whole_frames = h.feature_config().num_frames(audio.size)
+    features_in_windows = sum(h.feature_config().num_frames(w.size) for w in windowed._windows(audio))
+    assert features_in_windows == whole_frames
+    one_pass = Recognizer(h.exported("float"), window_seconds=30.0).recognize(audio, 0)
+    assert windowed.recognize(audio, 0).log_probs.shape == one_pass.log_probs.shape
+
+
 def test_window_seconds_is_validated():
     from tflite.runtime import Recognizer, RecognizerError
 

@@ -156,12 +156,22 @@ def _start_export(run_dir, out):
 
 
 def _wait_for(process, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    for line in process.stderr:
-        if text in line:
-            return
-        assert time.monotonic() < deadline, f"no {text!r} line in {timeout} s"
-    raise AssertionError(f"dsnn-export ended (exit {process.wait()}) before printing {text!r}")
+    """Waits until ``process`` prints ``text`` on stderr (a reader thread: a silent child never blocks us)."""
+    import threading
+
+    seen, found = threading.Event(), []
+
+    def read():
+        for line in process.stderr:
+            if text in line and not found:
+                found.append(line)
+                seen.set()
+        seen.set()                                             # EOF: the process ended
+
+    threading.Thread(target=read, daemon=True).start()
+    assert seen.wait(timeout), f"no {text!r} line in {timeout} s"
+    if not found:
+        raise AssertionError(f"dsnn-export ended (exit {process.wait()}) before printing {text!r}")
 
 
 def test_export_killed_mid_conversion_keeps_the_old_file_and_the_next_export_cleans_up(tmp_path):
