@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from dsnn_job.artifacts import StepError, StepRecord, StepSpec, fingerprint_file, fingerprint_tree, run_step
+from dsnn_job.artifacts import IN_PROGRESS_FILE, StepError, StepRecord, StepSpec, fingerprint_file, fingerprint_tree, run_step
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
@@ -132,6 +132,8 @@ class JobConfig:
 
 
 def _check(name: str, code: int) -> None:
+    if code in (130, 143):   # the step was interrupted (SIGINT / SIGTERM): so is the job
+        raise KeyboardInterrupt(f"{name} interrupted")
     if code:
         raise StepError(f"{name} failed (exit status {code}); see the messages above")
 
@@ -255,6 +257,9 @@ class Job:
                       for arg in ("--input", f"{split}={self.corpus_dir / split}")]
         else:
             inputs = ["--input", str(self.corpus_dir), "--dev_speakers", c.dev_speakers]
+        # dsnn-prepare --overwrite replaces only an empty directory or an earlier dataset: the job's
+        # staging directory holds nothing but its step marker, which the prepared dataset replaces.
+        (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
         _check("dsnn-prepare", main([*inputs, "--out", str(directory), "--overwrite",
                                      "--tokenizer_type", c.tokenizer_type, "--vocab_size", str(c.vocab_size)]))
 

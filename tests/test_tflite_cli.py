@@ -102,7 +102,7 @@ def test_export_rejects_unknown_single_levels_before_converting(run_dir, tmp_pat
     assert export_main([str(run_dir), "--out", str(out), "--single_level_dir", str(tmp_path / "s"),
                         "--single_levels", "0,5"]) == 1
     assert "no level [5]; the run has levels 0..1" in capsys.readouterr().err
-    assert export_main([str(run_dir), "--out", str(out), "--single_levels", "x"]) == 1
+    assert export_main([str(run_dir), "--out", str(out), "--single_levels", "x"]) == 2
     assert "--single_levels: expected comma-separated level indices" in capsys.readouterr().err
     assert not out.exists()
 

@@ -193,7 +193,7 @@ def _export(prog: str, args) -> int:
         try:
             single_levels = [int(part) for part in args.single_levels.split(",")]
         except ValueError:
-            return _fail(prog, f"--single_levels: expected comma-separated level indices, got {args.single_levels!r}")
+            return _fail(prog, f"--single_levels: expected comma-separated level indices, got {args.single_levels!r}", 2)
     try:
         options = ExportOptions(quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
                                 design=args.design, sparse_speed_min_sparsity=args.sparse_speed_min_sparsity,
@@ -291,7 +291,7 @@ def bench_main(argv: Optional[Sequence[str]] = None) -> int:
     prog = "dsnn-bench"
     args = _bench_parser().parse_args(argv)
     if args.repeats < 1 or args.limit < 1 or min(args.threads) < 1:
-        return _fail(prog, "--repeats, --limit and --threads must be >= 1")
+        return _fail(prog, "--repeats, --limit and --threads must be >= 1", 2)
     problem = output_path_problem(args.out_dir, "--out_dir", directory=True)
     if problem:
         return _fail(prog, problem, 2)

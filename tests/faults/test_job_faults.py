@@ -125,3 +125,16 @@ def test_out_overlapping_the_corpus_is_refused_before_anything_is_written(tmp_pa
     # Nothing written: an --out inside the corpus would change its fingerprint on every run (no
     # step ever cached, an interrupted training discarded).
     assert fingerprint_tree(corpus) == fingerprint and _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("code", [130, 143])
+def test_an_interrupted_step_interrupts_the_job_instead_of_failing_it(code):
+    """`dsnn-prepare` exits 130/143 on SIGINT/SIGTERM; the job must report an interruption (exit 130)."""
+    from dsnn_job.job import _check
+
+    with pytest.raises(KeyboardInterrupt):
+        _check("dsnn-prepare", code)
+    from dsnn_job.artifacts import StepError
+
+    with pytest.raises(StepError, match="exit status 1"):
+        _check("dsnn-prepare", 1)
