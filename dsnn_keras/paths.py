@@ -67,16 +67,19 @@ def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_
 
 
 @contextlib.contextmanager
-def exclusive_lock(directory: PathLike, name: str, holder: str) -> Iterator[pathlib.Path]:
+def exclusive_lock(directory: PathLike, name: str, holder: str, remove: bool = False) -> Iterator[pathlib.Path]:
     """Holds an exclusive, non-blocking ``flock`` on ``directory/name`` for the ``with`` block.
 
     The lock is released by the kernel when the process dies (``kill -9`` included), so a stale
-    lock file never blocks a later run.
+    lock file never blocks a later run. After locking, the file at the path must still be the one
+    locked (another holder may have removed it meanwhile); otherwise the lock is taken again on the
+    new file, which makes ``remove`` safe.
 
     Args:
         directory: The directory to guard (created if missing).
         name: The lock file's name inside it.
         holder: The command, for the message (e.g. ``"dsnn-train"``).
+        remove: Delete the lock file when the block ends (still holding the lock). Defaults to False.
 
     Yields:
         The lock file's path.
@@ -89,14 +92,26 @@ def exclusive_lock(directory: PathLike, name: str, holder: str) -> Iterator[path
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    with open(path, "a") as stream:
+    while True:
+        stream = open(path, "a")
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            stream.close()
             raise LockedError(
                 f"another {holder} is running on {directory} (lock {path}); wait for it or choose "
                 "another output directory") from None
         try:
-            yield path
-        finally:
-            fcntl.flock(stream, fcntl.LOCK_UN)
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(stream.fileno()), current):
+            break
+        stream.close()              # removed by its previous holder after we opened it: lock the new one
+    try:
+        yield path
+    finally:
+        if remove:
+            path.unlink(missing_ok=True)
+        fcntl.flock(stream, fcntl.LOCK_UN)
+        stream.close()

@@ -399,6 +399,42 @@ def run(argv: Sequence[str] | None = None) -> dict:
         import dataclasses
 
         config = dataclasses.replace(config, reshuffle=False)
+    with _one_run_per_output(args.out):
+        return _run_locked(args, specs, config, options, argv)
+
+
+@contextlib.contextmanager
+def _one_run_per_output(out: str):
+    """Holds ``.NAME.dsnn-prepare.lock`` beside a local ``--out`` for the whole run (a second run fails).
+
+    The lock file is removed when the run ends (a ``kill -9`` leaves it; the next run reuses it).
+
+    Two concurrent runs on one ``--out`` would otherwise interleave their commits (renames) and could
+    strand the previous dataset. Remote outputs (``gs://``) have no such lock.
+    """
+    from pipeline import outdir
+
+    if outdir._remote(out):
+        yield
+        return
+    from dsnn_keras.paths import LockedError, exclusive_lock
+
+    out = out.rstrip("/")
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        with exclusive_lock(parent, f".{os.path.basename(out)}.dsnn-prepare.lock", holder="dsnn-prepare",
+                            remove=True):
+            yield
+    except LockedError as error:
+        raise RuntimeError(str(error)) from None
+
+
+def _run_locked(args, specs, config, options, argv) -> dict:
+    import apache_beam as beam
+
+    from pipeline import outdir
+    from pipeline.transforms import build_pipeline
+
     tmp = None
     try:
         try:

@@ -295,3 +295,16 @@ def test_overwrite_replaces_an_empty_directory_or_an_earlier_dataset(tmp_path):
             (out / file).write_text(text)
         tmp = outdir.start(str(out), overwrite=True)
         outdir.abort(tmp)
+
+
+def test_a_second_prepare_on_the_same_out_fails_at_once(tmp_path):
+    """Two runs on one --out used to interleave their commits and could strand the previous dataset."""
+    from dsnn_keras.paths import exclusive_lock
+
+    corpus = librispeech_corpus(tmp_path / "corpus", count=4)
+    out = tmp_path / "out"
+    with exclusive_lock(tmp_path, ".out.dsnn-prepare.lock", holder="dsnn-prepare", remove=True):
+        assert main(["--input", str(corpus), "--out", str(out)]) == 1
+    assert not out.exists()
+    assert main(["--input", str(corpus), "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "out"]
