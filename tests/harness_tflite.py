@@ -161,6 +161,18 @@ def exported_shared(quantize: str = "none") -> pathlib.Path:
     return path
 
 
+def stored_bytes_without_filterbank(data: bytes) -> int:
+    """Bytes of every buffer but the frontend's mel filterbank (float32 in every file, quantized or not)."""
+    from tflite import flatbuffer
+
+    model = flatbuffer.unpack(data)
+    cfg = feature_config()
+    shape = sorted([cfg.num_mel_bins, cfg.fft_length // 2 + 1])
+    filterbank = {int(t.buffer) for g in model.subgraphs for t in g.tensors
+                  if sorted(int(d) for d in t.shape) == shape}
+    return sum(len(b.data) for i, b in enumerate(model.buffers) if b.data is not None and i not in filterbank)
+
+
 @functools.lru_cache(maxsize=None)
 def reference_models():
     """The same tiny level models `exported` used (rebuilt deterministically)."""

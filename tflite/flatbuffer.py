@@ -369,7 +369,7 @@ def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph:
         model.buffers.append(buffer)
         return len(model.buffers) - 1
 
-    kept_ops = []
+    kept_ops, replaced = [], []
     for op in graph.operators:
         if codes[op.opcodeIndex] == dequantize and len(op.inputs) == 1:
             source = graph.tensors[int(op.inputs[0])]
@@ -381,6 +381,8 @@ def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph:
                 target.buffer = float_buffer(reference)
                 target.type = schema.TensorType.FLOAT32
                 target.quantization = None
+                replaced.append(source.buffer)
+                source.buffer = 0             # the quantized copy is read by nothing now
                 restored += 1
                 continue                      # drop the DEQUANTIZE: its output is now a constant
         kept_ops.append(op)
@@ -395,10 +397,15 @@ def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph:
             values = _constant_values(model, tensor)
             reference = None if values is None else _matching_reference(tensor, values, references)
             if reference is not None:
+                replaced.append(tensor.buffer)
                 tensor.buffer = float_buffer(reference)
                 tensor.type = schema.TensorType.FLOAT32
                 tensor.quantization = None
                 restored += 1
     if not restored:
         return data, 0
+    # Drop the quantized copies' bytes unless another tensor (in any subgraph) still reads them.
+    in_use = {int(t.buffer) for g in model.subgraphs for t in g.tensors}
+    for index in set(replaced) - in_use - {0}:
+        model.buffers[index].data = None
     return pack(model, len(data)), restored
