@@ -24,6 +24,7 @@ import numpy as np
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg")
 SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "FLAC", "OGG")
 BLOCK_FRAMES = 1 << 18          # frames per read: 1 MB per channel of float32
+_INITIAL_FRAMES = 1 << 24       # 64 MB of float32 samples (17 min at 16 kHz) before the buffer grows
 
 MISSING_FILE = "missing_file"
 EMPTY_FILE = "empty_file"
@@ -150,7 +151,9 @@ def decode(path: str, sample_rate: Optional[int], *, data: Optional[bytes] = Non
             raise AudioDecodeError(TOO_SHORT, f"{duration:.3f} s < --min_duration {min_duration_s} s")
         if max_duration_s is not None and duration > max_duration_s:
             raise AudioDecodeError(TOO_LONG, f"{duration:.3f} s > --max_duration {max_duration_s} s")
-        mono = np.empty(declared, np.float32)
+        # The header's frame count is not trusted for the allocation (a forged FLAC/OGG header can
+        # declare terabytes): start at most _INITIAL_FRAMES and grow with what is really decoded.
+        mono = np.empty(min(declared, _INITIAL_FRAMES), np.float32)
         done, bad, first_bad = 0, 0, -1
         while done < declared:
             try:
@@ -163,11 +166,16 @@ def decode(path: str, sample_rate: Optional[int], *, data: Optional[bytes] = Non
             if not finite.all():
                 first_bad = done + int(np.argmin(finite.all(axis=1))) if first_bad < 0 else first_bad
                 bad += int(finite.size - np.count_nonzero(finite))
+            if done + block.shape[0] > mono.size:
+                grown = np.empty(min(declared, max(2 * mono.size, done + block.shape[0])), np.float32)
+                grown[:done] = mono[:done]
+                mono = grown
             mono[done:done + block.shape[0]] = (block.mean(axis=1, dtype=np.float32) if channels > 1
                                                 else block[:, 0])
             done += block.shape[0]
     if done < declared:
         raise AudioDecodeError(TRUNCATED, f"decoded {done} of {declared} samples declared in the header")
+    mono = mono[:done]
     if bad:
         raise AudioDecodeError(NON_FINITE_SAMPLES, _non_finite_detail(bad, declared * channels, first_bad, rate))
     if sample_rate is not None and rate != sample_rate:

@@ -142,3 +142,22 @@ def test_runtime_audio_modules_do_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=pathlib.Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "noTF"
+
+
+def test_a_forged_frame_count_in_a_flac_header_is_a_reject_not_a_memory_error(tmp_path):
+    """STREAMINFO's 36-bit total-samples field set to 2**36 - 1: the decoder used to allocate it up front."""
+    from dsnn_keras.audio import AudioDecodeError, decode
+
+    path = tmp_path / "forged.flac"
+    sf.write(path, np.zeros(1600, np.float32) + 0.1, 16000, format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    field = 8 + 10                                   # "fLaC" + block header, then 10 bytes into STREAMINFO
+    bits = int.from_bytes(data[field:field + 8], "big")
+    bits |= (1 << 36) - 1                            # the low 36 bits: total samples
+    data[field:field + 8] = bits.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == (1 << 36) - 1
+    with pytest.raises(AudioDecodeError) as error:
+        decode(str(path), 16000)
+    assert error.value.reason == "truncated"
