@@ -104,19 +104,24 @@ def _cache_dir() -> pathlib.Path:
     return directory
 
 
+def _cached(name: str, build) -> pathlib.Path:
+    """``name.tflite`` in the shared cache, built once by ``build(path)`` under a cross-process lock."""
+    directory = _cache_dir()
+    path = directory / f"{name}.tflite"
+    with open(directory / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            staging = _WORKDIR / f"{name}.tflite"
+            build(staging)
+            shutil.copyfile(staging, directory / f".{name}.partial")
+            (directory / f".{name}.partial").rename(path)
+    return path
+
+
 @functools.lru_cache(maxsize=None)
 def exported(kind: str = "float") -> pathlib.Path:
     """The tiny levels exported once (shared across test processes); kinds: float, int8, sparse, single."""
-    directory = _cache_dir()
-    path = directory / f"{kind}.tflite"
-    with open(directory / f"{kind}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            staging = _WORKDIR / f"{kind}.tflite"
-            _export(kind, staging)
-            shutil.copyfile(staging, directory / f".{kind}.partial")
-            (directory / f".{kind}.partial").rename(path)
-    return path
+    return _cached(kind, functools.partial(_export, kind))
 
 
 def _export(kind: str, path: pathlib.Path) -> None:
@@ -145,20 +150,13 @@ def _export(kind: str, path: pathlib.Path) -> None:
 @functools.lru_cache(maxsize=None)
 def exported_shared(quantize: str = "none") -> pathlib.Path:
     """The tiny levels exported with design='shared' once per code version (shared by xdist workers)."""
-    directory = _cache_dir()
-    path = directory / f"shared_{quantize}.tflite"
-    with open(directory / f"shared_{quantize}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            from tflite.export import ExportOptions, export_levels
+    def build(path: pathlib.Path) -> None:
+        from tflite.export import ExportOptions, export_levels
 
-            staging = _WORKDIR / f"shared_{quantize}.tflite"
-            export_levels(level_models(), staging, sparsities=LEVELS, feature_config=feature_config(),
-                          pieces=PIECES, blank_id=BLANK_ID,
-                          options=ExportOptions(design="shared", quantize=quantize))
-            shutil.copyfile(staging, directory / f".shared_{quantize}.partial")
-            (directory / f".shared_{quantize}.partial").rename(path)
-    return path
+        export_levels(level_models(), path, sparsities=LEVELS, feature_config=feature_config(),
+                      pieces=PIECES, blank_id=BLANK_ID, options=ExportOptions(design="shared", quantize=quantize))
+
+    return _cached(f"shared_{quantize}", build)
 
 
 def stored_bytes_without_filterbank(data: bytes) -> int:

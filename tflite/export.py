@@ -255,18 +255,22 @@ def frontend_tflite(feature_config) -> bytes:
     return converter.convert()
 
 
-def run_frontend_tflite(feature_config, audio: np.ndarray) -> np.ndarray:
-    """Features of ``audio`` from `frontend_tflite` on the LiteRT interpreter."""
+def run_frontend_tflite(feature_config, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Features of each clip from `frontend_tflite` on one LiteRT interpreter."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=frontend_tflite(feature_config))
-    audio = np.asarray(audio, np.float32)
     index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, [audio.shape[0]])
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, audio)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+    output = interpreter.get_output_details()[0]["index"]
+    features = []
+    for audio in clips:
+        audio = np.asarray(audio, np.float32)
+        interpreter.resize_tensor_input(index, [audio.shape[0]])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, audio)
+        interpreter.invoke()
+        features.append(interpreter.get_tensor(output).copy())
+    return features
 
 
 def frontend_constants(feature_config) -> list:
@@ -438,7 +442,7 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
     audio_runner = interpreter.get_signature_runner("recognize")
     clips = [np.asarray(a, np.float32) for a in audio]
     feats = [log_mel_spectrogram(tf.constant(a), feature_config).numpy() for a in clips]
-    frontend_feats = [run_frontend_tflite(feature_config, a) for a in clips]
+    frontend_feats = run_frontend_tflite(feature_config, clips)
     references = [[_keras_reference(m, f) for f in feats] for m in models]
     def run(runner, **inputs):
         result = runner(**inputs)
