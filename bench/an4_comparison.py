@@ -98,6 +98,50 @@ def plan_runs(levels: Sequence[float] = DEFAULT_LEVELS, distillation_weight: flo
     return runs
 
 
+def narrow_widths(config: Any, levels: Sequence[float]) -> dict[float, dict[str, list[int]]]:
+    """Per sparse level, the layer widths its unit-granularity level keeps (the same plan the
+    unit masks follow, `dsnn_keras.nested_units`): ``{0.5: {"conv_channels": [23, 11],
+    "lstm_units": [114, 114]}, ...}``. A dense model trained alone at those widths runs at the
+    latency of that level's sliced branch."""
+    import numpy as np
+
+    from dsnn_keras.config import apply_overrides
+    from dsnn_keras.model import build_pruned_model
+    from dsnn_keras.nested_units import unit_plan
+
+    level_list = "[" + ", ".join(repr(float(s)) for s in levels) + "]"
+    unit = apply_overrides(config, ["pruning.granularity=unit", "training.mode=dsnn",
+                                    f"pruning.levels={level_list}"])
+    bins = unit.feature_config().num_mel_bins
+    model = build_pruned_model(unit, unit.feature_config(), 8, np.zeros(bins), np.ones(bins))
+    plan = unit_plan(model)
+    kept = plan.kept_for(list(levels)).numpy()
+    names = [g.name for g in plan.groups]
+    out = {}
+    for sparsity, counts in zip(levels, kept):
+        if sparsity == 0:
+            continue
+        by_name = dict(zip(names, (int(c) for c in counts)))
+        out[float(sparsity)] = {
+            "conv_channels": [by_name.get(f"conv_{i}", c) for i, c in enumerate(config.model.conv_channels)],
+            "lstm_units": [by_name.get(f"lstm_{i}", u) for i, u in enumerate(config.model.lstm_units)]}
+    return out
+
+
+def narrow_runs(widths: Mapping[float, Mapping[str, Sequence[int]]], common: Sequence[str] = ()) -> list[RunSpec]:
+    """Dense models trained alone at each sparse level's unit widths (``narrow_50`` ...)."""
+    runs = []
+    for sparsity, shape in widths.items():
+        runs.append(RunSpec(
+            f"narrow_{round(100 * sparsity):02d}", "narrow",
+            (*common, "pruning.levels=[0.0]", "training.mode=single", "pruning.single_sparsity=0.0",
+             "training.distillation_weight=0.0",
+             f"model.conv_channels={list(shape['conv_channels'])}",
+             f"model.lstm_units={list(shape['lstm_units'])}"),
+            sparsity=float(sparsity)))
+    return runs
+
+
 def step_overrides(config: Any, steps: int | None) -> list[str]:
     """Overrides that change the step budget to ``steps``, scaling the schedule with it.
 
@@ -511,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Runs trained/evaluated at the same time (default: 2, one per core of "
                              "a 2-core machine; each gets cpu_count/jobs TensorFlow threads). CPU "
                              "times are per process either way.")
+    parser.add_argument("--narrow", action="store_true",
+                        help="also train dense models alone at the widths each sparse level keeps with "
+                             "unit granularity (narrow_50, narrow_70, narrow_90)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra config override for every run (repeatable), e.g. "
                              "--set model.lstm_units=[160,160].")
@@ -547,6 +594,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
     if weight is None:
         weight = base.training.distillation_weight if base.training.distillation_weight > 0 else 1.0
     runs = plan_runs(DEFAULT_LEVELS, weight, common)
+    if args.narrow:
+        runs += narrow_runs(narrow_widths(resolved, DEFAULT_LEVELS), common)
     if args.runs:
         wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
         names = [spec.name for spec in runs]

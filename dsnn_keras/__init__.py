@@ -27,6 +27,8 @@ _EXPORTS = {
     "level_codes": "dsnn_keras.nested_prune",
     "update_nested_masks": "dsnn_keras.nested_prune",
     "sparsity_levels": "dsnn_keras.nested_prune",
+    "units_kept": "dsnn_keras.nested_units",
+    "narrow_model": "dsnn_keras.nested_units",
     # ASR model, data, training and trained runs.
     "load_config": "dsnn_keras.config",
     "PreparedDataset": "dsnn_keras.dataset",

@@ -187,11 +187,19 @@ class PruningConfig:
         frequency: Masks are recomputed every this many steps during the ramp. Defaults to 100.
         power: Exponent of the polynomial ramp. Defaults to 3.
         prune_layers: Names of the layers to prune; null means every LSTM and Dense layer except
-            the output layer ("logits"). Defaults to None.
+            the output layer ("logits"), plus the Conv2D layers with ``granularity: unit``.
+            Defaults to None.
         block_size: ``[rows, cols]`` blocks of each kernel's ``[inputs, outputs]`` matrix view
             pruned together. ``[4, 1]`` (4 consecutive inputs of one output) is TFLite's 1x4
             block, the structure its sparse FULLY_CONNECTED kernel runs fast (``dsnn-export
             --sparse_speed``, docs/export.md). Defaults to [1, 1] (unstructured).
+        granularity: What the nested masks rank and prune: ``weight`` (each weight; the
+            default), ``block`` (``block_size`` blocks; implied by a block_size other than
+            [1, 1]) or ``unit`` (whole LSTM units, Dense units and Conv2D channels with every
+            weight that reads them, ranked across layers; each level exports as a physically
+            narrower model, `dsnn_keras.nested_units`, docs/nested.md). A level's sparsity means
+            the fraction of prunable weights that are zero at every granularity. Defaults to
+            ``weight`` (``block`` when block_size is not [1, 1]).
     """
 
     levels: tuple[float, ...] = (0.0, 0.5, 0.7, 0.9)
@@ -202,6 +210,14 @@ class PruningConfig:
     power: int = 3
     prune_layers: Optional[tuple[str, ...]] = None
     block_size: tuple[int, ...] = (1, 1)
+    granularity: Optional[str] = None
+
+    @property
+    def effective_granularity(self) -> str:
+        """``granularity``, or the one block_size implies when it is not set."""
+        if self.granularity is not None:
+            return self.granularity
+        return "weight" if tuple(self.block_size) == (1, 1) else "block"
 
     def validate(self, where: str) -> None:
         if not self.levels:
@@ -222,6 +238,14 @@ class PruningConfig:
         if len(self.block_size) != 2 or any(b <= 0 for b in self.block_size):
             raise ConfigError(f"{where}: pruning.block_size must be two positive integers [rows, cols], "
                               f"got {list(self.block_size)}")
+        if self.granularity not in (None, "weight", "block", "unit"):
+            raise ConfigError(f"{where}: pruning.granularity must be weight, block or unit, got {self.granularity!r}")
+        blocks = tuple(self.block_size) != (1, 1)
+        if self.granularity in ("weight", "unit") and blocks:
+            raise ConfigError(f"{where}: pruning.granularity {self.granularity} needs block_size [1, 1] "
+                              f"(got {list(self.block_size)}); use granularity: block for blocks")
+        if self.granularity == "block" and not blocks:
+            raise ConfigError(f"{where}: pruning.granularity block needs a block_size other than [1, 1]")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from dsnn_keras.nested_prune import measured_sparsities, sparsity_levels
+from dsnn_keras.nested_prune import measured_sparsities, sparsity_levels, update_nested_masks
 from dsnn_keras.nested_wrapper import collect_nested_wrappers
 
 
@@ -35,8 +35,7 @@ class UpdateNestedPruningStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         step = int(keras.backend.get_value(self.model.optimizer.iterations))
-        for wrapper in self._wrappers:
-            wrapper.update_masks(step)
+        update_nested_masks(self.model, step)
 
 
 def write_nested_summaries(model, step: int, writer: tf.summary.SummaryWriter | None = None) -> dict[str, float]:

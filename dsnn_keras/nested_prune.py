@@ -61,6 +61,7 @@ def prune_nested(
     prune_layers: LayerFilter = None,
     *,
     weight_paths: Mapping[str, Sequence[str]] | None = None,
+    granularity: str = "weight",
 ):
     """Wraps every prunable layer of a Sequential/Functional model in `NestedPruneLowMagnitude`.
 
@@ -76,6 +77,9 @@ def prune_nested(
             wrapped. Defaults to None (all prunable layers).
         weight_paths: Optional `{layer name: [attribute path, ...]}` pruning other weights than the
             registry's (e.g. `{"embed": ["embeddings"]}`, `{"out": ["kernel", "bias"]}`).
+        granularity: ``"weight"`` (per weight or per `block_size` block) or ``"unit"`` (whole
+            output units ranked across layers, `dsnn_keras.nested_units`; needs block_size (1, 1)).
+            Defaults to "weight".
 
     Returns:
         A new model (or a wrapper, for a layer) sharing the original layers' weights.
@@ -96,6 +100,8 @@ def prune_nested(
             f"schedule must be a NestedPruningSchedule (e.g. NestedPolynomialDecay), got {type(schedule).__name__}"
         )
     weight_paths = dict(weight_paths or {})
+    if granularity == "unit" and tuple(block_size) != (1, 1):
+        raise ValueError(f"unit granularity prunes whole units; block_size must be (1, 1), got {tuple(block_size)}")
     if isinstance(model_or_layer, keras.Model):
         if not _is_graph_model(model_or_layer):
             raise TypeError(
@@ -103,10 +109,13 @@ def prune_nested(
                 f"({model_or_layer.__class__.__name__}): build it as a Sequential or Functional model"
             )
         _check_wrappable(model_or_layer, prune_layers, weight_paths)
-        return _wrap_model(model_or_layer, schedule, tuple(block_size), _make_filter(prune_layers, model_or_layer), weight_paths)
+        return _wrap_model(model_or_layer, schedule, tuple(block_size), _make_filter(prune_layers, model_or_layer),
+                           weight_paths, granularity)
     if isinstance(model_or_layer, keras.layers.Layer):
         if isinstance(model_or_layer, pruning_wrapper.PruneLowMagnitude):
             raise ValueError(f"layer {model_or_layer.name!r} is already wrapped; prune_nested it only once")
+        if granularity == "unit":
+            raise ValueError("unit granularity ranks units across layers; wrap a model, not a single layer")
         return NestedPruneLowMagnitude(
             model_or_layer, schedule, block_size=block_size, weight_paths=weight_paths.get(model_or_layer.name)
         )
@@ -141,18 +150,24 @@ def _check_wrappable(model, prune_layers, weight_paths) -> None:
         )
 
 
-def _wrap_model(model, schedule, block_size, keep, weight_paths):
+def _wrap_model(model, schedule, block_size, keep, weight_paths, granularity="weight"):
     def clone(layer):
         if isinstance(layer, keras.Model):
-            return _wrap_model(layer, schedule, block_size, keep, weight_paths)
+            return _wrap_model(layer, schedule, block_size, keep, weight_paths, granularity)
         if not keep(layer):
             return layer
         paths = weight_paths.get(layer.name)
         if paths is None and not nested_registry.has_prunable_weights(layer):
             return layer
-        return NestedPruneLowMagnitude(layer, schedule, block_size=block_size, weight_paths=paths)
+        return NestedPruneLowMagnitude(layer, schedule, block_size=block_size, weight_paths=paths,
+                                       granularity=granularity)
 
-    return keras.models.clone_model(model, input_tensors=None, clone_function=clone)
+    wrapped = keras.models.clone_model(model, input_tensors=None, clone_function=clone)
+    if granularity == "unit":
+        from dsnn_keras.nested_units import unit_plan
+
+        unit_plan(wrapped)  # fail now, not at the first training step, if no unit can be pruned
+    return wrapped
 
 
 def _wrappers_or_raise(model) -> list[NestedPruneLowMagnitude]:
@@ -264,8 +279,14 @@ def update_nested_masks(model, step) -> None:
     Example:
         >>> update_nested_masks(model, optimizer.iterations)
     """
-    for wrapper in _wrappers_or_raise(model):
-        wrapper.update_masks(step)
+    wrappers = _wrappers_or_raise(model)
+    if any(w.granularity == "unit" for w in wrappers):
+        from dsnn_keras.nested_units import update_unit_masks
+
+        update_unit_masks(model, step)
+    for wrapper in wrappers:
+        if wrapper.granularity != "unit":
+            wrapper.update_masks(step)
 
 
 def level_codes(model) -> dict[str, np.ndarray]:
@@ -286,20 +307,23 @@ def level_codes(model) -> dict[str, np.ndarray]:
 
 
 def measured_sparsities(model) -> dict[str, list[float]]:
-    """Actual fraction of zeros-by-mask per level: per weight key and over all ("total").
+    """Actual fraction of zeros-by-mask per level: per weight key and over all prunable weights
+    ("total"; the biases that unit granularity masks are reported per key but not in the total).
 
     Example:
         >>> measured_sparsities(model)["total"]
         [0.0, 0.5, 0.7, 0.9]
     """
-    codes = level_codes(model)
     num_levels = len(sparsity_levels(model))
     out, pruned, total = {}, np.zeros(num_levels), 0
-    for key, c in codes.items():
-        counts = np.array([(c <= i).sum() for i in range(num_levels)], dtype=np.float64)
-        out[key] = (counts / max(c.size, 1)).tolist()
-        pruned += counts
-        total += c.size
+    for wrapper in _wrappers_or_raise(model):
+        for w in wrapper.nested_weights:
+            c = np.asarray(w.code.numpy(), dtype=np.uint8)
+            counts = np.array([(c <= i).sum() for i in range(num_levels)], dtype=np.float64)
+            out[w.key] = (counts / max(c.size, 1)).tolist()
+            if w.counted:
+                pruned += counts
+                total += c.size
     out["total"] = (pruned / max(total, 1)).tolist()
     return out
 

@@ -28,6 +28,9 @@ from tf_keras.src.utils import tf_utils
 from dsnn_keras import nested_masks, nested_registry
 from dsnn_keras.nested_schedule import NestedPruningSchedule, deserialize_schedule
 
+GRANULARITIES = ("weight", "unit")   # "block" is "weight" with a block_size (config.py)
+UNIT_BIAS_PATHS = ("bias", "cell.bias")
+
 _SYNC = dict(
     trainable=False,
     synchronization=tf.VariableSynchronization.ON_WRITE,
@@ -46,6 +49,8 @@ class NestedWeight:
         attribute: The attribute name on `owner` ("kernel").
         variable: The weight variable (never modified by the wrapper).
         code: The uint8 level-code variable shaped like `variable`.
+        counted: Whether the weight counts as prunable when a level's sparsity is measured (False
+            for the biases that unit granularity masks only so a pruned unit outputs exactly 0).
     """
 
     key: str
@@ -53,6 +58,7 @@ class NestedWeight:
     attribute: str
     variable: Any
     code: Any
+    counted: bool = True
 
 
 class _NoInPlaceMasking:
@@ -145,6 +151,11 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
             shape[-1]]`) are scored by mean |w| and pruned together. Defaults to (1, 1).
         weight_paths: Attribute paths to prune instead of the registry's choice (e.g.
             ["embeddings"], ["kernel", "bias"]). Defaults to None (the registry).
+        granularity: ``"weight"`` (each weight, or each `block_size` block, ranked within its
+            tensor; codes computed by `update_masks`) or ``"unit"`` (whole output units ranked
+            across layers by `dsnn_keras.nested_units`; the layer's bias is masked too, not
+            counted as prunable, so a pruned unit outputs exactly 0; codes are computed by
+            `update_nested_masks(model, step)`). Defaults to "weight".
         **kwargs: Passed to `keras.layers.Wrapper` (the name is always
             "nested_prune_low_magnitude_<layer name>").
 
@@ -170,8 +181,11 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
         pruning_schedule: NestedPruningSchedule,
         block_size: Sequence[int] = (1, 1),
         weight_paths: Sequence[str] | None = None,
+        granularity: str = "weight",
         **kwargs,
     ):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
         if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
             raise ValueError(
                 f"layer {layer.name!r} is already wrapped by {layer.__class__.__name__}; wrap it only once"
@@ -211,6 +225,7 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
         super().__init__(layer, pruning_schedule=pruning_schedule, block_size=block_size, **kwargs)
         self.block_size = block_size
         self.weight_paths = weight_paths
+        self.granularity = granularity
         self.pruning_obj = _NoInPlaceMasking()
         self._nested = _NestedState()
         spec = inspect.getfullargspec(self.layer.call)
@@ -256,7 +271,18 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
         if not variables:
             raise ValueError(f"layer {self.layer.name!r} has no prunable weights; do not wrap it")
         state = self._nested
-        for index, variable in enumerate(variables):
+        counted = [True] * len(variables)
+        if self.granularity == "unit":
+            for path in UNIT_BIAS_PATHS:
+                try:
+                    bias = nested_registry.resolve_path(self.layer, path)
+                except ValueError:
+                    continue
+                if bias is not None and not any(bias is v for v in variables):
+                    variables = list(variables) + [bias]
+                    counted.append(False)
+                    break
+        for index, (variable, is_counted) in enumerate(zip(variables, counted)):
             owner, attribute, path = nested_registry.locate_variable(self.layer, variable)
             name = f"level_code_{index}"
             # A SavedModel revival may already have restored this variable onto the layer.
@@ -268,7 +294,8 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
                 initializer=keras.initializers.Constant(self.num_levels),
                 **_SYNC,
             )
-            state.weights.append(NestedWeight(f"{self.layer.name}/{path}", owner, attribute, variable, code))
+            state.weights.append(NestedWeight(f"{self.layer.name}/{path}", owner, attribute, variable, code,
+                                              is_counted))
         state.codes_built = True
 
     # ------------------------------------------------------------------ levels and masks
@@ -292,7 +319,13 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
 
         Returns:
             A bool scalar tensor: whether the codes were recomputed.
+
+        Raises:
+            ValueError: for a unit-granularity wrapper (its units are ranked across layers; use
+                `update_nested_masks(model, step)`).
         """
+        if self.granularity == "unit":
+            raise ValueError(f"{self.name}: unit masks span layers; call update_nested_masks(model, step)")
         step = tf.cast(step, tf.int64)
         schedule = self.pruning_schedule
         self.pruning_step.assign(step)
@@ -349,6 +382,7 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
             pruning_schedule=self.pruning_schedule.get_config(),
             block_size=list(self.block_size),
             weight_paths=self.weight_paths,
+            granularity=self.granularity,
         )
         return config
 

@@ -127,6 +127,11 @@ class TrainedRun:
     step: int
     checkpoint: str
 
+    @property
+    def granularity(self) -> str:
+        """The run's mask granularity: "weight", "block" or "unit"."""
+        return self.config.pruning.effective_granularity
+
 
 def _read_cmvn(path: pathlib.Path) -> dict:
     try:

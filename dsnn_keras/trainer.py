@@ -168,11 +168,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def measured_sparsities(model) -> list[float]:
     """Fraction of prunable weights that are zero at each level (from the level codes)."""
-    codes = [np.asarray(c).reshape(-1) for c in dsnn_keras.level_codes(model).values()]
-    if not codes:
-        return [0.0 for _ in dsnn_keras.sparsity_levels(model)]
-    allc = np.concatenate(codes)
-    return [float(np.mean(allc <= i)) for i in range(len(dsnn_keras.sparsity_levels(model)))]
+    return [float(s) for s in dsnn_keras.measured_sparsities(model)["total"]]
 
 
 class Progress:

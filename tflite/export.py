@@ -30,6 +30,10 @@ QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
 DESIGN_FUSED = "if_tree_fused_lstm"
 DESIGN_FC_LOOP = "if_tree_fc_loop"
 DESIGN_SINGLE = "single_level"
+DESIGN_SLICED = "if_tree_sliced"
+REALISATION_MASKED = "masked"   # full-width layers with the level's zeros stored in them
+REALISATION_SLICED = "sliced"   # only the units the level keeps: physically smaller layers
+LATENCY_PROBE_FRAMES = 300      # 3 s of features: the clip length the metadata's relative_latency uses
 KERNEL_FUSED_LSTM = "fused_lstm"
 KERNEL_FC_LOOP = "fc_loop"
 DESIGN_CHOICES = ("if_tree", "shared")
@@ -67,9 +71,13 @@ class ExportOptions:
             so a near-tie on a short synthetic clip does not refuse a good file; give real speech
             with ``verify_audio`` for a meaningful gate). The gate that catches a quantized file
             transcribing worse than its float model. Defaults to 0.1.
-        design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree) or ``"shared"``
-            (one stored copy of the weights + level codes, `tflite.shared_weights`). Defaults to
-            "if_tree".
+        design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree; a unit-granularity
+            run's levels are sliced to the units they keep, ``if_tree_sliced``) or ``"shared"``
+            (one stored copy of the weights + level codes, `tflite.shared_weights`; a unit run's
+            levels then stay full width, masked). Defaults to "if_tree".
+        measure_latency: Time every level on the export machine (1 thread, a 3 s feature input,
+            interleaved rounds, medians) and record ``relative_latency`` (to level 0) per level
+            in the metadata, so an app can pick a level by budget. Defaults to True.
     """
 
     quantize: str = "none"
@@ -79,6 +87,7 @@ class ExportOptions:
     tolerance: float = 1e-3
     design: str = "if_tree"
     max_token_error_rate: float = 0.1
+    measure_latency: bool = True
 
     def __post_init__(self) -> None:
         if self.design not in DESIGN_CHOICES:
@@ -177,7 +186,7 @@ def _min_frames(model, bins: int) -> int:
     raise ExportError("the model gives no output frame for any input of 1..64 frames")
 
 
-def _validate_models(models, sparsities, feature_config, pieces, blank_id) -> None:
+def _validate_models(models, sparsities, feature_config, pieces, blank_id, sliced: bool = False) -> None:
     if not models:
         raise ExportError("no models given; need one per sparsity level")
     if len(models) != len(sparsities):
@@ -197,11 +206,13 @@ def _validate_models(models, sparsities, feature_config, pieces, blank_id) -> No
             raise ExportError(
                 f"level {i}: model output must be [batch, frames, {blank_id + 1}] (vocab + blank), "
                 f"got {out_shape}")
-        signature = [tuple(w.shape) for w in model.get_weights()]
+        signature = ([type(layer).__name__ for layer in model.layers] if sliced
+                     else [tuple(w.shape) for w in model.get_weights()])
         if reference is None:
             reference = signature
         elif signature != reference:
-            raise ExportError(f"level {i}: weight shapes differ from level 0; models must share an architecture")
+            raise ExportError(f"level {i}: {'layers' if sliced else 'weight shapes'} differ from level 0; "
+                              "models must share an architecture")
 
 
 def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
@@ -522,6 +533,32 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
     return results
 
 
+def measure_level_latency(data: bytes, num_levels: int, bins: int, frames: int = LATENCY_PROBE_FRAMES,
+                          rounds: int = 9) -> list[tuple[float, float]]:
+    """``[(median ms, median ratio to level 0)]`` per level of ``recognize_features`` on a fixed
+    ``[frames, bins]`` input: 1 thread, levels interleaved in shuffled order each round, every timed
+    invoke after an untimed one, ratios taken within a round (so load on the machine cancels)."""
+    import time
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data, num_threads=1)
+    runner = interpreter.get_signature_runner("recognize_features")
+    features = np.random.default_rng(0).normal(-4.0, 2.0, [frames, bins]).astype(np.float32)
+    times = np.zeros([rounds, num_levels])
+    order = np.random.default_rng(1)
+    for level in range(num_levels):
+        runner(features=features, sparsity_level=np.int32(level))
+    for r in range(rounds):
+        for level in order.permutation(num_levels):
+            runner(features=features, sparsity_level=np.int32(level))
+            start = time.perf_counter()
+            runner(features=features, sparsity_level=np.int32(level))
+            times[r, level] = time.perf_counter() - start
+    ratios = times / times[:, :1]
+    return [(float(np.median(times[:, i]) * 1e3), float(np.median(ratios[:, i]))) for i in range(num_levels)]
+
+
 def _level_entries(models, sparsities, feature_config, eval_results) -> tuple[list, Optional[dict]]:
     from tflite.cost import level_cost
 
@@ -610,7 +647,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
                   pieces: Sequence[str], blank_id: int, options: ExportOptions = ExportOptions(),
                   eval_results: Optional[dict] = None, source: Optional[dict] = None,
                   verify_audio: Optional[Sequence[np.ndarray]] = None,
-                  single_level: bool = False, single_level_of: int = 0) -> ExportReport:
+                  single_level: bool = False, single_level_of: int = 0,
+                  units: Optional[Sequence[dict]] = None) -> ExportReport:
     """Writes ONE .tflite that runs any of the given levels, selected by ``sparsity_level``.
 
     Args:
@@ -630,6 +668,10 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
             then persists between invokes and callers must reset it). For baselines. Defaults to False.
         single_level_of: With ``single_level``, the DSNN level index the file stands for (recorded
             in the metadata for the benchmark). Defaults to 0.
+        units: Per level, ``{layer: units kept}`` of a unit-granularity run whose ``models`` are
+            the levels' narrow models (`dsnn_keras.narrow_model`): the levels may then differ in
+            shape, the design is ``if_tree_sliced`` and each level entry records its units and
+            ``realisation: sliced``. Defaults to None (same-shape models).
 
     Returns:
         An `ExportReport`.
@@ -640,7 +682,13 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     from tflite import metadata as metadata_lib
     from tflite.graph import RecognizerModule
 
-    _validate_models(models, sparsities, feature_config, pieces, blank_id)
+    sliced = units is not None
+    if sliced and len(units) != len(models):
+        raise ExportError(f"units: {len(units)} entries for {len(models)} levels")
+    if sliced and options.design == "shared":
+        raise ExportError("the shared design stores one full-width copy; export a unit run's levels "
+                          "masked (not sliced) for it")
+    _validate_models(models, sparsities, feature_config, pieces, blank_id, sliced=sliced)
     if single_level and len(models) != 1:
         raise ExportError("single_level export takes exactly one model")
     min_frames = _min_frames(models[0], feature_config.num_mel_bins)
@@ -669,7 +717,17 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     op_names = check_builtin_ops(data)
     design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if KERNEL_FC_LOOP in kernels else DESIGN_FUSED)
     design = DESIGN_SHARED if shared is not None else design
+    design = DESIGN_SLICED if sliced and not single_level and design == DESIGN_FUSED else design
     levels, evaluation = _level_entries(models, sparsities, feature_config, eval_results)
+    for i, entry in enumerate(levels):
+        entry["realisation"] = REALISATION_SLICED if sliced else REALISATION_MASKED
+        if sliced:
+            entry["units"] = {name: int(count) for name, count in units[i].items()}
+    if options.measure_latency and len(models) > 1:
+        latency = measure_level_latency(data, len(models), feature_config.num_mel_bins)
+        for entry, (ms, relative) in zip(levels, latency):
+            entry["latency_ms_export_machine"] = round(ms, 3)
+            entry["relative_latency"] = round(relative, 3)
     raw = {
         "format_version": metadata_lib.FORMAT_VERSION,
         "signatures": _signature_doc(feature_config.num_mel_bins, feature_config.sample_rate, len(models)),
@@ -756,13 +814,22 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
 
         verify_audio = list(verify_audio or []) + [load_audio(path, run.feature_config.sample_rate)
                                                    for path in verify_audio_files]
-    models = [strip_nested(run.model, level) for level in range(len(run.levels))]
+    units = None
+    if run.granularity == "unit" and options.design != "shared":
+        from dsnn_keras.nested_units import narrow_model, units_kept
+
+        kept = units_kept(run.model)
+        units = [{name: counts[level] for name, counts in kept.items()} for level in range(len(run.levels))]
+        models = [narrow_model(run.model, level) for level in range(len(run.levels))]
+    else:
+        models = [strip_nested(run.model, level) for level in range(len(run.levels))]
     say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
-        f"sparse_speed={options.sparse_speed})")
+        f"sparse_speed={options.sparse_speed}{', sliced units' if units else ''})")
     source = {"run_dir": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint)}
     report = export_levels(models, out_path, sparsities=run.levels, feature_config=run.feature_config,
                            pieces=run.pieces, blank_id=run.blank_id, options=options,
-                           eval_results=run.eval_results, source=source, verify_audio=verify_audio)
+                           eval_results=run.eval_results, source=source, verify_audio=verify_audio,
+                           units=units)
     if single_level_dir is not None:
         export_single_levels(models, single_level_dir, sparsities=run.levels,
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,
