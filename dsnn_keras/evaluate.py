@@ -56,6 +56,13 @@ def audio_seconds(num_frames: int, feature_config: Any) -> float:
     return float(num_frames) * feature_config.frame_step / feature_config.sample_rate
 
 
+def units_per_level(model: Any) -> dict[str, list[int]] | None:
+    """``{layer: [units kept per level]}`` of a unit-granularity model, else None."""
+    from dsnn_keras.nested_units import unit_wrappers, units_kept
+
+    return units_kept(model) if unit_wrappers(model) else None
+
+
 def nonzero_fractions(model: Any, level: int) -> dict[str, float | None]:
     """Fraction of weights kept at ``level``: over the prunable weights and over the whole model.
 
@@ -68,11 +75,13 @@ def nonzero_fractions(model: Any, level: int) -> dict[str, float | None]:
         "model_params"}``; the fractions are ``None`` when the model has no prunable weights.
         "Nonzero" means kept by the level's mask (a kept weight that is exactly 0.0 still counts).
     """
-    from dsnn_keras import level_codes
+    from dsnn_keras.nested_wrapper import collect_nested_wrappers
 
-    codes = level_codes(model)
-    prunable = sum(int(c.size) for c in codes.values())
-    kept = sum(int(np.count_nonzero(c > level)) for c in codes.values())
+    # The biases unit granularity masks are not prunable weights (docs/nested.md).
+    codes = [w.code.numpy() for wrapper in collect_nested_wrappers(model) for w in wrapper.nested_weights
+             if w.counted]
+    prunable = sum(int(c.size) for c in codes)
+    kept = sum(int(np.count_nonzero(c > level)) for c in codes)
     total = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     if prunable == 0:
         return {"prunable_nonzero_fraction": None, "model_nonzero_fraction": None,
@@ -204,6 +213,9 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
             "reference_chars": rates["reference_chars"],
         }
         entry.update(nonzero_fractions(model, level))
+        units = units_per_level(model)
+        if units is not None:
+            entry["units"] = {name: counts[level] for name, counts in units.items()}
         entry["examples"] = [
             {"utt_id": utterances[i].utt_id, "reference": references[i],
              "hypothesis": hypotheses[i]}
@@ -258,6 +270,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         kept_text = "n/a" if kept is None else f"{kept:.3f}"
         rtf = entry.get("rtf")
         rtf_text = "n/a" if rtf is None else f"{rtf:.4f}"
+        if entry.get("units"):
+            kept_text += " (units " + ", ".join(f"{k} {v}" for k, v in entry["units"].items()) + ")"
         lines.append(
             f"| {entry['level']} | {entry['sparsity']:.2f} | {kept_text} | "
             f"{100 * entry['wer']:.2f} | {100 * entry['cer']:.2f} | {rtf_text} | "

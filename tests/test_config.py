@@ -41,6 +41,9 @@ def test_unknown_section_is_an_error(tmp_path):
     ("pruning: {begin_step: 10, end_step: 5}", "begin_step"),
     ("pruning: {block_size: [4, 0]}", "pruning.block_size"),
     ("pruning: {block_size: [4]}", "pruning.block_size"),
+    ("pruning: {granularity: channel}", "pruning.granularity"),
+    ("pruning: {granularity: unit, block_size: [4, 1]}", "pruning.granularity"),
+    ("pruning: {granularity: block}", "pruning.granularity"),
     ("model: {lstm_units: []}", "model.lstm_units"),
     ("data: {specaugment: {freq_masks: -1}}", "data.specaugment.freq_masks"),
     ("features: {num_mel_bins: 0}", "num_mel_bins"),
@@ -82,3 +85,13 @@ def test_dumped_config_reloads_identically(tmp_path):
     config = apply_overrides(load_config(CONFIGS / "an4.yaml"), ["training.distillation_weight=0.5"])
     dump_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize("pruning, expected", [
+    ({}, "weight"),
+    ({"block_size": [4, 1]}, "block"),
+    ({"granularity": "block", "block_size": [4, 1]}, "block"),
+    ({"granularity": "unit"}, "unit"),
+])
+def test_granularity_defaults_to_what_the_block_size_implies(pruning, expected):
+    assert config_from_dict({"version": 1, "pruning": pruning}).pruning.effective_granularity == expected

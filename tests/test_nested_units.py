@@ -205,3 +205,17 @@ def test_sequential_dense_stack_prunes_hidden_units():
     np.testing.assert_allclose(narrow(x).numpy(), want, atol=1e-6)
     assert [l.units for l in narrow.layers if isinstance(l, keras.layers.Dense)][:2] == \
         [dsnn_keras.units_kept(model)["a"][1], dsnn_keras.units_kept(model)["b"][1]]
+
+
+def test_evaluation_reports_units_and_kept_fraction_per_level():
+    from dsnn_keras.evaluate import markdown_table, nonzero_fractions, units_per_level
+
+    model = _unit_model()
+    units = units_per_level(model)
+    assert units == dsnn_keras.units_kept(model)
+    measured = dsnn_keras.measured_sparsities(model)["total"]
+    for level, sparsity in enumerate(measured):
+        assert nonzero_fractions(model, level)["prunable_nonzero_fraction"] == pytest.approx(1 - sparsity)
+    entry = {"level": 3, "sparsity": 0.9, "wer": 0.5, "cer": 0.25, "rtf": 0.01, "num_utterances": 2,
+             "prunable_nonzero_fraction": 0.1, "units": {k: v[3] for k, v in units.items()}}
+    assert f"lstm_0 {units['lstm_0'][3]}" in markdown_table({"levels": [entry]})

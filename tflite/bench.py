@@ -176,16 +176,20 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
         times = _time_round_robin(candidates, utts, n, repeats)
         dense = [c for c in candidates if c.kind == "single" and c.of_level == 0]
         dense_per_utt = np.median(times[dense[0]], axis=1) if dense else None
+        own_dense = {c.path: np.median(times[c], axis=1) for c in candidates if c.kind == "multi" and c.level == 0}
         for c in candidates:
             t = times[c]
             per_utt = np.median(t, axis=1)
+            own = own_dense.get(c.path) if c.kind == "multi" else None
             rows.append({"kind": c.kind, "file": c.path.name, "level": c.of_level, "sparsity": c.sparsity,
                          "threads": n, "median_ms": float(np.median(t) * 1e3),
                          "p90_ms": float(np.percentile(t, 90) * 1e3),
                          "rtf": float(per_utt.sum() / total_seconds),
                          # median over utterances of (this / dense single-level file), same utterance
                          "ratio_to_dense_single": (float(np.median(per_utt / dense_per_utt))
-                                                   if dense_per_utt is not None else None)})
+                                                   if dense_per_utt is not None else None),
+                         # the same against this file's own level 0 (what switching level saves)
+                         "ratio_to_own_level0": float(np.median(per_utt / own)) if own is not None else None})
     files = {}
     longest = max(a.size for _, a in utts) / meta.sample_rate
     for path in dict.fromkeys(c.path for c in candidates):
@@ -216,13 +220,15 @@ def to_markdown(result: dict) -> str:
              f"({sum(u['seconds'] for u in result['utterances']):.1f} s of audio), "
              f"{result['repeats']} repeats, shuffled round-robin, each timed invoke warm (after an "
              "untimed one); median / p90 over utterances x repeats; × dense single = median over "
-             "utterances of the latency ratio to the dense single-level file.", "",
-             "| file | kind | level | sparsity | threads | median ms | p90 ms | RTF | × dense single |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "utterances of the latency ratio to the dense single-level file; × own level 0 = the same "
+             "against the file's own level 0 (what switching level saves).", "",
+             "| file | kind | level | sparsity | threads | median ms | p90 ms | RTF | × dense single | × own level 0 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ratio = f"{r['ratio_to_dense_single']:.2f}" if r.get("ratio_to_dense_single") else "–"
+        own = f"{r['ratio_to_own_level0']:.2f}" if r.get("ratio_to_own_level0") else "–"
         lines.append(f"| {r['file']} | {r['kind']} | {r['level']} | {r['sparsity']:.2f} | {r['threads']} | "
-                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['rtf']:.4f} | {ratio} |")
+                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['rtf']:.4f} | {ratio} | {own} |")
     lines += ["", "| file | design | quantize | levels | size MB | × dense single | peak RSS MB (1 thread) | model RSS MB |",
               "|---|---|---|---|---|---|---|---|"]
     for name, info in result["files"].items():
