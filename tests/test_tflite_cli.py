@@ -198,6 +198,7 @@ def test_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert result["rows"][-1]["ratio_to_dense_single"] == pytest.approx(1.0)
     assert result["rows"][0]["ratio_to_own_level0"] == pytest.approx(1.0)
     assert result["rows"][2]["ratio_to_own_level0"] > 0 and result["rows"][-1]["ratio_to_own_level0"] is None
+    assert result["rows"][0]["relative_macs"] == 1.0 and result["rows"][2]["relative_macs"] < 0.5
     assert all(info["memory"]["1"]["peak_rss_mb"] > 0 for info in result["files"].values())
     assert (out_dir / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| file | kind | level |" in (out_dir / "bench.md").read_text()

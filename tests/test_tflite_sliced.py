@@ -107,3 +107,22 @@ def test_shared_design_refuses_sliced_levels(tmp_path):
         export_levels(narrow, tmp_path / "x.tflite", sparsities=LEVELS, feature_config=feature_config(),
                       pieces=PIECES, blank_id=BLANK_ID, options=ExportOptions(design="shared"),
                       units=[{}] * len(LEVELS))
+
+
+def test_dynamic_int8_sliced_file_keeps_every_level_and_is_small(sliced, tmp_path):
+    import dsnn_keras
+    from tflite.export import ExportOptions, export_levels
+
+    float_path, float_report, kept = sliced
+    model = _unit_model()
+    units = [{name: counts[level] for name, counts in kept.items()} for level in range(len(LEVELS))]
+    narrow = [dsnn_keras.narrow_model(model, level) for level in range(len(LEVELS))]
+    report = export_levels(narrow, tmp_path / "unit_int8.tflite", sparsities=LEVELS,
+                           feature_config=feature_config(), pieces=PIECES, blank_id=BLANK_ID,
+                           options=ExportOptions(quantize="dynamic-int8", measure_latency=False), units=units)
+    assert report.metadata["export"]["design"] == "if_tree_sliced"
+    assert report.metadata["export"]["frontend"] == "float32"
+    # Each level is nearest its own Keras level and the audio path stays within the token gate.
+    assert [v["nearest_level"] for v in report.verification] == list(range(len(LEVELS)))
+    assert all("relative_latency" not in entry for entry in report.metadata["levels"])
+    assert report.size_bytes < float_report.size_bytes

@@ -177,6 +177,7 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
         dense = [c for c in candidates if c.kind == "single" and c.of_level == 0]
         dense_per_utt = np.median(times[dense[0]], axis=1) if dense else None
         own_dense = {c.path: np.median(times[c], axis=1) for c in candidates if c.kind == "multi" and c.level == 0}
+        level_meta = {c.path: read_metadata(c.path).raw.get("levels", []) for c in candidates}
         for c in candidates:
             t = times[c]
             per_utt = np.median(t, axis=1)
@@ -189,7 +190,10 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
                          "ratio_to_dense_single": (float(np.median(per_utt / dense_per_utt))
                                                    if dense_per_utt is not None else None),
                          # the same against this file's own level 0 (what switching level saves)
-                         "ratio_to_own_level0": float(np.median(per_utt / own)) if own is not None else None})
+                         "ratio_to_own_level0": float(np.median(per_utt / own)) if own is not None else None,
+                         # multiply-adds of the level relative to the file's level 0 (metadata)
+                         "relative_macs": _level_field(level_meta[c.path], c.level, "relative_macs"),
+                         "units": _level_field(level_meta[c.path], c.level, "units")})
     files = {}
     longest = max(a.size for _, a in utts) / meta.sample_rate
     for path in dict.fromkeys(c.path for c in candidates):
@@ -213,6 +217,11 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
     return result
 
 
+def _level_field(levels: list, level: int, key: str):
+    entry = next((e for e in levels if e.get("level") == level), None)
+    return None if entry is None else entry.get(key)
+
+
 def to_markdown(result: dict) -> str:
     """A Markdown summary: latency table per thread count, then files (size, memory)."""
     lines = [f"# dsnn-bench: {pathlib.Path(result['model']).name}", "",
@@ -222,13 +231,14 @@ def to_markdown(result: dict) -> str:
              "untimed one); median / p90 over utterances x repeats; × dense single = median over "
              "utterances of the latency ratio to the dense single-level file; × own level 0 = the same "
              "against the file's own level 0 (what switching level saves).", "",
-             "| file | kind | level | sparsity | threads | median ms | p90 ms | RTF | × dense single | × own level 0 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| file | kind | level | sparsity | threads | median ms | p90 ms | RTF | × dense single | × own level 0 | MACs × level 0 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ratio = f"{r['ratio_to_dense_single']:.2f}" if r.get("ratio_to_dense_single") else "–"
         own = f"{r['ratio_to_own_level0']:.2f}" if r.get("ratio_to_own_level0") else "–"
+        macs = f"{r['relative_macs']:.2f}" if r.get("relative_macs") is not None else "–"
         lines.append(f"| {r['file']} | {r['kind']} | {r['level']} | {r['sparsity']:.2f} | {r['threads']} | "
-                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['rtf']:.4f} | {ratio} | {own} |")
+                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['rtf']:.4f} | {ratio} | {own} | {macs} |")
     lines += ["", "| file | design | quantize | levels | size MB | × dense single | peak RSS MB (1 thread) | model RSS MB |",
               "|---|---|---|---|---|---|---|---|"]
     for name, info in result["files"].items():
