@@ -208,3 +208,25 @@ def test_report_stage_alone_writes_markdown_and_json(tmp_path, base_config):
     data = json.loads(report.with_suffix(".json").read_text())
     assert data["rows"][1]["dsnn_wer"] == 0.21
     assert data["setup"]["steps"] == 60
+
+
+def test_narrow_runs_take_the_widths_each_unit_level_keeps(tmp_path):
+    from dsnn_keras.config import apply_overrides, load_config
+
+    config = load_config(ROOT / "configs" / "an4.yaml")
+    widths = cmp.narrow_widths(config, cmp.DEFAULT_LEVELS)
+    assert sorted(widths) == [0.5, 0.7, 0.9]
+    lstm = [widths[s]["lstm_units"][0] for s in (0.5, 0.7, 0.9)]
+    conv = [widths[s]["conv_channels"][0] for s in (0.5, 0.7, 0.9)]
+    assert lstm == sorted(lstm, reverse=True) and 40 < lstm[-1] < lstm[0] < 160
+    assert conv == sorted(conv, reverse=True) and conv[0] < 32
+    runs = cmp.narrow_runs(widths, ["pruning.granularity=unit"])
+    assert [r.name for r in runs] == ["narrow_50", "narrow_70", "narrow_90"]
+    for run in runs:
+        path = tmp_path / f"{run.name}.yaml"
+        cmp.write_run_config(ROOT / "configs" / "an4.yaml", run.overrides, path)
+        resolved = load_config(path)
+        assert resolved.training.mode == "single" and resolved.effective_levels == (0.0,)
+        assert list(resolved.model.lstm_units) == widths[run.sparsity]["lstm_units"]
+        assert list(resolved.model.conv_channels) == widths[run.sparsity]["conv_channels"]
+        assert resolved.training.total_steps == config.training.total_steps
