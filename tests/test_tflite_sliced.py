@@ -126,3 +126,36 @@ def test_dynamic_int8_sliced_file_keeps_every_level_and_is_small(sliced, tmp_pat
     assert [v["nearest_level"] for v in report.verification] == list(range(len(LEVELS)))
     assert all("relative_latency" not in entry for entry in report.metadata["levels"])
     assert report.size_bytes < float_report.size_bytes
+
+
+@pytest.fixture(scope="module")
+def unit_run(tmp_path_factory):
+    """A real `dsnn_keras.train` run of a small config with unit granularity (8 steps, 2 levels)."""
+    import io
+
+    from fixtures_data import build_prepared_dataset, small_config
+
+    import dsnn_keras
+
+    root = tmp_path_factory.mktemp("unit_run")
+    data = build_prepared_dataset(root / "data", num_train=12, num_dev=4)
+    config = small_config(pruning={"granularity": "unit"})
+    dsnn_keras.train(config, data, root / "run", stream=io.StringIO())
+    return root / "run"
+
+
+def test_a_trained_unit_run_exports_sliced_levels_and_refuses_the_shared_design(unit_run, tmp_path):
+    from dsnn_keras.run_dir import load_run
+    from tflite.export import ExportError, ExportOptions, export_run
+
+    run = load_run(unit_run)
+    assert run.granularity == "unit"
+    report = export_run(unit_run, tmp_path / "unit.tflite")
+    levels = report.metadata["levels"]
+    assert report.metadata["export"]["design"] == "if_tree_sliced"
+    assert levels[0]["units"]["lstm_0"] == 24 and 0 < levels[1]["units"]["lstm_0"] < 24
+    assert levels[1]["units"]["conv_1"] < 4    # the Conv2D channels are pruned too
+    assert [v["level"] for v in report.verification] == [0, 1]
+    with pytest.raises(ExportError, match="shared"):
+        export_run(unit_run, tmp_path / "shared.tflite", options=ExportOptions(design="shared"))
+    assert not (tmp_path / "shared.tflite").exists()

@@ -73,8 +73,8 @@ class ExportOptions:
             transcribing worse than its float model. Defaults to 0.1.
         design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree; a unit-granularity
             run's levels are sliced to the units they keep, ``if_tree_sliced``) or ``"shared"``
-            (one stored copy of the weights + level codes, `tflite.shared_weights`; a unit run's
-            levels then stay full width, masked). Defaults to "if_tree".
+            (one stored copy of the weights + level codes, `tflite.shared_weights`; weight and
+            block runs only). Defaults to "if_tree".
         measure_latency: Time every level on the export machine (1 thread, a 3 s feature input,
             interleaved rounds, medians) and record ``relative_latency`` (to level 0) per level
             in the metadata, so an app can pick a level by budget. Defaults to True.
@@ -815,7 +815,11 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         verify_audio = list(verify_audio or []) + [load_audio(path, run.feature_config.sample_rate)
                                                    for path in verify_audio_files]
     units = None
-    if run.granularity == "unit" and options.design != "shared":
+    if run.granularity == "unit" and options.design == "shared":
+        raise ExportError(f"{run.run_dir}: --design shared does not take a unit-granularity run (it stores one "
+                          "full-width copy, and a unit level also masks biases, which that design keeps "
+                          "shared); export it with the default design: each level sliced, smaller and faster")
+    if run.granularity == "unit":
         from dsnn_keras.nested_units import narrow_model, units_kept
 
         kept = units_kept(run.model)
