@@ -158,7 +158,8 @@ def test_comparison_rows_pair_each_dsnn_level_with_its_single_model(tmp_path):
     assert rows[3]["ratio"] == pytest.approx(0.30 / 0.25)
     assert [r["meets_ratio_goal"] for r in rows] == [True, True, True, False]
     assert rows[3]["nodistill_ratio"] == pytest.approx(0.36 / 0.25)
-    assert results["goals"] == {"ratio_goal_met": False, "dense_goal_met": True}
+    assert results["goals"] == {"ratio_goal_met": False, "dense_goal_met": True,
+                                "ratio_levels_measured": [0, 1, 2, 3], "ratio_levels_failed": [3]}
     assert results["cpu"]["singles_cpu_s"] == 4200.0
     assert results["cpu"]["dsnn_over_singles"] == pytest.approx(3000 / 4200)
     assert results["setup"]["model_params"] == 1000
@@ -188,6 +189,7 @@ def test_report_marks_missing_runs_instead_of_failing(tmp_path):
     assert results["cpu"]["singles_cpu_s"] is None
     text = cmp.render_report(results)
     assert "| 2 | 0.70 | 23.0 | — | — | — |" in text
+    assert "levels with a single model: 0, 1, 3; the others not run" in text
 
 
 def test_unknown_stage_is_a_one_line_error(tmp_path, capsys):
