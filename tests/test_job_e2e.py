@@ -16,10 +16,12 @@ from dsnn_job.job import STEPS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--num_utterances", "60",
-        "--set", "training.total_steps=60", "--set", "training.eval_every=30", "--set", "pruning.begin_step=10",
-        "--set", "pruning.end_step=40", "--baselines", "dense", "--bench_threads", "1", "--bench_repeats", "1",
-        "--bench_utterances", "2"]
+LEVELS = [0.0, 0.5, 0.9]
+# The shipped route (unit granularity, sliced export), three levels, a tiny model and corpus.
+TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--num_utterances", "40",
+        "--set", "training.total_steps=40", "--set", "training.eval_every=20", "--set", "pruning.begin_step=8",
+        "--set", "pruning.end_step=28", "--set", f"pruning.levels={LEVELS}", "--set", "pruning.granularity=unit",
+        "--baselines", "dense", "--bench_threads", "1", "--bench_repeats", "1", "--bench_utterances", "2"]
 
 
 def _job(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
@@ -46,7 +48,7 @@ def test_every_step_ran_and_recorded_its_inputs(job):
     train = read_record(out / "run")
     assert set(train["inputs"]) == {"data", "config"}
     assert train["inputs"]["data"] == read_record(out / "data")["fingerprint"]
-    assert "training.total_steps=60" in train["params"]["overrides"]
+    assert "training.total_steps=40" in train["params"]["overrides"]
     assert "==> step 7/7: bench" in first.stderr
 
 
@@ -54,10 +56,10 @@ def test_dataset_checkpoint_and_eval_artifacts(job):
     out, _ = job
     dataset = json.loads((out / "data" / "dataset.json").read_text())
     assert set(dataset["splits"]) == {"train", "dev", "test"}
-    assert list((out / "run" / "checkpoints").glob("ckpt-60.index"))
+    assert list((out / "run" / "checkpoints").glob("ckpt-40.index"))
     assert list((out / "run" / "tensorboard").glob("events.out.tfevents.*"))
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
-    assert evaluation["split"] == "test" and len(evaluation["levels"]) == 4
+    assert evaluation["split"] == "test" and len(evaluation["levels"]) == len(LEVELS)
     assert all(0.0 <= level["wer"] for level in evaluation["levels"])
 
 
@@ -66,9 +68,11 @@ def test_the_tflite_transcribes_at_every_level(job):
 
     out, _ = job
     transcripts = json.loads((out / "transcribe" / "transcripts.json").read_text())
-    assert [entry["level"] for entry in transcripts["levels"]] == [0, 1, 2, 3]
+    assert [entry["level"] for entry in transcripts["levels"]] == list(range(len(LEVELS)))
     assert pathlib.Path(transcripts["audio"]).is_file() and "/test/" in transcripts["audio"]
     recognizer = Recognizer(out / "export" / "model.tflite")
+    assert recognizer.metadata.raw["export"]["design"] == "if_tree_sliced"
+    assert [level["realisation"] for level in recognizer.levels] == ["sliced"] * len(LEVELS)
     for entry in transcripts["levels"]:
         assert recognizer.transcribe(transcripts["audio"], level=entry["level"]) == entry["text"]
     assert [p.name for p in (out / "export" / "single").glob("*.tflite")] == ["level_0.tflite"]
@@ -77,7 +81,7 @@ def test_the_tflite_transcribes_at_every_level(job):
 def test_summary_json_has_a_row_per_level_and_plots_are_pngs(job):
     out, first = job
     summary = json.loads((out / "summary.json").read_text())
-    assert [row["sparsity"] for row in summary["levels"]] == [0.0, 0.5, 0.7, 0.9]
+    assert [row["sparsity"] for row in summary["levels"]] == LEVELS
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
     bench = json.loads((out / "bench" / "bench.json").read_text())
     for row, ev in zip(summary["levels"], evaluation["levels"]):
