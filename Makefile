@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test demo an4 clean
+.PHONY: venv test test-fast demo an4 clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
+
+# The developer's edit-test loop: everything but the tests marked `large` (whole jobs, trainings,
+# multi-process runs). CI runs the full `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not large" tests
 
 demo: $(STAMP)
 	$(BIN)/dsnn-job --out $(DEMO_DIR)

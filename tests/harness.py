@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
 
 from dsnn_keras import (
     NestedPolynomialDecay,
@@ -190,3 +191,25 @@ def run_serialization_test(model, inputs, tmp_path, formats=("keras", "savedmode
         for level, (got, want) in enumerate(zip(outputs_per_level(other, inputs), reference)):
             np.testing.assert_allclose(got, want, atol=atol, err_msg=f"{name}: level {level}")
     return restored
+
+
+class ScaledDense(keras.layers.Layer, PrunableLayer):
+    """A custom prunable layer (two prunable weights, one not), for registry and wrapper tests."""
+
+    def __init__(self, units=3, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight("w", shape=(input_shape[-1], self.units))
+        self.v = self.add_weight("v", shape=(self.units, self.units))
+        self.scale = self.add_weight("scale", shape=(self.units,), initializer="ones")
+
+    def call(self, x):
+        return tf.matmul(tf.matmul(x, self.w), self.v) * self.scale
+
+    def get_prunable_weights(self):
+        return [self.w, self.v]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

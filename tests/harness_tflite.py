@@ -10,6 +10,7 @@ import fcntl
 import functools
 import hashlib
 import importlib.metadata
+import json
 import pathlib
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ PIECES = ["<unk>", "\u2581a", "\u2581b", "c", "\u2581d", "e", "\u2581f", "g", "\
 BLANK_ID = len(PIECES)
 UNITS = 16
 INT8_LEVELS = (0, 2)   # the int8 export holds LEVELS[0] and LEVELS[2]
+RUN_LEVELS = (0.0, 0.8)   # write_run_dir: two levels, since conversion time grows with the level count
 
 _WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix="dsnn_tflite_tests_"))
 atexit.register(shutil.rmtree, _WORKDIR, True)
@@ -212,3 +214,38 @@ def features_of(audio: np.ndarray) -> np.ndarray:
     from dsnn_keras.frontend import log_mel_spectrogram
 
     return log_mel_spectrogram(tf.constant(audio), feature_config()).numpy()
+
+
+def write_run_dir(root: pathlib.Path) -> pathlib.Path:
+    """A minimal run directory as dsnn-train writes it: config, dataset.json, tokenizer, CMVN, checkpoint."""
+    import sentencepiece as spm
+    import tensorflow as tf
+    import yaml
+
+    import dsnn_keras
+    from dsnn_keras.config import config_from_dict
+    from dsnn_keras.model import build_pruned_model
+
+    root.mkdir()
+    config = config_from_dict({"version": 1,
+                               "model": {"conv_channels": [4, 4], "lstm_units": [16, 16], "dropout": 0.0},
+                               "pruning": {"levels": list(RUN_LEVELS), "begin_step": 0, "end_step": 1,
+                                           "frequency": 1}})
+    (root / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    corpus = root / "text.txt"
+    corpus.write_text("\n".join(["yes no", "go stop", "left right", "up down", "on off"] * 20))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "tokenizer"), vocab_size=20,
+                                   model_type="unigram", unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    vocab = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model")).get_piece_size()
+    fc = feature_config()
+    (root / "dataset.json").write_text(json.dumps({
+        "format_version": 1, "feature_config": fc.to_dict(),
+        "tokenizer": {"model": "tokenizer.model", "vocab_size": vocab, "model_type": "unigram"}}))
+    mean, std = [-5.0] * fc.num_mel_bins, [3.0] * fc.num_mel_bins
+    (root / "cmvn.json").write_text(json.dumps({"mean": mean, "std": std, "num_frames": 100}))
+    model = build_pruned_model(config, fc, vocab, mean, std)
+    dsnn_keras.update_nested_masks(model, 1)
+    step = tf.Variable(1, dtype=tf.int64)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step), str(root / "checkpoints"), 1).save()
+    return root

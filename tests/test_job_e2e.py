@@ -14,6 +14,8 @@ import pytest
 from dsnn_job.artifacts import ARTIFACT_FILE, read_record
 from dsnn_job.job import STEPS
 
+pytestmark = pytest.mark.large   # whole dsnn-job runs
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LEVELS = [0.0, 0.5, 0.9]

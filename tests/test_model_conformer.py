@@ -70,6 +70,7 @@ def trained_run(prepared, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.large
 def test_loss_decreases_at_every_level(trained_run):
     import json
 
@@ -81,6 +82,7 @@ def test_loss_decreases_at_every_level(trained_run):
     np.testing.assert_allclose(windows[-1]["sparsity"], [0.0, 0.8], atol=0.01)
 
 
+@pytest.mark.large
 def test_run_exports_to_one_tflite_whose_levels_match_keras(trained_run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -99,6 +101,7 @@ def test_run_exports_to_one_tflite_whose_levels_match_keras(trained_run, tmp_pat
     assert any(not np.array_equal(dense[key], sparse[key]) for key in dense)
 
 
+@pytest.mark.large
 def test_shared_weights_design_handles_attention_sublayers_and_matches_keras(trained_run, tmp_path):
     from tflite.export import ExportOptions, export_run
     from tflite.shared_weights import DESIGN_SHARED

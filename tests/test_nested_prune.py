@@ -246,6 +246,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.large
 def test_mirrored_strategy_on_two_devices_matches_one_device():
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     root = pathlib.Path(__file__).resolve().parents[1]

@@ -5,28 +5,7 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
 
 from dsnn_keras import nested_registry as reg
-
-
-class ScaledDense(keras.layers.Layer, PrunableLayer):
-    """A custom prunable layer (two prunable weights, one not)."""
-
-    def __init__(self, units=3, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-
-    def build(self, input_shape):
-        self.w = self.add_weight("w", shape=(input_shape[-1], self.units))
-        self.v = self.add_weight("v", shape=(self.units, self.units))
-        self.scale = self.add_weight("scale", shape=(self.units,), initializer="ones")
-
-    def call(self, x):
-        return tf.matmul(tf.matmul(x, self.w), self.v) * self.scale
-
-    def get_prunable_weights(self):
-        return [self.w, self.v]
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units}
+from harness import ScaledDense
 
 
 @pytest.mark.parametrize(

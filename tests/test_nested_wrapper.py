@@ -8,7 +8,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 
 from dsnn_keras import NestedPruneLowMagnitude, level_codes, sparsity_level_scope, update_nested_masks
 from harness import build_wrapped_model, one_shot_schedule, outputs_per_level, run_nested_layer_test
-from test_nested_registry import ScaledDense
+from harness import ScaledDense
 
 RNG = np.random.default_rng(0)
 SEQ = RNG.normal(size=(2, 5, 6)).astype("float32")

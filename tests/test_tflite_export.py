@@ -131,6 +131,7 @@ def test_metadata_describes_levels_tokens_and_verification(float_file, models):
     assert meta.raw["versions"]["tensorflow"]
 
 
+@pytest.mark.large
 def test_dynamic_int8_keeps_every_level_and_shrinks_the_file(float_file, models):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -254,6 +255,7 @@ def test_keras_lstm_conversion_clips_the_cell_state_and_disabling_the_clip_resto
     assert disable_lstm_cell_clip(patched)[1] == 0           # idempotent
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("options", [{}, {"sparse_speed": True, "sparse_speed_min_sparsity": 0.0},
                                      {"design": "shared"}],
                          ids=["fused_lstm", "sparse_speed", "shared_weights"])

@@ -26,6 +26,7 @@ def test_rejects_an_lstm_it_cannot_express():
         FCLoopLSTM(layer)
 
 
+@pytest.mark.large
 def test_sparse_speed_export_runs_sparse_levels_as_fc_loops_and_matches_every_level():
     from ai_edge_litert.interpreter import Interpreter
 

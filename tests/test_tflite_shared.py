@@ -61,6 +61,7 @@ def test_rejects_levels_that_are_not_nested():
         level_codes_from_models(models)
 
 
+@pytest.mark.large
 def test_shared_float_matches_every_level_switches_and_repeats():
     from ai_edge_litert.interpreter import Interpreter
 
@@ -112,6 +113,7 @@ def test_shared_file_stores_each_pruned_weight_once_with_builtin_ops_only():
             assert not any(b in buffers for b in _layouts(other)), tensor.name
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("quantize", ["none", "dynamic-int8", "float16"])
 def test_fused_lstms_read_their_per_gate_variables_without_a_split_copy(quantize):
     from tflite import flatbuffer

@@ -52,6 +52,7 @@ def sliced(tmp_path_factory):
     return path, report, kept
 
 
+@pytest.mark.large
 def test_sliced_file_records_design_units_and_relative_latency(sliced):
     path, report, kept = sliced
     export = report.metadata["export"]
@@ -65,6 +66,7 @@ def test_sliced_file_records_design_units_and_relative_latency(sliced):
     assert macs[0] == 1.0 and macs[1] < 0.7 and macs[2] < 0.25
 
 
+@pytest.mark.large
 def test_branches_hold_the_smaller_weight_shapes(sliced):
     from tflite.flatbuffer import unpack
 
@@ -80,6 +82,7 @@ def test_branches_hold_the_smaller_weight_shapes(sliced):
         assert (BLANK_ID + 1, units) in tensors or (units, BLANK_ID + 1) in tensors, level
 
 
+@pytest.mark.large
 def test_every_level_matches_the_masked_keras_model_on_speech(sliced):
     import dsnn_keras
     from ai_edge_litert.interpreter import Interpreter
@@ -109,6 +112,7 @@ def test_shared_design_refuses_sliced_levels(tmp_path):
                       units=[{}] * len(LEVELS))
 
 
+@pytest.mark.large
 def test_dynamic_int8_sliced_file_keeps_every_level_and_is_small(sliced, tmp_path):
     import dsnn_keras
     from tflite.export import ExportOptions, export_levels
@@ -144,6 +148,7 @@ def unit_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.large
 def test_a_trained_unit_run_exports_sliced_levels_and_refuses_the_shared_design(unit_run, tmp_path):
     from dsnn_keras.run_dir import load_run
     from tflite.export import ExportError, ExportOptions, export_run

@@ -62,6 +62,7 @@ def test_learning_rate_holds_at_peak_until_decay_begin_step():
     assert WarmupCosineDecay.from_config(lr.get_config()).decay_begin_step == 60
 
 
+@pytest.mark.large
 def test_loss_decreases_at_every_level_on_the_tiny_config(prepared, tmp_path):
     config = apply_overrides(load_config(REPO / "configs" / "tiny.yaml"), [
         "training.total_steps=100", "pruning.begin_step=30", "pruning.end_step=70",
@@ -79,6 +80,7 @@ def test_loss_decreases_at_every_level_on_the_tiny_config(prepared, tmp_path):
     assert (tmp_path / "run" / "tensorboard").is_dir() and any((tmp_path / "run" / "tensorboard").iterdir())
 
 
+@pytest.mark.large
 def test_sandwich_steps_visit_densest_sparsest_and_sampled_middle(prepared, tmp_path):
     config = small_config(pruning={"levels": [0.0, 0.5, 0.7, 0.9]}, training={"sandwich_levels": 3,
                                                                             "total_steps": 6})
@@ -88,6 +90,7 @@ def test_sandwich_steps_visit_densest_sparsest_and_sampled_middle(prepared, tmp_
     assert visits[1] + visits[2] == 6
 
 
+@pytest.mark.large
 def test_single_mode_equals_a_one_level_dsnn(prepared, tmp_path):
     single = small_config(training={"mode": "single"}, pruning={"single_sparsity": 0.8})
     k1 = small_config(pruning={"levels": [0.8]})
@@ -103,6 +106,7 @@ def test_single_mode_equals_a_one_level_dsnn(prepared, tmp_path):
     assert np.mean(np.concatenate([c.ravel() for c in codes_a.values()]) == 0) == pytest.approx(0.8, abs=0.01)
 
 
+@pytest.mark.large
 def test_resume_continues_from_checkpoint_exactly_like_an_uninterrupted_run(prepared, tmp_path):
     config = small_config()  # ramp 2..6 with frequency 2, 8 steps: stop mid-ramp at 4
     full = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "full", stream=io.StringIO())
@@ -133,6 +137,7 @@ def test_resuming_with_another_config_is_refused(prepared, tmp_path):
         prepare_run_dir(tmp_path / "run", small_config(training={"learning_rate": 0.1}), dataset)
 
 
+@pytest.mark.large
 def test_nonfinite_steps_are_skipped_and_logged(tmp_path):
     prepared = build_prepared_dataset(tmp_path / "nan", num_train=16, num_dev=2, nan_train_utterances=[3])
     config = small_config(data={"max_batch_size": 2, "num_buckets": 1}, training={"total_steps": 10})
@@ -152,6 +157,7 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error(tmp_path):
         train(small_config(), prepared, tmp_path / "run", stream=io.StringIO())
 
 
+@pytest.mark.large
 def test_trains_under_mirrored_strategy_on_two_logical_cpus(prepared, tmp_path):
     script = textwrap.dedent(f"""
         import io, json, sys

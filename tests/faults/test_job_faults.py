@@ -20,6 +20,8 @@ from dsnn_job.artifacts import ARTIFACT_FILE, fingerprint_tree, read_record
 from dsnn_job.cli import main as job_main
 from dsnn_job.job import STEPS
 
+pytestmark = pytest.mark.large   # whole dsnn-job runs
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHEAP = ["--config", str(REPO / "configs" / "tiny.yaml"), "--num_utterances", "10",
          "--set", "training.total_steps=4", "--set", "training.eval_every=0", "--set", "training.checkpoint_every=1",

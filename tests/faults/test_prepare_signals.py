@@ -124,6 +124,7 @@ def test_a_dead_commit_is_rolled_back_to_the_previous_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.large
 def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(tmp_path, corpus, reference):
     seed = int(os.environ.get("DSNN_FAULT_SEED", random.randrange(1 << 30)))
     delay = random.Random(seed).uniform(0.0, 4.0)

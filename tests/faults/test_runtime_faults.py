@@ -65,6 +65,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.large
 def test_one_recognizer_shared_by_four_threads_gives_the_single_threaded_results():
     # Before the fix: segfault / heap abort / token ids outside the vocabulary (3 of 3 runs).
     # The single-level file also resets LSTM state after each invoke: that must be atomic with it.

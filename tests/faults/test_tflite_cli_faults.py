@@ -174,10 +174,9 @@ def _wait_for(process, text: str, timeout: float = 120) -> None:
         raise AssertionError(f"dsnn-export ended (exit {process.wait()}) before printing {text!r}")
 
 
+@pytest.mark.large
 def test_export_killed_mid_conversion_keeps_the_old_file_and_the_next_export_cleans_up(tmp_path):
-    from test_tflite_cli import _write_run_dir
-
-    run_dir = _write_run_dir(tmp_path / "run")
+    run_dir = h.write_run_dir(tmp_path / "run")
     out_dir = tmp_path / "exported"
     out_dir.mkdir()
     out = out_dir / "model.tflite"

@@ -269,6 +269,7 @@ def _train_events(run_dir) -> dict:
     return {r["step"]: {k: v for k, v in r.items() if k != "time"} for r in _log(run_dir) if r["event"] == "train"}
 
 
+@pytest.mark.large
 def test_kill_9_at_a_random_point_then_rerun_is_bit_identical_to_an_uninterrupted_run(prepared, tmp_path):
     """Runs A (uninterrupted) and B at once, each the other's busy CPU neighbour; B gets SIGKILL at a
     random point (before its first checkpoint, or a random delay after a random one) and is re-run."""
