@@ -349,7 +349,7 @@ def strip_nested(model, level: int):
         raise TypeError(f"strip_nested level must be a Python int, got {level!r}")
     level = _validate_level(model, level)
     if isinstance(model, NestedPruneLowMagnitude):
-        return _stripped_layer(model, level)[0]
+        return _strip_wrapper(model, level)
     if not isinstance(model, keras.Model) or not _is_graph_model(model):
         raise TypeError(f"strip_nested takes a Sequential/Functional model or a wrapper, got {type(model).__name__}")
     return _strip_model(model, level)
@@ -371,6 +371,17 @@ def _masked_inner_weights(wrapper, level) -> list[np.ndarray]:
 def _stripped_layer(wrapper, level):
     fresh = _fresh_copy(wrapper.layer)
     return fresh, (lambda: fresh.set_weights(_masked_inner_weights(wrapper, level)))
+
+
+def _strip_wrapper(wrapper, level):
+    """The inner layer alone, built with the wrapper's input shape and holding its masked weights."""
+    shape = getattr(wrapper.layer, "_build_input_shape", None)
+    if not wrapper.built or shape is None:
+        raise ValueError(f"strip_nested: wrapper {wrapper.name!r} is not built; call it on an input first")
+    fresh, load = _stripped_layer(wrapper, level)
+    fresh.build(shape)
+    load()
+    return fresh
 
 
 def _strip_model(model, level):

@@ -216,7 +216,7 @@ def features_of(audio: np.ndarray) -> np.ndarray:
     return log_mel_spectrogram(tf.constant(audio), feature_config()).numpy()
 
 
-def write_run_dir(root: pathlib.Path) -> pathlib.Path:
+def write_run_dir(root: pathlib.Path, sample_rate: int | None = None) -> pathlib.Path:
     """A minimal run directory as dsnn-train writes it: config, dataset.json, tokenizer, CMVN, checkpoint."""
     import sentencepiece as spm
     import tensorflow as tf
@@ -239,6 +239,10 @@ def write_run_dir(root: pathlib.Path) -> pathlib.Path:
                                    hard_vocab_limit=False, minloglevel=2)
     vocab = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model")).get_piece_size()
     fc = feature_config()
+    if sample_rate is not None:
+        import dataclasses
+
+        fc = dataclasses.replace(fc, sample_rate=sample_rate, upper_edge_hz=min(fc.upper_edge_hz, sample_rate / 2))
     (root / "dataset.json").write_text(json.dumps({
         "format_version": 1, "feature_config": fc.to_dict(),
         "tokenizer": {"model": "tokenizer.model", "vocab_size": vocab, "model_type": "unigram"}}))

@@ -121,6 +121,31 @@ def test_strip_returns_plain_independent_model_masked_at_level():
     assert np.all(model.get_layer("norm").gamma.numpy() == 1.0)  # nothing shared
 
 
+@pytest.mark.parametrize("make_layer, x", [
+    (lambda: keras.layers.Dense(5), X[:, 0]),
+    (lambda: keras.layers.LSTM(6, return_sequences=True), X),
+    (lambda: keras.layers.Conv2D(3, 3, padding="same"), X[..., None]),
+])
+def test_strip_of_a_single_wrapper_is_a_built_layer_masked_at_level(make_layer, x):
+    wrapper = prune_nested(make_layer(), one_shot_schedule(LEVELS))
+    wrapper(x)
+    update_nested_masks(wrapper, 0)
+    for level in range(len(LEVELS)):
+        plain = strip_nested(wrapper, level)
+        assert plain.built and not isinstance(plain, NestedPruneLowMagnitude)
+        with sparsity_level_scope(wrapper, level):
+            expected = wrapper(x).numpy()
+        np.testing.assert_allclose(plain(x).numpy(), expected, atol=1e-6)
+        kernel = plain.weights[0].numpy()
+        assert (kernel == 0).mean() == pytest.approx(LEVELS[level], abs=0.05)
+
+
+def test_strip_of_an_unbuilt_wrapper_says_so():
+    wrapper = prune_nested(keras.layers.Dense(5), one_shot_schedule(LEVELS))
+    with pytest.raises(ValueError, match="not built"):
+        strip_nested(wrapper, 0)
+
+
 def test_level_validation_names_the_range():
     model = prune_nested(asr_like_model(), one_shot_schedule(LEVELS))
     with pytest.raises(ValueError, match=r"in \[0, 3\].*got 4"):

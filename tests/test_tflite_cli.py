@@ -169,3 +169,17 @@ def test_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert (out_dir / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| file | kind | level |" in (out_dir / "bench.md").read_text()
     assert "| float.tflite | multi | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.large
+def test_verify_audio_is_decoded_at_the_runs_sample_rate(tmp_path):
+    from tflite.cli import export_main
+    from tflite.metadata import read_metadata
+
+    run_dir = h.write_run_dir(tmp_path / "run8k", sample_rate=8000)
+    clip = tmp_path / "clip16k.wav"
+    soundfile.write(clip, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
+    out = tmp_path / "m.tflite"
+    assert export_main([str(run_dir), "--out", str(out), "--verify_audio", str(clip)]) == 0
+    seconds = read_metadata(out).raw["export"]["verification_audio_s"]
+    assert seconds[-1] == 1.0   # one second of 16 kHz audio, resampled to 8 kHz (at 16 kHz it would read 2.0)

@@ -756,6 +756,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         clips = [probe_audio(sample_rate), np.zeros(sample_rate // 2, np.float32)] + list(verify_audio or [])
         verification = verify_levels(final, models, feature_config, options, clips, reset_state=single_level)
         raw["export"]["verification"] = verification
+        # Durations at the model's rate: a clip decoded at the wrong rate shows here.
+        raw["export"]["verification_audio_s"] = [round(len(clip) / sample_rate, 3) for clip in clips]
         final = metadata_lib.embed(data, raw)
     out_path = pathlib.Path(out_path)
     _write_atomically(out_path, final)
