@@ -37,6 +37,8 @@ import shutil
 import time
 from typing import Any, Callable, Mapping, Optional
 
+from dsnn_keras.errors import DsnnError
+
 ARTIFACT_FILE = "_artifact.json"
 IN_PROGRESS_FILE = "_step.json"
 STAGING_SUFFIX = ".partial"    # OUT/.<step dir>.partial: a non-resumable step being made
@@ -44,7 +46,7 @@ REPLACED_SUFFIX = ".replaced"  # OUT/.<step dir>.replaced: the old output during
 FORMAT_VERSION = 1
 
 
-class StepError(RuntimeError):
+class StepError(DsnnError, RuntimeError):
     """A step failed, or its output directory cannot be used; the message names the step and path."""
 
 

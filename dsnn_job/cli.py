@@ -64,9 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``dsnn-job``: exit 0 on success, 1 with one ``dsnn-job: error:`` line for a failed step or a
     bad input, 2 for bad arguments (among them an ``--out`` that overlaps ``--corpus``), 130 on Ctrl-C."""
     args = _parser().parse_args(argv)
-    from dsnn_job.artifacts import StepError
     from dsnn_job.job import run_job
-    from dsnn_keras.paths import PathOverlapError
+    from dsnn_keras.errors import DsnnError
 
     try:
         config = JobConfig(
@@ -78,14 +77,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
             bench_utterances=args.bench_utterances, force=tuple(args.force))
         run_job(config)
-    except PathOverlapError as error:
+    except DsnnError as error:   # a step's failure, an overlapping --out (exit 2), a bad config
         print(f"dsnn-job: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("dsnn-job: interrupted; run the same command again to continue (training resumes from its "
               "last checkpoint)", file=sys.stderr)
         return 130
-    except (StepError, OSError, subprocess.CalledProcessError) as error:
+    except (OSError, subprocess.CalledProcessError) as error:
         print(f"dsnn-job: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -21,6 +21,8 @@ from typing import Optional
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
+
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg")
 SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "FLAC", "OGG")
 BLOCK_FRAMES = 1 << 18          # frames per read: 1 MB per channel of float32
@@ -39,7 +41,7 @@ REASONS = (MISSING_FILE, EMPTY_FILE, WRONG_FORMAT, UNREADABLE, TRUNCATED, EMPTY_
            TOO_SHORT, TOO_LONG)
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(DsnnError, ValueError):
     """An audio input refused by the decoder policy.
 
     Attributes:

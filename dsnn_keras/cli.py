@@ -44,7 +44,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.max_steps is not None and args.max_steps < 0:
         return fail("--max_steps must be >= 0", 2)
-    from dsnn_keras.paths import LockedError, PathOverlapError, check_disjoint, exclusive_lock
+    from dsnn_keras.errors import DsnnError
+    from dsnn_keras.paths import PathOverlapError, check_disjoint, exclusive_lock
 
     try:
         # Before anything is written: the run directory must not be (in) the dataset or hold it.
@@ -54,8 +55,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         return fail(f"--out {args.out} exists and is not a directory", 2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from dsnn_keras.config import ConfigError, apply_overrides, load_config
-    from dsnn_keras.dataset import DatasetError, PreparedDataset
+    from dsnn_keras.config import apply_overrides, load_config
+    from dsnn_keras.dataset import PreparedDataset
 
     try:
         config = load_config(args.config)
@@ -67,16 +68,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             from dsnn_keras.trainer import train
 
             summary = train(config, args.data, args.out, max_steps=args.max_steps, lock=False)
-    except LockedError as err:
-        return fail(str(err), 1)
-    except (ConfigError, DatasetError) as err:
-        return fail(str(err), 1)
-    except Exception as err:  # noqa: BLE001 - one clear line for the errors a user can act on
-        from dsnn_keras.trainer import TrainingError
-
-        if isinstance(err, TrainingError):
-            return fail(str(err), 1)
-        raise
+    except DsnnError as err:   # config, dataset, lock, training: one line; anything else is a bug
+        return fail(str(err), err.exit_code)
     dev = summary.get("dev")
     line = f"step {summary['step']}"
     if dev:

@@ -22,10 +22,12 @@ import pathlib
 import typing
 from typing import Any, Mapping, Optional, Sequence
 
+from dsnn_keras.errors import DsnnError
+
 CONFIG_VERSION = 1
 
 
-class ConfigError(ValueError):
+class ConfigError(DsnnError, ValueError):
     """A configuration file or value is invalid; the message names the file and the key."""
 
 

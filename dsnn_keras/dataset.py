@@ -18,10 +18,12 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
+
 FORMAT_VERSION = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(DsnnError, ValueError):
     """A prepared dataset directory is missing, malformed, or does not fit the model."""
 
 

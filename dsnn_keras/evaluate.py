@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
+from dsnn_keras.errors import DsnnError
 
 EVAL_FORMAT_VERSION = 1
 # One utterance per forward pass: exactly what the exported model computes (one utterance per
@@ -30,7 +31,7 @@ DEFAULT_BATCH_SIZE = 1
 DEFAULT_NUM_EXAMPLES = 5
 
 
-class EvaluationError(ValueError):
+class EvaluationError(DsnnError, ValueError):
     """A user-facing problem with the inputs of an evaluation (missing run, split, bad level)."""
 
 
@@ -503,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run_dir, args.data, split=args.split, levels=args.levels,
             batch_size=args.batch_size, out=args.out, max_utterances=args.max_utterances,
             num_examples=args.num_examples, command=command)
-    except (EvaluationError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
+    except (DsnnError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"dsnn-eval: error: {message}", file=sys.stderr)
         return 1

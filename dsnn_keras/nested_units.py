@@ -34,6 +34,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dsnn_keras import nested_masks, nested_registry
+from dsnn_keras.errors import DsnnError
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                  keras.layers.GaussianDropout, keras.layers.AlphaDropout)
@@ -42,7 +43,7 @@ _READERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.
 _WIDTH_STEPS = 4096
 
 
-class UnitPlanError(ValueError):
+class UnitPlanError(DsnnError, ValueError):
     """The model cannot be pruned at unit granularity as asked."""
 
 

@@ -14,14 +14,16 @@ import os
 import pathlib
 from typing import Iterator, Mapping, Optional, Union
 
+from dsnn_keras.errors import DsnnError, DsnnUsageError
+
 PathLike = Union[str, os.PathLike]
 
 
-class PathOverlapError(ValueError):
+class PathOverlapError(DsnnUsageError, ValueError):
     """An output path equals, contains or lies inside one of the command's inputs."""
 
 
-class LockedError(RuntimeError):
+class LockedError(DsnnError, RuntimeError):
     """Another process holds the directory's lock."""
 
 

@@ -25,11 +25,13 @@ import re
 import sys
 from typing import Any, Callable, Optional
 
+from dsnn_keras.errors import DsnnError
+
 CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default prefix: checkpoints/ckpt-<step>
 _CHECKPOINT_INDEX = re.compile(r"^" + CHECKPOINT_NAME + r"-(\d+)\.index$")
 
 
-class RunDirError(ValueError):
+class RunDirError(DsnnError, ValueError):
     """A run directory is missing files or has no checkpoint."""
 
 

@@ -33,6 +33,7 @@ import dsnn_keras
 from dsnn_keras import decoding
 from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
 from dsnn_keras.dataset import PreparedDataset
+from dsnn_keras.errors import DsnnError
 from dsnn_keras.paths import exclusive_lock
 from dsnn_keras.run_dir import (CHECKPOINT_NAME, list_checkpoints, no_restorable_checkpoint_message,
                                 restore_newest)
@@ -48,7 +49,7 @@ def _scalar(name: str, value: float, step: int) -> None:
     tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DsnnError, RuntimeError):
     """Training cannot continue (e.g. too many NaN/Inf steps in a row, a mismatched run dir)."""
 
 

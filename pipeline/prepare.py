@@ -30,11 +30,13 @@ import threading
 import time
 from typing import Sequence
 
+from dsnn_keras.errors import DsnnError, DsnnUsageError
+
 LOG = logging.getLogger("dsnn.prepare")
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
-class UserError(Exception):
+class UserError(DsnnUsageError):
     """A problem with the command line or the inputs: reported as one line, exit code 2."""
 
 
@@ -545,9 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"nothing written to {out} (partial output removed)" if out else "nothing written"
         print(f"dsnn-prepare: {verb} ({signal.Signals(e.signum).name}); {where}", file=sys.stderr)
         return 128 + e.signum
-    except UserError as e:
+    except DsnnError as e:   # UserError (a wrong command line) exits 2, the others 1
         print(f"dsnn-prepare: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except (RuntimeError, ValueError) as e:
         msg = str(e).strip().splitlines()
         print(f"dsnn-prepare: error: {msg[-1] if msg else type(e).__name__}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from dsnn_keras.errors import DsnnError
+
 
 class RejectReason:
     """Short reject codes written to ``rejects.jsonl`` (the ``reason`` field)."""
@@ -27,7 +29,7 @@ class RejectReason:
            EMPTY_AUDIO, TOO_SHORT, TOO_LONG, NON_FINITE_SAMPLES, NON_FINITE_FEATURES, EMPTY_TRANSCRIPT, NON_ASCII_TRANSCRIPT, INTERNAL_ERROR)
 
 
-class RejectError(Exception):
+class RejectError(DsnnError):
     """Raised by validation code; carries the reject ``reason`` code and a human ``detail``."""
 
     def __init__(self, reason: str, detail: str):

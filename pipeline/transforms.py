@@ -31,6 +31,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from dsnn_keras.errors import DsnnError
 from dsnn_keras.frontend import FeatureConfig
 from pipeline import outdir
 from pipeline.audio import AudioConfig, load_audio
@@ -225,7 +226,7 @@ def _write_json(value, path: str) -> None:
     outdir.write_bytes(path, (json.dumps(value, indent=1) + "\n").encode("utf-8"))
 
 
-class NonFiniteStatisticsError(ValueError):
+class NonFiniteStatisticsError(DsnnError, ValueError):
     """The CMVN statistics hold NaN or Inf: ``cmvn.json`` is not written and the job fails."""
 
 

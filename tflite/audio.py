@@ -18,9 +18,10 @@ from typing import Optional, Union
 import numpy as np
 
 from dsnn_keras.audio import AudioDecodeError, check_finite, decode
+from dsnn_keras.errors import DsnnError
 
 
-class AudioError(ValueError):
+class AudioError(DsnnError, ValueError):
     """An audio file or array the runtime refuses.
 
     Attributes:

@@ -16,6 +16,8 @@ import sys
 import tempfile
 from typing import Iterator, Optional, Sequence
 
+from dsnn_keras.errors import DsnnError
+
 _QUANTIZE = ("none", "dynamic-int8", "float16")
 
 
@@ -64,7 +66,7 @@ def output_path_problem(path, flag: str, directory: bool = False) -> Optional[st
     return f"{flag} {path}: {problem}" if problem else None
 
 
-class _Busy(RuntimeError):
+class _Busy(DsnnError, RuntimeError):
     pass
 
 
@@ -183,9 +185,7 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
 def _export(prog: str, args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from dsnn_keras.run_dir import RunDirError
-    from tflite.audio import AudioError
-    from tflite.export import ExportError, ExportOptions, export_run
+    from tflite.export import ExportOptions, export_run
 
     log = _log(prog)
     single_levels = None
@@ -205,8 +205,8 @@ def _export(prog: str, args) -> int:
             max_wer=args.max_wer,
             verify_audio_files=args.verify_audio, single_level_dir=args.single_level_dir,
             single_levels=single_levels, eval_path=args.eval_path, log=log)
-    except (ExportError, RunDirError, AudioError, FileNotFoundError) as error:
-        return _fail(prog, str(error))
+    except (DsnnError, FileNotFoundError) as error:   # ConfigError from a run's config.yaml included
+        return _fail(prog, str(error), getattr(error, "exit_code", 1))
     worst = max(v["max_abs_diff"] for v in report.verification) if report.verification else float("nan")
     log(f"verified {len(report.verification)} levels (max |Δ log-posterior| {worst:.2e})")
     print(f"{report.path}\t{report.size_bytes} bytes\t{len(report.metadata['levels'])} levels")
@@ -236,20 +236,18 @@ def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
     """
     prog = "dsnn-transcribe"
     args = _transcribe_parser().parse_args(argv)
-    from tflite.audio import AudioError
-    from tflite.metadata import MetadataError
-    from tflite.runtime import Recognizer, RecognizerError
+    from tflite.runtime import Recognizer
 
     try:
         recognizer = Recognizer(args.model, num_threads=args.threads)
         recognizer.check_level(args.level)
-    except (FileNotFoundError, MetadataError, RecognizerError) as error:
+    except (FileNotFoundError, DsnnError) as error:
         return _fail(prog, str(error))
     failed = 0
     for path in args.audio:
         try:
             text = recognizer.transcribe(path, level=args.level)
-        except (FileNotFoundError, AudioError, MetadataError) as error:
+        except (FileNotFoundError, DsnnError) as error:
             failed += 1
             _fail(prog, str(error))
             continue
@@ -295,9 +293,7 @@ def bench_main(argv: Optional[Sequence[str]] = None) -> int:
     problem = output_path_problem(args.out_dir, "--out_dir", directory=True)
     if problem:
         return _fail(prog, problem, 2)
-    from tflite.audio import AudioError
     from tflite.bench import run_benchmark
-    from tflite.metadata import MetadataError
 
     baselines = list(args.baselines)
     if args.baseline_dir:
@@ -311,7 +307,7 @@ def bench_main(argv: Optional[Sequence[str]] = None) -> int:
         result = run_benchmark(args.model, baselines, args.utterances, threads=args.threads,
                                repeats=args.repeats, limit=args.limit, out_dir=args.out_dir, log=_log(prog),
                                compare=args.compare)
-    except (FileNotFoundError, MetadataError, AudioError, ValueError) as error:
+    except (FileNotFoundError, DsnnError, ValueError) as error:
         return _fail(prog, str(error))
     from tflite.bench import to_markdown
 

@@ -25,6 +25,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
+
 MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
 DESIGN_FUSED = "if_tree_fused_lstm"
@@ -39,7 +41,7 @@ KERNEL_FC_LOOP = "fc_loop"
 DESIGN_CHOICES = ("if_tree", "shared")
 
 
-class ExportError(RuntimeError):
+class ExportError(DsnnError, RuntimeError):
     """The models cannot be exported, or the converted file failed verification."""
 
 

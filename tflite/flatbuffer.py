@@ -19,12 +19,14 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from dsnn_keras.errors import DsnnError
+
 _FILE_IDENTIFIER = b"TFL3"
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_") and isinstance(code, int)}
 
 
-class FlatbufferError(ValueError):
+class FlatbufferError(DsnnError, ValueError):
     """The bytes are not a TFLite model, or a requested entry is missing."""
 
 

@@ -35,6 +35,7 @@ import math
 import pathlib
 from typing import Any, Optional, Union
 
+from dsnn_keras.errors import DsnnError
 from tflite import flatbuffer
 
 METADATA_NAME = "dsnn"
@@ -42,7 +43,7 @@ FORMAT_VERSION = 1
 _REQUIRED = ("format_version", "levels", "tokens", "feature_config", "export", "versions")
 
 
-class MetadataError(ValueError):
+class MetadataError(DsnnError, ValueError):
     """The file is not a usable DSNN export: unreadable, not a TFLite flatbuffer (or a truncated or
     corrupt one), or without a valid ``dsnn`` metadata entry. The message is one line naming the file."""
 

@@ -20,6 +20,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
 from tflite.audio import AudioError, load_audio, resample, to_mono_float
 from tflite.metadata import DsnnMetadata, MetadataError, parse, read_model_bytes
 
@@ -56,7 +57,7 @@ def load_interpreter(path: Union[str, pathlib.Path], num_threads: int = 1):
         raise MetadataError(f"{path}: LiteRT cannot load the model ({detail})") from None
 
 
-class RecognizerError(ValueError):
+class RecognizerError(DsnnError, ValueError):
     """A bad level, argument or input for `Recognizer`."""
 
 

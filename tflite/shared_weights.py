@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from dsnn_keras.errors import DsnnError
 from tflite import flatbuffer
 from tflite.graph import RecognizerModule
 
@@ -49,7 +50,7 @@ _UNCODED = {"float32": "float32 constants", "float16": "float16 constants (conve
             "int8": "int8 constants, hybrid kernels (converter's dynamic-range quantization)"}
 
 
-class SharedWeightsError(ValueError):
+class SharedWeightsError(DsnnError, ValueError):
     """The level models cannot be described by one set of weights and nested level codes."""
 
 

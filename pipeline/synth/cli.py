@@ -15,10 +15,12 @@ import os
 import pathlib
 import sys
 
+from dsnn_keras.errors import DsnnUsageError
+
 PROG = "dsnn-synth"
 
 
-class UsageError(Exception):
+class UsageError(DsnnUsageError):
     """A bad command-line value (reported as one line, exit status 2)."""
 
 

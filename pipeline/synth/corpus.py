@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
 from pipeline.synth import audio, espeak, grammar
 from pipeline.synth.speakers import SPLITS, Speaker, SpeakerDesign, assign_speakers
 
@@ -166,7 +167,7 @@ def _render_to_file(task: tuple[str, UtteranceSpec, SynthConfig]) -> tuple[int, 
     return spec.index, int(pcm.size)
 
 
-class OutputExistsError(RuntimeError):
+class OutputExistsError(DsnnError, RuntimeError):
     """The output directory exists and is not empty, and overwriting was not asked for."""
 
 

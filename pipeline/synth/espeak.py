@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
+
 # espeak_AUDIO_OUTPUT, espeak_PARAMETER, espeak_POSITION_TYPE and flag values from speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
@@ -44,7 +46,7 @@ SAMPLE_RATE = 22050
 """espeak-ng's output sample rate (Hz), 16-bit mono."""
 
 
-class EspeakError(RuntimeError):
+class EspeakError(DsnnError, RuntimeError):
     """espeak-ng could not synthesise the request (bad voice, library failure)."""
 
 
