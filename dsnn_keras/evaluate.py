@@ -20,6 +20,7 @@ import numpy as np
 
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
 from dsnn_keras.errors import DsnnError
+from dsnn_keras.versions import package_versions
 
 EVAL_FORMAT_VERSION = 1
 # One utterance per forward pass: exactly what the exported model computes (one utterance per
@@ -327,18 +328,6 @@ def output_paths(run_dir: pathlib.Path, out: str | pathlib.Path | None) -> dict[
             "hypotheses": stem.parent / f"{stem.name}_hypotheses.jsonl"}
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for name in ("dsnn", "tensorflow", "tf-keras", "jiwer"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "unknown"
-    return versions
-
-
 def load_utterances(dataset: Any, split: str, max_utterances: int | None = None) -> list[Utterance]:
     """Reads a prepared split into memory (``PreparedDataset.examples``), in file order."""
     if split not in dataset.split_names:
@@ -441,7 +430,7 @@ def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         "files": {kind: str(path) for kind, path in paths.items()},
         "created_by": {
             "command": list(sys.argv if command is None else command),
-            "versions": _versions(),
+            "versions": package_versions(["dsnn", "tensorflow", "tf-keras", "jiwer"]),
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     }

@@ -30,7 +30,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 import dsnn_keras
-from dsnn_keras import decoding
 from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
 from dsnn_keras.dataset import PreparedDataset
 from dsnn_keras.errors import DsnnError
@@ -167,11 +166,6 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "final": self.final, "decay_begin_step": self.decay_begin_step}
 
 
-def measured_sparsities(model) -> list[float]:
-    """Fraction of prunable weights that are zero at each level (from the level codes)."""
-    return [float(s) for s in dsnn_keras.measured_sparsities(model)["total"]]
-
-
 class Progress:
     """A one-line progress bar with ETA on a terminal, plain log lines otherwise (stderr)."""
 
@@ -274,6 +268,7 @@ class Trainer:
         self.levels = tuple(config.effective_levels)
         self.blank_id = dataset.blank_id
         self.pieces = dataset.pieces()
+        self._dev_utterances = None   # loaded at the first dev evaluation
         t = config.training
         keras.utils.set_random_seed(t.seed)
         # Every op must be deterministic (an op without a deterministic kernel raises instead of
@@ -300,9 +295,6 @@ class Trainer:
         # multi-level graph costs far more than a step of a small model).
         self._compute = None  # built by batches() from the distributed dataset's element_spec
         self._apply = tf.function(self._apply_fn, reduce_retracing=True)
-        self._infer = tf.function(self._infer_fn, input_signature=[
-            tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32),
-            tf.TensorSpec([], tf.int32)])
 
     def _make_manager(self) -> None:
         # The manager's list comes from the index file: rebuild that from the listing first.
@@ -412,34 +404,27 @@ class Trainer:
         self.strategy.run(apply, args=(grads,))
         self.state.step.assign_add(1)
 
-    def _infer_fn(self, features, level):
-        with dsnn_keras.sparsity_level_scope(self.model, level):
-            return self.model(features, training=False)
-
     # -- evaluation --
     def dev_wer(self, max_utterances: int) -> Optional[list[dict]]:
         """Greedy-decoding WER/CER on the dev split at every level (None if there is no dev split).
 
-        One utterance per forward pass, like ``dsnn-eval``'s default and the exported model: zero
-        padding shifts the stride-2 convolutions' windows (docs/evaluation.md, "Padding").
+        The same code as ``dsnn-eval`` (`dsnn_keras.evaluate.evaluate_model`), one utterance per
+        forward pass like the exported model: zero padding shifts the stride-2 convolutions'
+        windows (docs/evaluation.md, "Padding").
         """
+        from dsnn_keras.evaluate import evaluate_model, load_utterances
+
         split = self.config.data.dev_split
         if not split or split not in self.dataset.split_names:
             return None
-        batches = list(self.dataset.eval_batches(split, batch_size=1, max_utterances=max_utterances))
-        results = []
-        for i, sparsity in enumerate(self.levels):
-            refs, hyps = [], []
-            for b in batches:
-                logits = self._infer(b["features"], tf.constant(i, tf.int32))
-                ids = decoding.greedy_ctc_decode(logits.numpy(), output_lengths(b["num_frames"].numpy()),
-                                                 self.blank_id)
-                hyps += [decoding.ids_to_text(x, self.pieces) for x in ids]
-                refs += [t.decode("utf-8") for t in b["transcript"].numpy()]
-            rates = decoding.error_rates(refs, hyps)
-            results.append({"level": i, "sparsity": sparsity, "wer": float(rates["wer"]),
-                            "cer": float(rates["cer"])})
-        return results
+        if self._dev_utterances is None:
+            self._dev_utterances = load_utterances(self.dataset, split, max_utterances or None)
+        result = evaluate_model(self.model, self._dev_utterances, levels=range(len(self.levels)),
+                                sparsities=self.levels, blank_id=self.blank_id, pieces=self.pieces,
+                                feature_config=self.dataset.feature_config, batch_size=1,
+                                output_lengths=output_lengths, num_examples=0)
+        return [{"level": r["level"], "sparsity": r["sparsity"], "wer": float(r["wer"]), "cer": float(r["cer"])}
+                for r in result["levels"]]
 
     # -- the loop --
     def batches(self):
@@ -559,7 +544,7 @@ class Trainer:
         mean = window["loss"] / counts
         distill = window["distill"] / counts
         lr = float(self.lr(self.optimizer.iterations - 1))
-        sparsity = measured_sparsities(self.model)
+        sparsity = [float(s) for s in dsnn_keras.measured_sparsities(self.model)["total"]]
         with writer.as_default(step=step):
             _scalar("learning_rate", lr, step)
             for i, s in enumerate(self.levels):

@@ -31,6 +31,7 @@ import time
 from typing import Sequence
 
 from dsnn_keras.errors import DsnnError, DsnnUsageError
+from dsnn_keras.versions import package_versions
 
 LOG = logging.getLogger("dsnn.prepare")
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -294,19 +295,6 @@ def _is_local(options) -> bool:
     return options.view_as(StandardOptions).runner == LOCAL_RUNNER
 
 
-def _versions() -> dict:
-    from importlib import metadata
-
-    versions = {}
-    for name, dist in (("dsnn", "dsnn"), ("tensorflow", "tensorflow"), ("apache_beam", "apache-beam"),
-                       ("sentencepiece", "sentencepiece")):
-        try:
-            versions[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def _metrics(result) -> dict[str, int]:
     from apache_beam.metrics.metric import MetricsFilter
 
@@ -351,7 +339,7 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
         "splits": {},
         "rejects": {"total": rejected, "by_reason": summary["rejects"]},
         "input_count": summary["input"],
-        "created_by": {"command": ["dsnn-prepare", *argv], "versions": _versions(),
+        "created_by": {"command": ["dsnn-prepare", *argv], "versions": package_versions(["dsnn", "tensorflow", "apache-beam", "sentencepiece"]),
                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
     for split in splits:

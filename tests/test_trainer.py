@@ -77,6 +77,10 @@ def test_loss_decreases_at_every_level_on_the_tiny_config(prepared, tmp_path):
     dev = summary["dev"]
     assert [r["sparsity"] for r in dev] == [0.0, 0.5, 0.7, 0.9]
     assert all(0.0 <= r["wer"] for r in dev)
+    from dsnn_keras.evaluate import evaluate_run   # training's dev WER is dsnn-eval's, to the digit
+
+    again = evaluate_run(tmp_path / "run", prepared, split="dev", batch_size=1, write=False)
+    assert [(r["wer"], r["cer"]) for r in dev] == [(r["wer"], r["cer"]) for r in again["levels"]]
     assert (tmp_path / "run" / "tensorboard").is_dir() and any((tmp_path / "run" / "tensorboard").iterdir())
 
 

@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import importlib.metadata
 import os
 import pathlib
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from dsnn_keras.errors import DsnnError
+from dsnn_keras.versions import package_versions
 
 MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
@@ -153,16 +153,6 @@ def check_wer_gate(eval_results: Optional[dict], num_levels: int, max_wer: float
             f"refusing to export: {', '.join(bad)} exceeds --max_wer {max_wer} "
             f"(split {eval_results.get('split', '?')!r})")
     return wers
-
-
-def _versions() -> dict:
-    versions = {}
-    for name in ("dsnn", "tensorflow", "tf-keras", "ai-edge-litert"):
-        try:
-            versions[name.replace("-", "_")] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name.replace("-", "_")] = None
-    return versions
 
 
 def probe_audio(sample_rate: int, seconds: float = 1.5, seed: int = 0) -> np.ndarray:
@@ -747,7 +737,7 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
                    "single_level_of": int(single_level_of) if single_level else None,
                    "operators": op_names, "verification": []},
         "source": source,
-        "versions": _versions(),
+        "versions": package_versions(["dsnn", "tensorflow", "tf-keras", "ai-edge-litert"]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if shared is not None:
