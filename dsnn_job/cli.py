@@ -8,6 +8,9 @@ import sys
 from typing import Optional, Sequence
 
 from dsnn_job.job import DEFAULT_CONFIG, STEPS, JobConfig
+from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions
+
+_EXPORT_DEFAULTS = ExportOptions()
 
 
 def _threads(text: str) -> tuple[int, ...]:
@@ -42,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocab_size", type=int, default=128, help="SentencePiece vocabulary size (default: 128)")
     parser.add_argument("--eval_split", default=None,
                         help="split to evaluate and benchmark on (default: test for synth, dev otherwise)")
-    parser.add_argument("--quantize", default="none", choices=("none", "dynamic-int8", "float16"),
-                        help="dsnn-export --quantize (default: none)")
-    parser.add_argument("--design", default="if_tree", choices=("if_tree", "shared"),
-                        help="dsnn-export --design (default: if_tree)")
+    parser.add_argument("--quantize", default=_EXPORT_DEFAULTS.quantize, choices=QUANTIZE_CHOICES,
+                        help="dsnn-export --quantize (default: %(default)s)")
+    parser.add_argument("--design", default=_EXPORT_DEFAULTS.design, choices=DESIGN_CHOICES,
+                        help="dsnn-export --design (default: %(default)s)")
     parser.add_argument("--max_wer", type=float, default=None, metavar="W",
                         help="dsnn-export gate: stop if any level's WER exceeds W (a fraction)")
     parser.add_argument("--baselines", default="all", choices=("all", "dense"),

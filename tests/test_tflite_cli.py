@@ -183,3 +183,19 @@ def test_verify_audio_is_decoded_at_the_runs_sample_rate(tmp_path):
     assert export_main([str(run_dir), "--out", str(out), "--verify_audio", str(clip)]) == 0
     seconds = read_metadata(out).raw["export"]["verification_audio_s"]
     assert seconds[-1] == 1.0   # one second of 16 kHz audio, resampled to 8 kHz (at 16 kHz it would read 2.0)
+
+
+def test_dsnn_export_and_dsnn_job_defaults_are_the_library_defaults():
+    import dataclasses
+
+    from dsnn_job.cli import _parser as job_parser
+    from tflite.cli import _export_parser
+    from tflite.export import ExportOptions
+
+    defaults = ExportOptions()
+    args = vars(_export_parser().parse_args(["RUN", "--out", "m.tflite"]))
+    shared = {f.name for f in dataclasses.fields(ExportOptions)} & set(args)
+    assert shared >= {"quantize", "design", "tolerance", "max_token_error_rate", "sparse_speed_min_sparsity"}
+    assert {name: args[name] for name in shared} == {name: getattr(defaults, name) for name in shared}
+    job = job_parser().parse_args([])
+    assert (job.quantize, job.design) == (defaults.quantize, defaults.design)

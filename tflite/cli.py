@@ -18,7 +18,9 @@ from typing import Iterator, Optional, Sequence
 
 from dsnn_keras.errors import DsnnError
 
-_QUANTIZE = ("none", "dynamic-int8", "float16")
+from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions   # light: no TensorFlow at import
+
+_EXPORT_DEFAULTS = ExportOptions()   # the CLI's defaults are the library's
 
 
 def _fail(prog: str, message: str, code: int = 1) -> int:
@@ -110,40 +112,42 @@ def _export_parser() -> argparse.ArgumentParser:
                     "against Keras before the file is written.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by dsnn-train")
     parser.add_argument("--out", required=True, metavar="FILE", help="the .tflite file to write")
-    parser.add_argument("--quantize", choices=_QUANTIZE, default="none",
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=_EXPORT_DEFAULTS.quantize,
                         help="weights: none = float32; dynamic-int8 = int8 weights with dynamic-range "
                              "kernels (all levels in about one float model's size); float16 = half-size "
-                             "float weights (default: none)")
+                             "float weights (default: %(default)s)")
     parser.add_argument("--sparse_speed", action="store_true",
                         help="run the LSTMs of the sparse levels (see --sparse_speed_min_sparsity) as "
                              "FULLY_CONNECTED ops in a WHILE loop with sparse weight storage, so they can run "
                              "faster (needs 1x4-block masks, pruning.block_size: [4, 1], and wide LSTMs; see "
                              "docs/export.md). Default: fused LSTM kernels, dense speed at every level")
-    parser.add_argument("--sparse_speed_min_sparsity", type=float, default=0.6, metavar="S",
+    parser.add_argument("--sparse_speed_min_sparsity", type=float,
+                        default=_EXPORT_DEFAULTS.sparse_speed_min_sparsity, metavar="S",
                         help="with --sparse_speed: levels at least this sparse use the FC loop, less sparse "
                              "ones keep the fused LSTM kernel (TFLite's sparse FC kernel loses to the dense "
-                             "one below ~60%% zeros; default: 0.6)")
-    parser.add_argument("--design", choices=("if_tree", "shared"), default="if_tree",
+                             "one below ~60%% zeros; default: %(default)s)")
+    parser.add_argument("--design", choices=DESIGN_CHOICES, default=_EXPORT_DEFAULTS.design,
                         help="if_tree = a constant copy of the weights per level under an IF tree (the "
                              "fastest; about K x the size); shared = one stored copy of the weights + a "
                              "uint8 level code per weight, the level's weights written into resource "
                              "variables on a level change (about 1.25x one model as float32, 0.5x with "
-                             "--quantize dynamic-int8 = int8 storage, float32 compute). Default: if_tree")
+                             "--quantize dynamic-int8 = int8 storage, float32 compute). Default: %(default)s")
     parser.add_argument("--max_wer", type=float, default=None, metavar="W",
                         help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json (or --eval) exceeds "
                              "W (a fraction: 0.3 = 30%%); fails if there is no eval.json")
     parser.add_argument("--eval", default=None, metavar="FILE", dest="eval_path",
                         help="the eval.json (from dsnn-eval) to gate on and record in the metadata "
                              "(default: RUN_DIR/eval.json)")
-    parser.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
+    parser.add_argument("--tolerance", type=float, default=_EXPORT_DEFAULTS.tolerance, metavar="T",
                         help="largest max |Δ log-posterior| between a float export and Keras accepted by "
-                             "the verification (default: 1e-3); greedy tokens must still match wherever "
+                             "the verification (default: %(default)s); greedy tokens must still match wherever "
                              "Keras' top-2 gap exceeds 2×T")
-    parser.add_argument("--max_token_error_rate", type=float, default=0.1, metavar="R",
+    parser.add_argument("--max_token_error_rate", type=float, default=_EXPORT_DEFAULTS.max_token_error_rate,
+                        metavar="R",
                         help="largest token edit distance (fraction of Keras' tokens, per level, over the "
                              "verification clips) between recognize(audio)'s greedy tokens and Keras' "
                              "accepted by the verification, for every export, quantized ones included "
-                             "(default: 0.1)")
+                             "(default: %(default)s)")
     parser.add_argument("--single_level_dir", default=None, metavar="DIR",
                         help="also write each level exported alone (DIR/level_<i>.tflite), the baseline "
                              "that dsnn-bench compares against")
