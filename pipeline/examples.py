@@ -35,7 +35,7 @@ def make_example(utt_id: str, speaker: str, transcript: str, features: np.ndarra
         "utt_id": Feature(bytes_list=feature_pb2.BytesList(value=[utt_id.encode("utf-8")])),
         "speaker": Feature(bytes_list=feature_pb2.BytesList(value=[speaker.encode("utf-8")])),
         "transcript": Feature(bytes_list=feature_pb2.BytesList(value=[transcript.encode("utf-8")])),
-        # tolist() is ~4x faster than handing protobuf the NumPy array (DESIGN.md §3).
+        # tolist() is ~4x faster than handing protobuf the NumPy array (docs/measured.md, "Data preparation").
         "features": Feature(float_list=feature_pb2.FloatList(value=feats.ravel().tolist())),
         "num_frames": Feature(int64_list=feature_pb2.Int64List(value=[int(feats.shape[0])])),
         "token_ids": Feature(int64_list=feature_pb2.Int64List(value=[int(t) for t in token_ids])),

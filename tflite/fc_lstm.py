@@ -1,7 +1,7 @@
 """An LSTM written as FULLY_CONNECTED ops in a while loop, so TFLite's sparse FC kernel can apply.
 
 The stock fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` kernel multiplies dense weights whatever their
-zeros (DESIGN.md §4). This formulation computes the input projection of all frames as one
+zeros (docs/measured.md). This formulation computes the input projection of all frames as one
 ``FULLY_CONNECTED`` op and each recurrent step as one ``FULLY_CONNECTED`` op on the previous output,
 inside a builtin ``WHILE`` loop; with the converter's ``EXPERIMENTAL_SPARSITY`` optimization, weights
 pruned in 1x4 blocks (4 consecutive inputs of one unit; in the Keras ``[in, out]`` kernel layout

@@ -10,7 +10,7 @@ both returning ``log_probs`` (float32 ``[out_frames, vocab_size + 1]``, log-soft
 the level actually run after clamping ``sparsity_level`` to ``0..K-1``).
 
 Each level is its own Keras model with constant weights; a chain of ``tf.cond`` (builtin ``IF``)
-selects one, so every level keeps the dense kernels' speed (DESIGN.md §4; ``tf.switch_case`` does
+selects one, so every level keeps the dense kernels' speed (docs/measured.md; ``tf.switch_case`` does
 not convert). Non-finite samples are replaced by 0 and features are padded (with the log floor,
 i.e. silence) to the fewest frames the model accepts, so NaN, empty or tiny inputs give a defined
 result.

@@ -6,7 +6,7 @@ of about K times one model). Nested masks make that redundant: level i keeps wei
 module stores each weight that differs between levels once (float32, float16 or int8 with
 per-output-channel scales) plus its code (uint8), and builds the level's weights in the graph.
 
-Masking on every invoke costs time (DESIGN.md §4: 1.14-1.25x), so the masked weights are
+Masking on every invoke costs time (docs/measured.md: 1.14-1.25x), so the masked weights are
 *materialised* into TFLite resource variables only when the requested level differs from the one
 cached in the interpreter (a builtin ``IF`` around ``ASSIGN_VARIABLE``); an invoke at the cached
 level only reads the variables (``READ_VARIABLE``, a copy) and runs the fused float32 LSTM kernels
