@@ -1,7 +1,9 @@
 """Greedy CTC decoding, SentencePiece ids to text, and word/character error rates.
 
-Pure numpy + jiwer: no TensorFlow or sentencepiece import, so the exporter, the evaluator and tests
-can share it cheaply. TensorFlow tensors are accepted wherever arrays are (through ``np.asarray``).
+Pure numpy + jiwer at import: no TensorFlow or sentencepiece import, so the exporter, the evaluator
+and tests can share it cheaply. TensorFlow tensors are accepted wherever arrays are (through
+``np.asarray``). `greedy_ctc_graph` is the same decoding rule as TensorFlow ops, for the exported
+graph (it imports TensorFlow when called).
 """
 from __future__ import annotations
 
@@ -66,6 +68,31 @@ def greedy_ctc_decode(logits_or_log_probs: Any, lengths: Any, blank_id: int) -> 
         keep &= path != blank_id
         decoded.append([int(t) for t in path[keep]])
     return decoded
+
+
+def greedy_ctc_graph(log_probs: Any, blank_id: int) -> Any:
+    """`greedy_ctc_decode` for one utterance as TensorFlow ops (builtin TFLite ops when converted).
+
+    The exported file's ``tokens`` output (`tflite.graph`): argmax per frame, repeats merged,
+    blanks dropped; ties go to the lowest class index, as in numpy.
+
+    Args:
+        log_probs: ``[frames, num_classes]`` float tensor (logits or log-probabilities).
+        blank_id: Index of the CTC blank class.
+
+    Returns:
+        int32 ``[n]`` token ids.
+
+    Example:
+        >>> greedy_ctc_graph(tf.math.log(np.eye(3)[[0, 0, 2, 0, 1, 1]] + 1e-9), 2).numpy()
+        array([0, 0, 1], dtype=int32)
+    """
+    import tensorflow as tf
+
+    best = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    previous = tf.concat([tf.constant([-1], tf.int32), best[:-1]], axis=0)
+    keep = tf.logical_and(tf.not_equal(best, blank_id), tf.not_equal(best, previous))
+    return tf.boolean_mask(best, keep)
 
 
 def ids_to_text(ids: Sequence[int], pieces: Sequence[str], unk_surface: str = UNK_SURFACE) -> str:

@@ -124,3 +124,15 @@ def test_error_rates_rejects_mismatched_lengths_and_handles_empty_corpus():
     with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
         error_rates(["a", "b"], ["a"])
     assert error_rates([], [])["wer"] == 0.0
+
+
+@pytest.mark.parametrize("frames", [0, 1, 2, 7, 50])
+def test_graph_decoding_equals_the_numpy_decoding(frames):
+    from dsnn_keras.decoding import greedy_ctc_graph
+
+    rng = np.random.default_rng(frames)
+    for _ in range(20):
+        # few classes, so repeats, blanks and ties across frames are common
+        scores = rng.integers(0, 3, size=[frames, 4]).astype(np.float32)
+        expected = greedy_ctc_decode(scores[None], None, blank_id=3)[0]
+        assert greedy_ctc_graph(scores, 3).numpy().tolist() == expected

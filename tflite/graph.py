@@ -22,6 +22,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from dsnn_keras.decoding import greedy_ctc_graph
+
 _FLOAT32_MAX = 3.0e38
 
 
@@ -91,10 +93,7 @@ class RecognizerModule(tf.Module):
         batch = features[tf.newaxis]
         logits = self._select(level, batch)[0]
         log_probs = tf.nn.log_softmax(logits, axis=-1)
-        best = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
-        previous = tf.concat([tf.constant([-1], tf.int32), best[:-1]], axis=0)
-        keep = tf.logical_and(tf.not_equal(best, self._blank_id), tf.not_equal(best, previous))
-        return {"log_probs": log_probs, "tokens": tf.boolean_mask(best, keep), "level": level}
+        return {"log_probs": log_probs, "tokens": greedy_ctc_graph(log_probs, self._blank_id), "level": level}
 
     def _select(self, level, batch):
         models = self._models
