@@ -100,14 +100,14 @@ def plan_runs(levels: Sequence[float] = DEFAULT_LEVELS, distillation_weight: flo
 
 def narrow_widths(config: Any, levels: Sequence[float]) -> dict[float, dict[str, list[int]]]:
     """Per sparse level, the layer widths its unit-granularity level keeps (the same plan the
-    unit masks follow, `dsnn_keras.nested_units`): ``{0.5: {"conv_channels": [23, 11],
+    unit masks follow, `dsnn_keras.sparsity.units`): ``{0.5: {"conv_channels": [23, 11],
     "lstm_units": [114, 114]}, ...}``. A dense model trained alone at those widths runs at the
     latency of that level's sliced branch."""
     import numpy as np
 
     from dsnn_keras.config import apply_overrides
     from dsnn_keras.model import build_pruned_model
-    from dsnn_keras.nested_units import unit_plan
+    from dsnn_keras.sparsity.units import unit_plan
 
     level_list = "[" + ", ".join(repr(float(s)) for s in levels) + "]"
     unit = apply_overrides(config, ["pruning.granularity=unit", "training.mode=dsnn",

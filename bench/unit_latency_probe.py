@@ -23,7 +23,7 @@ def build_files(out: pathlib.Path, config_path: str, quantize: str) -> dict:
     import dsnn_keras
     from dsnn_keras.config import apply_overrides, load_config
     from dsnn_keras.model import build_pruned_model
-    from dsnn_keras.nested_units import narrow_model, units_kept
+    from dsnn_keras.sparsity.units import narrow_model, units_kept
     from tflite.export import ExportOptions, export_levels, export_single_levels
 
     pieces = [chr(ord("a") + i) for i in range(26)] + ["'", "\u2581"]

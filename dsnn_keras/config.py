@@ -199,7 +199,7 @@ class PruningConfig:
             default), ``block`` (``block_size`` blocks; implied by a block_size other than
             [1, 1]) or ``unit`` (whole LSTM units, Dense units and Conv2D channels with every
             weight that reads them, ranked across layers; each level exports as a physically
-            narrower model, `dsnn_keras.nested_units`, docs/nested.md). A level's sparsity means
+            narrower model, `dsnn_keras.sparsity.units`, docs/nested.md). A level's sparsity means
             the fraction of prunable weights that are zero at every granularity. Defaults to
             ``weight`` (``block`` when block_size is not [1, 1]).
     """

@@ -60,7 +60,7 @@ def audio_seconds(num_frames: int, feature_config: Any) -> float:
 
 def units_per_level(model: Any) -> dict[str, list[int]] | None:
     """``{layer: [units kept per level]}`` of a unit-granularity model, else None."""
-    from dsnn_keras.nested_units import unit_wrappers, units_kept
+    from dsnn_keras.sparsity.units import unit_wrappers, units_kept
 
     return units_kept(model) if unit_wrappers(model) else None
 
@@ -77,7 +77,7 @@ def nonzero_fractions(model: Any, level: int) -> dict[str, float | None]:
         "model_params"}``; the fractions are ``None`` when the model has no prunable weights.
         "Nonzero" means kept by the level's mask (a kept weight that is exactly 0.0 still counts).
     """
-    from dsnn_keras.nested_wrapper import collect_nested_wrappers
+    from dsnn_keras.sparsity.wrapper import collect_nested_wrappers
 
     # The biases unit granularity masks are not prunable weights (docs/nested.md).
     codes = [w.code.numpy() for wrapper in collect_nested_wrappers(model) for w in wrapper.nested_weights

@@ -35,7 +35,7 @@ from dsnn_keras import (
     strip_nested,
     update_nested_masks,
 )
-from dsnn_keras.nested_wrapper import collect_nested_wrappers
+from dsnn_keras.sparsity.wrapper import collect_nested_wrappers
 
 DEFAULT_LEVELS = (0.0, 0.5, 0.75)
 

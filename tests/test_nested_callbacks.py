@@ -7,8 +7,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dsnn_keras import NestedPolynomialDecay, NestedPruningSummaries, UpdateNestedPruningStep, prune_nested
-from dsnn_keras.nested_callbacks import write_nested_summaries
-from dsnn_keras.nested_prune import measured_sparsities
+from dsnn_keras.sparsity.callbacks import write_nested_summaries
+from dsnn_keras.sparsity.prune import measured_sparsities
 
 LEVELS = (0.0, 0.5, 0.75)
 RNG = np.random.default_rng(2)

@@ -5,7 +5,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsnn_keras.nested_masks import (
+from dsnn_keras.sparsity.masks import (
     block_scores,
     codes_from_scores,
     compute_level_codes,

@@ -22,7 +22,7 @@ from dsnn_keras import (
     strip_nested,
     update_nested_masks,
 )
-from dsnn_keras.nested_prune import measured_sparsities
+from dsnn_keras.sparsity.prune import measured_sparsities
 from harness import one_shot_schedule, outputs_per_level, run_serialization_test
 
 LEVELS = (0.0, 0.5, 0.7, 0.9)

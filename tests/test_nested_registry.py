@@ -4,7 +4,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
 
-from dsnn_keras import nested_registry as reg
+from dsnn_keras.sparsity import registry as reg
 from harness import ScaledDense
 
 

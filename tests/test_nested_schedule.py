@@ -5,7 +5,7 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_schedule import PruningSchedule
 
 from dsnn_keras import NestedPolynomialDecay
-from dsnn_keras.nested_schedule import NestedPruningSchedule, deserialize_schedule
+from dsnn_keras.sparsity.schedule import NestedPruningSchedule, deserialize_schedule
 
 LEVELS = (0.0, 0.5, 0.7, 0.9)
 

@@ -11,11 +11,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 import dsnn_keras
-from dsnn_keras import nested_units
+from dsnn_keras.sparsity import units as nested_units
 from dsnn_keras.config import ModelConfig
 from dsnn_keras.frontend import FeatureConfig
 from dsnn_keras.model import build_model, default_prune_layers
-from dsnn_keras.nested_wrapper import collect_nested_wrappers
+from dsnn_keras.sparsity.wrapper import collect_nested_wrappers
 from harness import outputs_per_level, run_serialization_test
 
 LEVELS = (0.0, 0.5, 0.7, 0.9)

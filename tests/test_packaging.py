@@ -17,6 +17,28 @@ def test_importing_a_package_does_not_import_tensorflow(package):
     assert out.stdout.strip() == "False"
 
 
+def test_the_sparsity_library_does_not_depend_on_the_asr_application():
+    for path in (ROOT / "dsnn_keras" / "sparsity").rglob("*.py"):
+        imports = [line.strip() for line in path.read_text().splitlines()
+                   if line.strip().startswith(("import ", "from "))]
+        for app in ("model", "trainer", "evaluate", "dataset", "run_dir", "frontend", "decoding", "cli"):
+            assert not [line for line in imports if f"dsnn_keras.{app}" in line or f"dsnn_keras import {app}" in line], (
+                path, app)
+    code = ("import sys, dsnn_keras.sparsity as s; s.prune_nested; s.narrow_model; s.UpdateNestedPruningStep\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('dsnn_keras.', 'pipeline', 'tflite'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = eval(out.stdout.strip().splitlines()[-1])
+    assert all(m.startswith("dsnn_keras.sparsity") or m == "dsnn_keras.errors" for m in loaded), loaded
+
+
+def test_dsnn_keras_re_exports_the_sparsity_api():
+    import dsnn_keras
+    import dsnn_keras.sparsity as sparsity
+
+    for name in sparsity.__all__:
+        assert getattr(dsnn_keras, name) is getattr(sparsity, name), name
+
+
 def test_dsnn_keras_imports_neither_pipeline_nor_tflite():
     for path in (ROOT / "dsnn_keras").rglob("*.py"):
         text = path.read_text()

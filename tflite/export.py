@@ -814,7 +814,7 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                           "full-width copy, and a unit level also masks biases, which that design keeps "
                           "shared); export it with the default design: each level sliced, smaller and faster")
     if run.granularity == "unit":
-        from dsnn_keras.nested_units import narrow_model, units_kept
+        from dsnn_keras.sparsity.units import narrow_model, units_kept
 
         kept = units_kept(run.model)
         units = [{name: counts[level] for name, counts in kept.items()} for level in range(len(run.levels))]

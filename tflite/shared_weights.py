@@ -2,7 +2,7 @@
 
 The default export (`tflite.graph`) stores a dense constant copy of every weight per level (a file
 of about K times one model). Nested masks make that redundant: level i keeps weight j exactly when
-``code[j] > i``, where ``code`` counts the levels that keep it (`dsnn_keras.nested_masks`). This
+``code[j] > i``, where ``code`` counts the levels that keep it (`dsnn_keras.sparsity.masks`). This
 module stores each weight that differs between levels once (float32, float16 or int8 with
 per-output-channel scales) plus its code (uint8), and builds the level's weights in the graph.
 

@@ -25,8 +25,9 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 from tf_keras.src.utils import tf_utils
 
-from dsnn_keras import nested_masks, nested_registry
-from dsnn_keras.nested_schedule import NestedPruningSchedule, deserialize_schedule
+from dsnn_keras.sparsity import masks as nested_masks
+from dsnn_keras.sparsity import registry as nested_registry
+from dsnn_keras.sparsity.schedule import NestedPruningSchedule, deserialize_schedule
 
 GRANULARITIES = ("weight", "unit")   # "block" is "weight" with a block_size (config.py)
 UNIT_BIAS_PATHS = ("bias", "cell.bias")
@@ -153,7 +154,7 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
             ["embeddings"], ["kernel", "bias"]). Defaults to None (the registry).
         granularity: ``"weight"`` (each weight, or each `block_size` block, ranked within its
             tensor; codes computed by `update_masks`) or ``"unit"`` (whole output units ranked
-            across layers by `dsnn_keras.nested_units`; the layer's bias is masked too, not
+            across layers by `dsnn_keras.sparsity.units`; the layer's bias is masked too, not
             counted as prunable, so a pruned unit outputs exactly 0; codes are computed by
             `update_nested_masks(model, step)`). Defaults to "weight".
         **kwargs: Passed to `keras.layers.Wrapper` (the name is always

@@ -18,9 +18,9 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from dsnn_keras import nested_registry
-from dsnn_keras.nested_schedule import NestedPruningSchedule
-from dsnn_keras.nested_wrapper import NestedPruneLowMagnitude, collect_nested_wrappers
+from dsnn_keras.sparsity import registry as nested_registry
+from dsnn_keras.sparsity.schedule import NestedPruningSchedule
+from dsnn_keras.sparsity.wrapper import NestedPruneLowMagnitude, collect_nested_wrappers
 
 LayerFilter = Union[Callable[[keras.layers.Layer], bool], Sequence[str], None]
 
@@ -78,7 +78,7 @@ def prune_nested(
         weight_paths: Optional `{layer name: [attribute path, ...]}` pruning other weights than the
             registry's (e.g. `{"embed": ["embeddings"]}`, `{"out": ["kernel", "bias"]}`).
         granularity: ``"weight"`` (per weight or per `block_size` block) or ``"unit"`` (whole
-            output units ranked across layers, `dsnn_keras.nested_units`; needs block_size (1, 1)).
+            output units ranked across layers, `dsnn_keras.sparsity.units`; needs block_size (1, 1)).
             Defaults to "weight".
 
     Returns:
@@ -164,7 +164,7 @@ def _wrap_model(model, schedule, block_size, keep, weight_paths, granularity="we
 
     wrapped = keras.models.clone_model(model, input_tensors=None, clone_function=clone)
     if granularity == "unit":
-        from dsnn_keras.nested_units import unit_plan
+        from dsnn_keras.sparsity.units import unit_plan
 
         unit_plan(wrapped)  # fail now, not at the first training step, if no unit can be pruned
     return wrapped
@@ -281,7 +281,7 @@ def update_nested_masks(model, step) -> None:
     """
     wrappers = _wrappers_or_raise(model)
     if any(w.granularity == "unit" for w in wrappers):
-        from dsnn_keras.nested_units import update_unit_masks
+        from dsnn_keras.sparsity.units import update_unit_masks
 
         update_unit_masks(model, step)
     for wrapper in wrappers:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from dsnn_keras.nested_prune import measured_sparsities, sparsity_levels, update_nested_masks
-from dsnn_keras.nested_wrapper import collect_nested_wrappers
+from dsnn_keras.sparsity.prune import measured_sparsities, sparsity_levels, update_nested_masks
+from dsnn_keras.sparsity.wrapper import collect_nested_wrappers
 
 
 class UpdateNestedPruningStep(keras.callbacks.Callback):

@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from dsnn_keras import nested_masks, nested_registry
+from dsnn_keras.sparsity import masks as nested_masks
+from dsnn_keras.sparsity import registry as nested_registry
 from dsnn_keras.errors import DsnnError
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
@@ -110,7 +111,7 @@ class UnitPlan:
 
 
 def _inner(layer):
-    from dsnn_keras.nested_wrapper import NestedPruneLowMagnitude
+    from dsnn_keras.sparsity.wrapper import NestedPruneLowMagnitude
 
     return layer.layer if isinstance(layer, NestedPruneLowMagnitude) else layer
 
@@ -282,7 +283,7 @@ _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def unit_wrappers(model) -> list:
-    from dsnn_keras.nested_wrapper import collect_nested_wrappers
+    from dsnn_keras.sparsity.wrapper import collect_nested_wrappers
 
     return [w for w in collect_nested_wrappers(model) if w.granularity == "unit"]
 
@@ -421,7 +422,7 @@ def narrow_model(model, level: int) -> keras.Model:
         model: A Functional/Sequential model with unit-granularity nested wrappers.
         level: The level, a Python int in [0, K).
     """
-    from dsnn_keras.nested_wrapper import NestedPruneLowMagnitude
+    from dsnn_keras.sparsity.wrapper import NestedPruneLowMagnitude
 
     plan = unit_plan(model)
     unit_codes = _unit_codes_now(plan, model)
