@@ -62,7 +62,7 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
     text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
     one_thread = min(bench["threads"])
     rows = []
-    for entry in meta.raw["levels"]:
+    for entry in meta.levels:
         level = int(entry["level"])
         ev = by_level.get(level, {})
         timing = next((r for r in bench["rows"] if r["kind"] == "multi" and r["file"] == model.name
@@ -92,7 +92,7 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
         "levels": rows,
         "model": {"path": str(model.relative_to(out)), "size_bytes": model.stat().st_size,
                   "size_vs_dense_single": model_file.get("size_ratio_to_dense_single"),
-                  "design": meta.raw["export"]["design"], "quantize": meta.raw["export"]["quantize"]},
+                  "design": meta.design, "quantize": meta.quantize},
         "single_level_files": {name: info["size_bytes"] for name, info in files.items() if name != model.name},
         "latency_threads": one_thread,
         "bench_utterances": len(bench["utterances"]),
