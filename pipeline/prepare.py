@@ -339,7 +339,8 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
         "splits": {},
         "rejects": {"total": rejected, "by_reason": summary["rejects"]},
         "input_count": summary["input"],
-        "created_by": {"command": ["dsnn-prepare", *argv], "versions": package_versions(["dsnn", "tensorflow", "apache-beam", "sentencepiece"]),
+        "created_by": {"command": ["dsnn-prepare", *argv],
+                       "versions": package_versions(["dsnn", "tensorflow", "apache-beam", "sentencepiece"]),
                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
     for split in splits:

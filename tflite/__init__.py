@@ -5,7 +5,7 @@ import TensorFlow.
 """
 from __future__ import annotations
 
-import importlib
+from dsnn_keras.lazy import lazy_exports
 
 _EXPORTS = {
     "ExportOptions": "tflite.export",
@@ -24,16 +24,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'tflite' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,40 +23,29 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import os
+
+from dsnn_keras.lazy import lazy_exports
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 _EXPORTS = {
-    "NestedPolynomialDecay": "schedule",
-    "NestedPruneLowMagnitude": "wrapper",
-    "UpdateNestedPruningStep": "callbacks",
-    "NestedPruningSummaries": "callbacks",
-    "write_nested_summaries": "callbacks",
-    "prune_nested": "prune",
-    "strip_nested": "prune",
-    "set_sparsity_level": "prune",
-    "sparsity_level_scope": "prune",
-    "level_codes": "prune",
-    "update_nested_masks": "prune",
-    "sparsity_levels": "prune",
-    "measured_sparsities": "prune",
-    "units_kept": "units",
-    "narrow_model": "units",
+    "NestedPolynomialDecay": "dsnn_keras.sparsity.schedule",
+    "NestedPruneLowMagnitude": "dsnn_keras.sparsity.wrapper",
+    "UpdateNestedPruningStep": "dsnn_keras.sparsity.callbacks",
+    "NestedPruningSummaries": "dsnn_keras.sparsity.callbacks",
+    "write_nested_summaries": "dsnn_keras.sparsity.callbacks",
+    "prune_nested": "dsnn_keras.sparsity.prune",
+    "strip_nested": "dsnn_keras.sparsity.prune",
+    "set_sparsity_level": "dsnn_keras.sparsity.prune",
+    "sparsity_level_scope": "dsnn_keras.sparsity.prune",
+    "level_codes": "dsnn_keras.sparsity.prune",
+    "update_nested_masks": "dsnn_keras.sparsity.prune",
+    "sparsity_levels": "dsnn_keras.sparsity.prune",
+    "measured_sparsities": "dsnn_keras.sparsity.prune",
+    "units_kept": "dsnn_keras.sparsity.units",
+    "narrow_model": "dsnn_keras.sparsity.units",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dsnn_keras.sparsity' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
