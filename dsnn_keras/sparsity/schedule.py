@@ -240,3 +240,28 @@ class NestedPolynomialDecay(NestedPruningSchedule):
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+def update_if_scheduled(schedule: NestedPruningSchedule, step, last_update_step, recompute) -> tf.Tensor:
+    """Calls ``recompute()`` when the schedule says the masks change at ``step``.
+
+    Also once at or after ``end_step`` if the update at ``end_step`` was missed (a resumed or
+    sparsely stepped run), judged by ``last_update_step``. Works eagerly and inside a tf.function.
+
+    Args:
+        schedule: The nested schedule.
+        step: The int64 step.
+        last_update_step: The step the masks were last recomputed at (int64 tensor or variable).
+        recompute: A callable that recomputes and assigns the codes and returns ``tf.constant(True)``.
+
+    Returns:
+        A bool scalar tensor: whether the codes were recomputed.
+    """
+    end = tf.constant(schedule.end_step, tf.int64)
+    should = tf.logical_or(schedule.should_prune(step),
+                           tf.logical_and(step >= end, last_update_step < end))
+    if tf.executing_eagerly():
+        if bool(should):
+            recompute()
+        return should
+    return tf.cond(should, recompute, lambda: tf.constant(False))

@@ -35,6 +35,7 @@ import tf_keras as keras
 
 from dsnn_keras.sparsity import masks as nested_masks
 from dsnn_keras.sparsity import registry as nested_registry
+from dsnn_keras.sparsity.schedule import update_if_scheduled
 from dsnn_keras.errors import DsnnError
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
@@ -368,10 +369,6 @@ def update_unit_masks(model, step) -> tf.Tensor:
     step = tf.cast(step, tf.int64)
     for wrapper in wrappers:
         wrapper.pruning_step.assign(step)
-    end = tf.constant(schedule.end_step, tf.int64)
-    first = wrappers[0]
-    should = tf.logical_or(schedule.should_prune(step),
-                           tf.logical_and(step >= end, first.mask_update_step < end))
 
     def recompute():
         codes = compute_unit_codes(model, schedule.sparsities(step, tf.float64))
@@ -381,11 +378,7 @@ def update_unit_masks(model, step) -> tf.Tensor:
             wrapper.mask_update_step.assign(step)
         return tf.constant(True)
 
-    if tf.executing_eagerly():
-        if bool(should):
-            recompute()
-        return should
-    return tf.cond(should, recompute, lambda: tf.constant(False))
+    return update_if_scheduled(schedule, step, wrappers[0].mask_update_step, recompute)
 
 
 def _unit_codes_now(plan: UnitPlan, model) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ from tf_keras.src.utils import tf_utils
 
 from dsnn_keras.sparsity import masks as nested_masks
 from dsnn_keras.sparsity import registry as nested_registry
-from dsnn_keras.sparsity.schedule import NestedPruningSchedule, deserialize_schedule
+from dsnn_keras.sparsity.schedule import NestedPruningSchedule, deserialize_schedule, update_if_scheduled
 
 GRANULARITIES = ("weight", "unit")   # "block" is "weight" with a block_size (config.py)
 UNIT_BIAS_PATHS = ("bias", "cell.bias")
@@ -330,12 +330,6 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
         step = tf.cast(step, tf.int64)
         schedule = self.pruning_schedule
         self.pruning_step.assign(step)
-        end = tf.constant(schedule.end_step, tf.int64)
-        should = tf.logical_or(
-            schedule.should_prune(step),
-            tf.logical_and(step >= end, self.mask_update_step < end),
-        )
-
         def recompute():
             sparsities = schedule.sparsities(step, tf.float64)
             for w in self._nested.weights:
@@ -343,11 +337,7 @@ class NestedPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
             self.mask_update_step.assign(step)
             return tf.constant(True)
 
-        if tf.executing_eagerly():
-            if bool(should):
-                recompute()
-            return should
-        return tf.cond(should, recompute, lambda: tf.constant(False))
+        return update_if_scheduled(schedule, step, self.mask_update_step, recompute)
 
     @contextlib.contextmanager
     def level_scope(self, level):

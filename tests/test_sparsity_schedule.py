@@ -5,7 +5,7 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_schedule import PruningSchedule
 
 from dsnn_keras import NestedPolynomialDecay
-from dsnn_keras.sparsity.schedule import NestedPruningSchedule, deserialize_schedule
+from dsnn_keras.sparsity.schedule import NestedPruningSchedule, deserialize_schedule, update_if_scheduled
 
 LEVELS = (0.0, 0.5, 0.7, 0.9)
 
@@ -109,3 +109,22 @@ def test_config_round_trip_keeps_everything():
 def test_deserialize_rejects_unknown_schedule_class():
     with pytest.raises(ValueError, match="not a nested schedule"):
         deserialize_schedule({"class_name": "PolynomialDecay", "config": {}})
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_update_if_scheduled_recomputes_on_schedule_and_once_after_a_missed_end(eager):
+    schedule = NestedPolynomialDecay((0.0, 0.5), begin_step=0, end_step=10, frequency=5)
+    calls = tf.Variable(0)
+
+    def recompute():
+        calls.assign_add(1)
+        return tf.constant(True)
+
+    def update(step, last):
+        return update_if_scheduled(schedule, tf.constant(step, tf.int64), tf.constant(last, tf.int64), recompute)
+
+    run = update if eager else tf.function(update)
+    assert bool(run(5, 0)) and int(calls.numpy()) == 1          # a scheduled step
+    assert not bool(run(6, 5)) and int(calls.numpy()) == 1      # between updates: nothing
+    assert bool(run(13, 5)) and int(calls.numpy()) == 2         # end_step missed: catch up once
+    assert not bool(run(14, 13)) and int(calls.numpy()) == 2    # caught up: nothing more
