@@ -106,6 +106,11 @@ def log_mel_spectrogram(waveform: tf.Tensor, config: FeatureConfig = FeatureConf
     paddings = tf.concat([tf.zeros([tf.rank(waveform) - 1, 2], tf.int32),
                           tf.reshape(tf.stack([0, shortfall]), [1, 2])], axis=0)
     waveform = tf.pad(waveform, paddings)
+    return _log_mel_frames(waveform, config)
+
+
+def _log_mel_frames(waveform: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
+    """Log-mel of every whole window of ``waveform`` (none when it is shorter than one window)."""
     stft = tf.signal.stft(
         waveform,
         frame_length=config.frame_length,
@@ -124,3 +129,60 @@ def log_mel_spectrogram(waveform: tf.Tensor, config: FeatureConfig = FeatureConf
     )
     mel = tf.tensordot(power, mel_matrix, axes=1)
     return tf.math.log(mel + config.log_floor)
+
+
+def stream_state_size(config: FeatureConfig) -> int:
+    """Samples the streaming frontend holds between calls: ``frame_length - 1``."""
+    return config.frame_length - 1
+
+
+def log_mel_stream_step(chunk: tf.Tensor, buffer: tf.Tensor, buffered: tf.Tensor, frames_done: tf.Tensor,
+                        end_of_stream: tf.Tensor, config: FeatureConfig = FeatureConfig()):
+    """One call of the streaming frontend: the frames a chunk of audio completes.
+
+    Feeding an utterance in chunks of any sizes (empty included), the last call with
+    ``end_of_stream`` true, gives exactly the frames of `log_mel_spectrogram` on the whole
+    utterance: a frame is emitted once its window is complete, the samples after the last complete
+    window wait in ``buffer``, and an utterance shorter than one window is zero-padded to one window
+    at the end of the stream (as `log_mel_spectrogram` does). TFLite builtin ops only; every state
+    tensor has a fixed shape, and all-zero state is the start of a stream.
+
+    Args:
+        chunk: float32 ``[n]`` new samples, ``n >= 0``.
+        buffer: float32 ``[frame_length - 1]``: the unconsumed samples, first ``buffered`` valid.
+        buffered: int32 ``[]``: how many samples of ``buffer`` are valid.
+        frames_done: int32 ``[]``: frames emitted so far in this stream.
+        end_of_stream: bool (or int) ``[]``: this is the last chunk.
+        config: The `FeatureConfig`. Defaults to `FeatureConfig()`.
+
+    Returns:
+        ``(features [frames, num_mel_bins], buffer, buffered, frames_done)`` of the next state.
+
+    Example:
+        >>> size = stream_state_size(cfg)
+        >>> feats, buf, n, done = log_mel_stream_step(chunk, tf.zeros([size]), 0, 0, False, cfg)
+    """
+    length, step = config.frame_length, config.frame_step
+    chunk = tf.reshape(tf.cast(chunk, tf.float32), [-1])
+    buffered = tf.cast(buffered, tf.int32)
+    frames_done = tf.cast(frames_done, tf.int32)
+    end_of_stream = tf.cast(end_of_stream, tf.bool)
+    samples = tf.concat([buffer[:buffered], chunk], axis=0)
+    total = tf.shape(samples)[0]
+    # The whole-utterance rule for audio shorter than one window: pad it to one window, one frame.
+    short_and_ending = tf.logical_and(end_of_stream, tf.equal(frames_done, 0))
+    shortfall = tf.where(short_and_ending, tf.maximum(length - total, 0), 0)
+    samples = tf.pad(samples, [[0, shortfall]])
+    total = total + shortfall
+    frames = tf.where(total >= length, 1 + tf.maximum(total - length, 0) // step, 0)
+    # With no complete window, one window of zeros keeps the FFT's input well formed; 0 frames kept.
+    window = tf.pad(samples, [[0, tf.maximum(length - total, 0)]])
+    features = _log_mel_frames(window[:tf.maximum((frames - 1) * step + length, length)], config)
+    # GATHER, not a slice: a STRIDED_SLICE output of 0 rows cannot be read back from LiteRT
+    # ("Invalid tensor size", docs/measured.md).
+    features = tf.gather(features, tf.range(frames))
+    consumed = frames * step
+    new_buffered = tf.where(end_of_stream, 0, total - consumed)   # the end of a stream drops its tail
+    left = samples[consumed:consumed + new_buffered]
+    new_buffer = tf.pad(left, [[0, length - 1 - new_buffered]])
+    return features, new_buffer, new_buffered, frames_done + frames

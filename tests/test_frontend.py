@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dsnn_keras.frontend import FeatureConfig, log_mel_spectrogram
+from dsnn_keras.frontend import FeatureConfig, log_mel_spectrogram, log_mel_stream_step, stream_state_size
 
 
 def test_default_config_matches_the_design():
@@ -67,3 +67,73 @@ def test_invalid_config_values_raise_naming_the_field(kwargs, field):
 def test_round_trips_through_dict():
     cfg = FeatureConfig(num_mel_bins=40, upper_edge_hz=7000.0)
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def _stream(audio: np.ndarray, chunk_sizes, config: FeatureConfig, step_fn=log_mel_stream_step):
+    """Feeds ``audio`` in chunks of the given sizes (cycled), the last call ending the stream."""
+    state = (np.zeros([stream_state_size(config)], np.float32), np.int32(0), np.int32(0))
+    frames, start, i = [], 0, 0
+    while True:
+        size = chunk_sizes[i % len(chunk_sizes)]
+        i += 1
+        chunk = audio[start:start + size]
+        start += size
+        end = start >= len(audio)
+        features, *state = step_fn(tf.constant(chunk), *state, end, config)
+        assert np.shape(state[0]) == (stream_state_size(config),)   # fixed-shape state
+        frames.append(np.asarray(features))
+        if end:
+            return np.concatenate(frames), state
+
+
+@pytest.mark.parametrize("num_samples", [0, 5, 399, 400, 401, 560, 4321])
+@pytest.mark.parametrize("chunk_sizes", [[1], [0, 7], [160], [2560], [0, 1, 3000, 37, 0, 400]])
+def test_streaming_frames_equal_the_whole_utterance(num_samples, chunk_sizes):
+    config = FeatureConfig()
+    if chunk_sizes == [1] and num_samples > 600:
+        chunk_sizes = [17]   # keeps the test quick; single samples are covered by the short clips
+    audio = (0.1 * np.random.default_rng(num_samples).standard_normal(num_samples)).astype(np.float32)
+    streamed, (buffer, buffered, frames_done) = _stream(audio, chunk_sizes, config)
+    whole = log_mel_spectrogram(tf.constant(audio), config).numpy()
+    assert streamed.shape == whole.shape
+    np.testing.assert_array_equal(streamed, whole)
+    assert int(buffered) == 0 and int(frames_done) == whole.shape[0]
+
+
+def test_streaming_holds_back_an_incomplete_window_until_more_audio_arrives():
+    config = FeatureConfig()
+    state = (np.zeros([stream_state_size(config)], np.float32), 0, 0)
+    features, buffer, buffered, done = log_mel_stream_step(tf.zeros([config.frame_length - 1]), *state, False, config)
+    assert features.shape[0] == 0 and int(buffered) == config.frame_length - 1 and int(done) == 0
+    features, buffer, buffered, done = log_mel_stream_step(tf.zeros([1]), buffer, buffered, done, False, config)
+    assert features.shape[0] == 1 and int(buffered) == config.frame_length - config.frame_step
+
+
+def test_streaming_step_converts_to_builtin_tflite_ops_and_matches():
+    from ai_edge_litert.interpreter import Interpreter
+
+    config = FeatureConfig()
+    size = stream_state_size(config)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([size], tf.float32),
+                                  tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.int32)])
+    def step(chunk, buffer, buffered, frames_done, end_of_stream):
+        features, buffer, buffered, frames_done = log_mel_stream_step(
+            chunk, buffer, buffered, frames_done, end_of_stream, config)
+        return {"features": features, "buffer": buffer, "buffered": buffered, "frames_done": frames_done}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+
+    def lite_step(chunk, buffer, buffered, frames_done, end, _config):
+        out = runner(chunk=np.asarray(chunk, np.float32), buffer=np.asarray(buffer, np.float32),
+                     buffered=np.int32(buffered), frames_done=np.int32(frames_done), end_of_stream=np.int32(end))
+        return out["features"], out["buffer"], out["buffered"], out["frames_done"]
+
+    audio = (0.1 * np.random.default_rng(3).standard_normal(5000)).astype(np.float32)
+    streamed, _ = _stream(audio, [0, 1, 1234, 160, 2560], config, step_fn=lite_step)
+    whole = log_mel_spectrogram(tf.constant(audio), config).numpy()
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)
