@@ -95,6 +95,35 @@ def greedy_ctc_graph(log_probs: Any, blank_id: int) -> Any:
     return tf.boolean_mask(best, keep)
 
 
+
+def greedy_ctc_stream_graph(log_probs: Any, blank_id: int, previous: Any) -> tuple[Any, Any]:
+    """`greedy_ctc_graph` for one chunk of a stream, with the collapse carried across chunks.
+
+    ``previous`` is the best class of the stream's last frame so far (``-1`` or ``blank_id`` at the
+    start): a token that continues from the previous chunk is not emitted again. Concatenating the
+    tokens of every chunk gives `greedy_ctc_graph` of the whole utterance.
+
+    Args:
+        log_probs: ``[frames, num_classes]`` float tensor of this chunk (``frames`` may be 0).
+        blank_id: Index of the CTC blank class.
+        previous: int32 ``[]``: the best class of the frame before this chunk.
+
+    Returns:
+        ``(tokens int32 [n], last int32 [])``: the new tokens and the best class of this chunk's last
+        frame (``previous`` when the chunk has no frame), to pass to the next call.
+
+    Example:
+        >>> tokens, last = greedy_ctc_stream_graph(chunk_log_probs, blank_id=128, previous=last)
+    """
+    import tensorflow as tf
+
+    previous = tf.reshape(tf.cast(previous, tf.int32), [1])
+    best = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    before = tf.concat([previous, best], axis=0)
+    keep = tf.logical_and(tf.not_equal(best, blank_id), tf.not_equal(best, before[:-1]))
+    return tf.gather(best, tf.reshape(tf.where(keep), [-1])), before[-1]
+
+
 def ids_to_text(ids: Sequence[int], pieces: Sequence[str], unk_surface: str = UNK_SURFACE) -> str:
     """Joins SentencePiece pieces into text; ``'▁'`` marks the start of a word.
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
+from dsnn_keras.decoding import error_rates, greedy_ctc_decode, greedy_ctc_graph, greedy_ctc_stream_graph, ids_to_text
 
 BLANK = 3
 
@@ -136,3 +136,35 @@ def test_graph_decoding_equals_the_numpy_decoding(frames):
         scores = rng.integers(0, 3, size=[frames, 4]).astype(np.float32)
         expected = greedy_ctc_decode(scores[None], None, blank_id=3)[0]
         assert greedy_ctc_graph(scores, 3).numpy().tolist() == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_streamed_greedy_tokens_equal_the_whole_utterance_for_any_split(seed):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    blank = 3
+    # Long runs of one class make repeats that straddle chunk boundaries likely.
+    best = np.repeat(rng.integers(0, 4, size=12), rng.integers(1, 5, size=12))
+    log_probs = np.log(np.eye(4)[best] * 0.9 + 0.025).astype(np.float32)
+    whole = greedy_ctc_graph(tf.constant(log_probs), blank).numpy()
+    cuts = np.sort(rng.integers(0, len(best) + 1, size=6))
+    step = tf.function(lambda lp, prev: greedy_ctc_stream_graph(lp, blank, prev))
+    previous, tokens = tf.constant(-1), []
+    for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(best)]):   # includes empty chunks
+        new, previous = step(tf.constant(log_probs[start:stop]), previous)
+        tokens.extend(new.numpy().tolist())
+    assert tokens == whole.tolist()
+    assert int(previous) == int(best[-1])
+
+
+def test_a_token_continued_across_chunks_is_emitted_once_and_a_blank_separates_repeats():
+    import tensorflow as tf
+
+    eye = np.log(np.eye(3) * 0.9 + 0.05).astype(np.float32)   # class 2 is the blank
+    tokens, last = greedy_ctc_stream_graph(tf.constant(eye[[0, 1]]), 2, tf.constant(-1))
+    assert tokens.numpy().tolist() == [0, 1] and int(last) == 1
+    tokens, last = greedy_ctc_stream_graph(tf.constant(eye[[1, 2, 1]]), 2, last)
+    assert tokens.numpy().tolist() == [1]    # the first 1 continues the previous chunk's 1
+    tokens, same = greedy_ctc_stream_graph(tf.constant(eye[:0]), 2, last)
+    assert tokens.numpy().tolist() == [] and int(same) == int(last)
