@@ -219,3 +219,15 @@ def test_evaluation_reports_units_and_kept_fraction_per_level():
     entry = {"level": 3, "sparsity": 0.9, "wer": 0.5, "cer": 0.25, "rtf": 0.01, "num_utterances": 2,
              "prunable_nonzero_fraction": 0.1, "units": {k: v[3] for k, v in units.items()}}
     assert f"lstm_0 {units['lstm_0'][3]}" in markdown_table({"levels": [entry]})
+
+
+def test_a_zero_padding_layer_between_convolutions_keeps_the_channel_group():
+    inputs = keras.Input([None, BINS, 1])
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv_0")(inputs)
+    x = keras.layers.ZeroPadding2D(((2, 0), (1, 1)), name="conv_1_pad")(x)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv_1")(x)
+    base = keras.Model(inputs, x)
+    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    model = dsnn_keras.prune_nested(base, schedule, prune_layers=["conv_0"], granularity="unit")
+    groups = {g.name: g for g in nested_units.unit_plan(model).groups}
+    assert ("conv_1", "kernel", 2, False) in {(m.layer, m.path, m.axis, m.own) for m in groups["conv_0"].members}

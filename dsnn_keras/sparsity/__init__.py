@@ -44,6 +44,7 @@ _EXPORTS = {
     "sparsity_levels": "dsnn_keras.sparsity.prune",
     "measured_sparsities": "dsnn_keras.sparsity.prune",
     "units_kept": "dsnn_keras.sparsity.units",
+    "kept_unit_indices": "dsnn_keras.sparsity.units",
     "narrow_model": "dsnn_keras.sparsity.units",
 }
 

@@ -39,7 +39,9 @@ from dsnn_keras.sparsity.schedule import update_if_scheduled
 from dsnn_keras.errors import DsnnError
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-                 keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+                 keras.layers.GaussianDropout, keras.layers.AlphaDropout,
+                 # zero padding keeps the channel axis, and a pruned channel stays exactly 0
+                 keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
 _PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.LSTM)
 _READERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.LSTM)
 _WIDTH_STEPS = 4096
@@ -406,6 +408,19 @@ def units_kept(model) -> dict[str, list[int]]:
             for name, codes in _unit_codes_now(plan, model).items()}
 
 
+
+def kept_unit_indices(model, level: int) -> dict[str, np.ndarray]:
+    """``{producer layer: sorted indices of the units level keeps}``: where `narrow_model`'s units sit
+    in the dense layer (a streaming state keeps the dense layout, `dsnn_keras.streaming`).
+
+    Example:
+        >>> kept_unit_indices(model, 3)["lstm_0"][:4]
+        array([ 2,  5,  6, 11])
+    """
+    plan = unit_plan(model)
+    return {name: np.flatnonzero(codes > level) for name, codes in _unit_codes_now(plan, model).items()}
+
+
 def narrow_model(model, level: int) -> keras.Model:
     """The physically smaller plain tf_keras model of `level`: each unit group keeps only the units
     `level` keeps, and every weight is sliced to them (order preserved). Equal to the masked model
@@ -418,8 +433,7 @@ def narrow_model(model, level: int) -> keras.Model:
     from dsnn_keras.sparsity.wrapper import NestedPruneLowMagnitude
 
     plan = unit_plan(model)
-    unit_codes = _unit_codes_now(plan, model)
-    kept = {g.name: np.flatnonzero(unit_codes[g.name] > level) for g in plan.groups}
+    kept = kept_unit_indices(model, level)
     slices: dict[tuple[str, str], list[tuple[int, np.ndarray, int]]] = {}
     for g in plan.groups:
         for m in g.members:

@@ -1,0 +1,290 @@
+"""Streaming inference of a causal recognizer: one chunk of features in, the frames it completes out.
+
+A plain tf_keras recognizer that is a chain of layers (CMVN, reshapes, zero-padded ``valid``
+Conv2D subsampling, LSTMs, Dense layers) is run chunk by chunk with explicit state: each
+convolution keeps its last ``kernel - 1`` input frames and a count of frames it has seen, each LSTM
+keeps ``h`` and ``c``. All-zero state is the start of a stream (the zeros are exactly the
+convolutions' left padding), every state tensor has a fixed shape, and the concatenated outputs of
+any chunking equal the whole-utterance model's output, because a ``valid`` convolution over
+left-padded input emits a frame only once its window is complete. A front-end that pads ``same``
+in time looks ahead by an amount that depends on the utterance's length and cannot stream; it is
+refused with the reason.
+
+State can be kept in a wider layout than the model's own (``state_units``): a level of a
+unit-granularity run is a narrower model whose units are a subset (``kept_units``) of the dense
+level's, so every level reads and writes the same full-width state: its own units at their dense
+positions, zeros elsewhere (what the masked dense model holds in a pruned unit). That is what lets
+a stream switch level between chunks.
+
+Example:
+    >>> stream = StreamingModel(model)
+    >>> state = stream.initial_state()
+    >>> logits_a, state = stream.step(features[:37], state)
+    >>> logits_b, state = stream.step(features[37:], state)   # concat == model(features)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from dsnn_keras.errors import DsnnError
+
+# Layers that act on each frame alone (given a [1, frames, ...] input) and so stream as they are.
+_FRAMEWISE = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Activation, keras.layers.Rescaling,
+              keras.layers.LayerNormalization, keras.layers.Reshape)
+
+
+class StreamingError(DsnnError, ValueError):
+    """The model cannot be run chunk by chunk (a layer that looks ahead or is not supported)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateTensor:
+    """One state tensor of a stream.
+
+    Attributes:
+        name: Its name, ``state_<layer>_<part>`` (e.g. ``state_lstm_0_h``).
+        shape: Its fixed shape.
+        dtype: ``"float32"`` or ``"int32"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.shape, self.dtype)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvStage:
+    layer: keras.layers.Conv2D
+    time_padding: int      # zero frames the whole-utterance model puts before the first input frame
+    width_padding: tuple[int, int]
+    buffer: StateTensor    # the last kernel - 1 (padded) input frames
+    seen: StateTensor      # input frames seen so far
+    kept: Optional[np.ndarray]   # the input's channels at these positions of the buffer
+
+
+@dataclasses.dataclass(frozen=True)
+class _LstmStage:
+    layer: keras.layers.LSTM
+    twin: keras.layers.LSTM   # same weights, returns its final state
+    h: StateTensor
+    c: StateTensor
+    kept: Optional[np.ndarray]   # the model's units at these positions of the state
+
+
+def _chain(model: keras.Model) -> list:
+    """The model's layers in order, refusing anything that is not a single-input chain."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in layers:
+        if len(layer.inbound_nodes) != 1 or len(tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)) != 1:
+            raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) is not part of a single chain "
+                                 "(residual or multi-input blocks such as the Conformer's do not stream yet)")
+    return layers
+
+
+def _state_layout(name: str, units: int, state_width: Optional[int],
+                  kept: Optional[np.ndarray]) -> tuple[int, Optional[np.ndarray]]:
+    """The state width and where the layer's ``units`` sit in it (None: the first ``units``, all)."""
+    width = int(state_width or units)
+    if width < units:
+        raise StreamingError(f"{name}: state width {width} < the layer's {units} units")
+    if kept is None:
+        if width != units:
+            raise StreamingError(f"{name}: state width {width} but {units} units and no kept units given")
+        return width, None
+    if len(kept) != units or (len(kept) and (kept.min() < 0 or kept.max() >= width)) or (np.diff(kept) <= 0).any():
+        raise StreamingError(f"{name}: kept units must be {units} increasing positions in [0, {width})")
+    return width, (None if width == units else kept)
+
+
+def _time_kernel(layer) -> tuple[int, int]:
+    kernel, strides = layer.kernel_size[0], layer.strides[0]
+    if strides > kernel:
+        raise StreamingError(f"{layer.name}: time stride {strides} > kernel {kernel} skips frames")
+    return kernel, strides
+
+
+class StreamingModel:
+    """Runs a causal chain-of-layers recognizer on chunks of features with explicit state.
+
+    Args:
+        model: A plain tf_keras model ``[1, frames, bins] -> [1, out_frames, classes]``; its
+            Conv2D layers must be ``valid`` in time (left padding by a ``ZeroPadding2D``).
+        state_units: Per producer layer (Conv2D, LSTM), the width of its state if wider than the
+            layer (a unit run's dense width). Defaults to each layer's own width.
+        kept_units: Per producer layer, the state positions of the layer's units (sorted, one per
+            unit; `dsnn_keras.sparsity.kept_unit_indices`); required for a layer narrower than its
+            ``state_units``.
+
+    Raises:
+        StreamingError: a layer that looks ahead (``same`` time padding), is not a chain, or is of
+            an unsupported kind, naming it.
+    """
+
+    def __init__(self, model: keras.Model, state_units: Optional[Mapping[str, int]] = None,
+                 kept_units: Optional[Mapping[str, Sequence[int]]] = None):
+        self.model = model
+        state_units = dict(state_units or {})
+        kept_units = {name: np.asarray(v, np.int64) for name, v in (kept_units or {}).items()}
+        self._stages: list = []
+        pending_padding = None
+        channels_from = None   # the Conv2D whose output channels the next Conv2D reads
+        for layer in _chain(model):
+            if isinstance(layer, keras.layers.ZeroPadding2D):
+                (top, bottom), (left, right) = layer.padding
+                if bottom:
+                    raise StreamingError(f"{layer.name}: pads {bottom} frames after the input (look-ahead)")
+                pending_padding = (top, (left, right))
+                continue
+            if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+                self._stages.append(self._conv_stage(
+                    layer, pending_padding, state_units.get(channels_from), kept_units.get(channels_from)))
+                pending_padding = None
+                channels_from = layer.name
+                continue
+            if pending_padding is not None:
+                raise StreamingError(f"a ZeroPadding2D must feed a Conv2D; {layer.name!r} follows one")
+            if type(layer) is keras.layers.LSTM:
+                self._stages.append(self._lstm_stage(layer, state_units.get(layer.name), kept_units.get(layer.name)))
+            elif isinstance(layer, _FRAMEWISE) or type(layer).__name__ == "CMVN":
+                if isinstance(layer, keras.layers.Reshape) and layer.target_shape[0] not in (-1, None):
+                    raise StreamingError(f"{layer.name}: reshape {layer.target_shape} mixes frames")
+                self._stages.append(layer)
+            else:
+                raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be run chunk by chunk")
+
+    @staticmethod
+    def _conv_stage(layer, padding, state_width: Optional[int], kept: Optional[np.ndarray]) -> _ConvStage:
+        if layer.padding != "valid":
+            raise StreamingError(
+                f"{layer.name}: Conv2D pads {layer.padding!r} in time, which looks ahead by an amount that "
+                "depends on the utterance's length; build the model causal (model.conv_padding: causal)")
+        if layer.dilation_rate[0] != 1:
+            raise StreamingError(f"{layer.name}: dilation in time is not supported")
+        kernel, _ = _time_kernel(layer)
+        top, width_padding = padding if padding is not None else (0, (0, 0))
+        if top > kernel - 1:
+            raise StreamingError(f"{layer.name}: {top} frames of left padding exceed kernel - 1 = {kernel - 1}")
+        _, _, width, channels = layer.input_shape   # already padded in width
+        channels, kept = _state_layout(layer.name, int(channels), state_width, kept)
+        return _ConvStage(layer=layer, time_padding=top, width_padding=width_padding, kept=kept,
+                          buffer=StateTensor(f"state_{layer.name}_frames", (kernel - 1, width, channels), "float32"),
+                          seen=StateTensor(f"state_{layer.name}_seen", (), "int32"))
+
+    @staticmethod
+    def _lstm_stage(layer, state_width: Optional[int], kept: Optional[np.ndarray]) -> _LstmStage:
+        cell = layer.cell
+        if layer.go_backwards or not layer.return_sequences:
+            raise StreamingError(f"{layer.name}: only forward LSTMs returning sequences stream")
+        width, kept = _state_layout(layer.name, int(cell.units), state_width, kept)
+        config = {**layer.get_config(), "return_state": True, "name": f"{layer.name}_stream"}
+        twin = keras.layers.LSTM.from_config(config)
+        twin.build(layer.input_shape)
+        twin.set_weights(layer.get_weights())
+        return _LstmStage(layer=layer, twin=twin, kept=kept,
+                          h=StateTensor(f"state_{layer.name}_h", (width,), "float32"),
+                          c=StateTensor(f"state_{layer.name}_c", (width,), "float32"))
+
+    @property
+    def state_specs(self) -> list[StateTensor]:
+        """Every state tensor, in a fixed order."""
+        specs = []
+        for stage in self._stages:
+            if isinstance(stage, _ConvStage):
+                specs += [stage.buffer, stage.seen]
+            elif isinstance(stage, _LstmStage):
+                specs += [stage.h, stage.c]
+        return specs
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        """All-zero state: the start of a stream."""
+        return {spec.name: spec.zeros() for spec in self.state_specs}
+
+    def step(self, features, state: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Runs one chunk.
+
+        Args:
+            features: float32 ``[frames, bins]`` (``frames`` may be 0).
+            state: ``{name: tensor}`` for every `state_specs` entry.
+
+        Returns:
+            ``(outputs [new_frames, classes], next state)``.
+        """
+        x = tf.convert_to_tensor(features, tf.float32)[tf.newaxis]
+        new_state = {}
+        for stage in self._stages:
+            if isinstance(stage, _ConvStage):
+                x, new_state[stage.buffer.name], new_state[stage.seen.name] = self._conv_step(
+                    stage, x, state[stage.buffer.name], state[stage.seen.name])
+            elif isinstance(stage, _LstmStage):
+                x, new_state[stage.h.name], new_state[stage.c.name] = self._lstm_step(
+                    stage, x, state[stage.h.name], state[stage.c.name])
+            else:
+                x = stage(x, training=False)
+        return x[0], new_state
+
+    @staticmethod
+    def _conv_step(stage: _ConvStage, x, buffer, seen):
+        layer = stage.layer
+        kernel, stride = _time_kernel(layer)
+        left, right = stage.width_padding
+        x = tf.pad(x, [[0, 0], [0, 0], [left, right], [0, 0]])[0]
+        new = tf.shape(x)[0]
+        seen = tf.cast(seen, tf.int32)
+        buffer = tf.cast(buffer, tf.float32)
+        if stage.kept is not None:
+            buffer = tf.gather(buffer, stage.kept, axis=2)
+        frames = tf.concat([buffer, x], axis=0)   # padded positions a+seen-(k-1) ...
+        padded_before = stage.time_padding + seen
+        padded_after = padded_before + new
+
+        def outputs_for(padded_length):
+            return tf.where(padded_length >= kernel, (padded_length - kernel) // stride + 1, 0)
+
+        done = outputs_for(padded_before)
+        count = outputs_for(padded_after) - done
+        offset = stride * done - (padded_before - (kernel - 1))
+        needed = tf.maximum((count - 1) * stride + kernel, kernel)
+        window = frames[offset:]
+        window = tf.pad(window, [[0, tf.maximum(needed - tf.shape(window)[0], 0)], [0, 0], [0, 0]])[:needed]
+        out = layer(window[tf.newaxis], training=False)
+        # GATHER, not a slice, so a chunk with no output frame reads back from LiteRT (docs/measured.md).
+        out = tf.gather(out, tf.range(count), axis=1)
+        buffer = frames[tf.shape(frames)[0] - (kernel - 1):]
+        if stage.kept is not None:
+            full = stage.buffer.shape
+            buffer = tf.transpose(tf.scatter_nd(stage.kept[:, np.newaxis], tf.transpose(buffer, [2, 0, 1]),
+                                                [full[2], full[0], full[1]]), [1, 2, 0])
+        return out, buffer, seen + new
+
+    @staticmethod
+    def _lstm_step(stage: _LstmStage, x, h, c):
+        h = tf.reshape(tf.cast(h, tf.float32), [1, -1])
+        c = tf.reshape(tf.cast(c, tf.float32), [1, -1])
+        if stage.kept is not None:
+            h_in, c_in = tf.gather(h, stage.kept, axis=1), tf.gather(c, stage.kept, axis=1)
+        else:
+            h_in, c_in = h, c
+        # Keras' LSTM cannot take zero time steps: a chunk without frames leaves the state as it is.
+        out, h_out, c_out = tf.cond(
+            tf.shape(x)[1] > 0,
+            lambda: tuple(stage.twin(x, initial_state=[h_in, c_in], training=False)),
+            lambda: (tf.zeros([1, 0, stage.layer.cell.units]), h_in, c_in))
+        if stage.kept is not None:
+            width = stage.h.shape[0]
+            index = stage.kept[:, np.newaxis]
+            h_out = tf.scatter_nd(index, h_out[0], [width])
+            c_out = tf.scatter_nd(index, c_out[0], [width])
+        else:
+            h_out, c_out = h_out[0], c_out[0]
+        return out, h_out, c_out

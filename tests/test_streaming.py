@@ -1,0 +1,176 @@
+"""Streaming a causal recognizer chunk by chunk with explicit state (dsnn_keras.streaming)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import dsnn_keras
+from dsnn_keras.model import CMVN
+from dsnn_keras.sparsity.units import kept_unit_indices, narrow_model
+from dsnn_keras.streaming import StreamingError, StreamingModel
+
+BINS = 20
+LEVELS = (0.0, 0.5, 0.7, 0.9)
+
+
+def _same_width_padding(width: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = (width + stride - 1) // stride
+    total = max((out - 1) * stride + kernel - width, 0)
+    return total // 2, total - total // 2
+
+
+def _causal_model(seed: int = 0, time_padding=None, conv_padding: str = "valid") -> keras.Model:
+    """CMVN -> 2 x (left pad, stride-2 valid Conv2D) -> 2 LSTMs -> Dense: the streamable chain."""
+    keras.utils.set_random_seed(seed)
+    features = keras.Input([None, BINS])
+    x = CMVN(np.zeros(BINS), np.ones(BINS), name="cmvn")(features)
+    x = keras.layers.Reshape([-1, BINS, 1], name="add_channel")(x)
+    width = BINS
+    for i in range(2):
+        if conv_padding == "valid":
+            top = 2 if time_padding is None else time_padding
+            x = keras.layers.ZeroPadding2D(((top, 0), _same_width_padding(width, 3, 2)), name=f"conv_{i}_pad")(x)
+        x = keras.layers.Conv2D(8, 3, strides=2, padding=conv_padding, activation="relu", name=f"conv_{i}")(x)
+        width = (width + 1) // 2
+    x = keras.layers.Reshape([-1, width * 8], name="flatten_freq")(x)
+    x = keras.layers.LSTM(16, return_sequences=True, name="lstm_0")(x)
+    x = keras.layers.LSTM(12, return_sequences=True, name="lstm_1")(x)
+    return keras.Model(features, keras.layers.Dense(7, name="logits")(x))
+
+
+def _stream(stream: StreamingModel, features: np.ndarray, cuts, state=None):
+    state = stream.initial_state() if state is None else state
+    outputs = []
+    for start, stop in zip([0, *cuts], [*cuts, len(features)]):
+        out, state = stream.step(features[start:stop], state)
+        outputs.append(out.numpy())
+    return np.concatenate(outputs), state
+
+
+def _features(frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=[frames, BINS]).astype(np.float32)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 4, 5, 17, 60])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 100])
+def test_chunked_outputs_equal_the_whole_utterance(frames, chunk):
+    model = _causal_model()
+    features = _features(frames)
+    streamed, _ = _stream(StreamingModel(model), features, list(range(chunk, frames, chunk)))
+    whole = model(features[np.newaxis])[0].numpy()
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+
+
+def test_empty_chunks_emit_nothing_and_keep_the_state():
+    stream = StreamingModel(_causal_model())
+    features = _features(9)
+    state = stream.initial_state()
+    _, state = stream.step(features[:5], state)
+    out, after = stream.step(features[:0], state)
+    assert out.shape[0] == 0
+    for name, value in state.items():
+        np.testing.assert_array_equal(np.asarray(after[name]), np.asarray(value))
+
+
+def test_less_left_padding_than_kernel_minus_one_still_streams_exactly():
+    model = _causal_model(time_padding=1)
+    features = _features(21)
+    streamed, _ = _stream(StreamingModel(model), features, [1, 2, 3, 8, 13])
+    np.testing.assert_allclose(streamed, model(features[np.newaxis])[0].numpy(), atol=1e-6)
+
+
+def test_state_specs_name_every_tensor_with_fixed_shapes_and_start_at_zero():
+    stream = StreamingModel(_causal_model())
+    specs = {s.name: (s.shape, s.dtype) for s in stream.state_specs}
+    assert specs == {
+        "state_conv_0_frames": ((2, 21, 1), "float32"), "state_conv_0_seen": ((), "int32"),
+        "state_conv_1_frames": ((2, 11, 8), "float32"), "state_conv_1_seen": ((), "int32"),
+        "state_lstm_0_h": ((16,), "float32"), "state_lstm_0_c": ((16,), "float32"),
+        "state_lstm_1_h": ((12,), "float32"), "state_lstm_1_c": ((12,), "float32")}
+    assert all(not value.any() for value in stream.initial_state().values())
+
+
+def test_same_time_padding_is_refused_naming_the_layer_and_the_fix():
+    with pytest.raises(StreamingError, match=r"conv_0.*'same'.*causal"):
+        StreamingModel(_causal_model(conv_padding="same"))
+
+
+def test_a_residual_block_is_refused_naming_the_layer():
+    inputs = keras.Input([None, 4])
+    y = keras.layers.Dense(4, name="inner")(inputs)
+    model = keras.Model(inputs, keras.layers.Add(name="residual")([inputs, y]))
+    with pytest.raises(StreamingError, match="residual"):
+        StreamingModel(model)
+
+
+def _unit_run():
+    base = _causal_model(seed=1)
+    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    model = dsnn_keras.prune_nested(base, schedule, prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"],
+                                    granularity="unit")
+    dsnn_keras.update_nested_masks(model, 0)
+    return model
+
+
+def _sliced_streams(model):
+    widths = {"conv_0": 8, "conv_1": 8, "lstm_0": 16, "lstm_1": 12}
+    return [StreamingModel(narrow_model(model, level), state_units=widths,
+                           kept_units=kept_unit_indices(model, level)) for level in range(len(LEVELS))]
+
+
+def test_sliced_levels_share_the_dense_state_layout_and_equal_the_masked_model():
+    model = _unit_run()
+    features = _features(23, seed=2)
+    sliced = _sliced_streams(model)
+    for level, stream in enumerate(sliced):
+        masked = StreamingModel(dsnn_keras.strip_nested(model, level))
+        assert [(s.name, s.shape) for s in stream.state_specs] == [(s.name, s.shape) for s in masked.state_specs]
+        out_sliced, state_sliced = _stream(stream, features, [3, 3, 10])
+        out_masked, state_masked = _stream(masked, features, [3, 3, 10])
+        np.testing.assert_allclose(out_sliced, out_masked, atol=1e-5)
+        for name in state_masked:   # pruned units hold exactly 0 in both
+            np.testing.assert_allclose(np.asarray(state_sliced[name]), np.asarray(state_masked[name]), atol=1e-5)
+
+
+def _zero_pruned_state(state: dict, kept: dict) -> dict:
+    """The masked model's state with every unit the level prunes set to 0 (the documented mapping)."""
+    positions = {"state_conv_1_frames": ("conv_0", 2), "state_lstm_0_h": ("lstm_0", 0),
+                 "state_lstm_0_c": ("lstm_0", 0), "state_lstm_1_h": ("lstm_1", 0), "state_lstm_1_c": ("lstm_1", 0)}
+    out = {}
+    for name, value in state.items():
+        value = np.array(value)
+        if name in positions:
+            layer, axis = positions[name]
+            keep = np.zeros(value.shape[axis], bool)
+            keep[kept[layer]] = True
+            shape = [1] * value.ndim
+            shape[axis] = -1
+            value = value * keep.reshape(shape)
+        out[name] = value
+    return out
+
+
+def test_switching_level_mid_stream_continues_from_the_shared_state():
+    model = _unit_run()
+    features = _features(40, seed=3)
+    sliced = _sliced_streams(model)
+    masked = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in range(len(LEVELS))]
+    kept = [kept_unit_indices(model, level) for level in range(len(LEVELS))]
+    plan = [(0, 0, 9), (3, 9, 21), (1, 21, 30), (0, 30, 40)]
+    outputs = {"sliced": [], "masked": []}
+    states = {"sliced": sliced[0].initial_state(), "masked": masked[0].initial_state()}
+    for level, start, stop in plan:
+        out, states["sliced"] = sliced[level].step(features[start:stop], states["sliced"])
+        outputs["sliced"].append(out.numpy())
+        out, states["masked"] = masked[level].step(features[start:stop],
+                                                   _zero_pruned_state(states["masked"], kept[level]))
+        outputs["masked"].append(out.numpy())
+        for name, value in _zero_pruned_state(states["sliced"], kept[level]).items():
+            np.testing.assert_array_equal(value, np.asarray(states["sliced"][name]))   # pruned units hold 0
+    switched = np.concatenate(outputs["sliced"])
+    np.testing.assert_allclose(switched, np.concatenate(outputs["masked"]), atol=1e-5)
+    # From the switch on, the outputs are level 3's, not level 0's.
+    fixed_zero, _ = _stream(sliced[0], features, [9, 21, 30])
+    assert not np.allclose(switched[3:6], fixed_zero[3:6], atol=1e-3)
