@@ -257,6 +257,8 @@ class StreamingModel:
         needed = tf.maximum((count - 1) * stride + kernel, kernel)
         window = frames[offset:]
         window = tf.pad(window, [[0, tf.maximum(needed - tf.shape(window)[0], 0)], [0, 0], [0, 0]])[:needed]
+        # A dynamic pad loses the static width and channels, which the TFLite CONV_2D needs.
+        window = tf.reshape(window, [-1, *layer.input_shape[2:]])
         out = layer(window[tf.newaxis], training=False)
         # GATHER, not a slice, so a chunk with no output frame reads back from LiteRT (docs/measured.md).
         out = tf.gather(out, tf.range(count), axis=1)

@@ -174,3 +174,35 @@ def test_switching_level_mid_stream_continues_from_the_shared_state():
     # From the switch on, the outputs are level 3's, not level 0's.
     fixed_zero, _ = _stream(sliced[0], features, [9, 21, 30])
     assert not np.allclose(switched[3:6], fixed_zero[3:6], atol=1e-3)
+
+
+def test_the_step_converts_to_builtin_tflite_ops_and_streams_through_litert():
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite import flatbuffer
+
+    model = _causal_model()
+    stream = StreamingModel(model)
+    specs = {s.name: tf.TensorSpec(s.shape, getattr(tf, s.dtype), name=s.name) for s in stream.state_specs}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, BINS], tf.float32, name="features"), specs])
+    def step(features, state):
+        out, new_state = stream.step(features, state)
+        return {"logits": out, **new_state}
+
+    function = step.get_concrete_function()
+    holder = tf.Module()
+    holder.variables_used = list(function.variables)   # reachable, so the converter keeps the signature
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    data = converter.convert()
+    assert all(op.is_builtin for op in flatbuffer.operators(data))
+    runner = Interpreter(model_content=data).get_signature_runner()
+    features = _features(40)
+    state, outputs = stream.initial_state(), []
+    for start, stop in [(0, 1), (1, 1), (1, 7), (7, 40)]:
+        result = runner(features=features[start:stop], **state)
+        outputs.append(result.pop("logits"))
+        state = result
+    np.testing.assert_allclose(np.concatenate(outputs), model(features[np.newaxis])[0].numpy(), atol=1e-5)
