@@ -213,3 +213,34 @@ class ScaledDense(keras.layers.Layer, PrunableLayer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+def _same_width_padding(width: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = (width + stride - 1) // stride
+    total = max((out - 1) * stride + kernel - width, 0)
+    return total // 2, total - total // 2
+
+
+def causal_recognizer(seed: int = 0, time_padding=None, conv_padding: str = "valid", bins: int = 20,
+                      classes: int = 7) -> keras.Model:
+    """A small streamable recognizer: CMVN -> 2 x (left pad, stride-2 valid Conv2D) -> 2 LSTMs -> Dense.
+
+    ``conv_padding="same"`` gives the look-ahead front-end instead (no pad layers).
+    """
+    from dsnn_keras.model import CMVN
+
+    keras.utils.set_random_seed(seed)
+    features = keras.Input([None, bins])
+    x = CMVN(np.zeros(bins), np.ones(bins), name="cmvn")(features)
+    x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
+    width = bins
+    for i in range(2):
+        if conv_padding == "valid":
+            top = 2 if time_padding is None else time_padding
+            x = keras.layers.ZeroPadding2D(((top, 0), _same_width_padding(width, 3, 2)), name=f"conv_{i}_pad")(x)
+        x = keras.layers.Conv2D(8, 3, strides=2, padding=conv_padding, activation="relu", name=f"conv_{i}")(x)
+        width = (width + 1) // 2
+    x = keras.layers.Reshape([-1, width * 8], name="flatten_freq")(x)
+    x = keras.layers.LSTM(16, return_sequences=True, name="lstm_0")(x)
+    x = keras.layers.LSTM(12, return_sequences=True, name="lstm_1")(x)
+    return keras.Model(features, keras.layers.Dense(classes, name="logits")(x))

@@ -6,37 +6,12 @@ import pytest
 import tf_keras as keras
 
 import dsnn_keras
-from dsnn_keras.model import CMVN
 from dsnn_keras.sparsity.units import kept_unit_indices, narrow_model
 from dsnn_keras.streaming import StreamingError, StreamingModel
+from harness import causal_recognizer
 
-BINS = 20
+BINS = 20   # causal_recognizer's default
 LEVELS = (0.0, 0.5, 0.7, 0.9)
-
-
-def _same_width_padding(width: int, kernel: int, stride: int) -> tuple[int, int]:
-    out = (width + stride - 1) // stride
-    total = max((out - 1) * stride + kernel - width, 0)
-    return total // 2, total - total // 2
-
-
-def _causal_model(seed: int = 0, time_padding=None, conv_padding: str = "valid") -> keras.Model:
-    """CMVN -> 2 x (left pad, stride-2 valid Conv2D) -> 2 LSTMs -> Dense: the streamable chain."""
-    keras.utils.set_random_seed(seed)
-    features = keras.Input([None, BINS])
-    x = CMVN(np.zeros(BINS), np.ones(BINS), name="cmvn")(features)
-    x = keras.layers.Reshape([-1, BINS, 1], name="add_channel")(x)
-    width = BINS
-    for i in range(2):
-        if conv_padding == "valid":
-            top = 2 if time_padding is None else time_padding
-            x = keras.layers.ZeroPadding2D(((top, 0), _same_width_padding(width, 3, 2)), name=f"conv_{i}_pad")(x)
-        x = keras.layers.Conv2D(8, 3, strides=2, padding=conv_padding, activation="relu", name=f"conv_{i}")(x)
-        width = (width + 1) // 2
-    x = keras.layers.Reshape([-1, width * 8], name="flatten_freq")(x)
-    x = keras.layers.LSTM(16, return_sequences=True, name="lstm_0")(x)
-    x = keras.layers.LSTM(12, return_sequences=True, name="lstm_1")(x)
-    return keras.Model(features, keras.layers.Dense(7, name="logits")(x))
 
 
 def _stream(stream: StreamingModel, features: np.ndarray, cuts, state=None):
@@ -55,7 +30,7 @@ def _features(frames: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("frames", [1, 2, 3, 4, 5, 17, 60])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 100])
 def test_chunked_outputs_equal_the_whole_utterance(frames, chunk):
-    model = _causal_model()
+    model = causal_recognizer()
     features = _features(frames)
     streamed, _ = _stream(StreamingModel(model), features, list(range(chunk, frames, chunk)))
     whole = model(features[np.newaxis])[0].numpy()
@@ -64,7 +39,7 @@ def test_chunked_outputs_equal_the_whole_utterance(frames, chunk):
 
 
 def test_empty_chunks_emit_nothing_and_keep_the_state():
-    stream = StreamingModel(_causal_model())
+    stream = StreamingModel(causal_recognizer())
     features = _features(9)
     state = stream.initial_state()
     _, state = stream.step(features[:5], state)
@@ -75,14 +50,14 @@ def test_empty_chunks_emit_nothing_and_keep_the_state():
 
 
 def test_less_left_padding_than_kernel_minus_one_still_streams_exactly():
-    model = _causal_model(time_padding=1)
+    model = causal_recognizer(time_padding=1)
     features = _features(21)
     streamed, _ = _stream(StreamingModel(model), features, [1, 2, 3, 8, 13])
     np.testing.assert_allclose(streamed, model(features[np.newaxis])[0].numpy(), atol=1e-6)
 
 
 def test_state_specs_name_every_tensor_with_fixed_shapes_and_start_at_zero():
-    stream = StreamingModel(_causal_model())
+    stream = StreamingModel(causal_recognizer())
     specs = {s.name: (s.shape, s.dtype) for s in stream.state_specs}
     assert specs == {
         "state_conv_0_frames": ((2, 21, 1), "float32"), "state_conv_0_seen": ((), "int32"),
@@ -94,7 +69,7 @@ def test_state_specs_name_every_tensor_with_fixed_shapes_and_start_at_zero():
 
 def test_same_time_padding_is_refused_naming_the_layer_and_the_fix():
     with pytest.raises(StreamingError, match=r"conv_0.*'same'.*causal"):
-        StreamingModel(_causal_model(conv_padding="same"))
+        StreamingModel(causal_recognizer(conv_padding="same"))
 
 
 def test_a_residual_block_is_refused_naming_the_layer():
@@ -106,7 +81,7 @@ def test_a_residual_block_is_refused_naming_the_layer():
 
 
 def _unit_run():
-    base = _causal_model(seed=1)
+    base = causal_recognizer(seed=1)
     schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
     model = dsnn_keras.prune_nested(base, schedule, prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"],
                                     granularity="unit")
@@ -182,7 +157,7 @@ def test_the_step_converts_to_builtin_tflite_ops_and_streams_through_litert():
 
     from tflite import flatbuffer
 
-    model = _causal_model()
+    model = causal_recognizer()
     stream = StreamingModel(model)
     specs = {s.name: tf.TensorSpec(s.shape, getattr(tf, s.dtype), name=s.name) for s in stream.state_specs}
 
