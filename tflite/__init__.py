@@ -18,6 +18,7 @@ _EXPORTS = {
     "DsnnMetadata": "tflite.metadata",
     "MetadataError": "tflite.metadata",
     "Recognizer": "tflite.runtime",
+    "RecognizerStream": "tflite.runtime",
     "Recognition": "tflite.runtime",
     "RecognizerError": "tflite.runtime",
     "AudioError": "tflite.audio",

@@ -231,6 +231,90 @@ class Recognizer:
         """Returns the transcript of one utterance (see `recognize`)."""
         return self.recognize(audio_or_path, level, sample_rate).text
 
+    def stream(self, level: int = 0) -> "RecognizerStream":
+        """Starts a live stream through the file's ``stream`` signature (see `RecognizerStream`).
+
+        Raises:
+            RecognizerError: a bad level, or a file without a ``stream`` signature (exported from a
+                model whose front-end looks ahead).
+        """
+        return RecognizerStream(self, level)
+
+
+class RecognizerStream:
+    """One live utterance: feed audio chunks as they arrive, read the text so far, switch level.
+
+    The state lives in this object (explicit ``state_*`` tensors of the file's ``stream``
+    signature), so any number of streams can share one `Recognizer` and its interpreter; each call
+    holds the recognizer's lock. One stream is not meant to be fed from two threads at once.
+    Chunks are float32 samples at the model's rate, any length (0 included); the result equals
+    `Recognizer.recognize` on the whole utterance at the same level.
+
+    Args:
+        recognizer: The loaded `Recognizer`.
+        level: The level to start at. Defaults to 0.
+
+    Example:
+        >>> stream = recognizer.stream(level=0)
+        >>> for chunk in microphone_chunks():        # e.g. 160 ms each
+        ...     print(stream.accept(chunk))          # the text so far
+        ...     if battery_saver_on(): stream.set_level(3)
+        >>> stream.finish()
+        'yes no go'
+    """
+
+    def __init__(self, recognizer: Recognizer, level: int = 0):
+        signatures = recognizer._interpreter.get_signature_list()   # pylint: disable=protected-access
+        if "stream" not in signatures:
+            raise RecognizerError(f"{recognizer.path}: no 'stream' signature (this export has {sorted(signatures)}); "
+                                  "export a causal model to stream")
+        self._recognizer = recognizer
+        self._runner = recognizer._interpreter.get_signature_runner("stream")   # pylint: disable=protected-access
+        self._state = {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
+                       for name, detail in self._runner.get_input_details().items() if name.startswith("state_")}
+        self.level = recognizer.check_level(level)
+        self.tokens: list[int] = []
+        self._log_probs: list[np.ndarray] = []
+        self.finished = False
+
+    def set_level(self, level: int) -> None:
+        """Runs the following chunks at ``level`` (the state carries over)."""
+        self.level = self._recognizer.check_level(level)
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """float32 ``[frames so far, vocab + 1]``."""
+        classes = len(self._recognizer.metadata.pieces) + 1
+        return np.concatenate(self._log_probs) if self._log_probs else np.zeros([0, classes], np.float32)
+
+    @property
+    def text(self) -> str:
+        from dsnn_keras.decoding import ids_to_text
+
+        return ids_to_text(self.tokens, self._recognizer.metadata.pieces)
+
+    def _call(self, chunk, end: bool) -> str:
+        if self.finished:
+            raise RecognizerError("this stream is finished; start a new one with Recognizer.stream()")
+        chunk = np.asarray(chunk, np.float32).reshape(-1) if np.size(chunk) else np.zeros([0], np.float32)
+        out = self._recognizer._invoke(self._runner, audio=chunk, sparsity_level=np.int32(self.level),   # pylint: disable=protected-access
+                                       end_of_stream=np.int32(end), **self._state)
+        self._log_probs.append(np.array(out["log_probs"]))
+        self.tokens.extend(int(t) for t in out["tokens"])
+        self._state = {name: np.array(out[name]) for name in self._state}
+        self.finished = end
+        return self.text
+
+    def accept(self, chunk) -> str:
+        """Feeds one chunk (float32 samples at the model's rate); returns the text so far."""
+        if np.ndim(chunk) != 1:
+            raise RecognizerError(f"a stream chunk must be 1-D mono samples, got shape {np.shape(chunk)}")
+        return self._call(chunk, end=False)
+
+    def finish(self, chunk=()) -> str:
+        """Feeds the last chunk (optional) and ends the utterance; returns the final text."""
+        return self._call(chunk, end=True)
+
 
 __all__ = ["AudioError", "DEFAULT_WINDOW_SECONDS", "load_interpreter", "Recognition", "Recognizer", "RecognizerError",
-           "prime_all_signatures"]
+           "RecognizerStream", "prime_all_signatures"]
