@@ -4,7 +4,7 @@
 metadata, the job's summary, the AN4 comparison). `EvalReport.to_dict` gives exactly the JSON
 ``dsnn-eval`` has always written (every key, in the same order) plus ``schema_version``;
 `EvalReport.from_dict` reads it back, and also reads files written before ``schema_version``
-existed (and hand-written ones that hold only ``split`` and ``levels``). An unknown key is an
+existed (and hand-written ones that hold only ``levels``). An unknown key is an
 `EvalReportError` naming the file and the key, so a renamed field cannot be silently ignored.
 
 Example:
@@ -213,11 +213,11 @@ class LevelResult:
 class EvalReport:
     """The whole ``eval.json``.
 
-    Only ``split`` and ``levels`` are required when reading; ``dsnn-eval`` writes every field.
+    Only ``levels`` is required when reading; ``dsnn-eval`` writes every field.
 
     Args:
-        split: The split decoded.
         levels: One `LevelResult` per evaluated level, in the order evaluated.
+        split: The split decoded.
         num_utterances: Utterances decoded.
         audio_seconds: Audio decoded, in seconds.
         batch_size: Utterances per forward pass.
@@ -229,8 +229,8 @@ class EvalReport:
         schema_version: This schema's version (`SCHEMA_VERSION`); a newer one is refused.
     """
 
-    split: str
     levels: tuple[LevelResult, ...]
+    split: Optional[str] = None
     num_utterances: Optional[int] = None
     audio_seconds: Optional[float] = None
     batch_size: Optional[int] = None
@@ -252,8 +252,10 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``dsnn-eval`` writes: the keys it always wrote, in order, plus
         ``schema_version`` (fields that are None are left out, except in the level entries)."""
-        out: dict[str, Any] = {LEGACY_VERSION_KEY: self.schema_version, "schema_version": self.schema_version,
-                               "split": self.split, "levels": [entry.to_dict() for entry in self.levels]}
+        out: dict[str, Any] = {LEGACY_VERSION_KEY: self.schema_version, "schema_version": self.schema_version}
+        if self.split is not None:
+            out["split"] = self.split
+        out["levels"] = [entry.to_dict() for entry in self.levels]
         optional = {"num_utterances": self.num_utterances, "audio_seconds": self.audio_seconds,
                     "batch_size": self.batch_size, "decoder": self.decoder, "run_dir": self.run_dir,
                     "data_dir": self.data_dir,
@@ -277,7 +279,7 @@ class EvalReport:
             EvalReportError: an unknown or missing key, a wrong type, or a newer schema version.
         """
         values = _mapping(values, "the report", where)
-        _check_keys(cls, values, "", where, required=("split", "levels"), extra=(LEGACY_VERSION_KEY,))
+        _check_keys(cls, values, "", where, required=("levels",), extra=(LEGACY_VERSION_KEY,))
         version = values.get("schema_version", values.get(LEGACY_VERSION_KEY, SCHEMA_VERSION))
         version = _integer(version, "schema_version", where)
         if version > SCHEMA_VERSION:
@@ -290,7 +292,7 @@ class EvalReport:
         files = get("files")
         created_by = get("created_by")
         return cls(
-            split=_text(values["split"], "split", where),
+            split=_text(get("split"), "split", where, optional=True),
             levels=tuple(LevelResult.from_dict(entry, where, f"levels[{i}].") for i, entry in enumerate(levels)),
             num_utterances=_integer(get("num_utterances"), "num_utterances", where, optional=True),
             audio_seconds=_number(get("audio_seconds"), "audio_seconds", where, optional=True),

@@ -41,9 +41,10 @@ def test_round_trip_through_a_file_is_the_identity(tmp_path):
     assert again == report and again.to_dict() == report.to_dict()
 
 
-def test_a_minimal_report_needs_only_split_and_level_rates():
-    report = EvalReport.from_dict({"split": "dev", "levels": [{"level": 0, "sparsity": 0.5, "wer": 0.2, "cer": 0.1}]})
-    assert report.at_sparsity(0.5).wer == 0.2 and report.level(0).cer == 0.1
+def test_a_minimal_report_needs_only_the_level_rates():
+    report = EvalReport.from_dict({"levels": [{"level": 0, "sparsity": 0.5, "wer": 0.2, "cer": 0.1}]})
+    assert report.at_sparsity(0.5).wer == 0.2 and report.level(0).cer == 0.1 and report.split is None
+    assert "split" not in report.to_dict()
     assert report.level(3) is None and report.at_sparsity(0.9) is None
 
 
@@ -51,6 +52,7 @@ def test_a_minimal_report_needs_only_split_and_level_rates():
     ({**OLD_EVAL, "wer_total": 1}, "wer_total"),
     ({**OLD_EVAL, "levels": [{**OLD_EVAL["levels"][0], "latency": 3}]}, "levels[0].latency"),
     ({"split": "dev", "levels": [{"level": 0, "sparsity": 0.0, "wer": 0.1}]}, "levels[0].cer"),
+    ({"split": "dev"}, "levels"),
     ({"split": "dev", "levels": [{"level": 0, "sparsity": "dense", "wer": 0.1, "cer": 0.1}]}, "levels[0].sparsity"),
     ({**OLD_EVAL, "schema_version": SCHEMA_VERSION + 1}, "schema_version"),
 ])
