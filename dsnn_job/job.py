@@ -150,8 +150,8 @@ def _check(name: str, code: int) -> None:
         raise StepError(f"{name} failed (exit status {code}); see the messages above")
 
 
-# What a command's ``main`` reports as one error line instead of a traceback.
-STEP_FAILURES = (DsnnError, OSError, ValueError, RuntimeError)
+# What the commands' ``main``s report as one error line instead of a traceback (dsnn-eval: KeyError too).
+STEP_FAILURES = (DsnnError, OSError, ValueError, RuntimeError, KeyError)
 
 
 @contextlib.contextmanager
@@ -165,7 +165,8 @@ def failing_as(command: str) -> Iterator[None]:
     except StepError:
         raise
     except STEP_FAILURES as error:
-        message = " ".join(str(error).split()) or type(error).__name__
+        text = error.args[0] if isinstance(error, KeyError) and error.args else error
+        message = " ".join(str(text).split()) or type(error).__name__
         raise StepError(f"{command} failed: {message}") from error
 
 

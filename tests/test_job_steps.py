@@ -102,6 +102,9 @@ def test_failing_as_keeps_step_errors_and_lets_interrupts_and_bugs_through():
     with pytest.raises(StepError, match="^dsnn-x failed: no such file$"):
         with failing_as("dsnn-x"):
             raise FileNotFoundError("no such file")
+    with pytest.raises(StepError, match="^dsnn-eval failed: dataset.json has no key 'splits'$"):
+        with failing_as("dsnn-eval"):
+            raise KeyError("dataset.json has no key 'splits'")
     with pytest.raises(StepError, match="^already a step error$"):
         with failing_as("dsnn-x"):
             raise StepError("already a step error")
