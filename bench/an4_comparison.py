@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
 """The paper's comparison on AN4: one DSNN model against four individually trained models.
 
-Stages (each runs the real command-line tools as subprocesses, logs to OUT_DIR/logs/, and is
-skipped when its output already exists, so re-running the same command resumes):
+Stages (each step is a ``dsnn-job`` artifact, `dsnn_job.artifacts.run_step`: fingerprinted from its
+parameters and inputs, skipped when up to date, made again, with everything after it, when they
+change; re-running the same command resumes):
 
 1. ``prepare``: ``dsnn-prepare`` on AN4's training speakers, 10 of them held out as ``dev``
-   (chosen deterministically: every 7th speaker of the sorted list, see `pick_dev_speakers`).
+   (chosen deterministically: every 7th speaker of the sorted list, see `pick_dev_speakers`), into
+   ``OUT_DIR/data``.
 2. ``train``: six ``dsnn-train`` runs from one base config (default ``configs/an4.yaml``), same
    architecture and step budget: ``dsnn`` (levels 0/0.5/0.7/0.9, in-place distillation),
    ``dsnn_nodistill`` (distillation weight 0), and ``single_00`` … ``single_90`` (``mode: single``
-   at each sparsity), two at a time by default (``--jobs``). The CPU time (user + system of each
-   training process, from ``os.wait4``) and wall
-   time of each training process are recorded in ``RUN_DIR/train_time.json``.
-3. ``eval``: ``dsnn-eval RUN_DIR --data DATA --split dev`` for each run.
+   at each sparsity), two at a time by default (``--jobs``), each resumable in ``OUT_DIR/runs/NAME``.
+   The CPU time (user + system of each training process, from ``os.wait4``) and wall time of each
+   training process are recorded in ``RUN_DIR/train_time.json``.
+3. ``eval``: ``dsnn-eval RUN_DIR --data DATA --split dev`` for each run (``RUN_DIR/eval.json``, the
+   file ``dsnn-export`` and ``bench/an4_routes.py`` read; the step's record is ``OUT_DIR/evals/NAME``).
 4. ``report``: ``docs/results.md`` (per-level table, training CPU times) and ``docs/results.json``.
+
+Training and evaluation run as child processes of the commands (thin layers over
+`dsnn_keras.train_run.train_run` and `dsnn_keras.evaluate.run_evaluation`, the functions ``dsnn-job``
+calls): each child's CPU time is the measurement, and ``--jobs`` runs share the cores with capped
+TensorFlow thread pools. Output directories written by an older version of this script (no
+``_artifact.json``) are recorded as they are (`dsnn_job.artifacts.adopt`) instead of being made again.
 
 Example:
     .venv/bin/python bench/an4_comparison.py --an4 ../shared/data/an4 --out_dir runs/an4_comparison
@@ -30,12 +39,21 @@ import pathlib
 import platform
 import concurrent.futures
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:   # run as a script from a source checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+from dsnn_job.artifacts import (IN_PROGRESS_FILE, StepRecord, StepSpec, adopt, adopt_in_progress,  # noqa: E402
+                                fingerprint_file, fingerprint_tree, read_record, run_step)
+from dsnn_keras.errors import DsnnError  # noqa: E402
+from dsnn_keras.eval_report import EvalReport, LevelResult  # noqa: E402
+
 STAGES = ("prepare", "train", "eval", "report")
 DEFAULT_LEVELS = (0.0, 0.5, 0.7, 0.9)
 NUM_DEV_SPEAKERS = 10
@@ -43,7 +61,7 @@ WER_RATIO_GOAL = 1.10
 DENSE_WER_GOAL = 0.20
 
 
-class ComparisonError(RuntimeError):
+class ComparisonError(DsnnError, RuntimeError):
     """A stage failed or an input is missing; the message says which and where its log is."""
 
 
@@ -259,20 +277,155 @@ def job_environment(jobs: int) -> dict[str, str] | None:
     return {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
 
 
+# ---- the steps: dsnn-job artifacts --------------------------------------------------------------
+class ComparisonSteps:
+    """The comparison's steps as `dsnn_job.artifacts` steps: the job's one caching scheme.
+
+    ``prepare`` makes ``OUT/data`` (inputs: the AN4 file listing), ``train`` makes ``OUT/runs/NAME``
+    (resumable; inputs: the dataset's and the base config's fingerprints), ``eval`` writes
+    ``RUN_DIR/eval.json`` and records it in ``OUT/evals/NAME`` (inputs: the training's and the
+    dataset's fingerprints). A step made again forces the evaluation after it, as in ``dsnn-job``.
+
+    Args:
+        out_dir: The comparison's output directory.
+        an4: AN4 in LibriSpeech layout.
+        base_config: The base training config file.
+        dev_speakers: Held-out speakers.
+        vocab_size: ``dsnn-prepare --vocab_size``.
+        tokenizer_type: ``dsnn-prepare --tokenizer_type``.
+        feature_config: The features the models expect (``FeatureConfig.to_dict()``).
+        jobs: Concurrent runs (recorded in train_time.json).
+        env: Environment of the training and evaluation processes (None: this one's).
+        log: Progress lines.
+    """
+
+    def __init__(self, out_dir: pathlib.Path, an4: pathlib.Path, base_config: pathlib.Path,
+                 dev_speakers: Sequence[str], vocab_size: int, tokenizer_type: str,
+                 feature_config: Mapping[str, Any], jobs: int = 1, env: Optional[Mapping[str, str]] = None,
+                 log: Callable[[str], None] = None):
+        self.out_dir = pathlib.Path(out_dir)
+        self.an4 = pathlib.Path(an4)
+        self.base_config = pathlib.Path(base_config)
+        self.dev_speakers = list(dev_speakers)
+        self.vocab_size = vocab_size
+        self.tokenizer_type = tokenizer_type
+        self.feature_config = dict(feature_config)
+        self.jobs = jobs
+        self.env = env
+        self.log = log or _log
+        self.trained: dict[str, StepRecord] = {}
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self.out_dir / "data"
+
+    @property
+    def logs(self) -> pathlib.Path:
+        return self.out_dir / "logs"
+
+    def run_dir(self, spec: RunSpec) -> pathlib.Path:
+        return self.out_dir / "runs" / spec.name
+
+    # prepare
+    def prepare_spec(self) -> StepSpec:
+        return StepSpec("prepare", self.data_dir,
+                        params={"dev_speakers": self.dev_speakers, "vocab_size": self.vocab_size,
+                                "tokenizer_type": self.tokenizer_type, "feature_config": self.feature_config},
+                        inputs={"corpus": fingerprint_tree(self.an4 / "train")})
+
+    def prepare(self) -> StepRecord:
+        """Prepares (or keeps) ``OUT/data``."""
+        spec = self.prepare_spec()
+        if (self.data_dir / "dataset.json").is_file():
+            adopt(spec, log=self.log)
+        return run_step(spec, self._prepare, log=self.log)
+
+    def _prepare(self, directory: pathlib.Path) -> None:
+        # The prepared features must be the ones the models expect (dsnn-train checks).
+        features_path = self.out_dir / "feature_config.json"
+        features_path.write_text(json.dumps(self.feature_config, indent=2))
+        # dsnn-prepare --overwrite replaces only an empty directory or an earlier dataset.
+        (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
+        run_logged("prepare", [tool("dsnn-prepare"), "--input", str(self.an4 / "train"),
+                               "--dev_speakers", ",".join(self.dev_speakers),
+                               "--vocab_size", str(self.vocab_size), "--tokenizer_type", self.tokenizer_type,
+                               "--feature_config", str(features_path), "--out", str(directory), "--overwrite"],
+                   self.logs / "prepare.log")
+
+    def data_fingerprint(self) -> str:
+        record = read_record(self.data_dir)
+        if record is None:
+            raise ComparisonError(f"{self.data_dir}: no prepared dataset recorded; run the prepare stage first")
+        return record["fingerprint"]
+
+    # train
+    def train_spec(self, spec: RunSpec) -> StepSpec:
+        return StepSpec(f"train {spec.name}", self.run_dir(spec), params={"overrides": list(spec.overrides)},
+                        inputs={"data": self.data_fingerprint(), "config": fingerprint_file(self.base_config)},
+                        resumable=True)
+
+    def train(self, spec: RunSpec) -> StepRecord:
+        """Trains (resumes, or keeps) ``OUT/runs/NAME``."""
+        step = self.train_spec(spec)
+        if (step.out / "train_time.json").is_file():   # finished by an older version of this script
+            adopt(step, log=self.log)
+        elif step.out.is_dir() and any(step.out.iterdir()):
+            adopt_in_progress(step, log=self.log)
+        record = run_step(step, lambda directory: self._train(spec, directory), log=self.log)
+        self.trained[spec.name] = record
+        return record
+
+    def _train(self, spec: RunSpec, directory: pathlib.Path) -> None:
+        config_path = self.out_dir / "configs" / f"{spec.name}.yaml"
+        write_run_config(self.base_config, spec.overrides, config_path)
+        resumed = (directory / "checkpoints").is_dir()
+        timing = run_logged(f"train {spec.name}", [
+            tool("dsnn-train"), "--data", str(self.data_dir), "--config", str(config_path),
+            "--out", str(directory)], self.logs / f"train_{spec.name}.log", env=self.env)
+        timing["resumed"] = resumed
+        timing["concurrent_jobs"] = self.jobs
+        (directory / "train_time.json").write_text(json.dumps(timing, indent=2) + "\n")
+
+    # eval
+    def eval_spec(self, spec: RunSpec) -> StepSpec:
+        trained = read_record(self.run_dir(spec))
+        if trained is None:
+            raise ComparisonError(f"eval {spec.name}: {self.run_dir(spec)} has no finished training; "
+                                  "run the train stage first")
+        return StepSpec(f"eval {spec.name}", self.out_dir / "evals" / spec.name, params={"split": "dev"},
+                        inputs={"run": trained["fingerprint"], "data": self.data_fingerprint()})
+
+    def evaluate(self, spec: RunSpec) -> StepRecord:
+        """Evaluates the run on dev into ``RUN_DIR/eval.json`` (or keeps it)."""
+        step = self.eval_spec(spec)
+        published = self.run_dir(spec) / "eval.json"
+        trained = self.trained.get(spec.name)
+        force = (trained is not None and trained.status != "cached") or not published.is_file()
+        if not force and not step.out.exists():   # evaluated by an older version of this script
+            step.out.mkdir(parents=True)
+            shutil.copy2(published, step.out / "eval.json")
+            adopt(step, log=self.log)
+        return run_step(step, lambda directory: self._evaluate(spec, directory), log=self.log, force=force)
+
+    def _evaluate(self, spec: RunSpec, directory: pathlib.Path) -> None:
+        run_dir = self.run_dir(spec)
+        run_logged(f"eval {spec.name}", [tool("dsnn-eval"), str(run_dir), "--data", str(self.data_dir),
+                                         "--split", "dev"], self.logs / f"eval_{spec.name}.log", env=self.env)
+        EvalReport.read(run_dir / "eval.json")   # the contract: fails here, not in the report
+        shutil.copy2(run_dir / "eval.json", directory / "eval.json")
+
+
 # ---- results and report -------------------------------------------------------------------------
-def _level_wer(eval_report: Mapping[str, Any], sparsity: float) -> dict[str, Any] | None:
-    for entry in eval_report.get("levels", []):
-        if abs(float(entry["sparsity"]) - sparsity) < 1e-6:
-            return entry
-    return None
+def _level_wer(eval_report: Optional[EvalReport], sparsity: float) -> Optional[LevelResult]:
+    return None if eval_report is None else eval_report.at_sparsity(sparsity)
 
 
-def comparison_rows(evals: Mapping[str, Mapping[str, Any]], runs: Sequence[RunSpec],
+def comparison_rows(evals: Mapping[str, EvalReport], runs: Sequence[RunSpec],
                     levels: Sequence[float]) -> list[dict[str, Any]]:
     """One row per level: DSNN / no-distillation / single-model WER and CER, and their ratios.
 
     Args:
-        evals: ``{run name: parsed eval.json}`` (runs without an eval are simply missing).
+        evals: ``{run name: its eval.json}`` (runs without an eval are simply missing).
         runs: The planned runs (to find the single model of each sparsity).
         levels: The DSNN's sparsity levels.
 
@@ -284,13 +437,13 @@ def comparison_rows(evals: Mapping[str, Mapping[str, Any]], runs: Sequence[RunSp
     singles = {spec.sparsity: spec.name for spec in runs if spec.kind == "single"}
     rows = []
     for index, sparsity in enumerate(levels):
-        dsnn = _level_wer(evals.get("dsnn", {}), sparsity)
-        nodistill = _level_wer(evals.get("dsnn_nodistill", {}), sparsity)
+        dsnn = _level_wer(evals.get("dsnn"), sparsity)
+        nodistill = _level_wer(evals.get("dsnn_nodistill"), sparsity)
         single_name = singles.get(float(sparsity))
-        single = _level_wer(evals.get(single_name, {}), sparsity) if single_name else None
+        single = _level_wer(evals.get(single_name), sparsity) if single_name else None
 
         def get(entry, key):
-            return None if entry is None else float(entry[key])
+            return None if entry is None else float(getattr(entry, key))
 
         def ratio(numerator, denominator):
             if numerator is None or denominator is None:
@@ -482,11 +635,12 @@ def machine_description() -> str:
 def collect_results(out_dir: pathlib.Path, runs: Sequence[RunSpec], levels: Sequence[float],
                     setup: Mapping[str, Any], command: str) -> dict[str, Any]:
     """Reads every run's eval.json and train_time.json and builds the results dict."""
-    evals, times = {}, {}
+    evals: dict[str, EvalReport] = {}
+    times = {}
     for spec in runs:
         run_dir = out_dir / "runs" / spec.name
-        if (report := _read_json(run_dir / "eval.json")) is not None:
-            evals[spec.name] = report
+        if (run_dir / "eval.json").is_file():
+            evals[spec.name] = EvalReport.read(run_dir / "eval.json")
         if (timing := _read_json(run_dir / "train_time.json")) is not None:
             times[spec.name] = timing
     rows = comparison_rows(evals, runs, levels)
@@ -494,11 +648,11 @@ def collect_results(out_dir: pathlib.Path, runs: Sequence[RunSpec], levels: Sequ
     if (overall := _read_json(out_dir / "comparison_time.json")) is not None:
         setup["train_eval_wall_s"] = overall["train_eval_wall_s"]
         setup["jobs"] = overall["jobs"]
-    dsnn_levels = evals.get("dsnn", {}).get("levels", [])
+    dsnn_levels = evals["dsnn"].levels if "dsnn" in evals else ()
     if dsnn_levels:
-        setup.setdefault("model_params", dsnn_levels[0].get("model_params"))
-        setup.setdefault("prunable_params", dsnn_levels[0].get("prunable_params"))
-        setup.setdefault("dev_utterances", dsnn_levels[0].get("num_utterances"))
+        setup.setdefault("model_params", dsnn_levels[0].model_params)
+        setup.setdefault("prunable_params", dsnn_levels[0].prunable_params)
+        setup.setdefault("dev_utterances", dsnn_levels[0].num_utterances)
     return {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -508,7 +662,8 @@ def collect_results(out_dir: pathlib.Path, runs: Sequence[RunSpec], levels: Sequ
         "goals": goals(rows),
         "runs": {spec.name: {"kind": spec.kind, "sparsity": spec.sparsity,
                              "distillation": spec.distillation, "overrides": list(spec.overrides),
-                             "eval": evals.get(spec.name, {}).get("levels"),
+                             "eval": ([level.to_dict() for level in evals[spec.name].levels]
+                                      if spec.name in evals else None),
                              "train_time": times.get(spec.name)} for spec in runs},
     }
 
@@ -582,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           *(sys.argv[1:] if argv is None else argv)])
     try:
         _run(args, command)
-    except (ComparisonError, ValueError, OSError) as error:
+    except (DsnnError, ValueError, OSError) as error:
         print(f"an4_comparison: error: {error}", file=sys.stderr)
         return 1
     return 0
@@ -597,7 +752,6 @@ def _run(args: argparse.Namespace, command: str) -> None:
         raise ValueError(f"--only: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
     out_dir = args.out_dir.resolve()
     data_dir = out_dir / "data"
-    logs = out_dir / "logs"
     base = load_config(args.config)
     steps_overrides = step_overrides(base, args.steps)
     common = [*steps_overrides, *args.overrides]
@@ -620,48 +774,22 @@ def _run(args: argparse.Namespace, command: str) -> None:
     speakers = an4_speakers(args.an4) if args.an4.is_dir() else []
     dev_speakers = pick_dev_speakers(speakers, args.dev_speakers) if speakers else []
 
-    if "prepare" in stages:
-        if (data_dir / "dataset.json").is_file():
-            _log(f"prepare: {data_dir / 'dataset.json'} exists, skipping")
-        else:
-            if not speakers:
-                raise ComparisonError(f"AN4 not found at {args.an4} (use --an4 or DSNN_DATA_DIR)")
-            # The prepared features must be the ones the models expect (dsnn-train checks).
-            out_dir.mkdir(parents=True, exist_ok=True)
-            features_path = out_dir / "feature_config.json"
-            features_path.write_text(json.dumps(resolved.feature_config().to_dict(), indent=2))
-            run_logged("prepare", [tool("dsnn-prepare"), "--input", str(args.an4 / "train"),
-                                   "--dev_speakers", ",".join(dev_speakers),
-                                   "--vocab_size", str(args.vocab_size),
-                                   "--tokenizer_type", args.tokenizer_type,
-                                   "--feature_config", str(features_path),
-                                   "--out", str(data_dir)], logs / "prepare.log")
-
     env = job_environment(args.jobs)
+    plan = ComparisonSteps(out_dir, args.an4, args.config, dev_speakers, args.vocab_size, args.tokenizer_type,
+                           resolved.feature_config().to_dict(), args.jobs, env)
+    if "prepare" in stages:
+        if speakers:
+            plan.prepare()
+        elif (data_dir / "dataset.json").is_file():
+            _log(f"prepare: AN4 not found at {args.an4}; keeping {data_dir}")
+        else:
+            raise ComparisonError(f"AN4 not found at {args.an4} (use --an4 or DSNN_DATA_DIR)")
 
     def train_and_eval(spec: RunSpec) -> None:
-        run_dir = out_dir / "runs" / spec.name
-        config_path = out_dir / "configs" / f"{spec.name}.yaml"
         if "train" in stages:
-            timing_path = run_dir / "train_time.json"
-            if timing_path.is_file():
-                _log(f"train {spec.name}: {timing_path} exists, skipping")
-            else:
-                write_run_config(args.config, spec.overrides, config_path)
-                resumed = (run_dir / "checkpoints").is_dir()
-                timing = run_logged(f"train {spec.name}", [
-                    tool("dsnn-train"), "--data", str(data_dir), "--config", str(config_path),
-                    "--out", str(run_dir)], logs / f"train_{spec.name}.log", env=env)
-                timing["resumed"] = resumed
-                timing["concurrent_jobs"] = args.jobs
-                timing_path.write_text(json.dumps(timing, indent=2) + "\n")
+            plan.train(spec)
         if "eval" in stages:
-            if (run_dir / "eval.json").is_file():
-                _log(f"eval {spec.name}: {run_dir / 'eval.json'} exists, skipping")
-            else:
-                run_logged(f"eval {spec.name}", [
-                    tool("dsnn-eval"), str(run_dir), "--data", str(data_dir), "--split", "dev"],
-                    logs / f"eval_{spec.name}.log", env=env)
+            plan.evaluate(spec)
 
     started = time.perf_counter()
     # Longest runs first (the DSNN runs cost ~3x a single run), so the pool drains evenly.

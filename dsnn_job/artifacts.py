@@ -242,6 +242,41 @@ def _write_artifact(directory: pathlib.Path, spec: StepSpec, seconds: float, fin
     (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
 
 
+def adopt(spec: StepSpec, log: Callable[[str], None] = print) -> bool:
+    """Records a complete output made without a record (by an older version of the orchestrating
+    script, which judged completeness by a file it wrote last) as the artifact of ``spec``.
+
+    The caller decides that the output is complete and was made from ``spec``; `run_step` with the
+    same spec then finds it up to date.
+
+    Returns:
+        True if it was adopted; False (nothing done) if ``spec.out`` is not a directory or already
+        holds ``_artifact.json`` or ``_step.json``.
+    """
+    out = spec.out
+    if not out.is_dir() or (out / ARTIFACT_FILE).exists() or (out / IN_PROGRESS_FILE).exists():
+        return False
+    _write_artifact(out, spec, 0.0, _now(), "adopted")
+    log(f"{spec.name}: recorded the existing output {out} (made before artifacts were recorded)")
+    return True
+
+
+def adopt_in_progress(spec: StepSpec, log: Callable[[str], None] = print) -> bool:
+    """Marks an unfinished output made without a record as an interrupted run of the resumable ``spec``,
+    so that `run_step` resumes it in place instead of refusing to replace it.
+
+    Returns:
+        True if it was marked; False (nothing done) if ``spec`` is not resumable, ``spec.out`` is not
+        a directory or already holds ``_artifact.json`` or ``_step.json``.
+    """
+    out = spec.out
+    if not spec.resumable or not out.is_dir() or (out / ARTIFACT_FILE).exists() or (out / IN_PROGRESS_FILE).exists():
+        return False
+    (out / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
+    log(f"{spec.name}: resuming the existing unfinished output {out}")
+    return True
+
+
 def run_step(spec: StepSpec, action: Callable[[pathlib.Path], None], log: Callable[[str], None] = print,
              force: bool = False) -> StepRecord:
     """Runs ``action`` to (re)make ``spec.out`` unless an up-to-date artifact is already there.

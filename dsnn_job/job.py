@@ -2,19 +2,27 @@
 transcribe -> benchmark -> summary.
 
 Each step writes one directory under ``JobConfig.out`` (its artifact, see `dsnn_job.artifacts`) by
-running the same code as the ``dsnn-*`` command of that name, in this process:
+calling, in this process, the typed function behind the ``dsnn-*`` command of that name (the
+command's ``main`` only parses its arguments and calls the same function):
 
-============  =======================  =========================================================
-step          artifact                 made by
-============  =======================  =========================================================
-synth         ``corpus/``              ``dsnn-synth`` (only when ``corpus`` is ``"synth"``)
-prepare       ``data/``                ``dsnn-prepare`` (Apache Beam, DirectRunner)
-train         ``run/``                 ``dsnn-train`` (checkpoints, TensorBoard, train_log.jsonl)
-eval          ``eval/``                ``dsnn-eval --out eval/eval.json`` on held-out speakers
-export        ``export/``              ``dsnn-export`` (``model.tflite`` + ``single/level_<i>.tflite``)
-transcribe    ``transcribe/``          ``dsnn-transcribe`` of a held-out file at every level
-bench         ``bench/``               ``dsnn-bench`` against the single-level files
-============  =======================  =========================================================
+============  ================  ==============================================  ==================
+step          artifact          function                                        command
+============  ================  ==============================================  ==================
+synth         ``corpus/``       `pipeline.synth.corpus.write_corpus`            ``dsnn-synth``
+prepare       ``data/``         `pipeline.prepare.main` (Beam: argv options)    ``dsnn-prepare``
+train         ``run/``          `dsnn_keras.train_run.train_run`                ``dsnn-train``
+eval          ``eval/``         `dsnn_keras.evaluate.run_evaluation`            ``dsnn-eval``
+export        ``export/``       `tflite.cli.export_model`                       ``dsnn-export``
+transcribe    ``transcribe/``   `tflite.runtime.Recognizer`                     ``dsnn-transcribe``
+bench         ``bench/``        `tflite.cli.benchmark`                          ``dsnn-bench``
+============  ================  ==============================================  ==================
+
+synth runs only when ``corpus`` is ``"synth"``; prepare runs Apache Beam (DirectRunner) and stays
+behind its command line, Beam's convention for pipeline options; eval decodes the held-out speakers
+into ``eval/eval.json``; export writes ``model.tflite`` + ``single/level_<i>.tflite``; transcribe
+decodes one held-out file at every level; bench times the levels against the single-level files.
+A `DsnnError` (or an I/O error) raised by a step's function fails the step with a `StepError`
+naming the command.
 
 then ``summary.json``, ``summary.md`` and ``plots/*.png`` in ``out`` (always rewritten; cheap).
 
@@ -24,13 +32,16 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from dsnn_keras.errors import DsnnError
 
 from dsnn_job.artifacts import IN_PROGRESS_FILE, StepError, StepRecord, StepSpec, fingerprint_file, fingerprint_tree, run_step
 
@@ -132,10 +143,31 @@ class JobConfig:
 
 
 def _check(name: str, code: int) -> None:
+    """Maps the exit status of a command run through its ``main`` (only ``dsnn-prepare``) to the job."""
     if code in (130, 143):   # the step was interrupted (SIGINT / SIGTERM): so is the job
         raise KeyboardInterrupt(f"{name} interrupted")
     if code:
         raise StepError(f"{name} failed (exit status {code}); see the messages above")
+
+
+# What the commands' ``main``s report as one error line instead of a traceback (dsnn-eval: KeyError too).
+STEP_FAILURES = (DsnnError, OSError, ValueError, RuntimeError, KeyError)
+
+
+@contextlib.contextmanager
+def failing_as(command: str) -> Iterator[None]:
+    """Turns an error a step's function raises into a `StepError` naming ``command``.
+
+    A `StepError` passes unchanged; KeyboardInterrupt and programming errors (TypeError, ...) propagate.
+    """
+    try:
+        yield
+    except StepError:
+        raise
+    except STEP_FAILURES as error:
+        text = error.args[0] if isinstance(error, KeyError) and error.args else error
+        message = " ".join(str(text).split()) or type(error).__name__
+        raise StepError(f"{command} failed: {message}") from error
 
 
 class Job:
@@ -242,13 +274,17 @@ class Job:
 
     # The steps' actions.
     def _synth(self, directory: pathlib.Path) -> None:
-        from pipeline.synth.cli import main
+        from pipeline.synth.corpus import SynthConfig, log_progress, write_corpus
 
         c = self.config
-        _check("dsnn-synth", main(["--out", str(directory), "--num_utterances", str(c.num_utterances),
-                                   "--seed", str(c.seed), "--overwrite"]))
+        with failing_as("dsnn-synth"):
+            manifest = write_corpus(SynthConfig(num_utterances=c.num_utterances, seed=c.seed), directory,
+                                    overwrite=True, progress=log_progress)
+        self.log(f"dsnn-synth: wrote {manifest['num_utterances']} utterances ({manifest['seconds']:.1f} s of audio)")
 
     def _prepare(self, directory: pathlib.Path) -> None:
+        # Beam's convention: the pipeline options are a command line, so the step runs dsnn-prepare's
+        # main (which also removes a partial output on SIGINT/SIGTERM and maps them to 130/143).
         from pipeline.prepare import main
 
         c = self.config
@@ -264,33 +300,40 @@ class Job:
                                      "--tokenizer_type", c.tokenizer_type, "--vocab_size", str(c.vocab_size)]))
 
     def _train(self, directory: pathlib.Path) -> None:
-        from dsnn_keras.cli import train_main
+        from dsnn_keras.train_run import train_run
 
-        sets = [arg for item in self.config.overrides for arg in ("--set", item)]
-        _check("dsnn-train", train_main(["--data", str(self.out / "data"), "--config", str(self.config.config),
-                                         "--out", str(directory), *sets]))
+        with failing_as("dsnn-train"):
+            summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides)
+        dev = " ".join(f"{r['sparsity']:g}:{r['wer']:.3f}" for r in summary.get("dev") or [])
+        self.log(f"dsnn-train: done, step {summary['step']}" + (f" dev WER {dev}" if dev else ""))
 
     def _eval(self, directory: pathlib.Path) -> None:
-        from dsnn_keras.cli import eval_main
+        from dsnn_keras.evaluate import markdown_table, run_evaluation
 
-        _check("dsnn-eval", eval_main([str(self.out / "run"), "--data", str(self.out / "data"),
-                                       "--split", self.config.split, "--out", str(directory / self.eval_json.name)]))
+        out = directory / self.eval_json.name
+        run, data = self.out / "run", self.out / "data"
+        with failing_as("dsnn-eval"):
+            report = run_evaluation(run, data, split=self.config.split, out=out,
+                                    command=["dsnn-eval", str(run), "--data", str(data),
+                                             "--split", self.config.split, "--out", str(out)])
+        sys.stdout.write(markdown_table(report.to_dict()))
 
     def _export(self, directory: pathlib.Path) -> None:
-        from tflite.cli import export_main
+        from tflite.cli import export_model
+        from tflite.export import ExportOptions
 
         c = self.config
-        args = [str(self.out / "run"), "--out", str(directory / self.model_path.name), "--eval", str(self.eval_json),
-                "--quantize", c.quantize, "--design", c.design,
-                "--single_level_dir", str(directory / "single")]
-        if c.max_wer is not None:
-            args += ["--max_wer", str(c.max_wer)]
-        if c.baselines == "dense":
-            args += ["--single_levels", "0"]
-        # Verify every level of the file on held-out real speech too, through both signatures (a
-        # quantized frontend once passed verification on synthetic clips alone).
-        args += ["--verify_audio", *[u["path"] for u in self.held_out()[:VERIFY_UTTERANCES]]]
-        _check("dsnn-export", export_main(args))
+        with failing_as("dsnn-export"):
+            report = export_model(
+                self.out / "run", directory / self.model_path.name,
+                options=ExportOptions(quantize=c.quantize, design=c.design), max_wer=c.max_wer,
+                eval_path=self.eval_json, single_level_dir=directory / "single",
+                single_levels=[0] if c.baselines == "dense" else None,
+                # Verify every level of the file on held-out real speech too, through both signatures
+                # (a quantized frontend once passed verification on synthetic clips alone).
+                verify_audio=[u["path"] for u in self.held_out()[:VERIFY_UTTERANCES]])
+        self.log(f"dsnn-export: wrote {report.path} ({report.size_bytes} bytes, "
+                 f"{len(report.metadata['levels'])} levels, {len(report.verification)} verified)")
 
     def held_out(self) -> list[dict[str, str]]:
         """The evaluated split's utterances (sorted by id) with their audio files and references."""
@@ -309,23 +352,18 @@ class Job:
         return sorted(result, key=lambda e: e["utt_id"])
 
     def _transcribe(self, directory: pathlib.Path) -> None:
-        import contextlib
-        import io
-
-        from tflite.cli import transcribe_main
         from tflite.metadata import read_metadata
+        from tflite.runtime import Recognizer
 
         utterance = self.held_out()[0]
         self.log(f"dsnn-transcribe {utterance['path']} at every level (reference: {utterance['reference']!r})")
         levels = []
         for level, sparsity in enumerate(read_metadata(self.model_path).sparsities):
-            printed = io.StringIO()
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(printed):
-                code = transcribe_main([str(self.model_path), utterance["path"], "--level", str(level)])
+            start = time.perf_counter()   # load + transcribe: what one dsnn-transcribe call costs
+            with failing_as("dsnn-transcribe"):
+                recognizer = Recognizer(self.model_path, num_threads=1)
+                text = recognizer.transcribe(utterance["path"], level=recognizer.check_level(level))
             seconds = time.perf_counter() - start
-            _check("dsnn-transcribe", code)
-            text = printed.getvalue().rstrip("\n").split("\t", 1)[1]
             levels.append({"level": level, "sparsity": sparsity, "text": text, "seconds": round(seconds, 3)})
             self.log(f"level {level} (sparsity {sparsity:g}): {text!r}")
         (directory / "transcripts.json").write_text(json.dumps(
@@ -333,14 +371,16 @@ class Job:
              "model": str(self.model_path), "levels": levels}, indent=1) + "\n")
 
     def _bench(self, directory: pathlib.Path) -> None:
-        from tflite.cli import bench_main
+        from tflite.bench import to_markdown
+        from tflite.cli import benchmark
 
         c = self.config
         files = [u["path"] for u in self.held_out()[:c.bench_utterances]]
-        _check("dsnn-bench", bench_main([str(self.model_path), "--baseline_dir", str(self.out / "export" / "single"),
-                                         "--utterances", *files, "--limit", str(c.bench_utterances),
-                                         "--threads", *map(str, c.bench_threads),
-                                         "--repeats", str(c.bench_repeats), "--out_dir", str(directory)]))
+        with failing_as("dsnn-bench"):
+            result = benchmark(self.model_path, baseline_dir=self.out / "export" / "single", utterances=files,
+                               limit=c.bench_utterances, threads=c.bench_threads, repeats=c.bench_repeats,
+                               out_dir=directory)
+        print(to_markdown(result), end="")
 
 
 def run_job(config: JobConfig, log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:

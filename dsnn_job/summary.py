@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+if TYPE_CHECKING:
+    from dsnn_keras.eval_report import EvalReport
 
 FORMAT_VERSION = 1
 PLOTS = ("wer_vs_sparsity.png", "latency_per_level.png", "training_curves.png")
@@ -26,6 +29,15 @@ def _read_json(path: pathlib.Path) -> Any:
         raise FileNotFoundError(f"{path}: missing; its step has not run") from error
     except ValueError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def _read_eval(path: pathlib.Path) -> "EvalReport":
+    from dsnn_keras.eval_report import EvalReport
+
+    try:
+        return EvalReport.read(path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path}: missing; its step has not run") from error
 
 
 def read_train_log(path: pathlib.Path) -> dict[str, list]:
@@ -53,18 +65,18 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
     from tflite.metadata import read_metadata
 
     out = pathlib.Path(out)
-    evaluation = _read_json(out / "eval" / "eval.json")
+    evaluation = _read_eval(out / "eval" / "eval.json")
     bench = _read_json(out / "bench" / "bench.json")
     transcripts = _read_json(out / "transcribe" / "transcripts.json")
     model = out / "export" / "model.tflite"
     meta = read_metadata(model)
-    by_level = {int(e["level"]): e for e in evaluation["levels"]}
+    by_level = {entry.level: entry for entry in evaluation.levels}
     text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
     one_thread = min(bench["threads"])
     rows = []
     for entry in meta.levels:
         level = int(entry["level"])
-        ev = by_level.get(level, {})
+        ev = by_level.get(level)
         timing = next((r for r in bench["rows"] if r["kind"] == "multi" and r["file"] == model.name
                        and r["level"] == level and r["threads"] == one_thread), {})
         single = next((r for r in bench["rows"] if r["kind"] == "single" and r["level"] == level
@@ -73,7 +85,7 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
             "level": level, "sparsity": entry["sparsity"],
             "nonzero_weights": entry["nonzero_weights"], "total_weights": entry["total_weights"],
             "relative_macs": entry.get("relative_macs"),
-            "wer": ev.get("wer"), "cer": ev.get("cer"),
+            "wer": None if ev is None else ev.wer, "cer": None if ev is None else ev.cer,
             "latency_ms_median": timing.get("median_ms"), "latency_ms_p90": timing.get("p90_ms"),
             "rtf": timing.get("rtf"), "latency_vs_dense_single": timing.get("ratio_to_dense_single"),
             "single_file_latency_ms_median": single.get("median_ms"),
@@ -84,11 +96,11 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
     summary = {
         "format_version": FORMAT_VERSION,
         "out_dir": str(out),
-        "eval_split": evaluation.get("split"),
+        "eval_split": evaluation.split,
         # dsnn-eval decodes the Keras model; the float export matches it (checked per level at export
         # time), a quantized export does not exactly.
         "wer_source": "dsnn-eval (Keras model, float32)",
-        "eval_utterances": next((e.get("num_utterances") for e in evaluation["levels"]), None),
+        "eval_utterances": next((e.num_utterances for e in evaluation.levels), None),
         "levels": rows,
         "model": {"path": str(model.relative_to(out)), "size_bytes": model.stat().st_size,
                   "size_vs_dense_single": model_file.get("size_ratio_to_dense_single"),

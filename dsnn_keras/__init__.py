@@ -33,6 +33,9 @@ _EXPORTS = {
     "ids_to_text": "dsnn_keras.decoding",
     "error_rates": "dsnn_keras.decoding",
     "evaluate_run": "dsnn_keras.evaluate",
+    "run_evaluation": "dsnn_keras.evaluate",
+    "EvalReport": "dsnn_keras.eval_report",
+    "LevelResult": "dsnn_keras.eval_report",
 }
 
 __all__ = sorted(_EXPORTS)

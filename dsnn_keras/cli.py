@@ -5,7 +5,6 @@ TensorFlow is imported only after the arguments are parsed, so ``--help`` is ins
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -33,43 +32,20 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dsnn-train``: exit 0 on success; 1 with one line on stderr for a bad config, dataset or run
-    directory, a run directory another dsnn-train is using, or a run that cannot continue; 2 for
-    bad arguments (argparse's status), among them an ``--out`` that overlaps ``--data``."""
+    """``dsnn-train``: parses the arguments and calls `dsnn_keras.train_run.train_run`.
+
+    Exit 0 on success; 1 with one line on stderr for a bad config, dataset or run directory, a run
+    directory another dsnn-train is using, or a run that cannot continue; 2 for bad arguments
+    (argparse's status), among them an ``--out`` that overlaps ``--data``."""
     args = _train_parser().parse_args(argv)
-
-    def fail(message: str, code: int) -> int:
-        print(f"dsnn-train: error: {message}", file=sys.stderr)
-        return code
-
-    if args.max_steps is not None and args.max_steps < 0:
-        return fail("--max_steps must be >= 0", 2)
     from dsnn_keras.errors import DsnnError
-    from dsnn_keras.paths import PathOverlapError, check_disjoint, exclusive_lock
+    from dsnn_keras.train_run import train_run
 
     try:
-        # Before anything is written: the run directory must not be (in) the dataset or hold it.
-        check_disjoint(args.out, {"--data": args.data}, out_flag="--out")
-    except PathOverlapError as err:
-        return fail(str(err), 2)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        return fail(f"--out {args.out} exists and is not a directory", 2)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from dsnn_keras.config import apply_overrides, load_config
-    from dsnn_keras.dataset import PreparedDataset
-
-    try:
-        config = load_config(args.config)
-        if args.overrides:
-            config = apply_overrides(config, args.overrides, where=f"{args.config} with --set")
-        PreparedDataset.from_dir(args.data)  # a bad --data is refused before --out is created
-        # One writer per run directory: a second dsnn-train on it fails at once.
-        with exclusive_lock(args.out, ".dsnn-train.lock", holder="dsnn-train"):
-            from dsnn_keras.trainer import train
-
-            summary = train(config, args.data, args.out, max_steps=args.max_steps, lock=False)
-    except DsnnError as err:   # config, dataset, lock, training: one line; anything else is a bug
-        return fail(str(err), err.exit_code)
+        summary = train_run(args.data, args.config, args.out, overrides=args.overrides, max_steps=args.max_steps)
+    except DsnnError as err:   # arguments, config, dataset, lock, training: one line; anything else is a bug
+        print(f"dsnn-train: error: {err}", file=sys.stderr)
+        return err.exit_code
     dev = summary.get("dev")
     line = f"step {summary['step']}"
     if dev:

@@ -20,9 +20,10 @@ import numpy as np
 
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
 from dsnn_keras.errors import DsnnError
+from dsnn_keras.eval_report import SCHEMA_VERSION, EvalReport, LevelResult
 from dsnn_keras.versions import package_versions
 
-EVAL_FORMAT_VERSION = 1
+EVAL_FORMAT_VERSION = SCHEMA_VERSION   # eval.json's "format_version", = its "schema_version"
 # One utterance per forward pass: exactly what the exported model computes (one utterance per
 # invoke, no padding). Zero-padding a batch is not neutral for this model: the stride-2 'same'
 # convolutions align their windows by the padded length's parity (so every output frame can
@@ -351,7 +352,23 @@ def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  batch_size: int = DEFAULT_BATCH_SIZE, out: str | pathlib.Path | None = None,
                  max_utterances: int | None = None, num_examples: int = DEFAULT_NUM_EXAMPLES,
                  write: bool = True, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """`run_evaluation` returning the report as the ``eval.json`` dict (``report.to_dict()``).
+
+    Kept for callers that index the JSON; new code should use `run_evaluation` (typed).
+    """
+    return run_evaluation(run_dir, data_dir, split=split, levels=levels, batch_size=batch_size, out=out,
+                          max_utterances=max_utterances, num_examples=num_examples, write=write,
+                          command=command).to_dict()
+
+
+def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
+                   levels: Sequence[int] | str | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE, out: str | pathlib.Path | None = None,
+                   max_utterances: int | None = None, num_examples: int = DEFAULT_NUM_EXAMPLES,
+                   write: bool = True, command: Sequence[str] | None = None) -> EvalReport:
     """Evaluates a trained run on one split of a prepared dataset and writes the report files.
+
+    What ``dsnn-eval`` runs (its ``main`` only parses the arguments and prints the table).
 
     Args:
         run_dir: A ``dsnn-train`` output directory.
@@ -367,17 +384,18 @@ def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         command: The command line recorded in the report. Defaults to ``sys.argv``.
 
     Returns:
-        The report written to eval.json: ``{"format_version", "split", "levels": [{"level",
-        "sparsity", "wer", "cer", "rtf", "num_utterances", ...}], "num_utterances",
-        "audio_seconds", "batch_size", "run_dir", "data_dir", "files", "created_by"}``.
+        The `EvalReport` written to eval.json (``report.to_dict()``: ``{"format_version",
+        "schema_version", "split", "levels": [{"level", "sparsity", "wer", "cer", "rtf",
+        "num_utterances", ...}], "num_utterances", "audio_seconds", "batch_size", "run_dir",
+        "data_dir", "files", "created_by"}``).
 
     Raises:
         EvaluationError: the run or data directory is missing, the split does not exist, a level
             is out of range, or the dataset's feature config differs from the run's.
 
     Example:
-        >>> report = evaluate_run("runs/an4_dsnn", "data/an4", split="dev")  # doctest: +SKIP
-        >>> [round(entry["wer"], 3) for entry in report["levels"]]  # doctest: +SKIP
+        >>> report = run_evaluation("runs/an4_dsnn", "data/an4", split="dev")  # doctest: +SKIP
+        >>> [round(level.wer, 3) for level in report.levels]  # doctest: +SKIP
     """
     run_dir = pathlib.Path(run_dir)
     data_dir = pathlib.Path(data_dir)
@@ -417,30 +435,28 @@ def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         pieces=run.pieces, feature_config=run.feature_config, batch_size=batch_size,
         num_examples=num_examples, progress=_log)
     paths = output_paths(run_dir, out)
-    report: dict[str, Any] = {
-        "format_version": EVAL_FORMAT_VERSION,
-        "split": split,
-        "levels": result["levels"],
-        "num_utterances": result["num_utterances"],
-        "audio_seconds": result["audio_seconds"],
-        "batch_size": batch_size,
-        "decoder": "greedy_ctc",
-        "run_dir": str(run_dir),
-        "data_dir": str(data_dir),
-        "files": {kind: str(path) for kind, path in paths.items()},
-        "created_by": {
+    report = EvalReport(
+        split=split,
+        levels=tuple(LevelResult.from_dict(entry, where="dsnn-eval") for entry in result["levels"]),
+        num_utterances=result["num_utterances"],
+        audio_seconds=result["audio_seconds"],
+        batch_size=batch_size,
+        decoder="greedy_ctc",
+        run_dir=str(run_dir),
+        data_dir=str(data_dir),
+        files={kind: str(path) for kind, path in paths.items()},
+        created_by={
             "command": list(sys.argv if command is None else command),
             "versions": package_versions(["dsnn", "tensorflow", "tf-keras", "jiwer"]),
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
-    }
+    )
     if write:
         paths["json"].parent.mkdir(parents=True, exist_ok=True)
-        paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-        paths["md"].write_text(markdown_table(report))
+        report.write(paths["json"])
+        paths["md"].write_text(markdown_table(report.to_dict()))
         plot_wer_vs_sparsity(
-            {run_dir.name or "run": ([e["sparsity"] for e in report["levels"]],
-                                     [e["wer"] for e in report["levels"]])},
+            {run_dir.name or "run": ([e.sparsity for e in report.levels], [e.wer for e in report.levels])},
             paths["png"], title=f"WER against sparsity ({split})")
         with paths["hypotheses"].open("w") as stream:
             for i, utt in enumerate(utterances):
@@ -489,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = ["dsnn-eval", *(sys.argv[1:] if argv is None else argv)]
     try:
-        report = evaluate_run(
+        report = run_evaluation(
             args.run_dir, args.data, split=args.split, levels=args.levels,
             batch_size=args.batch_size, out=args.out, max_utterances=args.max_utterances,
             num_examples=args.num_examples, command=command)
@@ -497,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"dsnn-eval: error: {message}", file=sys.stderr)
         return 1
-    sys.stdout.write(markdown_table(report))
+    sys.stdout.write(markdown_table(report.to_dict()))
     return 0
 
 

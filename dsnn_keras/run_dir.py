@@ -23,9 +23,16 @@ import math
 import pathlib
 import re
 import sys
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from dsnn_keras.errors import DsnnError
+
+if TYPE_CHECKING:   # heavy (TensorFlow): for the annotations only
+    import tf_keras as keras
+
+    from dsnn_keras.config import Config
+    from dsnn_keras.eval_report import EvalReport
+    from dsnn_keras.frontend import FeatureConfig
 
 CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default prefix: checkpoints/ckpt-<step>
 _CHECKPOINT_INDEX = re.compile(r"^" + CHECKPOINT_NAME + r"-(\d+)\.index$")
@@ -111,23 +118,37 @@ class TrainedRun:
         tokenizer_path: The run's copy of ``tokenizer.model``.
         pieces: SentencePiece piece per token id.
         blank_id: The CTC blank (= vocab_size, the last output).
-        eval_results: Parsed ``eval.json``, or None before evaluation.
+        eval_results: ``RUN_DIR/eval.json`` as parsed JSON, or None before evaluation (typed:
+            `eval_report`).
         run_dir: The directory.
         step: Training step of the restored checkpoint.
         checkpoint: Path prefix of the restored checkpoint.
     """
 
-    model: Any
-    config: Any
+    model: keras.Model
+    config: Config
     levels: tuple[float, ...]
-    feature_config: Any
+    feature_config: FeatureConfig
     tokenizer_path: pathlib.Path
     pieces: list[str]
     blank_id: int
-    eval_results: Optional[dict]
+    eval_results: Optional[dict[str, Any]]
     run_dir: pathlib.Path
     step: int
     checkpoint: str
+
+    @property
+    def eval_report(self) -> Optional[EvalReport]:
+        """`eval_results` as an `EvalReport` (None before evaluation).
+
+        Raises:
+            EvalReportError: the eval.json does not match the schema (the message names it).
+        """
+        from dsnn_keras.eval_report import EvalReport
+
+        if self.eval_results is None:
+            return None
+        return EvalReport.from_dict(self.eval_results, where=str(self.run_dir / "eval.json"))
 
     @property
     def granularity(self) -> str:

@@ -5,6 +5,11 @@ paths are checked before anything is loaded or converted.
 Exit 0 on success; 1 with one ``prog: error: ...`` line on stderr for errors a user can act on (for
 ``dsnn-transcribe``, one line per file that failed; the others are still transcribed); 2 for bad
 arguments (argparse's usage errors, and an output path that cannot be written).
+
+Each ``main`` only parses its arguments and calls a typed function that does the work and raises
+`DsnnError` subclasses (the exit code is the error's ``exit_code``): ``dsnn-export`` ->
+`export_model`, ``dsnn-bench`` -> `benchmark`, ``dsnn-transcribe`` -> `tflite.runtime.Recognizer`.
+``dsnn-job`` and the AN4 comparison call the same functions.
 """
 from __future__ import annotations
 
@@ -14,11 +19,11 @@ import os
 import pathlib
 import sys
 import tempfile
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
-from dsnn_keras.errors import DsnnError
+from dsnn_keras.errors import DsnnError, DsnnUsageError
 
-from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions   # light: no TensorFlow at import
+from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions, ExportReport   # light: no TensorFlow
 
 _EXPORT_DEFAULTS = ExportOptions()   # the CLI's defaults are the library's
 
@@ -159,39 +164,74 @@ def _export_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class CommandArgumentError(DsnnUsageError, ValueError):
+    """An argument of `export_model` or `benchmark` is wrong and nothing was written (exit 2)."""
+
+
+class BenchInputError(DsnnError, ValueError):
+    """`benchmark` found no baseline file where it was told to look."""
+
+
+def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options: ExportOptions = _EXPORT_DEFAULTS,
+                 max_wer: Optional[float] = None, eval_path: Optional[str | os.PathLike] = None,
+                 single_level_dir: Optional[str | os.PathLike] = None,
+                 single_levels: Optional[Sequence[int]] = None, verify_audio: Sequence[str | os.PathLike] = (),
+                 log: Optional[Callable[[str], None]] = None) -> ExportReport:
+    """What ``dsnn-export`` does: checks the output paths, holds the output's lock, exports.
+
+    Args:
+        run_dir: Run directory written by ``dsnn-train``.
+        out: The .tflite file to write.
+        options: `ExportOptions` (design, quantization, verification tolerances).
+        max_wer: Refuse to write the file if any level's WER in the eval.json exceeds it (a fraction).
+        eval_path: The eval.json to gate on and record in the metadata. Defaults to ``RUN_DIR/eval.json``.
+        single_level_dir: Also write each level alone as ``DIR/level_<i>.tflite``.
+        single_levels: With ``single_level_dir``: only these levels. Defaults to every level.
+        verify_audio: Extra audio files every level is verified with.
+        log: Progress lines. Defaults to ``dsnn-export: ...`` on stderr.
+
+    Returns:
+        `tflite.export.ExportReport` of the multi-level file.
+
+    Raises:
+        CommandArgumentError: ``max_wer`` < 0, or an output path that cannot be written (exit 2).
+        RunDirError: ``run_dir`` is not a directory.
+        DsnnError: another export is writing ``out``; the WER gate, the conversion or the
+            verification failed (`tflite.export.ExportError`); a bad run directory or config.
+        FileNotFoundError: an input file is missing.
+    """
+    from dsnn_keras.run_dir import RunDirError
+
+    if max_wer is not None and not max_wer >= 0:
+        raise CommandArgumentError(f"--max_wer must be >= 0, got {max_wer}")
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"run directory not found: {run_dir}")
+    problem = (output_path_problem(out, "--out")
+               or (single_level_dir and output_path_problem(single_level_dir, "--single_level_dir",
+                                                            directory=True)))
+    if problem:
+        raise CommandArgumentError(problem)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from tflite.export import export_run
+
+    with export_lock(pathlib.Path(out)):
+        return export_run(run_dir, out, options=options, max_wer=max_wer,
+                          verify_audio_files=list(verify_audio), single_level_dir=single_level_dir,
+                          single_levels=single_levels, eval_path=eval_path, log=log or _log("dsnn-export"))
+
+
 def export_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dsnn-export RUN_DIR --out model.tflite [--quantize ...] [--max_wer W]``."""
+    """``dsnn-export RUN_DIR --out model.tflite [--quantize ...] [--max_wer W]``: parses the arguments and
+    calls `export_model`."""
     prog = "dsnn-export"
     args = _export_parser().parse_args(argv)
-    if args.max_wer is not None and not args.max_wer >= 0:
-        return _fail(prog, f"--max_wer must be >= 0, got {args.max_wer}", 2)
     if not args.tolerance > 0:
         return _fail(prog, f"--tolerance must be > 0, got {args.tolerance}", 2)
     if not 0 <= args.max_token_error_rate <= 1:
         return _fail(prog, f"--max_token_error_rate must be in [0, 1], got {args.max_token_error_rate}", 2)
     if args.design == "shared" and args.sparse_speed:
         return _fail(prog, "--design shared cannot be combined with --sparse_speed", 2)
-    if not os.path.isdir(args.run_dir):
-        return _fail(prog, f"run directory not found: {args.run_dir}")
-    problem = (output_path_problem(args.out, "--out")
-               or (args.single_level_dir and output_path_problem(args.single_level_dir, "--single_level_dir",
-                                                                 directory=True)))
-    if problem:
-        return _fail(prog, problem, 2)
-    out = pathlib.Path(args.out)
-    try:
-        with export_lock(out):
-            return _export(prog, args)
-    except _Busy as error:
-        return _fail(prog, str(error))
-
-
-def _export(prog: str, args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from tflite.export import ExportOptions, export_run
-
-    log = _log(prog)
     single_levels = None
     if args.single_levels is not None:
         try:
@@ -204,11 +244,11 @@ def _export(prog: str, args) -> int:
                                 max_token_error_rate=args.max_token_error_rate)
     except ValueError as error:
         return _fail(prog, str(error))
+    log = _log(prog)
     try:
-        report = export_run(args.run_dir, args.out, options=options,
-            max_wer=args.max_wer,
-            verify_audio_files=args.verify_audio, single_level_dir=args.single_level_dir,
-            single_levels=single_levels, eval_path=args.eval_path, log=log)
+        report = export_model(args.run_dir, args.out, options=options, max_wer=args.max_wer,
+                              eval_path=args.eval_path, single_level_dir=args.single_level_dir,
+                              single_levels=single_levels, verify_audio=args.verify_audio, log=log)
     except (DsnnError, FileNotFoundError) as error:   # ConfigError from a run's config.yaml included
         return _fail(prog, str(error), getattr(error, "exit_code", 1))
     worst = max(v["max_abs_diff"] for v in report.verification) if report.verification else float("nan")
@@ -288,31 +328,75 @@ def _bench_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def bench_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dsnn-bench model.tflite [--baseline_dir DIR] [--utterances DIR_or_files] ...``."""
-    prog = "dsnn-bench"
-    args = _bench_parser().parse_args(argv)
-    if args.repeats < 1 or args.limit < 1 or min(args.threads) < 1:
-        return _fail(prog, "--repeats, --limit and --threads must be >= 1", 2)
-    problem = output_path_problem(args.out_dir, "--out_dir", directory=True)
+def baseline_files(baseline_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """The single-level baselines ``dsnn-export --single_level_dir`` wrote: ``DIR/level_*.tflite``, sorted.
+
+    Raises:
+        BenchInputError: there is none.
+    """
+    found = sorted(pathlib.Path(baseline_dir).glob("level_*.tflite"))
+    if not found:
+        raise BenchInputError(f"--baseline_dir {baseline_dir}: no level_*.tflite files")
+    return found
+
+
+def benchmark(model: str | os.PathLike, *, baselines: Sequence[str | os.PathLike] = (),
+              baseline_dir: Optional[str | os.PathLike] = None,
+              utterances: Optional[Sequence[str]] = None, limit: int = 8, threads: Sequence[int] = (1, 2),
+              repeats: int = 5, out_dir: str | os.PathLike = "bench_out", compare: Sequence[str | os.PathLike] = (),
+              log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """What ``dsnn-bench`` does: `tflite.bench.run_benchmark`, writing bench.json/.md/.png to ``out_dir``.
+
+    Args:
+        model: The multi-level .tflite.
+        baselines: Single-level .tflite files to compare with.
+        baseline_dir: Also every ``level_*.tflite`` in this directory (`baseline_files`).
+        utterances: Audio files or directories (sorted; the first ``limit`` used). Defaults to four
+            synthetic clips.
+        limit: Most utterances used.
+        threads: Interpreter thread counts.
+        repeats: Passes over the utterances.
+        out_dir: Where bench.json, bench.md and bench.png go.
+        compare: Other multi-level files timed in the same round-robin.
+        log: Progress lines. Defaults to ``dsnn-bench: ...`` on stderr.
+
+    Returns:
+        The benchmark result (what bench.json holds).
+
+    Raises:
+        CommandArgumentError: ``repeats``, ``limit`` or a thread count < 1, or an ``out_dir`` that
+            cannot be written (exit 2).
+        BenchInputError: ``baseline_dir`` has no baseline file.
+        FileNotFoundError: ``model`` (or another input) does not exist.
+        DsnnError: a file is not a usable DSNN export, or an utterance cannot be read.
+    """
+    if repeats < 1 or limit < 1 or not threads or min(threads) < 1:
+        raise CommandArgumentError("--repeats, --limit and --threads must be >= 1")
+    problem = output_path_problem(out_dir, "--out_dir", directory=True)
     if problem:
-        return _fail(prog, problem, 2)
+        raise CommandArgumentError(problem)
     from tflite.bench import run_benchmark
 
-    baselines = list(args.baselines)
-    if args.baseline_dir:
-        found = sorted(pathlib.Path(args.baseline_dir).glob("level_*.tflite"))
-        if not found:
-            return _fail(prog, f"--baseline_dir {args.baseline_dir}: no level_*.tflite files")
-        baselines += [str(p) for p in found]
+    files = [str(path) for path in baselines]
+    if baseline_dir:
+        files += [str(path) for path in baseline_files(baseline_dir)]
+    if not pathlib.Path(model).is_file():
+        raise FileNotFoundError(f"model file not found: {model}")
+    return run_benchmark(model, files, utterances, threads=list(threads), repeats=repeats, limit=limit,
+                         out_dir=out_dir, log=log or _log("dsnn-bench"), compare=list(compare))
+
+
+def bench_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dsnn-bench model.tflite [--baseline_dir DIR] [--utterances DIR_or_files] ...``: parses the
+    arguments and calls `benchmark`."""
+    prog = "dsnn-bench"
+    args = _bench_parser().parse_args(argv)
     try:
-        if not pathlib.Path(args.model).is_file():
-            raise FileNotFoundError(f"model file not found: {args.model}")
-        result = run_benchmark(args.model, baselines, args.utterances, threads=args.threads,
-                               repeats=args.repeats, limit=args.limit, out_dir=args.out_dir, log=_log(prog),
-                               compare=args.compare)
+        result = benchmark(args.model, baselines=args.baselines, baseline_dir=args.baseline_dir,
+                           utterances=args.utterances, limit=args.limit, threads=args.threads,
+                           repeats=args.repeats, out_dir=args.out_dir, compare=args.compare, log=_log(prog))
     except (FileNotFoundError, DsnnError, ValueError) as error:
-        return _fail(prog, str(error))
+        return _fail(prog, str(error), getattr(error, "exit_code", 1))
     from tflite.bench import to_markdown
 
     print(to_markdown(result), end="")

@@ -1,26 +1,9 @@
 """The ``dsnn`` metadata entry of an exported .tflite: UTF-8 JSON readable without TensorFlow.
 
-Schema (``format_version`` 1)::
-
-    {"format_version": 1,
-     "signatures": {"recognize": {...}, "recognize_features": {...}},   # inputs/outputs, in words
-     "levels": [{"level": 0, "sparsity": 0.0, "total_weights": int, "nonzero_weights": int,
-                 "macs_per_second": int, "relative_macs": float,
-                 "dev_wer": float|null, "dev_cer": float|null}, ...],
-     "level_clamping": "sparsity_level < 0 runs level 0; > K-1 runs level K-1",
-     "evaluation": {"split": "dev", "num_utterances": int} | null,
-     "tokens": {"pieces": [str, ...], "blank_id": int, "word_boundary": "\u2581"},
-     "feature_config": FeatureConfig.to_dict(),
-     "export": {"design": "if_tree_fused_lstm"|"if_tree_fc_loop"|"shared_weights_cached"|"single_level",
-                "quantize": "none"|"dynamic-int8"|"float16",
-                "sparse_speed": bool, "sparse_speed_min_sparsity": float|null,
-                "lstm_kernels": ["fused_lstm"|"fc_loop", one per level] | null (shared design),
-                "min_frames": int, "state_reset_in_graph": bool, "operators": [str, ...],
-                "shared_weights": {"storage", "coded_tensors", "coded_weights", ...} (shared design),
-                "verification": [per-level checks]},
-     "source": {"run_dir": str, "step": int, "checkpoint": str} | null,
-     "versions": {"dsnn": str, "tensorflow": str, "tf_keras": str, "ai_edge_litert": str},
-     "created": ISO-8601 time}
+The schema (``format_version`` 1) is `METADATA_FIELDS`: one `MetadataField` per key (its path,
+JSON type, whether `validate` requires it, and its meaning). ``docs/export.md``'s schema table is
+generated from it (`schema_markdown`; ``tests/test_tflite_metadata.py`` checks the two agree and
+that a real export writes no key the table lacks). `DsnnMetadata`'s accessors read these keys.
 
 Example:
     >>> meta = read_metadata("model.tflite")
@@ -40,7 +23,89 @@ from tflite import flatbuffer
 
 METADATA_NAME = "dsnn"
 FORMAT_VERSION = 1
-_REQUIRED = ("format_version", "levels", "tokens", "feature_config", "export", "versions")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataField:
+    """One key of the ``dsnn`` metadata.
+
+    Args:
+        path: Dotted path; ``levels[].sparsity`` is a key of every ``levels`` entry.
+        type: JSON type(s) in words, e.g. ``"number | null"``.
+        meaning: What it holds.
+        required: `validate` refuses a file without it.
+    """
+
+    path: str
+    type: str
+    meaning: str
+    required: bool = False
+
+
+METADATA_FIELDS: tuple[MetadataField, ...] = (
+    MetadataField("format_version", "int", f"Schema version; this reader understands {FORMAT_VERSION}.", True),
+    MetadataField("signatures", "object", "Inputs and outputs of `recognize` and `recognize_features`, in words."),
+    MetadataField("levels", "list of objects", "One entry per sparsity level, densest first (index = level).", True),
+    MetadataField("levels[].level", "int", "Level index (the `sparsity_level` input)."),
+    MetadataField("levels[].sparsity", "number in [0, 1)", "Fraction of the prunable weights the level masks.", True),
+    MetadataField("levels[].total_weights", "int", "Weights of the costed layers."),
+    MetadataField("levels[].nonzero_weights", "int", "Of those, the weights the level keeps."),
+    MetadataField("levels[].macs_per_second", "int", "Multiply-adds over nonzero weights per second of audio."),
+    MetadataField("levels[].relative_macs", "number", "`macs_per_second` over level 0's."),
+    MetadataField("levels[].dev_wer", "number | null", "The level's WER in the eval.json given to the export (null without one)."),
+    MetadataField("levels[].dev_cer", "number | null", "The level's CER in that eval.json (null without one)."),
+    MetadataField("levels[].realisation", "string", "`sliced` (the branch holds only the kept units) or `masked` (full width, zeros)."),
+    MetadataField("levels[].units", "object", "Sliced levels only: units kept per layer."),
+    MetadataField("levels[].latency_ms_export_machine", "number", "Multi-level files only: the level's measured latency (ms) on the export machine."),
+    MetadataField("levels[].relative_latency", "number", "Multi-level files only: that latency over level 0's."),
+    MetadataField("level_clamping", "string", "How an out-of-range `sparsity_level` is clamped."),
+    MetadataField("evaluation", "object | null", "`{split, num_utterances}` of the eval.json the WERs come from."),
+    MetadataField("tokens", "object", "The output vocabulary.", True),
+    MetadataField("tokens.pieces", "list of strings", "SentencePiece piece of every token id.", True),
+    MetadataField("tokens.blank_id", "int", "The CTC blank's id (= the number of pieces: the last output).", True),
+    MetadataField("tokens.word_boundary", "string", "The piece prefix that starts a word (`\u2581`)."),
+    MetadataField("feature_config", "object", "The in-graph frontend's `FeatureConfig.to_dict()` (`sample_rate` required).", True),
+    MetadataField("export", "object", "How the file was made.", True),
+    MetadataField("export.design", "string", "`if_tree_fused_lstm`, `if_tree_fc_loop`, `if_tree_sliced`, `shared_weights_cached` or `single_level`."),
+    MetadataField("export.quantize", "string", "`none`, `dynamic-int8` or `float16`."),
+    MetadataField("export.sparse_speed", "bool", "Whether `--sparse_speed` was given."),
+    MetadataField("export.sparse_speed_min_sparsity", "number | null", "With `--sparse_speed`: the least sparse level that uses the FC loop."),
+    MetadataField("export.lstm_kernels", "list of strings | null", "`fused_lstm` or `fc_loop` per level (null for the shared design)."),
+    MetadataField("export.min_frames", "int", "Fewest feature frames an invoke accepts."),
+    MetadataField("export.state_reset_in_graph", "bool", "False for single-level files: the caller resets the LSTM state after each invoke."),
+    MetadataField("export.frontend", "string", "Precision of the frontend's constants (`float32` unless quantized with them)."),
+    MetadataField("export.frontend_constants_restored", "int", "Frontend constants a quantized export put back to float32."),
+    MetadataField("export.single_level_of", "int | null", "For a single-level baseline file: the level of the DSNN it was exported from."),
+    MetadataField("export.operators", "list of strings", "The builtin operators the file uses."),
+    MetadataField("export.shared_weights", "object", "Shared design only: storage, coded tensors and weights, folded splits."),
+    MetadataField("export.verification", "list of objects", "Per level, the export's check against Keras (differences, token flips)."),
+    MetadataField("export.verification_audio_s", "list of numbers", "Duration of each verification clip at the model's rate."),
+    MetadataField("source", "object | null", "`{run_dir, step, checkpoint}` of the trained run."),
+    MetadataField("versions", "object", "Package versions of the export (`dsnn`, `tensorflow`, `tf_keras`, `ai_edge_litert`).", True),
+    MetadataField("created", "string", "Export time, ISO 8601 (UTC)."),
+)
+_REQUIRED = tuple(f.path for f in METADATA_FIELDS if f.required and "." not in f.path and "[" not in f.path)
+
+
+def schema_markdown() -> str:
+    """The Markdown table of `METADATA_FIELDS` (the schema section of ``docs/export.md``)."""
+    lines = ["| key | type | required | meaning |", "|---|---|---|---|"]
+    for field in METADATA_FIELDS:
+        kind, meaning = (text.replace("|", "\\|") for text in (field.type, field.meaning))
+        lines.append(f"| `{field.path}` | {kind} | {'yes' if field.required else ''} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def undocumented_keys(raw: dict) -> list[str]:
+    """Keys of a metadata object (top level, ``levels[]``, ``tokens``, ``export``) not in `METADATA_FIELDS`."""
+    known = {field.path for field in METADATA_FIELDS}
+    found = set(raw)
+    for entry in raw.get("levels") or []:
+        found |= {f"levels[].{key}" for key in entry}
+    for section in ("tokens", "export"):
+        if isinstance(raw.get(section), dict):
+            found |= {f"{section}.{key}" for key in raw[section]}
+    return sorted(found - known)
 
 
 class MetadataError(DsnnError, ValueError):

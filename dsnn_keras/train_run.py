@@ -1,0 +1,72 @@
+"""Training a run from files: what ``dsnn-train`` does, as a typed function.
+
+`train_run` takes the paths and ``--set`` overrides the command takes, checks them before anything is
+written, holds the run directory's lock and trains (or resumes) through `dsnn_keras.trainer.train`.
+``dsnn-train`` (`dsnn_keras.cli.train_main`) only parses its arguments and calls it; ``dsnn-job``
+calls it directly.
+
+Example:
+    >>> summary = train_run("data/an4", "configs/an4.yaml", "runs/an4_dsnn",
+    ...                     overrides=["training.total_steps=200"])  # doctest: +SKIP
+    >>> summary["step"]
+    200
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, Optional, Sequence, TextIO
+
+from dsnn_keras.errors import DsnnUsageError
+
+
+class TrainArgumentError(DsnnUsageError, ValueError):
+    """An argument of `train_run` is wrong and nothing was written (``dsnn-train`` exits 2)."""
+
+
+def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_dir: str | os.PathLike, *,
+              overrides: Sequence[str] = (), max_steps: Optional[int] = None,
+              stream: Optional[TextIO] = None) -> dict[str, Any]:
+    """Trains (or resumes) the run in ``run_dir`` on a prepared dataset.
+
+    Args:
+        data_dir: Prepared dataset directory (``dsnn-prepare`` output).
+        config_path: Training config file (YAML/JSON, ``version: 1``).
+        run_dir: The run directory; an existing one is resumed (its config must match).
+        overrides: ``KEY=VALUE`` config overrides (``dsnn-train --set``). Defaults to none.
+        max_steps: Stop (with a checkpoint) at this step; the schedules still follow
+            ``training.total_steps``. Defaults to None (train to the end).
+        stream: Where the trainer's progress lines go. Defaults to stderr.
+
+    Returns:
+        `dsnn_keras.trainer.Trainer.run`'s summary (``step``, ``dev`` rows, ...).
+
+    Raises:
+        TrainArgumentError: ``max_steps`` < 0, or ``run_dir`` is a file.
+        PathOverlapError: ``run_dir`` is (inside) ``data_dir`` or holds it.
+        ConfigError: a bad config file or override.
+        DatasetError: a bad prepared dataset (checked before ``run_dir`` is created).
+        LockedError: another ``dsnn-train`` is using ``run_dir``.
+        DsnnError: any other condition the trainer reports (e.g. a run that cannot continue).
+    """
+    from dsnn_keras.paths import check_disjoint, exclusive_lock
+
+    if max_steps is not None and max_steps < 0:
+        raise TrainArgumentError("--max_steps must be >= 0")
+    # Before anything is written: the run directory must not be (in) the dataset or hold it.
+    check_disjoint(run_dir, {"--data": data_dir}, out_flag="--out")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise TrainArgumentError(f"--out {run_dir} exists and is not a directory")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dsnn_keras.config import apply_overrides, load_config
+    from dsnn_keras.dataset import PreparedDataset
+
+    config = load_config(config_path)
+    if overrides:
+        config = apply_overrides(config, list(overrides), where=f"{config_path} with --set")
+    PreparedDataset.from_dir(data_dir)  # a bad --data is refused before --out is created
+    # One writer per run directory: a second dsnn-train on it fails at once.
+    with exclusive_lock(run_dir, ".dsnn-train.lock", holder="dsnn-train"):
+        from dsnn_keras.trainer import train
+
+        return train(config, data_dir, run_dir, max_steps=max_steps, stream=stream, lock=False)
