@@ -9,8 +9,8 @@ from dsnn_keras.lazy import lazy_exports
 
 _EXPORTS = {
     "ExportOptions": "tflite.export",
-    "ExportError": "tflite.export",
-    "WerGateError": "tflite.export",
+    "ExportError": "tflite.errors",
+    "WerGateError": "tflite.errors",
     "export_levels": "tflite.export",
     "export_run": "tflite.export",
     "check_wer_gate": "tflite.export",
