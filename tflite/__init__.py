@@ -21,6 +21,10 @@ _EXPORTS = {
     "Recognition": "tflite.runtime",
     "RecognizerError": "tflite.runtime",
     "AudioError": "tflite.audio",
+    "ExportDesign": "tflite.designs",
+    "register_design": "tflite.designs",
+    "get_design": "tflite.designs",
+    "design_names": "tflite.designs",
 }
 
 __all__ = sorted(_EXPORTS)

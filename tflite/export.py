@@ -2,8 +2,10 @@
 
 The core (`export_levels`) takes plain tf_keras models (one per level, e.g. from
 ``dsnn_keras.strip_nested(model, i)``) plus metadata; `export_run` does the same from a run
-directory written by ``dsnn-train``. The result is converted with builtin TFLite ops only, checked
-level by level against Keras on the final bytes, and carries a ``dsnn`` metadata entry.
+directory written by ``dsnn-train``. The layout of the levels in the file is an export design
+(`tflite.designs`: the options select one, `resolve_design`); every design's result is converted
+with builtin TFLite ops only, rewritten by `tflite.rewrites`, checked level by level against Keras
+on the final bytes, and carries a ``dsnn`` metadata entry.
 
 Example:
     >>> report = export_levels([m0, m1, m2, m3], "model.tflite", sparsities=(0, .5, .7, .9),
@@ -68,7 +70,8 @@ class ExportOptions:
         design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree; a unit-granularity
             run's levels are sliced to the units they keep, ``if_tree_sliced``) or ``"shared"``
             (one stored copy of the weights + level codes, `tflite.shared_weights`; weight and
-            block runs only). Defaults to "if_tree".
+            block runs only); with ``sparse_speed`` and the unit-run case this picks a registered
+            design through `tflite.designs.DESIGN_TABLE`. Defaults to "if_tree".
         measure_latency: Time every level on the export machine (1 thread, a 3 s feature input,
             interleaved rounds, medians) and record ``relative_latency`` (to level 0) per level
             in the metadata, so an app can pick a level by budget. Defaults to True.

@@ -19,6 +19,8 @@ import abc
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
+from tflite.convert import convert_module
+
 if TYPE_CHECKING:   # annotations only: tflite.export imports the designs
     from tflite.export import ExportOptions
 
@@ -111,8 +113,6 @@ class ExportDesign(abc.ABC):
 
     def convert(self, module, request: DesignRequest) -> bytes:
         """The module's .tflite bytes (builtin ops only). Default: `tflite.convert.convert_module`."""
-        from tflite.convert import convert_module
-
         return convert_module(module, request.options.quantize,
                               sparse=KERNEL_FC_LOOP in (self.lstm_kernels(request) or ()))
 
