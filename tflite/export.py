@@ -28,13 +28,15 @@ import numpy as np
 from dsnn_keras.versions import package_versions
 from tflite import signatures as sig
 from tflite.convert import check_builtin_ops
-from tflite.designs import (DESIGN_CHOICES, DESIGN_FC_LOOP, DESIGN_FUSED, DESIGN_SHARED, DESIGN_SINGLE,
-                            DESIGN_SLICED, KERNEL_FC_LOOP, KERNEL_FUSED_LSTM, DesignRequest, ExportDesign,
-                            get_design, resolve_design)
+from tflite.designs import DESIGN_CHOICES, DesignRequest, ExportDesign, get_design, resolve_design
 from tflite.errors import ExportError, WerGateError
-# Old homes of names that moved: the frontend reference (tflite.frontend), the rewrites (tflite.rewrites).
-from tflite.frontend import frontend_constants, frontend_tflite, run_frontend_tflite
+from tflite.frontend import run_frontend_tflite
 from tflite.rewrites import disable_lstm_cell_clip, keep_frontend_float
+# Names that moved, still importable from here (callers, tests, bench/): design names and LSTM kernel
+# names (tflite.designs), the frontend reference (tflite.frontend).
+from tflite.designs import (DESIGN_FC_LOOP, DESIGN_FUSED, DESIGN_SHARED, DESIGN_SINGLE,  # noqa: F401
+                            DESIGN_SLICED, KERNEL_FC_LOOP, KERNEL_FUSED_LSTM)
+from tflite.frontend import frontend_constants, frontend_tflite  # noqa: F401
 
 MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")

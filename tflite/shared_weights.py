@@ -39,7 +39,7 @@ import tf_keras as keras
 
 from dsnn_keras.errors import DsnnError
 from tflite import rewrites
-from tflite.designs.registry import DESIGN_SHARED
+from tflite.designs.registry import DESIGN_SHARED  # noqa: F401 - its old home
 from tflite.errors import ExportError
 from tflite.graph import RecognizerModule
 from tflite.signatures import SIGNATURES
