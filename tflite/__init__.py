@@ -9,8 +9,8 @@ from dsnn_keras.lazy import lazy_exports
 
 _EXPORTS = {
     "ExportOptions": "tflite.export",
-    "ExportError": "tflite.export",
-    "WerGateError": "tflite.export",
+    "ExportError": "tflite.errors",
+    "WerGateError": "tflite.errors",
     "export_levels": "tflite.export",
     "export_run": "tflite.export",
     "check_wer_gate": "tflite.export",
@@ -22,6 +22,10 @@ _EXPORTS = {
     "Recognition": "tflite.runtime",
     "RecognizerError": "tflite.runtime",
     "AudioError": "tflite.audio",
+    "ExportDesign": "tflite.designs",
+    "register_design": "tflite.designs",
+    "get_design": "tflite.designs",
+    "design_names": "tflite.designs",
 }
 
 __all__ = sorted(_EXPORTS)

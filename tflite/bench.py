@@ -27,6 +27,7 @@ import numpy as np
 from tflite.audio import load_audio
 from tflite.metadata import read_metadata
 from tflite.runtime import load_interpreter, prime_all_signatures
+from tflite.signatures import AUDIO, RECOGNIZE, SPARSITY_LEVEL
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -83,13 +84,13 @@ def _time_round_robin(candidates, utterances, threads: int, repeats: int) -> dic
     for c in candidates:
         if c.path not in interpreters:
             interpreters[c.path] = load_interpreter(c.path, threads)
-            runners[c.path] = interpreters[c.path].get_signature_runner("recognize")
+            runners[c.path] = interpreters[c.path].get_signature_runner(RECOGNIZE)
             resets[c.path] = not read_metadata(c.path).state_reset_in_graph
             if resets[c.path]:
                 prime_all_signatures(interpreters[c.path])
     times = {c: np.zeros([len(utterances), repeats]) for c in candidates}
     for c in candidates:   # warm-up: first invoke allocates
-        runners[c.path](audio=utterances[0][1], sparsity_level=np.int32(c.level))
+        runners[c.path](**{AUDIO: utterances[0][1], SPARSITY_LEVEL: np.int32(c.level)})
         if resets[c.path]:
             interpreters[c.path].reset_all_variables()
     order = np.random.default_rng(0)
@@ -101,7 +102,7 @@ def _time_round_robin(candidates, utterances, threads: int, repeats: int) -> dic
                 c = candidates[index]
                 for timed in (False, True):
                     start = time.perf_counter()
-                    runners[c.path](audio=audio, sparsity_level=np.int32(c.level))
+                    runners[c.path](**{AUDIO: audio, SPARSITY_LEVEL: np.int32(c.level)})
                     if timed:
                         times[c][u, r] = time.perf_counter() - start
                     if resets[c.path]:   # single-level files keep LSTM state; not timed
@@ -109,7 +110,7 @@ def _time_round_robin(candidates, utterances, threads: int, repeats: int) -> dic
     return times
 
 
-_MEMORY_PROBE = """
+_MEMORY_PROBE_TEMPLATE = """
 import json, sys, numpy as np
 from ai_edge_litert.interpreter import Interpreter
 def high_water_mb():  # VmHWM: peak resident set of this process (reset by exec, unlike ru_maxrss)
@@ -123,12 +124,15 @@ levels = int(sys.argv[4])
 audio = np.random.default_rng(0).standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1
 before = high_water_mb()
 it = Interpreter(model_path=path, num_threads=threads)
-runner = it.get_signature_runner("recognize")
+runner = it.get_signature_runner(__RECOGNIZE__)
 for level in range(levels):
-    runner(audio=audio, sparsity_level=np.int32(level))
+    runner(**{__AUDIO__: audio, __SPARSITY_LEVEL__: np.int32(level)})
 after = high_water_mb()
 print(json.dumps({"baseline_rss_mb": before, "peak_rss_mb": after}))
 """
+# The signature names come from tflite.signatures, like everywhere else.
+_MEMORY_PROBE = (_MEMORY_PROBE_TEMPLATE.replace("__RECOGNIZE__", repr(RECOGNIZE)).replace("__AUDIO__", repr(AUDIO))
+                 .replace("__SPARSITY_LEVEL__", repr(SPARSITY_LEVEL)))
 
 
 def measure_memory(path: pathlib.Path, threads: int, seconds: float, levels: int) -> dict:

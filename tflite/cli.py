@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from dsnn_keras.errors import DsnnError, DsnnUsageError
 
-from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions, ExportReport   # light: no TensorFlow
+from tflite import signatures as sig
+from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions, ExportReport   # light: no TensorFlow at import
 
 _EXPORT_DEFAULTS = ExportOptions()   # the CLI's defaults are the library's
 
@@ -112,8 +113,9 @@ def _export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsnn-export",
         description="Export a trained DSNN run to ONE .tflite whose sparsity level is chosen at run time "
-                    "(signatures recognize(audio, sparsity_level) and recognize_features(features, "
-                    "sparsity_level); builtin ops only; dsnn metadata inside). Every level is checked "
+                    f"(signatures {sig.RECOGNIZE}({sig.AUDIO}, {sig.SPARSITY_LEVEL}) and "
+                    f"{sig.RECOGNIZE_FEATURES}({sig.FEATURES}, {sig.SPARSITY_LEVEL}); builtin ops only; "
+                    "dsnn metadata inside). Every level is checked "
                     "against Keras before the file is written.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by dsnn-train")
     parser.add_argument("--out", required=True, metavar="FILE", help="the .tflite file to write")

@@ -2,8 +2,10 @@
 
 The core (`export_levels`) takes plain tf_keras models (one per level, e.g. from
 ``dsnn_keras.strip_nested(model, i)``) plus metadata; `export_run` does the same from a run
-directory written by ``dsnn-train``. The result is converted with builtin TFLite ops only, checked
-level by level against Keras on the final bytes, and carries a ``dsnn`` metadata entry.
+directory written by ``dsnn-train``. The layout of the levels in the file is an export design
+(`tflite.designs`: the options select one, `resolve_design`); every design's result is converted
+with builtin TFLite ops only, rewritten by `tflite.rewrites`, checked level by level against Keras
+on the final bytes, and carries a ``dsnn`` metadata entry.
 
 Example:
     >>> report = export_levels([m0, m1, m2, m3], "model.tflite", sparsities=(0, .5, .7, .9),
@@ -15,38 +17,32 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import json
 import os
 import pathlib
 import tempfile
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from dsnn_keras.errors import DsnnError
 from dsnn_keras.versions import package_versions
+from tflite import signatures as sig
+from tflite.convert import check_builtin_ops
+from tflite.designs import DESIGN_CHOICES, DesignRequest, ExportDesign, get_design, resolve_design
+from tflite.errors import ExportError, WerGateError
+from tflite.frontend import run_frontend_tflite
+from tflite.rewrites import disable_lstm_cell_clip, keep_frontend_float
+# Names that moved, still importable from here (callers, tests, bench/): design names and LSTM kernel
+# names (tflite.designs), the frontend reference (tflite.frontend).
+from tflite.designs import (DESIGN_FC_LOOP, DESIGN_FUSED, DESIGN_SHARED, DESIGN_SINGLE,  # noqa: F401
+                            DESIGN_SLICED, KERNEL_FC_LOOP, KERNEL_FUSED_LSTM)
+from tflite.frontend import frontend_constants, frontend_tflite  # noqa: F401
 
 MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
-DESIGN_FUSED = "if_tree_fused_lstm"
-DESIGN_FC_LOOP = "if_tree_fc_loop"
-DESIGN_SINGLE = "single_level"
-DESIGN_SLICED = "if_tree_sliced"
 REALISATION_MASKED = "masked"   # full-width layers with the level's zeros stored in them
 REALISATION_SLICED = "sliced"   # only the units the level keeps: physically smaller layers
 LATENCY_PROBE_FRAMES = 300      # 3 s of features: the clip length the metadata's relative_latency uses
-KERNEL_FUSED_LSTM = "fused_lstm"
-KERNEL_FC_LOOP = "fc_loop"
-DESIGN_CHOICES = ("if_tree", "shared")
-
-
-class ExportError(DsnnError, RuntimeError):
-    """The models cannot be exported, or the converted file failed verification."""
-
-
-class WerGateError(ExportError):
-    """A level's dev WER exceeds ``--max_wer`` (or there is no evaluation to check)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +72,8 @@ class ExportOptions:
         design: ``"if_tree"`` (per-level constant weights under an ``IF`` tree; a unit-granularity
             run's levels are sliced to the units they keep, ``if_tree_sliced``) or ``"shared"``
             (one stored copy of the weights + level codes, `tflite.shared_weights`; weight and
-            block runs only). Defaults to "if_tree".
+            block runs only); with ``sparse_speed`` and the unit-run case this picks a registered
+            design through `tflite.designs.DESIGN_TABLE`. Defaults to "if_tree".
         measure_latency: Time every level on the export machine (1 thread, a 3 s feature input,
             interleaved rounds, medians) and record ``relative_latency`` (to level 0) per level
             in the metadata, so an app can pick a level by budget. Defaults to True.
@@ -207,175 +204,6 @@ def _validate_models(models, sparsities, feature_config, pieces, blank_id, slice
                               "models must share an architecture")
 
 
-def _convert(module, options: ExportOptions, sparse: bool) -> bytes:
-    import tensorflow as tf
-
-    functions = module.concrete_functions()
-    # The converter saves a SavedModel of this trackable; given the module itself it would also
-    # serialise the Keras models inside it, tracing every layer's call functions again (about
-    # half of the export time). The functions only need their variables to be reachable.
-    holder = tf.Module(name="dsnn_variables")
-    holder.captured = list({id(v): v for v in module.variables}.values())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [functions["recognize"], functions["recognize_features"]], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    optimizations = []
-    if options.quantize in ("dynamic-int8", "float16"):
-        optimizations.append(tf.lite.Optimize.DEFAULT)
-    if options.quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if sparse:
-        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
-    try:
-        data = converter.convert()
-    except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"TFLite conversion failed: {first}") from error
-    signatures = set(_signature_list(data))
-    if signatures != {"recognize", "recognize_features"}:
-        raise ExportError(f"converted model has signatures {sorted(signatures)}; expected recognize, recognize_features")
-    return data
-
-
-@functools.lru_cache(maxsize=8)
-def frontend_tflite(feature_config) -> bytes:
-    """The log-mel frontend alone, converted in float32 (cached per config): ``frontend(audio)``.
-
-    Its output is the float frontend `verify_levels` feeds ``recognize_features`` to check the
-    file's own frontend.
-    """
-    import tensorflow as tf
-
-    from dsnn_keras.frontend import log_mel_spectrogram
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="audio")])
-    def frontend(audio):
-        return {"features": log_mel_spectrogram(audio, feature_config)}
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frontend.get_concrete_function()], frontend)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
-
-
-def run_frontend_tflite(feature_config, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Features of each clip from `frontend_tflite` on one LiteRT interpreter."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=frontend_tflite(feature_config))
-    index = interpreter.get_input_details()[0]["index"]
-    output = interpreter.get_output_details()[0]["index"]
-    features = []
-    for audio in clips:
-        audio = np.asarray(audio, np.float32)
-        interpreter.resize_tensor_input(index, [audio.shape[0]])
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(index, audio)
-        interpreter.invoke()
-        features.append(interpreter.get_tensor(output).copy())
-    return features
-
-
-def frontend_constants(feature_config) -> list:
-    """The float32 constants of the log-mel frontend: mel filterbank (both layouts), window, log floor.
-
-    The exact values `keep_frontend_float` puts back where a quantized conversion rounded them.
-    """
-    import tensorflow as tf
-
-    mel = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=feature_config.num_mel_bins, num_spectrogram_bins=feature_config.fft_length // 2 + 1,
-        sample_rate=feature_config.sample_rate, lower_edge_hertz=feature_config.lower_edge_hz,
-        upper_edge_hertz=feature_config.upper_edge_hz).numpy()
-    window = tf.signal.hann_window(feature_config.frame_length, dtype=tf.float32).numpy()
-    return [mel, np.ascontiguousarray(mel.T), window, np.asarray(feature_config.log_floor, np.float32)]
-
-
-def keep_frontend_float(data: bytes, feature_config) -> tuple[bytes, int]:
-    """Undoes post-training quantization of the in-graph frontend of ``recognize``.
-
-    Dynamic-range int8 quantizes the mel filterbank's FULLY_CONNECTED (and with it the power
-    spectrum, whose dynamic range int8 cannot hold: the AN4 model went from ~21 % to ~65 % WER
-    through ``recognize(audio)``), and float16 rounds the window, filterbank and log floor. The
-    frontend is a negligible part of the compute and the file, so every quantized file keeps it in
-    float32: the features it computes equal a float file's.
-
-    Whatever route the converter takes, `verify_levels` checks the result: in a quantized file,
-    ``recognize(audio)`` must equal ``recognize_features`` fed the float frontend's features.
-
-    Returns:
-        ``(bytes, number of constants restored)``.
-    """
-    from tflite import flatbuffer
-
-    subgraph = flatbuffer.signature_subgraph(data, "recognize")
-    return flatbuffer.restore_float_constants(data, frontend_constants(feature_config), subgraph)
-
-
-_CLIPPED_LSTM_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
-
-
-def disable_lstm_cell_clip(data: bytes) -> tuple[bytes, int]:
-    """Sets ``cell_clip`` to 0 (off) in every fused LSTM op, so the kernel matches Keras.
-
-    The converter's Keras-LSTM fusion (``ConvertKerasLSTMLayer`` in TensorFlow's
-    ``compiler/mlir/lite/utils/lstm_utils.cc``) hard-codes ``cell_clip = 10.0``; the TFLite kernel
-    then clamps the cell state to [-10, 10] after every step, which ``keras.layers.LSTM`` never
-    does. A trained LSTM whose cell state leaves that range (the AN4 run reaches |c| = 69) then
-    differs from Keras by up to ~2 in the LSTM output (docs/export.md, "Parity on a trained AN4
-    model"). The option is a float in each op's options table (field 1 of ``LSTMOptions``,
-    ``UnidirectionalSequenceLSTMOptions`` and ``BidirectionalSequenceLSTMOptions``); it is
-    overwritten in place, so nothing else in the file moves.
-
-    Args:
-        data: The bytes of a .tflite file.
-
-    Returns:
-        ``(patched bytes, number of ops whose clip was cleared)``.
-
-    Example:
-        >>> data, cleared = disable_lstm_cell_clip(converter.convert())
-    """
-    import struct
-
-    from ai_edge_litert import schema_py_generated as schema
-
-    wanted = {getattr(schema.BuiltinOperator, name) for name in _CLIPPED_LSTM_OPS}
-    buffer = bytearray(data)
-    model = schema.Model.GetRootAs(buffer, 0)
-    cleared = 0
-    for g in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(g)
-        for i in range(subgraph.OperatorsLength()):
-            op = subgraph.Operators(i)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) not in wanted:
-                continue
-            options = op.BuiltinOptions()  # a flatbuffers Table over `buffer`
-            field = options.Offset(6) if options is not None else 0  # vtable slot of cell_clip
-            if field and struct.unpack_from("<f", buffer, options.Pos + field)[0] != 0.0:
-                struct.pack_into("<f", buffer, options.Pos + field, 0.0)
-                cleared += 1
-    return bytes(buffer), cleared
-
-
-def _signature_list(data: bytes) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
-
-    return Interpreter(model_content=data).get_signature_list()
-
-
-def check_builtin_ops(data: bytes) -> list[str]:
-    """Returns the sorted operator names; raises `ExportError` on any custom or Flex op."""
-    from tflite import flatbuffer
-
-    ops = flatbuffer.operators(data)
-    foreign = sorted({op.custom_code or op.name for op in ops if not op.is_builtin})
-    if foreign:
-        raise ExportError(f"converted model uses non-builtin ops {foreign}; only TFLITE_BUILTINS are allowed")
-    return sorted({op.name for op in ops})
-
-
 def _keras_reference(model, features: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
@@ -441,8 +269,8 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
         from tflite.runtime import prime_all_signatures
 
         prime_all_signatures(interpreter)
-    features_runner = interpreter.get_signature_runner("recognize_features")
-    audio_runner = interpreter.get_signature_runner("recognize")
+    features_runner = interpreter.get_signature_runner(sig.RECOGNIZE_FEATURES)
+    audio_runner = interpreter.get_signature_runner(sig.RECOGNIZE)
     clips = [np.asarray(a, np.float32) for a in audio]
     feats = [log_mel_spectrogram(tf.constant(a), feature_config).numpy() for a in clips]
     frontend_feats = run_frontend_tflite(feature_config, clips)
@@ -461,36 +289,36 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
         own_distance = 0.0
         other_distance = np.full(len(models), 0.0)
         for clip_index, (clip, feat) in enumerate(zip(clips, feats)):
-            outputs = [run(features_runner, features=feat, sparsity_level=np.int32(level)) for _ in range(2)]
-            audio_outputs = [run(audio_runner, audio=clip, sparsity_level=np.int32(level)) for _ in range(2)]
+            outputs = [run(features_runner, **{sig.FEATURES: feat, sig.SPARSITY_LEVEL: np.int32(level)}) for _ in range(2)]
+            audio_outputs = [run(audio_runner, **{sig.AUDIO: clip, sig.SPARSITY_LEVEL: np.int32(level)}) for _ in range(2)]
             for first, second in (outputs, audio_outputs):
-                identical &= bool(np.array_equal(first["log_probs"], second["log_probs"])
-                                  and np.array_equal(first["tokens"], second["tokens"]))
-            got = outputs[0]["log_probs"]
+                identical &= bool(np.array_equal(first[sig.LOG_PROBS], second[sig.LOG_PROBS])
+                                  and np.array_equal(first[sig.TOKENS], second[sig.TOKENS]))
+            got = outputs[0][sig.LOG_PROBS]
             want = references[level][clip_index]
             if got.shape != want.shape:
                 raise ExportError(f"level {level}: TFLite log_probs shape {got.shape} != Keras {want.shape}")
             diff = np.abs(got - want)
             max_diff = max(max_diff, float(diff.max()))
             mean_diff = max(mean_diff, float(diff.mean()))
-            max_diff_audio = max(max_diff_audio, float(np.abs(audio_outputs[0]["log_probs"] - want).max()))
+            max_diff_audio = max(max_diff_audio, float(np.abs(audio_outputs[0][sig.LOG_PROBS] - want).max()))
             # The file's own frontend must be the float frontend, whatever the quantization.
-            via_float_frontend = run(features_runner, features=frontend_feats[clip_index],
-                                     sparsity_level=np.int32(level))
-            if via_float_frontend["log_probs"].shape != audio_outputs[0]["log_probs"].shape:
-                raise ExportError(f"level {level}: recognize(audio) gives {audio_outputs[0]['log_probs'].shape} "
+            via_float_frontend = run(features_runner, **{sig.FEATURES: frontend_feats[clip_index],
+                                                         sig.SPARSITY_LEVEL: np.int32(level)})
+            if via_float_frontend[sig.LOG_PROBS].shape != audio_outputs[0][sig.LOG_PROBS].shape:
+                raise ExportError(f"level {level}: recognize(audio) gives {audio_outputs[0][sig.LOG_PROBS].shape} "
                                   f"frames but recognize_features(frontend(audio)) "
-                                  f"{via_float_frontend['log_probs'].shape}")
+                                  f"{via_float_frontend[sig.LOG_PROBS].shape}")
             audio_vs_frontend = max(audio_vs_frontend, float(np.abs(
-                audio_outputs[0]["log_probs"] - via_float_frontend["log_probs"]).max()))
+                audio_outputs[0][sig.LOG_PROBS] - via_float_frontend[sig.LOG_PROBS]).max()))
             keras_tokens = greedy_ctc_decode(want[np.newaxis], None, want.shape[-1] - 1)[0]
-            token_errors += token_edit_distance(keras_tokens, audio_outputs[0]["tokens"])
+            token_errors += token_edit_distance(keras_tokens, audio_outputs[0][sig.TOKENS])
             reference_tokens += len(keras_tokens)
             flips += _unexplained_token_flips(want, got, 2 * options.tolerance)
             own_distance += float(diff.mean())
             other_distance += [float(np.abs(got - references[j][clip_index]).mean()) for j in range(len(models))]
-            if int(outputs[0]["level"]) != level:
-                raise ExportError(f"level {level}: the model reports running level {int(outputs[0]['level'])}")
+            if int(outputs[0][sig.LEVEL]) != level:
+                raise ExportError(f"level {level}: the model reports running level {int(outputs[0][sig.LEVEL])}")
         nearest = int(np.argmin(other_distance))
         token_error_rate = token_errors / max(reference_tokens, 1)
         entry = {"level": level, "max_abs_diff": max_diff, "max_abs_diff_audio": max_diff_audio,
@@ -535,17 +363,17 @@ def measure_level_latency(data: bytes, num_levels: int, bins: int, frames: int =
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=data, num_threads=1)
-    runner = interpreter.get_signature_runner("recognize_features")
+    runner = interpreter.get_signature_runner(sig.RECOGNIZE_FEATURES)
     features = np.random.default_rng(0).normal(-4.0, 2.0, [frames, bins]).astype(np.float32)
     times = np.zeros([rounds, num_levels])
     order = np.random.default_rng(1)
     for level in range(num_levels):
-        runner(features=features, sparsity_level=np.int32(level))
+        runner(**{sig.FEATURES: features, sig.SPARSITY_LEVEL: np.int32(level)})
     for r in range(rounds):
         for level in order.permutation(num_levels):
-            runner(features=features, sparsity_level=np.int32(level))
+            runner(**{sig.FEATURES: features, sig.SPARSITY_LEVEL: np.int32(level)})
             start = time.perf_counter()
-            runner(features=features, sparsity_level=np.int32(level))
+            runner(**{sig.FEATURES: features, sig.SPARSITY_LEVEL: np.int32(level)})
             times[r, level] = time.perf_counter() - start
     ratios = times / times[:, :1]
     return [(float(np.median(times[:, i]) * 1e3), float(np.median(ratios[:, i]))) for i in range(num_levels)]
@@ -569,19 +397,6 @@ def _level_entries(models, sparsities, feature_config, eval_results) -> tuple[li
     for entry in entries:
         entry["relative_macs"] = round(entry["macs_per_second"] / dense, 4)
     return entries, evaluation
-
-
-def _signature_doc(bins: int, sample_rate: int, num_levels: int) -> dict:
-    outputs = {"log_probs": "float32 [out_frames, vocab_size + 1] log-softmax, blank last",
-               "tokens": "int32 [n] greedy CTC token ids (repeats merged, blanks removed)",
-               "level": "int32 [] the level actually run (after clamping)"}
-    level = f"int32 [] level index 0..{num_levels - 1}; out-of-range values are clamped"
-    return {"recognize": {"inputs": {"audio": f"float32 [num_samples] mono PCM in [-1, 1] at {sample_rate} Hz; "
-                                              "NaN/inf samples are treated as 0",
-                                     "sparsity_level": level}, "outputs": outputs},
-            "recognize_features": {"inputs": {"features": f"float32 [num_frames, {bins}] raw log-mel "
-                                                          "(dsnn_keras.frontend.log_mel_spectrogram)",
-                                              "sparsity_level": level}, "outputs": outputs}}
 
 
 def _current_umask() -> int:
@@ -640,8 +455,14 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
                   eval_results: Optional[dict] = None, source: Optional[dict] = None,
                   verify_audio: Optional[Sequence[np.ndarray]] = None,
                   single_level: bool = False, single_level_of: int = 0,
-                  units: Optional[Sequence[dict]] = None) -> ExportReport:
+                  units: Optional[Sequence[dict]] = None,
+                  design: Union[str, ExportDesign, None] = None) -> ExportReport:
     """Writes ONE .tflite that runs any of the given levels, selected by ``sparsity_level``.
+
+    The layout is an export design (`tflite.designs`): the one the options select
+    (`tflite.designs.resolve_design`), or ``design``. Every design's file then gets the same
+    rewrites (fused LSTMs' cell clip off; a quantized file's frontend back to float32), operator
+    check, metadata, verification and atomic write.
 
     Args:
         models: One plain tf_keras model per level (same architecture), input raw log-mel
@@ -664,52 +485,38 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
             the levels' narrow models (`dsnn_keras.narrow_model`): the levels may then differ in
             shape, the design is ``if_tree_sliced`` and each level entry records its units and
             ``realisation: sliced``. Defaults to None (same-shape models).
+        design: A registered design name (`tflite.designs.design_names`) or an `ExportDesign` to
+            use instead of the one the options select. Defaults to None.
 
     Returns:
         An `ExportReport`.
 
     Raises:
-        ExportError: invalid models, conversion failure, non-builtin ops or failed verification.
+        ExportError: invalid models, a combination no design takes, an unknown design, conversion
+            failure, non-builtin ops or failed verification.
     """
     from tflite import metadata as metadata_lib
-    from tflite.graph import RecognizerModule
 
     sliced = units is not None
     if sliced and len(units) != len(models):
         raise ExportError(f"units: {len(units)} entries for {len(models)} levels")
-    if sliced and options.design == "shared":
-        raise ExportError("the shared design stores one full-width copy; export a unit run's levels "
-                          "masked (not sliced) for it")
-    _validate_models(models, sparsities, feature_config, pieces, blank_id, sliced=sliced)
-    if single_level and len(models) != 1:
-        raise ExportError("single_level export takes exactly one model")
-    min_frames = _min_frames(models[0], feature_config.num_mel_bins)
-    graph_models = list(models)
-    kernels = [KERNEL_FUSED_LSTM] * len(models)
-    if options.sparse_speed:
-        from tflite.fc_lstm import replace_lstms
-
-        kernels = [KERNEL_FC_LOOP if s >= options.sparse_speed_min_sparsity else KERNEL_FUSED_LSTM
-                   for s in sparsities]
-        graph_models = [replace_lstms(m) if k == KERNEL_FC_LOOP else m for m, k in zip(models, kernels)]
-    shared = None
-    if options.design == "shared" and not single_level:
-        from tflite.shared_weights import DESIGN_SHARED, export_shared_bytes
-
-        data, shared = export_shared_bytes(models, feature_config, blank_id, min_frames, options.quantize)
+    if design is None:
+        chosen = resolve_design(options, sparsities, single_level=single_level, units=units)
     else:
-        module = RecognizerModule(graph_models, feature_config, blank_id, min_frames=min_frames,
-                                  force_if=not single_level)
-        data = _convert(module, options, sparse=KERNEL_FC_LOOP in kernels)
+        chosen = get_design(design) if isinstance(design, str) else design
+    _validate_models(models, sparsities, feature_config, pieces, blank_id, sliced=sliced)
+    chosen.check(models, options, units)
+    min_frames = _min_frames(models[0], feature_config.num_mel_bins)
+    request = DesignRequest(models=tuple(models), sparsities=tuple(sparsities), feature_config=feature_config,
+                            blank_id=blank_id, min_frames=min_frames, options=options,
+                            units=tuple(units) if sliced else None, single_level_of=single_level_of)
+    built = chosen.build(request)
     # Every design's fused LSTMs get the converter's cell_clip=10, which Keras never applies.
-    data, _ = disable_lstm_cell_clip(data)
+    data, _ = disable_lstm_cell_clip(built.data)
     frontend_restored = 0
     if options.quantize != "none":
         data, frontend_restored = keep_frontend_float(data, feature_config)
     op_names = check_builtin_ops(data)
-    design = DESIGN_SINGLE if single_level else (DESIGN_FC_LOOP if KERNEL_FC_LOOP in kernels else DESIGN_FUSED)
-    design = DESIGN_SHARED if shared is not None else design
-    design = DESIGN_SLICED if sliced and not single_level and design == DESIGN_FUSED else design
     levels, evaluation = _level_entries(models, sparsities, feature_config, eval_results)
     for i, entry in enumerate(levels):
         entry["realisation"] = REALISATION_SLICED if sliced else REALISATION_MASKED
@@ -720,33 +527,33 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         for entry, (ms, relative) in zip(levels, latency):
             entry["latency_ms_export_machine"] = round(ms, 3)
             entry["relative_latency"] = round(relative, 3)
+    described = dict(built.export)
     raw = {
         "format_version": metadata_lib.FORMAT_VERSION,
-        "signatures": _signature_doc(feature_config.num_mel_bins, feature_config.sample_rate, len(models)),
+        "signatures": sig.signature_doc(feature_config.num_mel_bins, feature_config.sample_rate, len(models)),
         "levels": levels,
         "level_clamping": f"sparsity_level < 0 runs level 0; > {len(models) - 1} runs level {len(models) - 1}",
         "evaluation": evaluation,
         "tokens": {"pieces": list(pieces), "blank_id": int(blank_id), "word_boundary": "\u2581"},
         "feature_config": feature_config.to_dict(),
-        "export": {"design": design, "quantize": options.quantize, "sparse_speed": options.sparse_speed,
+        "export": {"design": chosen.name, "quantize": options.quantize, "sparse_speed": options.sparse_speed,
                    "sparse_speed_min_sparsity": options.sparse_speed_min_sparsity if options.sparse_speed else None,
-                   "lstm_kernels": kernels if shared is None else None,
-                   "min_frames": min_frames, "state_reset_in_graph": not single_level,
+                   "lstm_kernels": described.pop("lstm_kernels"),
+                   "min_frames": min_frames, "state_reset_in_graph": described.pop("state_reset_in_graph"),
                    "frontend": "float32" if options.quantize == "none" or frontend_restored else options.quantize,
                    "frontend_constants_restored": frontend_restored,
-                   "single_level_of": int(single_level_of) if single_level else None,
-                   "operators": op_names, "verification": []},
+                   "single_level_of": described.pop("single_level_of"),
+                   "operators": op_names, "verification": [], **described},
         "source": source,
         "versions": package_versions(["dsnn", "tensorflow", "tf-keras", "ai-edge-litert"]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if shared is not None:
-        raw["export"]["shared_weights"] = shared
     final = metadata_lib.embed(data, raw)
     if options.verify:
         sample_rate = feature_config.sample_rate
         clips = [probe_audio(sample_rate), np.zeros(sample_rate // 2, np.float32)] + list(verify_audio or [])
-        verification = verify_levels(final, models, feature_config, options, clips, reset_state=single_level)
+        verification = verify_levels(final, models, feature_config, options, clips,
+                                     reset_state=not chosen.state_reset_in_graph)
         raw["export"]["verification"] = verification
         # Durations at the model's rate: a clip decoded at the wrong rate shows here.
         raw["export"]["verification_audio_s"] = [round(len(clip) / sample_rate, 3) for clip in clips]

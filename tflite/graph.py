@@ -23,6 +23,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from dsnn_keras.decoding import greedy_ctc_graph
+from tflite import signatures as sig
 
 _FLOAT32_MAX = 3.0e38
 
@@ -61,12 +62,13 @@ class RecognizerModule(tf.Module):
         def recognize_features(features, sparsity_level):
             return self._recognize_features(features, sparsity_level)
 
+        recognize.__name__, recognize_features.__name__ = sig.RECOGNIZE, sig.RECOGNIZE_FEATURES
         self.recognize = tf.function(recognize, input_signature=[
-            tf.TensorSpec([None], tf.float32, name="audio"),
-            tf.TensorSpec([], tf.int32, name="sparsity_level")])
+            tf.TensorSpec([None], tf.float32, name=sig.AUDIO),
+            tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL)])
         self.recognize_features = tf.function(recognize_features, input_signature=[
-            tf.TensorSpec([None, bins], tf.float32, name="features"),
-            tf.TensorSpec([], tf.int32, name="sparsity_level")])
+            tf.TensorSpec([None, bins], tf.float32, name=sig.FEATURES),
+            tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL)])
 
     @property
     def num_levels(self) -> int:
@@ -74,8 +76,8 @@ class RecognizerModule(tf.Module):
 
     def concrete_functions(self) -> dict:
         """``{signature_key: concrete function}`` for the converter."""
-        return {"recognize": self.recognize.get_concrete_function(),
-                "recognize_features": self.recognize_features.get_concrete_function()}
+        return {sig.RECOGNIZE: self.recognize.get_concrete_function(),
+                sig.RECOGNIZE_FEATURES: self.recognize_features.get_concrete_function()}
 
     def _recognize(self, audio, sparsity_level):
         from dsnn_keras.frontend import log_mel_spectrogram
@@ -93,7 +95,7 @@ class RecognizerModule(tf.Module):
         batch = features[tf.newaxis]
         logits = self._select(level, batch)[0]
         log_probs = tf.nn.log_softmax(logits, axis=-1)
-        return {"log_probs": log_probs, "tokens": greedy_ctc_graph(log_probs, self._blank_id), "level": level}
+        return {sig.LOG_PROBS: log_probs, sig.TOKENS: greedy_ctc_graph(log_probs, self._blank_id), sig.LEVEL: level}
 
     def _select(self, level, batch):
         models = self._models

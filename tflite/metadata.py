@@ -19,7 +19,7 @@ import pathlib
 from typing import Any, Optional, Union
 
 from dsnn_keras.errors import DsnnError
-from tflite import flatbuffer
+from tflite import flatbuffer, rewrites
 
 METADATA_NAME = "dsnn"
 FORMAT_VERSION = 1
@@ -263,7 +263,7 @@ def encode(raw: dict) -> bytes:
 
 def embed(model_bytes: bytes, raw: dict) -> bytes:
     """Returns ``model_bytes`` with the ``dsnn`` metadata entry set to ``raw``."""
-    return flatbuffer.add_metadata_entry(model_bytes, METADATA_NAME, encode(raw))
+    return rewrites.add_metadata_entry(model_bytes, METADATA_NAME, encode(raw))
 
 
 def parse(model_bytes: bytes, source: str = "model") -> DsnnMetadata:

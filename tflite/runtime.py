@@ -23,6 +23,7 @@ import numpy as np
 from dsnn_keras.errors import DsnnError
 from tflite.audio import AudioError, load_audio, resample, to_mono_float
 from tflite.metadata import DsnnMetadata, MetadataError, parse, read_model_bytes
+from tflite.signatures import AUDIO, LEVEL, LOG_PROBS, RECOGNIZE, RECOGNIZE_FEATURES, SPARSITY_LEVEL, TOKENS
 
 
 def prime_all_signatures(interpreter) -> None:
@@ -129,13 +130,13 @@ class Recognizer:
         self.window_samples = int(window_seconds * self.sample_rate) // quantum * quantum
         self._interpreter = load_interpreter(self.path, int(num_threads))
         signatures = self._interpreter.get_signature_list()
-        if "recognize" not in signatures:
-            raise MetadataError(f"{self.path}: no 'recognize' signature (has {sorted(signatures)})")
+        if RECOGNIZE not in signatures:
+            raise MetadataError(f"{self.path}: no '{RECOGNIZE}' signature (has {sorted(signatures)})")
         self._lock = threading.Lock()
-        self._runner = self._interpreter.get_signature_runner("recognize")
-        self._features_runner = (self._interpreter.get_signature_runner("recognize_features")
-                                 if "recognize_features" in signatures else None)
-        classes = self._runner.get_output_details().get("log_probs", {}).get("shape_signature", [])
+        self._runner = self._interpreter.get_signature_runner(RECOGNIZE)
+        self._features_runner = (self._interpreter.get_signature_runner(RECOGNIZE_FEATURES)
+                                 if RECOGNIZE_FEATURES in signatures else None)
+        classes = self._runner.get_output_details().get(LOG_PROBS, {}).get("shape_signature", [])
         if len(classes) and int(classes[-1]) > 0 and int(classes[-1]) != len(self.metadata.pieces) + 1:
             raise MetadataError(f"{self.path}: the model outputs {int(classes[-1])} classes but the metadata "
                                 f"has {len(self.metadata.pieces)} token pieces (+1 blank)")
@@ -213,19 +214,19 @@ class Recognizer:
             samples = to_mono_float(audio_or_path)
             samples = resample(samples, self.sample_rate if sample_rate is None else sample_rate,
                                self.sample_rate)
-        outputs = [self._invoke(self._runner, audio=window, sparsity_level=np.int32(level))
+        outputs = [self._invoke(self._runner, **{AUDIO: window, SPARSITY_LEVEL: np.int32(level)})
                    for window in self._windows(samples)]
         if len(outputs) == 1:
-            log_probs = np.array(outputs[0]["log_probs"])
-            tokens = [int(t) for t in outputs[0]["tokens"]]
+            log_probs = np.array(outputs[0][LOG_PROBS])
+            tokens = [int(t) for t in outputs[0][TOKENS]]
         else:
-            log_probs = np.concatenate([out["log_probs"] for out in outputs])
+            log_probs = np.concatenate([out[LOG_PROBS] for out in outputs])
             tokens = [int(t) for t in greedy_ctc_decode(log_probs[None], None, self.metadata.blank_id)[0]]
         try:
             text = ids_to_text(tokens, self.metadata.pieces)
         except ValueError as error:
             raise MetadataError(f"{self.path}: the model emitted a token the metadata cannot spell ({error})") from None
-        return Recognition(text=text, tokens=tokens, log_probs=log_probs, level=int(outputs[0]["level"]))
+        return Recognition(text=text, tokens=tokens, log_probs=log_probs, level=int(outputs[0][LEVEL]))
 
     def transcribe(self, audio_or_path, level: int = 0, sample_rate: Optional[int] = None) -> str:
         """Returns the transcript of one utterance (see `recognize`)."""

@@ -38,11 +38,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dsnn_keras.errors import DsnnError
-from tflite import flatbuffer
+from tflite import rewrites
+from tflite.designs.registry import DESIGN_SHARED  # noqa: F401 - its old home
+from tflite.errors import ExportError
 from tflite.graph import RecognizerModule
+from tflite.signatures import SIGNATURES
 
 STORAGE_CHOICES = ("float32", "float16", "int8")
-DESIGN_SHARED = "shared_weights_cached"
 # Every zero initial value of a weight cache with more elements than one becomes a FILL.
 CUT_MIN_ELEMENTS = 2
 LSTM_GATES = 4
@@ -316,7 +318,7 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         tf.saved_model.save(module, scratch, signatures=functions)
         converter = tf.lite.TFLiteConverter.from_saved_model(
-            scratch, signature_keys=["recognize", "recognize_features"])
+            scratch, signature_keys=list(SIGNATURES))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.experimental_enable_resource_variables = True
         if module._storage == "int8":      # the weights every level shares: hybrid int8 kernels
@@ -326,165 +328,53 @@ def convert_shared(module: SharedWeightsModule, workdir=None) -> bytes:
             converter.target_spec.supported_types = [tf.float16]
         data = converter.convert()
     # The per-gate variables come back as CONCATENATION -> SPLIT_V in front of each fused LSTM.
-    data, module.folded_concat_splits = flatbuffer.fold_concat_split(data)
-    if _split_fed_lstm_inputs(data):
+    data, module.folded_concat_splits = rewrites.fold_concat_split(data)
+    if rewrites.split_fed_lstm_inputs(data):
         raise RuntimeError("a fused LSTM still reads its weights through SPLIT_V after fold_concat_split; "
                            "the file would copy every LSTM weight twice per invoke")
     if module._storage != "float32":
-        data, _ = shrink_unread_initial_values(data, CUT_MIN_ELEMENTS)
-        left = _zero_initial_values(data, CUT_MIN_ELEMENTS)
+        data, _ = rewrites.shrink_unread_initial_values(data, CUT_MIN_ELEMENTS)
+        left = rewrites.zero_initial_values(data, CUT_MIN_ELEMENTS)
         if left:
             raise RuntimeError(f"{left} zero initial value(s) of the float32 weight caches were not replaced; "
                                "the file would hold a float32 copy of the weights")
     return data
 
 
-def _split_fed_lstm_inputs(data: bytes) -> int:
-    """Number of fused-LSTM inputs that a ``SPLIT_V`` produces (0 once the per-gate fold worked)."""
-    from ai_edge_litert import schema_py_generated as schema
+# The flatbuffer rewrites moved to tflite.rewrites; the old names stay importable here.
+shrink_unread_initial_values = rewrites.shrink_unread_initial_values
+_zero_initial_values = rewrites.zero_initial_values
+_split_fed_lstm_inputs = rewrites.split_fed_lstm_inputs
 
-    model = flatbuffer.unpack(data)
-    codes = flatbuffer.builtin_codes(model)
-    count = 0
-    for subgraph in model.subgraphs:
-        split_outputs = {int(out) for op in subgraph.operators or []
-                         if codes[op.opcodeIndex] == schema.BuiltinOperator.SPLIT_V for out in op.outputs}
-        count += sum(int(index) in split_outputs for op in subgraph.operators or []
-                     if codes[op.opcodeIndex] == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
-                     for index in op.inputs)
-    return count
+STORAGE_OF_QUANTIZE = {"none": "float32", "float16": "float16", "dynamic-int8": "int8"}
 
 
-def _initial_value_chains(model, schema, min_elements: int):
-    """Yields (subgraph, [constant index, (DEQUANTIZE output index)]) of every ASSIGN_VARIABLE whose value
-    is an all-zero float32/float16 constant of at least ``min_elements`` elements, read by nothing else."""
-    codes = flatbuffer.builtin_codes(model)
-    widths = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2}
-    for subgraph in model.subgraphs:
-        ops = subgraph.operators or []
-        producers = {out: op for op in ops for out in op.outputs}
-        consumers = {}
-        for op in ops:
-            for index in op.inputs:
-                consumers.setdefault(index, []).append(op)
-        for op in ops:
-            if codes[op.opcodeIndex] != schema.BuiltinOperator.ASSIGN_VARIABLE:
-                continue
-            value = op.inputs[1]
-            chain = [value]   # the constant, or a float16 constant behind a DEQUANTIZE (float16 export)
-            producer = producers.get(value)
-            if producer is not None and codes[producer.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE:
-                chain.insert(0, producer.inputs[0])
-            # Only values that feed nothing but variable initialisation (and that DEQUANTIZE).
-            readers = [r for index in chain for r in consumers.get(index, [])]
-            if any(codes[r.opcodeIndex] not in (schema.BuiltinOperator.ASSIGN_VARIABLE,
-                                                schema.BuiltinOperator.DEQUANTIZE) for r in readers):
-                continue
-            constant = subgraph.tensors[chain[0]]
-            buffer = model.buffers[constant.buffer] if constant.buffer else None
-            width = widths.get(constant.type)
-            if (width is None or buffer is None or buffer.data is None
-                    or len(buffer.data) < width * min_elements or np.any(np.asarray(buffer.data))):
-                continue
-            yield subgraph, chain, width
+def shared_module_for_export(models: Sequence, feature_config, blank_id: int, min_frames: int,
+                             quantize: str) -> SharedWeightsModule:
+    """The `SharedWeightsModule` of an export with ``quantize`` (`STORAGE_OF_QUANTIZE`).
 
-
-def _zero_initial_values(data: bytes, min_elements: int) -> int:
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = flatbuffer.unpack(data)
-    return sum(1 for _ in _initial_value_chains(model, schema, min_elements))
-
-
-def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes, int]:
-    """Replaces every all-zero float32/float16 initial value of a resource variable by a ``FILL``.
-
-    The converter writes a variable's initial value into the file as a constant assigned once
-    (``CALL_ONCE`` → ``ASSIGN_VARIABLE``, for float16 exports behind a ``DEQUANTIZE``). For the
-    float32 weight caches of `SharedWeightsModule` those zeros would only waste bytes, so the
-    initial value is computed at load instead: ``FILL(shape, 0.0)`` (builtin), the same shape and
-    dtype as before. (Cutting the constant to one element instead makes the first real write
-    re-size the variable, which corrupts LiteRT 2.3's heap: measured, "free(): invalid pointer".)
-    Constants that any other op reads are left alone.
-
-    Args:
-        data: The converted .tflite bytes.
-        min_elements: Only constants with at least this many elements are replaced.
-
-    Returns:
-        ``(new bytes, number of initial values replaced)``.
+    Raises:
+        ExportError: the levels are not nested.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = flatbuffer.unpack(data)
-    chains = list(_initial_value_chains(model, schema, min_elements))
-    if not chains:
-        return data, 0
-    fill_code = next((i for i, c in enumerate(flatbuffer.builtin_codes(model))
-                      if c == schema.BuiltinOperator.FILL), None)
-    if fill_code is None:
-        code = schema.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.FILL
-        code.version = 1
-        model.operatorCodes.append(code)
-        fill_code = len(model.operatorCodes) - 1
-
-    def constant(subgraph, values: np.ndarray, tensor_type: int, name: str) -> int:
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(values.tobytes(), np.uint8)
-        model.buffers.append(buffer)
-        tensor = schema.TensorT()
-        tensor.shape = np.array(values.shape, np.int32)
-        tensor.type = tensor_type
-        tensor.buffer = len(model.buffers) - 1
-        tensor.name = name
-        subgraph.tensors.append(tensor)
-        return len(subgraph.tensors) - 1
-
-    codes = flatbuffer.builtin_codes(model)
-    for subgraph, chain, _ in chains:
-        target = subgraph.tensors[chain[-1]]          # the float32 value ASSIGN_VARIABLE reads
-        dims = constant(subgraph, np.asarray(target.shape, np.int32), schema.TensorType.INT32,
-                        "dsnn_zero_init_shape")
-        zero = constant(subgraph, np.zeros([], np.float32), schema.TensorType.FLOAT32, "dsnn_zero")
-        ops = subgraph.operators
-        if len(chain) == 2:   # float16 constant -> DEQUANTIZE: turn that op into the FILL
-            fill = next(op for op in ops if chain[1] in op.outputs)
-        else:                 # float32 constant: a new FILL writes a new tensor the ASSIGN reads
-            out = schema.TensorT()
-            out.shape = np.array(target.shape, np.int32)
-            out.type = schema.TensorType.FLOAT32
-            out.name = "dsnn_zero_init"
-            subgraph.tensors.append(out)
-            fill = schema.OperatorT()
-            fill.outputs = np.array([len(subgraph.tensors) - 1], np.int32)
-            assign = next(op for op in ops if codes[op.opcodeIndex] == schema.BuiltinOperator.ASSIGN_VARIABLE
-                          and op.inputs[1] == chain[0])
-            assign.inputs = np.array([assign.inputs[0], len(subgraph.tensors) - 1], np.int32)
-            ops.insert(ops.index(assign), fill)
-        fill.opcodeIndex = fill_code
-        fill.inputs = np.array([dims, zero], np.int32)
-        fill.builtinOptionsType = schema.BuiltinOptions.FillOptions
-        fill.builtinOptions = schema.FillOptionsT()
-    used = set()
-    for g in model.subgraphs:   # buffers of the tensors still read (or exposed): the rest are dropped
-        live = {int(i) for op in g.operators or [] for i in op.inputs if i >= 0}
-        live |= {int(i) for i in list(g.inputs) + list(g.outputs)}
-        used |= {g.tensors[i].buffer for i in live}
-    used |= {m.buffer for m in model.metadata or []}
-    used |= set(model.metadataBuffer or [])
-    for index, buffer in enumerate(model.buffers):
-        if index and index not in used and buffer.data is not None:
-            buffer.data = None
-    return flatbuffer.pack(model, len(data)), len(chains)
+    try:
+        return SharedWeightsModule(models, feature_config, blank_id, min_frames=min_frames,
+                                   storage=STORAGE_OF_QUANTIZE[quantize])
+    except SharedWeightsError as error:
+        raise ExportError(str(error)) from error
 
 
-_STORAGE_OF_QUANTIZE = {"none": "float32", "float16": "float16", "dynamic-int8": "int8"}
+def convert_shared_for_export(module: SharedWeightsModule) -> bytes:
+    """`convert_shared`, with a failure as a one-line `ExportError`."""
+    try:
+        return convert_shared(module)
+    except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"TFLite conversion (shared weights) failed: {first}") from error
 
 
 def export_shared_bytes(models: Sequence, feature_config, blank_id: int, min_frames: int,
                         quantize: str) -> tuple[bytes, dict]:
-    """Builds and converts the shared-weights graph (what `tflite.export` calls for ``design="shared"``).
+    """Builds and converts the shared-weights graph (what `tflite.designs.shared` does).
 
     Args:
         models: K plain per-level models with nested masks.
@@ -499,18 +389,7 @@ def export_shared_bytes(models: Sequence, feature_config, blank_id: int, min_fra
         ``(tflite bytes, summary dict for the metadata's export.shared_weights)``.
 
     Raises:
-        tflite.export.ExportError: the levels are not nested, or conversion failed.
+        ExportError: the levels are not nested, or conversion failed.
     """
-    from tflite.export import ExportError
-
-    try:
-        module = SharedWeightsModule(models, feature_config, blank_id, min_frames=min_frames,
-                                     storage=_STORAGE_OF_QUANTIZE[quantize])
-    except SharedWeightsError as error:
-        raise ExportError(str(error)) from error
-    try:
-        data = convert_shared(module)
-    except Exception as error:  # noqa: BLE001 - converter errors are long; keep the first line
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"TFLite conversion (shared weights) failed: {first}") from error
-    return data, module.summary()
+    module = shared_module_for_export(models, feature_config, blank_id, min_frames, quantize)
+    return convert_shared_for_export(module), module.summary()
