@@ -3,8 +3,9 @@
 Each optimizer step: ``update_nested_masks(model, step)``; then, on the same batch, a forward pass
 at the densest level, the sparsest level and ``n - 2`` sampled middle levels, each under
 ``sparsity_level_scope``; their CTC losses (plus optional in-place distillation from the densest
-level; both in `dsnn_keras.losses`) are summed and applied with ONE ``apply_gradients``. Dense warm-up, the gradual nested
-pruning ramp and joint fine-tuning follow ``config.pruning`` / ``config.training``.
+level; both in `dsnn_keras.losses`) are summed and applied with ONE ``apply_gradients``. Dense
+warm-up, the gradual nested pruning ramp and joint fine-tuning follow ``config.pruning`` /
+``config.training``.
 
 ``training.mode: single`` trains the same architecture at one sparsity: it is exactly a DSNN with
 the single level ``pruning.single_sparsity`` (K = 1), so it shares this code path.
