@@ -22,6 +22,7 @@ import pathlib
 import typing
 from typing import Any, Mapping, Optional, Sequence
 
+from dsnn_keras.encoders import encoder_names
 from dsnn_keras.errors import DsnnError
 
 CONFIG_VERSION = 1
@@ -63,11 +64,14 @@ class ModelConfig:
     """ASR model architecture.
 
     Args:
-        conv_channels: Output channels of the two 3x3 stride-2 Conv2D subsampling layers (4x in
-            time). Defaults to (32, 32).
+        conv_channels: Output channels of the stride-2 Conv2D subsampling layers, one layer per
+            entry (at least one); each halves the frames, so two (the default) reduce time 4x
+            (`dsnn_keras.subsampling.time_reduction`). Defaults to (32, 32).
         conv_kernel: Conv kernel size. Defaults to 3.
-        encoder: "lstm" (a stack of unidirectional LSTMs) or "conformer" (causal Conformer blocks,
-            `ConformerConfig`). Both are causal: no encoder frame depends on a later one.
+        encoder: A name from the encoder registry (`dsnn_keras.encoders.encoder_names`): "lstm"
+            (a stack of unidirectional LSTMs) or "conformer" (causal Conformer blocks,
+            `ConformerConfig`), or one added with `dsnn_keras.encoders.register_encoder`. Both
+            built-in encoders are causal: no encoder frame depends on a later one.
             Defaults to "lstm".
         lstm_units: One unidirectional LSTM layer per entry (``encoder: lstm``). Defaults to
             (256, 256, 256).
@@ -86,12 +90,15 @@ class ModelConfig:
     dropout: float = 0.1
 
     def validate(self, where: str) -> None:
-        if len(self.conv_channels) != 2 or min(self.conv_channels) <= 0:
-            raise ConfigError(f"{where}: model.conv_channels must be two positive ints, got {self.conv_channels}")
+        if not self.conv_channels or min(self.conv_channels) <= 0:
+            raise ConfigError(f"{where}: model.conv_channels must be a non-empty list of positive ints "
+                              f"(one stride-2 Conv2D each), got {self.conv_channels}")
         if self.conv_kernel <= 0:
             raise ConfigError(f"{where}: model.conv_kernel must be > 0, got {self.conv_kernel}")
-        if self.encoder not in ("lstm", "conformer"):
-            raise ConfigError(f"{where}: model.encoder must be 'lstm' or 'conformer', got {self.encoder!r}")
+        names = encoder_names()
+        if self.encoder not in names:
+            known = " or ".join(", ".join(repr(n) for n in names).rsplit(", ", 1))
+            raise ConfigError(f"{where}: model.encoder must be {known}, got {self.encoder!r}")
         if self.encoder == "lstm" and (not self.lstm_units or min(self.lstm_units) <= 0):
             raise ConfigError(f"{where}: model.lstm_units must be a non-empty list of positive ints, "
                               f"got {self.lstm_units}")

@@ -108,10 +108,13 @@ def _batches(order: Sequence[int], utterances: Sequence[Utterance], batch_size: 
         yield index, padded, lengths
 
 
-def _default_output_lengths() -> Callable[[np.ndarray], Any]:
+def _default_output_lengths(model_config: Any = None) -> Callable[[np.ndarray], Any]:
+    """``dsnn_keras.model.output_lengths`` for ``model_config`` (None: the default front-end)."""
+    import functools
+
     from dsnn_keras.model import output_lengths
 
-    return output_lengths
+    return functools.partial(output_lengths, model_config=model_config)
 
 
 def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Sequence[int],
@@ -135,8 +138,10 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
         pieces: SentencePiece piece of every token id.
         feature_config: The ``FeatureConfig`` (for audio durations).
         batch_size: Utterances per forward pass. Defaults to 1 (no padding: what the export computes).
-        output_lengths: Maps input frame counts to output frame counts. Defaults to
-            ``dsnn_keras.model.output_lengths``.
+        output_lengths: Maps input frame counts to output frame counts, e.g.
+            ``functools.partial(dsnn_keras.model.output_lengths, model_config=config.model)``.
+            Defaults to ``dsnn_keras.model.output_lengths`` of the default front-end (two
+            stride-2 convolutions).
         num_examples: How many (reference, hypothesis) pairs to keep per level. Defaults to 5.
         progress: Called with a line of progress text. Defaults to none.
 
@@ -433,7 +438,8 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
     result = evaluate_model(
         run.model, utterances, levels=level_list, sparsities=run.levels, blank_id=run.blank_id,
         pieces=run.pieces, feature_config=run.feature_config, batch_size=batch_size,
-        num_examples=num_examples, progress=_log)
+        output_lengths=_default_output_lengths(run.config.model), num_examples=num_examples,
+        progress=_log)
     paths = output_paths(run_dir, out)
     report = EvalReport(
         split=split,

@@ -3,8 +3,9 @@
 Each optimizer step: ``update_nested_masks(model, step)``; then, on the same batch, a forward pass
 at the densest level, the sparsest level and ``n - 2`` sampled middle levels, each under
 ``sparsity_level_scope``; their CTC losses (plus optional in-place distillation from the densest
-level) are summed and applied with ONE ``apply_gradients``. Dense warm-up, the gradual nested
-pruning ramp and joint fine-tuning follow ``config.pruning`` / ``config.training``.
+level; both in `dsnn_keras.losses`) are summed and applied with ONE ``apply_gradients``. Dense
+warm-up, the gradual nested pruning ramp and joint fine-tuning follow ``config.pruning`` /
+``config.training``.
 
 ``training.mode: single`` trains the same architecture at one sparsity: it is exactly a DSNN with
 the single level ``pruning.single_sparsity`` (K = 1), so it shares this code path.
@@ -36,6 +37,7 @@ from dsnn_keras.errors import DsnnError
 from dsnn_keras.paths import exclusive_lock
 from dsnn_keras.run_dir import (CHECKPOINT_NAME, list_checkpoints, no_restorable_checkpoint_message,
                                 restore_newest)
+from dsnn_keras.losses import ctc_loss, distillation_loss, distillation_targets
 from dsnn_keras.model import build_pruned_model, output_lengths
 from dsnn_keras.specaugment import spec_augment
 
@@ -335,6 +337,10 @@ class Trainer:
             warn(f"resuming from the newest checkpoint that restores: {restored}")
         return int(self.state.step.numpy())
 
+    def output_lengths(self, num_frames):
+        """The model's output frames for ``num_frames`` input frames (its front-end's time reduction)."""
+        return output_lengths(num_frames, self.config.model)
+
     # -- step functions --
     def _replica_compute(self, batch, levels, step):
         cfg = self.config
@@ -351,7 +357,7 @@ class Trainer:
             replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
             seed = tf.stack([tf.constant(cfg.training.seed, tf.int64), step * 1024 + replica])
             features = spec_augment(features, num_frames, cfg.data.specaugment, seed, self._cmvn_mean)
-        out_lengths = output_lengths(num_frames)
+        out_lengths = output_lengths(num_frames, cfg.model)
         local = tf.cast(tf.shape(features)[0], tf.float32)
         global_batch = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
         weight = cfg.training.distillation_weight
@@ -362,20 +368,15 @@ class Trainer:
             for j in range(levels.shape[0]):
                 with dsnn_keras.sparsity_level_scope(self.model, levels[j]):
                     logits = self.model(features, training=True)
-                ctc = tf.nn.ctc_loss(labels=labels, logits=logits, label_length=label_lengths,
-                                     logit_length=out_lengths, logits_time_major=False,
-                                     blank_index=self.blank_id)
-                loss = tf.reduce_sum(ctc) / global_batch
+                loss = ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
                 level_losses.append(loss)
                 total += loss
                 if weight > 0:
                     if j == 0:
-                        teacher = tf.stop_gradient(tf.nn.softmax(logits))
+                        teacher = distillation_targets(logits)
                         distill_losses.append(tf.constant(0.0))
                     else:
-                        out_valid = tf.sequence_mask(out_lengths, tf.shape(logits)[1], tf.float32)
-                        kl = tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-8) - tf.nn.log_softmax(logits)), -1)
-                        d = tf.reduce_sum(kl * out_valid) / global_batch
+                        d = distillation_loss(logits, teacher, out_lengths) / global_batch
                         distill_losses.append(d)
                         total += weight * d
         variables = self.model.trainable_variables
@@ -422,7 +423,7 @@ class Trainer:
         result = evaluate_model(self.model, self._dev_utterances, levels=range(len(self.levels)),
                                 sparsities=self.levels, blank_id=self.blank_id, pieces=self.pieces,
                                 feature_config=self.dataset.feature_config, batch_size=1,
-                                output_lengths=output_lengths, num_examples=0)
+                                output_lengths=self.output_lengths, num_examples=0)
         return [{"level": r["level"], "sparsity": r["sparsity"], "wer": float(r["wer"]), "cer": float(r["cer"])}
                 for r in result["levels"]]
 
@@ -434,7 +435,7 @@ class Trainer:
         while True:
             ds = self.dataset.training_batches(
                 self.config.data.train_split, self.config.data, seed=self.config.training.seed,
-                epoch=epoch, skip_batches=skip, output_lengths=output_lengths, min_batch_size=replicas)
+                epoch=epoch, skip_batches=skip, output_lengths=self.output_lengths, min_batch_size=replicas)
             index = skip
             distributed = self.strategy.experimental_distribute_dataset(ds)
             if self._compute is None:

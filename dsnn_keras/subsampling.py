@@ -1,0 +1,140 @@
+"""The model's subsampling front-end: CMVN, then a stack of stride-2 Conv2D layers over (time, mel).
+
+The front-end turns raw log-mel features ``[batch, frames, num_mel_bins]`` into encoder input
+``[batch, out_frames, width * channels]``. Every convolution has stride 2 and 'same' padding, so
+each one halves the frame count, rounding up: ``n -> ceil(n / 2)``. The front-end therefore knows
+its own time reduction, ``2 ** len(model_config.conv_channels)`` (4x with the default two
+convolutions), and the exact output length of every input length (`output_lengths`), which the
+trainer (CTC logit lengths, too-short utterances), the dataset filter and the evaluation use.
+
+A 'same' stride-2 window reaches a few input frames ahead and is placed by the parity of the input
+length: that is the model's only look-ahead, and why zero-padding a batch changes the outputs
+slightly (docs/evaluation.md, "Padding").
+
+Example:
+    >>> time_reduction(ModelConfig(conv_channels=(32, 32, 32)))
+    8
+    >>> output_lengths(np.array([100, 101]))             # the default: two convolutions
+    array([25, 26])
+    >>> output_lengths(101, ModelConfig(conv_channels=(32,)))
+    51
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+STRIDE = 2          # every subsampling convolution halves the frame count ...
+PADDING = "same"    # ... rounding up: 'same' padding gives ceil(n / STRIDE) output frames
+DEFAULT_NUM_CONVS = 2   # `ModelConfig`'s default conv_channels has two entries
+
+
+@keras.utils.register_keras_serializable(package="dsnn")
+class CMVN(keras.layers.Layer):
+    """Per-bin mean/variance normalisation with constants: ``(x - mean) / std``.
+
+    Args:
+        mean: ``num_mel_bins`` floats (from ``cmvn.json``).
+        std: ``num_mel_bins`` positive floats.
+
+    Call arguments:
+        inputs: float32 ``[..., num_mel_bins]``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in np.asarray(mean).reshape(-1)]
+        self.std = [float(v) for v in np.asarray(std).reshape(-1)]
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"CMVN: mean has {len(self.mean)} values but std has {len(self.std)}")
+        if min(self.std) <= 0:
+            raise ValueError("CMVN: every std must be > 0")
+        self._scale = np.float32(1.0) / np.asarray(self.std, np.float32)
+        self._mean = np.asarray(self.mean, np.float32)
+
+    def call(self, inputs):
+        return (inputs - tf.constant(self._mean)) * tf.constant(self._scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+
+
+def num_convs(model_config: Optional[Any] = None) -> int:
+    """Stride-2 convolutions of the front-end: ``len(model_config.conv_channels)``.
+
+    Args:
+        model_config: `dsnn_keras.config.ModelConfig`, or None for the default two convolutions.
+
+    Returns:
+        The number of convolutions.
+    """
+    return DEFAULT_NUM_CONVS if model_config is None else len(model_config.conv_channels)
+
+
+def time_reduction(model_config: Optional[Any] = None) -> int:
+    """How many input frames make one output frame: ``STRIDE ** num_convs`` (4 by default).
+
+    Args:
+        model_config: `dsnn_keras.config.ModelConfig`, or None for the default two convolutions.
+
+    Returns:
+        The time-reduction factor; ``output_lengths(n) == ceil(n / time_reduction())``.
+
+    Example:
+        >>> time_reduction()
+        4
+    """
+    return STRIDE ** num_convs(model_config)
+
+
+def output_lengths(num_frames: Any, model_config: Optional[Any] = None) -> Any:
+    """Output frames of the model for ``num_frames`` input frames.
+
+    Each 'same' stride-2 convolution maps ``n`` frames to ``ceil(n / 2) = (n + 1) // 2``; applied
+    once per convolution (``ceil(ceil(n / 2) / 2)`` for the default two).
+
+    Args:
+        num_frames: Input frame counts: a Python int, a numpy integer array or an integer tensor
+            (inside a ``tf.function`` too).
+        model_config: `dsnn_keras.config.ModelConfig` (its ``conv_channels`` set the number of
+            convolutions), or None for the default two convolutions.
+
+    Returns:
+        The output frame counts, of the same kind as ``num_frames``.
+
+    Example:
+        >>> output_lengths(np.array([1, 4, 5]), ModelConfig(conv_channels=(8, 8, 8)))
+        array([1, 1, 1])
+    """
+    lengths = num_frames
+    for _ in range(num_convs(model_config)):
+        lengths = (lengths + (STRIDE - 1)) // STRIDE   # PADDING 'same': ceil(n / STRIDE)
+    return lengths
+
+
+def build_subsampling(features: Any, model_config: Any, cmvn_mean: Any, cmvn_std: Any) -> Any:
+    """Appends the front-end to a functional graph: CMVN, one Conv2D per ``conv_channels`` entry.
+
+    Args:
+        features: Symbolic ``[batch, frames, num_mel_bins]`` float32 input.
+        model_config: `dsnn_keras.config.ModelConfig` (``conv_channels``, ``conv_kernel``).
+        cmvn_mean: ``[num_mel_bins]`` CMVN mean.
+        cmvn_std: ``[num_mel_bins]`` CMVN standard deviation.
+
+    Returns:
+        Symbolic ``[batch, output_lengths(frames), width * conv_channels[-1]]``, where ``width`` is
+        ``num_mel_bins`` halved (rounding up) once per convolution. Layers: ``cmvn``,
+        ``add_channel``, ``conv_<i>`` (relu), ``flatten_freq``.
+    """
+    bins = int(features.shape[-1])
+    x = CMVN(cmvn_mean, cmvn_std, name="cmvn")(features)
+    x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
+    width = bins
+    for i, channels in enumerate(model_config.conv_channels):
+        x = keras.layers.Conv2D(channels, model_config.conv_kernel, strides=STRIDE, padding=PADDING,
+                                activation="relu", name=f"conv_{i}")(x)
+        width = (width + STRIDE - 1) // STRIDE
+    return keras.layers.Reshape([-1, width * model_config.conv_channels[-1]], name="flatten_freq")(x)

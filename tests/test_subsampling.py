@@ -1,0 +1,74 @@
+"""The subsampling front-end (dsnn_keras.subsampling): it knows its own time reduction, for any
+number of stride-2 convolutions, and every caller (trainer, dataset filter, dsnn-eval) uses it."""
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dsnn_keras.config import ConfigError, ModelConfig
+from dsnn_keras.frontend import FeatureConfig
+from dsnn_keras.model import build_model, output_lengths, time_reduction
+from fixtures_data import build_prepared_dataset, small_config
+
+MEAN, STD = np.zeros(80, np.float32), np.ones(80, np.float32)
+LENGTHS = np.arange(1, 42)
+
+
+@pytest.mark.parametrize("convs", [1, 2, 3])
+def test_output_lengths_match_the_built_models_frames_for_every_length(convs):
+    model_config = ModelConfig(conv_channels=(2,) * convs, lstm_units=(3,), dropout=0.0)
+    model = build_model(model_config, FeatureConfig(), 5, MEAN, STD)
+    frames = [model(np.zeros([1, n, 80], np.float32)).shape[1] for n in LENGTHS]
+    assert output_lengths(LENGTHS, model_config).tolist() == frames
+    assert [output_lengths(int(n), model_config) for n in LENGTHS] == frames
+    assert frames == [-(-int(n) // 2 ** convs) for n in LENGTHS]   # ceil(n / 2^convs)
+    assert time_reduction(model_config) == 2 ** convs
+
+
+def test_the_default_is_the_two_convolution_front_end():
+    assert time_reduction() == 4 == time_reduction(ModelConfig())
+    assert output_lengths(LENGTHS).tolist() == output_lengths(LENGTHS, ModelConfig()).tolist()
+    assert output_lengths(np.array([100, 101])).tolist() == [25, 26]
+
+
+def test_output_lengths_work_on_tensors_inside_a_tf_function():
+    model_config = ModelConfig(conv_channels=(2, 2, 2))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def lengths(n):
+        return output_lengths(n, model_config)
+
+    assert lengths(tf.constant([1, 8, 9, 17], tf.int32)).numpy().tolist() == [1, 1, 2, 3]
+
+
+def test_any_positive_number_of_convolutions_is_a_valid_config():
+    for channels in ([4], [4, 4, 4]):
+        assert small_config(model={"conv_channels": channels}).model.conv_channels == tuple(channels)
+    for bad in ([], [4, 0]):
+        with pytest.raises(ConfigError, match="model.conv_channels must be a non-empty list"):
+            small_config(model={"conv_channels": bad})
+
+
+def test_trainer_and_dsnn_eval_use_the_configs_time_reduction(tmp_path, monkeypatch):
+    import dsnn_keras.evaluate as evaluate
+    from dsnn_keras.dataset import PreparedDataset
+    from dsnn_keras.trainer import Trainer
+
+    data = build_prepared_dataset(tmp_path / "prepared", num_train=8, num_dev=2)
+    config = small_config(model={"conv_channels": [4]}, training={"total_steps": 1, "checkpoint_every": 1})
+    trainer = Trainer(config, PreparedDataset.from_dir(data), tmp_path / "run", stream=io.StringIO())
+    frames = [trainer.model(np.zeros([1, n, 80], np.float32)).shape[1] for n in (7, 8, 9)]
+    assert np.asarray(trainer.output_lengths(np.array([7, 8, 9]))).tolist() == frames == [4, 4, 5]
+    assert trainer.run()["step"] == 1
+
+    seen = {}
+    real = evaluate.evaluate_model
+
+    def spy(*args, **kwargs):
+        seen["lengths"] = np.asarray(kwargs["output_lengths"](np.array([7, 8, 9]))).tolist()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_model", spy)
+    evaluate.evaluate_run(tmp_path / "run", data, split="dev", write=False)
+    assert seen["lengths"] == [4, 4, 5]   # 2x, not the default front-end's 4x
