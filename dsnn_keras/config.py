@@ -59,6 +59,9 @@ class ConformerConfig:
                               f"({self.dim})")
 
 
+CONV_PADDINGS = ("same", "causal")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """ASR model architecture.
@@ -68,6 +71,10 @@ class ModelConfig:
             entry (at least one); each halves the frames, so two (the default) reduce time 4x
             (`dsnn_keras.subsampling.time_reduction`). Defaults to (32, 32).
         conv_kernel: Conv kernel size. Defaults to 3.
+        conv_padding: ``"same"`` (each stride-2 window is centred: it reaches ahead, placed by the
+            parity of the utterance's length) or ``"causal"`` (padding on the left only, in time; a
+            window never reaches past its last input frame, so the model streams exactly chunk by
+            chunk: `dsnn_keras.streaming`). Same output lengths either way. Defaults to "same".
         encoder: A name from the encoder registry (`dsnn_keras.encoders.encoder_names`): "lstm"
             (a stack of unidirectional LSTMs) or "conformer" (causal Conformer blocks,
             `ConformerConfig`), or one added with `dsnn_keras.encoders.register_encoder`. Both
@@ -83,6 +90,7 @@ class ModelConfig:
 
     conv_channels: tuple[int, ...] = (32, 32)
     conv_kernel: int = 3
+    conv_padding: str = "same"
     encoder: str = "lstm"
     lstm_units: tuple[int, ...] = (256, 256, 256)
     conformer: ConformerConfig = ConformerConfig()
@@ -95,6 +103,8 @@ class ModelConfig:
                               f"(one stride-2 Conv2D each), got {self.conv_channels}")
         if self.conv_kernel <= 0:
             raise ConfigError(f"{where}: model.conv_kernel must be > 0, got {self.conv_kernel}")
+        if self.conv_padding not in CONV_PADDINGS:
+            raise ConfigError(f"{where}: model.conv_padding must be one of {CONV_PADDINGS}, got {self.conv_padding!r}")
         names = encoder_names()
         if self.encoder not in names:
             known = " or ".join(", ".join(repr(n) for n in names).rsplit(", ", 1))

@@ -7,9 +7,12 @@ its own time reduction, ``2 ** len(model_config.conv_channels)`` (4x with the de
 convolutions), and the exact output length of every input length (`output_lengths`), which the
 trainer (CTC logit lengths, too-short utterances), the dataset filter and the evaluation use.
 
-A 'same' stride-2 window reaches a few input frames ahead and is placed by the parity of the input
-length: that is the model's only look-ahead, and why zero-padding a batch changes the outputs
-slightly (docs/evaluation.md, "Padding").
+With ``conv_padding: same`` (the default) a stride-2 window reaches a few input frames ahead and is
+placed by the parity of the input length: that is the model's only look-ahead, and why
+zero-padding a batch changes the outputs slightly (docs/evaluation.md, "Padding"). With
+``conv_padding: causal`` each convolution is a ``ZeroPadding2D`` (``kernel - 1`` frames on the
+left in time; 'same' in frequency) and a ``valid`` Conv2D: no look-ahead, the same output lengths,
+and the model streams exactly (`dsnn_keras.streaming`).
 
 Example:
     >>> time_reduction(ModelConfig(conv_channels=(32, 32, 32)))
@@ -93,8 +96,9 @@ def time_reduction(model_config: Optional[Any] = None) -> int:
 def output_lengths(num_frames: Any, model_config: Optional[Any] = None) -> Any:
     """Output frames of the model for ``num_frames`` input frames.
 
-    Each 'same' stride-2 convolution maps ``n`` frames to ``ceil(n / 2) = (n + 1) // 2``; applied
-    once per convolution (``ceil(ceil(n / 2) / 2)`` for the default two).
+    Each stride-2 convolution maps ``n`` frames to ``ceil(n / 2) = (n + 1) // 2`` ('same', or
+    ``kernel - 1`` frames of left padding and 'valid': the same count); applied once per
+    convolution (``ceil(ceil(n / 2) / 2)`` for the default two).
 
     Args:
         num_frames: Input frame counts: a Python int, a numpy integer array or an integer tensor
@@ -115,6 +119,18 @@ def output_lengths(num_frames: Any, model_config: Optional[Any] = None) -> Any:
     return lengths
 
 
+def same_padding(size: int, kernel: int, stride: int = STRIDE) -> tuple[int, int]:
+    """The (before, after) zero padding 'same' uses along an axis of ``size`` (TensorFlow's split).
+
+    Example:
+        >>> same_padding(80, 3)
+        (0, 1)
+    """
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 def build_subsampling(features: Any, model_config: Any, cmvn_mean: Any, cmvn_std: Any) -> Any:
     """Appends the front-end to a functional graph: CMVN, one Conv2D per ``conv_channels`` entry.
 
@@ -127,14 +143,19 @@ def build_subsampling(features: Any, model_config: Any, cmvn_mean: Any, cmvn_std
     Returns:
         Symbolic ``[batch, output_lengths(frames), width * conv_channels[-1]]``, where ``width`` is
         ``num_mel_bins`` halved (rounding up) once per convolution. Layers: ``cmvn``,
-        ``add_channel``, ``conv_<i>`` (relu), ``flatten_freq``.
+        ``add_channel``, ``conv_<i>`` (relu; with causal padding preceded by ``conv_<i>_pad``),
+        ``flatten_freq``.
     """
     bins = int(features.shape[-1])
     x = CMVN(cmvn_mean, cmvn_std, name="cmvn")(features)
     x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
     width = bins
+    kernel = model_config.conv_kernel
+    causal = getattr(model_config, "conv_padding", PADDING) == "causal"
     for i, channels in enumerate(model_config.conv_channels):
-        x = keras.layers.Conv2D(channels, model_config.conv_kernel, strides=STRIDE, padding=PADDING,
+        if causal:
+            x = keras.layers.ZeroPadding2D(((kernel - 1, 0), same_padding(width, kernel)), name=f"conv_{i}_pad")(x)
+        x = keras.layers.Conv2D(channels, kernel, strides=STRIDE, padding="valid" if causal else PADDING,
                                 activation="relu", name=f"conv_{i}")(x)
         width = (width + STRIDE - 1) // STRIDE
     return keras.layers.Reshape([-1, width * model_config.conv_channels[-1]], name="flatten_freq")(x)

@@ -216,8 +216,12 @@ def features_of(audio: np.ndarray) -> np.ndarray:
     return log_mel_spectrogram(tf.constant(audio), feature_config()).numpy()
 
 
-def write_run_dir(root: pathlib.Path, sample_rate: int | None = None) -> pathlib.Path:
-    """A minimal run directory as dsnn-train writes it: config, dataset.json, tokenizer, CMVN, checkpoint."""
+def write_run_dir(root: pathlib.Path, sample_rate: int | None = None, conv_padding: str = "same",
+                  granularity: str | None = None, conv_channels=(4, 4)) -> pathlib.Path:
+    """A minimal run directory as dsnn-train writes it: config, dataset.json, tokenizer, CMVN, checkpoint.
+
+    ``conv_padding="causal"`` gives a streamable model; ``granularity="unit"`` a unit run (sliced export).
+    """
     import sentencepiece as spm
     import tensorflow as tf
     import yaml
@@ -227,10 +231,13 @@ def write_run_dir(root: pathlib.Path, sample_rate: int | None = None) -> pathlib
     from dsnn_keras.model import build_pruned_model
 
     root.mkdir()
+    pruning = {"levels": list(RUN_LEVELS), "begin_step": 0, "end_step": 1, "frequency": 1}
+    if granularity is not None:
+        pruning["granularity"] = granularity
     config = config_from_dict({"version": 1,
-                               "model": {"conv_channels": [4, 4], "lstm_units": [16, 16], "dropout": 0.0},
-                               "pruning": {"levels": list(RUN_LEVELS), "begin_step": 0, "end_step": 1,
-                                           "frequency": 1}})
+                               "model": {"conv_channels": list(conv_channels), "lstm_units": [16, 16], "dropout": 0.0,
+                                         "conv_padding": conv_padding},
+                               "pruning": pruning})
     (root / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
     corpus = root / "text.txt"
     corpus.write_text("\n".join(["yes no", "go stop", "left right", "up down", "on off"] * 20))

@@ -15,9 +15,10 @@ MEAN, STD = np.zeros(80, np.float32), np.ones(80, np.float32)
 LENGTHS = np.arange(1, 42)
 
 
+@pytest.mark.parametrize("padding", ["same", "causal"])
 @pytest.mark.parametrize("convs", [1, 2, 3])
-def test_output_lengths_match_the_built_models_frames_for_every_length(convs):
-    model_config = ModelConfig(conv_channels=(2,) * convs, lstm_units=(3,), dropout=0.0)
+def test_output_lengths_match_the_built_models_frames_for_every_length(convs, padding):
+    model_config = ModelConfig(conv_channels=(2,) * convs, lstm_units=(3,), dropout=0.0, conv_padding=padding)
     model = build_model(model_config, FeatureConfig(), 5, MEAN, STD)
     frames = [model(np.zeros([1, n, 80], np.float32)).shape[1] for n in LENGTHS]
     assert output_lengths(LENGTHS, model_config).tolist() == frames
@@ -72,3 +73,33 @@ def test_trainer_and_dsnn_eval_use_the_configs_time_reduction(tmp_path, monkeypa
     monkeypatch.setattr(evaluate, "evaluate_model", spy)
     evaluate.evaluate_run(tmp_path / "run", data, split="dev", write=False)
     assert seen["lengths"] == [4, 4, 5]   # 2x, not the default front-end's 4x
+
+
+def test_a_causal_front_end_never_looks_ahead_and_streams_exactly():
+    from dsnn_keras.streaming import StreamingModel
+
+    model_config = ModelConfig(conv_channels=(4, 4), lstm_units=(6,), dropout=0.0, conv_padding="causal")
+    model = build_model(model_config, FeatureConfig(num_mel_bins=20), 5, MEAN[:20], STD[:20])
+    features = np.random.default_rng(0).normal(size=[1, 37, 20]).astype(np.float32)
+    whole = model(features)[0].numpy()
+    prefix = model(features[:, :21])[0].numpy()          # output frames 0..5 only see frames 0..20
+    np.testing.assert_allclose(prefix, whole[:prefix.shape[0]], atol=1e-6)
+    stream, state, outputs = StreamingModel(model), None, []
+    state = stream.initial_state()
+    for start in range(0, 37, 5):
+        out, state = stream.step(features[0, start:start + 5], state)
+        outputs.append(out.numpy())
+    np.testing.assert_allclose(np.concatenate(outputs), whole, atol=1e-6)
+
+
+def test_the_same_padded_front_end_looks_ahead():
+    model = build_model(ModelConfig(conv_channels=(4, 4), lstm_units=(6,), dropout=0.0),
+                        FeatureConfig(num_mel_bins=20), 5, MEAN[:20], STD[:20])
+    features = np.random.default_rng(0).normal(size=[1, 37, 20]).astype(np.float32)
+    whole, prefix = model(features)[0].numpy(), model(features[:, :22])[0].numpy()
+    assert not np.allclose(prefix[-1], whole[prefix.shape[0] - 1], atol=1e-4)
+
+
+def test_conv_padding_is_validated():
+    with pytest.raises(ConfigError, match="model.conv_padding must be one of"):
+        small_config(model={"conv_padding": "left"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tflite import flatbuffer
 from tflite.errors import ExportError
-from tflite.signatures import SIGNATURES
+from tflite.signatures import SIGNATURES, STREAM
 
 
 def signature_keys(data: bytes) -> list[str]:
@@ -43,8 +43,11 @@ def convert_module(module, quantize: str, sparse: bool = False) -> bytes:
     # serialise the Keras models inside it, tracing every layer's call functions again (about
     # half of the export time). The functions only need their variables to be reachable.
     holder = tf.Module(name="dsnn_variables")
-    holder.captured = list({id(v): v for v in module.variables}.values())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([functions[key] for key in SIGNATURES], holder)
+    # (The stream signature's LSTM twins are not attributes of the module: take every function's too.)
+    variables = [*module.variables, *(v for function in functions.values() for v in function.variables)]
+    holder.captured = list({id(v): v for v in variables}.values())
+    expected = [key for key in (*SIGNATURES, STREAM) if key in functions]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([functions[key] for key in expected], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     optimizations = []
     if quantize in ("dynamic-int8", "float16"):
@@ -60,8 +63,8 @@ def convert_module(module, quantize: str, sparse: bool = False) -> bytes:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"TFLite conversion failed: {first}") from error
     signatures = set(signature_keys(data))
-    if signatures != set(SIGNATURES):
-        raise ExportError(f"converted model has signatures {sorted(signatures)}; expected {', '.join(SIGNATURES)}")
+    if signatures != set(expected):
+        raise ExportError(f"converted model has signatures {sorted(signatures)}; expected {', '.join(expected)}")
     return data
 
 

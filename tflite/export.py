@@ -40,6 +40,7 @@ from tflite.frontend import frontend_constants, frontend_tflite  # noqa: F401
 
 MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
+STREAM_CHOICES = ("auto", "on", "off")
 REALISATION_MASKED = "masked"   # full-width layers with the level's zeros stored in them
 REALISATION_SLICED = "sliced"   # only the units the level keeps: physically smaller layers
 LATENCY_PROBE_FRAMES = 300      # 3 s of features: the clip length the metadata's relative_latency uses
@@ -74,6 +75,9 @@ class ExportOptions:
             (one stored copy of the weights + level codes, `tflite.shared_weights`; weight and
             block runs only); with ``sparse_speed`` and the unit-run case this picks a registered
             design through `tflite.designs.DESIGN_TABLE`. Defaults to "if_tree".
+        stream: ``"auto"`` (add the ``stream`` signature when every level's model can run chunk by
+            chunk: a causal front-end, `dsnn_keras.streaming`), ``"on"`` (required: refuse a model
+            that cannot) or ``"off"``. Single-level baseline files never stream. Defaults to "auto".
         measure_latency: Time every level on the export machine (1 thread, a 3 s feature input,
             interleaved rounds, medians) and record ``relative_latency`` (to level 0) per level
             in the metadata, so an app can pick a level by budget. Defaults to True.
@@ -87,8 +91,11 @@ class ExportOptions:
     design: str = "if_tree"
     max_token_error_rate: float = 0.1
     measure_latency: bool = True
+    stream: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.stream not in STREAM_CHOICES:
+            raise ValueError(f"ExportOptions.stream must be one of {STREAM_CHOICES}, got {self.stream!r}")
         if self.design not in DESIGN_CHOICES:
             raise ValueError(f"ExportOptions.design must be one of {DESIGN_CHOICES}, got {self.design!r}")
         if self.design == "shared" and self.sparse_speed:
@@ -450,13 +457,103 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
         raise
 
 
+def _stream_entry(state: Optional[Sequence]) -> Optional[dict]:
+    """The metadata's ``stream`` entry for a file whose stream state is ``state`` (None: no stream)."""
+    if state is None:
+        return None
+    size = sum(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize for spec in state)
+    return {"signature": sig.STREAM, "state": [spec.to_dict() for spec in state], "state_bytes": int(size),
+            "start": "pass every state_* tensor as zeros",
+            "end_of_stream": "1 on the last call: ends the utterance as recognize does and returns the all-zero state"}
+
+
+STREAM_CHUNKS_S = (0.16, 0.05)   # verification streams every clip in chunks of these lengths ...
+STREAM_RANDOM_SEED = 0           # ... and in random lengths (0 to 0.5 s)
+
+
+def _stream_clip(runner, audio: np.ndarray, sizes: Sequence[int], level: int) -> tuple[np.ndarray, list[int]]:
+    state = {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
+             for name, detail in runner.get_input_details().items() if name.startswith(sig.STATE_PREFIX)}
+    log_probs, tokens, start, call = [], [], 0, 0
+    while True:
+        size = int(sizes[call % len(sizes)])
+        call += 1
+        end = start + size >= len(audio)
+        out = runner(**{sig.AUDIO: audio[start:start + size], sig.SPARSITY_LEVEL: np.int32(level),
+                        sig.END_OF_STREAM: np.int32(end)}, **state)
+        start += size
+        log_probs.append(out[sig.LOG_PROBS])
+        tokens += [int(t) for t in out[sig.TOKENS]]
+        state = {name: out[name] for name in state}
+        if end:
+            return np.concatenate(log_probs), tokens
+
+
+def verify_stream(data: bytes, feature_config, options: ExportOptions, audio: Sequence[np.ndarray]) -> list[dict]:
+    """Streams every clip through the ``stream`` signature at every level, against ``recognize``.
+
+    Chunks of 160 ms, 50 ms and random lengths (0 to 0.5 s, empty chunks included). A float file must
+    give ``recognize``'s log-probs within ``options.tolerance`` and the same tokens; a quantized file
+    (whose stream path quantizes its LSTM differently from the fused kernel) must stay within
+    ``options.max_token_error_rate`` of ``recognize``'s tokens.
+
+    Returns:
+        One dict per level: ``stream_max_abs_diff``, ``stream_token_errors``, ``stream_tokens``.
+
+    Raises:
+        ExportError: naming the level, the chunking and the failed check.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    whole = interpreter.get_signature_runner(sig.RECOGNIZE)
+    stream = interpreter.get_signature_runner(sig.STREAM)
+    rate = feature_config.sample_rate
+    rng = np.random.default_rng(STREAM_RANDOM_SEED)
+    chunkings = [[max(int(seconds * rate), 1)] for seconds in STREAM_CHUNKS_S]
+    chunkings.append([0, *rng.integers(0, rate // 2, size=15)])
+    num_levels = len(read_levels_from(data))
+    results = []
+    for level in range(num_levels):
+        max_diff, errors, total = 0.0, 0, 0
+        for clip in audio:
+            clip = np.asarray(clip, np.float32)
+            reference = whole(**{sig.AUDIO: clip, sig.SPARSITY_LEVEL: np.int32(level)})
+            want_tokens = [int(t) for t in reference[sig.TOKENS]]
+            for sizes in chunkings:
+                got, tokens = _stream_clip(stream, clip, sizes, level)
+                label = f"level {level}: stream in chunks of {sizes[:3]}{'...' if len(sizes) > 3 else ''} samples"
+                if got.shape != reference[sig.LOG_PROBS].shape:
+                    raise ExportError(f"{label} gives {got.shape} log-probs, recognize {reference[sig.LOG_PROBS].shape}")
+                max_diff = max(max_diff, float(np.abs(got - reference[sig.LOG_PROBS]).max()) if got.size else 0.0)
+                errors += token_edit_distance(want_tokens, tokens)
+                total += len(want_tokens)
+                if options.quantize == "none" and (max_diff > options.tolerance or tokens != want_tokens):
+                    raise ExportError(f"{label}: differs from recognize (max |Δ| {max_diff:.2e} > {options.tolerance} "
+                                      f"or tokens {tokens} != {want_tokens})")
+        rate_errors = errors / max(total, 1)
+        if errors > MIN_TOKEN_ERRORS_ALLOWED and rate_errors > options.max_token_error_rate:
+            raise ExportError(f"level {level}: streamed tokens differ from recognize's by {rate_errors:.1%} "
+                              f"(> {options.max_token_error_rate:.0%})")
+        results.append({"stream_max_abs_diff": max_diff, "stream_token_errors": errors, "stream_tokens": total})
+    return results
+
+
+def read_levels_from(data: bytes) -> list:
+    """The level table of a .tflite's ``dsnn`` metadata (bytes)."""
+    from tflite.metadata import parse
+
+    return parse(data, "export").levels
+
+
 def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], feature_config,
                   pieces: Sequence[str], blank_id: int, options: ExportOptions = ExportOptions(),
                   eval_results: Optional[dict] = None, source: Optional[dict] = None,
                   verify_audio: Optional[Sequence[np.ndarray]] = None,
                   single_level: bool = False, single_level_of: int = 0,
                   units: Optional[Sequence[dict]] = None,
-                  design: Union[str, ExportDesign, None] = None) -> ExportReport:
+                  design: Union[str, ExportDesign, None] = None,
+                  unit_indices: Optional[Sequence[dict]] = None) -> ExportReport:
     """Writes ONE .tflite that runs any of the given levels, selected by ``sparsity_level``.
 
     The layout is an export design (`tflite.designs`): the one the options select
@@ -488,6 +585,10 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         design: A registered design name (`tflite.designs.design_names`) or an `ExportDesign` to
             use instead of the one the options select. Defaults to None.
 
+        unit_indices: Per level, ``{layer: indices of the kept units}`` of a unit run's sliced
+            levels (`dsnn_keras.sparsity.kept_unit_indices`), so the ``stream`` signature can keep
+            every level's state in one layout. Defaults to None (sliced levels then do not stream).
+
     Returns:
         An `ExportReport`.
 
@@ -509,8 +610,11 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     min_frames = _min_frames(models[0], feature_config.num_mel_bins)
     request = DesignRequest(models=tuple(models), sparsities=tuple(sparsities), feature_config=feature_config,
                             blank_id=blank_id, min_frames=min_frames, options=options,
-                            units=tuple(units) if sliced else None, single_level_of=single_level_of)
+                            units=tuple(units) if sliced else None, single_level_of=single_level_of,
+                            unit_indices=tuple(unit_indices) if sliced and unit_indices is not None else None)
     built = chosen.build(request)
+    if options.stream == "on" and built.stream_state is None and not single_level:
+        raise ExportError(f"--stream on: the {chosen.name} design has no stream signature")
     # Every design's fused LSTMs get the converter's cell_clip=10, which Keras never applies.
     data, _ = disable_lstm_cell_clip(built.data)
     frontend_restored = 0
@@ -530,7 +634,9 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     described = dict(built.export)
     raw = {
         "format_version": metadata_lib.FORMAT_VERSION,
-        "signatures": sig.signature_doc(feature_config.num_mel_bins, feature_config.sample_rate, len(models)),
+        "signatures": sig.signature_doc(feature_config.num_mel_bins, feature_config.sample_rate, len(models),
+                                        stream=built.stream_state is not None),
+        "stream": _stream_entry(built.stream_state),
         "levels": levels,
         "level_clamping": f"sparsity_level < 0 runs level 0; > {len(models) - 1} runs level {len(models) - 1}",
         "evaluation": evaluation,
@@ -554,6 +660,9 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         clips = [probe_audio(sample_rate), np.zeros(sample_rate // 2, np.float32)] + list(verify_audio or [])
         verification = verify_levels(final, models, feature_config, options, clips,
                                      reset_state=not chosen.state_reset_in_graph)
+        if built.stream_state is not None:
+            for entry, stream_check in zip(verification, verify_stream(final, feature_config, options, clips)):
+                entry.update(stream_check)
         raw["export"]["verification"] = verification
         # Durations at the model's rate: a clip decoded at the wrong rate shows here.
         raw["export"]["verification_audio_s"] = [round(len(clip) / sample_rate, 3) for clip in clips]
@@ -615,16 +724,18 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
 
         verify_audio = list(verify_audio or []) + [load_audio(path, run.feature_config.sample_rate)
                                                    for path in verify_audio_files]
-    units = None
+    units = unit_indices = None
     if run.granularity == "unit" and options.design == "shared":
         raise ExportError(f"{run.run_dir}: --design shared does not take a unit-granularity run (it stores one "
                           "full-width copy, and a unit level also masks biases, which that design keeps "
                           "shared); export it with the default design: each level sliced, smaller and faster")
     if run.granularity == "unit":
-        from dsnn_keras.sparsity.units import narrow_model, units_kept
+        from dsnn_keras.sparsity.units import kept_unit_indices, narrow_model, units_kept
 
         kept = units_kept(run.model)
         units = [{name: counts[level] for name, counts in kept.items()} for level in range(len(run.levels))]
+        unit_indices = [{name: indices.tolist() for name, indices in kept_unit_indices(run.model, level).items()}
+                        for level in range(len(run.levels))]
         models = [narrow_model(run.model, level) for level in range(len(run.levels))]
     else:
         models = [strip_nested(run.model, level) for level in range(len(run.levels))]
@@ -634,7 +745,7 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     report = export_levels(models, out_path, sparsities=run.levels, feature_config=run.feature_config,
                            pieces=run.pieces, blank_id=run.blank_id, options=options,
                            eval_results=run.eval_results, source=source, verify_audio=verify_audio,
-                           units=units)
+                           units=units, unit_indices=unit_indices)
     if single_level_dir is not None:
         export_single_levels(models, single_level_dir, sparsities=run.levels,
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,

@@ -38,6 +38,8 @@ class RecognizerModule(tf.Module):
         min_frames: Features shorter than this are padded with silence. Defaults to 1.
         force_if: Wrap a single model in an ``IF`` too (an ``IF`` re-allocates its branch on every
             invoke, which zeroes the fused LSTM state). Defaults to True.
+        stream: A `tflite.streaming.StreamSignature` to add as the ``stream`` signature. Defaults
+            to None (no streaming).
 
     Example:
         >>> module = RecognizerModule([m0, m1], FeatureConfig(), blank_id=128)
@@ -45,7 +47,7 @@ class RecognizerModule(tf.Module):
     """
 
     def __init__(self, models: Sequence, feature_config, blank_id: int, min_frames: int = 1,
-                 force_if: bool = True):
+                 force_if: bool = True, stream=None):
         super().__init__(name="dsnn_recognizer")
         if not models:
             raise ValueError("RecognizerModule: need at least one model")
@@ -69,6 +71,14 @@ class RecognizerModule(tf.Module):
         self.recognize_features = tf.function(recognize_features, input_signature=[
             tf.TensorSpec([None, bins], tf.float32, name=sig.FEATURES),
             tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL)])
+        self._stream = stream
+        if stream is not None:
+            self.stream = stream.function
+
+    @property
+    def stream_signature(self):
+        """The `tflite.streaming.StreamSignature` of the ``stream`` signature, or None."""
+        return self._stream
 
     @property
     def num_levels(self) -> int:
@@ -76,8 +86,11 @@ class RecognizerModule(tf.Module):
 
     def concrete_functions(self) -> dict:
         """``{signature_key: concrete function}`` for the converter."""
-        return {sig.RECOGNIZE: self.recognize.get_concrete_function(),
-                sig.RECOGNIZE_FEATURES: self.recognize_features.get_concrete_function()}
+        functions = {sig.RECOGNIZE: self.recognize.get_concrete_function(),
+                     sig.RECOGNIZE_FEATURES: self.recognize_features.get_concrete_function()}
+        if self._stream is not None:
+            functions[sig.STREAM] = self.stream.get_concrete_function()
+        return functions
 
     def _recognize(self, audio, sparsity_level):
         from dsnn_keras.frontend import log_mel_spectrogram

@@ -44,7 +44,13 @@ class MetadataField:
 
 METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("format_version", "int", f"Schema version; this reader understands {FORMAT_VERSION}.", True),
-    MetadataField("signatures", "object", "Inputs and outputs of `recognize` and `recognize_features`, in words."),
+    MetadataField("signatures", "object", "Inputs and outputs of `recognize`, `recognize_features` (and `stream`), in words."),
+    MetadataField("stream", "object | null", "Files with the `stream` signature (docs/streaming.md); null otherwise."),
+    MetadataField("stream.signature", "string", "The signature key, `stream`."),
+    MetadataField("stream.state", "list of objects", "Every `state_*` tensor: `{name, shape, dtype}`, the same at every level."),
+    MetadataField("stream.state_bytes", "int", "Size of one stream's state."),
+    MetadataField("stream.start", "string", "How to start a stream (all-zero state)."),
+    MetadataField("stream.end_of_stream", "string", "What `end_of_stream = 1` does."),
     MetadataField("levels", "list of objects", "One entry per sparsity level, densest first (index = level).", True),
     MetadataField("levels[].level", "int", "Level index (the `sparsity_level` input)."),
     MetadataField("levels[].sparsity", "number in [0, 1)", "Fraction of the prunable weights the level masks.", True),
@@ -102,7 +108,7 @@ def undocumented_keys(raw: dict) -> list[str]:
     found = set(raw)
     for entry in raw.get("levels") or []:
         found |= {f"levels[].{key}" for key in entry}
-    for section in ("tokens", "export"):
+    for section in ("tokens", "export", "stream"):
         if isinstance(raw.get(section), dict):
             found |= {f"{section}.{key}" for key in raw[section]}
     return sorted(found - known)
@@ -173,6 +179,12 @@ class DsnnMetadata:
     def state_reset_in_graph(self) -> bool:
         """False for single-level files: the caller resets the LSTM state after each invoke."""
         return self.raw["export"].get("state_reset_in_graph", True)
+
+    @property
+    def stream_state(self) -> Optional[list[dict]]:
+        """The ``stream`` signature's state tensors (``{name, shape, dtype}``), or None without one."""
+        stream = self.raw.get("stream")
+        return None if not stream else list(stream.get("state", []))
 
     @property
     def single_level_of(self) -> Optional[int]:

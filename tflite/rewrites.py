@@ -30,7 +30,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from tflite import flatbuffer
 from tflite.frontend import frontend_constants
-from tflite.signatures import RECOGNIZE
+from tflite.signatures import RECOGNIZE, STREAM
 
 
 def add_metadata_entry(data: bytes, name: str, payload: bytes) -> bytes:
@@ -277,7 +277,7 @@ def restore_float_constants(data: bytes, references: list[np.ndarray], subgraph:
 
 
 def keep_frontend_float(data: bytes, feature_config) -> tuple[bytes, int]:
-    """Undoes post-training quantization of the in-graph frontend of ``recognize``.
+    """Undoes post-training quantization of the in-graph frontend of ``recognize`` (and ``stream``).
 
     Dynamic-range int8 quantizes the mel filterbank's FULLY_CONNECTED (and with it the power
     spectrum, whose dynamic range int8 cannot hold: the AN4 model went from ~21 % to ~65 % WER
@@ -296,8 +296,21 @@ def keep_frontend_float(data: bytes, feature_config) -> tuple[bytes, int]:
     Returns:
         ``(bytes, number of constants restored)``.
     """
-    subgraph = flatbuffer.signature_subgraph(data, RECOGNIZE)
-    return restore_float_constants(data, frontend_constants(feature_config), subgraph)
+    restored = 0
+    references = frontend_constants(feature_config)
+    # The stream signature (when present) runs the same frontend in its own subgraph.
+    for key in (RECOGNIZE, STREAM):
+        if key == STREAM and STREAM not in _signature_keys(data):
+            continue
+        data, count = restore_float_constants(data, references, flatbuffer.signature_subgraph(data, key))
+        restored += count
+    return data, restored
+
+
+def _signature_keys(data: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return list(Interpreter(model_content=data).get_signature_list())
 
 
 _CLIPPED_LSTM_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")

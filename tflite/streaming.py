@@ -33,6 +33,7 @@ import tensorflow as tf
 from dsnn_keras.decoding import greedy_ctc_stream_graph
 from dsnn_keras.frontend import log_mel_stream_step, stream_state_size
 from dsnn_keras.streaming import StateTensor, StreamingError, StreamingModel
+from tflite import signatures as sig
 
 _FLOAT32_MAX = 3.0e38
 FRONTEND_STATE = ("state_frontend_samples", "state_frontend_buffered", "state_frontend_frames")
@@ -71,9 +72,10 @@ class StreamSignature:
         def stream(audio, sparsity_level, end_of_stream, state):
             return self._stream(audio, sparsity_level, end_of_stream, state)
 
+        stream.__name__ = sig.STREAM   # the converter names the signature after the function
         self.function = tf.function(stream, input_signature=[
-            tf.TensorSpec([None], tf.float32, name="audio"), tf.TensorSpec([], tf.int32, name="sparsity_level"),
-            tf.TensorSpec([], tf.int32, name="end_of_stream"), state_signature])
+            tf.TensorSpec([None], tf.float32, name=sig.AUDIO), tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL),
+            tf.TensorSpec([], tf.int32, name=sig.END_OF_STREAM), state_signature])
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """All-zero state: the start of a stream."""
@@ -95,7 +97,7 @@ class StreamSignature:
                      **new_model_state, CTC_STATE: last + 1}
         # The end of a stream hands back the start state, so the next call begins a new utterance.
         new_state = {name: tf.where(end, tf.zeros_like(value), value) for name, value in new_state.items()}
-        return {"log_probs": log_probs, "tokens": tokens, "level": level, **new_state}
+        return {sig.LOG_PROBS: log_probs, sig.TOKENS: tokens, sig.LEVEL: level, **new_state}
 
     def _select(self, level, features, state, names):
         streams = self._streams
@@ -111,3 +113,48 @@ class StreamSignature:
 
         result = branch(0) if len(streams) > 1 else tf.cond(level <= 0, lambda: run(0), lambda: run(0))
         return result[0], dict(zip(names, result[1:]))
+
+
+def stream_signature_for(request) -> "StreamSignature | None":
+    """The `StreamSignature` over a design request's models, or None if they cannot stream.
+
+    Masked levels stream as they are. A unit run's sliced levels keep their state in level 0's
+    layout: level ``i``'s units sit where level 0 keeps them (nested masks: a subset), found from
+    ``request.unit_indices``.
+
+    Args:
+        request: The `tflite.designs.base.DesignRequest`.
+
+    Returns:
+        The signature, or None (``options.stream == "auto"`` and a model cannot stream).
+
+    Raises:
+        tflite.errors.ExportError: ``options.stream == "on"`` and a model cannot stream, naming why.
+    """
+    from tflite.errors import ExportError
+
+    try:
+        if request.min_frames > 1:
+            raise StreamingError(f"the model needs at least {request.min_frames} feature frames per call")
+        models = list(request.models)
+        if request.units is None:
+            streams = [StreamingModel(model) for model in models]
+        else:
+            if request.unit_indices is None:
+                raise StreamingError("sliced levels need their kept unit indices (export_levels unit_indices)")
+            dense = {name: np.asarray(indices) for name, indices in request.unit_indices[0].items()}
+            widths = {name: len(indices) for name, indices in dense.items()}
+            streams = []
+            for level, model in enumerate(models):
+                kept = {}
+                for name, indices in request.unit_indices[level].items():
+                    position = np.searchsorted(dense[name], indices)
+                    if (position >= len(dense[name])).any() or not np.array_equal(dense[name][position], indices):
+                        raise StreamingError(f"level {level} keeps units of {name} that level 0 prunes")
+                    kept[name] = position
+                streams.append(StreamingModel(model, state_units=widths, kept_units=kept))
+        return StreamSignature(streams, request.feature_config, request.blank_id)
+    except StreamingError as error:
+        if request.options.stream == "on":
+            raise ExportError(f"--stream on: the model cannot stream: {error}") from error
+        return None

@@ -42,6 +42,9 @@ class DesignRequest:
         units: Per level, ``{layer: units kept}`` when the models are a unit run's sliced levels,
             else None. Defaults to None.
         single_level_of: For a single-level file, the DSNN level it stands for. Defaults to 0.
+        unit_indices: Per level, ``{layer: indices of the kept units}`` of a unit run's sliced
+            levels (`dsnn_keras.sparsity.kept_unit_indices`): lets the levels share one stream
+            state layout. Defaults to None.
 
     Raises:
         ValueError: models and sparsities (or units) differ in length, or ``min_frames < 1``.
@@ -55,6 +58,7 @@ class DesignRequest:
     options: "ExportOptions"
     units: Optional[tuple] = None
     single_level_of: int = 0
+    unit_indices: Optional[tuple] = None
 
     def __post_init__(self) -> None:
         if len(self.models) != len(self.sparsities):
@@ -74,10 +78,13 @@ class BuiltDesign:
         export: The design's part of the metadata's ``export`` entry: ``lstm_kernels``,
             ``state_reset_in_graph``, ``single_level_of`` and any design-specific keys (e.g.
             ``shared_weights``), which follow ``verification`` in the entry.
+        stream_state: The ``stream`` signature's state tensors (`dsnn_keras.streaming.StateTensor`),
+            or None when the file has no ``stream`` signature.
     """
 
     data: bytes
     export: dict
+    stream_state: Optional[tuple] = None
 
 
 class ExportDesign(abc.ABC):
@@ -94,6 +101,7 @@ class ExportDesign(abc.ABC):
 
     name: ClassVar[str] = ""
     state_reset_in_graph: ClassVar[bool] = True
+    streams: ClassVar[bool] = False   # whether the design can add the ``stream`` signature
 
     def check(self, models: Sequence, options: "ExportOptions", units: Optional[Sequence[dict]]) -> None:
         """Refuses inputs this design cannot export (called after the common model validation).
@@ -129,6 +137,21 @@ class ExportDesign(abc.ABC):
         return {"lstm_kernels": self.lstm_kernels(request), "state_reset_in_graph": self.state_reset_in_graph,
                 "single_level_of": None}
 
+    def stream_signature(self, request: DesignRequest):
+        """The ``stream`` signature to add (`tflite.streaming.StreamSignature`), or None.
+
+        None when the design does not stream, ``options.stream`` is ``"off"``, or (``"auto"``) the
+        models cannot run chunk by chunk.
+
+        Raises:
+            tflite.errors.ExportError: ``options.stream == "on"`` and the models cannot stream.
+        """
+        if not self.streams or request.options.stream == "off":
+            return None
+        from tflite.streaming import stream_signature_for
+
+        return stream_signature_for(request)
+
     def build(self, request: DesignRequest) -> BuiltDesign:
         """``build_module`` -> ``convert`` -> ``post_process`` -> ``describe``.
 
@@ -143,7 +166,9 @@ class ExportDesign(abc.ABC):
         """
         module = self.build_module(request)
         data = self.post_process(self.convert(module, request), request)
-        return BuiltDesign(data=data, export=self.describe(request, module))
+        stream = getattr(module, "stream_signature", None)
+        return BuiltDesign(data=data, export=self.describe(request, module),
+                           stream_state=None if stream is None else tuple(stream.state_specs))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

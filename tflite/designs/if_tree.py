@@ -20,6 +20,7 @@ class FusedLstmDesign(ExportDesign):
 
     name = DESIGN_FUSED
     force_if = True   # wrap even one level in an IF (zeroes the fused LSTM state on every invoke)
+    streams = True
 
     def graph_models(self, request: DesignRequest) -> list:
         """The Keras models the graph runs, one per level. Default: the given ones."""
@@ -29,4 +30,5 @@ class FusedLstmDesign(ExportDesign):
         from tflite.graph import RecognizerModule
 
         return RecognizerModule(self.graph_models(request), request.feature_config, request.blank_id,
-                                min_frames=request.min_frames, force_if=self.force_if)
+                                min_frames=request.min_frames, force_if=self.force_if,
+                                stream=self.stream_signature(request))

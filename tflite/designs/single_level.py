@@ -23,6 +23,7 @@ class SingleLevelDesign(FusedLstmDesign):
     name = DESIGN_SINGLE
     force_if = False
     state_reset_in_graph = False
+    streams = False   # a baseline for whole-utterance latency only
 
     def check(self, models: Sequence, options, units: Optional[Sequence[dict]]) -> None:
         if len(models) != 1:

@@ -1,0 +1,167 @@
+"""The ``stream`` signature in exported files: dsnn-export adds it for causal models, the runtime streams.
+
+Every check runs the real LiteRT interpreter on the written file.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+import tempfile
+
+import numpy as np
+import pytest
+
+import harness_tflite as h
+from tflite import signatures as sig
+
+_ROOT = pathlib.Path(tempfile.mkdtemp(prefix="dsnn_stream_export_"))
+
+
+@functools.lru_cache(maxsize=None)
+def _export(kind: str) -> pathlib.Path:
+    """A causal run exported once per kind: float (weight granularity), unit (sliced), int8."""
+    from tflite.export import ExportOptions, export_run
+
+    granularity = "unit" if kind == "unit" else None
+    channels = (16, 8) if kind == "unit" else (4, 4)
+    run = h.write_run_dir(_ROOT / f"run_{kind}", conv_padding="causal", granularity=granularity,
+                          conv_channels=channels)
+    options = ExportOptions(stream="on", quantize="dynamic-int8" if kind == "int8" else "none",
+                            measure_latency=False)
+    out = _ROOT / f"{kind}.tflite"
+    export_run(run, out, options=options, verify_audio=[h.speechlike(1.2, seed=7)])
+    return out
+
+
+def _recognizer(kind: str):
+    from tflite import Recognizer
+
+    return Recognizer(_export(kind))
+
+
+def _stream_text(recognizer, audio, chunk: int, levels=(0,)):
+    stream = recognizer.stream(level=levels[0])
+    for i, start in enumerate(range(0, len(audio), chunk)):
+        stream.set_level(levels[i % len(levels)])
+        stream.accept(audio[start:start + chunk])
+    return stream.finish(), stream
+
+
+def test_the_metadata_lists_the_state_the_signature_takes():
+    recognizer = _recognizer("float")
+    meta = recognizer.metadata
+    assert meta.raw["stream"]["signature"] == sig.STREAM
+    runner = recognizer._interpreter.get_signature_runner(sig.STREAM)   # pylint: disable=protected-access
+    inputs = {name: detail for name, detail in runner.get_input_details().items() if name.startswith("state_")}
+    outputs = {name for name in runner.get_output_details() if name.startswith("state_")}
+    described = {s["name"]: s for s in meta.stream_state}
+    assert set(described) == set(inputs) == outputs
+    for name, detail in inputs.items():
+        assert list(detail["shape_signature"]) == described[name]["shape"]
+        assert np.dtype(detail["dtype"]).name == described[name]["dtype"]
+    assert {"state_frontend_samples", "state_lstm_0_h", "state_lstm_1_c", "state_conv_1_frames",
+            "state_ctc_previous"} <= set(described)
+    assert sig.STREAM in meta.raw["signatures"]
+
+
+def test_the_export_verified_the_stream_against_recognize_at_every_level():
+    verification = _recognizer("float").metadata.raw["export"]["verification"]
+    assert len(verification) == len(h.RUN_LEVELS)
+    for entry in verification:
+        assert entry["stream_max_abs_diff"] <= 1e-4
+        assert entry["stream_token_errors"] == 0
+
+
+@pytest.mark.parametrize("level", range(len(h.RUN_LEVELS)))
+@pytest.mark.parametrize("chunk_ms", [10, 160, 2000])
+def test_recognizer_stream_equals_recognize(level, chunk_ms):
+    recognizer = _recognizer("float")
+    audio = h.speechlike(1.5, seed=level)
+    whole = recognizer.recognize(audio, level=level)
+    text, stream = _stream_text(recognizer, audio, 16 * chunk_ms, levels=(level,))
+    assert text == whole.text and stream.tokens == whole.tokens
+    np.testing.assert_allclose(stream.log_probs, whole.log_probs, atol=1e-4)
+
+
+def test_single_sample_chunks_equal_recognize_on_a_short_clip():
+    recognizer = _recognizer("float")
+    audio = h.speechlike(0.06, seed=3)
+    whole = recognizer.recognize(audio, level=1)
+    text, stream = _stream_text(recognizer, audio, 1, levels=(1,))
+    np.testing.assert_allclose(stream.log_probs, whole.log_probs, atol=1e-4)
+    assert stream.tokens == whole.tokens
+
+
+def test_two_streams_share_one_recognizer_without_interfering():
+    recognizer = _recognizer("float")
+    a, b = h.speechlike(1.0, seed=11), h.speechlike(0.8, seed=12)
+    first, second = recognizer.stream(0), recognizer.stream(1)
+    for start in range(0, len(a), 2560):
+        first.accept(a[start:start + 2560])
+        if start < len(b):
+            second.accept(b[start:start + 2560])
+    first.finish(), second.finish()
+    assert first.tokens == recognizer.recognize(a, level=0).tokens
+    np.testing.assert_allclose(second.log_probs, recognizer.recognize(b, level=1).log_probs, atol=1e-4)
+
+
+def test_a_finished_stream_refuses_more_audio():
+    from tflite import RecognizerError
+
+    stream = _recognizer("float").stream()
+    stream.finish(h.speechlike(0.3))
+    with pytest.raises(RecognizerError, match="finished"):
+        stream.accept(np.zeros(160, np.float32))
+
+
+@pytest.mark.large
+def test_sliced_unit_levels_stream_in_one_state_layout_and_switch_mid_stream():
+    recognizer = _recognizer("unit")
+    assert recognizer.metadata.design == "if_tree_sliced"
+    audio = h.speechlike(1.6, seed=5)
+    for level in range(recognizer.num_levels):
+        _, stream = _stream_text(recognizer, audio, 2560, levels=(level,))
+        np.testing.assert_allclose(stream.log_probs, recognizer.recognize(audio, level=level).log_probs, atol=1e-4)
+    _, switched = _stream_text(recognizer, audio, 4000, levels=(0, 1))
+    _, fixed = _stream_text(recognizer, audio, 4000, levels=(0,))
+    frames_first_chunk = 1 + (4000 - 400) // 160 // 4   # chunk 0 runs level 0 in both
+    np.testing.assert_allclose(switched.log_probs[:frames_first_chunk], fixed.log_probs[:frames_first_chunk], atol=1e-5)
+    assert not np.allclose(switched.log_probs, fixed.log_probs, atol=1e-3)
+
+
+@pytest.mark.large
+def test_a_quantized_file_streams_with_its_frontend_float_in_both_signatures():
+    recognizer = _recognizer("int8")
+    export = recognizer.metadata.raw["export"]
+    assert export["frontend"] == "float32"
+    from tflite.metadata import read_metadata
+
+    whole_only = read_metadata(h.exported("int8")).raw["export"]["frontend_constants_restored"]
+    assert export["frontend_constants_restored"] == 2 * whole_only > 0   # recognize's and stream's frontends
+    audio = h.speechlike(1.5, seed=9)
+    text, stream = _stream_text(recognizer, audio, 2560)
+    whole = recognizer.recognize(audio)
+    assert stream.log_probs.shape == whole.log_probs.shape
+    # The stream's LSTMs quantize as FULLY_CONNECTED loops, recognize's as fused kernels: close, not equal.
+    assert np.abs(stream.log_probs - whole.log_probs).max() < 0.5
+    for entry in export["verification"]:
+        assert entry["stream_token_errors"] <= max(2, 0.1 * entry["stream_tokens"])
+
+
+def test_a_same_padded_model_exports_without_a_stream_by_default_and_refuses_stream_on(tmp_path):
+    from tflite import ExportError
+    from tflite.export import ExportOptions, export_levels
+
+    models = h.level_models()[:1]
+    with pytest.raises(ExportError, match=r"--stream on.*conv.*'same'"):
+        export_levels(models, tmp_path / "m.tflite", sparsities=[0.0], feature_config=h.feature_config(),
+                      pieces=h.PIECES, blank_id=h.BLANK_ID, options=ExportOptions(stream="on"))
+    assert not (tmp_path / "m.tflite").exists()
+    meta = _same_padded_float_metadata()
+    assert meta.raw["stream"] is None and meta.stream_state is None and sig.STREAM not in meta.raw["signatures"]
+
+
+def _same_padded_float_metadata():
+    from tflite.metadata import read_metadata
+
+    return read_metadata(h.exported("float"))
