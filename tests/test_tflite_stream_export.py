@@ -165,3 +165,54 @@ def _same_padded_float_metadata():
     from tflite.metadata import read_metadata
 
     return read_metadata(h.exported("float"))
+
+
+def _wav(tmp_path, seconds=1.2, seed=4) -> pathlib.Path:
+    import soundfile
+
+    path = tmp_path / "utt.wav"
+    soundfile.write(path, h.speechlike(seconds, seed=seed), 16000)
+    return path
+
+
+def test_dsnn_transcribe_stream_prints_partials_and_the_same_final_text(tmp_path, capsys):
+    from tflite.cli import transcribe_main
+
+    wav = _wav(tmp_path)
+    assert transcribe_main([str(_export("float")), str(wav), "--level", "1"]) == 0
+    whole = capsys.readouterr().out
+    assert transcribe_main([str(_export("float")), str(wav), "--level", "1", "--stream", "--chunk_ms", "80"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == whole
+    partials = [line.split("\t") for line in captured.err.splitlines() if line.startswith(str(wav))]
+    assert all(p[2] == "level 1" for p in partials)
+    if partials:
+        assert partials[-1][3] == whole.rstrip("\n").split("\t", 1)[1]
+
+
+def test_dsnn_transcribe_stream_refuses_a_file_without_the_stream_signature(tmp_path, capsys):
+    from tflite.cli import transcribe_main
+
+    assert transcribe_main([str(h.exported("float")), str(_wav(tmp_path)), "--stream"]) == 1
+    assert "no 'stream' signature" in capsys.readouterr().err
+    assert transcribe_main([str(h.exported("float")), str(_wav(tmp_path)), "--stream", "--chunk_ms", "0"]) == 2
+
+
+def test_dsnn_bench_stream_writes_per_level_and_chunk_figures(tmp_path, capsys):
+    import json
+
+    from tflite.cli import bench_main
+
+    out = tmp_path / "bench"
+    assert bench_main([str(_export("float")), "--stream", "--chunk_ms", "80", "160", "--repeats", "1",
+                       "--limit", "2", "--out_dir", str(out)]) == 0
+    result = json.loads((out / "bench_stream.json").read_text())
+    assert {(r["level"], r["chunk_ms"]) for r in result["rows"]} == {
+        (level, ms) for level in range(len(h.RUN_LEVELS)) for ms in (80, 160)}
+    for row in result["rows"]:
+        assert 0 < row["chunk_median_ms"] <= row["chunk_p90_ms"] and row["rtf"] > 0 and row["peak_rss_mb"] > 0
+        if row["tokens"]:
+            assert row["token_latency_median_ms"] >= 0
+    assert (out / "bench_stream.md").is_file() and (out / "bench_stream.png").is_file()
+    assert "| level |" in capsys.readouterr().out
+    assert bench_main([str(h.exported("float")), "--stream", "--out_dir", str(tmp_path / "b2")]) == 1

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 from dsnn_keras.errors import DsnnError, DsnnUsageError
 
 from tflite import signatures as sig
-from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions, ExportReport   # light: no TensorFlow at import
+from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, STREAM_CHOICES, ExportOptions, ExportReport   # light: no TensorFlow at import
 
 _EXPORT_DEFAULTS = ExportOptions()   # the CLI's defaults are the library's
 
@@ -139,6 +139,10 @@ def _export_parser() -> argparse.ArgumentParser:
                              "uint8 level code per weight, the level's weights written into resource "
                              "variables on a level change (about 1.25x one model as float32, 0.5x with "
                              "--quantize dynamic-int8 = int8 storage, float32 compute). Default: %(default)s")
+    parser.add_argument("--stream", choices=STREAM_CHOICES, default=_EXPORT_DEFAULTS.stream,
+                        help="the 'stream' signature (live audio in chunks, explicit state, level switchable "
+                             "between chunks; docs/streaming.md): auto = when the model is causal "
+                             "(model.conv_padding: causal), on = required, off = never. Default: %(default)s")
     parser.add_argument("--max_wer", type=float, default=None, metavar="W",
                         help="refuse to write the file if any level's dev WER in RUN_DIR/eval.json (or --eval) exceeds "
                              "W (a fraction: 0.3 = 30%%); fails if there is no eval.json")
@@ -243,7 +247,7 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         options = ExportOptions(quantize=args.quantize, sparse_speed=args.sparse_speed, tolerance=args.tolerance,
                                 design=args.design, sparse_speed_min_sparsity=args.sparse_speed_min_sparsity,
-                                max_token_error_rate=args.max_token_error_rate)
+                                max_token_error_rate=args.max_token_error_rate, stream=args.stream)
     except ValueError as error:
         return _fail(prog, str(error))
     log = _log(prog)
@@ -271,7 +275,62 @@ def _transcribe_parser() -> argparse.ArgumentParser:
                         help="sparsity level index, 0 = densest (default: 0); the levels are listed "
                              "in the file's dsnn metadata")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    parser.add_argument("--stream", action="store_true",
+                        help="feed each file through the 'stream' signature in --chunk_ms chunks, printing "
+                             "the partial text after every chunk that changes it, as a live app would")
+    parser.add_argument("--chunk_ms", type=int, default=160, help="--stream chunk length in ms (default: 160)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="--stream paced in real time (each chunk waits for its audio to have been "
+                             "spoken); default: as fast as possible")
+    parser.add_argument("--switch_every_ms", type=int, default=None, metavar="MS",
+                        help="--stream: alternate between --level and the sparsest level every MS of audio "
+                             "(the level changes mid-stream; the state carries over)")
     return parser
+
+
+def stream_file(recognizer, path, *, level: int = 0, chunk_ms: int = 160, realtime: bool = False,
+                switch_every_ms: Optional[int] = None,
+                on_partial: Optional[Callable[[float, str, int], None]] = None) -> str:
+    """Streams one audio file through `Recognizer.stream` in ``chunk_ms`` chunks; returns the final text.
+
+    Args:
+        recognizer: A `tflite.Recognizer` whose file has the ``stream`` signature.
+        path: An audio file (any rate: decoded and resampled once, then cut in chunks).
+        level: The level to stream at (the first level when switching). Defaults to 0.
+        chunk_ms: Chunk length in ms (> 0). Defaults to 160.
+        realtime: Wait until each chunk's audio would have been spoken. Defaults to False.
+        switch_every_ms: Alternate between ``level`` and the sparsest level every this many ms of
+            audio. Defaults to None (no switching).
+        on_partial: Called with ``(seconds of audio fed, text so far, level)`` whenever the text
+            changes. Defaults to None.
+
+    Raises:
+        CommandArgumentError: a chunk or switch length < 1 ms.
+        DsnnError / FileNotFoundError: a bad file, level or model.
+    """
+    import time
+
+    from tflite.audio import load_audio
+
+    if chunk_ms < 1 or (switch_every_ms is not None and switch_every_ms < 1):
+        raise CommandArgumentError("--chunk_ms and --switch_every_ms must be >= 1")
+    audio = load_audio(path, recognizer.sample_rate)
+    chunk = max(recognizer.sample_rate * chunk_ms // 1000, 1)
+    stream = recognizer.stream(level=level)
+    other = recognizer.num_levels - 1
+    began, last = time.perf_counter(), ""
+    for start in range(0, len(audio), chunk):
+        if switch_every_ms:
+            period = start * 1000 // recognizer.sample_rate // switch_every_ms
+            stream.set_level(level if period % 2 == 0 else other)
+        end = min(start + chunk, len(audio))
+        if realtime:
+            time.sleep(max(0.0, end / recognizer.sample_rate - (time.perf_counter() - began)))
+        text = stream.accept(audio[start:end])
+        if on_partial is not None and text != last:
+            on_partial(end / recognizer.sample_rate, text, stream.level)
+        last = text
+    return stream.finish()
 
 
 def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -279,9 +338,14 @@ def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
 
     A file that cannot be transcribed gets one ``dsnn-transcribe: error: FILE: reason`` line on stderr
     and the batch goes on; the exit status is 1 if any file failed (with a count on stderr for a batch).
+    With ``--stream`` each file goes through the ``stream`` signature in ``--chunk_ms`` chunks
+    (`stream_file`); partial results go to stderr (``file<TAB>seconds<TAB>level<TAB>text so far``),
+    the final ``file<TAB>text`` to stdout as without it.
     """
     prog = "dsnn-transcribe"
     args = _transcribe_parser().parse_args(argv)
+    if args.chunk_ms < 1 or (args.switch_every_ms is not None and args.switch_every_ms < 1):
+        return _fail(prog, "--chunk_ms and --switch_every_ms must be >= 1", 2)
     from tflite.runtime import Recognizer
 
     try:
@@ -292,7 +356,15 @@ def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
     failed = 0
     for path in args.audio:
         try:
-            text = recognizer.transcribe(path, level=args.level)
+            if args.stream:
+                def partial(seconds, text, level, path=path):
+                    print(f"{path}\t{seconds:7.2f}s\tlevel {level}\t{text}", file=sys.stderr, flush=True)
+
+                text = stream_file(recognizer, path, level=args.level, chunk_ms=args.chunk_ms,
+                                   realtime=args.realtime, switch_every_ms=args.switch_every_ms,
+                                   on_partial=partial)
+            else:
+                text = recognizer.transcribe(path, level=args.level)
         except (FileNotFoundError, DsnnError) as error:
             failed += 1
             _fail(prog, str(error))
@@ -327,6 +399,12 @@ def _bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="passes over the utterances (default: 5)")
     parser.add_argument("--out_dir", default="bench_out", metavar="DIR",
                         help="where to write bench.json, bench.md, bench.png (default: bench_out)")
+    parser.add_argument("--stream", action="store_true",
+                        help="benchmark the 'stream' signature instead (1 thread): per level and chunk "
+                             "length, compute per chunk (median, p90), real-time factor, token emission "
+                             "latency, peak memory; writes bench_stream.json/.md/.png")
+    parser.add_argument("--chunk_ms", type=int, nargs="+", default=[80, 160, 320],
+                        help="--stream chunk lengths in ms (default: 80 160 320)")
     return parser
 
 
@@ -388,11 +466,45 @@ def benchmark(model: str | os.PathLike, *, baselines: Sequence[str | os.PathLike
                          out_dir=out_dir, log=log or _log("dsnn-bench"), compare=list(compare))
 
 
+def benchmark_stream(model: str | os.PathLike, *, utterances: Optional[Sequence[str]] = None, limit: int = 8,
+                     repeats: int = 3, chunk_ms: Sequence[int] = (80, 160, 320),
+                     out_dir: str | os.PathLike = "bench_out") -> dict[str, Any]:
+    """What ``dsnn-bench --stream`` does: `tflite.bench_stream.run_stream_benchmark`, reports to ``out_dir``.
+
+    Raises:
+        CommandArgumentError: ``repeats``, ``limit`` or a chunk length < 1, or an unwritable ``out_dir``.
+        FileNotFoundError: ``model`` does not exist.
+        ValueError / DsnnError: the file has no ``stream`` signature or is not a DSNN export.
+    """
+    if repeats < 1 or limit < 1 or not chunk_ms or min(chunk_ms) < 1:
+        raise CommandArgumentError("--repeats, --limit and --chunk_ms must be >= 1")
+    problem = output_path_problem(out_dir, "--out_dir", directory=True)
+    if problem:
+        raise CommandArgumentError(problem)
+    if not pathlib.Path(model).is_file():
+        raise FileNotFoundError(f"model file not found: {model}")
+    from tflite.bench_stream import run_stream_benchmark, write_reports
+
+    result = run_stream_benchmark(model, utterances, chunk_ms=list(chunk_ms), repeats=repeats, limit=limit)
+    write_reports(result, pathlib.Path(out_dir))
+    return result
+
+
 def bench_main(argv: Optional[Sequence[str]] = None) -> int:
     """``dsnn-bench model.tflite [--baseline_dir DIR] [--utterances DIR_or_files] ...``: parses the
     arguments and calls `benchmark`."""
     prog = "dsnn-bench"
     args = _bench_parser().parse_args(argv)
+    if args.stream:
+        try:
+            result = benchmark_stream(args.model, utterances=args.utterances, limit=args.limit,
+                                      repeats=args.repeats, chunk_ms=args.chunk_ms, out_dir=args.out_dir)
+        except (FileNotFoundError, DsnnError, ValueError) as error:
+            return _fail(prog, str(error), getattr(error, "exit_code", 1))
+        from tflite.bench_stream import to_markdown as stream_markdown
+
+        print(stream_markdown(result), end="")
+        return 0
     try:
         result = benchmark(args.model, baselines=args.baselines, baseline_dir=args.baseline_dir,
                            utterances=args.utterances, limit=args.limit, threads=args.threads,
