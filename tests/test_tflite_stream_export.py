@@ -216,3 +216,19 @@ def test_dsnn_bench_stream_writes_per_level_and_chunk_figures(tmp_path, capsys):
     assert (out / "bench_stream.md").is_file() and (out / "bench_stream.png").is_file()
     assert "| level |" in capsys.readouterr().out
     assert bench_main([str(h.exported("float")), "--stream", "--out_dir", str(tmp_path / "b2")]) == 1
+
+
+def test_stream_wer_bench_switches_on_schedule_and_counts_time_per_level():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stream_wer", pathlib.Path(__file__).parents[1] / "bench" / "stream_wer.py")
+    stream_wer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stream_wer)
+    assert stream_wer.level_schedule("flip", 4, 5) == [0, 3, 0, 3, 0]
+    assert stream_wer.level_schedule("cycle", 3, 5) == [0, 1, 2, 0, 1]
+    recognizer = _recognizer("float")
+    audio = h.speechlike(1.3, seed=21)
+    text, spent = stream_wer.stream_utterance(recognizer, audio, 2560, [0, 1, 0, 1, 0, 1], 4800)
+    assert sum(spent) == len(audio) and spent[0] > 0 and spent[1] > 0
+    fixed, _ = stream_wer.stream_utterance(recognizer, audio, 2560, None, 4800, level=0)
+    assert fixed == recognizer.transcribe(audio, level=0)
