@@ -4,7 +4,7 @@ import pytest
 import tf_keras as keras
 
 from dsnn_keras.frontend import FeatureConfig
-from tflite.cost import level_cost
+from tflite.cost import CostError, level_cost
 
 FC = FeatureConfig()
 T = FC.num_frames(FC.sample_rate)   # frames in one second of audio
@@ -40,5 +40,5 @@ def test_zeros_in_the_kernels_are_not_counted():
 
 def test_a_layer_it_cannot_cost_is_named_in_the_error():
     model = _model(keras.layers.GRU(6, return_sequences=True, name="gru"))
-    with pytest.raises(ValueError, match=r"gru \(GRU\)"):
+    with pytest.raises(CostError, match=r"gru \(GRU\)"):
         level_cost(model, FC)

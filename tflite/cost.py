@@ -12,6 +12,12 @@ from __future__ import annotations
 import numpy as np
 import tf_keras as keras
 
+from dsnn_keras.errors import DsnnError
+
+
+class CostError(DsnnError, ValueError):
+    """A layer whose multiply-adds cannot be counted (the metadata's MACs would be too low)."""
+
 # Layers whose weights only scale or shift element-wise: their work is not counted.
 ELEMENTWISE = (keras.layers.LayerNormalization, keras.layers.BatchNormalization, keras.layers.Normalization)
 COSTED = (keras.layers.LSTM, keras.layers.MultiHeadAttention, keras.layers.DepthwiseConv1D,
@@ -42,7 +48,7 @@ def level_cost(model: keras.Model, feature_config) -> dict:
         ``{"total_weights", "nonzero_weights", "macs_per_second"}`` (ints).
 
     Raises:
-        ValueError: a layer with weights that is neither costed nor element-wise (named).
+        CostError: a layer with weights that is neither costed nor element-wise (named).
     """
     weights = model.get_weights()
     total = int(sum(np.size(w) for w in weights))
@@ -50,8 +56,8 @@ def level_cost(model: keras.Model, feature_config) -> dict:
     unknown = sorted({f"{layer.name} ({type(layer).__name__})" for layer in model.layers
                       if layer.weights and not isinstance(layer, COSTED + ELEMENTWISE)})
     if unknown:
-        raise ValueError(f"cannot estimate multiply-adds of layer(s) {', '.join(unknown)}: "
-                         f"tflite.cost covers {', '.join(t.__name__ for t in COSTED)}")
+        raise CostError(f"cannot estimate multiply-adds of layer(s) {', '.join(unknown)}: "
+                        f"tflite.cost covers {', '.join(t.__name__ for t in COSTED)}")
     frames = feature_config.num_frames(feature_config.sample_rate)
     costed = [layer for layer in model.layers if isinstance(layer, COSTED)]
     if not costed:
