@@ -62,6 +62,8 @@ def stream_utterance(recognizer, audio: np.ndarray, chunk: int, levels_by_period
 
 def run(argv: Optional[list[str]] = None) -> dict:
     args = build_parser().parse_args(argv)
+    if not args.switch_s > 0:
+        raise SystemExit(f"--switch_s must be > 0, got {args.switch_s}")
 
     from dsnn_keras.dataset import PreparedDataset
     from dsnn_keras.decoding import error_rates
@@ -78,7 +80,7 @@ def run(argv: Optional[list[str]] = None) -> dict:
     rate = dataset.feature_config.sample_rate
     audio = [load_audio(index[ex["utt_id"]], rate) for ex in examples]
     chunk = rate * CHUNK_MS // 1000
-    period = int(args.switch_s * rate)
+    period = max(int(args.switch_s * rate), 1)
     report = {"split": args.split, "num_utterances": len(examples), "chunk_ms": CHUNK_MS,
               "switch_s": args.switch_s, "files": {}}
     for path in args.tflite:

@@ -92,6 +92,14 @@ def _chain(model: keras.Model) -> list:
     return layers
 
 
+def _keeps_frames(layer: keras.layers.Reshape) -> bool:
+    """Whether a Reshape only regroups each frame's values (frames stay on axis 1, one for one)."""
+    target, source = layer.target_shape, layer.input_shape[2:]
+    if target[0] not in (-1, None) or None in source or any(d in (-1, None) for d in target[1:]):
+        return False
+    return int(np.prod(target[1:])) == int(np.prod(source))
+
+
 def _state_layout(name: str, units: int, state_width: Optional[int],
                   kept: Optional[np.ndarray]) -> tuple[int, Optional[np.ndarray]]:
     """The state width and where the layer's ``units`` sit in it (None: the first ``units``, all)."""
@@ -157,7 +165,7 @@ class StreamingModel:
             if type(layer) is keras.layers.LSTM:
                 self._stages.append(self._lstm_stage(layer, state_units.get(layer.name), kept_units.get(layer.name)))
             elif isinstance(layer, _FRAMEWISE) or type(layer).__name__ == "CMVN":
-                if isinstance(layer, keras.layers.Reshape) and layer.target_shape[0] not in (-1, None):
+                if isinstance(layer, keras.layers.Reshape) and not _keeps_frames(layer):
                     raise StreamingError(f"{layer.name}: reshape {layer.target_shape} mixes frames")
                 self._stages.append(layer)
             else:

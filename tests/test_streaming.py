@@ -80,6 +80,14 @@ def test_a_residual_block_is_refused_naming_the_layer():
         StreamingModel(model)
 
 
+def test_a_reshape_that_mixes_frames_is_refused():
+    inputs = keras.Input([None, 4])
+    x = keras.layers.Dense(4, name="inner")(inputs)
+    model = keras.Model(inputs, keras.layers.Reshape([-1, 8], name="pairs")(x))   # two frames per row
+    with pytest.raises(StreamingError, match="pairs.*mixes frames"):
+        StreamingModel(model)
+
+
 def _unit_run():
     base = causal_recognizer(seed=1)
     schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)

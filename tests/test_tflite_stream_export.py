@@ -101,8 +101,10 @@ def test_two_streams_share_one_recognizer_without_interfering():
         if start < len(b):
             second.accept(b[start:start + 2560])
     first.finish(), second.finish()
-    assert first.tokens == recognizer.recognize(a, level=0).tokens
-    np.testing.assert_allclose(second.log_probs, recognizer.recognize(b, level=1).log_probs, atol=1e-4)
+    for stream, audio, level in ((first, a, 0), (second, b, 1)):
+        whole = recognizer.recognize(audio, level=level)
+        assert stream.tokens == whole.tokens
+        np.testing.assert_allclose(stream.log_probs, whole.log_probs, atol=1e-4)
 
 
 def test_a_finished_stream_refuses_more_audio():
@@ -184,10 +186,12 @@ def test_dsnn_transcribe_stream_prints_partials_and_the_same_final_text(tmp_path
     assert transcribe_main([str(_export("float")), str(wav), "--level", "1", "--stream", "--chunk_ms", "80"]) == 0
     captured = capsys.readouterr()
     assert captured.out == whole
+    final = whole.rstrip("\n").split("\t", 1)[1]
     partials = [line.split("\t") for line in captured.err.splitlines() if line.startswith(str(wav))]
     assert all(p[2] == "level 1" for p in partials)
+    assert bool(partials) == bool(final)           # a partial line whenever the text grew
     if partials:
-        assert partials[-1][3] == whole.rstrip("\n").split("\t", 1)[1]
+        assert partials[-1][3] == final
 
 
 def test_dsnn_transcribe_stream_refuses_a_file_without_the_stream_signature(tmp_path, capsys):
@@ -232,3 +236,41 @@ def test_stream_wer_bench_switches_on_schedule_and_counts_time_per_level():
     assert sum(spent) == len(audio) and spent[0] > 0 and spent[1] > 0
     fixed, _ = stream_wer.stream_utterance(recognizer, audio, 2560, None, 4800, level=0)
     assert fixed == recognizer.transcribe(audio, level=0)
+
+
+def test_a_saved_state_resumes_on_another_interpreter():
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = _export("float")
+    audio = h.speechlike(1.4, seed=31)
+    first = Interpreter(model_path=str(path)).get_signature_runner(sig.STREAM)
+    state = {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
+             for name, detail in first.get_input_details().items() if name.startswith(sig.STATE_PREFIX)}
+    outputs, cut = [], 11200
+    for start, stop, runner in ((0, 6400, first), (6400, cut, first)):
+        out = runner(audio=audio[start:stop], sparsity_level=np.int32(1), end_of_stream=np.int32(0), **state)
+        outputs.append(out["log_probs"])
+        state = {name: np.array(out[name]) for name in state}
+    saved = {name: value.tobytes() for name, value in state.items()}      # e.g. written to disk
+    second = Interpreter(model_path=str(path)).get_signature_runner(sig.STREAM)
+    restored = {name: np.frombuffer(saved[name], value.dtype).reshape(value.shape) for name, value in state.items()}
+    out = second(audio=audio[cut:], sparsity_level=np.int32(1), end_of_stream=np.int32(1), **restored)
+    outputs.append(out["log_probs"])
+    whole = _recognizer("float").recognize(audio, level=1)
+    np.testing.assert_allclose(np.concatenate(outputs), whole.log_probs, atol=1e-4)
+
+
+def test_stream_chunks_take_integer_pcm_and_refuse_nan_like_recognize():
+    from tflite import AudioError, RecognizerError
+
+    recognizer = _recognizer("float")
+    audio = h.speechlike(0.8, seed=41)
+    pcm = np.round(audio * 32767).astype(np.int16)
+    stream = recognizer.stream(level=0)
+    stream.accept(pcm[:6000])
+    stream.finish(pcm[6000:])
+    np.testing.assert_allclose(stream.log_probs, recognizer.recognize(pcm, level=0).log_probs, atol=1e-4)
+    with pytest.raises(AudioError):
+        recognizer.stream().accept(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(RecognizerError, match="1-D"):
+        recognizer.stream().finish(np.zeros([100, 2], np.float32))

@@ -31,7 +31,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from dsnn_keras.errors import DsnnError
 from tflite.runtime import load_interpreter
+
+
+class StreamBenchError(DsnnError, ValueError):
+    """The file cannot be stream-benchmarked (no ``stream`` signature) or a bad argument."""
 
 DEFAULT_CHUNK_MS = (80, 160, 320)
 
@@ -115,7 +120,7 @@ def measure_stream_memory(path: pathlib.Path, level: int, sample_rate: int, seco
                           str(seconds)], capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"{path}: the streaming memory probe failed (exit {out.returncode}: {last})")
+        raise StreamBenchError(f"{path}: the streaming memory probe failed (exit {out.returncode}: {last})")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -136,7 +141,7 @@ def run_stream_benchmark(model_path, utterances: Optional[Sequence[str]] = None,
         ``{"model", "utterances", "repeats", "rows": [...]}`` (fields in the module docstring).
 
     Raises:
-        ValueError: the file has no ``stream`` signature, or a bad argument.
+        StreamBenchError: the file has no ``stream`` signature, or a bad argument.
     """
     from tflite.bench import collect_utterances
     from tflite.metadata import read_metadata
@@ -145,9 +150,9 @@ def run_stream_benchmark(model_path, utterances: Optional[Sequence[str]] = None,
     meta = read_metadata(model_path)
     interpreter = load_interpreter(model_path, 1)
     if "stream" not in interpreter.get_signature_list():
-        raise ValueError(f"{model_path}: no 'stream' signature; export a causal model to stream")
+        raise StreamBenchError(f"{model_path}: no 'stream' signature; export a causal model to stream")
     if repeats < 1 or not chunk_ms or min(chunk_ms) <= 0:
-        raise ValueError("repeats must be >= 1 and every chunk length > 0 ms")
+        raise StreamBenchError("repeats must be >= 1 and every chunk length > 0 ms")
     runner = interpreter.get_signature_runner("stream")
     rate = meta.sample_rate
     clips = collect_utterances(utterances, rate, limit)

@@ -394,8 +394,8 @@ def _bench_parser() -> argparse.ArgumentParser:
                         help="audio files or directories (sorted; first --limit used); default: four "
                              "synthetic clips of 1-4 s")
     parser.add_argument("--limit", type=int, default=8, help="most utterances to use (default: 8)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="thread counts to measure (default: 1 2)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="thread counts to measure (default: 1 2; --stream: 1 only)")
     parser.add_argument("--repeats", type=int, default=5, help="passes over the utterances (default: 5)")
     parser.add_argument("--out_dir", default="bench_out", metavar="DIR",
                         help="where to write bench.json, bench.md, bench.png (default: bench_out)")
@@ -496,6 +496,9 @@ def bench_main(argv: Optional[Sequence[str]] = None) -> int:
     prog = "dsnn-bench"
     args = _bench_parser().parse_args(argv)
     if args.stream:
+        if args.baselines or args.baseline_dir or args.compare or (args.threads not in (None, [1])):
+            return _fail(prog, "--stream times one file's stream signature on 1 thread; it takes no "
+                               "--baselines, --baseline_dir, --compare or --threads", 2)
         try:
             result = benchmark_stream(args.model, utterances=args.utterances, limit=args.limit,
                                       repeats=args.repeats, chunk_ms=args.chunk_ms, out_dir=args.out_dir)
@@ -507,7 +510,7 @@ def bench_main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         result = benchmark(args.model, baselines=args.baselines, baseline_dir=args.baseline_dir,
-                           utterances=args.utterances, limit=args.limit, threads=args.threads,
+                           utterances=args.utterances, limit=args.limit, threads=args.threads or [1, 2],
                            repeats=args.repeats, out_dir=args.out_dir, compare=args.compare, log=_log(prog))
     except (FileNotFoundError, DsnnError, ValueError) as error:
         return _fail(prog, str(error), getattr(error, "exit_code", 1))

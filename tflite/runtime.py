@@ -248,8 +248,12 @@ class RecognizerStream:
     The state lives in this object (explicit ``state_*`` tensors of the file's ``stream``
     signature), so any number of streams can share one `Recognizer` and its interpreter; each call
     holds the recognizer's lock. One stream is not meant to be fed from two threads at once.
-    Chunks are float32 samples at the model's rate, any length (0 included); the result equals
-    `Recognizer.recognize` on the whole utterance at the same level.
+    Chunks are 1-D samples at the model's rate (float in [-1, 1] or integer PCM, as `recognize`
+    takes), any length (0 included). For a float32 file and an utterance up to ``window_seconds``
+    long, the result equals `Recognizer.recognize` on the whole utterance at the same level (tested
+    to 1e-4 on the log-probs, identical tokens); `recognize` cuts longer audio into windows that
+    restart the recurrent state, the stream does not. A quantized file's stream quantizes its LSTMs
+    differently from the whole-utterance kernel: close, checked at export within the token gate.
 
     Args:
         recognizer: The loaded `Recognizer`.
@@ -292,12 +296,19 @@ class RecognizerStream:
     def text(self) -> str:
         from dsnn_keras.decoding import ids_to_text
 
-        return ids_to_text(self.tokens, self._recognizer.metadata.pieces)
+        try:
+            return ids_to_text(self.tokens, self._recognizer.metadata.pieces)
+        except ValueError as error:
+            raise MetadataError(f"{self._recognizer.path}: the model emitted a token the metadata cannot spell "
+                                f"({error})") from None
 
     def _call(self, chunk, end: bool) -> str:
         if self.finished:
             raise RecognizerError("this stream is finished; start a new one with Recognizer.stream()")
-        chunk = np.asarray(chunk, np.float32).reshape(-1) if np.size(chunk) else np.zeros([0], np.float32)
+        if np.ndim(chunk) != 1:
+            raise RecognizerError(f"a stream chunk must be 1-D mono samples, got shape {np.shape(chunk)}")
+        # As recognize: int16 PCM scaled to [-1, 1], NaN/inf refused (AudioError).
+        chunk = to_mono_float(chunk, "stream chunk") if np.size(chunk) else np.zeros([0], np.float32)
         out = self._recognizer._invoke(self._runner, audio=chunk, sparsity_level=np.int32(self.level),   # pylint: disable=protected-access
                                        end_of_stream=np.int32(end), **self._state)
         self._log_probs.append(np.array(out["log_probs"]))
@@ -307,9 +318,12 @@ class RecognizerStream:
         return self.text
 
     def accept(self, chunk) -> str:
-        """Feeds one chunk (float32 samples at the model's rate); returns the text so far."""
-        if np.ndim(chunk) != 1:
-            raise RecognizerError(f"a stream chunk must be 1-D mono samples, got shape {np.shape(chunk)}")
+        """Feeds one chunk (1-D samples at the model's rate: float in [-1, 1] or integer PCM); returns
+        the text so far.
+
+        Raises:
+            RecognizerError: a finished stream or a chunk that is not 1-D. AudioError: NaN/inf samples.
+        """
         return self._call(chunk, end=False)
 
     def finish(self, chunk=()) -> str:
