@@ -30,6 +30,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.compiler.tf2xla.python import xla
 
 from dsnn_keras.errors import DsnnError
 
@@ -76,7 +77,7 @@ class _ConvStage:
 @dataclasses.dataclass(frozen=True)
 class _LstmStage:
     layer: keras.layers.LSTM
-    twin: keras.layers.LSTM   # same weights, returns its final state
+    gates: tuple   # per gate (i, f, g, o): (input kernel [in, u], recurrent kernel [u, u], bias [u])
     h: StateTensor
     c: StateTensor
     kept: Optional[np.ndarray]   # the model's units at these positions of the state
@@ -90,6 +91,39 @@ def _chain(model: keras.Model) -> list:
             raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) is not part of a single chain "
                                  "(residual or multi-input blocks such as the Conformer's do not stream yet)")
     return layers
+
+
+def _lstm_loop(gates, x, h, c):
+    """Keras' LSTM (gates i, f, g, o; tanh / sigmoid) over ``x [frames, in]`` from state ``h, c [1, u]``.
+
+    One matrix product per gate (input projections for every frame at once, then per frame the
+    recurrent ones), so the converted ``FULLY_CONNECTED`` weights are each gate's ``[u, in]`` and
+    ``[u, u]`` matrices: byte for byte the tensors of TFLite's fused LSTM kernel, which the
+    converter stores once when the ``recognize`` signature's fused LSTM holds the same weights. A
+    chunk without frames leaves the state as it is (the loop does not run).
+
+    Returns:
+        ``(outputs [frames, u], h [1, u], c [1, u])``.
+    """
+    units = int(gates[0][2].shape[0])
+    projected = [tf.matmul(x, tf.constant(kernel)) + tf.constant(bias) for kernel, _, bias in gates]
+    recurrent = [tf.constant(matrix) for _, matrix, _ in gates]
+    steps = tf.shape(x)[0]
+
+    def body(t, h, c, outputs):
+        z = [tf.slice(p, tf.stack([t, 0]), [1, units]) + tf.matmul(h, r) for p, r in zip(projected, recurrent)]
+        c = tf.sigmoid(z[1]) * c + tf.sigmoid(z[0]) * tf.tanh(z[2])
+        h = tf.sigmoid(z[3]) * tf.tanh(c)
+        return t + 1, h, c, xla.dynamic_update_slice(outputs, h, tf.stack([t, 0]))   # a builtin op
+
+    # At least one row: LiteRT prepares the loop body even when it runs 0 times, and a
+    # DYNAMIC_UPDATE_SLICE into 0 rows fails to prepare; the extra row is dropped by GATHER.
+    rows = tf.maximum(steps, 1)
+    _, h, c, outputs = tf.while_loop(
+        lambda t, *_: t < steps, body, [tf.constant(0), h, c, tf.zeros(tf.stack([rows, units]))],
+        shape_invariants=[tf.TensorShape([]), tf.TensorShape([1, units]), tf.TensorShape([1, units]),
+                          tf.TensorShape([None, units])])
+    return tf.gather(outputs, tf.range(steps)), h, c
 
 
 def _keeps_frames(layer: keras.layers.Reshape) -> bool:
@@ -195,11 +229,16 @@ class StreamingModel:
         if layer.go_backwards or not layer.return_sequences:
             raise StreamingError(f"{layer.name}: only forward LSTMs returning sequences stream")
         width, kept = _state_layout(layer.name, int(cell.units), state_width, kept)
-        config = {**layer.get_config(), "return_state": True, "name": f"{layer.name}_stream"}
-        twin = keras.layers.LSTM.from_config(config)
-        twin.build(layer.input_shape)
-        twin.set_weights(layer.get_weights())
-        return _LstmStage(layer=layer, twin=twin, kept=kept,
+        if keras.activations.serialize(cell.activation) != "tanh" or \
+                keras.activations.serialize(cell.recurrent_activation) != "sigmoid":
+            raise StreamingError(f"{layer.name}: only tanh / sigmoid LSTMs stream")
+        kernel, recurrent, *rest = [np.asarray(w, np.float32) for w in layer.get_weights()]
+        units = int(cell.units)
+        bias = rest[0] if rest else np.zeros([4 * units], np.float32)
+        gates = tuple((np.ascontiguousarray(kernel[:, g * units:(g + 1) * units]),
+                       np.ascontiguousarray(recurrent[:, g * units:(g + 1) * units]),
+                       np.ascontiguousarray(bias[g * units:(g + 1) * units])) for g in range(4))
+        return _LstmStage(layer=layer, gates=gates, kept=kept,
                           h=StateTensor(f"state_{layer.name}_h", (width,), "float32"),
                           c=StateTensor(f"state_{layer.name}_c", (width,), "float32"))
 
@@ -285,11 +324,8 @@ class StreamingModel:
             h_in, c_in = tf.gather(h, stage.kept, axis=1), tf.gather(c, stage.kept, axis=1)
         else:
             h_in, c_in = h, c
-        # Keras' LSTM cannot take zero time steps: a chunk without frames leaves the state as it is.
-        out, h_out, c_out = tf.cond(
-            tf.shape(x)[1] > 0,
-            lambda: tuple(stage.twin(x, initial_state=[h_in, c_in], training=False)),
-            lambda: (tf.zeros([1, 0, stage.layer.cell.units]), h_in, c_in))
+        out, h_out, c_out = _lstm_loop(stage.gates, x[0], h_in, c_in)
+        out = out[tf.newaxis]
         if stage.kept is not None:
             width = stage.h.shape[0]
             index = stage.kept[:, np.newaxis]

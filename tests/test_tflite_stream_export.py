@@ -274,3 +274,23 @@ def test_stream_chunks_take_integer_pcm_and_refuse_nan_like_recognize():
         recognizer.stream().accept(np.array([0.0, np.nan], np.float32))
     with pytest.raises(RecognizerError, match="1-D"):
         recognizer.stream().finish(np.zeros([100, 2], np.float32))
+
+
+def test_the_stream_shares_the_fused_lstm_weights_instead_of_storing_a_copy():
+    from tflite import flatbuffer
+    from tflite.export import ExportOptions, export_run
+
+    run = _ROOT / "run_float"   # written by _export("float")
+    _export("float")
+    without = _ROOT / "float_nostream.tflite"
+    export_run(run, without, options=ExportOptions(stream="off", measure_latency=False))
+
+    def weight_buffers(path):
+        model = flatbuffer.unpack(path.read_bytes())
+        return {i for g in model.subgraphs for t in g.tensors
+                for i in [int(t.buffer)] if len(t.shape) == 2 and model.buffers[i].data is not None
+                and len(model.buffers[i].data) >= 1024}
+
+    with_stream = weight_buffers(_export("float"))
+    alone = weight_buffers(without)
+    assert len(with_stream) == len(alone)   # no weight matrix stored twice
