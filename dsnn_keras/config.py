@@ -59,7 +59,7 @@ class ConformerConfig:
                               f"({self.dim})")
 
 
-CONV_PADDINGS = ("same", "causal")
+CONV_PADDINGS = ("same", "causal", "lookahead")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,10 @@ class ModelConfig:
         conv_padding: ``"same"`` (each stride-2 window is centred: it reaches ahead, placed by the
             parity of the utterance's length) or ``"causal"`` (padding on the left only, in time; a
             window never reaches past its last input frame, so the model streams exactly chunk by
-            chunk: `dsnn_keras.streaming`). Same output lengths either way. Defaults to "same".
+            chunk: `dsnn_keras.streaming`) or ``"lookahead"`` (``conv_kernel - 2`` frames on the left
+            and one on the right: one frame of fixed look-ahead per convolution, whatever the
+            length; streams exactly with that delay, the last frame flushed at the end of the
+            stream). Same output lengths in all three. Defaults to "same".
         encoder: A name from the encoder registry (`dsnn_keras.encoders.encoder_names`): "lstm"
             (a stack of unidirectional LSTMs) or "conformer" (causal Conformer blocks,
             `ConformerConfig`), or one added with `dsnn_keras.encoders.register_encoder`. Both
@@ -105,6 +108,8 @@ class ModelConfig:
             raise ConfigError(f"{where}: model.conv_kernel must be > 0, got {self.conv_kernel}")
         if self.conv_padding not in CONV_PADDINGS:
             raise ConfigError(f"{where}: model.conv_padding must be one of {CONV_PADDINGS}, got {self.conv_padding!r}")
+        if self.conv_padding == "lookahead" and self.conv_kernel < 2:
+            raise ConfigError(f"{where}: model.conv_padding lookahead needs conv_kernel >= 2, got {self.conv_kernel}")
         names = encoder_names()
         if self.encoder not in names:
             known = " or ".join(", ".join(repr(n) for n in names).rsplit(", ", 1))

@@ -68,6 +68,7 @@ class StateTensor:
 class _ConvStage:
     layer: keras.layers.Conv2D
     time_padding: int      # zero frames the whole-utterance model puts before the first input frame
+    end_padding: int       # ... and after the last one: flushed through the convolution at the end
     width_padding: tuple[int, int]
     buffer: StateTensor    # the last kernel - 1 (padded) input frames
     seen: StateTensor      # input frames seen so far
@@ -184,9 +185,7 @@ class StreamingModel:
         for layer in _chain(model):
             if isinstance(layer, keras.layers.ZeroPadding2D):
                 (top, bottom), (left, right) = layer.padding
-                if bottom:
-                    raise StreamingError(f"{layer.name}: pads {bottom} frames after the input (look-ahead)")
-                pending_padding = (top, (left, right))
+                pending_padding = (top, bottom, (left, right))
                 continue
             if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
                 self._stages.append(self._conv_stage(
@@ -214,12 +213,14 @@ class StreamingModel:
         if layer.dilation_rate[0] != 1:
             raise StreamingError(f"{layer.name}: dilation in time is not supported")
         kernel, _ = _time_kernel(layer)
-        top, width_padding = padding if padding is not None else (0, (0, 0))
+        top, bottom, width_padding = padding if padding is not None else (0, 0, (0, 0))
         if top > kernel - 1:
             raise StreamingError(f"{layer.name}: {top} frames of left padding exceed kernel - 1 = {kernel - 1}")
+        if bottom > kernel - 1:
+            raise StreamingError(f"{layer.name}: {bottom} frames of right padding exceed kernel - 1 = {kernel - 1}")
         _, _, width, channels = layer.input_shape   # already padded in width
         channels, kept = _state_layout(layer.name, int(channels), state_width, kept)
-        return _ConvStage(layer=layer, time_padding=top, width_padding=width_padding, kept=kept,
+        return _ConvStage(layer=layer, time_padding=top, end_padding=bottom, width_padding=width_padding, kept=kept,
                           buffer=StateTensor(f"state_{layer.name}_frames", (kernel - 1, width, channels), "float32"),
                           seen=StateTensor(f"state_{layer.name}_seen", (), "int32"))
 
@@ -257,12 +258,16 @@ class StreamingModel:
         """All-zero state: the start of a stream."""
         return {spec.name: spec.zeros() for spec in self.state_specs}
 
-    def step(self, features, state: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def step(self, features, state: Mapping[str, tf.Tensor],
+             end_of_stream=False) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """Runs one chunk.
 
         Args:
             features: float32 ``[frames, bins]`` (``frames`` may be 0).
             state: ``{name: tensor}`` for every `state_specs` entry.
+            end_of_stream: bool (tensor or Python) ``[]``: the last chunk; a convolution padded on
+                the right in time (a fixed look-ahead) then flushes that padding, giving the frames
+                the whole utterance ends with. Defaults to False.
 
         Returns:
             ``(outputs [new_frames, classes], next state)``.
@@ -272,7 +277,7 @@ class StreamingModel:
         for stage in self._stages:
             if isinstance(stage, _ConvStage):
                 x, new_state[stage.buffer.name], new_state[stage.seen.name] = self._conv_step(
-                    stage, x, state[stage.buffer.name], state[stage.seen.name])
+                    stage, x, state[stage.buffer.name], state[stage.seen.name], end_of_stream)
             elif isinstance(stage, _LstmStage):
                 x, new_state[stage.h.name], new_state[stage.c.name] = self._lstm_step(
                     stage, x, state[stage.h.name], state[stage.c.name])
@@ -281,11 +286,12 @@ class StreamingModel:
         return x[0], new_state
 
     @staticmethod
-    def _conv_step(stage: _ConvStage, x, buffer, seen):
+    def _conv_step(stage: _ConvStage, x, buffer, seen, end_of_stream=False):
         layer = stage.layer
         kernel, stride = _time_kernel(layer)
         left, right = stage.width_padding
-        x = tf.pad(x, [[0, 0], [0, 0], [left, right], [0, 0]])[0]
+        flush = tf.where(tf.cast(end_of_stream, tf.bool), stage.end_padding, 0) if stage.end_padding else 0
+        x = tf.pad(x, [[0, 0], [0, flush], [left, right], [0, 0]])[0]
         new = tf.shape(x)[0]
         seen = tf.cast(seen, tf.int32)
         buffer = tf.cast(buffer, tf.float32)

@@ -151,11 +151,14 @@ def build_subsampling(features: Any, model_config: Any, cmvn_mean: Any, cmvn_std
     x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
     width = bins
     kernel = model_config.conv_kernel
-    causal = getattr(model_config, "conv_padding", PADDING) == "causal"
+    mode = getattr(model_config, "conv_padding", PADDING)
+    # causal: kernel - 1 zero frames before; lookahead: kernel - 2 before and one after (a fixed
+    # one-frame look-ahead). Both give 'same''s ceil(n / 2) frames.
+    time_padding = {"causal": (kernel - 1, 0), "lookahead": (kernel - 2, 1)}.get(mode)
     for i, channels in enumerate(model_config.conv_channels):
-        if causal:
-            x = keras.layers.ZeroPadding2D(((kernel - 1, 0), same_padding(width, kernel)), name=f"conv_{i}_pad")(x)
-        x = keras.layers.Conv2D(channels, kernel, strides=STRIDE, padding="valid" if causal else PADDING,
+        if time_padding is not None:
+            x = keras.layers.ZeroPadding2D((time_padding, same_padding(width, kernel)), name=f"conv_{i}_pad")(x)
+        x = keras.layers.Conv2D(channels, kernel, strides=STRIDE, padding="valid" if time_padding else PADDING,
                                 activation="relu", name=f"conv_{i}")(x)
         width = (width + STRIDE - 1) // STRIDE
     return keras.layers.Reshape([-1, width * model_config.conv_channels[-1]], name="flatten_freq")(x)

@@ -222,10 +222,11 @@ def _same_width_padding(width: int, kernel: int, stride: int) -> tuple[int, int]
 
 
 def causal_recognizer(seed: int = 0, time_padding=None, conv_padding: str = "valid", bins: int = 20,
-                      classes: int = 7) -> keras.Model:
+                      classes: int = 7, end_padding: int = 0) -> keras.Model:
     """A small streamable recognizer: CMVN -> 2 x (left pad, stride-2 valid Conv2D) -> 2 LSTMs -> Dense.
 
-    ``conv_padding="same"`` gives the look-ahead front-end instead (no pad layers).
+    ``conv_padding="same"`` gives the look-ahead front-end instead (no pad layers);
+    ``end_padding=1`` (with ``time_padding=1``) the fixed one-frame look-ahead of ``conv_padding: lookahead``.
     """
     from dsnn_keras.model import CMVN
 
@@ -237,7 +238,8 @@ def causal_recognizer(seed: int = 0, time_padding=None, conv_padding: str = "val
     for i in range(2):
         if conv_padding == "valid":
             top = 2 if time_padding is None else time_padding
-            x = keras.layers.ZeroPadding2D(((top, 0), _same_width_padding(width, 3, 2)), name=f"conv_{i}_pad")(x)
+            x = keras.layers.ZeroPadding2D(((top, end_padding), _same_width_padding(width, 3, 2)),
+                                           name=f"conv_{i}_pad")(x)
         x = keras.layers.Conv2D(8, 3, strides=2, padding=conv_padding, activation="relu", name=f"conv_{i}")(x)
         width = (width + 1) // 2
     x = keras.layers.Reshape([-1, width * 8], name="flatten_freq")(x)

@@ -15,7 +15,7 @@ MEAN, STD = np.zeros(80, np.float32), np.ones(80, np.float32)
 LENGTHS = np.arange(1, 42)
 
 
-@pytest.mark.parametrize("padding", ["same", "causal"])
+@pytest.mark.parametrize("padding", ["same", "causal", "lookahead"])
 @pytest.mark.parametrize("convs", [1, 2, 3])
 def test_output_lengths_match_the_built_models_frames_for_every_length(convs, padding):
     model_config = ModelConfig(conv_channels=(2,) * convs, lstm_units=(3,), dropout=0.0, conv_padding=padding)
@@ -98,6 +98,25 @@ def test_the_same_padded_front_end_looks_ahead():
     features = np.random.default_rng(0).normal(size=[1, 37, 20]).astype(np.float32)
     whole, prefix = model(features)[0].numpy(), model(features[:, :22])[0].numpy()
     assert not np.allclose(prefix[-1], whole[prefix.shape[0] - 1], atol=1e-4)
+
+
+def test_a_lookahead_front_end_sees_exactly_three_frames_ahead_and_streams_with_a_flush():
+    from dsnn_keras.streaming import StreamingModel
+
+    model_config = ModelConfig(conv_channels=(4, 4), lstm_units=(6,), dropout=0.0, conv_padding="lookahead")
+    model = build_model(model_config, FeatureConfig(num_mel_bins=20), 5, MEAN[:20], STD[:20])
+    features = np.random.default_rng(1).normal(size=[1, 40, 20]).astype(np.float32)
+    whole = model(features)[0].numpy()
+    # Output frame u reads feature frames up to 4u + 3: a prefix of 4u + 4 frames gives it exactly.
+    prefix = model(features[:, :24])[0].numpy()
+    np.testing.assert_allclose(prefix[:6], whole[:6], atol=1e-6)
+    assert not np.allclose(model(features[:, :23])[0].numpy()[5], whole[5], atol=1e-4)
+    stream, outputs = StreamingModel(model), []
+    state = stream.initial_state()
+    for start in range(0, 40, 7):
+        out, state = stream.step(features[0, start:start + 7], state, start + 7 >= 40)
+        outputs.append(out.numpy())
+    np.testing.assert_allclose(np.concatenate(outputs), whole, atol=1e-6)
 
 
 def test_conv_padding_is_validated():

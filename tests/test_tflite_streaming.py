@@ -139,3 +139,26 @@ def test_a_level_switch_gives_the_new_levels_outputs_from_that_chunk_on():
     fixed, _, _ = _run_stream(_runner(), audio, [chunk], levels=(0,))
     assert not np.allclose(switched[5:10], fixed[5:10], atol=1e-3)   # the second chunk ran level 1
     np.testing.assert_allclose(switched[:5], fixed[:5], atol=1e-5)    # the first ran level 0
+
+
+def test_a_lookahead_front_end_streams_exactly_with_the_flush_at_the_end():
+    model = causal_recognizer(seed=3, bins=CONFIG.num_mel_bins, classes=CLASSES, time_padding=1, end_padding=1)
+    signature = StreamSignature([StreamingModel(model)], CONFIG, blank_id=CLASSES - 1)
+    function = signature.function.get_concrete_function()
+    holder = tf.Module()
+    holder.variables_used = list(function.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+    audio = _audio(0.9, seed=8)
+    state, outputs = signature.initial_state(), []
+    for start in range(0, len(audio), 2000):
+        out = runner(audio=audio[start:start + 2000], sparsity_level=np.int32(0),
+                     end_of_stream=np.int32(start + 2000 >= len(audio)), **state)
+        outputs.append(out.pop("log_probs"))
+        out.pop("tokens"), out.pop("level")
+        state = out
+    want, _ = _whole(model, audio)
+    np.testing.assert_allclose(np.concatenate(outputs), want, atol=1e-4)

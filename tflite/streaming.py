@@ -90,7 +90,7 @@ class StreamSignature:
             audio, state[FRONTEND_STATE[0]], state[FRONTEND_STATE[1]], state[FRONTEND_STATE[2]], end, self._config)
         model_names = [s.name for s in self._streams[0].state_specs]
         model_state = {name: state[name] for name in model_names}
-        logits, new_model_state = self._select(level, features, model_state, model_names)
+        logits, new_model_state = self._select(level, features, model_state, model_names, end)
         log_probs = tf.nn.log_softmax(logits, axis=-1)
         tokens, last = greedy_ctc_stream_graph(log_probs, self._blank_id, state[CTC_STATE] - 1)
         new_state = {FRONTEND_STATE[0]: samples, FRONTEND_STATE[1]: buffered, FRONTEND_STATE[2]: frames,
@@ -99,11 +99,11 @@ class StreamSignature:
         new_state = {name: tf.where(end, tf.zeros_like(value), value) for name, value in new_state.items()}
         return {sig.LOG_PROBS: log_probs, sig.TOKENS: tokens, sig.LEVEL: level, **new_state}
 
-    def _select(self, level, features, state, names):
+    def _select(self, level, features, state, names, end):
         streams = self._streams
 
         def run(i):
-            out, new_state = streams[i].step(features, state)
+            out, new_state = streams[i].step(features, state, end)
             return (out, *[new_state[name] for name in names])
 
         def branch(i):
