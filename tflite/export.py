@@ -31,7 +31,7 @@ from tflite.convert import check_builtin_ops
 from tflite.designs import DESIGN_CHOICES, DesignRequest, ExportDesign, get_design, resolve_design
 from tflite.errors import ExportError, WerGateError
 from tflite.frontend import run_frontend_tflite
-from tflite.rewrites import disable_lstm_cell_clip, keep_frontend_float
+from tflite.rewrites import disable_lstm_cell_clip, keep_frontend_float, share_quantized_lstm_weights
 # Names that moved, still importable from here (callers, tests, bench/): design names and LSTM kernel
 # names (tflite.designs), the frontend reference (tflite.frontend).
 from tflite.designs import (DESIGN_FC_LOOP, DESIGN_FUSED, DESIGN_SHARED, DESIGN_SINGLE,  # noqa: F401
@@ -623,6 +623,9 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     frontend_restored = 0
     if options.quantize != "none":
         data, frontend_restored = keep_frontend_float(data, feature_config)
+    stream_weights_shared = 0
+    if options.quantize == "dynamic-int8" and built.stream_state is not None:
+        data, stream_weights_shared = share_quantized_lstm_weights(data)
     op_names = check_builtin_ops(data)
     levels, evaluation = _level_entries(models, sparsities, feature_config, eval_results)
     for i, entry in enumerate(levels):
@@ -651,6 +654,7 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
                    "min_frames": min_frames, "state_reset_in_graph": described.pop("state_reset_in_graph"),
                    "frontend": "float32" if options.quantize == "none" or frontend_restored else options.quantize,
                    "frontend_constants_restored": frontend_restored,
+                   **({"stream_weights_shared": stream_weights_shared} if built.stream_state is not None else {}),
                    "single_level_of": described.pop("single_level_of"),
                    "operators": op_names, "verification": [], **described},
         "source": source,

@@ -81,6 +81,7 @@ METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("export.state_reset_in_graph", "bool", "False for single-level files: the caller resets the LSTM state after each invoke."),
     MetadataField("export.frontend", "string", "Precision of the frontend's constants (`float32` unless quantized with them)."),
     MetadataField("export.frontend_constants_restored", "int", "Frontend constants a quantized export put back to float32."),
+    MetadataField("export.stream_weights_shared", "int", "Files with a stream: int8 stream weight tensors pointed at the fused LSTM's copy (tflite.rewrites.share_quantized_lstm_weights)."),
     MetadataField("export.single_level_of", "int | null", "For a single-level baseline file: the level of the DSNN it was exported from."),
     MetadataField("export.operators", "list of strings", "The builtin operators the file uses."),
     MetadataField("export.shared_weights", "object", "Shared design only: storage, coded tensors and weights, folded splits."),

@@ -492,6 +492,91 @@ def shrink_unread_initial_values(data: bytes, min_elements: int) -> tuple[bytes,
     return flatbuffer.pack(model, len(data)), len(chains)
 
 
+def share_quantized_lstm_weights(data: bytes) -> tuple[bytes, int]:
+    """Points int8 ``FULLY_CONNECTED`` weights at the fused LSTM's int8 copy of the same matrix.
+
+    The ``stream`` signature computes each LSTM gate with ``FULLY_CONNECTED`` ops whose float
+    weights are the fused ``recognize`` kernel's per-gate tensors (stored once in a float file).
+    Dynamic-range int8 quantizes the two differently (the fused kernel per tensor, the fully
+    connected op per output channel), so a quantized file stores both. A hybrid
+    ``FULLY_CONNECTED`` runs per-tensor int8 weights as well: each such weight that quantizes the
+    same float matrix as one fused-LSTM weight tensor (every element within one step of each
+    quantization) is pointed at that tensor's buffer and scale, and its own
+    buffer is emptied. Where the converter left the fused LSTM in float32 (small layers), the
+    weight is pointed at the float32 tensor instead: a float ``FULLY_CONNECTED``, as exact as the
+    fused kernel.
+
+    Args:
+        data: The bytes of a dynamic-range int8 .tflite file.
+
+    Returns:
+        ``(bytes, number of weight tensors shared)``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = flatbuffer.unpack(data)
+    codes = flatbuffer.builtin_codes(model)
+    lstm_code, fc_code = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM, schema.BuiltinOperator.FULLY_CONNECTED
+    int8 = schema.TensorType.INT8
+
+    def values(tensor) -> Optional[np.ndarray]:
+        buffer = model.buffers[tensor.buffer]
+        if buffer.data is None or tensor.type != int8 or tensor.quantization is None \
+                or tensor.quantization.scale is None:
+            return None
+        return np.frombuffer(bytes(bytearray(buffer.data)), np.int8).reshape([int(d) for d in tensor.shape])
+
+    sources = {}   # shape -> [(dequantized, tensor, scale: 0 for a float32 tensor)]
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            if codes[op.opcodeIndex] != lstm_code:
+                continue
+            for index in list(op.inputs)[1:9]:
+                tensor = graph.tensors[index] if index >= 0 else None
+                if tensor is None or model.buffers[tensor.buffer].data is None:
+                    continue
+                shape = tuple(int(d) for d in tensor.shape)
+                if tensor.type == schema.TensorType.FLOAT32:   # the converter keeps small LSTMs float
+                    floats = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), np.float32)
+                    sources.setdefault(shape, []).append((floats.reshape(shape), tensor, 0.0))
+                    continue
+                q = values(tensor)
+                if q is not None and len(tensor.quantization.scale) == 1:
+                    scale = float(tensor.quantization.scale[0])
+                    sources.setdefault(shape, []).append((q.astype(np.float32) * scale, tensor, scale))
+    shared, emptied = 0, set()
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            if codes[op.opcodeIndex] != fc_code or len(op.inputs) < 2:
+                continue
+            tensor = graph.tensors[op.inputs[1]]
+            q = values(tensor)
+            if q is None or q.ndim != 2 or len(tensor.quantization.scale) != q.shape[0]:
+                continue
+            rows = np.asarray(tensor.quantization.scale, np.float32)
+            dequantized = q.astype(np.float32) * rows[:, np.newaxis]
+            # Both quantize the same float matrix: within one step of each other (the fused kernel's
+            # quantizer rounds up to a whole step); another gate's matrix is far outside that.
+            matches = {bytes(bytearray(model.buffers[src.buffer].data)): src
+                       for d, src, scale in sources.get(tuple(q.shape), [])
+                       if np.all(np.abs(d - dequantized) <= 1.01 * (rows[:, np.newaxis] + scale))}
+            if len(matches) != 1:
+                continue
+            source = next(iter(matches.values()))
+            emptied.add(tensor.buffer)
+            tensor.buffer = source.buffer
+            tensor.type = source.type               # int8 per tensor, or float32 (a plain float FC)
+            tensor.quantization = source.quantization
+            shared += 1
+    if not shared:
+        return data, 0
+    still_used = {t.buffer for g in model.subgraphs for t in g.tensors}
+    for index in emptied - still_used:
+        model.buffers[index].data = None
+    return flatbuffer.pack(model, len(data)), shared
+
+
 __all__ = ["add_metadata_entry", "disable_lstm_cell_clip", "fold_concat_split", "keep_frontend_float",
+           "share_quantized_lstm_weights",
            "restore_float_constants", "shrink_unread_initial_values", "split_fed_lstm_inputs",
            "zero_initial_values"]
