@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from dsnn_keras.errors import DsnnError
-from tflite.runtime import load_interpreter
+from tflite.runtime import load_interpreter, zero_stream_state
 
 
 class StreamBenchError(DsnnError, ValueError):
@@ -41,14 +41,9 @@ class StreamBenchError(DsnnError, ValueError):
 DEFAULT_CHUNK_MS = (80, 160, 320)
 
 
-def _initial_state(runner) -> dict:
-    return {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
-            for name, detail in runner.get_input_details().items() if name.startswith("state_")}
-
-
 def stream_once(runner, audio: np.ndarray, chunk: int, level: int) -> dict:
     """Streams ``audio`` in chunks of ``chunk`` samples; per chunk its compute seconds, frames, tokens."""
-    state = _initial_state(runner)
+    state = zero_stream_state(runner)
     seconds, frames, tokens, ends, best = [], [], [], [], []
     starts = list(range(0, max(len(audio), 1), chunk)) or [0]
     for i, start in enumerate(starts):

@@ -473,8 +473,9 @@ STREAM_RANDOM_SEED = 0           # ... and in random lengths (0 to 0.5 s)
 
 
 def _stream_clip(runner, audio: np.ndarray, sizes: Sequence[int], level: int) -> tuple[np.ndarray, list[int]]:
-    state = {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
-             for name, detail in runner.get_input_details().items() if name.startswith(sig.STATE_PREFIX)}
+    from tflite.runtime import zero_stream_state
+
+    state = zero_stream_state(runner)
     log_probs, tokens, start, call = [], [], 0, 0
     while True:
         size = int(sizes[call % len(sizes)])
@@ -490,7 +491,8 @@ def _stream_clip(runner, audio: np.ndarray, sizes: Sequence[int], level: int) ->
             return np.concatenate(log_probs), tokens
 
 
-def verify_stream(data: bytes, feature_config, options: ExportOptions, audio: Sequence[np.ndarray]) -> list[dict]:
+def verify_stream(data: bytes, num_levels: int, feature_config, options: ExportOptions,
+                  audio: Sequence[np.ndarray]) -> list[dict]:
     """Streams every clip through the ``stream`` signature at every level, against ``recognize``.
 
     Chunks of 160 ms, 50 ms and random lengths (0 to 0.5 s, empty chunks included). A float file must
@@ -514,7 +516,6 @@ def verify_stream(data: bytes, feature_config, options: ExportOptions, audio: Se
     rng = np.random.default_rng(STREAM_RANDOM_SEED)
     chunkings = [[max(int(seconds * rate), 1)] for seconds in STREAM_CHUNKS_S]
     chunkings.append([0, *rng.integers(0, rate // 2, size=15)])
-    num_levels = len(read_levels_from(data))
     results = []
     for level in range(num_levels):
         max_diff, errors, total = 0.0, 0, 0
@@ -540,13 +541,6 @@ def verify_stream(data: bytes, feature_config, options: ExportOptions, audio: Se
                               f"(> {options.max_token_error_rate:.0%})")
         results.append({"stream_max_abs_diff": max_diff, "stream_token_errors": errors, "stream_tokens": total})
     return results
-
-
-def read_levels_from(data: bytes) -> list:
-    """The level table of a .tflite's ``dsnn`` metadata (bytes)."""
-    from tflite.metadata import parse
-
-    return parse(data, "export").levels
 
 
 def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], feature_config,
@@ -668,7 +662,8 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         verification = verify_levels(final, models, feature_config, options, clips,
                                      reset_state=not chosen.state_reset_in_graph)
         if built.stream_state is not None:
-            for entry, stream_check in zip(verification, verify_stream(final, feature_config, options, clips)):
+            stream_checks = verify_stream(final, len(models), feature_config, options, clips)
+            for entry, stream_check in zip(verification, stream_checks):
                 entry.update(stream_check)
         raw["export"]["verification"] = verification
         # Durations at the model's rate: a clip decoded at the wrong rate shows here.

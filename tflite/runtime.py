@@ -44,6 +44,14 @@ def prime_all_signatures(interpreter) -> None:
     interpreter.reset_all_variables()
 
 
+def zero_stream_state(runner) -> dict:
+    """The start of a stream: an all-zero array for every ``state_*`` input of a ``stream`` runner."""
+    from tflite.signatures import STATE_PREFIX
+
+    return {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
+            for name, detail in runner.get_input_details().items() if name.startswith(STATE_PREFIX)}
+
+
 def load_interpreter(path: Union[str, pathlib.Path], num_threads: int = 1):
     """A LiteRT interpreter for ``path``; MetadataError (one line naming the file) if LiteRT refuses it.
 
@@ -275,8 +283,7 @@ class RecognizerStream:
                                   "export a causal model to stream")
         self._recognizer = recognizer
         self._runner = recognizer._interpreter.get_signature_runner("stream")   # pylint: disable=protected-access
-        self._state = {name: np.zeros([int(d) for d in detail["shape_signature"]], detail["dtype"])
-                       for name, detail in self._runner.get_input_details().items() if name.startswith("state_")}
+        self._state = zero_stream_state(self._runner)
         self.level = recognizer.check_level(level)
         self.tokens: list[int] = []
         self._log_probs: list[np.ndarray] = []
@@ -332,4 +339,4 @@ class RecognizerStream:
 
 
 __all__ = ["AudioError", "DEFAULT_WINDOW_SECONDS", "load_interpreter", "Recognition", "Recognizer", "RecognizerError",
-           "RecognizerStream", "prime_all_signatures"]
+           "RecognizerStream", "prime_all_signatures", "zero_stream_state"]
