@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import math
-import pathlib
 import typing
 from typing import Any, Mapping, Optional, Sequence
 
@@ -485,9 +484,11 @@ def load_config(path) -> Config:
     """Reads a YAML or JSON config file and validates it (see `config_from_dict`)."""
     import yaml
 
-    path = pathlib.Path(path)
+    from dsnn_keras import fileio
+
+    path = fileio.as_path(path)   # local, or a URL tf.io.gfile reads (gs://...)
     try:
-        text = path.read_text()
+        text = fileio.read_text(path)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
     try:
@@ -529,7 +530,9 @@ def apply_overrides(config: Config, overrides: Sequence[str], where: str = "--se
 
 
 def dump_config(config: Config, path) -> None:
-    """Writes the resolved config as YAML (read back by `load_config`)."""
+    """Writes the resolved config as YAML (read back by `load_config`), complete or not at all."""
     import yaml
 
-    pathlib.Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    from dsnn_keras import fileio
+
+    fileio.atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
 
 FORMAT_VERSION = 1
@@ -31,14 +31,16 @@ class DatasetError(DsnnError, ValueError):
 class PreparedDataset:
     """A prepared dataset directory, loaded and checked.
 
-    Use `PreparedDataset.from_dir`; the fields mirror ``dataset.json`` and ``cmvn.json``.
+    Use `PreparedDataset.from_dir`; the fields mirror ``dataset.json`` and ``cmvn.json``. ``root``
+    and ``tokenizer_path`` are `pathlib.Path` for a local directory and URL strings for a remote
+    one (``gs://...``, read through `tf.io.gfile`; `dsnn_keras.fileio`).
     """
 
-    root: pathlib.Path
+    root: fileio.AnyPath
     feature_config: Any  # dsnn_keras.frontend.FeatureConfig
     cmvn_mean: np.ndarray
     cmvn_std: np.ndarray
-    tokenizer_path: pathlib.Path
+    tokenizer_path: fileio.AnyPath
     vocab_size: int
     metadata: dict
 
@@ -47,13 +49,13 @@ class PreparedDataset:
         """Loads ``path/dataset.json`` and ``cmvn.json``; raises `DatasetError` naming the problem."""
         from dsnn_keras.frontend import FeatureConfig
 
-        root = pathlib.Path(path)
-        meta_path = root / "dataset.json"
-        if not meta_path.is_file():
+        root = fileio.as_path(path)
+        meta_path = fileio.join(root, "dataset.json")
+        if not fileio.isfile(meta_path):
             raise DatasetError(f"{root}: not a prepared dataset directory (no dataset.json); "
                                "create one with dsnn-prepare")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(fileio.read_text(meta_path))
         except json.JSONDecodeError as err:
             raise DatasetError(f"{meta_path}: not valid JSON ({err})") from None
         for key in ("format_version", "feature_config", "tokenizer", "cmvn", "splits"):
@@ -66,9 +68,9 @@ class PreparedDataset:
             features = FeatureConfig.from_dict(meta["feature_config"])
         except (ValueError, TypeError) as err:
             raise DatasetError(f"{meta_path}: feature_config: {err}") from None
-        cmvn_path = root / meta["cmvn"]
+        cmvn_path = fileio.join(root, meta["cmvn"])
         try:
-            cmvn = json.loads(cmvn_path.read_text())
+            cmvn = json.loads(fileio.read_text(cmvn_path))
         except (OSError, json.JSONDecodeError) as err:
             raise DatasetError(f"{cmvn_path}: cannot read CMVN statistics ({err})") from None
         try:
@@ -85,12 +87,12 @@ class PreparedDataset:
                                "are unusable (a non-finite input reached them); re-run dsnn-prepare on clean audio")
         if np.any(std <= 0):
             raise DatasetError(f"{cmvn_path}: std must be > 0 in every bin")
-        tokenizer_path = root / meta["tokenizer"]["model"]
-        if not tokenizer_path.is_file():
+        tokenizer_path = fileio.join(root, meta["tokenizer"]["model"])
+        if not fileio.isfile(tokenizer_path):
             raise DatasetError(f"{meta_path}: tokenizer model {tokenizer_path} not found")
         for split, info in meta["splits"].items():
             for name in info.get("files", []):
-                if not (root / name).is_file():
+                if not fileio.isfile(fileio.join(root, name)):
                     raise DatasetError(f"{meta_path}: split {split!r} lists missing file {name}")
         return cls(root=root, feature_config=features, cmvn_mean=mean, cmvn_std=std,
                    tokenizer_path=tokenizer_path, vocab_size=int(meta["tokenizer"]["vocab_size"]),
@@ -115,7 +117,7 @@ class PreparedDataset:
         return int(self._split(split)["num_utterances"])
 
     def files(self, split: str) -> list[str]:
-        return [str(self.root / name) for name in self._split(split)["files"]]
+        return [str(fileio.join(self.root, name)) for name in self._split(split)["files"]]
 
     def check_feature_config(self, expected) -> None:
         """Raises `DatasetError` if the dataset's features differ from ``expected`` (a FeatureConfig)."""
@@ -123,14 +125,14 @@ class PreparedDataset:
         diff = [f"{k}: dataset {mine.get(k)!r} vs model {theirs.get(k)!r}"
                 for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
         if diff:
-            raise DatasetError(f"{self.root / 'dataset.json'}: feature_config differs from the model's "
+            raise DatasetError(f"{fileio.join(self.root, 'dataset.json')}: feature_config differs from the model's "
                                f"config ({'; '.join(diff)}); re-run dsnn-prepare with matching features")
 
     def tokenizer(self):
-        """The SentencePieceProcessor of ``tokenizer.model``."""
+        """The SentencePieceProcessor of ``tokenizer.model`` (read as bytes: it may be remote)."""
         import sentencepiece as spm
 
-        return spm.SentencePieceProcessor(model_file=str(self.tokenizer_path))
+        return spm.SentencePieceProcessor(model_proto=fileio.read_bytes(self.tokenizer_path))
 
     def pieces(self) -> list[str]:
         """The SentencePiece piece of every id 0..vocab_size-1."""

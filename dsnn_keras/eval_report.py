@@ -19,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import pathlib
 from typing import Any, Mapping, Optional, Sequence
 
 from dsnn_keras.errors import DsnnError
@@ -312,13 +311,20 @@ class EvalReport:
             FileNotFoundError: there is no such file.
             EvalReportError: it is not JSON, or does not match the schema (the message names it).
         """
-        path = pathlib.Path(path)
+        from dsnn_keras import fileio
+
+        path = fileio.as_path(path)
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(fileio.read_text(path))
         except ValueError as error:
             raise EvalReportError(f"{path}: not valid JSON ({error})") from None
         return cls.from_dict(values, where=str(path))
 
     def write(self, path: str | os.PathLike) -> None:
-        """Writes ``to_dict()`` as indented JSON (what ``dsnn-eval`` writes)."""
-        pathlib.Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Writes ``to_dict()`` as indented JSON (what ``dsnn-eval`` writes), complete or not at all.
+
+        ``path`` may be local or a URL `tf.io.gfile` writes (``gs://...``; `dsnn_keras.fileio`).
+        """
+        from dsnn_keras import fileio
+
+        fileio.atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -2,13 +2,16 @@
 
 ``dsnn-eval RUN_DIR --data DIR --split dev`` loads the run's latest checkpoint, decodes the split at
 each level and writes ``eval.json`` (the contract other parts read), ``eval.md`` (a Markdown table)
-and ``wer_vs_sparsity.png``. TensorFlow is imported only after the arguments are parsed.
+and ``wer_vs_sparsity.png``. TensorFlow is imported only after the arguments are parsed. RUN_DIR,
+``--data`` and ``--out`` may be local or URLs `tf.io.gfile` reaches (``gs://...``; `dsnn_keras.fileio`);
+each output file is written complete under a temporary name, then renamed into place.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -18,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from dsnn_keras import fileio
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
 from dsnn_keras.errors import DsnnError
 from dsnn_keras.eval_report import SCHEMA_VERSION, EvalReport, LevelResult
@@ -296,7 +300,7 @@ def plot_wer_vs_sparsity(series: Mapping[str, tuple[Sequence[float], Sequence[fl
 
     Args:
         series: ``{label: (sparsities in 0..1, WERs in 0..1)}``.
-        path: Output PNG file.
+        path: Output PNG file (local or remote; written complete, then renamed into place).
         title: Plot title.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -313,32 +317,35 @@ def plot_wer_vs_sparsity(series: Mapping[str, tuple[Sequence[float], Sequence[fl
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(str(path), format="png")
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    fileio.atomic_write(path, png.getvalue())
 
 
-def output_paths(run_dir: pathlib.Path, out: str | pathlib.Path | None) -> dict[str, pathlib.Path]:
-    """Where the JSON, Markdown, PNG and hypotheses files go.
+def output_paths(run_dir: fileio.AnyPath, out: str | pathlib.Path | None) -> dict[str, fileio.AnyPath]:
+    """Where the JSON, Markdown, PNG and hypotheses files go (`pathlib.Path`s, or URLs when remote).
 
     Default: ``RUN_DIR/eval.json``, ``eval.md``, ``wer_vs_sparsity.png``, ``eval_hypotheses.jsonl``.
     With ``out=DIR/NAME.json``: ``DIR/NAME.json``, ``DIR/NAME.md``, ``DIR/NAME_wer_vs_sparsity.png``,
     ``DIR/NAME_hypotheses.jsonl``.
     """
     if out is None:
-        return {"json": run_dir / "eval.json", "md": run_dir / "eval.md",
-                "png": run_dir / "wer_vs_sparsity.png",
-                "hypotheses": run_dir / "eval_hypotheses.jsonl"}
-    out = pathlib.Path(out)
-    stem = out.with_suffix("")
-    return {"json": out, "md": stem.with_suffix(".md"),
-            "png": stem.parent / f"{stem.name}_wer_vs_sparsity.png",
-            "hypotheses": stem.parent / f"{stem.name}_hypotheses.jsonl"}
+        return {"json": fileio.join(run_dir, "eval.json"), "md": fileio.join(run_dir, "eval.md"),
+                "png": fileio.join(run_dir, "wer_vs_sparsity.png"),
+                "hypotheses": fileio.join(run_dir, "eval_hypotheses.jsonl")}
+    out = fileio.as_path(out)
+    directory = fileio.parent(out)
+    stem = pathlib.PurePosixPath(fileio.name(out)).stem
+    return {"json": out, "md": fileio.join(directory, f"{stem}.md"),
+            "png": fileio.join(directory, f"{stem}_wer_vs_sparsity.png"),
+            "hypotheses": fileio.join(directory, f"{stem}_hypotheses.jsonl")}
 
 
 def load_utterances(dataset: Any, split: str, max_utterances: int | None = None) -> list[Utterance]:
     """Reads a prepared split into memory (``PreparedDataset.examples``), in file order."""
     if split not in dataset.split_names:
         raise EvaluationError(
-            f"split {split!r} is not in {pathlib.Path(dataset.root) / 'dataset.json'} "
+            f"split {split!r} is not in {fileio.join(dataset.root, 'dataset.json')} "
             f"(available: {', '.join(sorted(dataset.split_names)) or 'none'})")
     utterances = []
     for example in dataset.examples(split):
@@ -402,14 +409,14 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         >>> report = run_evaluation("runs/an4_dsnn", "data/an4", split="dev")  # doctest: +SKIP
         >>> [round(level.wer, 3) for level in report.levels]  # doctest: +SKIP
     """
-    run_dir = pathlib.Path(run_dir)
-    data_dir = pathlib.Path(data_dir)
-    if not run_dir.is_dir():
+    run_dir = fileio.as_path(run_dir)
+    data_dir = fileio.as_path(data_dir)
+    if not fileio.isdir(run_dir):
         raise EvaluationError(f"run directory {run_dir} does not exist")
-    if not (run_dir / "checkpoints").is_dir():
+    if not fileio.isdir(fileio.join(run_dir, "checkpoints")):
         raise EvaluationError(
             f"run directory {run_dir} has no checkpoints/ (is it a dsnn-train output?)")
-    if not (data_dir / "dataset.json").is_file():
+    if not fileio.isfile(fileio.join(data_dir, "dataset.json")):
         raise EvaluationError(
             f"data directory {data_dir} has no dataset.json (is it a dsnn-prepare output?)")
     if max_utterances is not None and max_utterances <= 0:
@@ -421,14 +428,14 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
     dataset = PreparedDataset.from_dir(data_dir)
     if split not in dataset.split_names:  # checked before the (slow) model load
         raise EvaluationError(
-            f"split {split!r} is not in {data_dir / 'dataset.json'} "
+            f"split {split!r} is not in {fileio.join(data_dir, 'dataset.json')} "
             f"(available: {', '.join(sorted(dataset.split_names)) or 'none'})")
     if not isinstance(levels, (str, type(None))):
         levels = ",".join(str(int(x)) for x in levels)
-    if (run_dir / "config.yaml").is_file():  # check the levels before the (slow) model load
+    if fileio.isfile(fileio.join(run_dir, "config.yaml")):  # check the levels before the (slow) model load
         from dsnn_keras.config import load_config
 
-        parse_levels(levels, len(load_config(run_dir / "config.yaml").effective_levels))
+        parse_levels(levels, len(load_config(fileio.join(run_dir, "config.yaml")).effective_levels))
     _log(f"loading run {run_dir}")
     run = load_run(run_dir)
     dataset.check_feature_config(run.feature_config)  # DatasetError (a ValueError) naming the keys
@@ -458,18 +465,16 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         },
     )
     if write:
-        paths["json"].parent.mkdir(parents=True, exist_ok=True)
+        # Each file is written complete, then renamed into place (fileio.atomic_write).
         report.write(paths["json"])
-        paths["md"].write_text(markdown_table(report.to_dict()))
+        fileio.atomic_write(paths["md"], markdown_table(report.to_dict()))
         plot_wer_vs_sparsity(
-            {run_dir.name or "run": ([e.sparsity for e in report.levels], [e.wer for e in report.levels])},
+            {fileio.name(run_dir) or "run": ([e.sparsity for e in report.levels], [e.wer for e in report.levels])},
             paths["png"], title=f"WER against sparsity ({split})")
-        with paths["hypotheses"].open("w") as stream:
-            for i, utt in enumerate(utterances):
-                stream.write(json.dumps({
-                    "utt_id": utt.utt_id, "reference": utt.transcript,
-                    "hypotheses": {str(level): result["hypotheses"][level][i]
-                                   for level in level_list}}) + "\n")
+        fileio.atomic_write(paths["hypotheses"], "".join(
+            json.dumps({"utt_id": utt.utt_id, "reference": utt.transcript,
+                        "hypotheses": {str(level): result["hypotheses"][level][i] for level in level_list}}) + "\n"
+            for i, utt in enumerate(utterances)))
         _log(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
     return report
 

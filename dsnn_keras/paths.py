@@ -2,6 +2,11 @@
 
 No TensorFlow here: the command-line tools call these before any heavy import or any write.
 
+Remote paths (``gs://...``, any ``scheme://``): `check_disjoint` compares them as normalised URLs
+(a remote path never overlaps a local one), and `exclusive_lock` cannot lock them (there is no
+``flock`` on an object store, and `tf.io.gfile` has no create-if-absent): it prints a note and runs
+the block unlocked; one writer per remote directory is then the scheduler's job.
+
 Example:
     >>> check_disjoint("runs/x", {"--data": "data/an4"}, out_flag="--out")
     >>> with exclusive_lock("runs/x", ".dsnn-train.lock", holder="dsnn-train"):
@@ -12,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import posixpath
+import sys
 from typing import Iterator, Mapping, Optional, Union
 
 from dsnn_keras.errors import DsnnError, DsnnUsageError
@@ -25,6 +32,15 @@ class PathOverlapError(DsnnUsageError, ValueError):
 
 class LockedError(DsnnError, RuntimeError):
     """Another process holds the directory's lock."""
+
+
+def _remote_key(path: PathLike) -> Optional[tuple[str, str]]:
+    """``(scheme, normalised rest)`` of a ``scheme://`` URL, None for a local path."""
+    text = os.fspath(path)
+    if "://" not in text:
+        return None
+    scheme, rest = text.split("://", 1)
+    return scheme.lower(), posixpath.normpath("/" + rest)
 
 
 def _resolved(path: PathLike) -> pathlib.Path:
@@ -50,9 +66,16 @@ def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_
     Raises:
         PathOverlapError: naming both flags and both resolved paths.
     """
-    out_path = _resolved(out)
+    out_key = _remote_key(out)
+    out_path = _resolved(out) if out_key is None else None
     for flag, value in inputs.items():
         if value is None:
+            continue
+        in_key = _remote_key(value)
+        if out_key is not None or in_key is not None:
+            if out_key is None or in_key is None or out_key[0] != in_key[0]:
+                continue    # a local path and a URL, or two schemes: different stores
+            _check_remote(out, out_key[1], flag, value, in_key[1], out_flag)
             continue
         in_path = _resolved(value)
         if out_path == in_path:
@@ -68,8 +91,24 @@ def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_
             f"(the output would replace or change the input). Choose an {out_flag} outside {flag}")
 
 
+def _check_remote(out: PathLike, out_rest: str, flag: str, value: PathLike, in_rest: str, out_flag: str) -> None:
+    inside = lambda child, parent: child == parent or child.startswith(parent.rstrip("/") + "/")  # noqa: E731
+    if out_rest == in_rest:
+        relation = "is the same path as"
+    elif inside(in_rest, out_rest):
+        relation = "contains"
+    elif inside(out_rest, in_rest):
+        relation = "is inside"
+    else:
+        return
+    raise PathOverlapError(
+        f"{out_flag} {os.fspath(out)} {relation} {flag} {os.fspath(value)}; refusing to write there "
+        f"(the output would replace or change the input). Choose an {out_flag} outside {flag}")
+
+
 @contextlib.contextmanager
-def exclusive_lock(directory: PathLike, name: str, holder: str, remove: bool = False) -> Iterator[pathlib.Path]:
+def exclusive_lock(directory: PathLike, name: str, holder: str,
+                   remove: bool = False) -> Iterator[Optional[pathlib.Path]]:
     """Holds an exclusive, non-blocking ``flock`` on ``directory/name`` for the ``with`` block.
 
     The lock is released by the kernel when the process dies (``kill -9`` included), so a stale
@@ -83,13 +122,22 @@ def exclusive_lock(directory: PathLike, name: str, holder: str, remove: bool = F
         holder: The command, for the message (e.g. ``"dsnn-train"``).
         remove: Delete the lock file when the block ends (still holding the lock). Defaults to False.
 
+    A remote ``directory`` (``gs://...``) is not locked: a note saying so goes to stderr and the
+    block runs unlocked (object stores have no lock a dead process releases; see the module notes).
+
     Yields:
-        The lock file's path.
+        The lock file's path (None for a remote directory).
 
     Raises:
         LockedError: another process holds the lock.
     """
     import fcntl
+
+    if _remote_key(directory) is not None:
+        print(f"{holder}: note: {os.fspath(directory)} is not on a local filesystem, so it cannot be locked; "
+              f"make sure no other {holder} writes there at the same time", file=sys.stderr, flush=True)
+        yield None
+        return
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,9 @@ from the prepared dataset), ``cmvn.json`` (the CMVN constants built into the mod
 ``checkpoints/`` (tf.train.CheckpointManager), ``train_log.jsonl``, ``tensorboard/`` and, after
 ``dsnn-eval``, ``eval.json``.
 
+RUN_DIR may be local or a URL `tf.io.gfile` reaches (``gs://...``): every file is read through
+`dsnn_keras.fileio`, and the paths below are `pathlib.Path` when local, URL strings when remote.
+
 Checkpoints are found by listing ``checkpoints/ckpt-<step>.index`` files, not by trusting the
 ``checkpoints/checkpoint`` index file (a garbled index must not hide them), and the newest one that
 restores is used: an unreadable one (truncated, corrupt) is skipped with a message naming it and
@@ -20,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pathlib
 import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
 
 if TYPE_CHECKING:   # heavy (TensorFlow): for the annotations only
@@ -42,20 +45,21 @@ class RunDirError(DsnnError, ValueError):
     """A run directory is missing files or has no checkpoint."""
 
 
-def list_checkpoints(directory) -> list[tuple[int, pathlib.Path]]:
+def list_checkpoints(directory) -> list[tuple[int, fileio.AnyPath]]:
     """``(step, prefix)`` of every ``ckpt-<step>`` in ``directory``, newest first, found by listing.
 
     The ``checkpoint`` index file that `tf.train.CheckpointManager` keeps is not read: a garbled or
-    stale one must neither hide checkpoints nor point at a missing one.
+    stale one must neither hide checkpoints nor point at a missing one. ``directory`` may be remote
+    (``gs://...``); the prefixes are then URL strings.
     """
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
+    directory = fileio.as_path(directory)
+    if not fileio.isdir(directory):
         return []
     found = []
-    for path in directory.iterdir():
-        match = _CHECKPOINT_INDEX.match(path.name)
-        if match and path.is_file():
-            found.append((int(match.group(1)), directory / f"{CHECKPOINT_NAME}-{match.group(1)}"))
+    for entry in fileio.listdir(directory):
+        match = _CHECKPOINT_INDEX.match(entry)
+        if match and fileio.isfile(fileio.join(directory, entry)):
+            found.append((int(match.group(1)), fileio.join(directory, f"{CHECKPOINT_NAME}-{match.group(1)}")))
     return sorted(found, key=lambda item: item[0], reverse=True)
 
 
@@ -65,7 +69,7 @@ def _reason(error: BaseException) -> str:
 
 
 def restore_newest(checkpoint, directory, expect_partial: bool = False,
-                   warn: Optional[Callable[[str], None]] = None) -> tuple[Optional[pathlib.Path], list[tuple[pathlib.Path, str]]]:
+                   warn: Optional[Callable[[str], None]] = None) -> tuple[Optional[fileio.AnyPath], list[tuple[fileio.AnyPath, str]]]:
     """Restores the newest checkpoint in ``directory`` that restores completely into ``checkpoint``.
 
     Checkpoints are tried newest first (`list_checkpoints`); one that cannot be read or does not
@@ -83,7 +87,7 @@ def restore_newest(checkpoint, directory, expect_partial: bool = False,
         means there is no checkpoint at all; None with skipped entries means none could be restored.
     """
     warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
-    skipped: list[tuple[pathlib.Path, str]] = []
+    skipped: list[tuple[fileio.AnyPath, str]] = []
     for _, prefix in list_checkpoints(directory):
         try:
             status = checkpoint.restore(str(prefix))
@@ -99,9 +103,9 @@ def restore_newest(checkpoint, directory, expect_partial: bool = False,
     return None, skipped
 
 
-def no_restorable_checkpoint_message(directory, skipped: list[tuple[pathlib.Path, str]]) -> str:
+def no_restorable_checkpoint_message(directory, skipped: list[tuple[fileio.AnyPath, str]]) -> str:
     """The one-line error for a checkpoint directory none of whose checkpoints restores."""
-    names = ", ".join(f"{prefix.name} ({reason})" for prefix, reason in skipped)
+    names = ", ".join(f"{fileio.name(prefix)} ({reason})" for prefix, reason in skipped)
     return (f"{directory}: none of the {len(skipped)} checkpoint(s) can be restored: {names}; they were left "
             "untouched (move them away to start the run over)")
 
@@ -115,12 +119,12 @@ class TrainedRun:
         config: The run's `dsnn_keras.config.Config`.
         levels: Sparsity of each level (index = level).
         feature_config: The `FeatureConfig` the model expects.
-        tokenizer_path: The run's copy of ``tokenizer.model``.
+        tokenizer_path: The run's copy of ``tokenizer.model`` (a URL string for a remote run).
         pieces: SentencePiece piece per token id.
         blank_id: The CTC blank (= vocab_size, the last output).
         eval_results: ``RUN_DIR/eval.json`` as parsed JSON, or None before evaluation (typed:
             `eval_report`).
-        run_dir: The directory.
+        run_dir: The directory (`pathlib.Path`, or the URL string of a remote run).
         step: Training step of the restored checkpoint.
         checkpoint: Path prefix of the restored checkpoint.
     """
@@ -129,11 +133,11 @@ class TrainedRun:
     config: Config
     levels: tuple[float, ...]
     feature_config: FeatureConfig
-    tokenizer_path: pathlib.Path
+    tokenizer_path: fileio.AnyPath
     pieces: list[str]
     blank_id: int
     eval_results: Optional[dict[str, Any]]
-    run_dir: pathlib.Path
+    run_dir: fileio.AnyPath
     step: int
     checkpoint: str
 
@@ -148,7 +152,7 @@ class TrainedRun:
 
         if self.eval_results is None:
             return None
-        return EvalReport.from_dict(self.eval_results, where=str(self.run_dir / "eval.json"))
+        return EvalReport.from_dict(self.eval_results, where=str(fileio.join(self.run_dir, "eval.json")))
 
     @property
     def granularity(self) -> str:
@@ -156,9 +160,9 @@ class TrainedRun:
         return self.config.pruning.effective_granularity
 
 
-def _read_cmvn(path: pathlib.Path) -> dict:
+def _read_cmvn(path: fileio.AnyPath) -> dict:
     try:
-        cmvn = json.loads(path.read_text())
+        cmvn = json.loads(fileio.read_text(path))
         values = [float(v) for key in ("mean", "std") for v in cmvn[key]]
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise RunDirError(f"{path}: cannot read the CMVN statistics ({_reason(error)})") from None
@@ -172,7 +176,7 @@ def load_run(run_dir, warn: Optional[Callable[[str], None]] = None) -> TrainedRu
     """Rebuilds the model from RUN_DIR's config and restores the newest checkpoint that restores.
 
     Args:
-        run_dir: A directory written by ``dsnn-train``.
+        run_dir: A directory written by ``dsnn-train`` (local, or ``gs://...``: `dsnn_keras.fileio`).
         warn: Where a message about a skipped (unreadable) checkpoint goes. Defaults to stderr.
 
     Returns:
@@ -189,16 +193,16 @@ def load_run(run_dir, warn: Optional[Callable[[str], None]] = None) -> TrainedRu
     from dsnn_keras.frontend import FeatureConfig
     from dsnn_keras.model import build_pruned_model
 
-    root = pathlib.Path(run_dir)
+    root = fileio.as_path(run_dir)
     for name in ("config.yaml", "dataset.json", "tokenizer.model", "cmvn.json"):
-        if not (root / name).is_file():
+        if not fileio.isfile(fileio.join(root, name)):
             raise RunDirError(f"{root}: missing {name}; is this a run directory written by dsnn-train?")
-    config = load_config(root / "config.yaml")
-    meta = json.loads((root / "dataset.json").read_text())
-    cmvn = _read_cmvn(root / "cmvn.json")
+    config = load_config(fileio.join(root, "config.yaml"))
+    meta = json.loads(fileio.read_text(fileio.join(root, "dataset.json")))
+    cmvn = _read_cmvn(fileio.join(root, "cmvn.json"))
     feature_config = FeatureConfig.from_dict(meta["feature_config"])
     vocab_size = int(meta["tokenizer"]["vocab_size"])
-    checkpoints = root / "checkpoints"
+    checkpoints = fileio.join(root, "checkpoints")
     if not list_checkpoints(checkpoints):
         raise RunDirError(f"{checkpoints}: no checkpoint found; train first with dsnn-train")
     model = build_pruned_model(config, feature_config, vocab_size, cmvn["mean"], cmvn["std"])
@@ -208,11 +212,12 @@ def load_run(run_dir, warn: Optional[Callable[[str], None]] = None) -> TrainedRu
     if restored is None:
         raise RunDirError(no_restorable_checkpoint_message(checkpoints, skipped))
     latest = str(restored)
-    sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
-    eval_path = root / "eval.json"
+    tokenizer_path = fileio.join(root, "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_proto=fileio.read_bytes(tokenizer_path))
+    eval_path = fileio.join(root, "eval.json")
     return TrainedRun(
         model=model, config=config, levels=tuple(config.effective_levels), feature_config=feature_config,
-        tokenizer_path=root / "tokenizer.model",
+        tokenizer_path=tokenizer_path,
         pieces=[sp.id_to_piece(i) for i in range(sp.get_piece_size())], blank_id=vocab_size,
-        eval_results=json.loads(eval_path.read_text()) if eval_path.is_file() else None,
+        eval_results=json.loads(fileio.read_text(eval_path)) if fileio.isfile(eval_path) else None,
         run_dir=root, step=int(step.numpy()), checkpoint=latest)

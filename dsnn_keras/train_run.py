@@ -29,6 +29,9 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
               stream: Optional[TextIO] = None) -> dict[str, Any]:
     """Trains (or resumes) the run in ``run_dir`` on a prepared dataset.
 
+    Every path may be local or a URL `tf.io.gfile` reaches (``gs://...``; `dsnn_keras.fileio`). A
+    remote ``run_dir`` is not locked (`dsnn_keras.paths.exclusive_lock`).
+
     Args:
         data_dir: Prepared dataset directory (``dsnn-prepare`` output).
         config_path: Training config file (YAML/JSON, ``version: 1``).
@@ -49,13 +52,14 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
         LockedError: another ``dsnn-train`` is using ``run_dir``.
         DsnnError: any other condition the trainer reports (e.g. a run that cannot continue).
     """
+    from dsnn_keras import fileio
     from dsnn_keras.paths import check_disjoint, exclusive_lock
 
     if max_steps is not None and max_steps < 0:
         raise TrainArgumentError("--max_steps must be >= 0")
     # Before anything is written: the run directory must not be (in) the dataset or hold it.
     check_disjoint(run_dir, {"--data": data_dir}, out_flag="--out")
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+    if fileio.exists(run_dir) and not fileio.isdir(run_dir):
         raise TrainArgumentError(f"--out {run_dir} exists and is not a directory")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from dsnn_keras.config import apply_overrides, load_config

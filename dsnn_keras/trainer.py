@@ -18,10 +18,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import pathlib
-import shutil
 import sys
 import time
 from typing import Any, Optional, Sequence, TextIO
@@ -31,6 +31,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import dsnn_keras
+from dsnn_keras import fileio
 from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
 from dsnn_keras.dataset import PreparedDataset
 from dsnn_keras.errors import DsnnError
@@ -58,12 +59,14 @@ LOCK_NAME = ".dsnn-train.lock"            # RUN_DIR/.dsnn-train.lock: one dsnn-t
 UNREADABLE_DIR = "unreadable_checkpoints"  # RUN_DIR/unreadable_checkpoints/: set aside, never overwritten
 
 
-def _checkpoint_files(checkpoints: pathlib.Path, prefix_name: str) -> list[pathlib.Path]:
-    return sorted(p for p in checkpoints.glob(prefix_name + ".*")
-                  if p.is_file() and (p.name.endswith(".index") or ".data-" in p.name))
+def _checkpoint_files(checkpoints: fileio.AnyPath, prefix_name: str) -> list[str]:
+    """Names of ``checkpoints/<prefix_name>.index`` and ``.data-*`` files (listed: the directory may be remote)."""
+    return [entry for entry in fileio.listdir(checkpoints)
+            if entry.startswith(prefix_name + ".") and (entry.endswith(".index") or ".data-" in entry)
+            and fileio.isfile(fileio.join(checkpoints, entry))]
 
 
-def set_aside_checkpoint(checkpoints: pathlib.Path, prefix_name: str, run_dir: pathlib.Path) -> pathlib.Path:
+def set_aside_checkpoint(checkpoints: fileio.AnyPath, prefix_name: str, run_dir: fileio.AnyPath) -> fileio.AnyPath:
     """Moves ``checkpoints/<prefix_name>.*`` into ``RUN_DIR/unreadable_checkpoints/`` (never over a file).
 
     A resumed run saves its checkpoints under the same names again; moving an unreadable one aside
@@ -72,28 +75,28 @@ def set_aside_checkpoint(checkpoints: pathlib.Path, prefix_name: str, run_dir: p
     Returns:
         The directory the files went to.
     """
-    target = run_dir / UNREADABLE_DIR
-    target.mkdir(exist_ok=True)
+    target = fileio.join(run_dir, UNREADABLE_DIR)
+    fileio.makedirs(target)
     files = _checkpoint_files(checkpoints, prefix_name)
     suffix, n = "", 0
-    while any((target / (f.name + suffix)).exists() for f in files):
+    while any(fileio.exists(fileio.join(target, f + suffix)) for f in files):
         n += 1
         suffix = f".{n}"
     for f in files:
-        f.rename(target / (f.name + suffix))
+        fileio.rename(fileio.join(checkpoints, f), fileio.join(target, f + suffix))
     return target
 
 
-def sync_checkpoint_index(checkpoints: pathlib.Path) -> None:
+def sync_checkpoint_index(checkpoints: fileio.AnyPath) -> None:
     """Rewrites ``checkpoints/checkpoint`` (CheckpointManager's index) from the listed checkpoints.
 
     The manager trusts that file; a garbled one hides every checkpoint from it (the run would start
     over and overwrite them), a stale one names missing files. Written only when it differs.
     """
-    found = [prefix.name for _, prefix in reversed(list_checkpoints(checkpoints))]  # oldest first
-    index = checkpoints / "checkpoint"
+    found = [fileio.name(prefix) for _, prefix in reversed(list_checkpoints(checkpoints))]  # oldest first
+    index = fileio.join(checkpoints, "checkpoint")
     if not found:
-        index.unlink(missing_ok=True)
+        fileio.remove(index, missing_ok=True)
         return
     try:
         state = tf.train.get_checkpoint_state(str(checkpoints))  # None if the file does not parse
@@ -104,9 +107,7 @@ def sync_checkpoint_index(checkpoints: pathlib.Path) -> None:
         return
     text = "".join([f'model_checkpoint_path: "{found[-1]}"\n'] +
                    [f'all_model_checkpoint_paths: "{name}"\n' for name in found])
-    tmp = index.with_name(index.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(index)
+    fileio.atomic_write(index, text)
 
 
 # ---- pieces that are tested on their own ----------------------------------------------------
@@ -205,25 +206,28 @@ class Progress:
 
 
 # ---- run directory ------------------------------------------------------------------------------
-def prepare_run_dir(run_dir: pathlib.Path, config: Config, dataset: PreparedDataset) -> None:
-    """Creates RUN_DIR (config.yaml, tokenizer.model, dataset.json) or checks that it matches."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.yaml"
-    if saved.exists():
+def prepare_run_dir(run_dir: fileio.AnyPath, config: Config, dataset: PreparedDataset) -> None:
+    """Creates RUN_DIR (config.yaml, tokenizer.model, dataset.json) or checks that it matches.
+
+    ``run_dir`` and the dataset may each be local or remote (``gs://...``; `dsnn_keras.fileio`).
+    """
+    fileio.makedirs(run_dir)
+    saved = fileio.join(run_dir, "config.yaml")
+    if fileio.exists(saved):
         previous = load_config(saved)
         if previous.to_dict() != config.to_dict():
             diff = _dict_diff(previous.to_dict(), config.to_dict())
             raise TrainingError(f"{run_dir}: this run directory was started with a different config "
                                 f"({diff}); resume with the same config or use a new --out")
-        if (run_dir / "tokenizer.model").read_bytes() != dataset.tokenizer_path.read_bytes():
+        if fileio.read_bytes(fileio.join(run_dir, "tokenizer.model")) != fileio.read_bytes(dataset.tokenizer_path):
             raise TrainingError(f"{run_dir}: tokenizer.model differs from {dataset.tokenizer_path}; "
                                 "resume with the same --data or use a new --out")
         return
     dump_config(config, saved)
-    shutil.copyfile(dataset.tokenizer_path, run_dir / "tokenizer.model")
-    shutil.copyfile(dataset.root / "dataset.json", run_dir / "dataset.json")
+    fileio.copy(dataset.tokenizer_path, fileio.join(run_dir, "tokenizer.model"))
+    fileio.copy(fileio.join(dataset.root, "dataset.json"), fileio.join(run_dir, "dataset.json"))
     # CMVN constants are part of the model but not variables: keep them with the run (load_run).
-    shutil.copyfile(dataset.root / dataset.metadata["cmvn"], run_dir / "cmvn.json")
+    fileio.copy(fileio.join(dataset.root, dataset.metadata["cmvn"]), fileio.join(run_dir, "cmvn.json"))
 
 
 def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:
@@ -253,7 +257,8 @@ class Trainer:
     Args:
         config: The validated `Config`.
         dataset: The `PreparedDataset` (its features must match ``config.features``).
-        run_dir: The run directory (created if needed).
+        run_dir: The run directory (created if needed); local or a URL `tf.io.gfile` writes
+            (``gs://...``).
         strategy: A `tf.distribute.Strategy`; defaults to the current (default) strategy.
         stream: Where progress goes. Defaults to stderr.
     """
@@ -262,7 +267,7 @@ class Trainer:
                  stream: Optional[TextIO] = None):
         self.config = config
         self.dataset = dataset
-        self.run_dir = pathlib.Path(run_dir)
+        self.run_dir = fileio.as_path(run_dir)
         self.stream = stream or sys.stderr
         self.strategy = strategy or tf.distribute.get_strategy()
         dataset.check_feature_config(config.feature_config())
@@ -290,7 +295,7 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.state.step, epoch=self.state.epoch,
             batch_in_epoch=self.state.batch_in_epoch)
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.checkpoint_dir = fileio.join(self.run_dir, "checkpoints")
         self._make_manager()
         self._cmvn_mean = tf.constant(dataset.cmvn_mean)
         # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
@@ -300,7 +305,7 @@ class Trainer:
 
     def _make_manager(self) -> None:
         # The manager's list comes from the index file: rebuild that from the listing first.
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        fileio.makedirs(self.checkpoint_dir)
         sync_checkpoint_index(self.checkpoint_dir)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
                                                   max_to_keep=self.config.training.keep_checkpoints,
@@ -321,10 +326,10 @@ class Trainer:
         restored, skipped = restore_newest(self.checkpoint, self.checkpoint_dir, warn=warn)
         if restored is None and skipped:
             raise TrainingError(no_restorable_checkpoint_message(self.checkpoint_dir, skipped))
-        indexed = {prefix.name for _, prefix in list_checkpoints(self.checkpoint_dir)}
-        orphans = sorted({p.name.split(".data-")[0] for p in self.checkpoint_dir.glob(CHECKPOINT_NAME + "-*.data-*")}
-                         - indexed)
-        moved = [prefix.name for prefix, _ in skipped] + orphans
+        indexed = {fileio.name(prefix) for _, prefix in list_checkpoints(self.checkpoint_dir)}
+        orphans = sorted({entry.split(".data-")[0] for entry in fileio.listdir(self.checkpoint_dir)
+                          if fnmatch.fnmatchcase(entry, CHECKPOINT_NAME + "-*.data-*")} - indexed)
+        moved = [fileio.name(prefix) for prefix, _ in skipped] + orphans
         for name in moved:
             target = set_aside_checkpoint(self.checkpoint_dir, name, self.run_dir)
             why = "no .index file: an interrupted save" if name in orphans else "unreadable"
@@ -462,8 +467,8 @@ class Trainer:
         restored_from = self.restore()
         stop = cfg.total_steps if max_steps is None else min(max_steps, cfg.total_steps)
         step = int(self.state.step.numpy())
-        log_path = self.run_dir / "train_log.jsonl"
-        writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        log_path = fileio.join(self.run_dir, "train_log.jsonl")
+        writer = tf.summary.create_file_writer(str(fileio.join(self.run_dir, "tensorboard")))
         progress = Progress(stop, step, self.stream, cfg.log_every)
         if restored_from:
             progress.message(f"resumed from {self.manager.latest_checkpoint} at step {restored_from} "
@@ -582,10 +587,9 @@ class Trainer:
         return dev
 
     @staticmethod
-    def _log(path: pathlib.Path, record: dict) -> None:
+    def _log(path: fileio.AnyPath, record: dict) -> None:
         record = {"time": time.time(), **record}
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        fileio.append_text(path, json.dumps(record) + "\n")
 
 
 def train(config: Config, data_dir, run_dir, max_steps: Optional[int] = None, strategy=None,

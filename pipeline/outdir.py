@@ -30,10 +30,16 @@ def _remote(path: str) -> bool:
     return "://" in path
 
 
+def _remote_has_files(directory: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+    return bool(FileSystems.match([directory.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
+
+
 def _exists(path: str) -> bool:
-    if _remote(path):
+    if _remote(path):  # an object store has no directories: a prefix with objects under it counts
         from apache_beam.io.filesystems import FileSystems
-        return FileSystems.exists(path.rstrip("/") + "/dataset.json") or FileSystems.exists(path)
+        return (FileSystems.exists(path.rstrip("/") + "/dataset.json") or FileSystems.exists(path)
+                or _remote_has_files(path))
     return os.path.exists(path)
 
 
@@ -43,6 +49,13 @@ def _check_replaceable(out: str) -> None:
     Raises:
         FileExistsError: ``out`` is not a directory, or a non-empty one without ``dataset.json``.
     """
+    if _remote(out):
+        from apache_beam.io.filesystems import FileSystems
+        if not FileSystems.exists(out.rstrip("/") + "/dataset.json"):
+            raise FileExistsError(
+                f"--out {out} is not a prepared dataset (no dataset.json) and objects exist under it; "
+                "--overwrite only replaces an earlier dsnn-prepare output. Choose another --out")
+        return
     if os.path.islink(out) or not os.path.isdir(out):
         raise FileExistsError(f"--out {out} exists and is not a directory; refusing to replace it")
     if os.listdir(out) and not os.path.isfile(os.path.join(out, "dataset.json")):
@@ -138,7 +151,7 @@ def start(out: str, overwrite: bool) -> str:
         clean_stale(out)
     if _exists(out) and not overwrite:
         raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
-    if overwrite and not _remote(out) and os.path.lexists(out):
+    if overwrite and (_exists(out) if _remote(out) else os.path.lexists(out)):
         _check_replaceable(out)
     tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
     if not _remote(tmp):

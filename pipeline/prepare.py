@@ -118,9 +118,10 @@ def _configs(args):
                              "(the tokenizer and CMVN are computed on train)")
         check_out(args.out, specs, args.feature_config)
         features = {}
-        if args.feature_config:
-            with open(args.feature_config) as f:
-                features = json.load(f)
+        if args.feature_config:  # local, or any scheme Beam's FileSystems reads (gs://...)
+            from pipeline import outdir
+
+            features = json.loads(outdir.read_bytes(args.feature_config))
             if not isinstance(features, dict):
                 raise ValueError(f"--feature_config {args.feature_config}: expected a JSON object")
         if args.num_mel_bins is not None:
@@ -401,11 +402,14 @@ def _one_run_per_output(out: str):
     The lock file is removed when the run ends (a ``kill -9`` leaves it; the next run reuses it).
 
     Two concurrent runs on one ``--out`` would otherwise interleave their commits (renames) and could
-    strand the previous dataset. Remote outputs (``gs://``) have no such lock.
+    strand the previous dataset. Remote outputs (``gs://``) have no such lock (an object store has no
+    lock that a dead process releases): a warning says so and the run goes on unlocked.
     """
     from pipeline import outdir
 
     if outdir._remote(out):
+        LOG.warning("prepare: %s is not on a local filesystem, so it cannot be locked; make sure no other "
+                    "dsnn-prepare writes there at the same time", out)
         yield
         return
     from dsnn_keras.paths import LockedError, exclusive_lock

@@ -65,8 +65,20 @@ def _has_scheme(path: str) -> bool:
 def _open_text(path: str) -> io.TextIOBase:
     if _has_scheme(path):
         from apache_beam.io.filesystems import FileSystems
-        return io.TextIOWrapper(FileSystems.open(path), encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(FileSystems.open(path), encoding="utf-8", errors="replace", newline="")
     return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def _remote_exists(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+    return FileSystems.exists(path)
+
+
+def _remote_has_files_under(directory: str) -> bool:
+    """Whether any object lies under the ``scheme://`` prefix ``directory/`` (object stores have no
+    directories: a LibriSpeech "directory" on GCS is a prefix)."""
+    from apache_beam.io.filesystems import FileSystems
+    return bool(FileSystems.match([directory.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
 
 
 def _dirname(path: str) -> str:
@@ -99,7 +111,7 @@ def detect_format(path: str) -> str:
     by_ext = {".tsv": "tsv", ".csv": "csv", ".json": "jsonl", ".jsonl": "jsonl"}
     if ext in by_ext:
         return by_ext[ext]
-    if _has_scheme(path) and path.endswith("/"):
+    if _has_scheme(path) and (path.endswith("/") or _remote_has_files_under(path)):
         return "librispeech"
     raise ValueError(
         f"--input {path}: cannot tell the format; expected a LibriSpeech directory, "
@@ -115,8 +127,12 @@ def check_input(spec: InputSpec) -> None:
     if spec.format == "librispeech":
         if not _has_scheme(spec.path) and not os.path.isdir(spec.path):
             raise ValueError(f"--input {spec.path}: not a directory")
+        if _has_scheme(spec.path) and not _remote_has_files_under(spec.path):
+            raise ValueError(f"--input {spec.path}: no files under this prefix")
         return
     if not _has_scheme(spec.path) and not os.path.isfile(spec.path):
+        raise ValueError(f"--input {spec.path}: no such file")
+    if _has_scheme(spec.path) and not _remote_exists(spec.path):
         raise ValueError(f"--input {spec.path}: no such file")
     if spec.format in ("tsv", "csv"):
         with _open_text(spec.path) as f:
@@ -308,18 +324,30 @@ def _transcript_files(root: str) -> list[str]:
     return found
 
 
-def _audio_for(directory: str, utt_id: str) -> str:
-    if not _has_scheme(directory):
-        for ext in AUDIO_EXTENSIONS:
-            candidate = os.path.join(directory, utt_id + ext)
-            if os.path.exists(candidate):
-                return candidate
+def _remote_names(directory: str) -> set[str]:
+    """Names of the objects directly under the ``scheme://`` prefix ``directory/`` (one listing)."""
+    from apache_beam.io.filesystems import FileSystems
+    prefix = directory.rstrip("/") + "/"
+    return {m.path[len(prefix):] for m in FileSystems.match([prefix + "*"])[0].metadata_list
+            if m.path.startswith(prefix) and "/" not in m.path[len(prefix):]}
+
+
+def _audio_for(directory: str, utt_id: str, remote_names: set[str] | None = None) -> str:
+    for ext in AUDIO_EXTENSIONS:
+        if remote_names is not None:
+            if utt_id + ext in remote_names:
+                return resolve_path(directory, utt_id + ext)
+            continue
+        candidate = os.path.join(directory, utt_id + ext)
+        if os.path.exists(candidate):
+            return candidate
     return resolve_path(directory, utt_id + ".flac")
 
 
 def _read_librispeech(spec: InputSpec) -> Iterator[Utterance | Reject]:
     for trans in _transcript_files(spec.path):
         directory = _dirname(trans)
+        remote_names = _remote_names(directory) if _has_scheme(directory) else None
         name = posixpath.basename(trans)
         with _open_text(trans) as f:
             for lineno, line in enumerate(f, start=1):
@@ -328,7 +356,7 @@ def _read_librispeech(spec: InputSpec) -> Iterator[Utterance | Reject]:
                 parts = line.strip().split(maxsplit=1)
                 utt_id = parts[0]
                 transcript = parts[1] if len(parts) > 1 else ""
-                yield Utterance(utt_id=utt_id, path=_audio_for(directory, utt_id),
+                yield Utterance(utt_id=utt_id, path=_audio_for(directory, utt_id, remote_names),
                                 transcript=transcript, speaker=utt_id.split("-")[0],
                                 split=spec.split, source=f"{name}:{lineno}")
 

@@ -240,6 +240,29 @@ def test_dsnn_eval_levels_and_out_flags(trained_run, tmp_path):
     assert (tmp_path / "dev0_wer_vs_sparsity.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_dsnn_eval_reads_and_writes_a_remote_run_directory(trained_run):
+    """RUN_DIR, --data and --out on ram:// (tf.io.gfile, the code path of gs://). The default outputs
+    inside a remote RUN_DIR: tests/test_fileio.py's command chain."""
+    from ram_filesystem import new_root, upload_tree
+
+    from dsnn_keras import fileio
+
+    data, run_dir = trained_run
+    url = new_root("eval")
+    remote_data, remote_run = upload_tree(data, f"{url}/data"), upload_tree(run_dir, f"{url}/run")
+    assert main([remote_run, "--data", remote_data, "--levels", "0,3", "--max_utterances", "2",
+                 "--out", f"{url}/reports/dev.json"]) == 0
+    report = json.loads(fileio.read_text(f"{url}/reports/dev.json"))
+    assert report["run_dir"] == remote_run and report["data_dir"] == remote_data
+    assert [e["level"] for e in report["levels"]] == [0, 3] and report["num_utterances"] == 2
+    assert report["files"]["png"] == f"{url}/reports/dev_wer_vs_sparsity.png"
+    assert sorted(fileio.listdir(f"{url}/reports")) == ["dev.json", "dev.md", "dev_hypotheses.jsonl",
+                                                       "dev_wer_vs_sparsity.png"]
+    assert fileio.read_bytes(f"{url}/reports/dev_wer_vs_sparsity.png")[:8] == PNG_MAGIC
+    assert fileio.read_text(f"{url}/reports/dev.md").count("\n| ") == 1 + 2
+    assert len(fileio.read_text(f"{url}/reports/dev_hypotheses.jsonl").splitlines()) == 2
+
+
 def _error_lines(capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -194,3 +194,61 @@ def test_help_does_not_import_tensorflow():
     res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dsnn-prepare"), "--help"],
                          capture_output=True, text=True, check=True)
     assert "--dev_speakers" in res.stdout and "--num_shards" in res.stdout
+
+
+# ---- remote paths: Beam's FileSystems on ram:// (tests/ram_filesystem.py; gs:// takes the same calls) ----
+def _remote_librispeech(url: str, count: int = 12) -> str:
+    """``url/ls/spk{0,1}/0/spk{s}-0-NNNN.wav`` + ``spk{s}-0.trans.txt``: a LibriSpeech prefix of WAVs."""
+    import io
+
+    from dsnn_keras import fileio
+
+    rng = np.random.default_rng(0)
+    for speaker in ("spk0", "spk1"):
+        chapter, lines = f"{url}/ls/{speaker}/0", []
+        for i in range(count // 2):
+            utt = f"{speaker}-0-{i:04d}"
+            t = np.arange(8000) / 16000
+            buffer = io.BytesIO()
+            sf.write(buffer, (0.3 * np.sin(2 * np.pi * (300 + 50 * i) * t)
+                              + 0.01 * rng.standard_normal(t.size)).astype(np.float32), 16000, format="WAV")
+            fileio.atomic_write(f"{chapter}/{utt}.wav", buffer.getvalue())
+            lines.append(f"{utt} {['YES', 'NO', 'GO STOP'][i % 3]}")
+        fileio.atomic_write(f"{chapter}/{speaker}-0.trans.txt", "\n".join(lines) + "\n")
+    return f"{url}/ls"
+
+
+def test_prepares_a_remote_librispeech_prefix_into_a_remote_out(caplog):
+    from ram_filesystem import files_under, new_root
+
+    from dsnn_keras import fileio
+
+    url = new_root("prep")
+    corpus = _remote_librispeech(url)   # no trailing '/': a prefix with objects under it is a directory
+    before = {p: fileio.read_bytes(p) for p in files_under(corpus)}
+    assert main(["--input", corpus, "--out", f"{url}/out", "--dev_speakers", "spk1", "--vocab_size", "16"]) == 0
+    dataset = json.loads(fileio.read_text(f"{url}/out/dataset.json"))
+    # The audio is .wav, found by listing each chapter once (a .flac guess would reject all 12).
+    assert dataset["input_count"] == 12 and dataset["rejects"]["total"] == 0
+    assert {s: v["num_utterances"] for s, v in dataset["splits"].items()} == {"train": 6, "dev": 6}
+    for name in ("cmvn.json", "tokenizer.model", "rejects.jsonl", *dataset["splits"]["dev"]["files"]):
+        assert fileio.isfile(f"{url}/out/{name}"), name
+    assert not [p for p in files_under(url) if ".tmp-" in p]     # the out.tmp-XXXXXXXX prefix is gone
+    assert {p: fileio.read_bytes(p) for p in files_under(corpus)} == before
+    assert "cannot be locked" in caplog.text
+
+
+def test_a_remote_out_holding_other_objects_is_never_replaced(tmp_path, capsys):
+    from ram_filesystem import new_root
+
+    from dsnn_keras import fileio
+
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("a.wav\tyes\n")
+    out = f"{new_root('prep')}/results"
+    fileio.atomic_write(f"{out}/keep/notes.txt", "not a dataset")
+    assert main(["--input", str(manifest), "--out", out]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["--input", str(manifest), "--out", out, "--overwrite"]) == 2
+    assert "is not a prepared dataset (no dataset.json)" in capsys.readouterr().err
+    assert fileio.read_text(f"{out}/keep/notes.txt") == "not a dataset"

@@ -120,6 +120,29 @@ def test_export_from_run_dir_matches_stripped_levels(run_dir, tmp_path, capsys):
         assert np.abs(got - want).max() <= 1e-3
 
 
+def test_export_reads_a_remote_run_and_gates_on_its_remote_eval_file(run_dir, capsys):
+    """RUN_DIR, --eval and --out on ram:// (tf.io.gfile, the code path of gs://); the conversion to a
+    remote --out runs in tests/test_fileio.py's command chain."""
+    from ram_filesystem import new_root, upload_tree
+
+    from dsnn_keras import fileio
+    from tflite.cli import export_main
+
+    url = new_root("export")
+    remote = upload_tree(run_dir, f"{url}/run")
+    fileio.atomic_write(f"{url}/held_out.json", json.dumps({"split": "test", "levels": [
+        {"level": 0, "wer": 0.2}, {"level": 1, "wer": 0.45}]}))
+    out = f"{url}/models/m.tflite"
+    assert export_main([remote, "--out", out, "--eval", f"{url}/held_out.json", "--max_wer", "0.4"]) == 1
+    assert "level 1: WER 0.4500 exceeds --max_wer 0.4 (split 'test')" in capsys.readouterr().err
+    assert not fileio.exists(out)
+    fileio.makedirs(f"{url}/models/dir.tflite")
+    assert export_main([remote, "--out", f"{url}/models/dir.tflite"]) == 2
+    assert f"--out {url}/models/dir.tflite: is a directory" in capsys.readouterr().err
+    assert export_main([f"{url}/nope", "--out", out]) == 1
+    assert f"run directory not found: {url}/nope" in capsys.readouterr().err
+
+
 def test_transcribe_prints_file_and_text(tmp_path, capsys):
     from tflite.cli import transcribe_main
     from tflite.runtime import Recognizer

@@ -30,3 +30,22 @@ def test_dsnn_train_reports_the_functions_argument_errors_with_exit_2(tmp_path, 
     assert code == 2
     assert capsys.readouterr().err.strip() == f"dsnn-train: error: --out {tmp_path / 'run'} exists and is not a directory"
     assert train_main(["--data", "d", "--config", "c", "--out", "o", "--max_steps", "-1"]) == 2
+
+
+def test_remote_paths_get_the_same_checks_before_anything_is_written(capsys):
+    import pathlib
+
+    from ram_filesystem import new_root
+
+    from dsnn_keras import fileio
+
+    config = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    url = new_root("train")
+    assert train_main(["--data", f"{url}/data", "--config", config, "--out", f"{url}/data/run"]) == 2
+    assert f"--out {url}/data/run is inside --data {url}/data" in capsys.readouterr().err
+    fileio.atomic_write(f"{url}/file", "x")
+    assert train_main(["--data", f"{url}/data", "--config", config, "--out", f"{url}/file"]) == 2
+    assert capsys.readouterr().err.strip() == f"dsnn-train: error: --out {url}/file exists and is not a directory"
+    assert train_main(["--data", f"{url}/data", "--config", config, "--out", f"{url}/run"]) == 1
+    assert f"{url}/data: not a prepared dataset directory (no dataset.json)" in capsys.readouterr().err
+    assert not fileio.exists(f"{url}/run")

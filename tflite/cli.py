@@ -57,11 +57,21 @@ def output_path_problem(path, flag: str, directory: bool = False) -> Optional[st
     """Why ``path`` cannot be written as a file (or, with ``directory``, used as an output directory).
 
     Checked before any slow work: an existing directory where a file is expected (or a file where a
-    directory is), a parent that is a file, or a place where no file can be created.
+    directory is), a parent that is a file, or a place where no file can be created. A remote path
+    (``gs://...``) gets the first two checks only: whether an object can be created there shows when
+    it is written.
 
     Returns:
         None when it is usable, else a one-line message starting with ``flag``.
     """
+    from dsnn_keras import fileio
+
+    if not fileio.is_local(path):
+        if directory and fileio.isfile(path):
+            return f"{flag} {path}: exists and is not a directory"
+        if not directory and fileio.isdir(path):
+            return f"{flag} {path}: is a directory"
+        return None
     path = pathlib.Path(path)
     if directory and path.exists() and not path.is_dir():
         return f"{flag} {path}: exists and is not a directory"
@@ -79,17 +89,29 @@ class _Busy(DsnnError, RuntimeError):
 
 
 @contextlib.contextmanager
-def export_lock(out: pathlib.Path) -> Iterator[None]:
+def export_lock(out) -> Iterator[None]:
     """One ``dsnn-export`` per output file; removes temporaries a killed export left for it.
 
     Holds an exclusive ``flock`` on ``.NAME.lock`` next to the output (released by the kernel if the
     process dies). The lock file is left in place: deleting it while held would let a second export
     lock a new file of the same name at the same time. While the lock is held, any ``.NAME.*.tmp``
     beside the output is a leftover of an export that was killed while writing, and is deleted.
+
+    A remote output (``gs://...``) is not locked (`dsnn_keras.paths.exclusive_lock` says why and
+    prints a note); a leftover temporary there is not deleted either.
     """
     import fcntl
     import glob
 
+    from dsnn_keras import fileio
+
+    if not fileio.is_local(out):
+        from dsnn_keras.paths import exclusive_lock
+
+        with exclusive_lock(fileio.parent(out), f".{fileio.name(out)}.lock", holder="dsnn-export"):
+            yield
+        return
+    out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.parent / f".{out.name}.lock"
     with open(lock_path, "a") as stream:
@@ -185,6 +207,9 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
                  log: Optional[Callable[[str], None]] = None) -> ExportReport:
     """What ``dsnn-export`` does: checks the output paths, holds the output's lock, exports.
 
+    ``run_dir``, ``out``, ``eval_path``, ``single_level_dir`` and ``verify_audio`` may be local or
+    URLs `tf.io.gfile` reaches (``gs://...``; `dsnn_keras.fileio`).
+
     Args:
         run_dir: Run directory written by ``dsnn-train``.
         out: The .tflite file to write.
@@ -206,11 +231,12 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
             verification failed (`tflite.export.ExportError`); a bad run directory or config.
         FileNotFoundError: an input file is missing.
     """
+    from dsnn_keras import fileio
     from dsnn_keras.run_dir import RunDirError
 
     if max_wer is not None and not max_wer >= 0:
         raise CommandArgumentError(f"--max_wer must be >= 0, got {max_wer}")
-    if not os.path.isdir(run_dir):
+    if not fileio.isdir(run_dir):
         raise RunDirError(f"run directory not found: {run_dir}")
     problem = (output_path_problem(out, "--out")
                or (single_level_dir and output_path_problem(single_level_dir, "--single_level_dir",
@@ -221,7 +247,7 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tflite.export import export_run
 
-    with export_lock(pathlib.Path(out)):
+    with export_lock(out):
         return export_run(run_dir, out, options=options, max_wer=max_wer,
                           verify_audio_files=list(verify_audio), single_level_dir=single_level_dir,
                           single_levels=single_levels, eval_path=eval_path, log=log or _log("dsnn-export"))

@@ -20,11 +20,11 @@ import datetime
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from dsnn_keras import fileio
 from dsnn_keras.versions import package_versions
 from tflite import signatures as sig
 from tflite.convert import check_builtin_ops
@@ -116,13 +116,13 @@ class ExportReport:
     """What was written.
 
     Attributes:
-        path: The .tflite file.
+        path: The .tflite file (a `pathlib.Path`, or the URL string of a remote one).
         size_bytes: Its size.
         metadata: The ``dsnn`` metadata object written into it.
         verification: One dict per level (max_abs_diff, tokens_equal, repeat_identical, ...).
     """
 
-    path: pathlib.Path
+    path: fileio.AnyPath
     size_bytes: int
     metadata: dict
     verification: list
@@ -406,12 +406,6 @@ def _level_entries(models, sparsities, feature_config, eval_results) -> tuple[li
     return entries, evaluation
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)   # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -423,7 +417,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_dead_temporaries(path: pathlib.Path) -> list[pathlib.Path]:
-    """Removes ``.NAME.<pid>.*.tmp`` beside ``path`` left by writers that died (kill -9)."""
+    """Removes ``.NAME.<pid>.*.tmp`` beside a local ``path`` left by writers that died (kill -9)."""
     import glob
 
     removed = []
@@ -435,26 +429,17 @@ def _remove_dead_temporaries(path: pathlib.Path) -> list[pathlib.Path]:
     return removed
 
 
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+def _write_atomically(path: fileio.AnyPath, data: bytes) -> None:
     """Writes ``path`` through a temporary sibling and one rename: readers see the old or the new file.
 
-    The temporary is named ``.NAME.<pid>.<random>.tmp``; one that a killed writer left behind is
-    removed by the next write of the same file.
+    The temporary is named ``.NAME.<pid>.<random>.tmp`` (`dsnn_keras.fileio.atomic_write`). Locally,
+    one that a killed writer left behind is removed by the next write of the same file; a remote
+    (``gs://``) one is left (no process can be asked whether its writer is alive).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temporaries(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp creates the file 0600; a written model gets the usual mode for new files (umask).
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
+    if fileio.is_local(path):
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temporaries(pathlib.Path(path))
+    fileio.atomic_write(path, data)
 
 
 def _stream_entry(state: Optional[Sequence]) -> Optional[dict]:
@@ -669,7 +654,7 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         # Durations at the model's rate: a clip decoded at the wrong rate shows here.
         raw["export"]["verification_audio_s"] = [round(len(clip) / sample_rate, 3) for clip in clips]
         final = metadata_lib.embed(data, raw)
-    out_path = pathlib.Path(out_path)
+    out_path = fileio.as_path(out_path)
     _write_atomically(out_path, final)
     return ExportReport(path=out_path, size_bytes=len(final), metadata=raw,
                         verification=raw["export"]["verification"])
@@ -710,11 +695,11 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     say = log or (lambda message: None)
     run = load_run(run_dir)
     if eval_path is not None:
-        eval_path = pathlib.Path(eval_path)
-        if not eval_path.is_file():
+        eval_path = fileio.as_path(eval_path)
+        if not fileio.isfile(eval_path):
             raise FileNotFoundError(f"--eval: no such file: {eval_path}")
         try:
-            run = dataclasses.replace(run, eval_results=json.loads(eval_path.read_text()))
+            run = dataclasses.replace(run, eval_results=json.loads(fileio.read_text(eval_path)))
         except ValueError as error:
             raise ExportError(f"{eval_path}: not a valid eval.json ({error})") from error
     if max_wer is not None:
@@ -722,9 +707,7 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         say(f"WER gate passed: {', '.join(f'{w:.3f}' for w in wers)} <= {max_wer}")
     _single_levels_wanted(single_levels, len(run.levels))   # fail before any conversion work
     if verify_audio_files:
-        from tflite.audio import load_audio
-
-        verify_audio = list(verify_audio or []) + [load_audio(path, run.feature_config.sample_rate)
+        verify_audio = list(verify_audio or []) + [_load_verify_audio(path, run.feature_config.sample_rate)
                                                    for path in verify_audio_files]
     units = unit_indices = None
     if run.granularity == "unit" and options.design == "shared":
@@ -756,6 +739,23 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     return report
 
 
+def _load_verify_audio(path, sample_rate: int) -> np.ndarray:
+    """`tflite.audio.load_audio`, also for a remote file (read with `tf.io.gfile`, then decoded)."""
+    from tflite.audio import load_audio
+
+    if fileio.is_local(path):
+        return load_audio(path, sample_rate)
+    from dsnn_keras.audio import AudioDecodeError, decode
+    from tflite.audio import AudioError
+
+    if not fileio.isfile(path):
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        return decode(str(path), sample_rate, data=fileio.read_bytes(path))
+    except AudioDecodeError as error:
+        raise AudioError(f"{path}: {error.reason}: {error.detail}", error.reason) from None
+
+
 def _single_levels_wanted(levels: Optional[Sequence[int]], num_levels: int) -> list[int]:
     """The sorted levels to export alone (all when None); an unknown level is an `ExportError`."""
     wanted = list(range(num_levels)) if levels is None else sorted(set(levels))
@@ -779,7 +779,7 @@ def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[floa
         The written paths.
     """
     say = log or (lambda message: None)
-    out_dir = pathlib.Path(out_dir)
+    out_dir = fileio.as_path(out_dir)
     single_options = dataclasses.replace(options, sparse_speed=False)
     paths = []
     wanted = _single_levels_wanted(levels, len(models))
@@ -787,7 +787,7 @@ def export_single_levels(models: Sequence, out_dir, *, sparsities: Sequence[floa
         if level not in wanted:
             continue
         say(f"single-level baseline {level} (sparsity {sparsity})")
-        path = out_dir / f"level_{level}.tflite"
+        path = fileio.join(out_dir, f"level_{level}.tflite")
         export_levels([model], path, sparsities=[sparsity], feature_config=feature_config, pieces=pieces,
                       blank_id=blank_id, options=single_options, source=source, single_level=True,
                       single_level_of=level, verify_audio=verify_audio)
