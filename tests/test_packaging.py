@@ -1,5 +1,6 @@
 """The packaging contract: importable packages, light imports, and --help on every command."""
 import pathlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -64,3 +65,28 @@ def test_every_command_has_help_without_importing_tensorflow(script):
     assert out.returncode == 0, out.stderr
     assert "usage" in out.stdout.lower()
     assert out.stdout.strip().endswith("TF_NOT_IMPORTED")
+
+
+@pytest.mark.large
+def test_setup_py_builds_the_package_dataflow_workers_install(tmp_path):
+    """``--setup_file ./setup.py``: Beam's own stager builds the sdist that Dataflow workers pip-install;
+    it must hold the packages the workers import and declare the libraries they need (docs/pipeline.md)."""
+    import tarfile
+
+    code = ("import sys; from apache_beam.runners.portability.stager import Stager; "
+            "print(Stager._build_setup_package(sys.argv[1], sys.argv[2]))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "setup.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with tarfile.open(out.stdout.strip().splitlines()[-1]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+        read = lambda suffix: sdist.extractfile(  # noqa: E731
+            next(n for n in sdist.getnames() if n.endswith(suffix))).read().decode()
+        info, requires_txt = read("/PKG-INFO"), read(".egg-info/requires.txt")
+    for module in ("pipeline/prepare.py", "pipeline/transforms.py", "pipeline/audio.py", "dsnn_keras/frontend.py",
+                   "dsnn_keras/audio.py", "dsnn_keras/fileio.py"):
+        assert module in names, module
+    assert "Requires-Python: <3.12,>=3.11" in info   # the worker container's Python must be 3.11
+    base = requires_txt.split("\n[", 1)[0]              # the requirements outside any [extra]
+    requires = {re.split(r"[<>=\[]", line, maxsplit=1)[0] for line in base.split()}
+    assert {"tensorflow", "apache-beam", "google-crc32c", "sentencepiece", "soundfile", "soxr"} <= requires
