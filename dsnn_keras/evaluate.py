@@ -451,8 +451,9 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
     elif settings is not None:
         lm_dir, source = settings.lm_path(run_dir), f"{run_dir}/decoder.json"
     else:
-        lm_dir, source = pathlib.Path(data_dir) / LM_DIR, "the dataset"
-        lm_dir = lm_dir if lm_dir.is_dir() else None
+        lm_dir, source = pathlib.Path(data_dir) / LM_DIR, "DATA/lm"
+        if not lm_dir.is_dir():
+            lm_dir, source = None, "no LM found (DATA/lm absent)"
     lm = LmBundle.read_dir(lm_dir) if lm_dir is not None else None
     beam = BeamDecoder(pieces, blank_id, config, lm=lm, hotwords=choice.hotwords,
                        hotword_weight=choice.hotword_weight)
@@ -460,7 +461,7 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
                   "lm_order": None if lm is None else lm.order,
                   "lexicon_words": None if lm is None else len(lm.lexicon),
                   "hotwords": list(beam.hotwords), "hotword_weight": choice.hotword_weight,
-                  "source": source if settings or choice.lm else "defaults"}
+                  "source": source}
 
 
 DEFAULT_TUNE_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
