@@ -3,11 +3,11 @@
 Graph (two stages, joined by the tokenizer side input)::
 
     inputs ─► ReadSources ─► [Reshuffle] ─► Normalize ─┬─► TrainTokenizer (CombineFn over train transcripts) ─► tokenizer.model
-                                                        ├─► CountNgrams (CombineFn over train transcripts) ─► lm/ (ARPA, lexicon)
                                                        │                    │ side input
                                                        └─► Process (decode, resample, log-mel, tokenize, serialise)
                                                                 ├─► Write[split] (TFRecord shards)
                                                                 ├─► CMVN (train features, CombineFn) ─► cmvn.json
+                                                                ├─► CountNgrams (train transcripts, CombineFn) ─► lm/ (ARPA, lexicon)
                                                                 └─► rejects ─► rejects.jsonl
     counts from every branch ─► Summary (CombineFn) ─► _summary.json (read by the driver)
 
@@ -285,7 +285,7 @@ class TrainTokenizerFn(beam.CombineFn):
 
 
 class CountNgramsFn(beam.CombineFn):
-    """Counts the word n-grams of the ``train`` transcripts (`dsnn_keras.ngram_lm.count_ngrams`).
+    """Counts the word n-grams of the transcripts of written examples (`dsnn_keras.ngram_lm.count_ngrams`).
 
     Args:
         order: The LM order.
@@ -299,11 +299,14 @@ class CountNgramsFn(beam.CombineFn):
     def create_accumulator(self):
         return collections.Counter()
 
-    def add_input(self, accumulator, utt: Utterance):
+    def add_input(self, accumulator, prepared: Prepared):
+        from tensorflow.core.example import example_pb2
+
         from dsnn_keras.ngram_lm import count_ngrams
 
-        if utt.split == "train":
-            accumulator.update(count_ngrams([utt.transcript], self.order))
+        example = example_pb2.Example.FromString(prepared.serialized)
+        transcript = example.features.feature["transcript"].bytes_list.value[0].decode("utf-8")
+        accumulator.update(count_ngrams([transcript], self.order))
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -321,6 +324,8 @@ def _write_lm(counts, out_dir: str, order: int, tokenizer_model: bytes) -> None:
     from dsnn_keras.ngram_lm import ARPA_FILE, INFO_FILE, LEXICON_FILE, LM_DIR, build_lm_from_counts
     from pipeline.tokenizer import load_tokenizer
 
+    if not counts:
+        return   # no train utterance written: finalize fails with its own message
     tokenizer = load_tokenizer(tokenizer_model)
     bundle = build_lm_from_counts(counts, order, lambda word: tokenizer.encode(word, out_type=str),
                                   {"split": "train", "source": "dsnn-prepare"})
@@ -357,10 +362,6 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
         TrainTokenizerFn(config.vocab_size, config.model_type))
     _ = tokenizer_model | "WriteTokenizer" >> beam.Map(
         lambda m: outdir.write_bytes(outdir.join(out_dir, "tokenizer.model"), m))
-    if config.lm_order:
-        _ = (utts
-             | "CountNgrams" >> beam.CombineGlobally(CountNgramsFn(config.lm_order))
-             | "WriteLM" >> beam.Map(_write_lm, out_dir, config.lm_order, beam.pvalue.AsSingleton(tokenizer_model)))
 
     processed, failed = (utts
                          | "Process" >> beam.ParDo(
@@ -368,6 +369,12 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
                                               config.progress_every_s),
                              beam.pvalue.AsSingleton(tokenizer_model)).with_exception_handling())
     parts = processed | "Route" >> beam.Partition(_route, len(splits) + 1, splits)
+    if config.lm_order and "train" in splits:
+        # Counted over the train utterances written (not those whose audio was rejected), so the LM is
+        # exactly `dsnn-lm` over the train split.
+        _ = (parts[splits.index("train") + 1]
+             | "CountNgrams" >> beam.CombineGlobally(CountNgramsFn(config.lm_order))
+             | "WriteLM" >> beam.Map(_write_lm, out_dir, config.lm_order, beam.pvalue.AsSingleton(tokenizer_model)))
 
     rejects = ((normalized.rejects, parts[0],
                 failed | "DeadLetters" >> beam.Map(_dead_letter_to_reject))

@@ -278,3 +278,32 @@ def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
     assert report["decoder"] == "beam" and report["decoder_config"]["beam"] == settings.beam.to_dict()
     assert report["levels"][0]["decoder_seconds"] > 0
     assert report["created_by"]["command"][-1] == "4" and "--lm_weight" not in report["created_by"]["command"]
+
+
+@pytest.mark.large
+def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tmp_path):
+    """dsnn-export's path (export_run) with RUN/decoder.json + RUN/lm; the live stream's final text is
+    the whole-utterance beam search's."""
+    import sentencepiece as spm
+
+    from tflite.export import ExportOptions, export_run
+    from tflite.runtime import Recognizer
+
+    run = h.write_run_dir(tmp_path / "run", conv_padding="causal")
+    tokenizer = spm.SentencePieceProcessor(model_file=str(run / "tokenizer.model"))
+    lm = build_lm(["yes no", "go stop", "left right", "up down", "on off", "yes go"] * 3, 2,
+                  lambda word: tokenizer.encode(word, out_type=str))
+    lm.write_dir(run / "lm")
+    DecoderSettings(beam=BeamSearchConfig(beam_width=8, lm_weight=0.5, word_bonus=2.0)).write(run)
+    out = tmp_path / "model.tflite"
+    report = export_run(run, out, options=ExportOptions(stream="on", measure_latency=False))
+    assert report.metadata["decoder"]["lexicon_words"] == len(lm.lexicon)
+    recognizer = Recognizer(out)
+    assert recognizer.decoder == "beam" and recognizer.beam.config.beam_width == 8
+    audio = h.speechlike(2.0, 3)
+    whole = recognizer.recognize(audio, level=1)
+    assert whole.text and set(whole.text.split()) <= set(lm.lexicon)
+    stream = recognizer.stream(level=1)
+    for start in range(0, len(audio), 2560):
+        stream.accept(audio[start:start + 2560])
+    assert stream.finish() == whole.text and stream.tokens == whole.tokens
