@@ -1,4 +1,4 @@
-"""Command-line entry points of dsnn_keras: ``dsnn-train`` and ``dsnn-eval``.
+"""Command-line entry points of dsnn_keras: ``dsnn-train``, ``dsnn-eval`` and ``dsnn-lm``.
 
 TensorFlow is imported only after the arguments are parsed, so ``--help`` is instant.
 """
@@ -59,6 +59,42 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     from dsnn_keras.evaluate import main
 
     return main(argv)
+
+
+def _lm_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-lm",
+        description="Build the word n-gram LM (ARPA, interpolated absolute discounting) and the lexicon (each "
+                    "word spelled in the dataset's tokenizer pieces) from the training transcripts of a prepared "
+                    "dataset, for dsnn-eval --decoder beam and the exported file (docs/evaluation.md). "
+                    "dsnn-prepare --lm_order N does the same inside the Beam job.")
+    parser.add_argument("--data", required=True, metavar="DIR", help="prepared dataset directory (dsnn-prepare output)")
+    parser.add_argument("--order", type=int, default=3, metavar="N", help="n-gram order (default: 3)")
+    parser.add_argument("--split", default="train", help="split whose transcripts are counted (default: train)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory (default: DIR/lm; an old one is replaced once the new one is complete)")
+    return parser
+
+
+def lm_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dsnn-lm --data DIR [--order 3]``: `dsnn_keras.ngram_lm.build_dataset_lm`; prints the directory written."""
+    args = _lm_parser().parse_args(argv)
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dsnn_keras.errors import DsnnError
+    from dsnn_keras.ngram_lm import LmBundle, build_dataset_lm
+
+    try:
+        out = build_dataset_lm(args.data, order=args.order, split=args.split, out=args.out)
+    except (DsnnError, FileNotFoundError) as err:
+        print(f"dsnn-lm: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 1)
+    info = LmBundle.read_dir(out).info
+    print(f"dsnn-lm: {info['order']}-gram LM of {info['sentences']} sentences, {info['words']} words "
+          f"(n-grams {info['ngrams']}) -> {out}", file=sys.stderr)
+    print(out)
+    return 0
 
 
 if __name__ == "__main__":

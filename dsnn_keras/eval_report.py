@@ -133,6 +133,8 @@ class LevelResult:
         model_params: Number of trainable weights.
         units: Units kept per layer (unit granularity only; else None and not written).
         examples: A few (reference, hypothesis) pairs.
+        decoder_seconds: Wall-clock seconds of the beam search alone (beam decoder only; else None
+            and not written).
     """
 
     level: int
@@ -155,6 +157,7 @@ class LevelResult:
     model_params: Optional[int] = None
     units: Optional[Mapping[str, int]] = None
     examples: tuple[EvalExample, ...] = ()
+    decoder_seconds: Optional[float] = None
 
     def __post_init__(self):
         if self.level < 0:
@@ -175,6 +178,8 @@ class LevelResult:
         if self.units is not None:
             out["units"] = dict(self.units)
         out["examples"] = [example.to_dict() for example in self.examples]
+        if self.decoder_seconds is not None:
+            out["decoder_seconds"] = self.decoder_seconds
         return out
 
     @classmethod
@@ -189,7 +194,8 @@ class LevelResult:
             "wer": _number(get("wer"), prefix + "wer", where),
             "cer": _number(get("cer"), prefix + "cer", where),
         }
-        for key in ("rtf", "cpu_rtf", "compute_seconds", "prunable_nonzero_fraction", "model_nonzero_fraction"):
+        for key in ("rtf", "cpu_rtf", "compute_seconds", "prunable_nonzero_fraction", "model_nonzero_fraction",
+                    "decoder_seconds"):
             kwargs[key] = _number(get(key), prefix + key, where, optional=True)
         for key in ("num_utterances", *_COUNTS, "prunable_params", "model_params"):
             kwargs[key] = _integer(get(key), prefix + key, where, optional=True)
@@ -220,7 +226,9 @@ class EvalReport:
         num_utterances: Utterances decoded.
         audio_seconds: Audio decoded, in seconds.
         batch_size: Utterances per forward pass.
-        decoder: ``"greedy_ctc"``.
+        decoder: ``"greedy_ctc"`` or ``"beam"``.
+        decoder_config: The beam decoder's settings (``beam`` = `BeamSearchConfig`, ``lm``, ``lm_order``,
+            ``lexicon_words``, ``hotwords``, ``hotword_weight``, ``source``); None for greedy.
         run_dir: The run evaluated.
         data_dir: The prepared dataset.
         files: Kind (``json``, ``md``, ``png``, ``hypotheses``) -> path of the files written.
@@ -234,6 +242,7 @@ class EvalReport:
     audio_seconds: Optional[float] = None
     batch_size: Optional[int] = None
     decoder: Optional[str] = None
+    decoder_config: Optional[Mapping[str, Any]] = None
     run_dir: Optional[str] = None
     data_dir: Optional[str] = None
     files: Optional[Mapping[str, str]] = None
@@ -256,7 +265,9 @@ class EvalReport:
             out["split"] = self.split
         out["levels"] = [entry.to_dict() for entry in self.levels]
         optional = {"num_utterances": self.num_utterances, "audio_seconds": self.audio_seconds,
-                    "batch_size": self.batch_size, "decoder": self.decoder, "run_dir": self.run_dir,
+                    "batch_size": self.batch_size, "decoder": self.decoder,
+                    "decoder_config": None if self.decoder_config is None else dict(self.decoder_config),
+                    "run_dir": self.run_dir,
                     "data_dir": self.data_dir,
                     "files": None if self.files is None else dict(self.files),
                     "created_by": None if self.created_by is None else dict(self.created_by)}
@@ -290,6 +301,7 @@ class EvalReport:
         get = values.get
         files = get("files")
         created_by = get("created_by")
+        decoder_config = get("decoder_config")
         return cls(
             split=_text(get("split"), "split", where, optional=True),
             levels=tuple(LevelResult.from_dict(entry, where, f"levels[{i}].") for i, entry in enumerate(levels)),
@@ -297,6 +309,7 @@ class EvalReport:
             audio_seconds=_number(get("audio_seconds"), "audio_seconds", where, optional=True),
             batch_size=_integer(get("batch_size"), "batch_size", where, optional=True),
             decoder=_text(get("decoder"), "decoder", where, optional=True),
+            decoder_config=None if decoder_config is None else dict(_mapping(decoder_config, "decoder_config", where)),
             run_dir=_text(get("run_dir"), "run_dir", where, optional=True),
             data_dir=_text(get("data_dir"), "data_dir", where, optional=True),
             files=None if files is None else {str(k): str(v) for k, v in _mapping(files, "files", where).items()},

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from dsnn_keras import fileio
+from dsnn_keras.beam_search import log_softmax
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
 from dsnn_keras.errors import DsnnError
 from dsnn_keras.eval_report import SCHEMA_VERSION, EvalReport, LevelResult
@@ -126,7 +127,8 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
                    feature_config: Any, batch_size: int = DEFAULT_BATCH_SIZE,
                    output_lengths: Callable[[np.ndarray], Any] | None = None,
                    num_examples: int = DEFAULT_NUM_EXAMPLES,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[str], None] | None = None,
+                   decode: Callable[[np.ndarray], str] | None = None) -> dict[str, Any]:
     """Decodes ``utterances`` with ``model`` at each of ``levels`` and scores them.
 
     The model runs in one ``tf.function`` traced once under ``sparsity_level_scope(model, level)``
@@ -148,13 +150,17 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
             stride-2 convolutions).
         num_examples: How many (reference, hypothesis) pairs to keep per level. Defaults to 5.
         progress: Called with a line of progress text. Defaults to none.
+        decode: Maps one utterance's log-probabilities ``[out_frames, vocab + 1]`` (log-softmax of
+            the logits) to its text, e.g. ``lambda lp: beam_decoder.decode(lp).text``. Defaults to
+            greedy CTC.
 
     Returns:
         ``{"levels": [per-level dict], "hypotheses": {level: [text per utterance]},
         "num_utterances", "audio_seconds"}``. Each per-level dict holds ``level``, ``sparsity``,
         ``wer``, ``cer``, ``rtf`` (wall-clock compute seconds / audio seconds; compute = forward
-        pass + greedy decode), ``cpu_rtf`` (process CPU seconds / audio seconds, all threads),
-        ``num_utterances``, the error counts, the nonzero fractions and ``examples``.
+        pass + decoding), ``cpu_rtf`` (process CPU seconds / audio seconds, all threads),
+        ``num_utterances``, the error counts, the nonzero fractions and ``examples``; with
+        ``decode``, also ``decoder_seconds`` (the wall-clock seconds of the decoding alone).
 
     Example:
         >>> result = evaluate_model(run.model, utts, levels=[0, 3], sparsities=run.levels,
@@ -195,17 +201,25 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
         level = int(level)
         level_tensor = tf.constant(level, tf.int32)
         hypotheses: list[str] = [""] * len(utterances)
-        wall = cpu = 0.0
+        wall = cpu = decoder_wall = 0.0
         done = 0
         for index, padded, lengths in _batches(order, utterances, batch_size, num_mel_bins):
             wall_start, cpu_start = time.perf_counter(), time.process_time()
             logits = forward(tf.constant(padded), level_tensor)
             out_lengths = np.asarray(output_lengths(lengths)).astype(np.int64).reshape(-1)
-            decoded = greedy_ctc_decode(logits.numpy(), out_lengths, blank_id)
+            if decode is None:
+                texts = [ids_to_text(ids, pieces)
+                         for ids in greedy_ctc_decode(logits.numpy(), out_lengths, blank_id)]
+            else:
+                decode_start = time.perf_counter()
+                log_probs = log_softmax(logits.numpy())
+                texts = [decode(log_probs[row, :min(int(n), log_probs.shape[1])])
+                         for row, n in enumerate(out_lengths)]
+                decoder_wall += time.perf_counter() - decode_start
             wall += time.perf_counter() - wall_start
             cpu += time.process_time() - cpu_start
-            for i, ids in zip(index, decoded):
-                hypotheses[i] = ids_to_text(ids, pieces)
+            for i, text in zip(index, texts):
+                hypotheses[i] = text
             done += len(index)
         rates = error_rates(references, hypotheses)
         entry: dict[str, Any] = {
@@ -224,6 +238,8 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
             "char_errors": rates["char_errors"],
             "reference_chars": rates["reference_chars"],
         }
+        if decode is not None:
+            entry["decoder_seconds"] = decoder_wall
         entry.update(nonzero_fractions(model, level))
         units = units_per_level(model)
         if units is not None:
@@ -266,13 +282,29 @@ def parse_levels(text: str | None, num_levels: int) -> list[int]:
     return levels
 
 
+def decoder_description(report: Mapping[str, Any]) -> str:
+    """``greedy CTC decoding, no LM`` or the beam decoder's settings, in words."""
+    config = report.get("decoder_config")
+    if report.get("decoder") != "beam" or not isinstance(config, Mapping):
+        return "greedy CTC decoding, no LM"
+    beam = config.get("beam", {})
+    if not config.get("lm"):
+        return f"CTC prefix beam search (beam {beam.get('beam_width')}), no LM"
+    text = (f"CTC beam search with a {config.get('lm_order')}-gram word LM and a {config.get('lexicon_words')}-word "
+            f"lexicon (beam {beam.get('beam_width')}, LM weight {beam.get('lm_weight')}, word bonus "
+            f"{beam.get('word_bonus')})")
+    if config.get("hotwords"):
+        text += f", hot words {config['hotwords']} (weight {config.get('hotword_weight')})"
+    return text
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
     """The per-level Markdown table of an ``eval.json`` report (WER/CER in percent)."""
     lines = [
         f"# Evaluation on `{report.get('split', '?')}`",
         "",
         f"{report.get('num_utterances', '?')} utterances, "
-        f"{report.get('audio_seconds', 0.0) / 60:.1f} min of audio, greedy CTC decoding, no LM.",
+        f"{report.get('audio_seconds', 0.0) / 60:.1f} min of audio, {decoder_description(report)}.",
         "",
         "| level | sparsity | kept (prunable) | WER % | CER % | RTF | utterances |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -373,11 +405,183 @@ def evaluate_run(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                           command=command).to_dict()
 
 
+@dataclasses.dataclass(frozen=True)
+class DecoderChoice:
+    """What ``dsnn-eval``'s decoder flags ask for; unset fields come from the run's ``decoder.json``.
+
+    Args:
+        decoder: ``"greedy"`` or ``"beam"``; None = the run's ``decoder.json`` if any, else greedy.
+        beam_width, lm_weight, word_bonus: Override the `BeamSearchConfig` (None = the run's or the default).
+        lm: LM directory (``dsnn-lm`` output); ``"none"`` = no LM; None = ``RUN/lm`` of a tuned run, else
+            ``DATA/lm`` if it exists, else none.
+        lexicon: False = lexicon-free search without LM. None = the run's or True.
+        hotwords: Phrases to favour. Defaults to none.
+        hotword_weight: Bonus per hot-phrase word. Defaults to 0.0.
+    """
+
+    decoder: str | None = None
+    beam_width: int | None = None
+    lm_weight: float | None = None
+    word_bonus: float | None = None
+    lm: str | None = None
+    lexicon: bool | None = None
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = 0.0
+
+
+def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir: str | pathlib.Path,
+                    pieces: Sequence[str], blank_id: int) -> tuple[Any, dict[str, Any] | None]:
+    """The `BeamDecoder` a `DecoderChoice` means for this run (None for greedy) and its report entry.
+
+    Raises:
+        EvaluationError: an unknown decoder, a missing LM directory.
+        BeamSearchError / LanguageModelError: bad beam settings or LM files.
+    """
+    from dsnn_keras.beam_search import BeamDecoder, BeamSearchConfig, DecoderSettings
+    from dsnn_keras.ngram_lm import LM_DIR, LmBundle
+
+    settings = DecoderSettings.read(run_dir)
+    name = choice.decoder or (settings.decoder if settings else "greedy")
+    if name not in ("greedy", "beam"):
+        raise EvaluationError(f"--decoder must be greedy or beam, got {name!r}")
+    if name == "greedy":
+        return None, None
+    config = settings.beam if settings else BeamSearchConfig()
+    overrides = {key: getattr(choice, key) for key in ("beam_width", "lm_weight", "word_bonus", "lexicon")
+                 if getattr(choice, key) is not None}
+    config = dataclasses.replace(config, **overrides)
+    if choice.lm is not None:
+        lm_dir = None if choice.lm.lower() == "none" else fileio.as_path(choice.lm)
+        if lm_dir is not None and not fileio.isdir(lm_dir):
+            raise EvaluationError(f"--lm {lm_dir}: no such directory (write one with dsnn-lm --data DIR)")
+        source = "--lm"
+    elif settings is not None:
+        lm_dir, source = settings.lm_path(run_dir), f"{run_dir}/decoder.json"
+    else:
+        lm_dir, source = fileio.join(data_dir, LM_DIR), "DATA/lm"
+        if not fileio.isdir(lm_dir):
+            lm_dir, source = None, "no LM found (DATA/lm absent)"
+    lm = LmBundle.read_dir(lm_dir) if lm_dir is not None else None
+    beam = BeamDecoder(pieces, blank_id, config, lm=lm, hotwords=choice.hotwords,
+                       hotword_weight=choice.hotword_weight)
+    return beam, {"beam": config.to_dict(), "lm": None if lm is None else str(lm_dir),
+                  "lm_order": None if lm is None else lm.order,
+                  "lexicon_words": None if lm is None else len(lm.lexicon),
+                  "hotwords": list(beam.hotwords), "hotword_weight": choice.hotword_weight,
+                  "source": source}
+
+
+DEFAULT_TUNE_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+DEFAULT_TUNE_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+def _resolved(path: fileio.AnyPath) -> str:
+    """A path resolved (local: symlinks followed) or a URL normalised, to tell whether two name one place."""
+    if fileio.is_local(path):
+        return str(pathlib.Path(path).resolve())
+    return str(path).rstrip("/")
+
+
+def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev", level: int = 0,
+                 choice: DecoderChoice = DecoderChoice(),
+                 lm_weights: Sequence[float] = DEFAULT_TUNE_LM_WEIGHTS,
+                 word_bonuses: Sequence[float] = DEFAULT_TUNE_WORD_BONUSES,
+                 max_utterances: int | None = None) -> dict[str, Any]:
+    """Grid-searches the LM weight and the word bonus on ``split`` at ``level``; writes the best into the run.
+
+    The model runs once per utterance (its log-probabilities are kept); each grid point only
+    re-runs the beam search. The result goes to ``RUN/decoder.json`` (`DecoderSettings`) and the
+    LM used is copied to ``RUN/lm/``, so the run's later evaluations and exports use them by default.
+
+    Args:
+        run_dir: A ``dsnn-train`` output directory.
+        data_dir: The prepared dataset (its ``lm/`` is the LM unless ``choice.lm`` names another).
+        split: Split to tune on. Defaults to ``"dev"``.
+        level: Level to tune at. Defaults to 0 (densest).
+        choice: Beam width, LM directory, lexicon (the weights are what is tuned).
+        lm_weights: LM weights to try.
+        word_bonuses: Word bonuses to try.
+        max_utterances: Use only the first N utterances. Defaults to all.
+
+    Returns:
+        ``{"best": {"lm_weight", "word_bonus", "wer"}, "greedy_wer", "grid": [...], "decoder_json"}``.
+
+    Raises:
+        EvaluationError: no LM to tune (the data has no ``lm/`` and none was given), bad grid.
+    """
+    import tensorflow as tf
+
+    from dsnn_keras import sparsity_level_scope
+    from dsnn_keras.beam_search import DecoderSettings, RUN_LM_DIR
+    from dsnn_keras.dataset import PreparedDataset
+    from dsnn_keras.ngram_lm import LmBundle
+    from dsnn_keras.run_dir import load_run
+
+    run_dir, data_dir = fileio.as_path(run_dir), fileio.as_path(data_dir)
+    if not lm_weights or not word_bonuses:
+        raise EvaluationError("--tune needs at least one LM weight and one word bonus")
+    base = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, hotwords=(),
+                               hotword_weight=0.0)
+    if base.lm is None:
+        base = dataclasses.replace(base, lm=str(fileio.join(data_dir, "lm")))
+    if base.lm.lower() == "none" or not fileio.isdir(base.lm):
+        raise EvaluationError(f"--tune needs a word LM: {base.lm} is not a directory (dsnn-lm --data {data_dir})")
+    dataset = PreparedDataset.from_dir(data_dir)
+    run = load_run(run_dir)
+    dataset.check_feature_config(run.feature_config)
+    level = parse_levels(str(level), len(run.levels))[0]
+    utterances = load_utterances(dataset, split, max_utterances)
+    references = [utt.transcript for utt in utterances]
+    _log(f"tuning on {len(utterances)} utterances of {split!r} at level {level}: "
+         f"{len(lm_weights)} LM weights x {len(word_bonuses)} word bonuses")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32)])
+    def forward(features):
+        with sparsity_level_scope(run.model, tf.constant(level, tf.int32)):
+            return run.model(features, training=False)
+
+    lengths = _default_output_lengths(run.config.model)
+    log_probs = []
+    for utt in utterances:
+        logits = forward(tf.constant(utt.features[None]))
+        frames = int(np.asarray(lengths(np.array([utt.num_frames]))).reshape(-1)[0])
+        log_probs.append(log_softmax(logits.numpy()[0, :frames]))
+    greedy = [ids_to_text(greedy_ctc_decode(lp[None], None, run.blank_id)[0], run.pieces) for lp in log_probs]
+    greedy_wer = error_rates(references, greedy)["wer"]
+    grid = []
+    decoder, _ = resolve_decoder(base, run_dir, data_dir, run.pieces, run.blank_id)
+    for lm_weight in lm_weights:
+        for word_bonus in word_bonuses:
+            beam = decoder.with_config(lm_weight=float(lm_weight), word_bonus=float(word_bonus))
+            start = time.perf_counter()
+            hypotheses = [beam.decode(lp).text for lp in log_probs]
+            seconds = time.perf_counter() - start
+            wer = error_rates(references, hypotheses)["wer"]
+            grid.append({"lm_weight": float(lm_weight), "word_bonus": float(word_bonus), "wer": wer,
+                         "decoder_seconds": seconds})
+            _log(f"lm_weight {lm_weight:g} word_bonus {word_bonus:g}: WER {wer:.2%} ({seconds:.2f} s)")
+    best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], abs(g["word_bonus"])))
+    final = dataclasses.replace(base, lm_weight=best["lm_weight"], word_bonus=best["word_bonus"])
+    beam, config = resolve_decoder(final, run_dir, data_dir, run.pieces, run.blank_id)
+    source = fileio.as_path(base.lm)
+    target = fileio.join(run_dir, RUN_LM_DIR)
+    if _resolved(source) != _resolved(target):
+        LmBundle.read_dir(source).write_dir(target)
+    settings = DecoderSettings(decoder="beam", beam=beam.config, lm_dir=RUN_LM_DIR, tuned={
+        "split": split, "level": level, "data_dir": str(data_dir), "lm_source": str(source),
+        "num_utterances": len(utterances), "greedy_wer": greedy_wer, "best_wer": best["wer"], "grid": grid})
+    path = settings.write(run_dir)
+    _log(f"best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER {best['wer']:.2%} "
+         f"(greedy {greedy_wer:.2%}); wrote {path}")
+    return {"best": best, "greedy_wer": greedy_wer, "grid": grid, "decoder_json": str(path)}
+
+
 def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
                    levels: Sequence[int] | str | None = None,
                    batch_size: int = DEFAULT_BATCH_SIZE, out: str | pathlib.Path | None = None,
                    max_utterances: int | None = None, num_examples: int = DEFAULT_NUM_EXAMPLES,
-                   write: bool = True, command: Sequence[str] | None = None) -> EvalReport:
+                   write: bool = True, command: Sequence[str] | None = None,
+                   decoder: DecoderChoice | None = None) -> EvalReport:
     """Evaluates a trained run on one split of a prepared dataset and writes the report files.
 
     What ``dsnn-eval`` runs (its ``main`` only parses the arguments and prints the table).
@@ -394,6 +598,8 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         num_examples: (reference, hypothesis) pairs kept per level in the report. Defaults to 5.
         write: Write eval.json / eval.md / the PNG / the hypotheses file. Defaults to True.
         command: The command line recorded in the report. Defaults to ``sys.argv``.
+        decoder: Which decoder (`DecoderChoice`). Defaults to the run's ``decoder.json``
+            (``dsnn-eval --tune``) if it has one, else greedy CTC.
 
     Returns:
         The `EvalReport` written to eval.json (``report.to_dict()``: ``{"format_version",
@@ -441,12 +647,14 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
     dataset.check_feature_config(run.feature_config)  # DatasetError (a ValueError) naming the keys
     level_list = parse_levels(levels, len(run.levels))
     utterances = load_utterances(dataset, split, max_utterances)
-    _log(f"decoding {len(utterances)} utterances of {split!r} at levels {level_list}")
+    beam, decoder_config = resolve_decoder(decoder or DecoderChoice(), run_dir, data_dir, run.pieces, run.blank_id)
+    _log(f"decoding {len(utterances)} utterances of {split!r} at levels {level_list} "
+         f"({decoder_description({'decoder': 'beam' if beam else 'greedy_ctc', 'decoder_config': decoder_config})})")
     result = evaluate_model(
         run.model, utterances, levels=level_list, sparsities=run.levels, blank_id=run.blank_id,
         pieces=run.pieces, feature_config=run.feature_config, batch_size=batch_size,
         output_lengths=_default_output_lengths(run.config.model), num_examples=num_examples,
-        progress=_log)
+        progress=_log, decode=None if beam is None else (lambda lp: beam.decode(lp).text))
     paths = output_paths(run_dir, out)
     report = EvalReport(
         split=split,
@@ -454,13 +662,15 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         num_utterances=result["num_utterances"],
         audio_seconds=result["audio_seconds"],
         batch_size=batch_size,
-        decoder="greedy_ctc",
+        decoder="greedy_ctc" if beam is None else "beam",
+        decoder_config=decoder_config,
         run_dir=str(run_dir),
         data_dir=str(data_dir),
         files={kind: str(path) for kind, path in paths.items()},
         created_by={
             "command": list(sys.argv if command is None else command),
-            "versions": package_versions(["dsnn", "tensorflow", "tf-keras", "jiwer"]),
+            "versions": package_versions(["dsnn", "tensorflow", "tf-keras", "jiwer"]
+                                         + (["flashlight-text"] if beam else [])),
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )
@@ -483,8 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsnn-eval",
         description="Decode a split of a prepared dataset with a trained DSNN run at each sparsity "
-                    "level (greedy CTC, no language model) and report WER, CER and real-time "
-                    "factor. Writes RUN_DIR/eval.json, eval.md, wer_vs_sparsity.png and "
+                    "level (greedy CTC, or CTC beam search with a word n-gram LM: --decoder beam) and "
+                    "report WER, CER and real-time factor. Writes RUN_DIR/eval.json, eval.md, wer_vs_sparsity.png and "
                     "eval_hypotheses.jsonl; prints the Markdown table on stdout.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="dsnn-train output directory.")
     parser.add_argument("--data", required=True, metavar="DIR",
@@ -507,7 +717,47 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Write the JSON report here instead of RUN_DIR/eval.json; the "
                              "Markdown, PNG and hypotheses files go next to it as FILE's stem "
                              "+ .md, _wer_vs_sparsity.png, _hypotheses.jsonl.")
+    beam = parser.add_argument_group(
+        "decoder", "Greedy CTC, or CTC prefix beam search fused with a word n-gram LM under a lexicon "
+                   "(docs/evaluation.md). Unset flags come from RUN_DIR/decoder.json (written by --tune) if "
+                   "the run has one.")
+    beam.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                      help="greedy = best path; beam = prefix beam search (default: the run's decoder.json, "
+                           "else greedy)")
+    beam.add_argument("--beam_width", type=int, default=None, metavar="N",
+                      help="hypotheses kept per frame (default: the run's, else 32)")
+    beam.add_argument("--lm_weight", type=float, default=None, metavar="A",
+                      help="weight of the word LM's log10 probability (default: the run's, else 0.5)")
+    beam.add_argument("--word_bonus", type=float, default=None, metavar="B",
+                      help="score added per word (default: the run's, else 0)")
+    beam.add_argument("--lm", default=None, metavar="DIR",
+                      help="LM directory (words.arpa + lexicon.txt, from dsnn-lm or dsnn-prepare); 'none' = "
+                           "lexicon-free beam search without LM (default: RUN_DIR/lm of a tuned run, else "
+                           "DATA/lm if present, else none)")
+    beam.add_argument("--no_lexicon", action="store_true",
+                      help="lexicon-free beam search (the LM is not used: it scores lexicon words only)")
+    beam.add_argument("--hotwords", default=None, metavar="PHRASES",
+                      help="comma-separated phrases to favour, e.g. 'set alarm,stop' (beam with an LM only)")
+    beam.add_argument("--hotword_weight", type=float, default=0.0, metavar="W",
+                      help="bonus per word along a hot phrase, in log-probability units (default: 0)")
+    beam.add_argument("--tune", action="store_true",
+                      help="first grid-search --lm_weight and --word_bonus on --split at --tune_level, write "
+                           "the best into RUN_DIR/decoder.json (and the LM into RUN_DIR/lm), then evaluate "
+                           "with it")
+    beam.add_argument("--tune_level", type=int, default=0, metavar="I",
+                      help="level to tune at (default: 0)")
+    beam.add_argument("--tune_lm_weights", default=",".join(f"{w:g}" for w in DEFAULT_TUNE_LM_WEIGHTS),
+                      metavar="A,A", help="LM weights to try (default: %(default)s)")
+    beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),
+                      metavar="B,B", help="word bonuses to try (default: %(default)s)")
     return parser
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EvaluationError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,11 +765,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = ["dsnn-eval", *(sys.argv[1:] if argv is None else argv)]
+    from dsnn_keras.beam_search import parse_hotwords
+
+    choice = DecoderChoice(decoder=args.decoder, beam_width=args.beam_width, lm_weight=args.lm_weight,
+                           word_bonus=args.word_bonus, lm=args.lm, lexicon=False if args.no_lexicon else None,
+                           hotwords=parse_hotwords(args.hotwords), hotword_weight=args.hotword_weight)
     try:
+        if args.tune:
+            if args.decoder == "greedy":
+                raise EvaluationError("--tune tunes the beam decoder; it cannot be combined with --decoder greedy")
+            if not fileio.isdir(fileio.join(args.run_dir, "checkpoints")):
+                raise EvaluationError(f"run directory {args.run_dir} has no checkpoints/ (is it a dsnn-train output?)")
+            tune_decoder(args.run_dir, args.data, split=args.split, level=args.tune_level, choice=choice,
+                         lm_weights=_floats(args.tune_lm_weights, "--tune_lm_weights"),
+                         word_bonuses=_floats(args.tune_word_bonuses, "--tune_word_bonuses"),
+                         max_utterances=args.max_utterances)
+            # What was tuned is now the run's default; the flags that were tuned must not override it.
+            choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
         report = run_evaluation(
             args.run_dir, args.data, split=args.split, levels=args.levels,
             batch_size=args.batch_size, out=args.out, max_utterances=args.max_utterances,
-            num_examples=args.num_examples, command=command)
+            num_examples=args.num_examples, command=command, decoder=choice)
     except (DsnnError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"dsnn-eval: error: {message}", file=sys.stderr)

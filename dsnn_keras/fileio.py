@@ -153,7 +153,7 @@ def read_bytes(path: PathLike) -> bytes:
 def read_text(path: PathLike) -> str:
     """The file's text (UTF-8)."""
     if is_local(path):
-        return pathlib.Path(path).read_text()
+        return pathlib.Path(path).read_text(encoding="utf-8")
     return read_bytes(path).decode("utf-8")
 
 

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON file with FeatureConfig fields (unknown keys are an error)")
     parser.add_argument("--num_mel_bins", type=int, default=None,
                         help="shortcut overriding FeatureConfig.num_mel_bins")
+    parser.add_argument("--lm_order", type=int, default=3,
+                        help="order of the word n-gram LM counted over the train transcripts and written with its "
+                             "lexicon to OUT/lm/ (for dsnn-eval --decoder beam); 0 = no LM")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
     return parser
@@ -134,6 +137,8 @@ def _configs(args):
             raise ValueError(f"--num_shards must be >= 0, got {args.num_shards}")
         if args.vocab_size < 2:
             raise ValueError(f"--vocab_size must be >= 2, got {args.vocab_size}")
+        if args.lm_order < 0:
+            raise ValueError(f"--lm_order must be >= 0 (0 = no LM), got {args.lm_order}")
         from dsnn_keras.frontend import FeatureConfig
         from pipeline.audio import AudioConfig
         with _quiet_root_logger():
@@ -147,7 +152,7 @@ def _configs(args):
             text_config=TextConfig(case=args.case, strip_punctuation=not args.keep_punctuation),
             vocab_size=args.vocab_size, model_type=args.tokenizer_type,
             speaker_split=speaker_split, num_shards=args.num_shards,
-            progress_every_s=args.progress_every)
+            progress_every_s=args.progress_every, lm_order=args.lm_order)
     except (ValueError, TypeError, OSError) as e:
         raise UserError(str(e)) from None
     return specs, config

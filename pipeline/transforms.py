@@ -7,6 +7,7 @@ Graph (two stages, joined by the tokenizer side input)::
                                                        └─► Process (decode, resample, log-mel, tokenize, serialise)
                                                                 ├─► Write[split] (TFRecord shards)
                                                                 ├─► CMVN (train features, CombineFn) ─► cmvn.json
+                                                                ├─► CountNgrams (train transcripts, CombineFn) ─► lm/ (ARPA, lexicon)
                                                                 └─► rejects ─► rejects.jsonl
     counts from every branch ─► Summary (CombineFn) ─► _summary.json (read by the driver)
 
@@ -20,6 +21,7 @@ and never has to hold features in memory waiting for the tokenizer.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -68,6 +70,8 @@ class PrepareConfig:
             a distributed runner spreads one large manifest over its workers. The local runner gains
             nothing from it (the tokenizer side input already materialises the utterances before
             ``Process``), so `dsnn-prepare` turns it off there. Defaults to True.
+        lm_order: Order of the word n-gram LM counted over the train transcripts and written with
+            its lexicon to ``lm/`` (`dsnn_keras.ngram_lm`); 0 = none. Defaults to 3.
     """
 
     feature_config: FeatureConfig = FeatureConfig()
@@ -79,6 +83,7 @@ class PrepareConfig:
     num_shards: int = 0
     progress_every_s: float = 10.0
     reshuffle: bool = True
+    lm_order: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +284,56 @@ class TrainTokenizerFn(beam.CombineFn):
         return train_tokenizer(accumulator, self.vocab_size, self.model_type)
 
 
+class CountNgramsFn(beam.CombineFn):
+    """Counts the word n-grams of the transcripts of written examples (`dsnn_keras.ngram_lm.count_ngrams`).
+
+    Args:
+        order: The LM order.
+
+    Returns (``extract_output``): a ``Counter`` of word tuples.
+    """
+
+    def __init__(self, order: int):
+        self.order = order
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, accumulator, prepared: Prepared):
+        from tensorflow.core.example import example_pb2
+
+        from dsnn_keras.ngram_lm import count_ngrams
+
+        example = example_pb2.Example.FromString(prepared.serialized)
+        transcript = example.features.feature["transcript"].bytes_list.value[0].decode("utf-8")
+        accumulator.update(count_ngrams([transcript], self.order))
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for acc in accumulators:
+            merged.update(acc)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _write_lm(counts, out_dir: str, order: int, tokenizer_model: bytes) -> None:
+    """Writes ``lm/words.arpa``, ``lm/lexicon.txt`` and ``lm/lm.json`` from the n-gram counts."""
+    from dsnn_keras.ngram_lm import ARPA_FILE, INFO_FILE, LEXICON_FILE, LM_DIR, build_lm_from_counts
+    from pipeline.tokenizer import load_tokenizer
+
+    if not counts:
+        return   # no train utterance written: finalize fails with its own message
+    tokenizer = load_tokenizer(tokenizer_model)
+    bundle = build_lm_from_counts(counts, order, lambda word: tokenizer.encode(word, out_type=str),
+                                  {"split": "train", "source": "dsnn-prepare"})
+    for name, text in ((ARPA_FILE, bundle.arpa), (LEXICON_FILE, bundle.lexicon_text()),
+                       (INFO_FILE, json.dumps(dict(bundle.info), indent=1) + "\n")):
+        outdir.write_bytes(outdir.join(out_dir, LM_DIR, name), text.encode("utf-8"))
+
+
 def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: PrepareConfig,
                    out_dir: str) -> list[str]:
     """Adds the whole preparation job to ``p``, writing into ``out_dir``.
@@ -314,6 +369,12 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
                                               config.progress_every_s),
                              beam.pvalue.AsSingleton(tokenizer_model)).with_exception_handling())
     parts = processed | "Route" >> beam.Partition(_route, len(splits) + 1, splits)
+    if config.lm_order and "train" in splits:
+        # Counted over the train utterances written (not those whose audio was rejected), so the LM is
+        # exactly `dsnn-lm` over the train split.
+        _ = (parts[splits.index("train") + 1]
+             | "CountNgrams" >> beam.CombineGlobally(CountNgramsFn(config.lm_order))
+             | "WriteLM" >> beam.Map(_write_lm, out_dir, config.lm_order, beam.pvalue.AsSingleton(tokenizer_model)))
 
     rejects = ((normalized.rejects, parts[0],
                 failed | "DeadLetters" >> beam.Map(_dead_letter_to_reject))

@@ -228,15 +228,22 @@ def test_prepare_train_eval_export_with_every_path_on_a_remote_filesystem(capsys
     assert train_main(["--data", data, "--config", config, "--out", run, "--max_steps", "2",
                        "--set", "pruning.levels=[0.0, 0.9]", "--set", "training.eval_max_utterances=2"]) == 0
     assert "resumed from" in capsys.readouterr().err
-    assert eval_main([run, "--data", data, "--max_utterances", "2"]) == 0
+    # dsnn-eval --tune: the LM dsnn-prepare wrote (DATA/lm) is copied to RUN/lm, RUN/decoder.json written.
+    assert fileio.isfile(f"{data}/lm/words.arpa")
+    assert eval_main([run, "--data", data, "--max_utterances", "2", "--tune", "--tune_lm_weights", "0,1",
+                      "--tune_word_bonuses", "0", "--beam_width", "4"]) == 0
+    assert json.loads(fileio.read_text(f"{run}/decoder.json"))["lm_dir"] == "lm"
+    assert fileio.read_text(f"{run}/lm/words.arpa") == fileio.read_text(f"{data}/lm/words.arpa")
     report = json.loads(fileio.read_text(f"{run}/eval.json"))
     assert report["run_dir"] == run and [e["level"] for e in report["levels"]] == [0, 1]
+    assert report["decoder"] == "beam" and report["decoder_config"]["lm"] == f"{run}/lm"
     assert fileio.read_bytes(f"{run}/wer_vs_sparsity.png")[:4] == b"\x89PNG"
     assert len(fileio.read_text(f"{run}/eval_hypotheses.jsonl").splitlines()) == 2
     assert export_main([run, "--out", model, "--max_wer", "1.0"]) == 0
     data_bytes = fileio.read_bytes(model)
     meta = parse(data_bytes)
     assert meta.num_levels == 2 and meta.raw["source"]["run_dir"] == run
+    assert meta.raw["decoder"]["lexicon_words"] > 0    # the run's tuned decoder and LM went into the file
     assert [level["dev_wer"] for level in meta.levels] == [e["wer"] for e in report["levels"]]
     assert set(Interpreter(model_content=data_bytes).get_signature_list()) >= {"recognize", "recognize_features"}
     assert fileio.listdir(f"{url}/models") == ["dsnn.tflite"]

@@ -89,7 +89,7 @@ def test_writes_the_contract_directory_and_counts_add_up(prepared):
     out, result, _ = prepared
     dataset = json.loads((out / "dataset.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == [
-        "cmvn.json", "dataset.json", "dev", "rejects.jsonl", "tokenizer.model", "train"]
+        "cmvn.json", "dataset.json", "dev", "lm", "rejects.jsonl", "tokenizer.model", "train"]
     assert not list(out.parent.glob("out.tmp-*"))
     assert dataset["splits"]["train"]["num_utterances"] == AN4_UTTS
     assert dataset["splits"]["dev"]["num_utterances"] == FSDD_UTTS
@@ -194,6 +194,21 @@ def test_help_does_not_import_tensorflow():
     res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dsnn-prepare"), "--help"],
                          capture_output=True, text=True, check=True)
     assert "--dev_speakers" in res.stdout and "--num_shards" in res.stdout
+
+
+def test_the_job_writes_the_word_lm_of_the_train_transcripts(prepared):
+    """The CountNgrams Beam step + WriteLM give the LM dsnn-lm computes from the written train split."""
+    import sentencepiece as spm
+
+    from dsnn_keras.ngram_lm import ArpaModel, LmBundle, build_lm, dataset_transcripts
+
+    out, _, _ = prepared
+    written = LmBundle.read_dir(out / "lm")
+    tokenizer = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    expected = build_lm(dataset_transcripts(out, "train"), 3, lambda w: tokenizer.encode(w, out_type=str))
+    assert written.arpa == expected.arpa
+    assert written.lexicon == expected.lexicon and written.info["order"] == 3
+    assert set(ArpaModel(written.arpa).vocabulary) == set(written.lexicon) | {"<s>", "</s>", "<unk>"}
 
 
 # ---- remote paths: Beam's FileSystems on ram:// (tests/ram_filesystem.py; gs:// takes the same calls) ----

@@ -147,6 +147,40 @@ def measure_memory(path: pathlib.Path, threads: int, seconds: float, levels: int
     return values
 
 
+def time_decoder(model_path, utterances, repeats: int = 5) -> dict:
+    """Times the beam search (1 thread) beside the model, per level of ``model_path``.
+
+    The decoder is the file's own (its tuned settings, word LM and lexicon), or the lexicon-free beam
+    search without LM for a file that carries none. Each utterance's log-probs are computed once,
+    then decoded ``repeats`` times; greedy decoding of the same log-probs is timed alike.
+
+    Returns:
+        ``{"decoder": {...settings}, "rows": [{level, decoder_median_ms, greedy_median_ms}]}``.
+    """
+    from dsnn_keras.decoding import greedy_ctc_decode
+    from tflite.runtime import Recognizer
+
+    recognizer = Recognizer(model_path, num_threads=1, decoder="beam")
+    beam = recognizer.beam
+    rows = []
+    for level in range(recognizer.num_levels):
+        log_probs = [recognizer.recognize(audio, level=level).log_probs for _, audio in utterances]
+        beam_times, greedy_times = [], []
+        for _ in range(repeats):
+            for lp in log_probs:
+                start = time.perf_counter()
+                beam.decode(lp)
+                beam_times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                greedy_ctc_decode(lp[None], None, beam.blank_id)
+                greedy_times.append(time.perf_counter() - start)
+        rows.append({"level": level, "decoder_median_ms": float(np.median(beam_times) * 1e3),
+                     "decoder_p90_ms": float(np.percentile(beam_times, 90) * 1e3),
+                     "greedy_median_ms": float(np.median(greedy_times) * 1e3)})
+    return {"decoder": {"kind": "beam", "lm": beam.uses_lm, "lexicon_words": len(beam.words),
+                        **beam.config.to_dict()}, "rows": rows}
+
+
 def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Sequence[str]] = None,
                   threads: Sequence[int] = (1, 2), repeats: int = 5, limit: int = 8,
                   out_dir=None, log=None, compare: Sequence = ()) -> dict:
@@ -211,7 +245,16 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
     for info in files.values():
         info["size_ratio_to_dense_single"] = (info["size_bytes"] / dense_single[0].stat().st_size
                                               if dense_single else None)
-    result = {"model": str(model_path), "rows": rows, "files": files,
+    say("timing the beam decoder beside the model (1 thread)")
+    decoder = time_decoder(model_path, utts, repeats)
+    model_ms = {r["level"]: r["median_ms"] for r in rows
+                if r["kind"] == "multi" and r["file"] == model_path.name and r["threads"] == min(threads)}
+    for row in decoder["rows"]:
+        row["model_median_ms"] = model_ms.get(row["level"])
+        row["model_threads"] = min(threads)
+        row["decoder_to_model"] = (row["decoder_median_ms"] / row["model_median_ms"]
+                                   if row["model_median_ms"] else None)
+    result = {"model": str(model_path), "rows": rows, "files": files, "decoder": decoder,
               "utterances": [{"name": n, "seconds": a.size / meta.sample_rate} for n, a in utts],
               "repeats": repeats, "threads": list(threads),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -243,6 +286,18 @@ def to_markdown(result: dict) -> str:
         macs = f"{r['relative_macs']:.2f}" if r.get("relative_macs") is not None else "–"
         lines.append(f"| {r['file']} | {r['kind']} | {r['level']} | {r['sparsity']:.2f} | {r['threads']} | "
                      f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['rtf']:.4f} | {ratio} | {own} | {macs} |")
+    if result.get("decoder"):
+        d = result["decoder"]["decoder"]
+        what = (f"word LM + {d['lexicon_words']}-word lexicon, beam {d['beam_width']}, LM weight {d['lm_weight']}, "
+                f"word bonus {d['word_bonus']}" if d["lm"] else f"lexicon-free, no LM, beam {d['beam_width']}")
+        lines += ["", f"Decoder time beside model time (median per utterance; beam search: {what}; model at "
+                      f"{result['decoder']['rows'][0].get('model_threads')} thread(s)):", "",
+                  "| level | model ms | beam search ms | p90 ms | beam / model | greedy ms |", "|---|---|---|---|---|---|"]
+        for r in result["decoder"]["rows"]:
+            model = f"{r['model_median_ms']:.2f}" if r.get("model_median_ms") else "–"
+            ratio = f"{r['decoder_to_model']:.2f}" if r.get("decoder_to_model") is not None else "–"
+            lines.append(f"| {r['level']} | {model} | {r['decoder_median_ms']:.2f} | {r['decoder_p90_ms']:.2f} | "
+                         f"{ratio} | {r['greedy_median_ms']:.3f} |")
     lines += ["", "| file | design | quantize | levels | size MB | × dense single | peak RSS MB (1 thread) | model RSS MB |",
               "|---|---|---|---|---|---|---|---|"]
     for name, info in result["files"].items():

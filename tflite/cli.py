@@ -186,6 +186,9 @@ def _export_parser() -> argparse.ArgumentParser:
                              "that dsnn-bench compares against")
     parser.add_argument("--single_levels", default=None, metavar="I,J",
                         help="with --single_level_dir: only these levels (default: every level)")
+    parser.add_argument("--no_decoder", action="store_true",
+                        help="leave out the run's tuned beam decoder (RUN_DIR/decoder.json from dsnn-eval --tune: "
+                             "its settings, word LM and lexicon travel inside the file by default)")
     parser.add_argument("--verify_audio", nargs="*", default=[], metavar="AUDIO",
                         help="extra audio files to verify each level with (a synthetic clip and silence "
                              "are always used)")
@@ -204,7 +207,7 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
                  max_wer: Optional[float] = None, eval_path: Optional[str | os.PathLike] = None,
                  single_level_dir: Optional[str | os.PathLike] = None,
                  single_levels: Optional[Sequence[int]] = None, verify_audio: Sequence[str | os.PathLike] = (),
-                 log: Optional[Callable[[str], None]] = None) -> ExportReport:
+                 log: Optional[Callable[[str], None]] = None, with_decoder: bool = True) -> ExportReport:
     """What ``dsnn-export`` does: checks the output paths, holds the output's lock, exports.
 
     ``run_dir``, ``out``, ``eval_path``, ``single_level_dir`` and ``verify_audio`` may be local or
@@ -220,6 +223,7 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
         single_levels: With ``single_level_dir``: only these levels. Defaults to every level.
         verify_audio: Extra audio files every level is verified with.
         log: Progress lines. Defaults to ``dsnn-export: ...`` on stderr.
+        with_decoder: Carry the run's tuned beam decoder and its LM (``RUN_DIR/decoder.json``). Defaults to True.
 
     Returns:
         `tflite.export.ExportReport` of the multi-level file.
@@ -250,7 +254,8 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
     with export_lock(out):
         return export_run(run_dir, out, options=options, max_wer=max_wer,
                           verify_audio_files=list(verify_audio), single_level_dir=single_level_dir,
-                          single_levels=single_levels, eval_path=eval_path, log=log or _log("dsnn-export"))
+                          single_levels=single_levels, eval_path=eval_path, log=log or _log("dsnn-export"),
+                          with_decoder=with_decoder)
 
 
 def export_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -280,7 +285,8 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = export_model(args.run_dir, args.out, options=options, max_wer=args.max_wer,
                               eval_path=args.eval_path, single_level_dir=args.single_level_dir,
-                              single_levels=single_levels, verify_audio=args.verify_audio, log=log)
+                              single_levels=single_levels, verify_audio=args.verify_audio, log=log,
+                              with_decoder=not args.no_decoder)
     except (DsnnError, FileNotFoundError) as error:   # ConfigError from a run's config.yaml included
         return _fail(prog, str(error), getattr(error, "exit_code", 1))
     worst = max(v["max_abs_diff"] for v in report.verification) if report.verification else float("nan")
@@ -301,6 +307,16 @@ def _transcribe_parser() -> argparse.ArgumentParser:
                         help="sparsity level index, 0 = densest (default: 0); the levels are listed "
                              "in the file's dsnn metadata")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    parser.add_argument("--decoder", choices=("auto", "greedy", "beam"), default="auto",
+                        help="greedy = best path; beam = CTC beam search with the word LM and lexicon the file "
+                             "carries (lexicon-free, no LM, if it has none); auto = the file's tuned default "
+                             "(default: auto)")
+    parser.add_argument("--beam_width", type=int, default=None, metavar="N",
+                        help="--decoder beam: hypotheses kept per frame (default: the file's)")
+    parser.add_argument("--hotwords", default=None, metavar="PHRASES",
+                        help="--decoder beam: comma-separated phrases to favour (needs the file's LM)")
+    parser.add_argument("--hotword_weight", type=float, default=2.0, metavar="W",
+                        help="bonus per word along a hot phrase (default: 2.0)")
     parser.add_argument("--stream", action="store_true",
                         help="feed each file through the 'stream' signature in --chunk_ms chunks, printing "
                              "the partial text after every chunk that changes it, as a live app would")
@@ -372,10 +388,14 @@ def transcribe_main(argv: Optional[Sequence[str]] = None) -> int:
     args = _transcribe_parser().parse_args(argv)
     if args.chunk_ms < 1 or (args.switch_every_ms is not None and args.switch_every_ms < 1):
         return _fail(prog, "--chunk_ms and --switch_every_ms must be >= 1", 2)
+    from dsnn_keras.beam_search import parse_hotwords
     from tflite.runtime import Recognizer
 
     try:
-        recognizer = Recognizer(args.model, num_threads=args.threads)
+        hotwords = parse_hotwords(args.hotwords)
+        recognizer = Recognizer(args.model, num_threads=args.threads, decoder=args.decoder,
+                                beam={"beam_width": args.beam_width} if args.beam_width is not None else None,
+                                hotwords=hotwords, hotword_weight=args.hotword_weight if hotwords else 0.0)
         recognizer.check_level(args.level)
     except (FileNotFoundError, DsnnError) as error:
         return _fail(prog, str(error))

@@ -535,7 +535,7 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
                   single_level: bool = False, single_level_of: int = 0,
                   units: Optional[Sequence[dict]] = None,
                   design: Union[str, ExportDesign, None] = None,
-                  unit_indices: Optional[Sequence[dict]] = None) -> ExportReport:
+                  unit_indices: Optional[Sequence[dict]] = None, decoder: Optional[tuple] = None) -> ExportReport:
     """Writes ONE .tflite that runs any of the given levels, selected by ``sparsity_level``.
 
     The layout is an export design (`tflite.designs`): the one the options select
@@ -570,6 +570,9 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         unit_indices: Per level, ``{layer: indices of the kept units}`` of a unit run's sliced
             levels (`dsnn_keras.sparsity.kept_unit_indices`), so the ``stream`` signature can keep
             every level's state in one layout. Defaults to None (sliced levels then do not stream).
+        decoder: ``(DecoderSettings, LmBundle or None)`` of a run tuned with ``dsnn-eval --tune``: the
+            settings go into the ``decoder`` metadata entry, the LM into the ``dsnn_lm`` buffer.
+            Defaults to None (no decoder entry: runtimes decode greedily).
 
     Returns:
         An `ExportReport`.
@@ -654,6 +657,9 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
         # Durations at the model's rate: a clip decoded at the wrong rate shows here.
         raw["export"]["verification_audio_s"] = [round(len(clip) / sample_rate, 3) for clip in clips]
         final = metadata_lib.embed(data, raw)
+    if decoder is not None:
+        # The word LM and lexicon travel as a second metadata buffer; the dsnn entry's "decoder" names it.
+        final = metadata_lib.embed_decoder(final, raw, *decoder)
     out_path = fileio.as_path(out_path)
     _write_atomically(out_path, final)
     return ExportReport(path=out_path, size_bytes=len(final), metadata=raw,
@@ -664,7 +670,7 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                max_wer: Optional[float] = None, verify_audio: Optional[Sequence[np.ndarray]] = None,
                verify_audio_files: Sequence = (),
                single_level_dir=None, single_levels: Optional[Sequence[int]] = None, eval_path=None,
-               log: Any = None) -> ExportReport:
+               log: Any = None, with_decoder: bool = True) -> ExportReport:
     """Exports a trained run directory (``dsnn-train`` output) to one .tflite.
 
     Args:
@@ -685,6 +691,8 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         eval_path: The ``eval.json`` to gate on and record in the metadata, instead of
             ``RUN_DIR/eval.json`` (e.g. one written with ``dsnn-eval --out``). Defaults to None.
         log: Callable taking a progress string. Defaults to None.
+        with_decoder: Carry the run's tuned decoder (``RUN_DIR/decoder.json``, its LM and lexicon) in
+            the file, if it has one. Defaults to True.
 
     Returns:
         An `ExportReport` for the multi-level file.
@@ -727,10 +735,14 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
         f"sparse_speed={options.sparse_speed}{', sliced units' if units else ''})")
     source = {"run_dir": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint)}
+    decoder = run_decoder(run_dir) if with_decoder else None
+    if decoder is not None:
+        say(f"carrying the run's {decoder[0].decoder} decoder (decoder.json"
+            f"{', LM ' + str(decoder[0].lm_path(run_dir)) if decoder[1] is not None else ''})")
     report = export_levels(models, out_path, sparsities=run.levels, feature_config=run.feature_config,
                            pieces=run.pieces, blank_id=run.blank_id, options=options,
                            eval_results=run.eval_results, source=source, verify_audio=verify_audio,
-                           units=units, unit_indices=unit_indices)
+                           units=units, unit_indices=unit_indices, decoder=decoder)
     if single_level_dir is not None:
         export_single_levels(models, single_level_dir, sparsities=run.levels,
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,
@@ -754,6 +766,18 @@ def _load_verify_audio(path, sample_rate: int) -> np.ndarray:
         return decode(str(path), sample_rate, data=fileio.read_bytes(path))
     except AudioDecodeError as error:
         raise AudioError(f"{path}: {error.reason}: {error.detail}", error.reason) from None
+
+
+def run_decoder(run_dir) -> Optional[tuple]:
+    """``(DecoderSettings, LmBundle or None)`` of a run's ``decoder.json`` (``dsnn-eval --tune``), or None."""
+    from dsnn_keras.beam_search import DecoderSettings
+    from dsnn_keras.ngram_lm import LmBundle
+
+    settings = DecoderSettings.read(run_dir)
+    if settings is None:
+        return None
+    lm_path = settings.lm_path(run_dir)
+    return settings, (LmBundle.read_dir(lm_path) if lm_path is not None else None)
 
 
 def _single_levels_wanted(levels: Optional[Sequence[int]], num_levels: int) -> list[int]:

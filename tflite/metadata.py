@@ -22,6 +22,7 @@ from dsnn_keras.errors import DsnnError
 from tflite import flatbuffer, rewrites
 
 METADATA_NAME = "dsnn"
+LM_METADATA_NAME = "dsnn_lm"   # the beam decoder's word LM + lexicon (gzip JSON, dsnn_keras.ngram_lm.LmBundle)
 FORMAT_VERSION = 1
 
 
@@ -87,6 +88,14 @@ METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("export.shared_weights", "object", "Shared design only: storage, coded tensors and weights, folded splits."),
     MetadataField("export.verification", "list of objects", "Per level, the export's check against Keras (differences, token flips)."),
     MetadataField("export.verification_audio_s", "list of numbers", "Duration of each verification clip at the model's rate."),
+    MetadataField("decoder", "object | null", "Files exported from a run with a tuned beam decoder (`dsnn-eval --tune`): its settings and LM; absent otherwise (greedy)."),
+    MetadataField("decoder.default", "string", "The decoder `tflite.Recognizer(decoder=\"auto\")` uses: `beam` or `greedy`."),
+    MetadataField("decoder.beam", "object", "`BeamSearchConfig`: `beam_width`, `lm_weight`, `word_bonus`, `token_beam`, `beam_threshold`, `lexicon`."),
+    MetadataField("decoder.lm_entry", "string | null", "Name of the metadata buffer holding the word LM and lexicon (`dsnn_lm`: gzip JSON `{format, arpa, lexicon, info}`), null without LM."),
+    MetadataField("decoder.lm_bytes", "int", "Size of that buffer."),
+    MetadataField("decoder.lm_order", "int | null", "The LM's n-gram order."),
+    MetadataField("decoder.lexicon_words", "int | null", "Words in the lexicon (the only words the beam decoder forms)."),
+    MetadataField("decoder.tuned", "object | null", "`{split, level, best_wer, greedy_wer, num_utterances}` of the tuning."),
     MetadataField("source", "object | null", "`{run_dir, step, checkpoint}` of the trained run."),
     MetadataField("versions", "object", "Package versions of the export (`dsnn`, `tensorflow`, `tf_keras`, `ai_edge_litert`).", True),
     MetadataField("created", "string", "Export time, ISO 8601 (UTC)."),
@@ -109,7 +118,7 @@ def undocumented_keys(raw: dict) -> list[str]:
     found = set(raw)
     for entry in raw.get("levels") or []:
         found |= {f"levels[].{key}" for key in entry}
-    for section in ("tokens", "export", "stream"):
+    for section in ("tokens", "export", "stream", "decoder"):
         if isinstance(raw.get(section), dict):
             found |= {f"{section}.{key}" for key in raw[section]}
     return sorted(found - known)
@@ -188,6 +197,12 @@ class DsnnMetadata:
         return None if not stream else list(stream.get("state", []))
 
     @property
+    def decoder(self) -> Optional[dict]:
+        """The ``decoder`` entry (tuned beam settings and the LM buffer's name), or None."""
+        decoder = self.raw.get("decoder")
+        return None if decoder is None else dict(decoder)
+
+    @property
     def single_level_of(self) -> Optional[int]:
         """For a single-level baseline file, the level of the DSNN it was exported from."""
         return self.raw["export"].get("single_level_of")
@@ -263,6 +278,14 @@ def validate(raw: Any, source: str = "metadata") -> DsnnMetadata:
     single = export.get("single_level_of")
     if single is not None and (not _is_int(single) or single < 0):
         fail(f"export.single_level_of must be null or an int >= 0, got {_short(single)}")
+    decoder = raw.get("decoder")
+    if decoder is not None:
+        if not isinstance(decoder, dict) or decoder.get("default") not in ("beam", "greedy"):
+            fail(f"'decoder' must be null or an object with default 'beam' or 'greedy', got {_short(decoder)}")
+        if not isinstance(decoder.get("beam"), dict):
+            fail(f"decoder.beam must be an object, got {_short(decoder.get('beam'))}")
+        if decoder.get("lm_entry") is not None and not isinstance(decoder["lm_entry"], str):
+            fail(f"decoder.lm_entry must be a string or null, got {_short(decoder['lm_entry'])}")
     if not isinstance(raw["versions"], dict):
         fail(f"'versions' must be an object, got {_short(raw['versions'])}")
     return DsnnMetadata(raw)
@@ -277,6 +300,52 @@ def encode(raw: dict) -> bytes:
 def embed(model_bytes: bytes, raw: dict) -> bytes:
     """Returns ``model_bytes`` with the ``dsnn`` metadata entry set to ``raw``."""
     return rewrites.add_metadata_entry(model_bytes, METADATA_NAME, encode(raw))
+
+
+def decoder_entry(settings: Any, bundle: Any, lm_bytes: int) -> dict:
+    """The ``decoder`` metadata object of a run's `DecoderSettings` and `LmBundle` (None: no LM)."""
+    tuned = dict(settings.tuned or {})
+    return {"default": settings.decoder, "beam": settings.beam.to_dict(),
+            "lm_entry": LM_METADATA_NAME if bundle is not None else None, "lm_bytes": int(lm_bytes),
+            "lm_order": bundle.order if bundle is not None else None,
+            "lexicon_words": len(bundle.lexicon) if bundle is not None else None,
+            "tuned": {key: tuned[key] for key in ("split", "level", "best_wer", "greedy_wer", "num_utterances")
+                      if key in tuned} or None}
+
+
+def embed_decoder(model_bytes: bytes, raw: dict, settings: Any, bundle: Any) -> bytes:
+    """Returns ``model_bytes`` carrying a beam decoder: ``raw["decoder"]`` set (and ``raw`` re-embedded)
+    and the LM bundle in the `LM_METADATA_NAME` buffer.
+
+    Args:
+        model_bytes: A .tflite with (or without) a ``dsnn`` entry.
+        raw: Its metadata object (updated in place).
+        settings: The run's `dsnn_keras.beam_search.DecoderSettings`.
+        bundle: Its `dsnn_keras.ngram_lm.LmBundle`, or None (beam search without LM).
+    """
+    lm_bytes = bundle.to_bytes() if bundle is not None else b""
+    raw["decoder"] = decoder_entry(settings, bundle, len(lm_bytes))
+    data = embed(model_bytes, raw)
+    return rewrites.add_metadata_entry(data, LM_METADATA_NAME, lm_bytes) if bundle is not None else data
+
+
+def read_lm(model_bytes: bytes, meta: DsnnMetadata, source: str = "model"):
+    """The `dsnn_keras.ngram_lm.LmBundle` the file carries, or None (no ``decoder.lm_entry``).
+
+    Raises:
+        MetadataError: the entry named by the metadata is missing or not a valid LM bundle.
+    """
+    from dsnn_keras.ngram_lm import LanguageModelError, LmBundle
+
+    name = (meta.decoder or {}).get("lm_entry")
+    if not name:
+        return None
+    try:
+        return LmBundle.from_bytes(flatbuffer.read_metadata_entry(model_bytes, name), f"{source}: {name}")
+    except flatbuffer.FlatbufferError as error:
+        raise MetadataError(f"{source}: decoder.lm_entry {name!r}: {error}") from None
+    except LanguageModelError as error:
+        raise MetadataError(str(error)) from None
 
 
 def parse(model_bytes: bytes, source: str = "model") -> DsnnMetadata:

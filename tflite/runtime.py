@@ -16,13 +16,14 @@ import dataclasses
 import math
 import pathlib
 import threading
+import time
 from typing import Optional, Union
 
 import numpy as np
 
 from dsnn_keras.errors import DsnnError
 from tflite.audio import AudioError, load_audio, resample, to_mono_float
-from tflite.metadata import DsnnMetadata, MetadataError, parse, read_model_bytes
+from tflite.metadata import DsnnMetadata, MetadataError, parse, read_lm, read_model_bytes
 from tflite.signatures import AUDIO, LEVEL, LOG_PROBS, RECOGNIZE, RECOGNIZE_FEATURES, SPARSITY_LEVEL, TOKENS
 
 
@@ -76,15 +77,17 @@ class Recognition:
 
     Attributes:
         text: The transcript.
-        tokens: Greedy CTC token ids.
+        tokens: Token ids of the decoding (greedy CTC, or the beam search's best path).
         log_probs: float32 ``[out_frames, vocab_size + 1]`` per-frame log posteriors.
         level: The level that ran.
+        decoder_seconds: Wall-clock seconds of the beam search (0.0 for greedy).
     """
 
     text: str
     tokens: list
     log_probs: np.ndarray
     level: int
+    decoder_seconds: float = 0.0
 
 
 DEFAULT_WINDOW_SECONDS = 30.0
@@ -108,27 +111,42 @@ class Recognizer:
     convolution sees padding across it (a word spanning a boundary may be misrecognized). Tokens are
     the greedy CTC path over the concatenated log-posteriors (repeats merged across boundaries).
 
+    **Decoders.** ``decoder="greedy"`` takes the file's greedy ``tokens``. ``decoder="beam"`` runs the
+    CTC prefix beam search (`dsnn_keras.beam_search`, flashlight-text; no TensorFlow) over the
+    signature's ``log_probs``, with the word LM and lexicon the file carries (``dsnn_lm`` buffer) and
+    its tuned weights (metadata ``decoder``), or lexicon-free without LM if the file has none.
+    ``"auto"`` (the default) is the file's ``decoder.default``: beam for files exported from a run
+    tuned with ``dsnn-eval --tune``, greedy otherwise.
+
     Args:
         path: The .tflite file written by ``dsnn-export``.
         num_threads: Interpreter threads. Defaults to 1.
         window_seconds: Longest audio run in one invoke; longer audio is cut in windows of this length
             (rounded down to a multiple of 16 hops). Defaults to 30.0.
+        decoder: ``"auto"``, ``"greedy"`` or ``"beam"``. Defaults to "auto".
+        beam: Overrides of the file's beam settings, e.g. ``{"beam_width": 8}`` (`BeamSearchConfig`
+            fields). Defaults to none.
+        hotwords: Phrases the beam search favours (needs the file's LM). Defaults to none.
+        hotword_weight: Bonus per hot-phrase word (log-probability units). Defaults to 0.0.
 
     Raises:
         FileNotFoundError: the file does not exist.
         MetadataError: the file is not a usable DSNN export (unreadable, truncated or corrupt, no or
             invalid ``dsnn`` metadata, or a model LiteRT cannot load); one line naming the file.
-        RecognizerError: a bad ``num_threads`` or ``window_seconds``.
+        RecognizerError: a bad ``num_threads``, ``window_seconds``, decoder or beam setting.
     """
 
     def __init__(self, path: Union[str, pathlib.Path], num_threads: int = 1,
-                 window_seconds: float = DEFAULT_WINDOW_SECONDS):
+                 window_seconds: float = DEFAULT_WINDOW_SECONDS, decoder: str = "auto",
+                 beam: Optional[dict] = None, hotwords=(), hotword_weight: float = 0.0):
         self.path = pathlib.Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise RecognizerError(f"num_threads must be an int >= 1, got {num_threads!r}")
-        self.metadata: DsnnMetadata = parse(read_model_bytes(self.path), str(self.path))
+        model_bytes = read_model_bytes(self.path)
+        self.metadata: DsnnMetadata = parse(model_bytes, str(self.path))
+        self.beam = self._beam_decoder(model_bytes, decoder, beam, hotwords, hotword_weight)
         # Windows hold a multiple of 16 hops, so any time subsampling up to 16x splits evenly.
         quantum = 16 * self.metadata.frame_step
         if (isinstance(window_seconds, bool) or not isinstance(window_seconds, (int, float))
@@ -152,6 +170,33 @@ class Recognizer:
         self._reset_after_invoke = not self.metadata.state_reset_in_graph
         if self._reset_after_invoke:
             prime_all_signatures(self._interpreter)
+
+    def _beam_decoder(self, model_bytes: bytes, decoder: str, overrides: Optional[dict], hotwords, hotword_weight):
+        """The `BeamDecoder` the ``decoder`` argument asks for, or None for greedy."""
+        if decoder not in ("auto", "greedy", "beam"):
+            raise RecognizerError(f"decoder must be 'auto', 'greedy' or 'beam', got {decoder!r}")
+        entry = self.metadata.decoder
+        if decoder == "auto":
+            decoder = entry["default"] if entry else "greedy"
+        if decoder == "greedy":
+            if overrides or hotwords:
+                raise RecognizerError("beam settings and hot words need decoder='beam'")
+            return None
+        from dsnn_keras.beam_search import BeamDecoder, BeamSearchConfig, BeamSearchError
+
+        try:
+            values = {**(entry["beam"] if entry else {}), **dict(overrides or {})}
+            config = BeamSearchConfig.from_dict(values, where=f"{self.path}: beam settings")
+            return BeamDecoder(self.metadata.pieces, self.metadata.blank_id, config,
+                               lm=read_lm(model_bytes, self.metadata, str(self.path)),
+                               hotwords=hotwords, hotword_weight=hotword_weight)
+        except BeamSearchError as error:
+            raise RecognizerError(str(error)) from None
+
+    @property
+    def decoder(self) -> str:
+        """``"beam"`` or ``"greedy"``: what `recognize` decodes with."""
+        return "greedy" if self.beam is None else "beam"
 
     @property
     def levels(self) -> list[dict]:
@@ -230,6 +275,12 @@ class Recognizer:
         else:
             log_probs = np.concatenate([out[LOG_PROBS] for out in outputs])
             tokens = [int(t) for t in greedy_ctc_decode(log_probs[None], None, self.metadata.blank_id)[0]]
+        if self.beam is not None:
+            start = time.perf_counter()
+            with self._lock:   # a BeamDecoder is not thread-safe
+                result = self.beam.decode(log_probs)
+            return Recognition(text=result.text, tokens=result.tokens, log_probs=log_probs,
+                               level=int(outputs[0][LEVEL]), decoder_seconds=time.perf_counter() - start)
         try:
             text = ids_to_text(tokens, self.metadata.pieces)
         except ValueError as error:
@@ -262,6 +313,9 @@ class RecognizerStream:
     to 1e-4 on the log-probs, identical tokens); `recognize` cuts longer audio into windows that
     restart the recurrent state, the stream does not. A quantized file's stream quantizes its LSTMs
     differently from the whole-utterance kernel: close, checked at export within the token gate.
+    With the recognizer's beam decoder the search runs incrementally on each chunk's log-probs
+    (flashlight's ``decode_step``); the text after a chunk is the current best hypothesis (it may
+    still change), and `finish` gives the same result as the beam search over the whole utterance.
 
     Args:
         recognizer: The loaded `Recognizer`.
@@ -288,6 +342,9 @@ class RecognizerStream:
         self.tokens: list[int] = []
         self._log_probs: list[np.ndarray] = []
         self.finished = False
+        # The beam search runs incrementally on each chunk's log-probs (flashlight's decode_step).
+        self._beam = recognizer.beam.stream() if recognizer.beam is not None else None
+        self._beam_text = ""
 
     def set_level(self, level: int) -> None:
         """Runs the following chunks at ``level`` (the state carries over)."""
@@ -303,6 +360,8 @@ class RecognizerStream:
     def text(self) -> str:
         from dsnn_keras.decoding import ids_to_text
 
+        if self._beam is not None:
+            return self._beam_text
         try:
             return ids_to_text(self.tokens, self._recognizer.metadata.pieces)
         except ValueError as error:
@@ -319,8 +378,14 @@ class RecognizerStream:
         out = self._recognizer._invoke(self._runner, audio=chunk, sparsity_level=np.int32(self.level),   # pylint: disable=protected-access
                                        end_of_stream=np.int32(end), **self._state)
         self._log_probs.append(np.array(out["log_probs"]))
-        self.tokens.extend(int(t) for t in out["tokens"])
         self._state = {name: np.array(out[name]) for name in self._state}
+        if self._beam is None:
+            self.tokens.extend(int(t) for t in out["tokens"])
+        else:
+            with self._recognizer._lock:   # pylint: disable=protected-access
+                self._beam.accept(self._log_probs[-1])
+                result = self._beam.finish() if end else self._beam.partial()
+            self.tokens, self._beam_text = list(result.tokens), result.text
         self.finished = end
         return self.text
 

@@ -1,0 +1,540 @@
+"""CTC prefix beam search with word n-gram LM fusion, lexicon constraint and hot-word biasing.
+
+The search itself is flashlight-text's (``flashlight.lib.text.decoder``: C++ beam search, KenLM
+bundled in its wheel, the decoder torchaudio's ``ctc_decoder`` wraps); this module builds its
+inputs from the project's pieces and `dsnn_keras.ngram_lm.LmBundle` and reads its results back.
+
+**With an LM bundle** (lexicon decoder): hypotheses walk a trie of the lexicon's spellings, so
+only words of the lexicon are formed (AN4's closed vocabulary); at each word end the word LM's
+log10 probability times ``lm_weight`` plus ``word_bonus`` is added to the acoustic log-probability
+(within a word, the trie's best unigram score below the node is used as look-ahead, "smearing").
+Per frame: the ``token_beam`` best tokens extend each of the ``beam_width`` hypotheses; hypotheses
+with the same LM state, trie node and last token are merged (max); those more than
+``beam_threshold`` below the best are dropped.
+
+**Without one** (or ``lexicon=False``): the lexicon-free prefix beam search over tokens, no LM.
+With ``beam_width=1`` it is exactly greedy CTC (tested).
+
+**Hot words**: phrases whose words get ``hotword_weight`` (natural-log units, like the acoustic
+scores) each, as long as the hypothesis follows the phrase; a phrase left unfinished takes its
+bonus back (context biasing with failure transitions). Words of a phrase missing from the lexicon
+are added with a spelling from the pieces. Hot words need the lexicon decoder (an LM bundle).
+
+Example:
+    >>> decoder = BeamDecoder(pieces, blank_id, BeamSearchConfig(beam_width=16, lm_weight=0.8),
+    ...                       lm=LmBundle.read_dir("data/an4/lm"))
+    >>> decoder.decode(log_probs).text
+    'yes no go'
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import os
+import pathlib
+import sys
+import tempfile
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from dsnn_keras.decoding import WORD_BOUNDARY, ids_to_text
+from dsnn_keras.errors import DsnnError
+from dsnn_keras.ngram_lm import UNK, LmBundle
+
+DECODERS = ("greedy", "beam")
+
+
+class BeamSearchError(DsnnError, ValueError):
+    """A bad beam-search setting, hot word or input (the message names it)."""
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise BeamSearchError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _finite(value: Any, name: str, minimum: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+        raise BeamSearchError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise BeamSearchError(f"{name} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamSearchConfig:
+    """Settings of the beam search (validated on construction; `from_dict` refuses unknown keys).
+
+    Args:
+        beam_width: Hypotheses kept per frame. Defaults to 32.
+        lm_weight: Weight of the word LM's log10 probability. Defaults to 0.5.
+        word_bonus: Added per word formed (counters the LM's preference for short outputs).
+            Defaults to 0.0.
+        token_beam: Tokens tried per frame and hypothesis (the most likely ones); None = all.
+            Defaults to 8.
+        beam_threshold: Hypotheses this far below the frame's best are dropped. Defaults to 25.0.
+        lexicon: Use the LM bundle's lexicon and LM; False = lexicon-free search without LM.
+            Defaults to True.
+    """
+
+    beam_width: int = 32
+    lm_weight: float = 0.5
+    word_bonus: float = 0.0
+    token_beam: Optional[int] = 8
+    beam_threshold: float = 25.0
+    lexicon: bool = True
+
+    def __post_init__(self):
+        _positive_int(self.beam_width, "beam_width")
+        _finite(self.lm_weight, "lm_weight", 0.0)
+        _finite(self.word_bonus, "word_bonus")
+        if self.token_beam is not None:
+            _positive_int(self.token_beam, "token_beam")
+        _finite(self.beam_threshold, "beam_threshold", 0.0)
+        if not isinstance(self.lexicon, bool):
+            raise BeamSearchError(f"lexicon must be true or false, got {self.lexicon!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "beam search config") -> "BeamSearchConfig":
+        """Reads `to_dict` output; an unknown key or a bad value is a `BeamSearchError` naming ``where``."""
+        if not isinstance(values, Mapping):
+            raise BeamSearchError(f"{where}: must be an object, got {values!r}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BeamSearchError(f"{where}: unknown key(s) {unknown} (expected some of {sorted(known)})")
+        try:
+            return cls(**values)
+        except BeamSearchError as error:
+            raise BeamSearchError(f"{where}: {error}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamResult:
+    """One decoding.
+
+    Attributes:
+        text: The transcript (the lexicon's words, or the pieces' text without a lexicon).
+        tokens: Token ids of the best path (blanks removed, repeats merged).
+        score: The hypothesis' total score (acoustic + weighted LM + bonuses).
+    """
+
+    text: str
+    tokens: list
+    score: float
+
+
+def parse_hotwords(text: Optional[str | Sequence[str]]) -> tuple[str, ...]:
+    """``"set alarm, stop"`` (or a list) -> ``("set alarm", "stop")``: whitespace normalised, empties dropped."""
+    if text is None:
+        return ()
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    phrases = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise BeamSearchError(f"hot words must be strings, got {part!r}")
+        phrase = " ".join(part.split())
+        if phrase and phrase not in phrases:
+            phrases.append(phrase)
+    return tuple(phrases)
+
+
+def spell_with_pieces(word: str, pieces: Sequence[str]) -> tuple[str, ...]:
+    """A spelling of ``word`` in ``pieces`` by greedy longest match, the first piece carrying ``'▁'``.
+
+    Exact for character tokenizers; for BPE/unigram ones a valid spelling (not always the one the
+    tokenizer would choose). Used for hot words missing from the lexicon (no sentencepiece here).
+
+    Raises:
+        BeamSearchError: a character no piece covers.
+    """
+    vocab = set(pieces)
+    text = WORD_BOUNDARY + word
+    spelling: list[str] = []
+    start = 0
+    while start < len(text):
+        for end in range(len(text), start, -1):
+            if text[start:end] in vocab:
+                spelling.append(text[start:end])
+                start = end
+                break
+        else:
+            if start == 0 and text[1:2] and text[1] in vocab and WORD_BOUNDARY not in vocab:
+                start = 1   # a vocabulary without any word-boundary piece
+                continue
+            raise BeamSearchError(f"hot word {word!r}: no token piece covers {text[start]!r}")
+    return tuple(spelling)
+
+
+def _collapse(path: Sequence[int], blank_id: int) -> list[int]:
+    tokens, previous = [], None
+    for token in path:
+        token = int(token)
+        if token != previous and token != blank_id and token >= 0:
+            tokens.append(token)
+        previous = token
+    return tokens
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _HotwordLM:
+    """Factory of the hot-word LM (a flashlight ``LM`` subclass made on first use)."""
+
+    cls = None
+
+    @classmethod
+    def make(cls, base, phrases: Sequence[tuple[int, ...]], bonus: float):
+        if cls.cls is None:
+            from flashlight.lib.text.decoder import LM, LMState
+
+            class HotwordLM(LM):
+                """``base`` LM plus ``bonus`` per word along a hot phrase (withdrawn if the phrase breaks)."""
+
+                def __init__(self, base, phrases, bonus):
+                    LM.__init__(self)
+                    self.base, self.bonus = base, bonus
+                    self.phrases = set(phrases)
+                    self.prefixes = {p[:i] for p in phrases for i in range(1, len(p))}
+                    self.states: dict = {}
+
+                def _advance(self, progress, word):
+                    sequence = progress + (word,)
+                    banked = 0.0
+                    if sequence in self.phrases:
+                        banked, sequence = self.bonus * len(sequence), sequence[1:]
+                    while sequence and sequence not in self.prefixes:
+                        sequence = sequence[1:]
+                    return sequence, banked + self.bonus * (len(sequence) - len(progress))
+
+                def start(self, start_with_nothing):
+                    self.states = {}
+                    state = LMState()
+                    self.states[state] = (self.base.start(start_with_nothing), (), 0.0)
+                    return state
+
+                def score(self, state, word):
+                    child = state.child(word)
+                    if child not in self.states:
+                        base_state, progress, _ = self.states[state]
+                        new_base, score = self.base.score(base_state, word)
+                        progress, delta = self._advance(progress, word)
+                        self.states[child] = (new_base, progress, score + delta)
+                    return child, self.states[child][2]
+
+                def finish(self, state):
+                    base_state, progress, _ = self.states[state]
+                    new_base, score = self.base.finish(base_state)
+                    child = state.child(-1)
+                    self.states[child] = (new_base, (), score)
+                    return child, score - self.bonus * len(progress)
+
+            cls.cls = HotwordLM
+        return cls.cls(base, phrases, bonus)
+
+
+class BeamDecoder:
+    """Decodes per-frame CTC log-probabilities with the beam search (see the module docstring).
+
+    Build once per model (loading the LM and the trie); `decode` is then reentrant-free but cheap:
+    one flashlight decoder per call. Not thread-safe: give each thread its own, or hold a lock.
+
+    Args:
+        pieces: The token piece of every id (``blank_id`` = ``len(pieces)``).
+        blank_id: The CTC blank's id.
+        config: `BeamSearchConfig`. Defaults to its defaults.
+        lm: The word LM and lexicon; None = lexicon-free search without LM.
+        hotwords: Phrases to favour (see `parse_hotwords`). Defaults to none.
+        hotword_weight: Bonus per hot-phrase word, natural-log units. Defaults to 0.0.
+
+    Raises:
+        BeamSearchError: hot words without an LM bundle or with ``lm_weight`` 0, a lexicon spelled in
+            pieces the model does not have, a bad setting.
+    """
+
+    def __init__(self, pieces: Sequence[str], blank_id: int, config: BeamSearchConfig = BeamSearchConfig(),
+                 lm: Optional[LmBundle] = None, hotwords: Sequence[str] = (), hotword_weight: float = 0.0):
+        from flashlight.lib.text import decoder as fl
+
+        self.pieces = list(pieces)
+        self.blank_id = int(blank_id)
+        self.config = config
+        self.num_classes = len(self.pieces) + 1
+        if not 0 <= self.blank_id < self.num_classes:
+            raise BeamSearchError(f"blank_id {blank_id} is outside 0..{len(self.pieces)}")
+        self.hotwords = parse_hotwords(hotwords)
+        self.hotword_weight = _finite(hotword_weight, "hotword_weight")
+        self.uses_lm = lm is not None and config.lexicon
+        if self.hotwords and not self.uses_lm:
+            raise BeamSearchError("hot words need the lexicon decoder: an LM bundle (dsnn-lm) and lexicon on")
+        if self.hotwords and config.lm_weight == 0:
+            raise BeamSearchError("hot words need lm_weight > 0 (their bonus is applied through the LM score)")
+        self._fl = fl
+        self._options = self._make_options()
+        if not self.uses_lm:
+            self._lm = fl.ZeroLM()
+            self.words: list[str] = []
+            return
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        lexicon = dict(lm.lexicon)
+        for phrase in self.hotwords:
+            for word in phrase.split():
+                if word not in lexicon:
+                    lexicon[word] = spell_with_pieces(word, self.pieces)
+        self.words = sorted(lexicon)
+        index = {piece: i for i, piece in enumerate(self.pieces)}
+        word_dict = Dictionary()
+        for word in self.words:
+            word_dict.add_entry(word)
+        word_dict.add_entry(UNK)
+        self._unk = word_dict.get_index(UNK)
+        self._kenlm = self._load_kenlm(KenLM, lm.arpa, word_dict)
+        start = self._kenlm.start(False)
+        self._trie = fl.Trie(self.num_classes, self.blank_id)
+        for i, word in enumerate(self.words):
+            missing = [piece for piece in lexicon[word] if piece not in index]
+            if missing:
+                raise BeamSearchError(f"lexicon word {word!r} is spelled with pieces the model lacks: {missing} "
+                                      "(an LM built with another tokenizer?)")
+            _, score = self._kenlm.score(start, i)
+            self._trie.insert([index[piece] for piece in lexicon[word]], i, score)
+        self._trie.smear(fl.SmearingMode.MAX)
+        word_ids = {word: i for i, word in enumerate(self.words)}
+        self._phrases = [tuple(word_ids[w] for w in phrase.split()) for phrase in self.hotwords]
+
+    def _make_options(self):
+        fl, config = self._fl, self.config
+        token_beam = min(config.token_beam or self.num_classes, self.num_classes)
+        if not self.uses_lm:
+            return fl.LexiconFreeDecoderOptions(
+                beam_size=config.beam_width, beam_size_token=token_beam, beam_threshold=config.beam_threshold,
+                lm_weight=0.0, sil_score=0.0, log_add=False, criterion_type=fl.CriterionType.CTC)
+        return fl.LexiconDecoderOptions(
+            beam_size=config.beam_width, beam_size_token=token_beam, beam_threshold=config.beam_threshold,
+            lm_weight=config.lm_weight, word_score=config.word_bonus, unk_score=-math.inf, sil_score=0.0,
+            log_add=False, criterion_type=fl.CriterionType.CTC)
+
+    def with_config(self, **changes) -> "BeamDecoder":
+        """A decoder sharing this one's LM and trie with some `BeamSearchConfig` fields changed
+        (``lexicon`` excepted), e.g. ``with_config(lm_weight=1.0)`` while tuning."""
+        if "lexicon" in changes and changes["lexicon"] != self.config.lexicon:
+            raise BeamSearchError("with_config cannot switch the lexicon; build a new BeamDecoder")
+        clone = copy.copy(self)
+        clone.config = dataclasses.replace(self.config, **changes)
+        if self.hotwords and clone.config.lm_weight == 0:
+            raise BeamSearchError("hot words need lm_weight > 0 (their bonus is applied through the LM score)")
+        clone._options = clone._make_options()   # pylint: disable=protected-access
+        return clone
+
+    @staticmethod
+    def _load_kenlm(kenlm_class, arpa: str, word_dict):
+        # KenLM reads a path; the ARPA text is written to a private temporary file for the load.
+        handle, path = tempfile.mkstemp(prefix="dsnn-lm-", suffix=".arpa")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(arpa)
+            try:
+                with _quiet_stderr():   # KenLM prints a progress bar and a hint on fd 2
+                    return kenlm_class(path, word_dict)
+            except Exception as error:   # noqa: BLE001 - KenLM raises RuntimeError subclasses of its own
+                raise BeamSearchError(f"KenLM refused the ARPA model: {' '.join(str(error).split())[:200]}") from None
+        finally:
+            pathlib.Path(path).unlink(missing_ok=True)
+
+    def _new(self):
+        """A fresh flashlight decoder and the LM it uses (keep both: a Python LM must outlive its use)."""
+        fl = self._fl
+        if not self.uses_lm:
+            return fl.LexiconFreeDecoder(self._options, self._lm, self.blank_id, self.blank_id, []), self._lm
+        lm = self._kenlm
+        if self.hotwords and self.hotword_weight:
+            lm = _HotwordLM.make(self._kenlm, self._phrases, self.hotword_weight / self.config.lm_weight)
+        return fl.LexiconDecoder(self._options, self._trie, lm, self.blank_id, self.blank_id, self._unk, [], False), lm
+
+    def _check(self, log_probs) -> np.ndarray:
+        array = np.ascontiguousarray(log_probs, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != self.num_classes:
+            raise BeamSearchError(f"log_probs must be [frames, {self.num_classes}], got shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise BeamSearchError("log_probs contain NaN or inf")
+        return array
+
+    def _result(self, hypothesis) -> BeamResult:
+        tokens = _collapse(hypothesis.tokens, self.blank_id)
+        if self.uses_lm:
+            text = " ".join(self.words[w] for w in hypothesis.words if 0 <= w < len(self.words))
+        else:
+            text = ids_to_text(tokens, self.pieces)
+        return BeamResult(text=text, tokens=tokens, score=float(hypothesis.score))
+
+    def decode(self, log_probs) -> BeamResult:
+        """Decodes one utterance.
+
+        Args:
+            log_probs: float ``[frames, len(pieces) + 1]`` per-frame log posteriors (log-softmax).
+
+        Returns:
+            The best `BeamResult`.
+        """
+        array = self._check(log_probs)
+        if array.shape[0] == 0:
+            return BeamResult("", [], 0.0)
+        decoder, _lm = self._new()
+        results = decoder.decode(array.ctypes.data, array.shape[0], array.shape[1])
+        return self._result(results[0]) if results else BeamResult("", [], float("-inf"))
+
+    def stream(self) -> "BeamStream":
+        """An incremental decoding (`BeamStream`): feed log-prob chunks as they come."""
+        return BeamStream(self)
+
+
+class BeamStream:
+    """Incremental beam search over one utterance: `accept` chunks of log-probs, read `partial`, `finish`.
+
+    The search state carries across chunks, so the final result equals `BeamDecoder.decode` over
+    the concatenated chunks (tested). A partial result is the current best hypothesis (it may still
+    change as later frames arrive).
+    """
+
+    def __init__(self, decoder: BeamDecoder):
+        self._owner = decoder
+        self._decoder, self._lm = decoder._new()   # pylint: disable=protected-access
+        self._decoder.decode_begin()
+        self.frames = 0
+        self.finished = False
+
+    def accept(self, log_probs) -> None:
+        """Runs the search over one chunk ``[frames, classes]`` (0 frames allowed)."""
+        if self.finished:
+            raise BeamSearchError("this beam stream is finished")
+        array = self._owner._check(log_probs)   # pylint: disable=protected-access
+        if array.shape[0]:
+            self._decoder.decode_step(array.ctypes.data, array.shape[0], array.shape[1])
+            self.frames += array.shape[0]
+
+    def partial(self) -> BeamResult:
+        """The best hypothesis so far."""
+        if self.frames == 0:
+            return BeamResult("", [], 0.0)
+        return self._owner._result(self._decoder.get_best_hypothesis(0))   # pylint: disable=protected-access
+
+    def finish(self) -> BeamResult:
+        """Ends the utterance (the LM's end of sentence) and returns the best result."""
+        if self.finished:
+            raise BeamSearchError("this beam stream is finished")
+        self.finished = True
+        if self.frames == 0:
+            return BeamResult("", [], 0.0)
+        self._decoder.decode_end()
+        results = self._decoder.get_all_final_hypothesis()
+        return self._owner._result(results[0]) if results else BeamResult("", [], float("-inf"))   # pylint: disable=protected-access
+
+
+def log_softmax(logits) -> np.ndarray:
+    """Per-frame log-softmax over the last axis (float32)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+DECODER_FILE = "decoder.json"
+DECODER_FORMAT = 1
+RUN_LM_DIR = "lm"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderSettings:
+    """A run's decoder (``RUN/decoder.json``, written by ``dsnn-eval --tune``): what later evaluations
+    and exports use unless told otherwise. The LM it tuned with is copied to ``RUN/lm/``.
+
+    Args:
+        decoder: ``"greedy"`` or ``"beam"``.
+        beam: The `BeamSearchConfig`.
+        lm_dir: The LM directory, relative to the run (``"lm"``) or absolute; None = no LM.
+        tuned: How it was tuned (split, level, grid of WERs), or None.
+    """
+
+    decoder: str = "beam"
+    beam: BeamSearchConfig = BeamSearchConfig()
+    lm_dir: Optional[str] = RUN_LM_DIR
+    tuned: Optional[Mapping[str, Any]] = None
+
+    def __post_init__(self):
+        if self.decoder not in DECODERS:
+            raise BeamSearchError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+
+    def to_dict(self) -> dict:
+        return {"format_version": DECODER_FORMAT, "decoder": self.decoder, "beam": self.beam.to_dict(),
+                "lm_dir": self.lm_dir, "tuned": None if self.tuned is None else dict(self.tuned)}
+
+    def write(self, run_dir: str | os.PathLike) -> "fileio.AnyPath":
+        """Writes ``RUN/decoder.json`` (temp file, then rename; RUN may be ``gs://...``)."""
+        import json
+
+        from dsnn_keras import fileio
+
+        path = fileio.join(run_dir, DECODER_FILE)
+        fileio.atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    def lm_path(self, run_dir: str | os.PathLike) -> Optional["fileio.AnyPath"]:
+        """The LM directory: ``lm_dir`` under ``run_dir``, or ``lm_dir`` itself if absolute or a URL."""
+        from dsnn_keras import fileio
+
+        if self.lm_dir is None:
+            return None
+        if not fileio.is_local(self.lm_dir) or os.path.isabs(self.lm_dir):
+            return fileio.as_path(self.lm_dir)
+        return fileio.join(run_dir, self.lm_dir)
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike) -> Optional["DecoderSettings"]:
+        """``RUN/decoder.json``, or None if the run has none.
+
+        Raises:
+            BeamSearchError: a malformed file (named), an unknown key or a bad value.
+        """
+        import json
+
+        from dsnn_keras import fileio
+
+        path = fileio.join(run_dir, DECODER_FILE)
+        if not fileio.isfile(path):
+            return None
+        try:
+            values = json.loads(fileio.read_text(path))
+        except ValueError as error:
+            raise BeamSearchError(f"{path}: not valid JSON ({error})") from None
+        known = {"format_version", "decoder", "beam", "lm_dir", "tuned"}
+        if not isinstance(values, dict) or set(values) - known:
+            raise BeamSearchError(f"{path}: expected an object with keys {sorted(known)}, got "
+                                  f"{sorted(values) if isinstance(values, dict) else values!r}")
+        if values.get("format_version") != DECODER_FORMAT:
+            raise BeamSearchError(f"{path}: format_version {values.get('format_version')!r}; this reader "
+                                  f"understands {DECODER_FORMAT}")
+        lm_dir = values.get("lm_dir")
+        if lm_dir is not None and not isinstance(lm_dir, str):
+            raise BeamSearchError(f"{path}: lm_dir must be a string or null, got {lm_dir!r}")
+        return cls(decoder=values.get("decoder", "beam"),
+                   beam=BeamSearchConfig.from_dict(values.get("beam") or {}, where=f"{path}: beam"),
+                   lm_dir=lm_dir, tuned=values.get("tuned"))

@@ -1,0 +1,309 @@
+"""The word LM (dsnn_keras.ngram_lm), the beam search (dsnn_keras.beam_search) and their trip through
+the .tflite: ARPA normalisation and KenLM agreement, beam 1 = greedy on real log-probs, the LM fixing
+a near-miss, hot words, incremental = whole decoding, the LM inside the file, dsnn-eval --tune."""
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+import harness_tflite as h
+from dsnn_keras.beam_search import (BeamDecoder, BeamSearchConfig, BeamSearchError, DecoderSettings,
+                                    log_softmax, spell_with_pieces)
+from dsnn_keras.decoding import greedy_ctc_decode
+from dsnn_keras.ngram_lm import ArpaModel, LanguageModelError, LmBundle, build_lm, count_ngrams
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHARS = ["<unk>", "\u2581"] + list("abcdefghijklmnopqrstuvwxyz")
+BLANK = len(CHARS)
+SENTENCES = ["yes no", "yes no no", "stop go", "go stop go", "yes no stop", "no yes"] * 3
+
+
+def char_spell(word):
+    return ["\u2581", *word]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return build_lm(SENTENCES, 3, char_spell)
+
+
+def frames(spec):
+    """Log-probs from a list of {piece: prob} frames (rest of the mass on the blank)."""
+    out = np.full([len(spec), BLANK + 1], 1e-6)
+    for t, probs in enumerate(spec):
+        for piece, p in probs.items():
+            out[t, BLANK if piece == "_" else CHARS.index(piece)] = p
+        out[t, BLANK] += max(0.0, 1.0 - out[t].sum())
+    return np.log(out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def spoken(words, confusions=None):
+    """Frames for ``words``: each piece then a blank; ``confusions[i]`` replaces frame i's distribution."""
+    spec = []
+    for word in words:
+        for piece in char_spell(word):
+            spec += [{piece: 0.9}, {"_": 0.9}]
+    for i, probs in (confusions or {}).items():
+        spec[i] = probs
+    return frames(spec)
+
+
+def test_every_conditional_distribution_of_the_arpa_model_sums_to_one(bundle):
+    model = ArpaModel(bundle.arpa)
+    predicted = [w for w in model.vocabulary if w != "<s>"]
+    for history in [(), ("<s>",), ("yes",), ("<s>", "yes"), ("yes", "no"), ("stop", "go"), ("unseen",), ("go", "x")]:
+        total = sum(10 ** model.log10_prob(history, word) for word in predicted)
+        assert total == pytest.approx(1.0, abs=1e-5), history
+    # Seen continuations beat unseen ones, and <unk> has a probability.
+    assert model.log10_prob(("yes",), "no") > model.log10_prob(("yes",), "go") > model.log10_prob(("yes",), "<unk>")
+
+
+def test_kenlm_loads_the_file_and_scores_as_the_arpa_rule(bundle):
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
+
+    words = ["yes", "no", "stop", "go", "<unk>"]
+    vocabulary = Dictionary()
+    for word in words:
+        vocabulary.add_entry(word)
+    path = pathlib.Path(__import__("tempfile").mkdtemp()) / "words.arpa"
+    path.write_text(bundle.arpa)
+    kenlm = KenLM(str(path), vocabulary)
+    model = ArpaModel(bundle.arpa)
+    state = kenlm.start(False)
+    history = ["<s>"]
+    for word in ["yes", "no", "no", "stop", "go"]:
+        state, score = kenlm.score(state, words.index(word))
+        assert score == pytest.approx(model.log10_prob(history, word), abs=1e-4)
+        history.append(word)
+    _, end = kenlm.finish(state)
+    assert end == pytest.approx(model.log10_prob(history, "</s>"), abs=1e-4)
+
+
+def test_count_and_bundle_errors_are_named(tmp_path):
+    with pytest.raises(LanguageModelError, match="order"):
+        count_ngrams(["a"], 0)
+    with pytest.raises(LanguageModelError, match="no training words"):
+        build_lm(["", " "], 2, char_spell)
+    with pytest.raises(LanguageModelError, match="not a gzip"):
+        LmBundle.from_bytes(b"{}", "x.tflite: dsnn_lm")
+    (tmp_path / "words.arpa").write_text("\\data\\\n")
+    (tmp_path / "lexicon.txt").write_text("yes\n")
+    with pytest.raises(LanguageModelError, match=r"lexicon.txt:1"):
+        LmBundle.read_dir(tmp_path)
+    with pytest.raises(BeamSearchError, match="unknown key"):
+        BeamSearchConfig.from_dict({"beam_size": 3})
+    with pytest.raises(BeamSearchError, match="beam_width"):
+        BeamSearchConfig(beam_width=0)
+
+
+def test_bundle_round_trips_through_bytes_and_a_directory(bundle, tmp_path):
+    again = LmBundle.from_bytes(bundle.to_bytes())
+    assert again.arpa == bundle.arpa and again.lexicon == bundle.lexicon
+    assert bundle.lexicon["yes"] == ("\u2581", "y", "e", "s")
+    bundle.write_dir(tmp_path / "lm")
+    bundle.write_dir(tmp_path / "lm")   # replaces the old one
+    assert LmBundle.read_dir(tmp_path / "lm").arpa == bundle.arpa
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm"]
+
+
+def test_beam_width_one_without_lm_is_greedy_on_real_log_probs():
+    """Log-probs of the exported tiny model (LiteRT), every level: beam 1 = the file's greedy tokens."""
+    from tflite.runtime import Recognizer
+
+    recognizer = Recognizer(h.exported("float"), decoder="greedy")
+    decoder = BeamDecoder(h.PIECES, h.BLANK_ID, BeamSearchConfig(beam_width=1, token_beam=None, beam_threshold=1e9))
+    checked = 0
+    for level in range(recognizer.num_levels):
+        for seed in range(3):
+            result = recognizer.recognize(h.speechlike(1.5, seed), level=level)
+            assert result.tokens, "the tiny model should emit tokens on speech-like audio"
+            beam = decoder.decode(result.log_probs)
+            assert beam.tokens == result.tokens
+            assert beam.tokens == greedy_ctc_decode(result.log_probs[None], None, h.BLANK_ID)[0]
+            checked += 1
+    assert checked == 3 * recognizer.num_levels
+
+
+def test_the_word_lm_fixes_a_near_miss_the_acoustics_prefer(bundle):
+    # "yes ?o": the 'g' of "go" is a little likelier than the 'n' of "no"; the LM knows "yes no".
+    log_probs = spoken(["yes", "no"], {10: {"g": 0.5, "n": 0.4}})
+    greedy = greedy_ctc_decode(log_probs[None], None, BLANK)[0]
+    assert "".join(CHARS[t] for t in greedy).replace("\u2581", " ").strip() == "yes go"
+    without = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=16, lm_weight=0.0), lm=bundle)
+    assert without.decode(log_probs).text == "yes go"
+    fused = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=16, lm_weight=1.0), lm=bundle)
+    assert fused.decode(log_probs).text == "yes no"
+
+
+def test_the_lexicon_keeps_out_words_it_does_not_know(bundle):
+    # "mo" is no word: the lexicon decoder takes the lexicon word the frames allow next.
+    log_probs = spoken(["yes", "mo"], {10: {"m": 0.6, "n": 0.3}})
+    decoder = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=16, lm_weight=0.5), lm=bundle)
+    assert decoder.decode(log_probs).text == "yes no"
+    free = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=16, lexicon=False), lm=bundle)
+    assert free.decode(log_probs).text == "yes mo"
+
+
+def test_hot_words_change_a_decoding_they_should(bundle):
+    # After "stop", "go" is what the LM expects; the acoustics say "no" a little more. Hot-wording
+    # "stop no" turns it; hot-wording an unrelated phrase does not.
+    log_probs = spoken(["stop", "no"], {12: {"n": 0.45, "g": 0.4}})
+    config = BeamSearchConfig(beam_width=16, lm_weight=1.0)
+    assert BeamDecoder(CHARS, BLANK, config, lm=bundle).decode(log_probs).text == "stop go"
+    hot = BeamDecoder(CHARS, BLANK, config, lm=bundle, hotwords=["stop no"], hotword_weight=3.0)
+    assert hot.decode(log_probs).text == "stop no"
+    other = BeamDecoder(CHARS, BLANK, config, lm=bundle, hotwords=["yes yes"], hotword_weight=3.0)
+    assert other.decode(log_probs).text == "stop go"
+    # A hot word the lexicon lacks becomes spellable.
+    new = spoken(["stop", "zap"])
+    assert BeamDecoder(CHARS, BLANK, config, lm=bundle).decode(new).text != "stop zap"
+    assert BeamDecoder(CHARS, BLANK, config, lm=bundle, hotwords="zap", hotword_weight=3.0).decode(new).text == "stop zap"
+    with pytest.raises(BeamSearchError, match="need the lexicon decoder"):
+        BeamDecoder(CHARS, BLANK, config, lm=None, hotwords=["zap"], hotword_weight=1.0)
+    assert spell_with_pieces("zap", CHARS) == ("\u2581", "z", "a", "p")
+
+
+def test_incremental_decoding_equals_the_whole_utterance(bundle):
+    rng = np.random.default_rng(0)
+    clean = spoken(["yes", "no", "stop", "go"])
+    log_probs = log_softmax(clean + rng.normal(0, 1.0, clean.shape))
+    decoder = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=8, lm_weight=0.7, word_bonus=0.5), lm=bundle)
+    whole = decoder.decode(log_probs)
+    stream = decoder.stream()
+    for start in range(0, len(log_probs), 5):
+        stream.accept(log_probs[start:start + 5])
+        stream.partial()
+    final = stream.finish()
+    assert (final.text, final.tokens) == (whole.text, whole.tokens)
+    assert final.score == pytest.approx(whole.score, abs=1e-4)
+
+
+def test_the_lm_travels_inside_the_tflite_and_the_recognizer_decodes_with_it(tmp_path):
+    """LM + lexicon + tuned weights embedded as the export does; Recognizer(decoder='auto') uses them."""
+    from tflite import metadata as metadata_lib
+    from tflite.flatbuffer import metadata_names
+    from tflite.runtime import Recognizer
+
+    words = {"a": ("\u2581a",), "bc": ("\u2581b", "c"), "de": ("\u2581d", "e"), "fg": ("\u2581f", "g"),
+             "hi": ("\u2581h", "i")}
+    lm = build_lm(["a bc", "de fg hi", "a a hi"] * 2, 2, lambda w: words[w])
+    settings = DecoderSettings(beam=BeamSearchConfig(beam_width=4, lm_weight=0.3, word_bonus=1.5),
+                               tuned={"split": "dev", "level": 0, "best_wer": 0.1, "greedy_wer": 0.2, "grid": []})
+    data = h.exported("float").read_bytes()
+    raw = metadata_lib.parse(data).raw
+    path = tmp_path / "with_lm.tflite"
+    path.write_bytes(metadata_lib.embed_decoder(data, raw, settings, lm))
+    assert metadata_lib.LM_METADATA_NAME in metadata_names(path.read_bytes())
+    meta = metadata_lib.read_metadata(path)
+    assert meta.decoder["default"] == "beam" and meta.decoder["lm_order"] == 2
+    assert metadata_lib.undocumented_keys(meta.raw) == []
+    carried = metadata_lib.read_lm(path.read_bytes(), meta)
+    assert carried.arpa == lm.arpa and carried.lexicon == lm.lexicon
+
+    recognizer = Recognizer(path)
+    assert recognizer.decoder == "beam" and recognizer.beam.config == settings.beam
+    audio = h.speechlike(1.5, 1)
+    result = recognizer.recognize(audio, level=1)
+    expected = BeamDecoder(h.PIECES, h.BLANK_ID, settings.beam, lm=lm).decode(result.log_probs)
+    assert result.text == expected.text and result.tokens == expected.tokens
+    assert set(result.text.split()) <= set(words)
+    assert Recognizer(path, decoder="greedy").recognize(audio, level=1).tokens == \
+        greedy_ctc_decode(result.log_probs[None], None, h.BLANK_ID)[0]
+    # A file without a decoder entry stays greedy under "auto".
+    assert Recognizer(h.exported("float")).decoder == "greedy"
+
+
+def test_transcribe_decodes_with_the_beam_decoder(tmp_path, capsys):
+    import soundfile
+
+    from tflite.cli import transcribe_main
+
+    wav = tmp_path / "utt.wav"
+    soundfile.write(wav, h.speechlike(1.0, 2), 16000)
+    assert transcribe_main([str(h.exported("float")), str(wav), "--decoder", "beam", "--beam_width", "1"]) == 0
+    beam_line = capsys.readouterr().out
+    assert transcribe_main([str(h.exported("float")), str(wav), "--decoder", "greedy"]) == 0
+    assert capsys.readouterr().out == beam_line   # beam 1, no LM = greedy
+    assert transcribe_main([str(h.exported("float")), str(wav), "--hotwords", "a"]) == 1
+    assert "need decoder='beam'" in capsys.readouterr().err   # a file without LM decodes greedily
+    assert transcribe_main([str(h.exported("float")), str(wav), "--decoder", "beam", "--hotwords", "a"]) == 1
+    assert "need the lexicon decoder" in capsys.readouterr().err
+
+
+@pytest.mark.large
+def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
+    import shutil
+
+    import tensorflow as tf
+    from fixtures_data import build_prepared_dataset
+
+    import dsnn_keras
+    from dsnn_keras.config import dump_config, load_config
+    from dsnn_keras.dataset import PreparedDataset
+    from dsnn_keras.evaluate import main
+    from dsnn_keras.model import build_pruned_model
+    from dsnn_keras.ngram_lm import build_dataset_lm
+
+    data = build_prepared_dataset(tmp_path / "data", num_train=8, num_dev=4)
+    build_dataset_lm(data, order=2)
+    dataset = PreparedDataset.from_dir(data)
+    config = load_config(ROOT / "configs" / "tiny.yaml")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dump_config(config, run_dir / "config.yaml")
+    for name in ("dataset.json", "tokenizer.model", "cmvn.json"):
+        shutil.copy(data / name, run_dir / name)
+    model = build_pruned_model(config, dataset.feature_config, dataset.vocab_size, dataset.cmvn_mean, dataset.cmvn_std)
+    step = tf.Variable(config.pruning.end_step, dtype=tf.int64)
+    dsnn_keras.update_nested_masks(model, step)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step), str(run_dir / "checkpoints"), 1).save(
+        checkpoint_number=int(step.numpy()))
+
+    # The evaluation after tuning runs without decoder flags: it takes the run's decoder.json.
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_lm_weights", "0,1.5",
+                 "--tune_word_bonuses", "0,2", "--levels", "0", "--beam_width", "4"]) == 0
+    settings = DecoderSettings.read(run_dir)
+    grid = settings.tuned["grid"]
+    assert len(grid) == 4 and {(g["lm_weight"], g["word_bonus"]) for g in grid} == {(0, 0), (0, 2), (1.5, 0), (1.5, 2)}
+    best = min(g["wer"] for g in grid)
+    assert settings.tuned["best_wer"] == best
+    assert (settings.beam.lm_weight, settings.beam.word_bonus) in {(g["lm_weight"], g["word_bonus"]) for g in grid
+                                                                  if g["wer"] == best}
+    assert settings.beam.beam_width == 4
+    assert LmBundle.read_dir(run_dir / "lm").arpa == LmBundle.read_dir(data / "lm").arpa
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["decoder"] == "beam" and report["decoder_config"]["beam"] == settings.beam.to_dict()
+    assert report["levels"][0]["decoder_seconds"] > 0
+    assert report["created_by"]["command"][-1] == "4" and "--lm_weight" not in report["created_by"]["command"]
+
+
+@pytest.mark.large
+def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tmp_path):
+    """dsnn-export's path (export_run) with RUN/decoder.json + RUN/lm; the live stream's final text is
+    the whole-utterance beam search's."""
+    import sentencepiece as spm
+
+    from tflite.export import ExportOptions, export_run
+    from tflite.runtime import Recognizer
+
+    run = h.write_run_dir(tmp_path / "run", conv_padding="causal")
+    tokenizer = spm.SentencePieceProcessor(model_file=str(run / "tokenizer.model"))
+    lm = build_lm(["yes no", "go stop", "left right", "up down", "on off", "yes go"] * 3, 2,
+                  lambda word: tokenizer.encode(word, out_type=str))
+    lm.write_dir(run / "lm")
+    DecoderSettings(beam=BeamSearchConfig(beam_width=8, lm_weight=0.5, word_bonus=2.0)).write(run)
+    out = tmp_path / "model.tflite"
+    report = export_run(run, out, options=ExportOptions(stream="on", measure_latency=False))
+    assert report.metadata["decoder"]["lexicon_words"] == len(lm.lexicon)
+    recognizer = Recognizer(out)
+    assert recognizer.decoder == "beam" and recognizer.beam.config.beam_width == 8
+    audio = h.speechlike(2.0, 3)
+    whole = recognizer.recognize(audio, level=1)
+    assert whole.text and set(whole.text.split()) <= set(lm.lexicon)
+    stream = recognizer.stream(level=1)
+    for start in range(0, len(audio), 2560):
+        stream.accept(audio[start:start + 2560])
+    assert stream.finish() == whole.text and stream.tokens == whole.tokens
