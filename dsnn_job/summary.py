@@ -125,15 +125,20 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
     if config is not None:
         summary["job"] = {"corpus": str(config.corpus), "config": str(config.config),
                           "overrides": list(config.overrides), "eval_split": config.split,
-                          "warm_start": None if config.warm_start is None else str(config.warm_start),
-                          "push_dir": None if config.push_dir is None else str(config.push_dir),
-                          "push_tolerance": config.push_tolerance, "push_force": config.push_force}
+                          "warm_start": _text(getattr(config, "warm_start", None)),
+                          "push_dir": _text(getattr(config, "push_dir", None)),
+                          "push_tolerance": getattr(config, "push_tolerance", None),
+                          "push_force": getattr(config, "push_force", None)}
     if steps:
         summary["steps"] = [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1),
                              "fingerprint": s.fingerprint[:16], "finished": s.finished} for s in steps]
     if wall_seconds is not None:
         summary["wall_seconds"] = round(wall_seconds, 1)
     return summary
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def _fmt(value, pattern: str, scale: float = 1.0) -> str:
