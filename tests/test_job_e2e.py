@@ -145,13 +145,13 @@ def test_push_step_refuses_a_model_worse_than_the_pushed_one_then_pushes_it_once
     assert "==> step 8/8: push" in refused.err
     worse = next(level for level in evaluation["levels"] if level["wer"] > 0)
     assert (f"push: not pushed: level {worse['level']} (sparsity {worse['sparsity']:g}) WER {worse['wer']:.4f} > "
-            "pushed version 1: 0.0000 + tolerance 0.0000") in refused.stdout
+            "pushed version 1: 0.0000 + tolerance 0.0000") in refused.out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format_version"] == 2 and summary["push"]["status"] == "not_pushed"
     assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == ["1"]
 
     pushed = run("--push_dir", str(models), "--push_tolerance", "1.0")
-    assert "push: pushed version 2: every level within tolerance 1.0000 of pushed version 1" in pushed.stdout
+    assert "push: pushed version 2: every level within tolerance 1.0000 of pushed version 1" in pushed.out
     version = models / "2"
     assert (version / "model.tflite").read_bytes() == (out / "export" / "model.tflite").read_bytes()
     assert json.loads((version / "eval.json").read_text())["levels"] == evaluation["levels"]
