@@ -112,7 +112,7 @@ class _AttentionCache:
 
 @dataclasses.dataclass(frozen=True)
 class _ConvCache:
-    layer: keras.layers.Layer    # Conv1D or DepthwiseConv1D: stride 1, valid, fed by a ZeroPadding1D of kernel - 1 frames on the left
+    layer: keras.layers.Layer    # (Depthwise)Conv1D, stride 1, valid, after a ZeroPadding1D((kernel - 1, 0))
     source: str                  # the layer whose (unpadded) output the convolution reads
     frames: Optional[StateTensor]   # the last kernel - 1 input frames (None for kernel 1)
 
@@ -132,8 +132,19 @@ class _Ref:
     name: str
 
 
+def _producer(tensor) -> keras.layers.Layer:
+    """The layer that produced a Keras (symbolic) tensor."""
+    return tensor._keras_history.layer   # pylint: disable=protected-access
+
+
 def _parents(layer) -> list[str]:
-    return [kt._keras_history.layer.name for kt in layer.inbound_nodes[0].keras_inputs]   # pylint: disable=protected-access
+    return [_producer(kt).name for kt in layer.inbound_nodes[0].keras_inputs]
+
+
+def _chain_link(layer) -> bool:
+    """Whether the chain code runs this layer (else it is a one-layer block)."""
+    return isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Conv2D, keras.layers.LSTM) + _FRAMEWISE) or \
+        type(layer).__name__ == "CMVN"
 
 
 def _segments(model: keras.Model) -> list[list]:
@@ -150,13 +161,13 @@ def _segments(model: keras.Model) -> list[list]:
                                  "(shared layers do not stream)")
         if len(tf.nest.flatten(layer.inbound_nodes[0].outputs)) != 1:
             raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) has several outputs")
-    if layers and model.outputs[0]._keras_history.layer is not layers[-1]:   # pylint: disable=protected-access
+    if layers and _producer(model.outputs[0]) is not layers[-1]:
         raise StreamingError(f"model {model.name!r}: its output must be its last layer's")
     last_use = {}
     for index, layer in enumerate(layers):
         for parent in _parents(layer):
             last_use[parent] = index
-    produced = {model.inputs[0]._keras_history.layer.name}   # pylint: disable=protected-access
+    produced = {_producer(model.inputs[0]).name}
     segments, current = [], []
     for index, layer in enumerate(layers):
         current.append(layer)
@@ -262,9 +273,9 @@ class StreamingModel:
         self._stages: list = []
         pending_padding = None
         channels_from = None   # the Conv2D whose output channels the next Conv2D reads
-        source = model.inputs[0]._keras_history.layer.name   # pylint: disable=protected-access
+        source = _producer(model.inputs[0]).name
         for segment in _segments(model):
-            if len(segment) > 1 or len(_parents(segment[0])) != 1:
+            if len(segment) > 1 or len(_parents(segment[0])) != 1 or not _chain_link(segment[0]):
                 if pending_padding is not None:
                     raise StreamingError(f"a ZeroPadding2D must feed a Conv2D; {segment[0].name!r} follows one")
                 self._stages.append(self._block_stage(segment, source))
@@ -348,7 +359,7 @@ class StreamingModel:
                 raise StreamingError(f"layer {layer.name!r} reads an attention mask or padding that only an "
                                      "attention or a convolution may read")
             args, kwargs = tf.nest.map_structure(
-                lambda t: _Ref(t._keras_history.layer.name) if keras.backend.is_keras_tensor(t) else t,   # pylint: disable=protected-access
+                lambda t: _Ref(_producer(t).name) if keras.backend.is_keras_tensor(t) else t,
                 (tuple(node.call_args), dict(node.call_kwargs)))
             nodes.append((layer, args, kwargs))
         return _BlockStage(source=source, nodes=tuple(nodes), output=layers[-1].name, caches=tuple(caches))
@@ -541,7 +552,7 @@ def _attention_cache(layer: keras.layers.MultiHeadAttention, masks: set) -> _Att
         raise StreamingError(f"{layer.name}: attention over axes other than time, or returning its scores, "
                              "does not stream")
     mask = kwargs.get("attention_mask")
-    mask_layer = mask._keras_history.layer if mask is not None else None   # pylint: disable=protected-access
+    mask_layer = _producer(mask) if mask is not None else None
     if mask_layer is None:
         if kwargs.get("use_causal_mask"):
             raise StreamingError(
@@ -549,12 +560,13 @@ def _attention_cache(layer: keras.layers.MultiHeadAttention, masks: set) -> _Att
                 "which cannot be a fixed-shape state; bound it with model.conformer.left_context (frames after "
                 "subsampling) and retrain")
         raise StreamingError(f"{layer.name}: attention without a causal mask reads future frames")
-    if mask_layer.name not in masks or _parents(mask_layer) != [query._keras_history.layer.name]:   # pylint: disable=protected-access
+    if mask_layer.name not in masks or _parents(mask_layer) != [_producer(query).name]:
         raise StreamingError(f"{layer.name}: its attention mask must be a LocalAttentionMask of its own query")
     context = int(mask_layer.left_context)
-    heads, key_dim, value_dim = int(layer._num_heads), int(layer._key_dim), int(layer._value_dim)   # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    heads, key_dim, value_dim = int(layer._num_heads), int(layer._key_dim), int(layer._value_dim)
     return _AttentionCache(
-        layer=layer, query=query._keras_history.layer.name, left_context=context,   # pylint: disable=protected-access
+        layer=layer, query=_producer(query).name, left_context=context,
         keys=StateTensor(f"state_{layer.name}_keys", (context, heads, key_dim), "float32"),
         values=StateTensor(f"state_{layer.name}_values", (context, heads, value_dim), "float32"),
         valid=StateTensor(f"state_{layer.name}_valid", (), "int32"))

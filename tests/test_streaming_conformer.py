@@ -171,6 +171,15 @@ def test_local_attention_mask_is_a_causal_band_and_serializes():
         LocalAttentionMask(0)
 
 
+def test_a_bounded_conformer_round_trips_through_its_keras_config():
+    model = _conformer(blocks=1)
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    assert copy.get_layer("conformer_0_mhsa_mask").left_context == LEFT
+    features = _features(30, seed=8)[np.newaxis]
+    np.testing.assert_allclose(copy(features).numpy(), model(features).numpy(), atol=1e-6)
+
+
 def test_left_context_is_validated_in_the_config():
     config = small_config(model={**SMALL_CONFORMER, "conformer": {**SMALL_CONFORMER["conformer"], "left_context": 8}})
     assert config.model.conformer.left_context == 8 and config.model.conformer.attention_left_context == 8
@@ -223,6 +232,7 @@ def test_a_conv_padded_on_the_right_inside_a_block_is_refused():
         StreamingModel(model)
 
 
+@pytest.mark.large
 def test_the_conformer_step_converts_to_builtin_ops_and_streams_through_litert():
     from ai_edge_litert.interpreter import Interpreter
 
