@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsnn-job",
         description="Run the whole chain: [synthesize] -> prepare -> train -> eval -> export -> transcribe -> "
-                    "bench -> summary. Each step writes OUT/<step>/ with _artifact.json (the inputs and "
+                    "bench -> [push] -> summary. Each step writes OUT/<step>/ with _artifact.json (the inputs and "
                     "parameters it was made from); re-running skips up-to-date steps, a changed input re-runs "
                     "that step and the ones after it, an interrupted training resumes.")
     parser.add_argument("--out", default="demo", metavar="DIR", help="output directory (default: demo)")
@@ -60,6 +60,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="held-out utterances the benchmark times (default: 8)")
     parser.add_argument("--force", action="append", default=[], choices=STEPS, metavar="STEP",
                         help=f"re-run STEP and every step after it even if up to date; one of {', '.join(STEPS)}")
+    parser.add_argument("--warm_start", default=None, metavar="RUN_DIR",
+                        help="start training from a finished run's weights and nested pruning masks (e.g. the "
+                             "previous scheduled job's OUT/run); same model, levels and tokenizer required; the "
+                             "masks stay frozen, optimizer and step counter start fresh")
+    parser.add_argument("--push_dir", default=None, metavar="DIR",
+                        help="after the benchmark, push model.tflite, eval.json and a model card to DIR/<version>/ "
+                             "(1, 2, 3, ...; atomic) if every level's WER is no worse than the latest pushed "
+                             "version's by more than --push_tolerance on the same evaluation data")
+    parser.add_argument("--push_tolerance", type=float, default=0.0, metavar="T",
+                        help="absolute WER tolerance per level, a fraction: 0.01 lets a level be one WER point worse "
+                             "(default: 0.0, no level may be worse)")
+    parser.add_argument("--push_force", action="store_true",
+                        help="push even if a level is worse or the evaluation split, utterances or levels differ "
+                             "from the pushed version's")
     return parser
 
 
@@ -78,7 +92,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             dev_speakers=args.dev_speakers, tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
             eval_split=args.eval_split, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
             baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
-            bench_utterances=args.bench_utterances, force=tuple(args.force))
+            bench_utterances=args.bench_utterances, force=tuple(args.force),
+            warm_start=pathlib.Path(args.warm_start) if args.warm_start else None,
+            push_dir=pathlib.Path(args.push_dir) if args.push_dir else None,
+            push_tolerance=args.push_tolerance, push_force=args.push_force)
         run_job(config)
     except DsnnError as error:   # a step's failure, an overlapping --out (exit 2), a bad config
         print(f"dsnn-job: error: {error}", file=sys.stderr)

@@ -15,12 +15,16 @@ eval          ``eval/``         `dsnn_keras.evaluate.run_evaluation`            
 export        ``export/``       `tflite.cli.export_model`                       ``dsnn-export``
 transcribe    ``transcribe/``   `tflite.runtime.Recognizer`                     ``dsnn-transcribe``
 bench         ``bench/``        `tflite.cli.benchmark`                          ``dsnn-bench``
+push          ``push/``         `dsnn_job.push.push_model`                      (``--push_dir``)
 ============  ================  ==============================================  ==================
 
 synth runs only when ``corpus`` is ``"synth"``; prepare runs Apache Beam (DirectRunner) and stays
 behind its command line, Beam's convention for pipeline options; eval decodes the held-out speakers
 into ``eval/eval.json``; export writes ``model.tflite`` + ``single/level_<i>.tflite``; transcribe
-decodes one held-out file at every level; bench times the levels against the single-level files.
+decodes one held-out file at every level; bench times the levels against the single-level files;
+push (only with ``push_dir``) copies ``model.tflite``, ``eval.json`` and a model card into
+``push_dir/<version>/`` if every level's WER is no worse than the latest pushed version's by more
+than ``push_tolerance`` (`dsnn_job.push`), and records the decision in ``push/decision.json``.
 A `DsnnError` (or an I/O error) raised by a step's function fails the step with a `StepError`
 naming the command.
 
@@ -51,7 +55,7 @@ SYNTH = "synth"
 SYNTH_SPLITS = ("train", "dev", "test")   # the splits dsnn-synth writes
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
 VERIFY_UTTERANCES = 8   # held-out files the export verifies every level of the .tflite with
-STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench")
+STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench", "push")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,13 @@ class JobConfig:
         bench_repeats: Benchmark passes over the utterances.
         bench_utterances: Held-out utterances the benchmark times.
         force: Step names to re-run even if up to date (their downstream steps follow).
+        warm_start: A finished run directory the training starts from (weights and nested masks;
+            ``dsnn-train --warm_start``), or None.
+        push_dir: Directory of pushed versions (``DIR/1/``, ``DIR/2/``, ...): adds the push step.
+            None: no push step.
+        push_tolerance: How much worse (absolute WER fraction, 0.01 = one point) a level may be
+            than the latest pushed version's and still be pushed.
+        push_force: Push even if not blessed (worse, or evaluated on other data or levels).
     """
 
     out: pathlib.Path
@@ -100,8 +111,13 @@ class JobConfig:
     bench_repeats: int = 5
     bench_utterances: int = 8
     force: tuple[str, ...] = ()
+    warm_start: Optional[pathlib.Path] = None
+    push_dir: Optional[pathlib.Path] = None
+    push_tolerance: float = 0.0
+    push_force: bool = False
 
     def __post_init__(self):
+        from dsnn_job.push import check_tolerance
         from dsnn_keras.paths import check_disjoint
 
         if self.corpus != SYNTH and not pathlib.Path(self.corpus).is_dir():
@@ -122,6 +138,11 @@ class JobConfig:
             raise StepError(f"--force: unknown step(s) {unknown}; steps are {list(STEPS)}")
         if "synth" in self.force and self.corpus != SYNTH:
             raise StepError("--force synth: there is no synth step with a real --corpus; use --force prepare")
+        if self.push_dir is None and ("push" in self.force or self.push_force):
+            raise StepError("--force push and --push_force need --push_dir")
+        check_tolerance(self.push_tolerance)
+        if self.warm_start is not None and not pathlib.Path(self.warm_start).is_dir():
+            raise StepError(f"--warm_start: no such run directory: {self.warm_start}")
         for item in self.overrides:
             if "=" not in item:
                 raise StepError(f"--set {item!r}: expected KEY=VALUE")
@@ -136,6 +157,13 @@ class JobConfig:
             # corpus fingerprint with every run (nothing ever cached, an interrupted training
             # discarded), and one holding it could be replaced by a step.
             check_disjoint(self.out, {"--corpus": self.corpus}, out_flag="--out")
+        # The source run must outlive the training step (which replaces OUT/run), and pushing must
+        # not write into the job's own directories or the corpus.
+        check_disjoint(self.out, {"--warm_start": self.warm_start}, out_flag="--out")
+        if self.push_dir is not None:
+            check_disjoint(self.push_dir, {"--out": self.out,
+                                           "--corpus": None if self.corpus == SYNTH else self.corpus},
+                           out_flag="--push_dir")
 
     @property
     def split(self) -> str:
@@ -230,7 +258,7 @@ class Job:
 
     def _run_steps(self) -> dict[str, Any]:
         c = self.config
-        total = len(STEPS) if c.corpus == SYNTH else len(STEPS) - 1
+        total = len(STEPS) - (c.corpus != SYNTH) - (c.push_dir is None)
         index = 0
 
         def step(spec, action):
@@ -250,9 +278,14 @@ class Job:
         prepare_params.update(tokenizer_type=c.tokenizer_type, vocab_size=c.vocab_size)
         data = step(StepSpec("prepare", self.out / "data", params=prepare_params,
                              inputs={"corpus": corpus}), self._prepare).fingerprint
+        train_inputs = {"data": data, "config": fingerprint_file(c.config)}
+        if c.warm_start is not None:
+            from dsnn_keras.warm_start import source_fingerprint
+
+            # None (no checkpoint yet) fails in the step with the trainer's message.
+            train_inputs["warm_start"] = source_fingerprint(c.warm_start) or str(c.warm_start)
         run = step(StepSpec("train", self.out / "run", params={"overrides": list(c.overrides)},
-                            inputs={"data": data, "config": fingerprint_file(c.config)}, resumable=True),
-                   self._train).fingerprint
+                            inputs=train_inputs, resumable=True), self._train).fingerprint
         evaluation = step(StepSpec("eval", self.out / "eval", params={"split": c.split},
                                    inputs={"run": run, "data": data}), self._eval).fingerprint
         export = step(StepSpec("export", self.out / "export",
@@ -261,10 +294,20 @@ class Job:
                                inputs={"run": run, "eval": evaluation}), self._export).fingerprint
         step(StepSpec("transcribe", self.out / "transcribe", params={"split": c.split},
                       inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._transcribe)
-        step(StepSpec("bench", self.out / "bench",
-                      params={"threads": list(c.bench_threads), "repeats": c.bench_repeats,
-                              "utterances": c.bench_utterances, "split": c.split},
-                      inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._bench)
+        bench = step(StepSpec("bench", self.out / "bench",
+                              params={"threads": list(c.bench_threads), "repeats": c.bench_repeats,
+                                      "utterances": c.bench_utterances, "split": c.split},
+                              inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._bench).fingerprint
+        if c.push_dir is not None:
+            from dsnn_job.push import push_dir_fingerprint
+
+            # The push directory's versions are an input: the step is re-made when they change, and
+            # a model already pushed is recognised by its SHA-256 (never pushed twice).
+            step(StepSpec("push", self.out / "push",
+                          params={"push_dir": str(pathlib.Path(c.push_dir).resolve()),
+                                  "tolerance": c.push_tolerance, "force": c.push_force},
+                          inputs={"export": export, "eval": evaluation, "bench": bench,
+                                  "pushed": push_dir_fingerprint(c.push_dir)}), self._push)
         from dsnn_job.summary import write_summary
 
         summary = write_summary(self.out, config=c, steps=list(self.records.values()),
@@ -303,7 +346,8 @@ class Job:
         from dsnn_keras.train_run import train_run
 
         with failing_as("dsnn-train"):
-            summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides)
+            summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides,
+                                warm_start=self.config.warm_start)
         dev = " ".join(f"{r['sparsity']:g}:{r['wer']:.3f}" for r in summary.get("dev") or [])
         self.log(f"dsnn-train: done, step {summary['step']}" + (f" dev WER {dev}" if dev else ""))
 
@@ -381,6 +425,41 @@ class Job:
                                limit=c.bench_utterances, threads=c.bench_threads, repeats=c.bench_repeats,
                                out_dir=directory)
         print(to_markdown(result), end="")
+
+    def _push(self, directory: pathlib.Path) -> None:
+        from dsnn_job.push import eval_set_fingerprint, model_card, push_model
+        from dsnn_keras.config import load_config
+        from dsnn_keras.eval_report import EvalReport
+        from dsnn_keras.warm_start import read_warm_start
+        from tflite.metadata import read_metadata
+
+        c = self.config
+        run = self.out / "run"
+        with failing_as("push"):
+            report = EvalReport.read(self.eval_json)
+            metadata = read_metadata(self.model_path).raw
+            bench = json.loads((self.out / "bench" / "bench.json").read_text())
+            one_thread = min(bench["threads"])
+            latency = {int(r["level"]): r["median_ms"] for r in bench["rows"]
+                       if r["kind"] == "multi" and r["file"] == self.model_path.name and r["threads"] == one_thread}
+            warm = read_warm_start(run)
+            source = {"job_directory": str(self.out.resolve()), "corpus": c.corpus, "config": str(c.config),
+                      "overrides": " ".join(c.overrides) or "none"}
+
+            def card(version: int, reason: str) -> str:
+                return model_card(version, report=report, model_path=self.model_path, metadata=metadata,
+                                  config=load_config(run / "config.yaml").to_dict(),
+                                  data=json.loads((self.out / "data" / "dataset.json").read_text()),
+                                  blessing=reason, warm_start=warm, latency=latency,
+                                  versions=(report.created_by or {}).get("versions"), source=source)
+
+            decision = push_model(c.push_dir, self.model_path, self.eval_json, card=card,
+                                  tolerance=c.push_tolerance, force=c.push_force,
+                                  eval_set=eval_set_fingerprint(self.out / "eval" / "eval_hypotheses.jsonl"),
+                                  extra={"source": source, "warm_start": warm})
+        (directory / "decision.json").write_text(json.dumps(decision.to_dict(), indent=1) + "\n")
+        self.log(f"push: {decision.reason}")
+        print(f"push: {decision.reason}")
 
 
 def run_job(config: JobConfig, log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Reads ``eval/eval.json`` (WER, CER), ``export/model.tflite``'s ``dsnn`` metadata (nonzero weights),
 ``bench/bench.json`` (latency, real-time factor, file sizes), ``transcribe/transcripts.json`` and
-``run/train_log.jsonl`` (training curves). Writes ``summary.json``, ``summary.md`` and
-``plots/wer_vs_sparsity.png``, ``plots/latency_per_level.png``, ``plots/training_curves.png``.
+``run/train_log.jsonl`` (training curves), ``run/warm_start.json`` (a warm-started run's source)
+and ``push/decision.json`` (the push step's decision, with ``--push_dir``). Writes ``summary.json``,
+``summary.md`` and ``plots/wer_vs_sparsity.png``, ``plots/latency_per_level.png``, ``plots/training_curves.png``.
 
 Example:
     >>> summary = build_summary(pathlib.Path("demo"))
@@ -18,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 if TYPE_CHECKING:
     from dsnn_keras.eval_report import EvalReport
 
-FORMAT_VERSION = 1
+# 2: adds "warm_start" (None, or run/warm_start.json) and "push" (None without --push_dir, else the
+# push step's decision: status, version, reason, compared_to, tolerance, forced, comparisons, ...).
+FORMAT_VERSION = 2
 PLOTS = ("wer_vs_sparsity.png", "latency_per_level.png", "training_curves.png")
 
 
@@ -113,15 +116,29 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
         "tensorboard": str(out / "run" / "tensorboard"),
         "plots": {name: str(out / "plots" / name) for name in PLOTS},
     }
+    from dsnn_keras.warm_start import read_warm_start
+
+    summary["warm_start"] = read_warm_start(out / "run")
+    decision = out / "push" / "decision.json"
+    wants_push = decision.is_file() if config is None else getattr(config, "push_dir", None) is not None
+    summary["push"] = _read_json(decision) if wants_push else None
     if config is not None:
         summary["job"] = {"corpus": str(config.corpus), "config": str(config.config),
-                          "overrides": list(config.overrides), "eval_split": config.split}
+                          "overrides": list(config.overrides), "eval_split": config.split,
+                          "warm_start": _text(getattr(config, "warm_start", None)),
+                          "push_dir": _text(getattr(config, "push_dir", None)),
+                          "push_tolerance": getattr(config, "push_tolerance", None),
+                          "push_force": getattr(config, "push_force", None)}
     if steps:
         summary["steps"] = [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1),
                              "fingerprint": s.fingerprint[:16], "finished": s.finished} for s in steps]
     if wall_seconds is not None:
         summary["wall_seconds"] = round(wall_seconds, 1)
     return summary
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def _fmt(value, pattern: str, scale: float = 1.0) -> str:
@@ -147,6 +164,12 @@ def to_markdown(summary: dict[str, Any]) -> str:
                      f"{_fmt(r['rtf'], '.4f')} | {r['transcript']!r} |")
     lines += ["", f"Reference of the transcribed file (`{summary['transcribed']['audio']}`): "
               f"{summary['transcribed']['reference']!r}"]
+    if summary.get("warm_start"):
+        warm = summary["warm_start"]
+        lines += ["", f"Warm start: weights and masks from `{warm['run_dir']}` (step {warm.get('restored_step')}); "
+                  "masks frozen, optimizer and step counter fresh."]
+    if summary.get("push"):
+        lines += ["", f"Push (`{summary['push']['push_dir']}`): {summary['push']['reason']}"]
     if summary.get("steps"):
         lines += ["", "| step | status | seconds to make |", "|---|---|---:|"]
         lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.1f} |" for s in summary["steps"]]

@@ -28,6 +28,10 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config value, dotted key, YAML value; repeatable "
                              "(e.g. --set training.mode=single --set pruning.single_sparsity=0.7)")
+    parser.add_argument("--warm_start", default=None, metavar="RUN_DIR",
+                        help="start from a finished run's weights and nested pruning masks (same model, levels "
+                             "and tokenizer, else an error naming the difference); the masks stay frozen, the "
+                             "optimizer and the step counter start fresh; recorded in RUN_DIR/warm_start.json")
     return parser
 
 
@@ -42,7 +46,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     from dsnn_keras.train_run import train_run
 
     try:
-        summary = train_run(args.data, args.config, args.out, overrides=args.overrides, max_steps=args.max_steps)
+        summary = train_run(args.data, args.config, args.out, overrides=args.overrides, max_steps=args.max_steps,
+                            warm_start=args.warm_start)
     except DsnnError as err:   # arguments, config, dataset, lock, training: one line; anything else is a bug
         print(f"dsnn-train: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -41,6 +41,11 @@ class ConformerConfig:
         heads: Attention heads; must divide ``dim``. Defaults to 4.
         ff_mult: Hidden width of each feed-forward module, in multiples of ``dim``. Defaults to 4.
         conv_kernel: Kernel of the causal depthwise convolution. Defaults to 15.
+        left_context: How many earlier encoder frames (after subsampling) each frame's attention
+            reads besides itself, in the whole-utterance model and in streaming alike; a bounded
+            context gives the stream fixed-size attention caches (`dsnn_keras.streaming`). Null or 0:
+            the whole past (the attention cache grows with the utterance, so the model does not
+            stream). Defaults to None.
     """
 
     dim: int = 144
@@ -48,6 +53,7 @@ class ConformerConfig:
     heads: int = 4
     ff_mult: int = 4
     conv_kernel: int = 15
+    left_context: Optional[int] = None
 
     def validate(self, where: str) -> None:
         for name in ("dim", "blocks", "heads", "ff_mult", "conv_kernel"):
@@ -56,6 +62,14 @@ class ConformerConfig:
         if self.dim % self.heads:
             raise ConfigError(f"{where}: model.conformer.heads ({self.heads}) must divide model.conformer.dim "
                               f"({self.dim})")
+        if self.left_context is not None and self.left_context < 0:
+            raise ConfigError(f"{where}: model.conformer.left_context must be >= 1 frames (or null/0 for the whole "
+                              f"past), got {self.left_context}")
+
+    @property
+    def attention_left_context(self) -> Optional[int]:
+        """The bounded attention context in frames, or None for the whole past (``left_context`` null or 0)."""
+        return self.left_context or None
 
 
 CONV_PADDINGS = ("same", "causal", "lookahead")

@@ -1,14 +1,22 @@
 """Streaming inference of a causal recognizer: one chunk of features in, the frames it completes out.
 
 A plain tf_keras recognizer that is a chain of layers (CMVN, reshapes, zero-padded ``valid``
-Conv2D subsampling, LSTMs, Dense layers) is run chunk by chunk with explicit state: each
-convolution keeps its last ``kernel - 1`` input frames and a count of frames it has seen, each LSTM
-keeps ``h`` and ``c``. All-zero state is the start of a stream (the zeros are exactly the
-convolutions' left padding), every state tensor has a fixed shape, and the concatenated outputs of
-any chunking equal the whole-utterance model's output, because a ``valid`` convolution over
-left-padded input emits a frame only once its window is complete. A front-end that pads ``same``
-in time looks ahead by an amount that depends on the utterance's length and cannot stream; it is
-refused with the reason.
+Conv2D subsampling, LSTMs, Dense layers) and residual blocks of frame-wise layers, causal
+convolutions and bounded self-attention (the Conformer's) is run chunk by chunk with explicit
+state: each convolution keeps its last ``kernel - 1`` input frames (a Conv2D also a count of frames
+it has seen), each LSTM keeps ``h`` and ``c``, each self-attention the keys and values of the last
+``left_context`` frames and how many of them exist yet. All-zero state is the start of a stream
+(the zeros are exactly the convolutions' left padding; no cached frame is valid), every state
+tensor has a fixed shape, and the concatenated outputs of any chunking equal the whole-utterance
+model's output, because a ``valid`` convolution over left-padded input emits a frame only once its
+window is complete and a frame's attention reads itself and the ``left_context`` frames before it
+only (`dsnn_keras.encoders.conformer.LocalAttentionMask`). A front-end that pads ``same`` in time
+looks ahead by an amount that depends on the utterance's length, and attention over the whole past
+needs a cache that grows with the utterance: both are refused with the reason.
+
+Residual blocks are found from the graph: the model is cut wherever one tensor alone carries
+everything later layers read; a piece of more than one layer (or a layer with several inputs) is a
+block, run layer by layer in graph order on the chunk's frames.
 
 State can be kept in a wider layout than the model's own (``state_units``): a level of a
 unit-granularity run is a narrower model whose units are a subset (``kept_units``) of the dense
@@ -32,11 +40,19 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow.compiler.tf2xla.python import xla
 
+from dsnn_keras.encoders.conformer import GatedLinearUnit, LocalAttentionMask
 from dsnn_keras.errors import DsnnError
 
 # Layers that act on each frame alone (given a [1, frames, ...] input) and so stream as they are.
 _FRAMEWISE = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Activation, keras.layers.Rescaling,
               keras.layers.LayerNormalization, keras.layers.Reshape)
+
+
+# Convolutions over time that stream inside a block (stride 1, after a causal ZeroPadding1D).
+_CONV1D = (keras.layers.Conv1D, keras.layers.DepthwiseConv1D)
+# Element-wise merges of frame-aligned inputs (residual connections).
+_MERGES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
+           keras.layers.Maximum, keras.layers.Minimum)
 
 
 class StreamingError(DsnnError, ValueError):
@@ -84,14 +100,85 @@ class _LstmStage:
     kept: Optional[np.ndarray]   # the model's units at these positions of the state
 
 
-def _chain(model: keras.Model) -> list:
-    """The model's layers in order, refusing anything that is not a single-input chain."""
+@dataclasses.dataclass(frozen=True)
+class _AttentionCache:
+    layer: keras.layers.MultiHeadAttention
+    query: str             # the layer whose output is the query, key and value (self-attention)
+    left_context: int
+    keys: StateTensor      # [left_context, heads, key_dim]: the last left_context frames' keys
+    values: StateTensor    # [left_context, heads, value_dim]
+    valid: StateTensor     # how many of them exist yet (the newest sit at the end)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvCache:
+    layer: keras.layers.Layer    # (Depthwise)Conv1D, stride 1, valid, after a ZeroPadding1D((kernel - 1, 0))
+    source: str                  # the layer whose (unpadded) output the convolution reads
+    frames: Optional[StateTensor]   # the last kernel - 1 input frames (None for kernel 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BlockStage:
+    source: str                  # the layer (or model input) whose output enters the block
+    nodes: tuple                 # (layer, args, kwargs) in graph order; Keras inputs as _Ref
+    output: str                  # the layer whose output leaves the block
+    caches: tuple                # _AttentionCache and _ConvCache entries, in graph order
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ref:
+    """A reference, in a block's recorded call arguments, to another layer's output."""
+
+    name: str
+
+
+def _producer(tensor) -> keras.layers.Layer:
+    """The layer that produced a Keras (symbolic) tensor."""
+    return tensor._keras_history.layer   # pylint: disable=protected-access
+
+
+def _parents(layer) -> list[str]:
+    return [_producer(kt).name for kt in layer.inbound_nodes[0].keras_inputs]
+
+
+def _chain_link(layer) -> bool:
+    """Whether the chain code runs this layer (else it is a one-layer block)."""
+    return isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Conv2D, keras.layers.LSTM) + _FRAMEWISE) or \
+        type(layer).__name__ == "CMVN"
+
+
+def _segments(model: keras.Model) -> list[list]:
+    """The model's layers in graph order, cut wherever one layer's output is all that later layers read.
+
+    A one-layer piece with one input is a chain link; longer pieces are residual or multi-input blocks.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise StreamingError(f"model {model.name!r}: only single-input, single-output models stream")
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     for layer in layers:
-        if len(layer.inbound_nodes) != 1 or len(tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)) != 1:
-            raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) is not part of a single chain "
-                                 "(residual or multi-input blocks such as the Conformer's do not stream yet)")
-    return layers
+        if len(layer.inbound_nodes) != 1:
+            raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) is called more than once "
+                                 "(shared layers do not stream)")
+        if len(tf.nest.flatten(layer.inbound_nodes[0].outputs)) != 1:
+            raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) has several outputs")
+    if layers and _producer(model.outputs[0]) is not layers[-1]:
+        raise StreamingError(f"model {model.name!r}: its output must be its last layer's")
+    last_use = {}
+    for index, layer in enumerate(layers):
+        for parent in _parents(layer):
+            last_use[parent] = index
+    produced = {_producer(model.inputs[0]).name}
+    segments, current = [], []
+    for index, layer in enumerate(layers):
+        current.append(layer)
+        produced.add(layer.name)
+        live = {name for name in produced if last_use.get(name, -1) > index}
+        if live <= {layer.name}:
+            segments.append(current)
+            current = []
+    if current:
+        segments.append(current)
+    return segments
 
 
 def _lstm_loop(gates, x, h, c):
@@ -158,11 +245,14 @@ def _time_kernel(layer) -> tuple[int, int]:
 
 
 class StreamingModel:
-    """Runs a causal chain-of-layers recognizer on chunks of features with explicit state.
+    """Runs a causal recognizer on chunks of features with explicit state.
 
     Args:
-        model: A plain tf_keras model ``[1, frames, bins] -> [1, out_frames, classes]``; its
-            Conv2D layers must be ``valid`` in time (left padding by a ``ZeroPadding2D``).
+        model: A plain tf_keras model ``[1, frames, bins] -> [1, out_frames, classes]``: a chain of
+            layers and residual blocks. Its Conv2D layers must be ``valid`` in time (left padding
+            by a ``ZeroPadding2D``); inside a block, convolutions must be stride-1 ``valid`` Conv1D
+            (or DepthwiseConv1D) after a ``ZeroPadding1D`` of ``kernel - 1`` frames on the left, and
+            self-attention must be masked by a `LocalAttentionMask` (a bounded left context).
         state_units: Per producer layer (Conv2D, LSTM), the width of its state if wider than the
             layer (a unit run's dense width). Defaults to each layer's own width.
         kept_units: Per producer layer, the state positions of the layer's units (sorted, one per
@@ -170,8 +260,9 @@ class StreamingModel:
             ``state_units``.
 
     Raises:
-        StreamingError: a layer that looks ahead (``same`` time padding), is not a chain, or is of
-            an unsupported kind, naming it.
+        StreamingError: a layer that looks ahead (``same`` time padding, attention without a
+            causal mask), needs unbounded state (causal attention over the whole past: set
+            ``model.conformer.left_context``), is shared, or is of an unsupported kind, naming it.
     """
 
     def __init__(self, model: keras.Model, state_units: Optional[Mapping[str, int]] = None,
@@ -182,7 +273,16 @@ class StreamingModel:
         self._stages: list = []
         pending_padding = None
         channels_from = None   # the Conv2D whose output channels the next Conv2D reads
-        for layer in _chain(model):
+        source = _producer(model.inputs[0]).name
+        for segment in _segments(model):
+            if len(segment) > 1 or len(_parents(segment[0])) != 1 or not _chain_link(segment[0]):
+                if pending_padding is not None:
+                    raise StreamingError(f"a ZeroPadding2D must feed a Conv2D; {segment[0].name!r} follows one")
+                self._stages.append(self._block_stage(segment, source))
+                source = segment[-1].name
+                continue
+            layer = segment[0]
+            source = layer.name
             if isinstance(layer, keras.layers.ZeroPadding2D):
                 (top, bottom), (left, right) = layer.padding
                 pending_padding = (top, bottom, (left, right))
@@ -225,6 +325,46 @@ class StreamingModel:
                           seen=StateTensor(f"state_{layer.name}_seen", (), "int32"))
 
     @staticmethod
+    def _block_stage(layers: list, source: str) -> _BlockStage:
+        names = {layer.name for layer in layers}
+        masks = {layer.name for layer in layers if isinstance(layer, LocalAttentionMask)}
+        paddings = {layer.name: layer for layer in layers if isinstance(layer, keras.layers.ZeroPadding1D)}
+        consumed = {}   # which layers read each mask or padding
+        for layer in layers:
+            for parent in _parents(layer):
+                consumed.setdefault(parent, []).append(layer)
+        nodes, caches = [], []
+        for layer in layers:
+            node = layer.inbound_nodes[0]
+            parents = _parents(layer)
+            if any(parent not in names and parent != source for parent in parents):
+                raise StreamingError(f"layer {layer.name!r} reads a tensor from outside its block")
+            if layer.name in masks or layer.name in paddings:
+                readers = consumed.get(layer.name, [])
+                if layer.name in paddings:
+                    _check_causal_padding(layer, readers)
+                continue   # run as part of the attention or convolution that reads it
+            if isinstance(layer, keras.layers.MultiHeadAttention):
+                caches.append(_attention_cache(layer, masks))
+            elif isinstance(layer, _CONV1D):
+                caches.append(_conv_cache(layer, paddings))
+            elif isinstance(layer, (keras.layers.LSTM, keras.layers.Conv2D, keras.layers.ZeroPadding2D)):
+                raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) inside a residual or "
+                                     "multi-input block does not stream")
+            elif not (isinstance(layer, _FRAMEWISE + _MERGES + (GatedLinearUnit,)) or type(layer).__name__ == "CMVN"):
+                raise StreamingError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be run chunk by chunk")
+            elif isinstance(layer, keras.layers.Reshape) and not _keeps_frames(layer):
+                raise StreamingError(f"{layer.name}: reshape {layer.target_shape} mixes frames")
+            elif any(parent in masks or parent in paddings for parent in parents):
+                raise StreamingError(f"layer {layer.name!r} reads an attention mask or padding that only an "
+                                     "attention or a convolution may read")
+            args, kwargs = tf.nest.map_structure(
+                lambda t: _Ref(_producer(t).name) if keras.backend.is_keras_tensor(t) else t,
+                (tuple(node.call_args), dict(node.call_kwargs)))
+            nodes.append((layer, args, kwargs))
+        return _BlockStage(source=source, nodes=tuple(nodes), output=layers[-1].name, caches=tuple(caches))
+
+    @staticmethod
     def _lstm_stage(layer, state_width: Optional[int], kept: Optional[np.ndarray]) -> _LstmStage:
         cell = layer.cell
         if layer.go_backwards or not layer.return_sequences:
@@ -252,6 +392,12 @@ class StreamingModel:
                 specs += [stage.buffer, stage.seen]
             elif isinstance(stage, _LstmStage):
                 specs += [stage.h, stage.c]
+            elif isinstance(stage, _BlockStage):
+                for cache in stage.caches:
+                    if isinstance(cache, _AttentionCache):
+                        specs += [cache.keys, cache.values, cache.valid]
+                    elif cache.frames is not None:
+                        specs.append(cache.frames)
         return specs
 
     def initial_state(self) -> dict[str, np.ndarray]:
@@ -281,6 +427,8 @@ class StreamingModel:
             elif isinstance(stage, _LstmStage):
                 x, new_state[stage.h.name], new_state[stage.c.name] = self._lstm_step(
                     stage, x, state[stage.h.name], state[stage.c.name])
+            elif isinstance(stage, _BlockStage):
+                x = self._block_step(stage, x, state, new_state)
             else:
                 x = stage(x, training=False)
         return x[0], new_state
@@ -340,3 +488,122 @@ class StreamingModel:
         else:
             h_out, c_out = h_out[0], c_out[0]
         return out, h_out, c_out
+
+    @staticmethod
+    def _block_step(stage: _BlockStage, x, state, new_state):
+        """Runs a residual block on ``x [1, n, ...]``, writing its caches' next state into ``new_state``."""
+        n = tf.shape(x)[1]
+        # At least one frame: a convolution needs a full window, and LiteRT handles 0-row tensors
+        # poorly (docs/streaming.md). The extra zero frame is dropped below and never cached.
+        rows = tf.maximum(n, 1)
+        x = tf.concat([x, tf.zeros(tf.concat([[1, rows - n], tf.shape(x)[2:]], 0), x.dtype)], axis=1)
+        values = {stage.source: x}
+        caches = {cache.layer.name: cache for cache in stage.caches}
+        for layer, args, kwargs in stage.nodes:
+            cache = caches.get(layer.name)
+            if isinstance(cache, _AttentionCache):
+                out = _attention_step(cache, values[cache.query], n, rows, state, new_state)
+            elif isinstance(cache, _ConvCache):
+                out = _conv1d_step(cache, values[cache.source], n, state, new_state)
+            else:
+                args, kwargs = tf.nest.map_structure(lambda v: values[v.name] if isinstance(v, _Ref) else v,
+                                                     (args, kwargs))
+                out = layer(*args, **{**kwargs, "training": False})
+            values[layer.name] = out
+        return tf.gather(values[stage.output], tf.range(n), axis=1)
+
+
+def _check_causal_padding(layer: keras.layers.ZeroPadding1D, readers: list) -> None:
+    left, right = layer.padding
+    if len(readers) != 1 or not isinstance(readers[0], _CONV1D):
+        raise StreamingError(f"{layer.name}: a ZeroPadding1D inside a block must feed one Conv1D")
+    kernel = readers[0].kernel_size[0]
+    if right or left != kernel - 1:
+        raise StreamingError(f"{layer.name}: pads ({left}, {right}) frames; a streaming convolution of kernel "
+                             f"{kernel} needs exactly ({kernel - 1}, 0) (causal)")
+
+
+def _conv_cache(layer, paddings: Mapping[str, keras.layers.ZeroPadding1D]) -> _ConvCache:
+    (parent,) = _parents(layer)
+    kernel = layer.kernel_size[0]
+    if layer.strides[0] != 1 or layer.dilation_rate[0] != 1 or layer.padding != "valid":
+        raise StreamingError(f"{layer.name}: only stride-1, undilated, 'valid' convolutions after a causal "
+                             f"ZeroPadding1D stream inside a block (got strides {layer.strides}, dilation "
+                             f"{layer.dilation_rate}, padding {layer.padding!r})")
+    if parent not in paddings and kernel > 1:
+        raise StreamingError(f"{layer.name}: a convolution of kernel {kernel} inside a block must be fed by a "
+                             f"ZeroPadding1D of ({kernel - 1}, 0) frames (causal)")
+    source = _parents(paddings[parent])[0] if parent in paddings else parent
+    channels = int(layer.input_shape[-1])
+    frames = StateTensor(f"state_{layer.name}_frames", (kernel - 1, channels), "float32") if kernel > 1 else None
+    return _ConvCache(layer=layer, source=source, frames=frames)
+
+
+def _attention_cache(layer: keras.layers.MultiHeadAttention, masks: set) -> _AttentionCache:
+    node = layer.inbound_nodes[0]
+    args, kwargs = list(node.call_args), dict(node.call_kwargs)
+    query = args[0]
+    value = args[1] if len(args) > 1 else kwargs.get("value")
+    key = args[2] if len(args) > 2 else kwargs.get("key")
+    if value is not query or (key is not None and key is not query):
+        raise StreamingError(f"{layer.name}: only self-attention (query, key and value the same tensor) streams")
+    if (len(args) > 3 and args[3] is not None) or kwargs.get("return_attention_scores") or \
+            tuple(layer._attention_axes) != (1,):   # pylint: disable=protected-access
+        raise StreamingError(f"{layer.name}: attention over axes other than time, or returning its scores, "
+                             "does not stream")
+    mask = kwargs.get("attention_mask")
+    mask_layer = _producer(mask) if mask is not None else None
+    if mask_layer is None:
+        if kwargs.get("use_causal_mask"):
+            raise StreamingError(
+                f"{layer.name}: causal attention over the whole past needs a cache that grows with the utterance, "
+                "which cannot be a fixed-shape state; bound it with model.conformer.left_context (frames after "
+                "subsampling) and retrain")
+        raise StreamingError(f"{layer.name}: attention without a causal mask reads future frames")
+    if mask_layer.name not in masks or _parents(mask_layer) != [_producer(query).name]:
+        raise StreamingError(f"{layer.name}: its attention mask must be a LocalAttentionMask of its own query")
+    context = int(mask_layer.left_context)
+    # pylint: disable-next=protected-access
+    heads, key_dim, value_dim = int(layer._num_heads), int(layer._key_dim), int(layer._value_dim)
+    return _AttentionCache(
+        layer=layer, query=_producer(query).name, left_context=context,
+        keys=StateTensor(f"state_{layer.name}_keys", (context, heads, key_dim), "float32"),
+        values=StateTensor(f"state_{layer.name}_values", (context, heads, value_dim), "float32"),
+        valid=StateTensor(f"state_{layer.name}_valid", (), "int32"))
+
+
+def _attention_step(cache: _AttentionCache, x, n, rows, state, new_state):
+    """Self-attention of ``x [1, rows, dim]`` (the first ``n`` rows real) over the cache and itself.
+
+    Query ``t`` sits at position ``L + t`` of the cache-and-chunk sequence (``L`` = left context) and
+    reads positions ``t .. L + t`` that hold a frame: exactly the whole-utterance band mask. The
+    MultiHeadAttention layer's own projections and attention computation do the arithmetic.
+    """
+    layer, context = cache.layer, cache.left_context
+    keys = tf.reshape(tf.cast(state[cache.keys.name], tf.float32), (1, *cache.keys.shape))
+    values = tf.reshape(tf.cast(state[cache.values.name], tf.float32), (1, *cache.values.shape))
+    valid = tf.cast(state[cache.valid.name], tf.int32)
+    # pylint: disable=protected-access
+    query = layer._query_dense(x)
+    keys = tf.concat([keys, layer._key_dense(x)], axis=1)
+    values = tf.concat([values, layer._value_dense(x)], axis=1)
+    t = tf.range(rows)[:, tf.newaxis]
+    position = tf.range(context + rows)[tf.newaxis, :]
+    mask = (position >= t) & (position <= t + context) & (position >= context - valid)
+    out, _ = layer._compute_attention(query, keys, values, mask[tf.newaxis], training=False)
+    out = layer._output_dense(out)
+    # pylint: enable=protected-access
+    new_state[cache.keys.name] = tf.slice(keys[0], [n, 0, 0], cache.keys.shape)
+    new_state[cache.values.name] = tf.slice(values[0], [n, 0, 0], cache.values.shape)
+    new_state[cache.valid.name] = tf.minimum(valid + n, context)
+    return out
+
+
+def _conv1d_step(cache: _ConvCache, x, n, state, new_state):
+    """The causal convolution of ``x [1, rows, channels]`` after its last ``kernel - 1`` input frames."""
+    if cache.frames is None:
+        return cache.layer(x, training=False)
+    frames = tf.concat([tf.reshape(tf.cast(state[cache.frames.name], tf.float32), (1, *cache.frames.shape)), x],
+                       axis=1)
+    new_state[cache.frames.name] = tf.slice(frames[0], [n, 0], cache.frames.shape)
+    return cache.layer(frames, training=False)

@@ -26,7 +26,8 @@ class TrainArgumentError(DsnnUsageError, ValueError):
 
 def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_dir: str | os.PathLike, *,
               overrides: Sequence[str] = (), max_steps: Optional[int] = None,
-              stream: Optional[TextIO] = None) -> dict[str, Any]:
+              stream: Optional[TextIO] = None,
+              warm_start: Optional[str | os.PathLike] = None) -> dict[str, Any]:
     """Trains (or resumes) the run in ``run_dir`` on a prepared dataset.
 
     Every path may be local or a URL `tf.io.gfile` reaches (``gs://...``; `dsnn_keras.fileio`). A
@@ -40,13 +41,17 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
         max_steps: Stop (with a checkpoint) at this step; the schedules still follow
             ``training.total_steps``. Defaults to None (train to the end).
         stream: Where the trainer's progress lines go. Defaults to stderr.
+        warm_start: A finished run directory whose weights and nested masks the new run starts
+            from (``dsnn-train --warm_start``; optimizer and step counter start fresh, the masks
+            stay frozen: `dsnn_keras.warm_start`). Defaults to None.
 
     Returns:
         `dsnn_keras.trainer.Trainer.run`'s summary (``step``, ``dev`` rows, ...).
 
     Raises:
         TrainArgumentError: ``max_steps`` < 0, or ``run_dir`` is a file.
-        PathOverlapError: ``run_dir`` is (inside) ``data_dir`` or holds it.
+        PathOverlapError: ``run_dir`` is (inside) ``data_dir`` or ``warm_start``, or holds one of them.
+        WarmStartError: ``warm_start`` is not a trained run, or its model or tokenizer differs.
         ConfigError: a bad config file or override.
         DatasetError: a bad prepared dataset (checked before ``run_dir`` is created).
         LockedError: another ``dsnn-train`` is using ``run_dir``.
@@ -58,7 +63,7 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
     if max_steps is not None and max_steps < 0:
         raise TrainArgumentError("--max_steps must be >= 0")
     # Before anything is written: the run directory must not be (in) the dataset or hold it.
-    check_disjoint(run_dir, {"--data": data_dir}, out_flag="--out")
+    check_disjoint(run_dir, {"--data": data_dir, "--warm_start": warm_start}, out_flag="--out")
     if fileio.exists(run_dir) and not fileio.isdir(run_dir):
         raise TrainArgumentError(f"--out {run_dir} exists and is not a directory")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -73,4 +78,5 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
     with exclusive_lock(run_dir, ".dsnn-train.lock", holder="dsnn-train"):
         from dsnn_keras.trainer import train
 
-        return train(config, data_dir, run_dir, max_steps=max_steps, stream=stream, lock=False)
+        return train(config, data_dir, run_dir, max_steps=max_steps, stream=stream, lock=False,
+                     warm_start=warm_start)

@@ -261,16 +261,29 @@ class Trainer:
             (``gs://...``).
         strategy: A `tf.distribute.Strategy`; defaults to the current (default) strategy.
         stream: Where progress goes. Defaults to stderr.
+        warm_start: A finished run directory to start from: its weights and nested masks are
+            restored before step 0 and the masks stay frozen; optimizer and step counter start
+            fresh (`dsnn_keras.warm_start`). A run directory started with one resumes only with
+            the same one. Defaults to None.
     """
 
     def __init__(self, config: Config, dataset: PreparedDataset, run_dir, strategy=None,
-                 stream: Optional[TextIO] = None):
+                 stream: Optional[TextIO] = None, warm_start=None):
+        from dsnn_keras.warm_start import check_resume, check_warm_start
+
         self.config = config
         self.dataset = dataset
         self.run_dir = fileio.as_path(run_dir)
         self.stream = stream or sys.stderr
         self.strategy = strategy or tf.distribute.get_strategy()
         dataset.check_feature_config(config.feature_config())
+        # Checked before the run directory is written: a resume needs the same --warm_start, a new
+        # run a source whose architecture and tokenizer match.
+        self.warm_start = warm_start
+        self._warm_record = check_resume(self.run_dir, warm_start,
+                                         has_checkpoints=bool(list_checkpoints(self.run_dir / "checkpoints")))
+        self._warm_source = (check_warm_start(warm_start, config, dataset)
+                             if warm_start is not None and self._warm_record is None else None)
         prepare_run_dir(self.run_dir, config, dataset)
         self.levels = tuple(config.effective_levels)
         self.blank_id = dataset.blank_id
@@ -395,7 +408,8 @@ class Trainer:
         return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs
 
     def _compute_fn(self, batch, levels, step):
-        dsnn_keras.update_nested_masks(self.model, step)
+        if self.warm_start is None:   # a warm-started run keeps its source's masks (dsnn_keras.warm_start)
+            dsnn_keras.update_nested_masks(self.model, step)
         grads, losses, distill, nonfinite, bad_inputs = self.strategy.run(self._replica_compute,
                                                                           args=(batch, levels, step))
         reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
@@ -473,9 +487,18 @@ class Trainer:
         if restored_from:
             progress.message(f"resumed from {self.manager.latest_checkpoint} at step {restored_from} "
                              f"(epoch {int(self.state.epoch.numpy())}, batch {int(self.state.batch_in_epoch.numpy())})")
+        warm = self._warm_record
+        if self._warm_source is not None and not list_checkpoints(self.checkpoint_dir):
+            from dsnn_keras.warm_start import restore_warm_start, write_warm_start
+
+            restored, source_step = restore_warm_start(
+                self.model, self._warm_source, warn=lambda message: progress.message(message))
+            warm = write_warm_start(self.run_dir, self._warm_source, restored, source_step)
+            progress.message(f"warm start: weights and masks from {restored} (step {source_step}); masks frozen, "
+                             "optimizer and step counter fresh")
         self._log(log_path, {"event": "start", "step": step, "resumed_from": restored_from,
                              "levels": list(self.levels), "stop_at": stop,
-                             "replicas": self.strategy.num_replicas_in_sync})
+                             "replicas": self.strategy.num_replicas_in_sync, "warm_start": warm})
         k, n = len(self.levels), self.config.num_sandwich_levels
         window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k)}
         consecutive_bad, bad_input_steps, last_losses, dev = 0, 0, None, None
@@ -543,7 +566,7 @@ class Trainer:
         writer.flush()
         self._log(log_path, {"event": "end", "step": step, "dev": dev})
         return {"step": step, "resumed_from": restored_from, "levels": list(self.levels),
-                "last_losses": last_losses, "level_visits": visits, "dev": dev}
+                "last_losses": last_losses, "level_visits": visits, "dev": dev, "warm_start": warm}
 
     def _log_window(self, step, window, writer, log_path, progress):
         counts = np.maximum(window["count"], 1)
@@ -593,8 +616,8 @@ class Trainer:
 
 
 def train(config: Config, data_dir, run_dir, max_steps: Optional[int] = None, strategy=None,
-          stream: Optional[TextIO] = None, lock: bool = True) -> dict:
-    """Trains (or resumes) a run: see `Trainer`. Returns `Trainer.run`'s summary.
+          stream: Optional[TextIO] = None, lock: bool = True, warm_start=None) -> dict:
+    """Trains (or resumes) a run: see `Trainer` (``warm_start`` too). Returns `Trainer.run`'s summary.
 
     Holds ``RUN_DIR/.dsnn-train.lock`` while it runs (``lock=False``: the caller holds it): a
     second trainer on the same run directory fails at once with `dsnn_keras.paths.LockedError`.
@@ -602,6 +625,7 @@ def train(config: Config, data_dir, run_dir, max_steps: Optional[int] = None, st
     if lock:
         with exclusive_lock(run_dir, LOCK_NAME, holder="dsnn-train"):
             return train(config, data_dir, run_dir, max_steps=max_steps, strategy=strategy, stream=stream,
-                         lock=False)
+                         lock=False, warm_start=warm_start)
     dataset = PreparedDataset.from_dir(data_dir)
-    return Trainer(config, dataset, run_dir, strategy=strategy, stream=stream).run(max_steps=max_steps)
+    return Trainer(config, dataset, run_dir, strategy=strategy, stream=stream,
+                   warm_start=warm_start).run(max_steps=max_steps)

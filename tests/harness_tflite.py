@@ -217,10 +217,11 @@ def features_of(audio: np.ndarray) -> np.ndarray:
 
 
 def write_run_dir(root: pathlib.Path, sample_rate: int | None = None, conv_padding: str = "same",
-                  granularity: str | None = None, conv_channels=(4, 4)) -> pathlib.Path:
+                  granularity: str | None = None, conv_channels=(4, 4), model: dict | None = None) -> pathlib.Path:
     """A minimal run directory as dsnn-train writes it: config, dataset.json, tokenizer, CMVN, checkpoint.
 
-    ``conv_padding="causal"`` gives a streamable model; ``granularity="unit"`` a unit run (sliced export).
+    ``conv_padding="causal"`` gives a streamable model; ``granularity="unit"`` a unit run (sliced export);
+    ``model`` keys replace the model section's (e.g. a Conformer encoder).
     """
     import sentencepiece as spm
     import tensorflow as tf
@@ -236,7 +237,7 @@ def write_run_dir(root: pathlib.Path, sample_rate: int | None = None, conv_paddi
         pruning["granularity"] = granularity
     config = config_from_dict({"version": 1,
                                "model": {"conv_channels": list(conv_channels), "lstm_units": [16, 16], "dropout": 0.0,
-                                         "conv_padding": conv_padding},
+                                         "conv_padding": conv_padding, **(model or {})},
                                "pruning": pruning})
     (root / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
     corpus = root / "text.txt"

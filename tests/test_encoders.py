@@ -129,9 +129,19 @@ def test_conformer_state_is_unbounded_attention_caches_and_a_conv_cache():
     assert [s.kind for s in encoder_state(pointwise)] == ["attention_cache", "attention_cache"]
 
 
+def test_a_left_context_bounds_the_conformer_attention_caches():
+    conformer = ConformerConfig(dim=8, blocks=1, heads=2, ff_mult=1, conv_kernel=4, left_context=6)
+    specs = encoder_state(ModelConfig(encoder="conformer", conformer=conformer))
+    assert [(s.name, s.shape, s.bounded) for s in specs] == [
+        ("conformer_0_mhsa/key", (6, 2, 4), True), ("conformer_0_mhsa/value", (6, 2, 4), True),
+        ("conformer_0_depthwise/input", (3, 8), True)]
+
+
 def test_state_specs_are_validated():
     assert StateSpec("x/h", "recurrent", [3]).shape == (3,)
+    assert StateSpec("x/k", "attention_cache", (5, 2, 3)).bounded
     for kind, shape in [("recurrent", (None,)), ("recurrent", (3, 2)), ("attention_cache", (4, 2)),
+                        ("attention_cache", (0, 2, 3)), ("attention_cache", (None, 2)),
                         ("conv_cache", (0, 2)), ("conv_cache", (2,)), ("hidden", (2,))]:
         with pytest.raises(EncoderError, match="StateSpec x"):
             StateSpec("x", kind, shape)

@@ -107,13 +107,64 @@ def test_rerun_skips_every_step_and_a_changed_parameter_reruns_only_its_step(job
     again = _job(out)
     assert again.returncode == 0, again.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert {s["name"]: s["status"] for s in summary["steps"]} == {name: "cached" for name in STEPS}
+    made = [name for name in STEPS if name != "push"]   # push runs only with --push_dir
+    assert {s["name"]: s["status"] for s in summary["steps"]} == {name: "cached" for name in made}
     changed = _job(out, "--bench_repeats", "2")  # overrides the earlier --bench_repeats 1
     assert changed.returncode == 0, changed.stderr[-4000:]
     statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["steps"]}
-    assert statuses == {**{name: "cached" for name in STEPS}, "bench": "ran"}
+    assert statuses == {**{name: "cached" for name in made}, "bench": "ran"}
     assert json.loads((out / "bench" / "bench.json").read_text())["repeats"] == 2
     assert {d: read_record(out / d)["finished"] for d in before} == before
+
+
+def test_push_step_refuses_a_model_worse_than_the_pushed_one_then_pushes_it_once_within_tolerance(job, tmp_path,
+                                                                                                  capsys):
+    from dsnn_job.cli import main
+    from dsnn_job.push import eval_set_fingerprint
+
+    def run(*extra):   # dsnn-job in this process (the module's job has every other step up to date)
+        code = main(["--out", str(out), *TINY, *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err[-4000:]
+        return captured
+
+    out, _ = job
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    assert any(level["wer"] > 0 for level in evaluation["levels"])
+    # Version 1, as an earlier job would have pushed it: another model, WER 0 at every level on
+    # the same utterances.
+    models = tmp_path / "models"
+    (models / "1").mkdir(parents=True)
+    (models / "1" / "model.tflite").write_bytes(b"an earlier model")
+    (models / "1" / "eval.json").write_text(json.dumps(
+        {**evaluation, "levels": [{**level, "wer": 0.0} for level in evaluation["levels"]]}))
+    (models / "1" / "push.json").write_text(json.dumps({"version": 1, "model_sha256": "0" * 64, "eval": {
+        "eval_set_sha256": eval_set_fingerprint(out / "eval" / "eval_hypotheses.jsonl")}}))
+
+    refused = run("--push_dir", str(models))
+    assert "==> step 8/8: push" in refused.err
+    worse = next(level for level in evaluation["levels"] if level["wer"] > 0)
+    assert (f"push: not pushed: level {worse['level']} (sparsity {worse['sparsity']:g}) WER {worse['wer']:.4f} > "
+            "pushed version 1: 0.0000 + tolerance 0.0000") in refused.out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format_version"] == 2 and summary["push"]["status"] == "not_pushed"
+    assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == ["1"]
+
+    pushed = run("--push_dir", str(models), "--push_tolerance", "1.0")
+    assert "push: pushed version 2: every level within tolerance 1.0000 of pushed version 1" in pushed.out
+    version = models / "2"
+    assert (version / "model.tflite").read_bytes() == (out / "export" / "model.tflite").read_bytes()
+    assert json.loads((version / "eval.json").read_text())["levels"] == evaluation["levels"]
+    card = (version / "model_card.md").read_text()
+    assert card.startswith("# Model card: version 2") and f"{(version / 'model.tflite').stat().st_size:,} bytes" in card
+    assert f"| {worse['level']} | {worse['sparsity']:.2f} |" in card and "`train`:" in card
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["push"]["status"], summary["push"]["version"]) == ("pushed", 2)
+    assert "Push (`" in (out / "summary.md").read_text()
+
+    run("--push_dir", str(models), "--push_tolerance", "1.0")   # the same run again: not pushed twice
+    assert "is already version 2" in json.loads((out / "summary.json").read_text())["push"]["reason"]
+    assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == ["1", "2"]
 
 
 def test_a_bad_corpus_path_is_a_clear_error(tmp_path):

@@ -70,14 +70,16 @@ def test_train_step_calls_train_run_with_the_jobs_paths_and_overrides(job, tmp_p
 
     seen = {}
 
-    def fake_train_run(data_dir, config_path, run_dir, *, overrides=(), max_steps=None, stream=None):
-        seen.update(data=data_dir, config=config_path, run=run_dir, overrides=tuple(overrides))
+    def fake_train_run(data_dir, config_path, run_dir, *, overrides=(), max_steps=None, stream=None,
+                       warm_start=None):
+        seen.update(data=data_dir, config=config_path, run=run_dir, overrides=tuple(overrides),
+                    warm_start=warm_start)
         return {"step": 7, "dev": [{"sparsity": 0.0, "wer": 0.5}]}
 
     monkeypatch.setattr(dsnn_keras.train_run, "train_run", fake_train_run)
     job._train(tmp_path / "run")
     assert seen == {"data": job.out / "data", "config": job.config.config, "run": tmp_path / "run",
-                    "overrides": ("training.total_steps=7",)}
+                    "overrides": ("training.total_steps=7",), "warm_start": None}
 
 
 def test_bench_step_calls_benchmark_with_the_held_out_files(job, tmp_path, monkeypatch):

@@ -72,12 +72,15 @@ def test_same_time_padding_is_refused_naming_the_layer_and_the_fix():
         StreamingModel(causal_recognizer(conv_padding="same"))
 
 
-def test_a_residual_block_is_refused_naming_the_layer():
+def test_a_residual_block_of_framewise_layers_streams_exactly():
     inputs = keras.Input([None, 4])
     y = keras.layers.Dense(4, name="inner")(inputs)
     model = keras.Model(inputs, keras.layers.Add(name="residual")([inputs, y]))
-    with pytest.raises(StreamingError, match="residual"):
-        StreamingModel(model)
+    stream = StreamingModel(model)
+    assert stream.state_specs == []
+    features = np.random.default_rng(0).normal(size=[9, 4]).astype(np.float32)
+    streamed, _ = _stream(stream, features, [0, 1, 4])
+    np.testing.assert_allclose(streamed, model(features[np.newaxis])[0].numpy(), atol=1e-6)
 
 
 def test_a_reshape_that_mixes_frames_is_refused():

@@ -9,7 +9,9 @@ The state, all of it fixed-shape tensors, all-zero at the start of a stream:
 
 * ``state_frontend_samples`` / ``_buffered`` / ``_frames``: samples after the last complete
   analysis window, how many, and frames emitted (`dsnn_keras.frontend.log_mel_stream_step`);
-* per convolution its last ``kernel - 1`` input frames and a frame count, per LSTM ``h`` and ``c``
+* per convolution its last ``kernel - 1`` input frames and a frame count, per LSTM ``h`` and ``c``,
+  per Conformer block the attention's keys and values of the last ``left_context`` frames with a
+  count and the depthwise convolution's last ``conv_kernel - 1`` input frames
   (`dsnn_keras.streaming.StreamingModel`), in the dense level's layout at every level, so the
   level can change between any two calls;
 * ``state_ctc_previous``: 1 + the best class of the last frame (0: none yet).

@@ -14,7 +14,7 @@ with `register_encoder`.
 | name | module | state per layer |
 |---|---|---|
 | ``lstm`` | `dsnn_keras.encoders.lstm` | ``h`` and ``c`` of ``units`` floats (recurrent) |
-| ``conformer`` | `dsnn_keras.encoders.conformer` | attention keys and values of every past frame (unbounded), the last ``conv_kernel - 1`` frames of the depthwise conv's input |
+| ``conformer`` | `dsnn_keras.encoders.conformer` | attention keys and values of the last ``left_context`` frames (of every past frame, unbounded, when it is not set), the last ``conv_kernel - 1`` frames of the depthwise conv's input |
 
 Example:
     >>> encoder_names()
@@ -52,10 +52,12 @@ class StateSpec:
         name: ``"<layer>/<part>"``, unique within the model, e.g. ``"lstm_0/h"``.
         kind: ``"recurrent"``: a fixed-size vector carried from each frame to the next (an LSTM's
             ``h`` or ``c``); ``shape`` is ``(units,)``. ``"attention_cache"``: the keys or values
-            of every earlier frame; ``shape[0]`` is None because causal attention reads the whole
-            past, so the cache grows with the utterance (unbounded). ``"conv_cache"``: the last
+            of the earlier frames the attention reads, ``(frames, heads, head_dim)``: ``frames`` is
+            the bounded left context, or None when the attention reads the whole past, so the
+            cache grows with the utterance (unbounded). ``"conv_cache"``: the last
             ``shape[0]`` input frames of a causal convolution; ``shape`` is ``(frames, channels)``.
-        shape: Per-utterance shape; positive ints, None only as an attention cache's frame axis.
+        shape: Per-utterance shape; positive ints, None only as an unbounded attention cache's
+            frame axis.
 
     Raises:
         EncoderError: an empty name, an unknown kind, or a shape that does not fit the kind.
@@ -73,10 +75,10 @@ class StateSpec:
                                f"got {self.kind!r}")
         shape = tuple(self.shape)
         object.__setattr__(self, "shape", shape)
-        fixed = shape[1:] if self.kind == "attention_cache" else shape
-        if self.kind == "attention_cache" and (not shape or shape[0] is not None):
-            raise EncoderError(f"StateSpec {self.name}: an attention cache's shape starts with None "
-                               f"(unbounded frames), got {shape}")
+        fixed = shape[1:] if self.kind == "attention_cache" and shape and shape[0] is None else shape
+        if self.kind == "attention_cache" and len(shape) != 3:
+            raise EncoderError(f"StateSpec {self.name}: an attention cache's shape is (frames, heads, head_dim), "
+                               f"frames None when unbounded; got {shape}")
         if self.kind == "recurrent" and len(shape) != 1:
             raise EncoderError(f"StateSpec {self.name}: a recurrent state's shape is (units,), got {shape}")
         if self.kind == "conv_cache" and len(shape) != 2:
@@ -86,7 +88,7 @@ class StateSpec:
 
     @property
     def bounded(self) -> bool:
-        """Whether the state has a fixed size (False for an attention cache: it grows per frame)."""
+        """Whether the state has a fixed size (False for an unbounded attention cache: it grows per frame)."""
         return None not in self.shape
 
 

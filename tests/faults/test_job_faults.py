@@ -30,6 +30,7 @@ CHEAP = ["--config", str(REPO / "configs" / "tiny.yaml"), "--num_utterances", "1
          "--bench_repeats", "1", "--bench_utterances", "1"]
 STEP_DIRS = {"synth": "corpus", "prepare": "data", "train": "run", "eval": "eval", "export": "export",
              "transcribe": "transcribe", "bench": "bench"}
+MADE = [name for name in STEPS if name in STEP_DIRS]   # the push step runs only with --push_dir
 
 
 def _command(out: pathlib.Path, *extra: str) -> list[str]:
@@ -86,7 +87,7 @@ def test_kill_9_at_a_random_point_then_rerun_gives_the_uninterrupted_result(jobs
     summary_b = json.loads((b / "summary.json").read_text())
     for step in summary_b["steps"]:
         assert step["status"] in ("ran", "resumed", "cached")
-    for name in STEPS:
+    for name in MADE:
         assert read_record(b / STEP_DIRS[name])["fingerprint"] == read_record(a / STEP_DIRS[name])["fingerprint"]
     # Training resumed to the same step count, and the whole chain gives the uninterrupted figures.
     assert list((b / "run" / "checkpoints").glob("ckpt-4.index"))
@@ -107,7 +108,7 @@ def test_a_failing_max_wer_keeps_the_previous_export(jobs):
     ok = _job(a)  # the previous flags: the kept export is still up to date
     assert ok.returncode == 0, ok.stderr[-3000:]
     statuses = {s["name"]: s["status"] for s in json.loads((a / "summary.json").read_text())["steps"]}
-    assert statuses == {name: "cached" for name in STEPS}
+    assert statuses == {name: "cached" for name in MADE}
     assert _leftovers(a) == []
 
 
