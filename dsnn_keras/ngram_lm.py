@@ -39,6 +39,7 @@ import shutil
 import tempfile
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -254,8 +255,6 @@ class LmBundle:
         is written complete and renamed into place, ``lm.json`` last, so a reader never sees a partial
         file, but one that reads while the directory is being replaced may mix old and new files.
         """
-        from dsnn_keras import fileio
-
         if not fileio.is_local(directory):
             for name, text in ((ARPA_FILE, self.arpa), (LEXICON_FILE, self.lexicon_text()),
                                (INFO_FILE, json.dumps(dict(self.info), indent=1) + "\n")):
@@ -288,8 +287,6 @@ class LmBundle:
         Raises:
             LanguageModelError: a file is missing or a lexicon line is malformed (named).
         """
-        from dsnn_keras import fileio
-
         directory = fileio.as_path(directory)   # local, or gs://... (tf.io.gfile)
         for name in (ARPA_FILE, LEXICON_FILE):
             if not fileio.isfile(fileio.join(directory, name)):
@@ -347,7 +344,7 @@ def dataset_transcripts(data_dir: str | os.PathLike, split: str = "train") -> li
 
     dataset = PreparedDataset.from_dir(data_dir)
     if split not in dataset.split_names:
-        raise LanguageModelError(f"{pathlib.Path(data_dir) / 'dataset.json'} has no split {split!r} "
+        raise LanguageModelError(f"{fileio.join(data_dir, 'dataset.json')} has no split {split!r} "
                                  f"(has {sorted(dataset.split_names)})")
     spec = {"transcript": tf.io.FixedLenFeature([], tf.string)}
     records = tf.data.TFRecordDataset(dataset.files(split)).map(
@@ -379,6 +376,4 @@ def build_dataset_lm(data_dir: str | os.PathLike, order: int = DEFAULT_ORDER, sp
     bundle = build_lm(dataset_transcripts(data_dir, split), order,
                       lambda word: tokenizer.encode(word, out_type=str),
                       {"split": split, "source": str(data_dir), "tokenizer": str(dataset.tokenizer_path)})
-    from dsnn_keras import fileio
-
     return bundle.write_dir(out if out is not None else fileio.join(data_dir, LM_DIR))

@@ -281,7 +281,7 @@ class Trainer:
         # run a source whose architecture and tokenizer match.
         self.warm_start = warm_start
         self._warm_record = check_resume(self.run_dir, warm_start,
-                                         has_checkpoints=bool(list_checkpoints(self.run_dir / "checkpoints")))
+                                         has_checkpoints=bool(list_checkpoints(fileio.join(self.run_dir, "checkpoints"))))
         self._warm_source = (check_warm_start(warm_start, config, dataset)
                              if warm_start is not None and self._warm_record is None else None)
         prepare_run_dir(self.run_dir, config, dataset)
