@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--switch_s", type=float, default=1.0, help="seconds between level switches (default: 1)")
     parser.add_argument("--max_utterances", type=int, default=None, help="first N utterances only")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the figures here")
+    parser.add_argument("--decoder", default="greedy", choices=("auto", "greedy", "beam"),
+                        help="decoder of the runtime (default: greedy; auto = the file's default, beam = "
+                             "the LM-fused beam search the file carries)")
     return parser
 
 
@@ -82,9 +85,9 @@ def run(argv: Optional[list[str]] = None) -> dict:
     chunk = rate * CHUNK_MS // 1000
     period = max(int(args.switch_s * rate), 1)
     report = {"split": args.split, "num_utterances": len(examples), "chunk_ms": CHUNK_MS,
-              "switch_s": args.switch_s, "files": {}}
+              "switch_s": args.switch_s, "decoder": args.decoder, "files": {}}
     for path in args.tflite:
-        recognizer = Recognizer(path)
+        recognizer = Recognizer(path, decoder=args.decoder)
         k = recognizer.num_levels
         entry = {"levels": [], "switching": []}
         for level in range(k):
