@@ -80,6 +80,12 @@ class JobConfig:
         bench_repeats: Benchmark passes over the utterances.
         bench_utterances: Held-out utterances the benchmark times.
         force: Step names to re-run even if up to date (their downstream steps follow).
+        strategy: ``dsnn-train --strategy`` for the train step (None: the config's
+            ``training.strategy``): ``default``, ``mirrored`` or ``tpu``. ``multi_worker`` is
+            refused: the job runs every step in this one process, while a multi-worker training
+            needs ``dsnn-train`` started on every worker (docs/training.md). Not part of the train
+            step's fingerprint: it does not change what a step computes.
+        tpu: ``dsnn-train --tpu`` (with ``strategy="tpu"``).
     """
 
     out: pathlib.Path
@@ -100,6 +106,8 @@ class JobConfig:
     bench_repeats: int = 5
     bench_utterances: int = 8
     force: tuple[str, ...] = ()
+    strategy: Optional[str] = None
+    tpu: Optional[str] = None
 
     def __post_init__(self):
         from dsnn_keras.paths import check_disjoint
@@ -126,11 +134,17 @@ class JobConfig:
             if "=" not in item:
                 raise StepError(f"--set {item!r}: expected KEY=VALUE")
         from dsnn_keras.config import ConfigError, apply_overrides, load_config
+        from dsnn_keras.train_run import with_strategy
 
         try:  # a bad config or --set fails now, not after synthesis and preparation
-            apply_overrides(load_config(self.config), self.overrides, where=f"{self.config} with --set")
+            training = apply_overrides(load_config(self.config), self.overrides, where=f"{self.config} with --set")
+            training = with_strategy(training, self.strategy, self.tpu, where=f"{self.config} with --strategy/--tpu")
         except ConfigError as error:
             raise StepError(str(error)) from None
+        if training.training.strategy == "multi_worker":
+            raise StepError("--strategy multi_worker: dsnn-job runs every step in this one process; start "
+                            "dsnn-train --strategy multi_worker on every worker instead (docs/training.md, "
+                            "'Distributed training'), then evaluate and export its run directory")
         if self.corpus != SYNTH:
             # Raises PathOverlapError (a ValueError): an --out inside the corpus would change the
             # corpus fingerprint with every run (nothing ever cached, an interrupted training
@@ -303,7 +317,11 @@ class Job:
         from dsnn_keras.train_run import train_run
 
         with failing_as("dsnn-train"):
-            summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides)
+            # Passed only when set, so the config's training.strategy applies otherwise.
+            options = {key: value for key, value in (("strategy", self.config.strategy), ("tpu", self.config.tpu))
+                       if value is not None}
+            summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides,
+                                **options)
         dev = " ".join(f"{r['sparsity']:g}:{r['wer']:.3f}" for r in summary.get("dev") or [])
         self.log(f"dsnn-train: done, step {summary['step']}" + (f" dev WER {dev}" if dev else ""))
 
