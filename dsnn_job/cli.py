@@ -8,6 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from dsnn_job.job import DEFAULT_CONFIG, STEPS, JobConfig
+from dsnn_keras.distribute import STRATEGIES
 from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions
 
 _EXPORT_DEFAULTS = ExportOptions()
@@ -58,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bench_repeats", type=int, default=5, help="benchmark passes (default: 5)")
     parser.add_argument("--bench_utterances", type=int, default=8,
                         help="held-out utterances the benchmark times (default: 8)")
+    parser.add_argument("--strategy", default=None, choices=STRATEGIES,
+                        help="dsnn-train --strategy for the train step (default: the config's training.strategy); "
+                             "multi_worker is refused: run dsnn-train on every worker instead (docs/training.md)")
+    parser.add_argument("--tpu", default=None, metavar="NAME", help="dsnn-train --tpu (with --strategy tpu)")
     parser.add_argument("--force", action="append", default=[], choices=STEPS, metavar="STEP",
                         help=f"re-run STEP and every step after it even if up to date; one of {', '.join(STEPS)}")
     parser.add_argument("--warm_start", default=None, metavar="RUN_DIR",
@@ -95,7 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bench_utterances=args.bench_utterances, force=tuple(args.force),
             warm_start=pathlib.Path(args.warm_start) if args.warm_start else None,
             push_dir=pathlib.Path(args.push_dir) if args.push_dir else None,
-            push_tolerance=args.push_tolerance, push_force=args.push_force)
+            push_tolerance=args.push_tolerance, push_force=args.push_force,
+            strategy=args.strategy, tpu=args.tpu)
         run_job(config)
     except DsnnError as error:   # a step's failure, an overlapping --out (exit 2), a bad config
         print(f"dsnn-job: error: {error}", file=sys.stderr)

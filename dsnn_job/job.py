@@ -91,6 +91,12 @@ class JobConfig:
         push_tolerance: How much worse (absolute WER fraction, 0.01 = one point) a level may be
             than the latest pushed version's and still be pushed.
         push_force: Push even if not blessed (worse, or evaluated on other data or levels).
+        strategy: ``dsnn-train --strategy`` for the train step (None: the config's
+            ``training.strategy``): ``default``, ``mirrored`` or ``tpu``. ``multi_worker`` is
+            refused: the job runs every step in this one process, while a multi-worker training
+            needs ``dsnn-train`` started on every worker (docs/training.md). Not part of the train
+            step's fingerprint: it does not change what a step computes.
+        tpu: ``dsnn-train --tpu`` (with ``strategy="tpu"``).
     """
 
     out: pathlib.Path
@@ -115,6 +121,8 @@ class JobConfig:
     push_dir: Optional[pathlib.Path] = None
     push_tolerance: float = 0.0
     push_force: bool = False
+    strategy: Optional[str] = None
+    tpu: Optional[str] = None
 
     def __post_init__(self):
         from dsnn_job.push import check_tolerance
@@ -147,11 +155,17 @@ class JobConfig:
             if "=" not in item:
                 raise StepError(f"--set {item!r}: expected KEY=VALUE")
         from dsnn_keras.config import ConfigError, apply_overrides, load_config
+        from dsnn_keras.train_run import with_strategy
 
         try:  # a bad config or --set fails now, not after synthesis and preparation
-            apply_overrides(load_config(self.config), self.overrides, where=f"{self.config} with --set")
+            training = apply_overrides(load_config(self.config), self.overrides, where=f"{self.config} with --set")
+            training = with_strategy(training, self.strategy, self.tpu, where=f"{self.config} with --strategy/--tpu")
         except ConfigError as error:
             raise StepError(str(error)) from None
+        if training.training.strategy == "multi_worker":
+            raise StepError("--strategy multi_worker: dsnn-job runs every step in this one process; start "
+                            "dsnn-train --strategy multi_worker on every worker instead (docs/training.md, "
+                            "'Distributed training'), then evaluate and export its run directory")
         if self.corpus != SYNTH:
             # Raises PathOverlapError (a ValueError): an --out inside the corpus would change the
             # corpus fingerprint with every run (nothing ever cached, an interrupted training
@@ -346,8 +360,11 @@ class Job:
         from dsnn_keras.train_run import train_run
 
         with failing_as("dsnn-train"):
+            # Passed only when set, so the config's training.strategy applies otherwise.
+            options = {key: value for key, value in (("strategy", self.config.strategy), ("tpu", self.config.tpu))
+                       if value is not None}
             summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides,
-                                warm_start=self.config.warm_start)
+                                warm_start=self.config.warm_start, **options)
         dev = " ".join(f"{r['sparsity']:g}:{r['wer']:.3f}" for r in summary.get("dev") or [])
         self.log(f"dsnn-train: done, step {summary['step']}" + (f" dev WER {dev}" if dev else ""))
 

@@ -8,6 +8,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from dsnn_keras.distribute import STRATEGIES
+
 
 def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -32,6 +34,15 @@ def _train_parser() -> argparse.ArgumentParser:
                         help="start from a finished run's weights and nested pruning masks (same model, levels "
                              "and tokenizer, else an error naming the difference); the masks stay frozen, the "
                              "optimizer and the step counter start fresh; recorded in RUN_DIR/warm_start.json")
+    parser.add_argument("--strategy", default=None, choices=STRATEGIES,
+                        help="tf.distribute strategy (overrides training.strategy; default: the config's, "
+                             "'default' = one device): mirrored = every local GPU; multi_worker = one "
+                             "process per machine, cluster from the TF_CONFIG environment variable, every "
+                             "worker runs this same command and --out must be storage they all reach; "
+                             "tpu = TPUStrategy on --tpu. A step trains on the same global batch whatever "
+                             "the number of replicas (docs/training.md, 'Distributed training')")
+    parser.add_argument("--tpu", default=None, metavar="NAME",
+                        help="with --strategy tpu: the TPU's name or grpc:// address (default: the local TPU)")
     return parser
 
 
@@ -47,7 +58,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         summary = train_run(args.data, args.config, args.out, overrides=args.overrides, max_steps=args.max_steps,
-                            warm_start=args.warm_start)
+                            warm_start=args.warm_start, strategy=args.strategy, tpu=args.tpu)
     except DsnnError as err:   # arguments, config, dataset, lock, training: one line; anything else is a bug
         print(f"dsnn-train: error: {err}", file=sys.stderr)
         return err.exit_code

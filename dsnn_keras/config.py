@@ -21,6 +21,7 @@ import math
 import typing
 from typing import Any, Mapping, Optional, Sequence
 
+from dsnn_keras.distribute import STRATEGIES
 from dsnn_keras.encoders import encoder_names
 from dsnn_keras.errors import DsnnError
 
@@ -311,6 +312,12 @@ class TrainingConfig:
             Defaults to 1000.
         eval_max_utterances: Dev utterances decoded per evaluation. Defaults to 200.
         max_consecutive_nonfinite: Stop the run after this many NaN/Inf steps in a row. Defaults to 20.
+        strategy: The `tf.distribute` strategy: "default" (one device), "mirrored" (every local
+            GPU), "multi_worker" (the cluster in ``TF_CONFIG``) or "tpu" (`dsnn_keras.distribute`).
+            ``dsnn-train --strategy`` overrides it. It does not change what a step computes, so a
+            run may be resumed under another strategy. Defaults to "default".
+        tpu: ``strategy: tpu`` only: the TPU's name or ``grpc://`` address (``--tpu``); null
+            finds the local TPU. Defaults to None.
     """
 
     mode: str = "dsnn"
@@ -329,6 +336,8 @@ class TrainingConfig:
     eval_every: int = 1000
     eval_max_utterances: int = 200
     max_consecutive_nonfinite: int = 20
+    strategy: str = "default"
+    tpu: Optional[str] = None
 
     def validate(self, where: str) -> None:
         if self.mode not in ("dsnn", "single"):
@@ -352,6 +361,12 @@ class TrainingConfig:
                               f"= [{self.warmup_steps}, {self.total_steps}), got {self.decay_begin_step}")
         if self.clip_norm <= 0:
             raise ConfigError(f"{where}: training.clip_norm must be > 0, got {self.clip_norm}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"{where}: training.strategy must be one of {', '.join(STRATEGIES)}, "
+                              f"got {self.strategy!r}")
+        if self.tpu and self.strategy != "tpu":
+            raise ConfigError(f"{where}: training.tpu ({self.tpu!r}) needs training.strategy: tpu, "
+                              f"got {self.strategy!r}")
 
 
 @dataclasses.dataclass(frozen=True)

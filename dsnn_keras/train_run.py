@@ -15,17 +15,47 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
 from dsnn_keras.errors import DsnnUsageError
+
+if TYPE_CHECKING:   # the config module is light, but keep this module's import free of it
+    from dsnn_keras.config import Config
 
 
 class TrainArgumentError(DsnnUsageError, ValueError):
     """An argument of `train_run` is wrong and nothing was written (``dsnn-train`` exits 2)."""
 
 
+def with_strategy(config: Config, strategy: Optional[str] = None, tpu: Optional[str] = None,
+                  where: str = "--strategy/--tpu") -> Config:
+    """``config`` with ``training.strategy`` / ``training.tpu`` replaced by the flags that are set.
+
+    Args:
+        config: A validated `dsnn_keras.config.Config`.
+        strategy: ``--strategy``, or None to keep the config's.
+        tpu: ``--tpu``, or None to keep the config's.
+        where: Names the source in error messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an unknown strategy, or a TPU name without ``strategy: tpu``.
+    """
+    from dsnn_keras.config import config_from_dict
+
+    if strategy is None and tpu is None:
+        return config
+    values = config.to_dict()
+    values["training"].update({key: value for key, value in (("strategy", strategy), ("tpu", tpu))
+                               if value is not None})
+    return config_from_dict(values, where=where)
+
+
 def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_dir: str | os.PathLike, *,
               overrides: Sequence[str] = (), max_steps: Optional[int] = None,
+              strategy: Optional[str] = None, tpu: Optional[str] = None,
               stream: Optional[TextIO] = None,
               warm_start: Optional[str | os.PathLike] = None) -> dict[str, Any]:
     """Trains (or resumes) the run in ``run_dir`` on a prepared dataset.
@@ -40,6 +70,9 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
         overrides: ``KEY=VALUE`` config overrides (``dsnn-train --set``). Defaults to none.
         max_steps: Stop (with a checkpoint) at this step; the schedules still follow
             ``training.total_steps``. Defaults to None (train to the end).
+        strategy: ``dsnn-train --strategy``: overrides ``training.strategy`` (one of
+            `dsnn_keras.distribute.STRATEGIES`). Defaults to None (the config's).
+        tpu: ``dsnn-train --tpu``: overrides ``training.tpu``. Defaults to None (the config's).
         stream: Where the trainer's progress lines go. Defaults to stderr.
         warm_start: A finished run directory whose weights and nested masks the new run starts
             from (``dsnn-train --warm_start``; optimizer and step counter start fresh, the masks
@@ -55,6 +88,7 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
         ConfigError: a bad config file or override.
         DatasetError: a bad prepared dataset (checked before ``run_dir`` is created).
         LockedError: another ``dsnn-train`` is using ``run_dir``.
+        StrategyError: a malformed ``TF_CONFIG``, or no reachable TPU.
         DsnnError: any other condition the trainer reports (e.g. a run that cannot continue).
     """
     from dsnn_keras import fileio
@@ -73,10 +107,18 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
     config = load_config(config_path)
     if overrides:
         config = apply_overrides(config, list(overrides), where=f"{config_path} with --set")
+    config = with_strategy(config, strategy, tpu, where=f"{config_path} with --strategy/--tpu")
     PreparedDataset.from_dir(data_dir)  # a bad --data is refused before --out is created
+    from dsnn_keras.distribute import make_strategy, worker_role
+
+    # Before any other TensorFlow op: multi_worker configures the collectives at start-up.
+    dist = make_strategy(config.training.strategy, config.training.tpu)
+    from dsnn_keras.trainer import train
+
+    if not worker_role(dist).is_chief:   # the chief alone writes (and locks) the run directory
+        return train(config, data_dir, run_dir, max_steps=max_steps, strategy=dist, stream=stream, lock=False,
+                     warm_start=warm_start)
     # One writer per run directory: a second dsnn-train on it fails at once.
     with exclusive_lock(run_dir, ".dsnn-train.lock", holder="dsnn-train"):
-        from dsnn_keras.trainer import train
-
-        return train(config, data_dir, run_dir, max_steps=max_steps, stream=stream, lock=False,
+        return train(config, data_dir, run_dir, max_steps=max_steps, strategy=dist, stream=stream, lock=False,
                      warm_start=warm_start)

@@ -22,7 +22,9 @@ import fnmatch
 import json
 import math
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Optional, Sequence, TextIO
 
@@ -34,6 +36,7 @@ import dsnn_keras
 from dsnn_keras import fileio
 from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
 from dsnn_keras.dataset import PreparedDataset
+from dsnn_keras.distribute import make_strategy, split_global_batches, worker_role
 from dsnn_keras.errors import DsnnError
 from dsnn_keras.paths import exclusive_lock
 from dsnn_keras.run_dir import (CHECKPOINT_NAME, list_checkpoints, no_restorable_checkpoint_message,
@@ -206,17 +209,30 @@ class Progress:
 
 
 # ---- run directory ------------------------------------------------------------------------------
+# How a run is executed, not what it computes: a run may resume under another value of these.
+EXECUTION_KEYS = ("strategy", "tpu")
+
+
+def _computed(config: Config) -> dict:
+    values = config.to_dict()
+    for key in EXECUTION_KEYS:
+        values["training"].pop(key, None)
+    return values
+
+
 def prepare_run_dir(run_dir: fileio.AnyPath, config: Config, dataset: PreparedDataset) -> None:
     """Creates RUN_DIR (config.yaml, tokenizer.model, dataset.json) or checks that it matches.
 
     ``run_dir`` and the dataset may each be local or remote (``gs://...``; `dsnn_keras.fileio`).
+    The comparison leaves out the `EXECUTION_KEYS` (``training.strategy``, ``training.tpu``):
+    a run started on one device may continue on several workers and back.
     """
     fileio.makedirs(run_dir)
     saved = fileio.join(run_dir, "config.yaml")
     if fileio.exists(saved):
         previous = load_config(saved)
-        if previous.to_dict() != config.to_dict():
-            diff = _dict_diff(previous.to_dict(), config.to_dict())
+        if _computed(previous) != _computed(config):
+            diff = _dict_diff(_computed(previous), _computed(config))
             raise TrainingError(f"{run_dir}: this run directory was started with a different config "
                                 f"({diff}); resume with the same config or use a new --out")
         if fileio.read_bytes(fileio.join(run_dir, "tokenizer.model")) != fileio.read_bytes(dataset.tokenizer_path):
@@ -259,12 +275,20 @@ class Trainer:
         dataset: The `PreparedDataset` (its features must match ``config.features``).
         run_dir: The run directory (created if needed); local or a URL `tf.io.gfile` writes
             (``gs://...``).
-        strategy: A `tf.distribute.Strategy`; defaults to the current (default) strategy.
+        strategy: A `tf.distribute.Strategy` (`dsnn_keras.distribute.make_strategy`). Defaults
+            to the current (default) strategy.
         stream: Where progress goes. Defaults to stderr.
         warm_start: A finished run directory to start from: its weights and nested masks are
             restored before step 0 and the masks stay frozen; optimizer and step counter start
             fresh (`dsnn_keras.warm_start`). A run directory started with one resumes only with
             the same one. Defaults to None.
+
+    Under a multi-worker strategy every worker runs the same loop in lock step; only the chief
+    (`dsnn_keras.distribute.worker_role`) writes RUN_DIR (config, checkpoints, train log,
+    TensorBoard) and runs the dev evaluation. The other workers restore from the chief's
+    ``RUN_DIR/checkpoints`` (RUN_DIR must be on storage every worker reads) and save their
+    checkpoints, as `tf.distribute.MultiWorkerMirroredStrategy` requires of every worker, into a
+    temporary directory of their own that is deleted after each save.
     """
 
     def __init__(self, config: Config, dataset: PreparedDataset, run_dir, strategy=None,
@@ -276,6 +300,7 @@ class Trainer:
         self.run_dir = fileio.as_path(run_dir)
         self.stream = stream or sys.stderr
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.role = worker_role(self.strategy)
         dataset.check_feature_config(config.feature_config())
         # Checked before the run directory is written: a resume needs the same --warm_start, a new
         # run a source whose architecture and tokenizer match.
@@ -284,7 +309,8 @@ class Trainer:
                                          has_checkpoints=bool(list_checkpoints(fileio.join(self.run_dir, "checkpoints"))))
         self._warm_source = (check_warm_start(warm_start, config, dataset)
                              if warm_start is not None and self._warm_record is None else None)
-        prepare_run_dir(self.run_dir, config, dataset)
+        if self.role.is_chief:
+            prepare_run_dir(self.run_dir, config, dataset)
         self.levels = tuple(config.effective_levels)
         self.blank_id = dataset.blank_id
         self.pieces = dataset.pieces()
@@ -309,6 +335,7 @@ class Trainer:
             model=self.model, optimizer=self.optimizer, step=self.state.step, epoch=self.state.epoch,
             batch_in_epoch=self.state.batch_in_epoch)
         self.checkpoint_dir = fileio.join(self.run_dir, "checkpoints")
+        self._restored = False   # set by restore()
         self._make_manager()
         self._cmvn_mean = tf.constant(dataset.cmvn_mean)
         # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
@@ -317,12 +344,26 @@ class Trainer:
         self._apply = tf.function(self._apply_fn, reduce_retracing=True)
 
     def _make_manager(self) -> None:
+        if not self.role.is_chief:
+            # TF's multi-worker recipe: every worker saves (a save may need collectives), the
+            # others into a scratch directory that is emptied after each save (`_save`).
+            self._scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"dsnn-{self.role.task.replace(':', '')}-"))
+            self.manager = tf.train.CheckpointManager(self.checkpoint, str(self._scratch), max_to_keep=1,
+                                                      checkpoint_name=CHECKPOINT_NAME)
+            return
         # The manager's list comes from the index file: rebuild that from the listing first.
         fileio.makedirs(self.checkpoint_dir)
         sync_checkpoint_index(self.checkpoint_dir)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
                                                   max_to_keep=self.config.training.keep_checkpoints,
                                                   checkpoint_name=CHECKPOINT_NAME)
+
+    def _save(self, step: int) -> None:
+        """Saves a checkpoint of ``step`` (every worker must call it; only the chief's is kept)."""
+        self.manager.save(checkpoint_number=step)
+        if not self.role.is_chief:
+            for path in self._scratch.iterdir():
+                path.unlink()
 
     def restore(self, warn=None) -> int:
         """Restores the newest checkpoint that restores; returns its step (0 if there is none).
@@ -339,6 +380,9 @@ class Trainer:
         restored, skipped = restore_newest(self.checkpoint, self.checkpoint_dir, warn=warn)
         if restored is None and skipped:
             raise TrainingError(no_restorable_checkpoint_message(self.checkpoint_dir, skipped))
+        self._restored = restored is not None
+        if not self.role.is_chief:   # reads the chief's checkpoints; moving files is the chief's job
+            return 0 if restored is None else int(self.state.step.numpy())
         indexed = {fileio.name(prefix) for _, prefix in list_checkpoints(self.checkpoint_dir)}
         orphans = sorted({entry.split(".data-")[0] for entry in fileio.listdir(self.checkpoint_dir)
                           if fnmatch.fnmatchcase(entry, CHECKPOINT_NAME + "-*.data-*")} - indexed)
@@ -364,7 +408,6 @@ class Trainer:
         cfg = self.config
         features, num_frames = batch["features"], batch["num_frames"]
         labels, label_lengths = batch["labels"], batch["label_lengths"]
-        ctx = tf.distribute.get_replica_context()
         frames = tf.shape(features)[1]
         valid = tf.sequence_mask(num_frames, frames)
         # Padding frames get the CMVN mean (0 after CMVN), like the convs' own 'same' padding.
@@ -372,12 +415,13 @@ class Trainer:
         # Tells bad data (NaN/Inf features) from a diverging loss when a step is non-finite.
         bad_inputs = 1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(features)), tf.float32)
         if cfg.data.specaugment is not None:
-            replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
-            seed = tf.stack([tf.constant(cfg.training.seed, tf.int64), step * 1024 + replica])
-            features = spec_augment(features, num_frames, cfg.data.specaugment, seed, self._cmvn_mean)
+            # Drawn for the whole global batch and sliced: the same masks whatever the replicas.
+            seed = tf.stack([tf.constant(cfg.training.seed, tf.int64), step * 1024])
+            rows = batch["first_row"] + tf.range(tf.shape(features)[0])
+            features = spec_augment(features, num_frames, cfg.data.specaugment, seed, self._cmvn_mean,
+                                    rows=rows, num_rows=batch["global_batch"])
         out_lengths = output_lengths(num_frames, cfg.model)
-        local = tf.cast(tf.shape(features)[0], tf.float32)
-        global_batch = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
+        global_batch = tf.maximum(tf.cast(batch["global_batch"], tf.float32), 1.0)
         weight = cfg.training.distillation_weight
         level_losses, distill_losses = [], []
         with tf.GradientTape() as tape:
@@ -386,7 +430,11 @@ class Trainer:
             for j in range(levels.shape[0]):
                 with dsnn_keras.sparsity_level_scope(self.model, levels[j]):
                     logits = self.model(features, training=True)
-                loss = ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
+                # A replica's share of a global batch with fewer rows than replicas is empty, and
+                # tf.nn.ctc_loss fails on an empty batch: its loss is 0.
+                loss = tf.cond(tf.shape(labels)[0] > 0,
+                               lambda: ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id),
+                               lambda: tf.constant(0.0)) / global_batch
                 level_losses.append(loss)
                 total += loss
                 if weight > 0:
@@ -448,15 +496,25 @@ class Trainer:
 
     # -- the loop --
     def batches(self):
-        """Yields (epoch, batch index in epoch, distributed batch), resuming at the saved position."""
+        """Yields (epoch, batch index in epoch, distributed batch), resuming at the saved position.
+
+        Every input pipeline (one per worker) builds the same global batches and feeds its
+        replicas their rows (`dsnn_keras.distribute.split_global_batches`): a step trains on the
+        same global batch whatever the number of replicas.
+        """
         epoch, skip = int(self.state.epoch.numpy()), int(self.state.batch_in_epoch.numpy())
         replicas = self.strategy.num_replicas_in_sync
         while True:
-            ds = self.dataset.training_batches(
-                self.config.data.train_split, self.config.data, seed=self.config.training.seed,
-                epoch=epoch, skip_batches=skip, output_lengths=self.output_lengths, min_batch_size=replicas)
+            def per_replica(context, epoch=epoch, skip=skip):
+                ds = self.dataset.training_batches(
+                    self.config.data.train_split, self.config.data, seed=self.config.training.seed,
+                    epoch=epoch, skip_batches=skip, output_lengths=self.output_lengths, min_batch_size=replicas)
+                local = context.num_replicas_in_sync // context.num_input_pipelines
+                return split_global_batches(ds, context.num_replicas_in_sync,
+                                            first_replica=context.input_pipeline_id * local, local_replicas=local)
+
             index = skip
-            distributed = self.strategy.experimental_distribute_dataset(ds)
+            distributed = self.strategy.distribute_datasets_from_function(per_replica)
             if self._compute is None:
                 self._compute = tf.function(self._compute_fn, input_signature=[
                     distributed.element_spec,
@@ -479,13 +537,17 @@ class Trainer:
         """
         cfg = self.config.training
         restored_from = self.restore()
+        if self.role.num_workers > 1:
+            self._check_workers_agree(restored_from, max_steps)
         stop = cfg.total_steps if max_steps is None else min(max_steps, cfg.total_steps)
         step = int(self.state.step.numpy())
         log_path = fileio.join(self.run_dir, "train_log.jsonl")
-        writer = tf.summary.create_file_writer(str(fileio.join(self.run_dir, "tensorboard")))
+        writer = (tf.summary.create_file_writer(str(fileio.join(self.run_dir, "tensorboard"))) if self.role.is_chief
+                  else tf.summary.create_noop_writer())
         progress = Progress(stop, step, self.stream, cfg.log_every)
         if restored_from:
-            progress.message(f"resumed from {self.manager.latest_checkpoint} at step {restored_from} "
+            where = self.manager.latest_checkpoint if self.role.is_chief else f"{self.checkpoint_dir} (the chief's)"
+            progress.message(f"resumed from {where} at step {restored_from} "
                              f"(epoch {int(self.state.epoch.numpy())}, batch {int(self.state.batch_in_epoch.numpy())})")
         warm = self._warm_record
         if self._warm_source is not None and not list_checkpoints(self.checkpoint_dir):
@@ -493,12 +555,15 @@ class Trainer:
 
             restored, source_step = restore_warm_start(
                 self.model, self._warm_source, warn=lambda message: progress.message(message))
-            warm = write_warm_start(self.run_dir, self._warm_source, restored, source_step)
+            warm = (write_warm_start(self.run_dir, self._warm_source, restored, source_step) if self.role.is_chief
+                    else None)
             progress.message(f"warm start: weights and masks from {restored} (step {source_step}); masks frozen, "
                              "optimizer and step counter fresh")
         self._log(log_path, {"event": "start", "step": step, "resumed_from": restored_from,
                              "levels": list(self.levels), "stop_at": stop,
-                             "replicas": self.strategy.num_replicas_in_sync, "warm_start": warm})
+                             "replicas": self.strategy.num_replicas_in_sync, "workers": self.role.num_workers,
+                             "warm_start": warm})
+        saved = restored_from   # the same on every worker: each decides alike when to save
         k, n = len(self.levels), self.config.num_sandwich_levels
         window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k)}
         consecutive_bad, bad_input_steps, last_losses, dev = 0, 0, None, None
@@ -555,16 +620,33 @@ class Trainer:
                 if cfg.eval_every and step % cfg.eval_every == 0 and step != stop:
                     dev = self._evaluate(step, writer, log_path, progress)
                 if step % cfg.checkpoint_every == 0 or step == stop:
-                    self.manager.save(checkpoint_number=step)
+                    self._save(step)
+                    saved = step
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                tf.errors.DeadlineExceededError) as error:
+            if self.role.num_workers == 1:
+                raise
+            # A collective failed: another worker died or was restarted (the cluster's
+            # coordination service aborts the collectives of the others).
+            reason = " ".join(str(error).split())[:240]
+            raise TrainingError(
+                f"{self.role.task}: lost another worker after step {step} ({type(error).__name__}: {reason}); "
+                f"restart every worker with the same command: training resumes from the chief's last "
+                f"checkpoint (step {saved})") from None
         finally:
             progress.close()
-        latest = self.manager.latest_checkpoint
-        if latest is None or int(latest.rsplit("-", 1)[1]) != step:
-            self.manager.save(checkpoint_number=step)
+        if saved != step or (step == 0 and not self._restored):
+            self._save(step)
         if step > restored_from:
             dev = self._evaluate(step, writer, log_path, progress)
         writer.flush()
         self._log(log_path, {"event": "end", "step": step, "dev": dev})
+        if self.role.num_workers > 1:
+            # The others wait for the chief's last evaluation: a worker leaving early is reported
+            # by the cluster's coordination service as a crash.
+            self._gather_from_replicas([step])
+        if not self.role.is_chief:
+            shutil.rmtree(self._scratch, ignore_errors=True)
         return {"step": step, "resumed_from": restored_from, "levels": list(self.levels),
                 "last_losses": last_losses, "level_visits": visits, "dev": dev, "warm_start": warm}
 
@@ -596,7 +678,39 @@ class Trainer:
         for key in window:
             window[key][:] = 0
 
+    def _check_workers_agree(self, restored_from: int, max_steps: Optional[int]) -> None:
+        """Raises on every worker unless all restored the same step and run the same config.
+
+        A worker that cannot read the chief's checkpoints (RUN_DIR not on shared storage) or was
+        started with another config would otherwise train a different model in lock step.
+        """
+        import hashlib
+
+        text = json.dumps([_computed(self.config), max_steps], sort_keys=True)
+        digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+        rows = self._gather_from_replicas([restored_from, digest])
+        if (rows[:, 1] != rows[0, 1]).any():
+            raise TrainingError(f"{self.role.task}: the workers were started with different configs or --max_steps "
+                                "(every worker must run the same dsnn-train command)")
+        if (rows[:, 0] != rows[0, 0]).any():
+            raise TrainingError(
+                f"{self.role.task}: the workers restored different steps ({sorted(set(int(s) for s in rows[:, 0]))}); "
+                f"every worker must read the chief's {self.checkpoint_dir}: put --out on storage all of them "
+                "reach (e.g. gs://... or a shared volume)")
+
+    def _gather_from_replicas(self, values: Sequence[int]) -> np.ndarray:
+        """``values`` of every replica, stacked (a collective: every worker must call it)."""
+        mine = tf.constant([list(values)], tf.int64)
+
+        @tf.function
+        def gather():
+            return self.strategy.run(lambda: tf.distribute.get_replica_context().all_gather(tf.identity(mine), axis=0))
+
+        return self.strategy.experimental_local_results(gather())[0].numpy()
+
     def _evaluate(self, step, writer, log_path, progress):
+        if not self.role.is_chief:   # the chief evaluates; the others go on to the next step and wait there
+            return None
         dev = self.dev_wer(self.config.training.eval_max_utterances)
         if dev is None:
             return None
@@ -609,8 +723,9 @@ class Trainer:
             f"L{r['level']}({r['sparsity']:g})={r['wer']:.3f}" for r in dev))
         return dev
 
-    @staticmethod
-    def _log(path: fileio.AnyPath, record: dict) -> None:
+    def _log(self, path: fileio.AnyPath, record: dict) -> None:
+        if not self.role.is_chief:
+            return
         record = {"time": time.time(), **record}
         fileio.append_text(path, json.dumps(record) + "\n")
 
@@ -619,10 +734,14 @@ def train(config: Config, data_dir, run_dir, max_steps: Optional[int] = None, st
           stream: Optional[TextIO] = None, lock: bool = True, warm_start=None) -> dict:
     """Trains (or resumes) a run: see `Trainer` (``warm_start`` too). Returns `Trainer.run`'s summary.
 
-    Holds ``RUN_DIR/.dsnn-train.lock`` while it runs (``lock=False``: the caller holds it): a
-    second trainer on the same run directory fails at once with `dsnn_keras.paths.LockedError`.
+    The chief holds ``RUN_DIR/.dsnn-train.lock`` while it runs (``lock=False``: the caller holds
+    it): a second trainer on the same run directory fails at once with
+    `dsnn_keras.paths.LockedError`. ``strategy`` None: the one ``config.training.strategy`` names
+    (`dsnn_keras.distribute.make_strategy`).
     """
-    if lock:
+    if strategy is None:
+        strategy = make_strategy(config.training.strategy, config.training.tpu)
+    if lock and worker_role(strategy).is_chief:
         with exclusive_lock(run_dir, LOCK_NAME, holder="dsnn-train"):
             return train(config, data_dir, run_dir, max_steps=max_steps, strategy=strategy, stream=stream,
                          lock=False, warm_start=warm_start)

@@ -17,7 +17,7 @@ def test_help_documents_flags_without_importing_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("False")
-    for flag in ("--data", "--config", "--out", "--max_steps", "--set"):
+    for flag in ("--data", "--config", "--out", "--max_steps", "--set", "--strategy", "--tpu"):
         assert flag in out.stdout
 
 

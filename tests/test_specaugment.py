@@ -42,3 +42,14 @@ def test_zero_masks_leave_features_unchanged():
     features, lengths = _batch()
     cfg = SpecAugmentConfig(freq_masks=0, time_masks=0)
     np.testing.assert_array_equal(spec_augment(features, lengths, cfg, seed=[0, 0]).numpy(), features.numpy())
+
+
+def test_a_replicas_rows_get_the_masks_they_get_in_the_whole_batch():
+    features, lengths = _batch()
+    cfg = SpecAugmentConfig(freq_mask_width=6, time_mask_width=8, time_mask_max_ratio=0.5)
+    whole = spec_augment(features, lengths, cfg, seed=[3, 4]).numpy()
+    parts = [spec_augment(features[a:b], lengths[a:b], cfg, seed=[3, 4], rows=tf.range(a, b), num_rows=3).numpy()
+             for a, b in ((0, 1), (1, 3))]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    # Without the rows, the second part would be masked as rows 0-1 of a batch of 2: other masks.
+    assert (spec_augment(features[1:3], lengths[1:3], cfg, seed=[3, 4]).numpy() != whole[1:3]).any()

@@ -162,7 +162,9 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error(tmp_path):
 
 
 @pytest.mark.large
-def test_trains_under_mirrored_strategy_on_two_logical_cpus(prepared, tmp_path):
+def test_two_mirrored_replicas_train_like_one_device_on_the_same_global_batch(prepared, tmp_path):
+    """Each replica gets its rows of the global batch (and their SpecAugment masks): the logged
+    losses match a one-device run's within a relative 1e-4 (only the float sums' order differs)."""
     script = textwrap.dedent(f"""
         import io, json, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
@@ -175,6 +177,8 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus(prepared, tmp_path):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         summary = train(small_config(training={{"total_steps": 4}}), {str(prepared)!r},
                         {str(tmp_path / 'run')!r}, strategy=strategy, stream=io.StringIO())
+        train(small_config(training={{"total_steps": 4}}), {str(prepared)!r}, {str(tmp_path / 'one')!r},
+              stream=io.StringIO())
         print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "step": summary["step"],
                           "losses": summary["last_losses"]}}))
     """)
@@ -185,3 +189,7 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus(prepared, tmp_path):
     assert all(np.isfinite(v) for v in result["losses"].values())
     start = [r for r in _log(tmp_path / "run") if r["event"] == "start"][0]
     assert start["replicas"] == 2
+    two, one = ([r["loss"] for r in _log(tmp_path / run) if r["event"] == "train"] for run in ("run", "one"))
+    assert len(two) == len(one) == 2 and [sorted(r) for r in two] == [sorted(r) for r in one]
+    for a, b in zip(two, one):
+        np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=1e-4)
