@@ -289,6 +289,12 @@ def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tm
     from tflite.export import ExportOptions, export_run
     from tflite.runtime import Recognizer
 
+    import tf_keras as keras
+
+    # The run's weights are random: seeded here so the whole-utterance text (which must not be
+    # empty, or the stream comparison below would be vacuous) does not depend on which tests ran
+    # before in this process (it came out empty once under pytest-xdist).
+    keras.utils.set_random_seed(7)
     run = h.write_run_dir(tmp_path / "run", conv_padding="causal")
     tokenizer = spm.SentencePieceProcessor(model_file=str(run / "tokenizer.model"))
     lm = build_lm(["yes no", "go stop", "left right", "up down", "on off", "yes go"] * 3, 2,
