@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Optional
 
 from dsnn_keras.errors import DsnnError
@@ -64,6 +65,10 @@ class WorkerRole:
 def _check_tf_config() -> None:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
+        # TensorFlow runs a one-worker cluster then; say so, since a forgotten TF_CONFIG would
+        # otherwise train alone on every machine without a word.
+        print("dsnn-train: note: --strategy multi_worker without TF_CONFIG: this process is a "
+              "cluster of one worker", file=sys.stderr)
         return
     try:
         value = json.loads(raw)

@@ -133,3 +133,11 @@ def test_the_job_passes_the_strategy_to_the_train_step_and_refuses_multi_worker(
                         lambda *args, **kwargs: seen.update(kwargs) or {"step": 1, "dev": None})
     Job(JobConfig(out=tmp_path / "out", strategy="tpu", tpu="v3-8"), log=lambda _m: None)._train(tmp_path / "run")
     assert (seen["strategy"], seen["tpu"]) == ("tpu", "v3-8")
+
+
+def test_multi_worker_without_tf_config_says_it_is_a_cluster_of_one(monkeypatch, capsys):
+    from dsnn_keras import distribute
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    distribute._check_tf_config()
+    assert "without TF_CONFIG" in capsys.readouterr().err
