@@ -20,6 +20,12 @@ spec keeps the directory; otherwise its last *finished* artifact is moved to ``<
 before it starts again. A directory is only ever replaced if the job made it (it holds one of
 those two files, or is empty).
 
+Remote outputs (``gs://...``, anything `dsnn_keras.fileio` reaches): an object store has no
+directory rename, so a swap deletes the old output's ``_artifact.json`` first (it no longer counts
+as made), then its files, then moves the staging files one by one with ``_artifact.json`` last. A
+step is complete exactly when its ``_artifact.json`` is there, as locally; a job killed half way
+through a swap finishes it on the next run (the staging directory still holds the record).
+
 Example:
     >>> spec = StepSpec("prepare", pathlib.Path("out/data"), params={"vocab": 128},
     ...                 inputs={"corpus": corpus_record.fingerprint})
@@ -32,12 +38,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import pathlib
-import shutil
 import time
 from typing import Any, Callable, Mapping, Optional
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
+from dsnn_keras.fileio import AnyPath
 
 ARTIFACT_FILE = "_artifact.json"
 IN_PROGRESS_FILE = "_step.json"
@@ -61,10 +67,9 @@ def fingerprint_of(value: Any) -> str:
 
 def fingerprint_file(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes; a missing file is a `StepError` naming it."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise StepError(f"input file not found: {path}")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    if not fileio.isfile(path):
+        raise StepError(f"input file not found: {os.fspath(path)}")
+    return hashlib.sha256(fileio.read_bytes(path)).hexdigest()
 
 
 def fingerprint_tree(path: str | os.PathLike) -> str:
@@ -73,17 +78,9 @@ def fingerprint_tree(path: str | os.PathLike) -> str:
     Cheap on a large corpus (no file contents are read) and changes when a file is added, removed,
     replaced or edited. A missing directory is a `StepError` naming it.
     """
-    root = pathlib.Path(path)
-    if not root.is_dir():
-        raise StepError(f"input directory not found: {root}")
-    listing = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = pathlib.Path(dirpath) / name
-            stat = full.stat()
-            listing.append((full.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
-    return fingerprint_of(listing)
+    if not fileio.isdir(path):
+        raise StepError(f"input directory not found: {os.fspath(path)}")
+    return fingerprint_of([list(entry) for entry in fileio.walk_files(path)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +97,7 @@ class StepSpec:
     """
 
     name: str
-    out: pathlib.Path
+    out: AnyPath
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     resumable: bool = False
@@ -124,51 +121,65 @@ class StepRecord:
     """
 
     name: str
-    out: pathlib.Path
+    out: AnyPath
     fingerprint: str
     status: str
     seconds: float
     finished: str
 
 
-def read_record(out: pathlib.Path) -> Optional[dict[str, Any]]:
+def _read_json(path: AnyPath) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(fileio.read_text(path))
+    except (OSError, ValueError):
+        return None
+
+
+def read_record(out: AnyPath) -> Optional[dict[str, Any]]:
     """The parsed ``_artifact.json`` of a step directory, or None if absent or unreadable."""
-    try:
-        return json.loads((pathlib.Path(out) / ARTIFACT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return _read_json(fileio.join(out, ARTIFACT_FILE))
 
 
-def _read_in_progress(out: pathlib.Path) -> Optional[dict[str, Any]]:
-    try:
-        return json.loads((out / IN_PROGRESS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+def _read_in_progress(out: AnyPath) -> Optional[dict[str, Any]]:
+    return _read_json(fileio.join(out, IN_PROGRESS_FILE))
 
 
-def previous_dir(out: pathlib.Path) -> pathlib.Path:
+def _has(out: AnyPath, name: str) -> bool:
+    return fileio.isfile(fileio.join(out, name))
+
+
+def _sibling(out: AnyPath, name: str) -> AnyPath:
+    return fileio.join(fileio.parent(out), name)
+
+
+def previous_dir(out: AnyPath) -> AnyPath:
     """Where a resumable step's last finished artifact is kept when the step is re-made."""
-    return out.with_name(out.name + ".previous")
+    return _sibling(out, fileio.name(out) + ".previous")
 
 
-def staging_dir(out: pathlib.Path) -> pathlib.Path:
+def staging_dir(out: AnyPath) -> AnyPath:
     """Where a non-resumable step makes its new output before it replaces ``out``."""
-    return out.with_name("." + out.name + STAGING_SUFFIX)
+    return _sibling(out, "." + fileio.name(out) + STAGING_SUFFIX)
 
 
-def _replaced_dir(out: pathlib.Path) -> pathlib.Path:
-    return out.with_name("." + out.name + REPLACED_SUFFIX)
+def _replaced_dir(out: AnyPath) -> AnyPath:
+    return _sibling(out, "." + fileio.name(out) + REPLACED_SUFFIX)
+
+
+def _exists(path: AnyPath) -> bool:
+    """Locally: anything at ``path``. Remotely: a file under the prefix (an emptied prefix may linger)."""
+    return fileio.exists(path) if fileio.is_local(path) else bool(fileio.walk_files(path)) or fileio.isfile(path)
 
 
 def _check_replaceable(spec: StepSpec) -> None:
     """Refuses an output path that is not a directory, or a directory dsnn-job did not make."""
     out = spec.out
-    if not out.exists():
+    if not _exists(out):
         return
-    if not out.is_dir():
+    if not fileio.isdir(out):
         raise StepError(f"{spec.name}: output path {out} exists and is not a directory")
-    made_by_job = (out / ARTIFACT_FILE).exists() or (out / IN_PROGRESS_FILE).exists()
-    if not made_by_job and any(out.iterdir()):
+    made_by_job = _has(out, ARTIFACT_FILE) or _has(out, IN_PROGRESS_FILE)
+    if not made_by_job and (fileio.listdir(out) if fileio.is_local(out) else fileio.walk_files(out)):
         raise StepError(f"{spec.name}: refusing to replace {out}: it is not empty and was not written by "
                         f"dsnn-job (no {ARTIFACT_FILE}); move it away or choose another --out")
 
@@ -176,70 +187,81 @@ def _check_replaceable(spec: StepSpec) -> None:
 def _recover(spec: StepSpec, log: Callable[[str], None]) -> None:
     """Completes a swap a killed job left half done; removes a dead run's staging directories."""
     out, staging, replaced = spec.out, staging_dir(spec.out), _replaced_dir(spec.out)
-    if staging.is_dir() and not out.exists() and read_record(staging) is not None:
-        staging.rename(out)  # the new output was complete: finish the swap
+    if fileio.is_local(out):
+        if staging.is_dir() and not out.exists() and read_record(staging) is not None:
+            staging.rename(out)  # the new output was complete: finish the swap
+            log(f"{spec.name}: completed the interrupted replacement of {out}")
+    elif read_record(staging) is not None and not _has(out, ARTIFACT_FILE):
+        _swap(staging, out)      # killed between deleting the old record and moving the new one
         log(f"{spec.name}: completed the interrupted replacement of {out}")
     for leftover in (staging, replaced):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
+        if _exists(leftover):
+            fileio.rmtree(leftover)
 
 
-def _swap(staging: pathlib.Path, out: pathlib.Path) -> None:
-    """Puts the complete ``staging`` in place of ``out`` (two renames; see `_recover`)."""
-    replaced = _replaced_dir(out)
-    if out.exists():
-        out.rename(replaced)
-    staging.rename(out)
-    if replaced.exists():
-        shutil.rmtree(replaced)
+def _swap(staging: AnyPath, out: AnyPath) -> None:
+    """Puts the complete ``staging`` in place of ``out`` (see the module notes and `_recover`)."""
+    if fileio.is_local(out):
+        replaced = _replaced_dir(out)
+        if out.exists():
+            out.rename(replaced)
+        staging.rename(out)
+        if replaced.exists():
+            fileio.rmtree(replaced)
+        return
+    # No directory rename: the old output stops counting as made (its record goes first), its files
+    # go (but any the new output already moved in), then the new files move, the record last.
+    fileio.remove(fileio.join(out, ARTIFACT_FILE), missing_ok=True)
+    record = read_record(staging) or {}
+    incoming = ({relative for relative, _, _ in fileio.walk_files(staging)}
+                | {entry["path"] for entry in record.get("files", [])})   # already moved by a killed swap
+    for relative, _, _ in fileio.walk_files(out):
+        if relative not in incoming:
+            fileio.remove(fileio.join(out, relative), missing_ok=True)
+    fileio.move_tree(staging, out, last=ARTIFACT_FILE)
 
 
 def _clear(spec: StepSpec, log: Callable[[str], None]) -> None:
     out = spec.out
-    if not out.exists():
+    if not _exists(out):
         return
     _check_replaceable(spec)
-    if spec.resumable and (out / ARTIFACT_FILE).exists():
+    if spec.resumable and _has(out, ARTIFACT_FILE):
         # A finished training is expensive: a changed (or mistyped) flag must not silently delete it.
         keep = previous_dir(out)
-        if keep.exists():
-            shutil.rmtree(keep)
-        out.rename(keep)
+        if _exists(keep):
+            fileio.rmtree(keep)
+        fileio.move_tree(out, keep, last=ARTIFACT_FILE)
         log(f"{spec.name}: kept the previous finished artifact as {keep}")
         return
-    shutil.rmtree(out)
+    fileio.rmtree(out)
 
 
-def _listing(out: pathlib.Path) -> list[dict[str, Any]]:
-    files = []
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        if path.name in (ARTIFACT_FILE, IN_PROGRESS_FILE):
-            continue
-        files.append({"path": path.relative_to(out).as_posix(), "size_bytes": path.stat().st_size})
-    return files
+def _listing(out: AnyPath) -> list[dict[str, Any]]:
+    return [{"path": relative, "size_bytes": size} for relative, size, _ in fileio.walk_files(out)
+            if fileio.name(relative) not in (ARTIFACT_FILE, IN_PROGRESS_FILE)]
 
 
-def _missing_files(out: pathlib.Path, record: dict[str, Any]) -> list[str]:
+def _missing_files(out: AnyPath, record: dict[str, Any]) -> list[str]:
     """Recorded output files that are gone or have another size (edited or truncated)."""
-    missing = []
-    for entry in record.get("files", []):
-        path = out / entry["path"]
-        if not path.is_file() or path.stat().st_size != entry["size_bytes"]:
-            missing.append(entry["path"])
-    return missing
+    sizes = {relative: size for relative, size, _ in fileio.walk_files(out)}
+    return [entry["path"] for entry in record.get("files", []) if sizes.get(entry["path"]) != entry["size_bytes"]]
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _write_artifact(directory: pathlib.Path, spec: StepSpec, seconds: float, finished: str, status: str) -> None:
+def _write_artifact(directory: AnyPath, spec: StepSpec, seconds: float, finished: str, status: str) -> None:
     artifact = {"format_version": FORMAT_VERSION, **spec.to_json(), "finished": finished,
                 "seconds": round(seconds, 3), "status": status, "files": _listing(directory)}
-    tmp = directory / (ARTIFACT_FILE + ".tmp")
-    tmp.write_text(json.dumps(artifact, indent=1))
-    os.replace(tmp, directory / ARTIFACT_FILE)
-    (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
+    fileio.atomic_write(fileio.join(directory, ARTIFACT_FILE), json.dumps(artifact, indent=1))
+    fileio.remove(fileio.join(directory, IN_PROGRESS_FILE), missing_ok=True)
+
+
+def _write_in_progress(directory: AnyPath, spec: StepSpec) -> None:
+    fileio.atomic_write(fileio.join(directory, IN_PROGRESS_FILE),
+                        json.dumps({**spec.to_json(), "started": _now()}, indent=1))
 
 
 def adopt(spec: StepSpec, log: Callable[[str], None] = print) -> bool:
@@ -254,7 +276,7 @@ def adopt(spec: StepSpec, log: Callable[[str], None] = print) -> bool:
         holds ``_artifact.json`` or ``_step.json``.
     """
     out = spec.out
-    if not out.is_dir() or (out / ARTIFACT_FILE).exists() or (out / IN_PROGRESS_FILE).exists():
+    if not fileio.isdir(out) or _has(out, ARTIFACT_FILE) or _has(out, IN_PROGRESS_FILE):
         return False
     _write_artifact(out, spec, 0.0, _now(), "adopted")
     log(f"{spec.name}: recorded the existing output {out} (made before artifacts were recorded)")
@@ -270,14 +292,14 @@ def adopt_in_progress(spec: StepSpec, log: Callable[[str], None] = print) -> boo
         a directory or already holds ``_artifact.json`` or ``_step.json``.
     """
     out = spec.out
-    if not spec.resumable or not out.is_dir() or (out / ARTIFACT_FILE).exists() or (out / IN_PROGRESS_FILE).exists():
+    if not spec.resumable or not fileio.isdir(out) or _has(out, ARTIFACT_FILE) or _has(out, IN_PROGRESS_FILE):
         return False
-    (out / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
+    _write_in_progress(out, spec)
     log(f"{spec.name}: resuming the existing unfinished output {out}")
     return True
 
 
-def run_step(spec: StepSpec, action: Callable[[pathlib.Path], None], log: Callable[[str], None] = print,
+def run_step(spec: StepSpec, action: Callable[[AnyPath], None], log: Callable[[str], None] = print,
              force: bool = False) -> StepRecord:
     """Runs ``action`` to (re)make ``spec.out`` unless an up-to-date artifact is already there.
 
@@ -311,23 +333,23 @@ def run_step(spec: StepSpec, action: Callable[[pathlib.Path], None], log: Callab
         # Made aside and swapped in only once complete: a failure keeps the previous output.
         _check_replaceable(spec)
         staging = staging_dir(spec.out)
-        staging.mkdir(parents=True)
-        (staging / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
+        fileio.makedirs(staging)
+        _write_in_progress(staging, spec)
         start = time.monotonic()
         action(staging)
         seconds, finished = time.monotonic() - start, _now()
         _write_artifact(staging, spec, seconds, finished, "ran")
         _swap(staging, spec.out)
         return StepRecord(spec.name, spec.out, fingerprint, "ran", seconds, finished)
-    in_progress = _read_in_progress(spec.out) if spec.out.is_dir() else None
+    in_progress = _read_in_progress(spec.out)
     status = "ran"
     if not force and record is None and in_progress and in_progress.get("fingerprint") == fingerprint:
         status = "resumed"
         log(f"{spec.name}: resuming the interrupted step in {spec.out}")
     else:
         _clear(spec, log)
-        spec.out.mkdir(parents=True, exist_ok=True)
-        (spec.out / IN_PROGRESS_FILE).write_text(json.dumps({**spec.to_json(), "started": _now()}, indent=1))
+        fileio.makedirs(spec.out)
+        _write_in_progress(spec.out, spec)
     start = time.monotonic()
     action(spec.out)
     seconds, finished = time.monotonic() - start, _now()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import pathlib
 import subprocess
 import sys
 from typing import Optional, Sequence
@@ -87,19 +86,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bad input, 2 for bad arguments (among them an ``--out`` that overlaps ``--corpus``), 130 on Ctrl-C."""
     args = _parser().parse_args(argv)
     from dsnn_job.job import run_job
+    from dsnn_keras import fileio
     from dsnn_keras.errors import DsnnError
 
     try:
         config = JobConfig(
-            out=pathlib.Path(args.out), corpus=args.corpus,
-            config=pathlib.Path(args.config) if args.config else DEFAULT_CONFIG,
+            out=fileio.as_path(args.out), corpus=args.corpus,
+            config=fileio.as_path(args.config) if args.config else DEFAULT_CONFIG,
             overrides=tuple(args.overrides), num_utterances=args.num_utterances, seed=args.seed,
             dev_speakers=args.dev_speakers, tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
             eval_split=args.eval_split, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
             baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
             bench_utterances=args.bench_utterances, force=tuple(args.force),
-            warm_start=pathlib.Path(args.warm_start) if args.warm_start else None,
-            push_dir=pathlib.Path(args.push_dir) if args.push_dir else None,
+            warm_start=fileio.as_path(args.warm_start) if args.warm_start else None,
+            push_dir=fileio.as_path(args.push_dir) if args.push_dir else None,
             push_tolerance=args.push_tolerance, push_force=args.push_force,
             strategy=args.strategy, tpu=args.tpu)
         run_job(config)

@@ -30,6 +30,12 @@ naming the command.
 
 then ``summary.json``, ``summary.md`` and ``plots/*.png`` in ``out`` (always rewritten; cheap).
 
+``out``, ``corpus``, ``warm_start`` and ``push_dir`` may be URLs (``gs://...``; anything
+`dsnn_keras.fileio` reaches): every step reads and writes them through `tf.io.gfile` / Beam's
+FileSystems. The steps whose libraries need local files (the synthesiser, the LiteRT interpreter,
+matplotlib) work in a local scratch directory that the job copies to or from the URL; a remote
+``out`` cannot be locked (a note says so), so only one job may run on it at a time.
+
 Example:
     >>> result = run_job(JobConfig(out=pathlib.Path("demo")))
     >>> result["summary"]["levels"][0]["wer"]
@@ -42,10 +48,13 @@ import json
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
+from dsnn_keras.fileio import AnyPath
 
 from dsnn_job.artifacts import IN_PROGRESS_FILE, StepError, StepRecord, StepSpec, fingerprint_file, fingerprint_tree, run_step
 
@@ -99,7 +108,7 @@ class JobConfig:
         tpu: ``dsnn-train --tpu`` (with ``strategy="tpu"``).
     """
 
-    out: pathlib.Path
+    out: AnyPath
     corpus: str = SYNTH
     config: pathlib.Path = DEFAULT_CONFIG
     overrides: tuple[str, ...] = ()
@@ -117,8 +126,8 @@ class JobConfig:
     bench_repeats: int = 5
     bench_utterances: int = 8
     force: tuple[str, ...] = ()
-    warm_start: Optional[pathlib.Path] = None
-    push_dir: Optional[pathlib.Path] = None
+    warm_start: Optional[AnyPath] = None
+    push_dir: Optional[AnyPath] = None
     push_tolerance: float = 0.0
     push_force: bool = False
     strategy: Optional[str] = None
@@ -128,9 +137,9 @@ class JobConfig:
         from dsnn_job.push import check_tolerance
         from dsnn_keras.paths import check_disjoint
 
-        if self.corpus != SYNTH and not pathlib.Path(self.corpus).is_dir():
+        if self.corpus != SYNTH and not fileio.isdir(self.corpus):
             raise StepError(f"--corpus: no such directory: {self.corpus} (or use 'synth')")
-        if not pathlib.Path(self.config).is_file():
+        if not fileio.isfile(self.config):
             hint = ("" if pathlib.Path(self.config) != DEFAULT_CONFIG else
                     " (the default config ships in the source checkout's configs/; outside it, pass --config)")
             raise StepError(f"--config: no such file: {self.config}{hint}")
@@ -149,7 +158,7 @@ class JobConfig:
         if self.push_dir is None and ("push" in self.force or self.push_force):
             raise StepError("--force push and --push_force need --push_dir")
         check_tolerance(self.push_tolerance)
-        if self.warm_start is not None and not pathlib.Path(self.warm_start).is_dir():
+        if self.warm_start is not None and not fileio.isdir(self.warm_start):
             raise StepError(f"--warm_start: no such run directory: {self.warm_start}")
         for item in self.overrides:
             if "=" not in item:
@@ -217,7 +226,9 @@ class Job:
 
     def __init__(self, config: JobConfig, log: Callable[[str], None] = None):
         self.config = config
-        self.out = pathlib.Path(config.out)
+        self.out = fileio.as_path(config.out)
+        self._scratch: Optional[tempfile.TemporaryDirectory] = None
+        self._local_files: dict[str, pathlib.Path] = {}
         self.records: dict[str, StepRecord] = {}
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._forced = False  # once a step is forced, everything after it re-runs too
@@ -241,16 +252,45 @@ class Job:
 
     # Paths of the artifacts.
     @property
-    def corpus_dir(self) -> pathlib.Path:
-        return self.out / "corpus" if self.config.corpus == SYNTH else pathlib.Path(self.config.corpus)
+    def corpus_dir(self) -> AnyPath:
+        return fileio.join(self.out, "corpus") if self.config.corpus == SYNTH else fileio.as_path(self.config.corpus)
 
     @property
-    def eval_json(self) -> pathlib.Path:
-        return self.out / "eval" / "eval.json"
+    def eval_json(self) -> AnyPath:
+        return fileio.join(self.out, "eval", "eval.json")
 
     @property
-    def model_path(self) -> pathlib.Path:
-        return self.out / "export" / "model.tflite"
+    def model_path(self) -> AnyPath:
+        return fileio.join(self.out, "export", "model.tflite")
+
+    def scratch(self, *parts: str) -> pathlib.Path:
+        """A local directory (removed when the job ends) for steps whose libraries need local files."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="dsnn-job-")
+        path = pathlib.Path(self._scratch.name).joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def local(self, path: AnyPath) -> pathlib.Path:
+        """``path`` itself if local; else a local copy in the scratch directory (made once per job)."""
+        if fileio.is_local(path):
+            return pathlib.Path(path)
+        key = os.fspath(path)
+        if key not in self._local_files:
+            target = self.scratch("inputs", str(len(self._local_files))) / fileio.name(path)
+            target.write_bytes(fileio.read_bytes(path))
+            self._local_files[key] = target
+        return self._local_files[key]
+
+    @contextlib.contextmanager
+    def writing_locally(self, directory: AnyPath) -> Iterator[pathlib.Path]:
+        """``directory`` itself if local; else a local scratch directory copied into it afterwards."""
+        if fileio.is_local(directory):
+            yield pathlib.Path(directory)
+            return
+        local = self.scratch("outputs", fileio.name(directory))
+        yield local
+        fileio.copy_tree(local, directory)
 
     def run(self) -> dict[str, Any]:
         """Runs every step (skipping up-to-date ones) and writes the summary; returns it.
@@ -259,16 +299,20 @@ class Job:
         """
         from dsnn_keras.paths import LockedError, exclusive_lock
 
-        if self.out.exists() and not self.out.is_dir():
+        if fileio.isfile(self.out):
             raise StepError(f"--out {self.out} exists and is not a directory")
         try:
             with exclusive_lock(self.out, ".dsnn-job.lock", holder="dsnn-job"):
                 # A summary of an earlier run must not outlive a failed re-run next to new artifacts.
                 for name in ("summary.json", "summary.md"):
-                    (self.out / name).unlink(missing_ok=True)
+                    fileio.remove(fileio.join(self.out, name), missing_ok=True)
                 return self._run_steps()
         except LockedError as error:  # raised only on entering: the steps report their own errors
             raise StepError(str(error)) from None
+        finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
+                self._scratch, self._local_files = None, {}
 
     def _run_steps(self) -> dict[str, Any]:
         c = self.config
@@ -281,7 +325,7 @@ class Job:
             return self._run(index, total, spec, action)
 
         if c.corpus == SYNTH:
-            corpus = step(StepSpec("synth", self.out / "corpus",
+            corpus = step(StepSpec("synth", fileio.join(self.out, "corpus"),
                                    params={"num_utterances": c.num_utterances, "seed": c.seed}),
                           self._synth).fingerprint
             prepare_params = {"splits": list(SYNTH_SPLITS)}
@@ -290,7 +334,7 @@ class Job:
             corpus = fingerprint_tree(c.corpus)
             prepare_params = {"dev_speakers": c.dev_speakers}
         prepare_params.update(tokenizer_type=c.tokenizer_type, vocab_size=c.vocab_size)
-        data = step(StepSpec("prepare", self.out / "data", params=prepare_params,
+        data = step(StepSpec("prepare", fileio.join(self.out, "data"), params=prepare_params,
                              inputs={"corpus": corpus}), self._prepare).fingerprint
         train_inputs = {"data": data, "config": fingerprint_file(c.config)}
         if c.warm_start is not None:
@@ -298,17 +342,17 @@ class Job:
 
             # None (no checkpoint yet) fails in the step with the trainer's message.
             train_inputs["warm_start"] = source_fingerprint(c.warm_start) or str(c.warm_start)
-        run = step(StepSpec("train", self.out / "run", params={"overrides": list(c.overrides)},
+        run = step(StepSpec("train", fileio.join(self.out, "run"), params={"overrides": list(c.overrides)},
                             inputs=train_inputs, resumable=True), self._train).fingerprint
-        evaluation = step(StepSpec("eval", self.out / "eval", params={"split": c.split},
+        evaluation = step(StepSpec("eval", fileio.join(self.out, "eval"), params={"split": c.split},
                                    inputs={"run": run, "data": data}), self._eval).fingerprint
-        export = step(StepSpec("export", self.out / "export",
+        export = step(StepSpec("export", fileio.join(self.out, "export"),
                                params={"quantize": c.quantize, "design": c.design, "max_wer": c.max_wer,
                                        "baselines": c.baselines},
                                inputs={"run": run, "eval": evaluation}), self._export).fingerprint
-        step(StepSpec("transcribe", self.out / "transcribe", params={"split": c.split},
+        step(StepSpec("transcribe", fileio.join(self.out, "transcribe"), params={"split": c.split},
                       inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._transcribe)
-        bench = step(StepSpec("bench", self.out / "bench",
+        bench = step(StepSpec("bench", fileio.join(self.out, "bench"),
                               params={"threads": list(c.bench_threads), "repeats": c.bench_repeats,
                                       "utterances": c.bench_utterances, "split": c.split},
                               inputs={"export": export, "eval": evaluation, "corpus": corpus}), self._bench).fingerprint
@@ -317,8 +361,9 @@ class Job:
 
             # The push directory's versions are an input: the step is re-made when they change, and
             # a model already pushed is recognised by its SHA-256 (never pushed twice).
-            step(StepSpec("push", self.out / "push",
-                          params={"push_dir": str(pathlib.Path(c.push_dir).resolve()),
+            push_dir = pathlib.Path(c.push_dir).resolve() if fileio.is_local(c.push_dir) else c.push_dir
+            step(StepSpec("push", fileio.join(self.out, "push"),
+                          params={"push_dir": str(push_dir),
                                   "tolerance": c.push_tolerance, "force": c.push_force},
                           inputs={"export": export, "eval": evaluation, "bench": bench,
                                   "pushed": push_dir_fingerprint(c.push_dir)}), self._push)
@@ -326,7 +371,7 @@ class Job:
 
         summary = write_summary(self.out, config=c, steps=list(self.records.values()),
                                 wall_seconds=time.monotonic() - self._start)
-        self.log(f"summary written to {self.out / 'summary.json'} and {self.out / 'summary.md'}")
+        self.log(f"summary written to {fileio.join(self.out, 'summary.json')} and {fileio.join(self.out, 'summary.md')}")
         return {"summary": summary, "records": self.records}
 
     # The steps' actions.
@@ -334,8 +379,8 @@ class Job:
         from pipeline.synth.corpus import SynthConfig, log_progress, write_corpus
 
         c = self.config
-        with failing_as("dsnn-synth"):
-            manifest = write_corpus(SynthConfig(num_utterances=c.num_utterances, seed=c.seed), directory,
+        with failing_as("dsnn-synth"), self.writing_locally(directory) as local:
+            manifest = write_corpus(SynthConfig(num_utterances=c.num_utterances, seed=c.seed), local,
                                     overwrite=True, progress=log_progress)
         self.log(f"dsnn-synth: wrote {manifest['num_utterances']} utterances ({manifest['seconds']:.1f} s of audio)")
 
@@ -347,12 +392,12 @@ class Job:
         c = self.config
         if c.corpus == SYNTH:
             inputs = [arg for split in SYNTH_SPLITS
-                      for arg in ("--input", f"{split}={self.corpus_dir / split}")]
+                      for arg in ("--input", f"{split}={fileio.join(self.corpus_dir, split)}")]
         else:
             inputs = ["--input", str(self.corpus_dir), "--dev_speakers", c.dev_speakers]
         # dsnn-prepare --overwrite replaces only an empty directory or an earlier dataset: the job's
         # staging directory holds nothing but its step marker, which the prepared dataset replaces.
-        (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
+        fileio.remove(fileio.join(directory, IN_PROGRESS_FILE), missing_ok=True)
         _check("dsnn-prepare", main([*inputs, "--out", str(directory), "--overwrite",
                                      "--tokenizer_type", c.tokenizer_type, "--vocab_size", str(c.vocab_size)]))
 
@@ -363,7 +408,8 @@ class Job:
             # Passed only when set, so the config's training.strategy applies otherwise.
             options = {key: value for key, value in (("strategy", self.config.strategy), ("tpu", self.config.tpu))
                        if value is not None}
-            summary = train_run(self.out / "data", self.config.config, directory, overrides=self.config.overrides,
+            summary = train_run(fileio.join(self.out, "data"), self.config.config, directory,
+                                overrides=self.config.overrides,
                                 warm_start=self.config.warm_start, **options)
         dev = " ".join(f"{r['sparsity']:g}:{r['wer']:.3f}" for r in summary.get("dev") or [])
         self.log(f"dsnn-train: done, step {summary['step']}" + (f" dev WER {dev}" if dev else ""))
@@ -371,8 +417,8 @@ class Job:
     def _eval(self, directory: pathlib.Path) -> None:
         from dsnn_keras.evaluate import markdown_table, run_evaluation
 
-        out = directory / self.eval_json.name
-        run, data = self.out / "run", self.out / "data"
+        out = fileio.join(directory, fileio.name(self.eval_json))
+        run, data = fileio.join(self.out, "run"), fileio.join(self.out, "data")
         with failing_as("dsnn-eval"):
             report = run_evaluation(run, data, split=self.config.split, out=out,
                                     command=["dsnn-eval", str(run), "--data", str(data),
@@ -386,24 +432,28 @@ class Job:
         c = self.config
         with failing_as("dsnn-export"):
             report = export_model(
-                self.out / "run", directory / self.model_path.name,
+                fileio.join(self.out, "run"), fileio.join(directory, fileio.name(self.model_path)),
                 options=ExportOptions(quantize=c.quantize, design=c.design), max_wer=c.max_wer,
-                eval_path=self.eval_json, single_level_dir=directory / "single",
+                eval_path=self.eval_json, single_level_dir=fileio.join(directory, "single"),
                 single_levels=[0] if c.baselines == "dense" else None,
                 # Verify every level of the file on held-out real speech too, through both signatures
                 # (a quantized frontend once passed verification on synthetic clips alone).
-                verify_audio=[u["path"] for u in self.held_out()[:VERIFY_UTTERANCES]])
+                verify_audio=[str(self.local(u["path"])) for u in self.held_out()[:VERIFY_UTTERANCES]])
         self.log(f"dsnn-export: wrote {report.path} ({report.size_bytes} bytes, "
                  f"{len(report.metadata['levels'])} levels, {len(report.verification)} verified)")
 
     def held_out(self) -> list[dict[str, str]]:
         """The evaluated split's utterances (sorted by id) with their audio files and references."""
-        hypotheses = self.out / "eval" / "eval_hypotheses.jsonl"
-        if not hypotheses.is_file():
+        hypotheses = fileio.join(self.out, "eval", "eval_hypotheses.jsonl")
+        if not fileio.isfile(hypotheses):
             raise StepError(f"{hypotheses}: missing; the eval step did not finish")
-        audio = {p.stem: p for p in self.corpus_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES}
+        audio = {}
+        for relative, _, _ in fileio.walk_files(self.corpus_dir):
+            stem, suffix = os.path.splitext(fileio.name(relative))
+            if suffix.lower() in AUDIO_SUFFIXES:
+                audio[stem] = fileio.join(self.corpus_dir, relative)
         result = []
-        for line in hypotheses.read_text().splitlines():
+        for line in fileio.read_text(hypotheses).splitlines():
             entry = json.loads(line)
             path = audio.get(entry["utt_id"])
             if path is not None:
@@ -419,15 +469,16 @@ class Job:
         utterance = self.held_out()[0]
         self.log(f"dsnn-transcribe {utterance['path']} at every level (reference: {utterance['reference']!r})")
         levels = []
-        for level, sparsity in enumerate(read_metadata(self.model_path).sparsities):
+        model, audio = self.local(self.model_path), str(self.local(utterance["path"]))
+        for level, sparsity in enumerate(read_metadata(model).sparsities):
             start = time.perf_counter()   # load + transcribe: what one dsnn-transcribe call costs
             with failing_as("dsnn-transcribe"):
-                recognizer = Recognizer(self.model_path, num_threads=1)
-                text = recognizer.transcribe(utterance["path"], level=recognizer.check_level(level))
+                recognizer = Recognizer(model, num_threads=1)
+                text = recognizer.transcribe(audio, level=recognizer.check_level(level))
             seconds = time.perf_counter() - start
             levels.append({"level": level, "sparsity": sparsity, "text": text, "seconds": round(seconds, 3)})
             self.log(f"level {level} (sparsity {sparsity:g}): {text!r}")
-        (directory / "transcripts.json").write_text(json.dumps(
+        fileio.atomic_write(fileio.join(directory, "transcripts.json"), json.dumps(
             {"audio": utterance["path"], "utt_id": utterance["utt_id"], "reference": utterance["reference"],
              "model": str(self.model_path), "levels": levels}, indent=1) + "\n")
 
@@ -436,11 +487,16 @@ class Job:
         from tflite.cli import benchmark
 
         c = self.config
-        files = [u["path"] for u in self.held_out()[:c.bench_utterances]]
-        with failing_as("dsnn-bench"):
-            result = benchmark(self.model_path, baseline_dir=self.out / "export" / "single", utterances=files,
+        files = [str(self.local(u["path"])) for u in self.held_out()[:c.bench_utterances]]
+        singles = fileio.join(self.out, "export", "single")
+        if not fileio.is_local(singles):   # LiteRT loads files: the baselines come to the scratch directory
+            local_singles = self.scratch("inputs", "single")
+            fileio.copy_tree(singles, local_singles)
+            singles = local_singles
+        with failing_as("dsnn-bench"), self.writing_locally(directory) as local_out:
+            result = benchmark(self.local(self.model_path), baseline_dir=singles, utterances=files,
                                limit=c.bench_utterances, threads=c.bench_threads, repeats=c.bench_repeats,
-                               out_dir=directory)
+                               out_dir=local_out)
         print(to_markdown(result), end="")
 
     def _push(self, directory: pathlib.Path) -> None:
@@ -451,30 +507,32 @@ class Job:
         from tflite.metadata import read_metadata
 
         c = self.config
-        run = self.out / "run"
+        run = fileio.join(self.out, "run")
         with failing_as("push"):
             report = EvalReport.read(self.eval_json)
-            metadata = read_metadata(self.model_path).raw
-            bench = json.loads((self.out / "bench" / "bench.json").read_text())
+            metadata = read_metadata(self.local(self.model_path)).raw
+            bench = json.loads(fileio.read_text(fileio.join(self.out, "bench", "bench.json")))
             one_thread = min(bench["threads"])
             latency = {int(r["level"]): r["median_ms"] for r in bench["rows"]
-                       if r["kind"] == "multi" and r["file"] == self.model_path.name and r["threads"] == one_thread}
+                       if r["kind"] == "multi" and r["file"] == fileio.name(self.model_path)
+                       and r["threads"] == one_thread}
             warm = read_warm_start(run)
-            source = {"job_directory": str(self.out.resolve()), "corpus": c.corpus, "config": str(c.config),
+            job_directory = self.out.resolve() if fileio.is_local(self.out) else self.out
+            source = {"job_directory": str(job_directory), "corpus": c.corpus, "config": str(c.config),
                       "overrides": " ".join(c.overrides) or "none"}
 
             def card(version: int, reason: str) -> str:
                 return model_card(version, report=report, model_path=self.model_path, metadata=metadata,
-                                  config=load_config(run / "config.yaml").to_dict(),
-                                  data=json.loads((self.out / "data" / "dataset.json").read_text()),
+                                  config=load_config(fileio.join(run, "config.yaml")).to_dict(),
+                                  data=json.loads(fileio.read_text(fileio.join(self.out, "data", "dataset.json"))),
                                   blessing=reason, warm_start=warm, latency=latency,
                                   versions=(report.created_by or {}).get("versions"), source=source)
 
             decision = push_model(c.push_dir, self.model_path, self.eval_json, card=card,
                                   tolerance=c.push_tolerance, force=c.push_force,
-                                  eval_set=eval_set_fingerprint(self.out / "eval" / "eval_hypotheses.jsonl"),
+                                  eval_set=eval_set_fingerprint(fileio.join(self.out, "eval", "eval_hypotheses.jsonl")),
                                   extra={"source": source, "warm_start": warm})
-        (directory / "decision.json").write_text(json.dumps(decision.to_dict(), indent=1) + "\n")
+        fileio.atomic_write(fileio.join(directory, "decision.json"), json.dumps(decision.to_dict(), indent=1) + "\n")
         self.log(f"push: {decision.reason}")
         print(f"push: {decision.reason}")
 

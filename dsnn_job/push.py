@@ -36,13 +36,13 @@ import hashlib
 import json
 import math
 import os
-import pathlib
 import re
-import shutil
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError, DsnnUsageError
+from dsnn_keras.fileio import AnyPath
 
 if TYPE_CHECKING:
     from dsnn_keras.eval_report import EvalReport
@@ -78,6 +78,8 @@ def check_tolerance(tolerance: float) -> float:
 
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    if not fileio.is_local(path):
+        return hashlib.sha256(fileio.read_bytes(path)).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -91,11 +93,10 @@ def eval_set_fingerprint(hypotheses: str | os.PathLike) -> Optional[str]:
     Two evaluations with the same fingerprint decoded the same utterances against the same
     references. None if the file does not exist.
     """
-    path = pathlib.Path(hypotheses)
-    if not path.is_file():
+    if not fileio.isfile(hypotheses):
         return None
     pairs = sorted((entry["utt_id"], entry["reference"]) for entry in
-                   (json.loads(line) for line in path.read_text().splitlines() if line.strip()))
+                   (json.loads(line) for line in fileio.read_text(hypotheses).splitlines() if line.strip()))
     return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
@@ -205,13 +206,13 @@ class PushedVersion:
     """A complete version in the push directory: ``DIR/<version>/`` with its ``push.json``."""
 
     version: int
-    path: pathlib.Path
+    path: AnyPath
     record: Mapping[str, Any]
 
     def eval_report(self) -> "EvalReport":
         from dsnn_keras.eval_report import EvalReport
 
-        return EvalReport.read(self.path / EVAL_FILE)
+        return EvalReport.read(fileio.join(self.path, EVAL_FILE))
 
 
 def pushed_versions(push_dir: str | os.PathLike) -> list[PushedVersion]:
@@ -223,19 +224,21 @@ def pushed_versions(push_dir: str | os.PathLike) -> list[PushedVersion]:
     Raises:
         PushError: ``push_dir`` is not a directory, or a ``push.json`` is not JSON.
     """
-    root = pathlib.Path(push_dir)
-    if not root.exists():
+    root = fileio.as_path(push_dir)
+    if not fileio.exists(root):
         return []
-    if not root.is_dir():
+    if not fileio.isdir(root):
         raise PushError(f"--push_dir {root} exists and is not a directory")
     found = []
-    for entry in root.iterdir():
-        if _VERSION.match(entry.name) and (entry / RECORD_FILE).is_file():
+    for entry_name in fileio.listdir(root):
+        entry = fileio.join(root, entry_name)
+        record_path = fileio.join(entry, RECORD_FILE)
+        if _VERSION.match(entry_name) and fileio.isfile(record_path):
             try:
-                record = json.loads((entry / RECORD_FILE).read_text())
+                record = json.loads(fileio.read_text(record_path))
             except ValueError as error:
-                raise PushError(f"{entry / RECORD_FILE}: not valid JSON ({error})") from None
-            found.append(PushedVersion(int(entry.name), entry, record))
+                raise PushError(f"{record_path}: not valid JSON ({error})") from None
+            found.append(PushedVersion(int(entry_name), entry, record))
     return sorted(found, key=lambda v: v.version)
 
 
@@ -290,7 +293,7 @@ class PushDecision:
 
 
 @contextlib.contextmanager
-def _push_lock(push_dir: pathlib.Path, wait: float) -> Iterator[None]:
+def _push_lock(push_dir: AnyPath, wait: float) -> Iterator[None]:
     """`exclusive_lock` on the push directory, retried until ``wait`` seconds have passed."""
     from dsnn_keras.paths import LockedError, exclusive_lock
 
@@ -339,15 +342,17 @@ def push_model(push_dir: str | os.PathLike, model: str | os.PathLike, eval_json:
     from dsnn_keras.eval_report import EvalReport
 
     tolerance = check_tolerance(tolerance)
-    root = pathlib.Path(push_dir)
-    if root.exists() and not root.is_dir():
+    root = fileio.as_path(push_dir)
+    if fileio.isfile(root):
         raise PushError(f"--push_dir {root} exists and is not a directory")
     candidate = EvalReport.read(eval_json)
     digest = sha256_file(model)
     with _push_lock(root, lock_wait):
+        fileio.makedirs(root)   # the lock made it locally; a remote one is not locked
         # Holding the lock: any staging directory is a dead push's.
-        for leftover in root.glob(STAGING_PREFIX + "*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in fileio.listdir(root):
+            if leftover.startswith(STAGING_PREFIX):
+                fileio.rmtree(fileio.join(root, leftover))
         versions = pushed_versions(root)
 
         def decision(status, version, reason, compared_to=None, blessing=None):
@@ -367,18 +372,22 @@ def push_model(push_dir: str | os.PathLike, model: str | os.PathLike, eval_json:
         compared = None if latest is None else latest.version
         if not blessing.blessed:
             return decision("not_pushed", None, f"not pushed: {blessing.reason}", compared, blessing)
-        taken = [int(p.name) for p in root.iterdir() if _VERSION.match(p.name)]
+        # A remote version half moved into place (no push.json: not a version yet) still takes its number.
+        taken = [int(entry) for entry in fileio.listdir(root) if _VERSION.match(entry)]
         version = max(taken, default=0) + 1
         reason = f"pushed version {version}: {blessing.reason}" + (f" in {root}" if latest is None else "")
-        staging = root / f"{STAGING_PREFIX}{version}-{os.getpid()}"
-        staging.mkdir()
+        staging = fileio.join(root, f"{STAGING_PREFIX}{version}-{os.getpid()}")
+        if fileio.is_local(staging):
+            staging.mkdir()
+        else:
+            fileio.makedirs(staging)
         try:
-            shutil.copyfile(model, staging / MODEL_FILE)
-            shutil.copyfile(eval_json, staging / EVAL_FILE)
-            (staging / CARD_FILE).write_text(card(version, blessing.reason))
+            fileio.copy(model, fileio.join(staging, MODEL_FILE))
+            fileio.copy(eval_json, fileio.join(staging, EVAL_FILE))
+            fileio.atomic_write(fileio.join(staging, CARD_FILE), card(version, blessing.reason))
             record = {"format_version": FORMAT_VERSION, "version": version,
                       "pushed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "model_sha256": digest, "model_size_bytes": (staging / MODEL_FILE).stat().st_size,
+                      "model_sha256": digest, "model_size_bytes": fileio.file_size(fileio.join(staging, MODEL_FILE)),
                       "files": [MODEL_FILE, EVAL_FILE, CARD_FILE],
                       "eval": {"split": candidate.split, "num_utterances": candidate.num_utterances,
                                "eval_set_sha256": eval_set,
@@ -388,13 +397,19 @@ def push_model(push_dir: str | os.PathLike, model: str | os.PathLike, eval_json:
                                    "forced": blessing.forced,
                                    "comparisons": [c.to_dict() for c in blessing.comparisons]},
                       **dict(extra or {})}
-            (staging / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
-            for path in staging.iterdir():   # on disk before the version becomes visible
-                with open(path, "rb") as stream:
-                    os.fsync(stream.fileno())
-            os.rename(staging, root / str(version))   # fails if the name exists: never over a version
+            fileio.atomic_write(fileio.join(staging, RECORD_FILE), json.dumps(record, indent=1) + "\n")
+            if fileio.is_local(staging):
+                for path in staging.iterdir():   # on disk before the version becomes visible
+                    with open(path, "rb") as stream:
+                        os.fsync(stream.fileno())
+                os.rename(staging, root / str(version))   # fails if the name exists: never over a version
+            else:
+                # No directory rename on object stores: files one by one, push.json (what makes the
+                # version count) last. Remote push directories are not locked (see `_push_lock`).
+                fileio.move_tree(staging, fileio.join(root, str(version)), last=RECORD_FILE)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                fileio.rmtree(staging)
             raise
         return decision("pushed", version, reason, compared, blessing)
 
@@ -427,11 +442,11 @@ def model_card(version: int, *, report: "EvalReport", model_path: str | os.PathL
     Returns:
         The Markdown text.
     """
-    path = pathlib.Path(model_path)
+    path = fileio.as_path(model_path)
     meta_levels = {int(e["level"]): e for e in (metadata or {}).get("levels", [])}
     lines = [f"# Model card: version {version}", "",
              f"- Date (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}",
-             f"- File: `{MODEL_FILE}`, {path.stat().st_size:,} bytes, sha256 `{sha256_file(path)}`"]
+             f"- File: `{MODEL_FILE}`, {fileio.file_size(path):,} bytes, sha256 `{sha256_file(path)}`"]
     if metadata:
         lines.append(f"- Export: design `{metadata.get('design')}`, quantize `{metadata.get('quantize')}`; "
                      "inputs `audio` (float32 16 kHz mono, -1..1) and `sparsity_level` (int32 level index)")

@@ -7,14 +7,17 @@ and ``push/decision.json`` (the push step's decision, with ``--push_dir``). Writ
 ``summary.md`` and ``plots/wer_vs_sparsity.png``, ``plots/latency_per_level.png``, ``plots/training_curves.png``.
 
 Example:
-    >>> summary = build_summary(pathlib.Path("demo"))
+    >>> summary = build_summary("demo")
     >>> [(row["sparsity"], row["wer"]) for row in summary["levels"]]
 """
 from __future__ import annotations
 
+import io
 import json
-import pathlib
 from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from dsnn_keras import fileio
+from dsnn_keras.fileio import AnyPath
 
 if TYPE_CHECKING:
     from dsnn_keras.eval_report import EvalReport
@@ -25,16 +28,16 @@ FORMAT_VERSION = 2
 PLOTS = ("wer_vs_sparsity.png", "latency_per_level.png", "training_curves.png")
 
 
-def _read_json(path: pathlib.Path) -> Any:
+def _read_json(path: AnyPath) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(fileio.read_text(path))
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path}: missing; its step has not run") from error
     except ValueError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
-def _read_eval(path: pathlib.Path) -> "EvalReport":
+def _read_eval(path: AnyPath) -> "EvalReport":
     from dsnn_keras.eval_report import EvalReport
 
     try:
@@ -43,14 +46,14 @@ def _read_eval(path: pathlib.Path) -> "EvalReport":
         raise FileNotFoundError(f"{path}: missing; its step has not run") from error
 
 
-def read_train_log(path: pathlib.Path) -> dict[str, list]:
+def read_train_log(path: AnyPath) -> dict[str, list]:
     """``train_log.jsonl`` as ``{"train": [(step, lr, {level: loss})], "dev": [(step, [level rows])]}``.
 
     The log is appended to across resumes, so a step that appears twice keeps its last entry.
     """
     train: dict[int, tuple] = {}
     dev: dict[int, list] = {}
-    for line in path.read_text().splitlines():
+    for line in fileio.read_text(path).splitlines():
         if not line.strip():
             continue
         event = json.loads(line)
@@ -62,17 +65,19 @@ def read_train_log(path: pathlib.Path) -> dict[str, list]:
     return {"train": [(s, *train[s]) for s in sorted(train)], "dev": [(s, dev[s]) for s in sorted(dev)]}
 
 
-def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = (),
+def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
                   wall_seconds: Optional[float] = None) -> dict[str, Any]:
     """Collects the per-level table from the artifacts under ``out`` (see the module docstring)."""
-    from tflite.metadata import read_metadata
+    from tflite.metadata import parse
 
-    out = pathlib.Path(out)
-    evaluation = _read_eval(out / "eval" / "eval.json")
-    bench = _read_json(out / "bench" / "bench.json")
-    transcripts = _read_json(out / "transcribe" / "transcripts.json")
-    model = out / "export" / "model.tflite"
-    meta = read_metadata(model)
+    out = fileio.as_path(out)
+    evaluation = _read_eval(fileio.join(out, "eval", "eval.json"))
+    bench = _read_json(fileio.join(out, "bench", "bench.json"))
+    transcripts = _read_json(fileio.join(out, "transcribe", "transcripts.json"))
+    model_name = "model.tflite"
+    model = fileio.join(out, "export", model_name)
+    model_bytes = fileio.read_bytes(model)
+    meta = parse(model_bytes, str(model))
     by_level = {entry.level: entry for entry in evaluation.levels}
     text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
     one_thread = min(bench["threads"])
@@ -80,7 +85,7 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
     for entry in meta.levels:
         level = int(entry["level"])
         ev = by_level.get(level)
-        timing = next((r for r in bench["rows"] if r["kind"] == "multi" and r["file"] == model.name
+        timing = next((r for r in bench["rows"] if r["kind"] == "multi" and r["file"] == model_name
                        and r["level"] == level and r["threads"] == one_thread), {})
         single = next((r for r in bench["rows"] if r["kind"] == "single" and r["level"] == level
                        and r["threads"] == one_thread), {})
@@ -95,7 +100,7 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
             "transcript": text_by_level.get(level),
         })
     files = bench["files"]
-    model_file = files.get(model.name, {})
+    model_file = files.get(model_name, {})
     summary = {
         "format_version": FORMAT_VERSION,
         "out_dir": str(out),
@@ -105,22 +110,22 @@ def build_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = 
         "wer_source": "dsnn-eval (Keras model, float32)",
         "eval_utterances": next((e.num_utterances for e in evaluation.levels), None),
         "levels": rows,
-        "model": {"path": str(model.relative_to(out)), "size_bytes": model.stat().st_size,
+        "model": {"path": f"export/{model_name}", "size_bytes": len(model_bytes),
                   "size_vs_dense_single": model_file.get("size_ratio_to_dense_single"),
                   "design": meta.design, "quantize": meta.quantize},
-        "single_level_files": {name: info["size_bytes"] for name, info in files.items() if name != model.name},
+        "single_level_files": {name: info["size_bytes"] for name, info in files.items() if name != model_name},
         "latency_threads": one_thread,
         "bench_utterances": len(bench["utterances"]),
         "bench_audio_seconds": round(sum(u["seconds"] for u in bench["utterances"]), 3),
         "transcribed": {"audio": transcripts["audio"], "reference": transcripts["reference"]},
-        "tensorboard": str(out / "run" / "tensorboard"),
-        "plots": {name: str(out / "plots" / name) for name in PLOTS},
+        "tensorboard": str(fileio.join(out, "run", "tensorboard")),
+        "plots": {name: str(fileio.join(out, "plots", name)) for name in PLOTS},
     }
     from dsnn_keras.warm_start import read_warm_start
 
-    summary["warm_start"] = read_warm_start(out / "run")
-    decision = out / "push" / "decision.json"
-    wants_push = decision.is_file() if config is None else getattr(config, "push_dir", None) is not None
+    summary["warm_start"] = read_warm_start(fileio.join(out, "run"))
+    decision = fileio.join(out, "push", "decision.json")
+    wants_push = fileio.isfile(decision) if config is None else getattr(config, "push_dir", None) is not None
     summary["push"] = _read_json(decision) if wants_push else None
     if config is not None:
         summary["job"] = {"corpus": str(config.corpus), "config": str(config.config),
@@ -176,15 +181,22 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_all(out: pathlib.Path, summary: dict[str, Any]) -> None:
+def _save(fig: Any, path: AnyPath) -> None:
+    """Saves a figure as PNG bytes written atomically (so also to a remote ``out``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    fileio.atomic_write(path, buffer.getvalue())
+
+
+def plot_all(out: AnyPath, summary: dict[str, Any]) -> None:
     """Writes the three PNGs named in ``summary["plots"]``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+    plots = fileio.join(out, "plots")
+    fileio.makedirs(plots)
     rows = summary["levels"]
     sparsity = [r["sparsity"] for r in rows]
 
@@ -199,7 +211,7 @@ def plot_all(out: pathlib.Path, summary: dict[str, Any]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(plots / "wer_vs_sparsity.png", dpi=120)
+    _save(fig, fileio.join(plots, "wer_vs_sparsity.png"))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -218,10 +230,10 @@ def plot_all(out: pathlib.Path, summary: dict[str, Any]) -> None:
     ax.legend(fontsize=8, loc="upper center", ncol=1)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(plots / "latency_per_level.png", dpi=120)
+    _save(fig, fileio.join(plots, "latency_per_level.png"))
     plt.close(fig)
 
-    log = read_train_log(out / "run" / "train_log.jsonl")
+    log = read_train_log(fileio.join(out, "run", "train_log.jsonl"))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     levels = sorted({level for _, _, losses in log["train"] for level in losses})
     for level in levels:
@@ -244,18 +256,18 @@ def plot_all(out: pathlib.Path, summary: dict[str, Any]) -> None:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plots / "training_curves.png", dpi=120)
+    _save(fig, fileio.join(plots, "training_curves.png"))
     plt.close(fig)
 
 
-def write_summary(out: pathlib.Path, config: Any = None, steps: Sequence[Any] = (),
+def write_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
                   wall_seconds: Optional[float] = None) -> dict[str, Any]:
     """Builds the summary, writes ``summary.json``, ``summary.md`` and the plots; prints the table."""
-    out = pathlib.Path(out)
+    out = fileio.as_path(out)
     summary = build_summary(out, config=config, steps=steps, wall_seconds=wall_seconds)
     plot_all(out, summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    fileio.atomic_write(fileio.join(out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     markdown = to_markdown(summary)
-    (out / "summary.md").write_text(markdown)
+    fileio.atomic_write(fileio.join(out, "summary.md"), markdown)
     print(markdown, end="")
     return summary

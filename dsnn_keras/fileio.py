@@ -257,3 +257,130 @@ def atomic_write(path: PathLike, data: Union[bytes, str]) -> None:
             with contextlib.suppress(Exception):
                 gfile.remove(temporary)
             raise
+
+
+WALK_MAX_DEPTH = 12   # remote `walk_files` looks this many levels below the root
+
+
+def walk_files(root: PathLike) -> list[tuple[str, int, int]]:
+    """Every file under directory ``root``: ``(relative posix path, size in bytes, mtime in ns)``, sorted.
+
+    Remote stores may report an mtime of 0 (``ram://``); size and path still identify a file.
+    Remotely only `WALK_MAX_DEPTH` levels are listed. A missing ``root`` gives ``[]``.
+    """
+    if is_local(root):
+        root = pathlib.Path(root)
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for filename in filenames:
+                full = pathlib.Path(dirpath) / filename
+                stat = full.stat()
+                found.append((full.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+        return sorted(found)
+    base = os.fspath(root).rstrip("/")
+    gfile = _gfile()
+    try:
+        if not gfile.isdir(base):
+            return []
+    except _tf_not_found():   # some filesystems (ram://) raise instead of answering False
+        return []
+    # One glob per depth rather than `gfile.walk`: a file written without its parent "directory"
+    # being made (Beam's uploads) sits under an implicit prefix that some filesystems (ram://) do
+    # not list as a child, so a walk would miss it.
+    found = {}
+    with _os_errors(root):
+        for depth in range(1, WALK_MAX_DEPTH + 1):
+            for full in gfile.glob(base + "/*" * depth):
+                try:
+                    stat = gfile.stat(full)
+                except _tf_not_found():   # removed meanwhile
+                    continue
+                if not stat.is_directory:
+                    found[full[len(base) + 1:]] = (int(stat.length), int(stat.mtime_nsec))
+    return sorted((relative, size, mtime) for relative, (size, mtime) in found.items())
+
+
+def file_size(path: PathLike) -> int:
+    """The file's size in bytes."""
+    if is_local(path):
+        return os.stat(path).st_size
+    with _os_errors(path):
+        return int(_gfile().stat(os.fspath(path)).length)
+
+
+def rmtree(path: PathLike) -> None:
+    """Deletes directory ``path`` and everything under it; nothing there is not an error."""
+    if is_local(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        return
+    with _os_errors(path):
+        gfile = _gfile()
+        # Files one by one: a directory delete is not atomic on object stores either, and some
+        # filesystems (``ram://``) leave a directory's files behind when it is deleted as a whole.
+        for relative, _, _ in walk_files(path):
+            with contextlib.suppress(_tf_not_found()):
+                gfile.remove(join(path, relative))
+        if gfile.exists(os.fspath(path)):
+            with contextlib.suppress(Exception):
+                gfile.rmtree(os.fspath(path))
+
+
+def _tf_not_found():
+    import tensorflow as tf
+
+    return tf.errors.NotFoundError
+
+
+def move_tree(source: PathLike, target: PathLike, last: str | None = None) -> None:
+    """Moves directory ``source`` to ``target``, which must not exist.
+
+    Locally one ``os.rename`` (atomic). Remotely there is no directory rename: files are renamed one
+    by one and the file named ``last`` (relative to ``source``) goes last, so a reader that trusts
+    ``target/last`` never sees a partial tree; a move interrupted half way can be finished by calling
+    this again (files already moved are kept).
+    """
+    if is_local(source) and is_local(target):
+        os.rename(source, target)
+        return
+    files = [relative for relative, _, _ in walk_files(source)]
+    files = [f for f in files if f != last] + [f for f in files if f == last]
+    with _os_errors(source):
+        gfile = _gfile()
+        for relative in files:
+            destination = join(target, relative)
+            gfile.makedirs(parent(destination))
+            gfile.rename(os.fspath(join(source, relative)), os.fspath(destination), overwrite=True)
+    rmtree(source)
+
+
+def copy_tree(source: PathLike, target: PathLike, last: str | None = None) -> None:
+    """Copies every file under directory ``source`` into ``target`` (either side local or remote).
+
+    The file named ``last`` (relative path) is copied last (see `move_tree`).
+    """
+    files = [relative for relative, _, _ in walk_files(source)]
+    files = [f for f in files if f != last] + [f for f in files if f == last]
+    for relative in files:
+        destination = join(target, relative)
+        makedirs(parent(destination))
+        copy(join(source, relative), destination)
+
+
+@contextlib.contextmanager
+def local_copy(path: PathLike) -> Iterator[pathlib.Path]:
+    """A local file with ``path``'s contents for libraries that need one (LiteRT, soundfile by name).
+
+    A local ``path`` is yielded as is; a remote one is downloaded into a temporary directory (same
+    file name) that is removed on exit.
+    """
+    if is_local(path):
+        yield pathlib.Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="dsnn-") as scratch:
+        local = pathlib.Path(scratch) / name(path)
+        local.write_bytes(read_bytes(path))
+        yield local

@@ -405,6 +405,20 @@ class Trainer:
 
     # -- step functions --
     def _replica_compute(self, batch, levels, step):
+        # A replica's share of a global batch with fewer rows than replicas is empty. Some kernels
+        # fail on an empty batch (oneDNN's Conv2D+BiasAdd on AVX-512 CPUs, tf.nn.ctc_loss), so the
+        # forward pass is skipped: no loss, zero gradients.
+        variables = self.model.trainable_variables
+        num_levels = levels.shape[0]
+
+        def empty():
+            zeros = tf.zeros([num_levels])
+            return [tf.zeros_like(v) for v in variables], zeros, zeros, tf.constant(0.0), tf.constant(0.0)
+
+        return tf.cond(tf.shape(batch["features"])[0] > 0,
+                       lambda: self._replica_compute_rows(batch, levels, step), empty)
+
+    def _replica_compute_rows(self, batch, levels, step):
         cfg = self.config
         features, num_frames = batch["features"], batch["num_frames"]
         labels, label_lengths = batch["labels"], batch["label_lengths"]
@@ -430,11 +444,7 @@ class Trainer:
             for j in range(levels.shape[0]):
                 with dsnn_keras.sparsity_level_scope(self.model, levels[j]):
                     logits = self.model(features, training=True)
-                # A replica's share of a global batch with fewer rows than replicas is empty, and
-                # tf.nn.ctc_loss fails on an empty batch: its loss is 0.
-                loss = tf.cond(tf.shape(labels)[0] > 0,
-                               lambda: ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id),
-                               lambda: tf.constant(0.0)) / global_batch
+                loss = ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
                 level_losses.append(loss)
                 total += loss
                 if weight > 0:

@@ -51,7 +51,8 @@ def _check_replaceable(out: str) -> None:
     """
     if _remote(out):
         from apache_beam.io.filesystems import FileSystems
-        if not FileSystems.exists(out.rstrip("/") + "/dataset.json"):
+        # An empty prefix (e.g. a directory placeholder, as dsnn-job's staging directory leaves) is replaceable.
+        if not FileSystems.exists(out.rstrip("/") + "/dataset.json") and _remote_has_files(out):
             raise FileExistsError(
                 f"--out {out} is not a prepared dataset (no dataset.json) and objects exist under it; "
                 "--overwrite only replaces an earlier dsnn-prepare output. Choose another --out")

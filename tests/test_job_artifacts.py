@@ -161,3 +161,126 @@ def test_a_finished_resumable_step_made_again_keeps_the_old_artifact_aside(tmp_p
     assert (previous_dir(out) / "result.txt").read_text() == "model-1"
     assert read_record(previous_dir(out))["params"] == {"lr": 1}
     assert any(".previous" in m for m in messages)
+
+
+# The same contract on a remote output (``ram://``: TensorFlow's in-memory filesystem, reached through
+# the same `tf.io.gfile` calls as ``gs://``), where no directory can be renamed.
+
+def _remote_root():
+    import uuid
+
+    return f"ram://artifacts-{uuid.uuid4().hex[:8]}"
+
+
+def _remote_writer(text, calls):
+    from dsnn_keras import fileio
+
+    def action(directory):
+        calls.append(text)
+        fileio.atomic_write(fileio.join(directory, "sub", "result.txt"), text)
+    return action
+
+
+def test_a_remote_step_is_made_aside_then_cached_and_a_changed_input_replaces_it():
+    from dsnn_keras import fileio
+
+    out, calls = fileio.join(_remote_root(), "step"), []
+    first = run_step(StepSpec("prepare", out, inputs={"corpus": "v1"}), _remote_writer("v1", calls), log=lambda m: None)
+    assert first.status == "ran" and fileio.read_text(fileio.join(out, "sub", "result.txt")) == "v1"
+    assert read_record(out)["files"] == [{"path": "sub/result.txt", "size_bytes": 2}]
+    assert [p for p, _, _ in fileio.walk_files(out)] == [ARTIFACT_FILE, "sub/result.txt"]
+    assert fileio.walk_files(staging_dir(out)) == []
+    assert run_step(StepSpec("prepare", out, inputs={"corpus": "v1"}), _remote_writer("x", calls),
+                    log=lambda m: None).status == "cached"
+    fileio.atomic_write(fileio.join(out, "stale.txt"), "from v1")
+    assert run_step(StepSpec("prepare", out, inputs={"corpus": "v2"}), _remote_writer("v2", calls),
+                    log=lambda m: None).status == "ran"
+    assert calls == ["v1", "v2"] and fileio.read_text(fileio.join(out, "sub", "result.txt")) == "v2"
+    assert not fileio.exists(fileio.join(out, "stale.txt"))
+    assert read_record(out)["inputs"] == {"corpus": "v2"}
+
+
+def test_a_failed_remote_step_keeps_the_previous_output():
+    from dsnn_keras import fileio
+
+    out, calls = fileio.join(_remote_root(), "export"), []
+    run_step(StepSpec("export", out, params={"q": 1}), _remote_writer("old", calls), log=lambda m: None)
+
+    def fail(directory):
+        fileio.atomic_write(fileio.join(directory, "sub", "result.txt"), "half")
+        raise RuntimeError("converter crashed")
+
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        run_step(StepSpec("export", out, params={"q": 2}), fail, log=lambda m: None)
+    assert fileio.read_text(fileio.join(out, "sub", "result.txt")) == "old"
+    assert read_record(out)["params"] == {"q": 1}
+
+
+def test_a_remote_swap_killed_half_way_is_completed_by_the_next_run():
+    from dsnn_job import artifacts
+    from dsnn_keras import fileio
+
+    out, calls = fileio.join(_remote_root(), "eval"), []
+    run_step(StepSpec("eval", out, params={"v": 1}), _remote_writer("v1", calls), log=lambda m: None)
+    new = StepSpec("eval", out, params={"v": 2})
+    staging = staging_dir(out)
+    _remote_writer("v2", calls)(staging)
+    fileio.atomic_write(fileio.join(staging, "extra.txt"), "new file")
+    artifacts._write_artifact(staging, new, 1.0, "now", "ran")
+    # Killed after the swap deleted the old record and moved one new file in.
+    fileio.remove(fileio.join(out, ARTIFACT_FILE))
+    fileio.rename(fileio.join(staging, "extra.txt"), fileio.join(out, "extra.txt"))
+    messages = []
+    record = run_step(new, _remote_writer("never", calls), log=messages.append)
+    assert record.status == "cached" and calls == ["v1", "v2"]
+    assert any("completed the interrupted replacement" in m for m in messages)
+    assert fileio.read_text(fileio.join(out, "sub", "result.txt")) == "v2"
+    assert fileio.read_text(fileio.join(out, "extra.txt")) == "new file"
+    assert fileio.walk_files(staging) == []
+
+
+def test_a_remote_resumable_step_resumes_in_place_and_keeps_a_finished_one_aside():
+    from dsnn_keras import fileio
+
+    out = fileio.join(_remote_root(), "run")
+    spec = StepSpec("train", out, params={"steps": 10}, resumable=True)
+
+    def interrupted(directory):
+        fileio.atomic_write(fileio.join(directory, "ckpt-5"), "5")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_step(spec, interrupted, log=lambda m: None)
+    seen = []
+    assert run_step(spec, lambda d: seen.append(fileio.isfile(fileio.join(d, "ckpt-5"))),
+                    log=lambda m: None).status == "resumed"
+    assert seen == [True]
+    messages = []
+    run_step(StepSpec("train", out, params={"steps": 20}, resumable=True), _remote_writer("model-2", []),
+             log=messages.append)
+    assert fileio.read_text(fileio.join(previous_dir(out), "ckpt-5")) == "5"
+    assert read_record(previous_dir(out))["params"] == {"steps": 10}
+    assert not fileio.exists(fileio.join(out, "ckpt-5"))
+    assert any("kept the previous finished artifact" in m for m in messages)
+
+
+def test_refuses_to_replace_a_remote_prefix_it_did_not_make():
+    from dsnn_keras import fileio
+
+    out = fileio.join(_remote_root(), "precious")
+    fileio.atomic_write(fileio.join(out, "thesis.tex"), "do not delete")
+    with pytest.raises(StepError, match="refusing to replace ram://.*precious"):
+        run_step(StepSpec("synth", out), lambda d: None, log=lambda m: None)
+    assert fileio.read_text(fileio.join(out, "thesis.tex")) == "do not delete"
+
+
+def test_remote_tree_fingerprint_follows_the_listing():
+    from dsnn_keras import fileio
+
+    corpus = fileio.join(_remote_root(), "corpus")
+    fileio.atomic_write(fileio.join(corpus, "spk", "a.flac"), b"123")
+    first = fingerprint_tree(corpus)
+    fileio.atomic_write(fileio.join(corpus, "spk", "b.flac"), b"4")
+    assert fingerprint_tree(corpus) != first
+    with pytest.raises(StepError, match="input directory not found: ram://"):
+        fingerprint_tree(fileio.join(_remote_root(), "nowhere"))

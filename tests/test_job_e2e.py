@@ -192,3 +192,48 @@ def test_out_that_is_a_file_and_a_busy_out_are_clear_errors(tmp_path):
     forced = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(tmp_path / "o"),
                              "--corpus", str(tmp_path), "--force", "synth"], capture_output=True, text=True, cwd=ROOT)
     assert forced.returncode == 1 and "--force synth" in forced.stderr
+
+
+def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, capsys):
+    """dsnn-job --out/--push_dir on ``ram://`` (same `tf.io.gfile` / Beam FileSystems calls as ``gs://``).
+
+    The module's finished job is copied to the URL: its steps are found up to date there (records read
+    remotely), then ``--force prepare`` makes prepare (Beam), train (checkpoints), eval, export,
+    transcribe and bench again on the URL, and the push step writes version 1 of a remote push directory.
+    """
+    from ram_filesystem import new_root, upload_tree
+
+    from dsnn_job.cli import main
+    from dsnn_keras import fileio
+
+    out, _ = job
+    url = new_root("job")
+    remote, models = f"{url}/demo", f"{url}/models"
+    for name in ("corpus", "data", "run", "eval", "export", "transcribe", "bench"):
+        upload_tree(out / name, f"{remote}/{name}")
+
+    def run(*extra):
+        code = main(["--out", remote, *TINY, *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err[-4000:]
+        return json.loads(fileio.read_text(f"{remote}/summary.json"))
+
+    cached = run()
+    assert {s["name"]: s["status"] for s in cached["steps"]} == {name: "cached" for name in STEPS if name != "push"}
+    # A shorter training than the module's (a changed --set re-makes train anyway): the point is the paths.
+    summary = run("--force", "prepare", "--set", "training.total_steps=12", "--set", "pruning.begin_step=2",
+                  "--set", "pruning.end_step=8", "--push_dir", models)
+    statuses = {s["name"]: s["status"] for s in summary["steps"]}
+    assert statuses == {"synth": "cached", **{name: "ran" for name in STEPS[1:]}}
+    assert [row["sparsity"] for row in summary["levels"]] == LEVELS and summary["model"]["size_bytes"] > 0
+    assert summary["push"]["status"] == "pushed" and summary["push"]["version"] == 1
+    model = fileio.read_bytes(f"{remote}/export/model.tflite")
+    assert fileio.read_bytes(f"{models}/1/model.tflite") == model
+    assert json.loads(fileio.read_text(f"{models}/1/push.json"))["model_sha256"] == summary["push"]["model_sha256"]
+    for name in ("data", "run", "eval", "export", "bench", "push"):
+        record = read_record(f"{remote}/{name}")
+        assert record is not None and record["status"] == "ran", name
+        assert {f["path"] for f in record["files"]} <= {p for p, _, _ in fileio.walk_files(f"{remote}/{name}")}
+    assert fileio.isfile(f"{remote}/run/checkpoints/checkpoint")
+    assert fileio.read_bytes(f"{remote}/plots/wer_vs_sparsity.png").startswith(PNG_MAGIC)
+    assert not [p for p, _, _ in fileio.walk_files(url) if ".partial" in p]   # no staging left behind
