@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="dsnn-prepare tokenizer (default: char; unigram-128 stayed in CTC's blank-only "
                              "phase for 475 DSNN steps on the demo corpus, char left it by step 250)")
     parser.add_argument("--vocab_size", type=int, default=128, help="SentencePiece vocabulary size (default: 128)")
+    parser.add_argument("--speed_perturb", default="1.0", metavar="F,F,...",
+                        help="dsnn-prepare --speed_perturb: one train example per speed factor, e.g. 0.9,1.0,1.1 "
+                             "(default: 1.0, off)")
     parser.add_argument("--eval_split", default=None,
                         help="split to evaluate and benchmark on (default: test for synth, dev otherwise)")
     parser.add_argument("--quantize", default=_EXPORT_DEFAULTS.quantize, choices=QUANTIZE_CHOICES,
@@ -95,6 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config=fileio.as_path(args.config) if args.config else DEFAULT_CONFIG,
             overrides=tuple(args.overrides), num_utterances=args.num_utterances, seed=args.seed,
             dev_speakers=args.dev_speakers, tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
+            speed_perturb=args.speed_perturb,
             eval_split=args.eval_split, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
             baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
             bench_utterances=args.bench_utterances, force=tuple(args.force),

@@ -83,6 +83,8 @@ class JobConfig:
             or a comma-separated list).
         tokenizer_type: ``unigram``, ``bpe`` or ``char`` (``dsnn-prepare --tokenizer_type``).
         vocab_size: SentencePiece vocabulary size.
+        speed_perturb: ``dsnn-prepare --speed_perturb`` factors, e.g. ``"0.9,1.0,1.1"``; ``"1.0"`` = off
+            (then neither passed nor part of the prepare step's fingerprint, so earlier jobs stay cached).
         eval_split: Split to evaluate, transcribe and benchmark on; None: ``test`` for the synthetic
             corpus (held-out voices), ``dev`` (held-out speakers) for a real one.
         quantize: ``dsnn-export --quantize``.
@@ -117,6 +119,7 @@ class JobConfig:
     dev_speakers: str = "0.1"
     tokenizer_type: str = "char"
     vocab_size: int = 128
+    speed_perturb: str = "1.0"
     eval_split: Optional[str] = None
     quantize: str = "none"
     design: str = "if_tree"
@@ -158,6 +161,12 @@ class JobConfig:
         if self.push_dir is None and ("push" in self.force or self.push_force):
             raise StepError("--force push and --push_force need --push_dir")
         check_tolerance(self.push_tolerance)
+        from pipeline.speed import format_factors, parse_speed_factors
+
+        try:
+            object.__setattr__(self, "speed_perturb", format_factors(parse_speed_factors(self.speed_perturb)))
+        except ValueError as error:
+            raise StepError(str(error)) from None
         if self.warm_start is not None and not fileio.isdir(self.warm_start):
             raise StepError(f"--warm_start: no such run directory: {self.warm_start}")
         for item in self.overrides:
@@ -334,6 +343,8 @@ class Job:
             corpus = fingerprint_tree(c.corpus)
             prepare_params = {"dev_speakers": c.dev_speakers}
         prepare_params.update(tokenizer_type=c.tokenizer_type, vocab_size=c.vocab_size)
+        if c.speed_perturb != "1.0":
+            prepare_params["speed_perturb"] = c.speed_perturb
         data = step(StepSpec("prepare", fileio.join(self.out, "data"), params=prepare_params,
                              inputs={"corpus": corpus}), self._prepare).fingerprint
         train_inputs = {"data": data, "config": fingerprint_file(c.config)}
@@ -398,6 +409,8 @@ class Job:
         # dsnn-prepare --overwrite replaces only an empty directory or an earlier dataset: the job's
         # staging directory holds nothing but its step marker, which the prepared dataset replaces.
         fileio.remove(fileio.join(directory, IN_PROGRESS_FILE), missing_ok=True)
+        if c.speed_perturb != "1.0":
+            inputs += ["--speed_perturb", c.speed_perturb]
         _check("dsnn-prepare", main([*inputs, "--out", str(directory), "--overwrite",
                                      "--tokenizer_type", c.tokenizer_type, "--vocab_size", str(c.vocab_size)]))
 

@@ -4,6 +4,7 @@ Run locally (Beam's in-process FnApiRunner, the DirectRunner's batch engine; Pri
 tried) or on Dataflow by passing the standard Beam flags::
 
     dsnn-prepare --input ../shared/data/an4 --out data/an4 --dev_speakers 0.1
+    dsnn-prepare --input ../shared/data/an4/train --out data/an4_sp --dev_speakers 0.1 --speed_perturb 0.9,1.0,1.1
     dsnn-prepare --input train=gs://b/train.jsonl --input dev=gs://b/dev.jsonl --out gs://b/prep \\
         --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp --setup_file=./setup.py
 
@@ -98,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lm_order", type=int, default=3,
                         help="order of the word n-gram LM counted over the train transcripts and written with its "
                              "lexicon to OUT/lm/ (for dsnn-eval --decoder beam); 0 = no LM")
+    parser.add_argument("--speed_perturb", default="1.0", metavar="F,F,...",
+                        help="speed perturbation of the train split (Kaldi/ESPnet style: tempo and pitch together, "
+                             "resampled with soxr): one example per factor for every train utterance, ids of the "
+                             "copies prefixed sp<F>-, e.g. 0.9,1.0,1.1 (3x the train examples). Factors in "
+                             "[0.5, 2.0], no duplicates, 1.0 among them; 1.0 alone = off. Held-out splits (dev, "
+                             "test, --dev_speakers) are never perturbed; the tokenizer and the LM see each "
+                             "transcript once, the CMVN statistics every copy")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
     return parser
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _configs(args):
     """Validates the flags into `InputSpec`s and a `PrepareConfig` (raises UserError)."""
     from pipeline.sources import InputSpec, check_input, detect_format
+    from pipeline.speed import parse_speed_factors
     from pipeline.splits import SpeakerSplit, parse_input_arg
     from pipeline.text import TextConfig
 
@@ -139,6 +148,7 @@ def _configs(args):
             raise ValueError(f"--vocab_size must be >= 2, got {args.vocab_size}")
         if args.lm_order < 0:
             raise ValueError(f"--lm_order must be >= 0 (0 = no LM), got {args.lm_order}")
+        speed_factors = parse_speed_factors(args.speed_perturb)
         from dsnn_keras.frontend import FeatureConfig
         from pipeline.audio import AudioConfig
         with _quiet_root_logger():
@@ -152,7 +162,7 @@ def _configs(args):
             text_config=TextConfig(case=args.case, strip_punctuation=not args.keep_punctuation),
             vocab_size=args.vocab_size, model_type=args.tokenizer_type,
             speaker_split=speaker_split, num_shards=args.num_shards,
-            progress_every_s=args.progress_every, lm_order=args.lm_order)
+            progress_every_s=args.progress_every, lm_order=args.lm_order, speed_factors=speed_factors)
     except (ValueError, TypeError, OSError) as e:
         raise UserError(str(e)) from None
     return specs, config
@@ -320,6 +330,8 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
         RuntimeError: when input != written + rejected, or the train split is empty.
     """
     from pipeline import outdir
+    from pipeline.speed import NO_PERTURBATION, PERTURBED_SPLITS, format_factor
+    from pipeline.summary import check_perturbed
     from pipeline.tokenizer import vocab_size
     from pipeline.transforms import SUMMARY_FILE
 
@@ -334,6 +346,9 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
         raise RuntimeError(f"input count {summary['input']} != written {written} + rejected {rejected}")
     if not summary["splits"].get("train", {}).get("num_utterances"):
         raise RuntimeError("no train utterance was written (see rejects.jsonl); cannot compute CMVN")
+    factors = tuple(config.speed_factors)
+    perturbed_splits = [s for s in splits if s in PERTURBED_SPLITS] if factors != NO_PERTURBATION else []
+    check_perturbed(summary, factors, perturbed_splits)
     rate = config.audio_config.sample_rate
     dataset = {
         "format_version": 1,
@@ -349,15 +364,30 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
                        "versions": package_versions(["dsnn", "tensorflow", "apache-beam", "sentencepiece"]),
                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
+    if perturbed_splits:  # absent when off: an unperturbed dataset.json is as before
+        dataset["speed_perturb"] = {"factors": list(factors), "splits": perturbed_splits}
+    empty = {"num_utterances": 0, "num_frames": 0, "num_samples": 0}
+
+    def counts(n):  # the summary's counts as dataset.json states them
+        return {"num_utterances": n["num_utterances"], "hours": n["num_samples"] / rate / 3600.0,
+                "num_frames": n["num_frames"]}
+
     for split in splits:
-        s = summary["splits"].get(split, {"num_utterances": 0, "num_frames": 0, "num_samples": 0})
+        s = summary["splits"].get(split, empty)
+        by_factor = {format_factor(1.0): s}
+        if split in perturbed_splits:
+            copies = summary.get("perturbed", {}).get(split, {})
+            by_factor.update({format_factor(f): copies.get(format_factor(f), empty) for f in factors if f != 1.0})
+        total = {k: sum(n[k] for n in by_factor.values()) for k in empty}
         dataset["splits"][split] = {
-            "num_utterances": s["num_utterances"],
-            "hours": s["num_samples"] / rate / 3600.0,
-            "num_frames": s["num_frames"],
+            **counts(total),  # num_utterances: the examples in the files, perturbed copies included
             "files": sorted(f.replace("\\", "/") for f in files
                             if f.startswith(split + "/") and f.endswith(".tfrecord")),
         }
+        if split in perturbed_splits:
+            dataset["splits"][split]["speed_perturb"] = {
+                "source_utterances": s["num_utterances"],
+                "by_factor": {k: counts(by_factor[k]) for k in sorted(by_factor, key=float)}}
     outdir.delete(outdir.join(tmp, SUMMARY_FILE))
     outdir.write_bytes(outdir.join(tmp, "dataset.json"),
                        (json.dumps(dataset, indent=1) + "\n").encode("utf-8"))
@@ -507,12 +537,20 @@ def _signals_raise():
 
 def _print_report(dataset: dict, metrics: dict, elapsed: float, out: str) -> None:
     hours = sum(s["hours"] for s in dataset["splits"].values())
-    print(f"wrote {out}: {dataset['input_count']} inputs, "
-          f"{sum(s['num_utterances'] for s in dataset['splits'].values())} written "
+    sources = {split: s.get("speed_perturb", {}).get("source_utterances", s["num_utterances"])
+               for split, s in dataset["splits"].items()}
+    copies = sum(s["num_utterances"] for s in dataset["splits"].values()) - sum(sources.values())
+    print(f"wrote {out}: {dataset['input_count']} inputs, {sum(sources.values())} written"
+          f"{f' (+{copies} speed-perturbed copies)' if copies else ''} "
           f"({hours:.3f} h), {dataset['rejects']['total']} rejected, in {elapsed:.1f} s "
           f"({hours * 3600 / max(elapsed, 1e-9):.0f} s of audio per s)")
     for split, s in dataset["splits"].items():
-        print(f"  {split}: {s['num_utterances']} utterances, {s['hours']:.3f} h, {len(s['files'])} file(s)")
+        line = f"  {split}: {s['num_utterances']} utterances, {s['hours']:.3f} h, {len(s['files'])} file(s)"
+        if "speed_perturb" in s:
+            factors = ",".join(s["speed_perturb"]["by_factor"])
+            line += (f" = {s['speed_perturb']['source_utterances']} utterances x "
+                     f"{len(s['speed_perturb']['by_factor'])} speed factors ({factors})")
+        print(line)
     for reason, n in dataset["rejects"]["by_reason"].items():
         print(f"  rejected {reason}: {n}")
     if metrics:

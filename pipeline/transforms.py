@@ -4,10 +4,12 @@ Graph (two stages, joined by the tokenizer side input)::
 
     inputs ─► ReadSources ─► [Reshuffle] ─► Normalize ─┬─► TrainTokenizer (CombineFn over train transcripts) ─► tokenizer.model
                                                        │                    │ side input
-                                                       └─► Process (decode, resample, log-mel, tokenize, serialise)
+                                                       └─► Decode (decode, resample, tokenize)
+                                                            ─► [SpeedPerturb (train only, one copy per --speed_perturb factor)]
+                                                            ─► Featurize (log-mel, serialise; one fused stage with Decode)
                                                                 ├─► Write[split] (TFRecord shards)
-                                                                ├─► CMVN (train features, CombineFn) ─► cmvn.json
-                                                                ├─► CountNgrams (train transcripts, CombineFn) ─► lm/ (ARPA, lexicon)
+                                                                ├─► CMVN (train features, every copy, CombineFn) ─► cmvn.json
+                                                                ├─► CountNgrams (train transcripts, originals only, CombineFn) ─► lm/ (ARPA, lexicon)
                                                                 └─► rejects ─► rejects.jsonl
     counts from every branch ─► Summary (CombineFn) ─► _summary.json (read by the driver)
 
@@ -17,7 +19,8 @@ as much as a third of the actual work (docs/pipeline.md, "Measured throughput").
 
 The tokenizer is trained on the normalised transcripts of the train split *before* audio is
 decoded (audio rejects are not yet known then), so the heavy audio stage runs once, streaming,
-and never has to hold features in memory waiting for the tokenizer.
+and never has to hold features in memory waiting for the tokenizer. It sees every transcript
+once: speed perturbation happens after it, on the decoded audio.
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ from pipeline.audio import AudioConfig, load_audio
 from pipeline.cmvn import CmvnCombineFn
 from pipeline.records import Reject, RejectError, RejectReason, Utterance
 from pipeline.sources import InputSpec, read_source
+from pipeline.speed import NO_PERTURBATION, PERTURBED_SPLITS, format_factor, perturbed_id, speed_perturb
 from pipeline.splits import SpeakerSplit
-from pipeline.summary import INPUT, REJECTED, WRITTEN, SummaryCombineFn
+from pipeline.summary import INPUT, PERTURBED, REJECTED, WRITTEN, SummaryCombineFn
 from pipeline.text import TextConfig, normalize_transcript
 from pipeline.tokenizer import train_tokenizer
 
@@ -69,9 +73,11 @@ class PrepareConfig:
         reshuffle: Redistribute the read items (``beam.Reshuffle``) before the per-utterance work, so
             a distributed runner spreads one large manifest over its workers. The local runner gains
             nothing from it (the tokenizer side input already materialises the utterances before
-            ``Process``), so `dsnn-prepare` turns it off there. Defaults to True.
+            ``Decode``), so `dsnn-prepare` turns it off there. Defaults to True.
         lm_order: Order of the word n-gram LM counted over the train transcripts and written with
             its lexicon to ``lm/`` (`dsnn_keras.ngram_lm`); 0 = none. Defaults to 3.
+        speed_factors: Speed perturbation of the train split (`pipeline.speed`): one example per
+            factor for every train utterance; ``(1.0,)`` (the default) adds no transform at all.
     """
 
     feature_config: FeatureConfig = FeatureConfig()
@@ -84,11 +90,16 @@ class PrepareConfig:
     progress_every_s: float = 10.0
     reshuffle: bool = True
     lm_order: int = 3
+    speed_factors: tuple[float, ...] = NO_PERTURBATION
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """One processed utterance: the serialised example plus what CMVN and counts need."""
+    """One written example: the serialised example plus what CMVN and counts need.
+
+    ``factor`` is its speed factor: 1.0 for the utterance as read, another value for a
+    speed-perturbed copy (whose ``utt_id`` is ``sp<factor>-<id>``).
+    """
 
     split: str
     utt_id: str
@@ -96,6 +107,7 @@ class Prepared:
     num_samples: int
     features: np.ndarray
     serialized: bytes
+    factor: float = 1.0
 
 
 def split_names(specs: Sequence[InputSpec], speaker_split: SpeakerSplit | None) -> list[str]:
@@ -134,34 +146,39 @@ class NormalizeDoFn(beam.DoFn):
         yield dataclasses.replace(item, transcript=text)
 
 
-class ProcessUtterance(beam.DoFn):
-    """Decode → resample → log-mel → tokenize → ``tf.train.Example``; yields `Prepared` or `Reject`.
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """One decoded utterance on its way to the featurizer.
 
     Args:
-        feature_config: The frontend settings.
-        audio_config: Decoding limits.
-        progress_every_s: Seconds between progress log lines.
-
-    Side input (per call): the serialized SentencePiece model.
+        utt: The utterance (split assigned, transcript normalised).
+        token_ids: The transcript's token ids (the same for every copy).
+        copies: ``((factor, waveform), ...)``: the decoded audio as ``((1.0, waveform),)``, and after
+            `SpeedPerturbDoFn` one entry per speed factor (`pipeline.speed`).
     """
 
-    def __init__(self, feature_config: FeatureConfig, audio_config: AudioConfig,
-                 progress_every_s: float = 10.0):
-        self.feature_config = feature_config
+    utt: Utterance
+    token_ids: tuple[int, ...]
+    copies: tuple[tuple[float, np.ndarray], ...]
+
+
+class DecodeUtterance(beam.DoFn):
+    """Decode → resample (`load_audio`) and tokenize the transcript; yields `Decoded` or `Reject`.
+
+    Args:
+        audio_config: Decoding limits.
+
+    Side input (per call): the serialized SentencePiece model. It is taken here, at the head of the
+    audio chain, so that the whole chain (decode, speed perturbation, features) runs in the one
+    stage after the tokenizer is trained: a transform upstream of the side input would run in the
+    tokenizer's stage and its waveforms would be materialised to wait for it.
+    """
+
+    def __init__(self, audio_config: AudioConfig):
         self.audio_config = audio_config
-        self.progress_every_s = progress_every_s
-        self.written = Metrics.counter(NAMESPACE, "utterances_written")
-        self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_written")
 
     def setup(self):
-        from pipeline.featurize import Featurizer
-
-        self._featurizer = Featurizer(self.feature_config)
         self._tokenizer_key = None
-        self._start = time.monotonic()
-        self._last_log = self._start
-        self._done = self._rejected = 0
-        self._seconds = 0.0
 
     def _tokenizer(self, model: bytes):
         if self._tokenizer_key != model:
@@ -171,47 +188,133 @@ class ProcessUtterance(beam.DoFn):
             self._tokenizer_key = model
         return self._tok
 
-    def _progress(self):
-        now = time.monotonic()
-        if now - self._last_log >= self.progress_every_s:
-            self._last_log = now
-            LOG.info("prepare: %d utterances written, %d rejected, %.0f s of audio (%.0f s/s)",
-                     self._done, self._rejected, self._seconds, self._seconds / (now - self._start))
-
     def process(self, utt: Utterance, tokenizer_model: bytes):
-        from pipeline.examples import make_example
-
         tokenizer = self._tokenizer(tokenizer_model)
         try:
             waveform = load_audio(utt.path, self.audio_config)
         except RejectError as e:
-            self._rejected += 1
-            self._progress()
             yield Reject(utt.path, e.reason, e.detail)
             return
-        features = self._featurizer(waveform)
-        if not np.isfinite(features).all():  # e.g. float samples so large that their power overflows
+        yield Decoded(utt, tuple(tokenizer.encode(utt.transcript)), ((1.0, waveform),))
+
+
+class SpeedPerturbDoFn(beam.DoFn):
+    """Adds one speed-perturbed copy per factor to the decoded utterances of the perturbed splits.
+
+    Args:
+        factors: Speed factors, 1.0 among them (`pipeline.speed.parse_speed_factors`).
+        sample_rate: The decoded audio's rate (``AudioConfig.sample_rate``).
+        quality: soxr quality (``AudioConfig.resample_quality``).
+        splits: Splits whose utterances are perturbed. Defaults to `PERTURBED_SPLITS` (``train``):
+            held-out splits keep the real audio.
+
+    Rejects and utterances of other splits pass through unchanged.
+    """
+
+    def __init__(self, factors: Sequence[float], sample_rate: int, quality: str = "HQ",
+                 splits: Sequence[str] = PERTURBED_SPLITS):
+        self.factors = tuple(factors)
+        self.sample_rate = sample_rate
+        self.quality = quality
+        self.splits = tuple(splits)
+
+    def process(self, item):
+        if isinstance(item, Reject) or item.utt.split not in self.splits:
+            yield item
+            return
+        ((_, waveform),) = item.copies
+        yield dataclasses.replace(item, copies=tuple(
+            (f, speed_perturb(waveform, f, self.sample_rate, self.quality)) for f in self.factors))
+
+
+class FeaturizeUtterance(beam.DoFn):
+    """log-mel → ``tf.train.Example`` for every copy of a `Decoded`; yields `Prepared` or `Reject`.
+
+    An utterance is written or rejected as a whole: if the features of any of its copies are not
+    finite, it gives one `Reject` and no example, so a perturbed split reconciles
+    (``examples == utterances × factors``). Rejects from upstream pass through (and count in the
+    progress lines).
+
+    Args:
+        feature_config: The frontend settings.
+        audio_config: The decoded audio's rate.
+        progress_every_s: Seconds between progress log lines.
+    """
+
+    def __init__(self, feature_config: FeatureConfig, audio_config: AudioConfig,
+                 progress_every_s: float = 10.0):
+        self.feature_config = feature_config
+        self.audio_config = audio_config
+        self.progress_every_s = progress_every_s
+        self.written = Metrics.counter(NAMESPACE, "utterances_written")
+        self.perturbed = Metrics.counter(NAMESPACE, "speed_perturbed_written")
+        self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_written")
+
+    def setup(self):
+        from pipeline.featurize import Featurizer
+
+        self._featurizer = Featurizer(self.feature_config)
+        self._start = time.monotonic()
+        self._last_log = self._start
+        self._done = self._rejected = self._copies = 0
+        self._seconds = 0.0
+
+    def _progress(self):
+        now = time.monotonic()
+        if now - self._last_log >= self.progress_every_s:
+            self._last_log = now
+            copies = f" (+{self._copies} speed-perturbed copies)" if self._copies else ""
+            LOG.info("prepare: %d utterances written%s, %d rejected, %.0f s of audio (%.0f s/s)",
+                     self._done, copies, self._rejected, self._seconds, self._seconds / (now - self._start))
+
+    def process(self, item):
+        from pipeline.examples import make_example
+
+        if isinstance(item, Reject):
             self._rejected += 1
             self._progress()
-            peak = float(np.max(np.abs(waveform), initial=0.0))
-            yield Reject(utt.path, NON_FINITE_FEATURES,
-                         f"log-mel features are not finite ({int((~np.isfinite(features)).sum())} of "
-                         f"{features.size} values; peak |sample| {peak:.3g})")
+            yield item
             return
-        token_ids = tokenizer.encode(utt.transcript)
-        blob = make_example(utt.utt_id, utt.speaker, utt.transcript, features, token_ids)
-        seconds = waveform.shape[0] / self.audio_config.sample_rate
+        utt = item.utt
+        featurized = []
+        for factor, waveform in item.copies:
+            features = self._featurizer(waveform)
+            if not np.isfinite(features).all():  # e.g. float samples so large that their power overflows
+                self._rejected += 1
+                self._progress()
+                peak = float(np.max(np.abs(waveform), initial=0.0))
+                copy = "" if factor == 1.0 else f" (speed-perturbed copy x{format_factor(factor)})"
+                yield Reject(utt.path, NON_FINITE_FEATURES,
+                             f"log-mel features{copy} are not finite ({int((~np.isfinite(features)).sum())} of "
+                             f"{features.size} values; peak |sample| {peak:.3g})")
+                return
+            featurized.append((factor, waveform.shape[0], features))
+        for factor, num_samples, features in featurized:
+            utt_id = perturbed_id(utt.utt_id, factor)
+            blob = make_example(utt_id, utt.speaker, utt.transcript, features, list(item.token_ids))
+            seconds = num_samples / self.audio_config.sample_rate
+            self.audio_ms.inc(int(round(seconds * 1000)))
+            self._seconds += seconds
+            if factor != 1.0:
+                self.perturbed.inc()
+                self._copies += 1
+            yield Prepared(utt.split, utt_id, int(features.shape[0]), int(num_samples), features, blob, factor)
         self.written.inc()
-        self.audio_ms.inc(int(round(seconds * 1000)))
         self._done += 1
-        self._seconds += seconds
         self._progress()
-        yield Prepared(utt.split, utt.utt_id, int(features.shape[0]), int(waveform.shape[0]),
-                       features, blob)
+
+
+def _count_written(x: Prepared):
+    """The summary tuple of one written example: an original counts as written, a copy as perturbed."""
+    if x.factor == 1.0:
+        return WRITTEN, x.split, (1, x.num_frames, x.num_samples)
+    return PERTURBED, (x.split, x.factor), (1, x.num_frames, x.num_samples)
 
 
 def _dead_letter_to_reject(bad) -> Reject:
     element, (exc_type, exc_repr, _) = bad
+    if isinstance(element, Decoded):  # failed after decoding (speed perturbation, features)
+        element = element.utt
     path = getattr(element, "path", repr(element)[:200])
     return Reject(path, RejectReason.INTERNAL_ERROR, f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}"[:500])
 
@@ -287,6 +390,9 @@ class TrainTokenizerFn(beam.CombineFn):
 class CountNgramsFn(beam.CombineFn):
     """Counts the word n-grams of the transcripts of written examples (`dsnn_keras.ngram_lm.count_ngrams`).
 
+    Speed-perturbed copies (``factor != 1.0``) are skipped: their transcript is the original's, and
+    counting it once per factor would change the LM (its discounts depend on the counts of counts).
+
     Args:
         order: The LM order.
 
@@ -300,6 +406,8 @@ class CountNgramsFn(beam.CombineFn):
         return collections.Counter()
 
     def add_input(self, accumulator, prepared: Prepared):
+        if prepared.factor != 1.0:
+            return accumulator
         from tensorflow.core.example import example_pb2
 
         from dsnn_keras.ngram_lm import count_ngrams
@@ -363,15 +471,25 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
     _ = tokenizer_model | "WriteTokenizer" >> beam.Map(
         lambda m: outdir.write_bytes(outdir.join(out_dir, "tokenizer.model"), m))
 
-    processed, failed = (utts
-                         | "Process" >> beam.ParDo(
-                             ProcessUtterance(config.feature_config, config.audio_config,
-                                              config.progress_every_s),
-                             beam.pvalue.AsSingleton(tokenizer_model)).with_exception_handling())
+    # The audio chain: Decode -> [SpeedPerturb] -> Featurize, one fused stage after the tokenizer
+    # (Decode takes the side input). Unexpected exceptions in any of them go to the dead letters.
+    decoded, failed_decode = utts | "Decode" >> beam.ParDo(
+        DecodeUtterance(config.audio_config),
+        beam.pvalue.AsSingleton(tokenizer_model)).with_exception_handling()
+    failures = [failed_decode]
+    if tuple(config.speed_factors) != NO_PERTURBATION:
+        decoded, failed_perturb = decoded | "SpeedPerturb" >> beam.ParDo(SpeedPerturbDoFn(
+            config.speed_factors, config.audio_config.sample_rate,
+            config.audio_config.resample_quality)).with_exception_handling()
+        failures.append(failed_perturb)
+    processed, failed_featurize = decoded | "Featurize" >> beam.ParDo(FeaturizeUtterance(
+        config.feature_config, config.audio_config, config.progress_every_s)).with_exception_handling()
+    failures.append(failed_featurize)
+    failed = failures | "AllFailures" >> beam.Flatten()
     parts = processed | "Route" >> beam.Partition(_route, len(splits) + 1, splits)
     if config.lm_order and "train" in splits:
-        # Counted over the train utterances written (not those whose audio was rejected), so the LM is
-        # exactly `dsnn-lm` over the train split.
+        # Counted over the train utterances written (not those whose audio was rejected, nor the
+        # speed-perturbed copies), so the LM is exactly `dsnn-lm` over the original train split.
         _ = (parts[splits.index("train") + 1]
              | "CountNgrams" >> beam.CombineGlobally(CountNgramsFn(config.lm_order))
              | "WriteLM" >> beam.Map(_write_lm, out_dir, config.lm_order, beam.pvalue.AsSingleton(tokenizer_model)))
@@ -394,12 +512,12 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
              | f"Write[{split}]" >> beam.io.WriteToTFRecord(
                  outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
                  num_shards=config.num_shards))
-        counts.append(part | f"CountWritten[{split}]" >> beam.Map(
-            lambda x: (WRITTEN, x.split, (1, x.num_frames, x.num_samples))))
+        counts.append(part | f"CountWritten[{split}]" >> beam.Map(_count_written))
         if split == "train":
-            # Fed straight from the Process stage, so the combiner's partial sums run there and the
+            # Fed straight from the Decode-Featurize stage, so the combiner's partial sums run there and the
             # features are never materialised. without_defaults: an empty train split writes no
             # cmvn.json, and the job then fails in `finalize` ("no train utterance was written").
+            # With --speed_perturb the statistics cover every copy: the frames the model trains on.
             _ = (part
                  | "TrainFeatures" >> beam.Map(lambda x: x.features)
                  | "CMVN" >> beam.CombineGlobally(CmvnCombineFn()).without_defaults()

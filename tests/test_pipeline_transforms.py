@@ -13,7 +13,7 @@ from pipeline.records import Reject, RejectReason, Utterance
 from pipeline.splits import SpeakerSplit
 from pipeline.text import TextConfig
 from pipeline.tokenizer import load_tokenizer, train_tokenizer
-from pipeline.transforms import NormalizeDoFn, ProcessUtterance, TrainTokenizerFn
+from pipeline.transforms import DecodeUtterance, FeaturizeUtterance, NormalizeDoFn, TrainTokenizerFn
 
 
 def test_normalize_routes_rejects_and_assigns_speaker_splits():
@@ -32,7 +32,7 @@ def test_normalize_routes_rejects_and_assigns_speaker_splits():
                               ("m.tsv:3", RejectReason.MALFORMED_LINE)]), label="rejects")
 
 
-def test_process_utterance_writes_features_and_token_ids(tmp_path):
+def test_decode_and_featurize_write_features_and_token_ids(tmp_path):
     rate = 8000
     t = np.arange(rate) / rate
     sf.write(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate)
@@ -53,8 +53,9 @@ def test_process_utterance_writes_features_and_token_ids(tmp_path):
 
     with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
         tok = p | "Tok" >> beam.Create([model])
-        out = p | beam.Create(utts) | beam.ParDo(ProcessUtterance(config, AudioConfig()),
-                                                 beam.pvalue.AsSingleton(tok))
+        out = (p | beam.Create(utts)
+               | "Decode" >> beam.ParDo(DecodeUtterance(AudioConfig()), beam.pvalue.AsSingleton(tok))
+               | "Featurize" >> beam.ParDo(FeaturizeUtterance(config, AudioConfig())))
         assert_that(out, check)
 
 
