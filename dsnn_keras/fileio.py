@@ -1,7 +1,8 @@
 """Files on a local disk or anywhere `tf.io.gfile` reaches (``gs://``, ``s3://``, ``hdfs://``, ``ram://``).
 
 Every path a user can point at cloud storage (``dsnn-train --data/--out``, ``dsnn-eval``,
-``dsnn-export``) goes through these functions. A path with a ``scheme://`` prefix is *remote* and is
+``dsnn-export``, ``dsnn-lm``, ``dsnn-transcribe``, ``dsnn-bench``, ``dsnn-synth --out``) goes through these
+functions (``dsnn-prepare``'s Beam job uses Beam's ``FileSystems``, `pipeline.outdir`). A path with a ``scheme://`` prefix is *remote* and is
 handled by `tf.io.gfile` (TensorFlow is imported on the first remote call only); any other path is
 local and is handled by the standard library exactly as before (so local behaviour, error types
 included, is unchanged and nothing here imports TensorFlow for a local path). Remote errors are
@@ -22,6 +23,9 @@ Semantics that differ on object stores (``gs://``), and what this module does ab
   the small logs it is used for.
 * There are no directories on ``gs://``: `makedirs` leaves an empty ``DIR/`` placeholder object
   (TensorFlow's GCS filesystem does) and `isdir` is true for any prefix with objects under it.
+  `rmtree` deletes every object under the prefix, one by one (not atomic).
+* Code that needs a real local file (a subprocess that opens the model, an ``mmap``) takes one
+  from `local_copy`: a private temporary copy, deleted on exit.
 
 Example:
     >>> run = as_path("gs://bucket/runs/tiny")
@@ -139,6 +143,64 @@ def listdir(path: PathLike) -> list[str]:
         return sorted(os.listdir(path))
     with _os_errors(path):
         return sorted(entry.rstrip("/") for entry in _gfile().listdir(os.fspath(path)))
+
+
+def walk_files(directory: PathLike) -> list[str]:
+    """Every file under ``directory`` at any depth, as ``/``-joined paths relative to it, sorted.
+
+    A missing directory has no files (``[]``). Remote: `tf.io.gfile.walk` (on ``gs://`` a listing of
+    the prefix).
+    """
+    if is_local(directory):
+        root = os.fspath(directory)
+        return sorted(os.path.relpath(os.path.join(top, file), root).replace(os.sep, "/")
+                      for top, _, files in os.walk(root) for file in files)
+    base = os.fspath(directory).rstrip("/")
+    found = []
+    with _os_errors(directory):
+        for top, _, files in _gfile().walk(base):
+            relative = top[len(base):].strip("/")
+            found += [posixpath.join(relative, file.rstrip("/")) if relative else file.rstrip("/") for file in files]
+    return sorted(found)
+
+
+def rmtree(directory: PathLike) -> None:
+    """Deletes ``directory`` and everything under it; a missing one is left as it is.
+
+    Remote: every object under the prefix is deleted (`tf.io.gfile.rmtree`), one by one.
+    """
+    if is_local(directory):
+        if os.path.lexists(directory):
+            shutil.rmtree(directory)
+        return
+    with _os_errors(directory):
+        gfile = _gfile()
+        if gfile.exists(os.fspath(directory)):
+            gfile.rmtree(os.fspath(directory))
+
+
+@contextlib.contextmanager
+def local_copy(path: PathLike) -> Iterator[pathlib.Path]:
+    """A local file holding ``path``'s bytes, for code that needs one (a subprocess, an ``mmap``).
+
+    A local ``path`` is yielded as it is. A remote one is copied into a private temporary directory
+    under its own name (so ``.name`` is the URL's last component), deleted when the block ends.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (naming it).
+    """
+    if is_local(path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", os.fspath(path))
+        yield pathlib.Path(path)
+        return
+    directory = tempfile.mkdtemp(prefix="dsnn-local-copy-")
+    try:
+        target = pathlib.Path(directory) / name(path)
+        copy(path, target)
+        yield target
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def read_bytes(path: PathLike) -> bytes:

@@ -61,6 +61,23 @@ def test_file_operations_behave_the_same_locally_and_remotely(root):
     assert fileio.listdir(directory) == ["log.jsonl"]
 
 
+def test_walk_files_rmtree_and_local_copy_behave_the_same_locally_and_remotely(root):
+    tree = fileio.join(root, "tree")
+    for relative in ("a.wav", "sub/b.flac", "sub/deeper/c.txt"):
+        fileio.atomic_write(fileio.join(tree, *relative.split("/")), relative)
+    assert fileio.walk_files(tree) == ["a.wav", "sub/b.flac", "sub/deeper/c.txt"]
+    assert fileio.walk_files(fileio.join(root, "none")) == []
+    with fileio.local_copy(fileio.join(tree, "sub", "b.flac")) as local:
+        assert local.name == "b.flac" and local.read_text() == "sub/b.flac"
+    assert local.exists() == fileio.is_local(root)   # a remote file's temporary copy is gone
+    with pytest.raises(FileNotFoundError):
+        with fileio.local_copy(fileio.join(tree, "nope.tflite")):
+            pass
+    fileio.rmtree(tree)
+    fileio.rmtree(tree)   # already gone: nothing to do
+    assert not fileio.exists(tree) and fileio.walk_files(tree) == []
+
+
 def test_a_missing_remote_file_is_the_builtin_file_not_found_error(root):
     with pytest.raises(FileNotFoundError) as caught:
         fileio.read_bytes(fileio.join(root, "nope.json"))

@@ -224,6 +224,37 @@ def test_dsnn_bench_stream_writes_per_level_and_chunk_figures(tmp_path, capsys):
     assert bench_main([str(h.exported("float")), "--stream", "--out_dir", str(tmp_path / "b2")]) == 1
 
 
+def test_dsnn_transcribe_and_bench_stream_take_remote_paths_like_local_ones(tmp_path, capsys):
+    """Model, audio and --out_dir on ram:// (tf.io.gfile, the code path of gs://): the same text and rows."""
+    import json
+
+    from ram_filesystem import files_under, new_root
+
+    from dsnn_keras import fileio
+    from tflite.cli import bench_main, transcribe_main
+
+    url = new_root("stream")
+    model, wav = f"{url}/float.tflite", f"{url}/audio/utt.wav"
+    fileio.copy(_export("float"), model)
+    fileio.makedirs(f"{url}/audio")
+    fileio.copy(_wav(tmp_path), wav)
+    stream = ["--level", "1", "--stream", "--chunk_ms", "80"]
+    assert transcribe_main([str(_export("float")), str(_wav(tmp_path)), *stream]) == 0
+    local_text = capsys.readouterr().out.split("\t", 1)[1]
+    assert transcribe_main([model, wav, *stream]) == 0
+    assert capsys.readouterr().out == f"{wav}\t{local_text}"
+    args = ["--stream", "--chunk_ms", "160", "--repeats", "1", "--limit", "1"]
+    assert bench_main([str(_export("float")), *args, "--utterances", str(tmp_path), "--out_dir",
+                       str(tmp_path / "bench")]) == 0
+    assert bench_main([model, *args, "--utterances", f"{url}/audio", "--out_dir", f"{url}/bench"]) == 0
+    local = json.loads((tmp_path / "bench" / "bench_stream.json").read_text())
+    remote = json.loads(fileio.read_text(f"{url}/bench/bench_stream.json"))
+    assert remote["model"] == model and remote["utterances"] == [{**local["utterances"][0], "name": wav}]
+    assert [(r["level"], r["chunk_ms"], r["tokens"]) for r in remote["rows"]] == \
+        [(r["level"], r["chunk_ms"], r["tokens"]) for r in local["rows"]]
+    assert files_under(f"{url}/bench") == [f"{url}/bench/bench_stream.{ext}" for ext in ("json", "md", "png")]
+
+
 def test_stream_wer_bench_switches_on_schedule_and_counts_time_per_level():
     import importlib.util
 

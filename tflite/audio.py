@@ -17,7 +17,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from dsnn_keras.audio import AudioDecodeError, check_finite, decode
+from dsnn_keras.audio import UNREADABLE, AudioDecodeError, check_finite, decode
 from dsnn_keras.errors import DsnnError
 
 
@@ -84,7 +84,8 @@ def load_audio(path: Union[str, pathlib.Path], sample_rate: Optional[int]) -> np
     """Reads an audio file (WAV, FLAC or OGG) as mono float32 at ``sample_rate``.
 
     Args:
-        path: The file.
+        path: The file: a local path, or a URL `tf.io.gfile` reaches (``gs://...``; its bytes are
+            read with `dsnn_keras.fileio` and decoded from memory by the same decoder).
         sample_rate: Target rate in Hz; other rates are resampled.
 
     Returns:
@@ -95,10 +96,22 @@ def load_audio(path: Union[str, pathlib.Path], sample_rate: Optional[int]) -> np
         AudioError: the decoder policy refuses it; ``str(error)`` is ``PATH: reason: detail`` and
             ``error.reason`` the reason code (the one ``dsnn-prepare`` writes to rejects.jsonl).
     """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
+    from dsnn_keras import fileio
+
+    data = None
+    if fileio.is_local(path):
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"audio file not found: {path}")
+    else:
+        path = str(path)
+        try:
+            data = fileio.read_bytes(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"audio file not found: {path}") from None
+        except OSError as error:   # e.g. a directory, or no permission: one line naming the URL
+            raise AudioError(f"{path}: {UNREADABLE}: cannot read ({error.strerror or error})", UNREADABLE) from None
     try:
-        return decode(str(path), sample_rate)
+        return decode(str(path), sample_rate, data=data)
     except AudioDecodeError as error:
         raise AudioError(f"{path}: {error.reason}: {error.detail}", error.reason) from None

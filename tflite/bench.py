@@ -4,7 +4,10 @@ Latency is measured round-robin in shuffled order (every file and level once per
 each timed invoke preceded by an untimed one), so load on a
 shared machine hits all candidates alike; figures are medians and 90th percentiles over
 utterances x repeats, per thread count. Peak memory is measured in a fresh subprocess per file.
-Writes ``bench.json``, ``bench.md`` and ``bench.png``. No TensorFlow.
+Writes ``bench.json``, ``bench.md`` and ``bench.png``, each complete or absent (`dsnn_keras.fileio.atomic_write`).
+No TensorFlow for local paths. Any path may be a URL `tf.io.gfile` reaches (``gs://...``): remote
+model files are copied to a private local temporary first (LiteRT maps them, the memory probe opens
+them in a subprocess), so they are timed exactly as local ones; remote audio is read into memory.
 
 Example:
     >>> result = run_benchmark("model.tflite", baselines=["level0.tflite"], out_dir="bench_out")
@@ -13,17 +16,20 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import pathlib
 import platform
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from dsnn_keras import fileio
 from tflite.audio import load_audio
 from tflite.metadata import read_metadata
 from tflite.runtime import load_interpreter, prime_all_signatures
@@ -45,7 +51,11 @@ class Candidate:
 
 def collect_utterances(sources: Optional[Sequence[str]], sample_rate: int, limit: int = 8,
                        seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """The fixed utterance set: files / directories given (sorted, first ``limit``), else synthetic clips."""
+    """The fixed utterance set: files / directories given (sorted, first ``limit``), else synthetic clips.
+
+    Sources may be local or URLs (``gs://...``); a directory is searched at every depth for
+    .wav/.flac/.ogg files. Names are the paths (or URLs) as found.
+    """
     if not sources:
         from tflite.export import probe_audio
 
@@ -53,6 +63,9 @@ def collect_utterances(sources: Optional[Sequence[str]], sample_rate: int, limit
                 for i, s in enumerate((1.0, 2.0, 3.0, 4.0)[:limit])]
     files = []
     for source in sources:
+        if not fileio.is_local(source):
+            files += _remote_audio_files(str(source))
+            continue
         path = pathlib.Path(source)
         if path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -63,6 +76,16 @@ def collect_utterances(sources: Optional[Sequence[str]], sample_rate: int, limit
     if not files:
         raise FileNotFoundError(f"--utterances: no {'/'.join(AUDIO_SUFFIXES)} files in {list(sources)}")
     return [(str(p), load_audio(p, sample_rate)) for p in files[:limit]]
+
+
+def _remote_audio_files(source: str) -> list[str]:
+    """The audio files a remote ``--utterances`` source names, ordered as a local directory's would be."""
+    if fileio.isdir(source):
+        found = [name for name in fileio.walk_files(source) if pathlib.PurePosixPath(name).suffix.lower() in AUDIO_SUFFIXES]
+        return [str(fileio.join(source, name)) for name in sorted(found, key=lambda name: name.split("/"))]
+    if fileio.isfile(source):
+        return [source]
+    raise FileNotFoundError(f"--utterances: no such file or directory: {source}")
 
 
 def _candidates(model_path: pathlib.Path, baselines: Sequence, compare: Sequence = ()) -> list[Candidate]:
@@ -181,10 +204,46 @@ def time_decoder(model_path, utterances, repeats: int = 5) -> dict:
                         **beam.config.to_dict()}, "rows": rows}
 
 
+@contextlib.contextmanager
+def local_models(paths: Sequence) -> Iterator[dict[str, pathlib.Path]]:
+    """``{str(path): local file}`` for model files: local ones as they are, remote ones copied.
+
+    Remote files (``gs://...``) are copied into private temporary directories under their own
+    names (deleted when the block ends), so a benchmark maps and times them as local files. An error
+    raised in the block names the URL, not the temporary copy.
+
+    Raises:
+        FileNotFoundError: ``model file not found: PATH`` for a missing remote file.
+    """
+    with contextlib.ExitStack() as stack:
+        local = {}
+        for path in dict.fromkeys(str(p) for p in paths):
+            try:
+                local[path] = stack.enter_context(fileio.local_copy(path))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"model file not found: {path}") from None
+        try:
+            yield local
+        except Exception as error:
+            copies = {str(copy): url for url, copy in local.items() if not fileio.is_local(url)}
+            error.args = tuple(_named_as(arg, copies) for arg in error.args)
+            raise
+
+
+def _named_as(value, copies: dict[str, str]):
+    """``value`` with each temporary copy's path replaced by its URL (strings only)."""
+    if isinstance(value, str):
+        for copy, url in copies.items():
+            value = value.replace(copy, url)
+    return value
+
+
 def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Sequence[str]] = None,
                   threads: Sequence[int] = (1, 2), repeats: int = 5, limit: int = 8,
                   out_dir=None, log=None, compare: Sequence = ()) -> dict:
     """Times every level of ``model_path`` and each single-level baseline file.
+
+    Every path may be local or a URL `tf.io.gfile` reaches (``gs://...``; `local_models`).
 
     Args:
         model_path: The multi-level .tflite.
@@ -202,6 +261,17 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
         ``{"rows": [...], "files": {...}, "utterances": [...], "machine": {...}}``; each row has
         kind, file, level, sparsity, threads, median_ms, p90_ms, rtf, ratio_to_dense_single.
     """
+    with local_models([model_path, *baselines, *compare]) as local:
+        result = _run_benchmark(local[str(model_path)], [local[str(p)] for p in baselines], utterances,
+                                threads, repeats, limit, log, [local[str(p)] for p in compare])
+    result["model"] = str(fileio.as_path(model_path))   # the path or URL given, not a temporary copy
+    if out_dir is not None:
+        write_reports(result, out_dir)
+    return result
+
+
+def _run_benchmark(model_path: pathlib.Path, baselines: Sequence[pathlib.Path], utterances, threads, repeats,
+                   limit, log, compare: Sequence[pathlib.Path]) -> dict:
     say = log or (lambda message: None)
     model_path = pathlib.Path(model_path)
     meta = read_metadata(model_path)
@@ -259,8 +329,6 @@ def run_benchmark(model_path, baselines: Sequence = (), utterances: Optional[Seq
               "repeats": repeats, "threads": list(threads),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "python": platform.python_version()}}
-    if out_dir is not None:
-        write_reports(result, pathlib.Path(out_dir))
     return result
 
 
@@ -271,7 +339,7 @@ def _level_field(levels: list, level: int, key: str):
 
 def to_markdown(result: dict) -> str:
     """A Markdown summary: latency table per thread count, then files (size, memory)."""
-    lines = [f"# dsnn-bench: {pathlib.Path(result['model']).name}", "",
+    lines = [f"# dsnn-bench: {fileio.name(result['model'])}", "",
              f"{len(result['utterances'])} utterances "
              f"({sum(u['seconds'] for u in result['utterances']):.1f} s of audio), "
              f"{result['repeats']} repeats, shuffled round-robin, each timed invoke warm (after an "
@@ -309,8 +377,11 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: pathlib.Path) -> None:
-    """Median latency per level: the multi-level file vs the single-level files, per thread count."""
+def plot(result: dict, path) -> None:
+    """Median latency per level: the multi-level file vs the single-level files, per thread count.
+
+    Written complete or not at all (`dsnn_keras.fileio.atomic_write`); ``path`` may be a URL.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -334,13 +405,15 @@ def plot(result: dict, path: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    fileio.atomic_write(path, png.getvalue())
 
 
-def write_reports(result: dict, out_dir: pathlib.Path) -> None:
-    """Writes bench.json, bench.md and bench.png into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "bench.md").write_text(to_markdown(result))
-    plot(result, out_dir / "bench.png")
+def write_reports(result: dict, out_dir) -> None:
+    """Writes bench.json, bench.md and bench.png into ``out_dir`` (local or a URL), each complete or absent."""
+    fileio.makedirs(out_dir)
+    fileio.atomic_write(fileio.join(out_dir, "bench.json"), json.dumps(result, indent=2) + "\n")
+    fileio.atomic_write(fileio.join(out_dir, "bench.md"), to_markdown(result))
+    plot(result, fileio.join(out_dir, "bench.png"))

@@ -13,7 +13,10 @@ round-robin over repeats so load on a shared machine hits them alike). Reported 
   The token's frame is its CTC spike, the nearest observable proxy for the end of the spoken word;
 * ``peak_rss_mb``: peak resident memory of a fresh process streaming 160 ms chunks at that level.
 
-Writes ``bench_stream.json``, ``bench_stream.md`` and ``bench_stream.png``. No TensorFlow.
+Writes ``bench_stream.json``, ``bench_stream.md`` and ``bench_stream.png``, each complete or absent.
+No TensorFlow for local paths; the model, the utterances and the output directory may be URLs
+`tf.io.gfile` reaches (``gs://...``: a remote model is copied to a private local temporary first,
+as in `tflite.bench`).
 
 Example:
     >>> result = run_stream_benchmark("model.tflite", utterances=None, out_dir="bench_stream")
@@ -22,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 import subprocess
@@ -31,6 +35,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
 from tflite.runtime import load_interpreter, zero_stream_state
 
@@ -125,7 +130,7 @@ def run_stream_benchmark(model_path, utterances: Optional[Sequence[str]] = None,
     """Times the ``stream`` signature per level and chunk length (1 thread).
 
     Args:
-        model_path: A .tflite with a ``stream`` signature.
+        model_path: A .tflite with a ``stream`` signature (local, or a ``gs://``-style URL).
         utterances: Audio files or directories (first ``limit`` files); synthetic clips if None.
         chunk_ms: Chunk lengths to time. Defaults to 80, 160 and 320 ms.
         repeats: Passes over the utterances. Defaults to 3.
@@ -138,10 +143,18 @@ def run_stream_benchmark(model_path, utterances: Optional[Sequence[str]] = None,
     Raises:
         StreamBenchError: the file has no ``stream`` signature, or a bad argument.
     """
+    from tflite.bench import local_models
+
+    with local_models([model_path]) as local:
+        result = _run_stream_benchmark(local[str(model_path)], utterances, chunk_ms, repeats, limit, memory)
+    result["model"] = str(fileio.as_path(model_path))   # the path or URL given, not a temporary copy
+    return result
+
+
+def _run_stream_benchmark(model_path: pathlib.Path, utterances, chunk_ms, repeats, limit, memory) -> dict:
     from tflite.bench import collect_utterances
     from tflite.metadata import read_metadata
 
-    model_path = pathlib.Path(model_path)
     meta = read_metadata(model_path)
     interpreter = load_interpreter(model_path, 1)
     if "stream" not in interpreter.get_signature_list():
@@ -190,7 +203,7 @@ def run_stream_benchmark(model_path, utterances: Optional[Sequence[str]] = None,
 
 def to_markdown(result: dict) -> str:
     """The table of `run_stream_benchmark`'s rows."""
-    lines = [f"# dsnn-bench --stream: {pathlib.Path(result['model']).name}", "",
+    lines = [f"# dsnn-bench --stream: {fileio.name(result['model'])}", "",
              f"{len(result['utterances'])} utterances ({sum(u['seconds'] for u in result['utterances']):.1f} s), "
              f"{result['repeats']} repeats, 1 thread, levels and chunk sizes interleaved; median / p90 over "
              "chunks; token latency: from the arrival of the audio a token's frame needs to its emission.", "",
@@ -206,8 +219,8 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: pathlib.Path) -> None:
-    """Median compute per chunk against sparsity, one line per chunk length."""
+def plot(result: dict, path) -> None:
+    """Median compute per chunk against sparsity, one line per chunk length (written complete or not at all)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,14 +236,15 @@ def plot(result: dict, path: pathlib.Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    fileio.atomic_write(path, png.getvalue())
 
 
-def write_reports(result: dict, out_dir: pathlib.Path) -> None:
-    """Writes bench_stream.json, bench_stream.md and bench_stream.png into ``out_dir``."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench_stream.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "bench_stream.md").write_text(to_markdown(result))
-    plot(result, out_dir / "bench_stream.png")
+def write_reports(result: dict, out_dir) -> None:
+    """Writes bench_stream.json, .md and .png into ``out_dir`` (local or a URL), each complete or absent."""
+    fileio.makedirs(out_dir)
+    fileio.atomic_write(fileio.join(out_dir, "bench_stream.json"), json.dumps(result, indent=2) + "\n")
+    fileio.atomic_write(fileio.join(out_dir, "bench_stream.md"), to_markdown(result))
+    plot(result, fileio.join(out_dir, "bench_stream.png"))

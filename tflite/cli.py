@@ -299,10 +299,11 @@ def _transcribe_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsnn-transcribe",
         description="Transcribe audio files with an exported DSNN .tflite at one sparsity level "
-                    "(LiteRT only; no TensorFlow or sentencepiece). Prints 'file<TAB>text' per file.")
-    parser.add_argument("model", metavar="MODEL", help="the .tflite written by dsnn-export")
+                    "(LiteRT only; no TensorFlow or sentencepiece for local files). Prints 'file<TAB>text' per "
+                    "file. MODEL and AUDIO may be local paths or gs://-style URLs (read with tf.io.gfile).")
+    parser.add_argument("model", metavar="MODEL", help="the .tflite written by dsnn-export (path or URL)")
     parser.add_argument("audio", nargs="+", metavar="AUDIO",
-                        help="audio files (WAV/FLAC/OGG, any sample rate: resampled to the model's)")
+                        help="audio files or URLs (WAV/FLAC/OGG, any sample rate: resampled to the model's)")
     parser.add_argument("--level", type=int, default=0,
                         help="sparsity level index, 0 = densest (default: 0); the levels are listed "
                              "in the file's dsnn metadata")
@@ -427,7 +428,8 @@ def _bench_parser() -> argparse.ArgumentParser:
         prog="dsnn-bench",
         description="Benchmark each level of an exported DSNN .tflite (median and p90 latency, real-time "
                     "factor, peak memory, file size, per thread count) against separately exported "
-                    "single-level files; writes bench.json, bench.md and bench.png.")
+                    "single-level files; writes bench.json, bench.md and bench.png. Every path may be local "
+                    "or a gs://-style URL (read and written with tf.io.gfile).")
     parser.add_argument("model", metavar="MODEL", help="the multi-level .tflite written by dsnn-export")
     parser.add_argument("--baselines", nargs="*", default=[], metavar="FILE",
                         help="single-level .tflite files to compare with (dsnn-export --single_level_dir)")
@@ -454,13 +456,24 @@ def _bench_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def baseline_files(baseline_dir: str | os.PathLike) -> list[pathlib.Path]:
+def baseline_files(baseline_dir: str | os.PathLike) -> list:
     """The single-level baselines ``dsnn-export --single_level_dir`` wrote: ``DIR/level_*.tflite``, sorted.
+
+    ``baseline_dir`` may be a URL (``gs://...``; `dsnn_keras.fileio`): the files are then URL strings,
+    else `pathlib.Path`\ s.
 
     Raises:
         BenchInputError: there is none.
     """
-    found = sorted(pathlib.Path(baseline_dir).glob("level_*.tflite"))
+    from dsnn_keras import fileio
+
+    if fileio.is_local(baseline_dir):
+        found = sorted(pathlib.Path(baseline_dir).glob("level_*.tflite"))
+    else:
+        import fnmatch
+
+        names = fileio.listdir(baseline_dir) if fileio.isdir(baseline_dir) else []
+        found = [fileio.join(baseline_dir, name) for name in names if fnmatch.fnmatchcase(name, "level_*.tflite")]
     if not found:
         raise BenchInputError(f"--baseline_dir {baseline_dir}: no level_*.tflite files")
     return found
@@ -472,6 +485,10 @@ def benchmark(model: str | os.PathLike, *, baselines: Sequence[str | os.PathLike
               repeats: int = 5, out_dir: str | os.PathLike = "bench_out", compare: Sequence[str | os.PathLike] = (),
               log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """What ``dsnn-bench`` does: `tflite.bench.run_benchmark`, writing bench.json/.md/.png to ``out_dir``.
+
+    Every path (``model``, ``baselines``, ``baseline_dir``, ``utterances``, ``out_dir``, ``compare``)
+    may be local or a URL `tf.io.gfile` reaches (``gs://...``; `dsnn_keras.fileio`); each report file
+    is written complete or not at all.
 
     Args:
         model: The multi-level .tflite.
@@ -506,7 +523,9 @@ def benchmark(model: str | os.PathLike, *, baselines: Sequence[str | os.PathLike
     files = [str(path) for path in baselines]
     if baseline_dir:
         files += [str(path) for path in baseline_files(baseline_dir)]
-    if not pathlib.Path(model).is_file():
+    from dsnn_keras import fileio
+
+    if not fileio.isfile(model):
         raise FileNotFoundError(f"model file not found: {model}")
     return run_benchmark(model, files, utterances, threads=list(threads), repeats=repeats, limit=limit,
                          out_dir=out_dir, log=log or _log("dsnn-bench"), compare=list(compare))
@@ -516,6 +535,8 @@ def benchmark_stream(model: str | os.PathLike, *, utterances: Optional[Sequence[
                      repeats: int = 3, chunk_ms: Sequence[int] = (80, 160, 320),
                      out_dir: str | os.PathLike = "bench_out") -> dict[str, Any]:
     """What ``dsnn-bench --stream`` does: `tflite.bench_stream.run_stream_benchmark`, reports to ``out_dir``.
+
+    ``model``, ``utterances`` and ``out_dir`` may be local or URLs (``gs://...``), as for `benchmark`.
 
     Raises:
         CommandArgumentError: ``repeats``, ``limit`` or a chunk length < 1, or an unwritable ``out_dir``.
@@ -527,12 +548,14 @@ def benchmark_stream(model: str | os.PathLike, *, utterances: Optional[Sequence[
     problem = output_path_problem(out_dir, "--out_dir", directory=True)
     if problem:
         raise CommandArgumentError(problem)
-    if not pathlib.Path(model).is_file():
+    from dsnn_keras import fileio
+
+    if not fileio.isfile(model):
         raise FileNotFoundError(f"model file not found: {model}")
     from tflite.bench_stream import run_stream_benchmark, write_reports
 
     result = run_stream_benchmark(model, utterances, chunk_ms=list(chunk_ms), repeats=repeats, limit=limit)
-    write_reports(result, pathlib.Path(out_dir))
+    write_reports(result, out_dir)
     return result
 
 

@@ -371,7 +371,15 @@ def parse(model_bytes: bytes, source: str = "model") -> DsnnMetadata:
 
 
 def read_model_bytes(path: Union[str, pathlib.Path]) -> bytes:
-    """The bytes of a model file; FileNotFoundError if absent, MetadataError if it cannot be read."""
+    """The bytes of a model file; FileNotFoundError if absent, MetadataError if it cannot be read.
+
+    ``path`` may be local or a URL `tf.io.gfile` reaches (``gs://...``; `dsnn_keras.fileio`); the
+    errors are the same either way, naming the path or URL.
+    """
+    from dsnn_keras import fileio
+
+    if not fileio.is_local(path):
+        return _read_remote_model_bytes(str(path))
     path = pathlib.Path(path)
     try:
         return path.read_bytes()
@@ -383,11 +391,28 @@ def read_model_bytes(path: Union[str, pathlib.Path]) -> bytes:
         raise MetadataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
+def _read_remote_model_bytes(url: str) -> bytes:
+    from dsnn_keras import fileio
+
+    try:
+        return fileio.read_bytes(url)
+    except OSError as error:
+        try:
+            is_directory = fileio.isdir(url)
+        except OSError:
+            is_directory = False
+        if is_directory:
+            raise MetadataError(f"{url}: is a directory, not a .tflite file") from None
+        if isinstance(error, FileNotFoundError):
+            raise FileNotFoundError(f"model file not found: {url}") from None
+        raise MetadataError(f"{url}: cannot read ({error.strerror or error})") from None
+
+
 def read_metadata(path: Union[str, pathlib.Path]) -> DsnnMetadata:
     """Reads the ``dsnn`` metadata of a .tflite file.
 
     Args:
-        path: The .tflite file.
+        path: The .tflite file (local, or a ``gs://``-style URL: `read_model_bytes`).
 
     Returns:
         A `DsnnMetadata`.

@@ -53,15 +53,28 @@ def zero_stream_state(runner) -> dict:
             for name, detail in runner.get_input_details().items() if name.startswith(STATE_PREFIX)}
 
 
-def load_interpreter(path: Union[str, pathlib.Path], num_threads: int = 1):
+def load_interpreter(path: Union[str, pathlib.Path], num_threads: int = 1, model_content: Optional[bytes] = None):
     """A LiteRT interpreter for ``path``; MetadataError (one line naming the file) if LiteRT refuses it.
 
     LiteRT verifies the whole flatbuffer here, so a truncated or corrupt file fails at load time.
+    A local file is opened by path (LiteRT maps it); a remote one (``gs://...``, `dsnn_keras.fileio`)
+    is read into memory and loaded from its bytes (``model_content``), as are the bytes given.
+
+    Args:
+        path: The .tflite file (named in errors).
+        num_threads: Interpreter threads. Defaults to 1.
+        model_content: The file's bytes, when the caller has read them already. Defaults to None
+            (read a remote ``path``; open a local one by path).
     """
     from ai_edge_litert.interpreter import Interpreter
 
+    from dsnn_keras import fileio
+
+    if model_content is None and not fileio.is_local(path):
+        model_content = read_model_bytes(path)
+    source = {"model_path": str(path)} if model_content is None else {"model_content": model_content}
     try:
-        return Interpreter(model_path=str(path), num_threads=int(num_threads))
+        return Interpreter(**source, num_threads=int(num_threads))
     except (ValueError, RuntimeError) as error:
         detail = " ".join(str(error).split())[:200]
         raise MetadataError(f"{path}: LiteRT cannot load the model ({detail})") from None
@@ -119,7 +132,8 @@ class Recognizer:
     tuned with ``dsnn-eval --tune``, greedy otherwise.
 
     Args:
-        path: The .tflite file written by ``dsnn-export``.
+        path: The .tflite file written by ``dsnn-export``: a local path, or a URL `tf.io.gfile` reaches
+            (``gs://...``; read once into memory and loaded from its bytes).
         num_threads: Interpreter threads. Defaults to 1.
         window_seconds: Longest audio run in one invoke; longer audio is cut in windows of this length
             (rounded down to a multiple of 16 hops). Defaults to 30.0.
@@ -139,8 +153,11 @@ class Recognizer:
     def __init__(self, path: Union[str, pathlib.Path], num_threads: int = 1,
                  window_seconds: float = DEFAULT_WINDOW_SECONDS, decoder: str = "auto",
                  beam: Optional[dict] = None, hotwords=(), hotword_weight: float = 0.0):
-        self.path = pathlib.Path(path)
-        if not self.path.is_file():
+        from dsnn_keras import fileio
+
+        self.path = fileio.as_path(path)   # a Path, or a gs://-style URL string
+        remote = not fileio.is_local(self.path)
+        if not remote and not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise RecognizerError(f"num_threads must be an int >= 1, got {num_threads!r}")
@@ -154,7 +171,8 @@ class Recognizer:
             raise RecognizerError(f"window_seconds must be a number >= {quantum / self.sample_rate} "
                                   f"(16 hops), got {window_seconds!r}")
         self.window_samples = int(window_seconds * self.sample_rate) // quantum * quantum
-        self._interpreter = load_interpreter(self.path, int(num_threads))
+        # A remote file is loaded from the bytes read above (one download); a local one by path.
+        self._interpreter = load_interpreter(self.path, int(num_threads), model_bytes if remote else None)
         signatures = self._interpreter.get_signature_list()
         if RECOGNIZE not in signatures:
             raise MetadataError(f"{self.path}: no '{RECOGNIZE}' signature (has {sorted(signatures)})")
@@ -244,7 +262,7 @@ class Recognizer:
         """Runs one utterance (thread-safe; long audio in windows, see the class docstring).
 
         Args:
-            audio_or_path: A file path (WAV, FLAC or OGG at any rate: the decoder policy of
+            audio_or_path: A file path or ``gs://``-style URL (WAV, FLAC or OGG at any rate: the decoder policy of
                 ``dsnn-prepare``) or a real, finite array ``[num_samples]`` or ``[num_samples, channels]``
                 (channels last and averaged; ``[channels, num_samples]`` is refused: pass ``.T``).
             level: Sparsity level index. Defaults to 0 (densest).

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import sys
 
 from dsnn_keras.errors import DsnnUsageError
@@ -68,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(<split>/<speaker>/<chapter>/<speaker>-<chapter>-<idx>.flac + .trans.txt, 16 kHz mono FLAC) "
         "plus corpus.json. The same seed and arguments give byte-identical files."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, type=pathlib.Path,
-                   help="output directory; must not exist or be empty unless --overwrite")
+    p.add_argument("--out", required=True,
+                   help="output directory, local or a gs://-style URL (tf.io.gfile); must not exist or be "
+                        "empty unless --overwrite")
     p.add_argument("--num_utterances", required=True, type=int,
                    help="total number of utterances over all splits (>= 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for texts, speakers and augmentation")
@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         config = _config_from_args(args)
+        from dsnn_keras import fileio
         from pipeline.synth import corpus
 
+        args.out = fileio.as_path(args.out)   # a Path, or the URL string (pathlib would mangle gs://)
         try:
             corpus.check_output(args.out, args.overwrite)
         except (OSError, corpus.OutputExistsError) as e:

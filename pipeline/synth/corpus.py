@@ -13,6 +13,15 @@ augmentation seeded from ``(seed, utterance index)``, FLAC), so the files do not
 
 Files are written to a staging directory beside the output and renamed into place at the end, so
 an output directory never mixes files of two runs, and a failed run leaves nothing behind.
+
+The output may be a URL `tf.io.gfile` reaches (``gs://bucket/corpus``; `dsnn_keras.fileio`). An object
+store has no directory rename, so there the corpus is rendered into a private local temporary
+directory, uploaded to a staging prefix beside the output (``.NAME.tmp-XXXXXXXX/``), and committed
+the way ``dsnn-prepare`` commits a remote ``--out`` (`pipeline.outdir`): the old output is deleted,
+the staged files are moved in one by one, ``corpus.json`` last, and the staging prefix removed. A
+reader that waits for ``corpus.json`` never sees a partial corpus; a failure before the commit
+leaves the old output untouched and deletes the staging prefix; a process killed during the commit
+leaves a corpus without ``corpus.json`` (and the rest in the staging prefix), to be re-run.
 """
 from __future__ import annotations
 
@@ -24,11 +33,13 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
 from pipeline.synth import audio, espeak, grammar
 from pipeline.synth.speakers import SPLITS, Speaker, SpeakerDesign, assign_speakers
@@ -171,13 +182,23 @@ class OutputExistsError(DsnnError, RuntimeError):
     """The output directory exists and is not empty, and overwriting was not asked for."""
 
 
-def check_output(out: pathlib.Path, overwrite: bool) -> None:
+def check_output(out: str | os.PathLike, overwrite: bool) -> None:
     """Refuse an output path that cannot be written or would be mixed with an earlier run.
+
+    A remote ``out`` (``gs://...``) gets the first two checks only: whether objects can be created
+    there shows when they are written.
 
     Raises:
         OutputExistsError: ``out`` is a non-empty directory and ``overwrite`` is false.
         OSError: ``out`` is a file, or its parent cannot be created or written.
     """
+    if not fileio.is_local(out):
+        if fileio.isfile(out):
+            raise NotADirectoryError(f"{out}: exists and is not a directory")
+        if fileio.isdir(out) and fileio.listdir(out) and not overwrite:
+            raise OutputExistsError(f"{out}: directory exists and is not empty (pass --overwrite to replace it)")
+        return
+    out = pathlib.Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -216,8 +237,9 @@ def write_corpus(config: SynthConfig, out: str | os.PathLike, jobs: int | None =
 
     Args:
         config: what to generate.
-        out: output directory; must not exist, be empty, or ``overwrite`` must be true (it is then
-            replaced as a whole once the new corpus is complete).
+        out: output directory, local or a URL (``gs://...``; see the module docstring); must not
+            exist, be empty, or ``overwrite`` must be true (it is then replaced as a whole once the
+            new corpus is complete).
         jobs: worker processes (``None``: one per CPU core; 1: in this process).
         overwrite: replace a non-empty ``out``.
         progress: called with one-line progress messages (default: stderr); ``None`` for silence.
@@ -228,6 +250,8 @@ def write_corpus(config: SynthConfig, out: str | os.PathLike, jobs: int | None =
     Example:
         >>> write_corpus(SynthConfig(num_utterances=12, seed=0), "/tmp/synth")  # doctest: +SKIP
     """
+    if not fileio.is_local(out):
+        return _write_remote_corpus(config, os.fspath(out).rstrip("/"), jobs, overwrite, progress)
     out = pathlib.Path(out)
     check_output(out, overwrite)
     progress = progress or (lambda _message: None)
@@ -247,6 +271,54 @@ def write_corpus(config: SynthConfig, out: str | os.PathLike, jobs: int | None =
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _write_remote_corpus(config: SynthConfig, out: str, jobs: int | None, overwrite: bool,
+                         progress: Callable[[str], None] | None) -> dict:
+    """`write_corpus` to a URL: render locally, upload to a staging prefix, commit (module docstring)."""
+    check_output(out, overwrite)
+    say = progress or (lambda _message: None)
+    local = pathlib.Path(tempfile.mkdtemp(prefix="dsnn-synth-"))
+    staging = fileio.join(fileio.parent(out), f".{fileio.name(out)}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        manifest = write_corpus(config, local / "corpus", jobs=jobs, progress=progress)
+        files = fileio.walk_files(local / "corpus")
+        say(f"dsnn-synth: uploading {len(files)} files to {staging}")
+        _copy_files(local / "corpus", staging, files, fileio.copy)
+        check_output(out, overwrite)   # again: another writer may have filled it meanwhile
+        _commit_remote(staging, out)
+    except BaseException:
+        try:
+            fileio.rmtree(staging)
+        except OSError:
+            pass   # the original error matters more; the staging prefix is named in the docs
+        raise
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    return manifest
+
+
+def _copy_files(source, target: str, files: list[str], move: Callable) -> None:
+    """``move(source/f, target/f)`` for each relative path ``f``, making each target directory once
+    (so it is listed on filesystems that list only made directories, like ``ram://``)."""
+    made = set()
+    for relative in files:
+        destination = fileio.join(target, relative)
+        directory = str(fileio.parent(destination))
+        if directory not in made:
+            fileio.makedirs(directory)
+            made.add(directory)
+        move(fileio.join(source, relative), destination)
+
+
+def _commit_remote(staging: str, out: str) -> None:
+    """Replaces ``out`` with the staged files as `pipeline.outdir.commit` does remotely: the old output
+    is deleted, the files are moved in one by one (a copy and a delete each on ``gs://``),
+    ``corpus.json`` last, then the staging prefix is removed."""
+    files = [f for f in fileio.walk_files(staging) if f != "corpus.json"] + ["corpus.json"]
+    fileio.rmtree(out)
+    _copy_files(staging, out, files, lambda source, target: fileio.rename(source, target, overwrite=True))
+    fileio.rmtree(staging)
 
 
 def _render_all(staging: pathlib.Path, utterances: list[UtteranceSpec], config: SynthConfig,
