@@ -80,7 +80,7 @@ def fingerprint_tree(path: str | os.PathLike) -> str:
     """
     if not fileio.isdir(path):
         raise StepError(f"input directory not found: {os.fspath(path)}")
-    return fingerprint_of([list(entry) for entry in fileio.walk_files(path)])
+    return fingerprint_of([list(entry) for entry in fileio.walk_file_stats(path)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,9 +213,9 @@ def _swap(staging: AnyPath, out: AnyPath) -> None:
     # go (but any the new output already moved in), then the new files move, the record last.
     fileio.remove(fileio.join(out, ARTIFACT_FILE), missing_ok=True)
     record = read_record(staging) or {}
-    incoming = ({relative for relative, _, _ in fileio.walk_files(staging)}
+    incoming = (set(fileio.walk_files(staging))
                 | {entry["path"] for entry in record.get("files", [])})   # already moved by a killed swap
-    for relative, _, _ in fileio.walk_files(out):
+    for relative in fileio.walk_files(out):
         if relative not in incoming:
             fileio.remove(fileio.join(out, relative), missing_ok=True)
     fileio.move_tree(staging, out, last=ARTIFACT_FILE)
@@ -238,13 +238,13 @@ def _clear(spec: StepSpec, log: Callable[[str], None]) -> None:
 
 
 def _listing(out: AnyPath) -> list[dict[str, Any]]:
-    return [{"path": relative, "size_bytes": size} for relative, size, _ in fileio.walk_files(out)
+    return [{"path": relative, "size_bytes": size} for relative, size, _ in fileio.walk_file_stats(out)
             if fileio.name(relative) not in (ARTIFACT_FILE, IN_PROGRESS_FILE)]
 
 
 def _missing_files(out: AnyPath, record: dict[str, Any]) -> list[str]:
     """Recorded output files that are gone or have another size (edited or truncated)."""
-    sizes = {relative: size for relative, size, _ in fileio.walk_files(out)}
+    sizes = {relative: size for relative, size, _ in fileio.walk_file_stats(out)}
     return [entry["path"] for entry in record.get("files", []) if sizes.get(entry["path"]) != entry["size_bytes"]]
 
 

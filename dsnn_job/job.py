@@ -461,7 +461,7 @@ class Job:
         if not fileio.isfile(hypotheses):
             raise StepError(f"{hypotheses}: missing; the eval step did not finish")
         audio = {}
-        for relative, _, _ in fileio.walk_files(self.corpus_dir):
+        for relative in fileio.walk_files(self.corpus_dir):
             stem, suffix = os.path.splitext(fileio.name(relative))
             if suffix.lower() in AUDIO_SUFFIXES:
                 audio[stem] = fileio.join(self.corpus_dir, relative)

@@ -145,40 +145,6 @@ def listdir(path: PathLike) -> list[str]:
         return sorted(entry.rstrip("/") for entry in _gfile().listdir(os.fspath(path)))
 
 
-def walk_files(directory: PathLike) -> list[str]:
-    """Every file under ``directory`` at any depth, as ``/``-joined paths relative to it, sorted.
-
-    A missing directory has no files (``[]``). Remote: `tf.io.gfile.walk` (on ``gs://`` a listing of
-    the prefix).
-    """
-    if is_local(directory):
-        root = os.fspath(directory)
-        return sorted(os.path.relpath(os.path.join(top, file), root).replace(os.sep, "/")
-                      for top, _, files in os.walk(root) for file in files)
-    base = os.fspath(directory).rstrip("/")
-    found = []
-    with _os_errors(directory):
-        for top, _, files in _gfile().walk(base):
-            relative = top[len(base):].strip("/")
-            found += [posixpath.join(relative, file.rstrip("/")) if relative else file.rstrip("/") for file in files]
-    return sorted(found)
-
-
-def rmtree(directory: PathLike) -> None:
-    """Deletes ``directory`` and everything under it; a missing one is left as it is.
-
-    Remote: every object under the prefix is deleted (`tf.io.gfile.rmtree`), one by one.
-    """
-    if is_local(directory):
-        if os.path.lexists(directory):
-            shutil.rmtree(directory)
-        return
-    with _os_errors(directory):
-        gfile = _gfile()
-        if gfile.exists(os.fspath(directory)):
-            gfile.rmtree(os.fspath(directory))
-
-
 @contextlib.contextmanager
 def local_copy(path: PathLike) -> Iterator[pathlib.Path]:
     """A local file holding ``path``'s bytes, for code that needs one (a subprocess, an ``mmap``).
@@ -324,11 +290,18 @@ def atomic_write(path: PathLike, data: Union[bytes, str]) -> None:
 WALK_MAX_DEPTH = 12   # remote `walk_files` looks this many levels below the root
 
 
-def walk_files(root: PathLike) -> list[tuple[str, int, int]]:
-    """Every file under directory ``root``: ``(relative posix path, size in bytes, mtime in ns)``, sorted.
+def walk_files(directory: PathLike) -> list[str]:
+    """Every file under ``directory`` at any depth, as ``/``-joined paths relative to it, sorted.
+
+    A missing directory has no files (``[]``). Remotely only `WALK_MAX_DEPTH` levels are listed.
+    """
+    return [relative for relative, _, _ in walk_file_stats(directory)]
+
+
+def walk_file_stats(root: PathLike) -> list[tuple[str, int, int]]:
+    """`walk_files` with sizes: ``(relative posix path, size in bytes, mtime in ns)``, sorted.
 
     Remote stores may report an mtime of 0 (``ram://``); size and path still identify a file.
-    Remotely only `WALK_MAX_DEPTH` levels are listed. A missing ``root`` gives ``[]``.
     """
     if is_local(root):
         root = pathlib.Path(root)
@@ -372,7 +345,10 @@ def file_size(path: PathLike) -> int:
 
 
 def rmtree(path: PathLike) -> None:
-    """Deletes directory ``path`` and everything under it; nothing there is not an error."""
+    """Deletes directory ``path`` and everything under it; a missing one is left as it is.
+
+    Remote: every object under the prefix is deleted, one by one.
+    """
     if is_local(path):
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
@@ -383,7 +359,7 @@ def rmtree(path: PathLike) -> None:
         gfile = _gfile()
         # Files one by one: a directory delete is not atomic on object stores either, and some
         # filesystems (``ram://``) leave a directory's files behind when it is deleted as a whole.
-        for relative, _, _ in walk_files(path):
+        for relative in walk_files(path):
             with contextlib.suppress(_tf_not_found()):
                 gfile.remove(join(path, relative))
         if gfile.exists(os.fspath(path)):
@@ -408,7 +384,7 @@ def move_tree(source: PathLike, target: PathLike, last: str | None = None) -> No
     if is_local(source) and is_local(target):
         os.rename(source, target)
         return
-    files = [relative for relative, _, _ in walk_files(source)]
+    files = walk_files(source)
     files = [f for f in files if f != last] + [f for f in files if f == last]
     with _os_errors(source):
         gfile = _gfile()
@@ -424,25 +400,9 @@ def copy_tree(source: PathLike, target: PathLike, last: str | None = None) -> No
 
     The file named ``last`` (relative path) is copied last (see `move_tree`).
     """
-    files = [relative for relative, _, _ in walk_files(source)]
+    files = walk_files(source)
     files = [f for f in files if f != last] + [f for f in files if f == last]
     for relative in files:
         destination = join(target, relative)
         makedirs(parent(destination))
         copy(join(source, relative), destination)
-
-
-@contextlib.contextmanager
-def local_copy(path: PathLike) -> Iterator[pathlib.Path]:
-    """A local file with ``path``'s contents for libraries that need one (LiteRT, soundfile by name).
-
-    A local ``path`` is yielded as is; a remote one is downloaded into a temporary directory (same
-    file name) that is removed on exit.
-    """
-    if is_local(path):
-        yield pathlib.Path(path)
-        return
-    with tempfile.TemporaryDirectory(prefix="dsnn-") as scratch:
-        local = pathlib.Path(scratch) / name(path)
-        local.write_bytes(read_bytes(path))
-        yield local

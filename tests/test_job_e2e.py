@@ -233,7 +233,7 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     for name in ("data", "run", "eval", "export", "bench", "push"):
         record = read_record(f"{remote}/{name}")
         assert record is not None and record["status"] == "ran", name
-        assert {f["path"] for f in record["files"]} <= {p for p, _, _ in fileio.walk_files(f"{remote}/{name}")}
+        assert {f["path"] for f in record["files"]} <= set(fileio.walk_files(f"{remote}/{name}"))
     assert fileio.isfile(f"{remote}/run/checkpoints/checkpoint")
     assert fileio.read_bytes(f"{remote}/plots/wer_vs_sparsity.png").startswith(PNG_MAGIC)
-    assert not [p for p, _, _ in fileio.walk_files(url) if ".partial" in p]   # no staging left behind
+    assert not [p for p in fileio.walk_files(url) if ".partial" in p]   # no staging left behind
