@@ -295,6 +295,7 @@ class ComparisonSteps:
         tokenizer_type: ``dsnn-prepare --tokenizer_type``.
         feature_config: The features the models expect (``FeatureConfig.to_dict()``).
         jobs: Concurrent runs (recorded in train_time.json).
+        speed_perturb: ``dsnn-prepare --speed_perturb`` factors (``"1.0"``: off).
         env: Environment of the training and evaluation processes (None: this one's).
         log: Progress lines.
     """
@@ -302,7 +303,7 @@ class ComparisonSteps:
     def __init__(self, out_dir: pathlib.Path, an4: pathlib.Path, base_config: pathlib.Path,
                  dev_speakers: Sequence[str], vocab_size: int, tokenizer_type: str,
                  feature_config: Mapping[str, Any], jobs: int = 1, env: Optional[Mapping[str, str]] = None,
-                 log: Callable[[str], None] = None):
+                 log: Callable[[str], None] = None, speed_perturb: str = "1.0"):
         self.out_dir = pathlib.Path(out_dir)
         self.an4 = pathlib.Path(an4)
         self.base_config = pathlib.Path(base_config)
@@ -311,6 +312,7 @@ class ComparisonSteps:
         self.tokenizer_type = tokenizer_type
         self.feature_config = dict(feature_config)
         self.jobs = jobs
+        self.speed_perturb = speed_perturb
         self.env = env
         self.log = log or _log
         self.trained: dict[str, StepRecord] = {}
@@ -330,7 +332,9 @@ class ComparisonSteps:
     def prepare_spec(self) -> StepSpec:
         return StepSpec("prepare", self.data_dir,
                         params={"dev_speakers": self.dev_speakers, "vocab_size": self.vocab_size,
-                                "tokenizer_type": self.tokenizer_type, "feature_config": self.feature_config},
+                                "tokenizer_type": self.tokenizer_type, "feature_config": self.feature_config,
+                                # Only when on: datasets prepared before the flag stay up to date.
+                                **({"speed_perturb": self.speed_perturb} if self.speed_perturb != "1.0" else {})},
                         inputs={"corpus": fingerprint_tree(self.an4 / "train")})
 
     def prepare(self) -> StepRecord:
@@ -349,7 +353,8 @@ class ComparisonSteps:
         run_logged("prepare", [tool("dsnn-prepare"), "--input", str(self.an4 / "train"),
                                "--dev_speakers", ",".join(self.dev_speakers),
                                "--vocab_size", str(self.vocab_size), "--tokenizer_type", self.tokenizer_type,
-                               "--feature_config", str(features_path), "--out", str(directory), "--overwrite"],
+                               "--feature_config", str(features_path), "--out", str(directory), "--overwrite",
+                               "--speed_perturb", self.speed_perturb],
                    self.logs / "prepare.log")
 
     def data_fingerprint(self) -> str:
@@ -725,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--narrow", action="store_true",
                         help="also train dense models alone at the widths each sparse level keeps with "
                              "unit granularity (narrow_50, narrow_70, narrow_90)")
+    parser.add_argument("--speed_perturb", default="1.0", metavar="F,F,...",
+                        help="dsnn-prepare --speed_perturb for the training split, e.g. 0.9,1.0,1.1 "
+                             "(default 1.0: off; docs/pipeline.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra config override for every run (repeatable), e.g. "
                              "--set model.lstm_units=[160,160].")
@@ -745,6 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, command: str) -> None:
     from dsnn_keras.config import apply_overrides, load_config
+    from pipeline.speed import format_factors, parse_speed_factors
 
     stages = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
@@ -776,7 +785,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
     env = job_environment(args.jobs)
     plan = ComparisonSteps(out_dir, args.an4, args.config, dev_speakers, args.vocab_size, args.tokenizer_type,
-                           resolved.feature_config().to_dict(), args.jobs, env)
+                           resolved.feature_config().to_dict(), args.jobs, env,
+                           speed_perturb=format_factors(parse_speed_factors(args.speed_perturb)))
     if "prepare" in stages:
         if speakers:
             plan.prepare()
