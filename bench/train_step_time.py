@@ -39,7 +39,9 @@ def main(argv=None):
     batch = {"features": tf.constant(rng.normal(size=[args.batch, args.frames, 80]).astype(np.float32)),
              "num_frames": tf.fill([args.batch], args.frames),
              "labels": tf.constant(rng.integers(1, data.vocab_size, size=[args.batch, args.labels]), tf.int32),
-             "label_lengths": tf.fill([args.batch], args.labels)}
+             "label_lengths": tf.fill([args.batch], args.labels),
+             # One replica: its rows start the global batch (dsnn_keras.distribute.split_global_batches).
+             "first_row": tf.constant(0, tf.int32), "global_batch": tf.constant(args.batch, tf.int32)}
     results = {}
     for mode, overrides in (("dsnn", []), ("single", ["training.mode=single"])):
         config = apply_overrides(base, overrides)
@@ -51,7 +53,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         for i in range(args.steps + 1):
             t = time.perf_counter()
-            grads, losses, _, _ = trainer._compute(batch, levels, tf.constant(i, tf.int64))
+            grads, losses, _, _, _ = trainer._compute(batch, levels, tf.constant(i, tf.int64))
             trainer._apply(grads)
             float(losses[0])
             times.append(time.perf_counter() - t)

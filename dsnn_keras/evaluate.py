@@ -738,8 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="lexicon-free beam search (the LM is not used: it scores lexicon words only)")
     beam.add_argument("--hotwords", default=None, metavar="PHRASES",
                       help="comma-separated phrases to favour, e.g. 'set alarm,stop' (beam with an LM only)")
-    beam.add_argument("--hotword_weight", type=float, default=0.0, metavar="W",
-                      help="bonus per word along a hot phrase, in log-probability units (default: 0)")
+    beam.add_argument("--hotword_weight", type=float, default=2.0, metavar="W",
+                      help="bonus per word along a hot phrase, in log-probability units (default: 2.0, as "
+                           "dsnn-transcribe)")
     beam.add_argument("--tune", action="store_true",
                       help="first grid-search --lm_weight and --word_bonus on --split at --tune_level, write "
                            "the best into RUN_DIR/decoder.json (and the LM into RUN_DIR/lm), then evaluate "
@@ -769,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     choice = DecoderChoice(decoder=args.decoder, beam_width=args.beam_width, lm_weight=args.lm_weight,
                            word_bonus=args.word_bonus, lm=args.lm, lexicon=False if args.no_lexicon else None,
-                           hotwords=parse_hotwords(args.hotwords), hotword_weight=args.hotword_weight)
+                           hotwords=parse_hotwords(args.hotwords),
+                           hotword_weight=args.hotword_weight if args.hotwords else 0.0)
     try:
         if args.tune:
             if args.decoder == "greedy":

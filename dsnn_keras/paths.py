@@ -48,15 +48,31 @@ def _resolved(path: PathLike) -> pathlib.Path:
     return pathlib.Path(os.path.expanduser(os.fspath(path))).resolve(strict=False)
 
 
-def _is_within(child: pathlib.Path, parent: pathlib.Path) -> bool:
+def _relation(out, value, within) -> Optional[str]:
+    """How ``out`` relates to the input ``value`` (``within(child, parent)`` tests containment), or None."""
+    if out == value:
+        return "is the same path as"
+    if within(value, out):
+        return "contains"
+    if within(out, value):
+        return "is inside"
+    return None
+
+
+def _path_within(child: pathlib.Path, parent: pathlib.Path) -> bool:
     return child == parent or parent in child.parents
+
+
+def _url_within(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
 def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_flag: str = "--out") -> None:
     """Refuses an output that equals, contains or is inside any input (resolved, symlinks followed).
 
     Call it before anything is written: a command that later replaces its output directory would
-    otherwise delete the input it was given.
+    otherwise delete the input it was given. URLs are compared as normalised strings within one
+    scheme; a local path never overlaps a URL.
 
     Args:
         out: The output path (file or directory; need not exist).
@@ -64,7 +80,7 @@ def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_
         out_flag: The output's flag name, for the message. Defaults to "--out".
 
     Raises:
-        PathOverlapError: naming both flags and both resolved paths.
+        PathOverlapError: naming both flags and both (resolved) paths.
     """
     out_key = _remote_key(out)
     out_path = _resolved(out) if out_key is None else None
@@ -72,38 +88,19 @@ def check_disjoint(out: PathLike, inputs: Mapping[str, Optional[PathLike]], out_
         if value is None:
             continue
         in_key = _remote_key(value)
-        if out_key is not None or in_key is not None:
-            if out_key is None or in_key is None or out_key[0] != in_key[0]:
-                continue    # a local path and a URL, or two schemes: different stores
-            _check_remote(out, out_key[1], flag, value, in_key[1], out_flag)
-            continue
-        in_path = _resolved(value)
-        if out_path == in_path:
-            relation = "is the same path as"
-        elif _is_within(in_path, out_path):
-            relation = "contains"
-        elif _is_within(out_path, in_path):
-            relation = "is inside"
+        if out_key is None and in_key is None:
+            in_path = _resolved(value)
+            relation = _relation(out_path, in_path, _path_within)
+            shown_out, shown_in = out_path, in_path
+        elif out_key is not None and in_key is not None and out_key[0] == in_key[0]:
+            relation = _relation(out_key[1], in_key[1], _url_within)
+            shown_out, shown_in = os.fspath(out), os.fspath(value)
         else:
-            continue
-        raise PathOverlapError(
-            f"{out_flag} {out_path} {relation} {flag} {in_path}; refusing to write there "
-            f"(the output would replace or change the input). Choose an {out_flag} outside {flag}")
-
-
-def _check_remote(out: PathLike, out_rest: str, flag: str, value: PathLike, in_rest: str, out_flag: str) -> None:
-    inside = lambda child, parent: child == parent or child.startswith(parent.rstrip("/") + "/")  # noqa: E731
-    if out_rest == in_rest:
-        relation = "is the same path as"
-    elif inside(in_rest, out_rest):
-        relation = "contains"
-    elif inside(out_rest, in_rest):
-        relation = "is inside"
-    else:
-        return
-    raise PathOverlapError(
-        f"{out_flag} {os.fspath(out)} {relation} {flag} {os.fspath(value)}; refusing to write there "
-        f"(the output would replace or change the input). Choose an {out_flag} outside {flag}")
+            continue    # a local path and a URL, or two schemes: different stores
+        if relation is not None:
+            raise PathOverlapError(
+                f"{out_flag} {shown_out} {relation} {flag} {shown_in}; refusing to write there "
+                f"(the output would replace or change the input). Choose an {out_flag} outside {flag}")
 
 
 @contextlib.contextmanager
