@@ -198,8 +198,9 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     """dsnn-job --out/--push_dir on ``ram://`` (same `tf.io.gfile` / Beam FileSystems calls as ``gs://``).
 
     The module's finished job is copied to the URL: its steps are found up to date there (records read
-    remotely), then ``--force prepare`` makes prepare (Beam), train (checkpoints), eval, export,
-    transcribe and bench again on the URL, and the push step writes version 1 of a remote push directory.
+    remotely), then ``--force prepare`` makes prepare (Beam), train (checkpoints; warm-started from the
+    module's run), eval, export, transcribe and bench again on the URL, and the push step writes
+    version 1 of a remote push directory.
     """
     from ram_filesystem import new_root, upload_tree
 
@@ -221,8 +222,9 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     cached = run()
     assert {s["name"]: s["status"] for s in cached["steps"]} == {name: "cached" for name in STEPS if name != "push"}
     # A shorter training than the module's (a changed --set re-makes train anyway): the point is the paths.
+    # Warm-started from the module's local run: the scheduled "retrain on new data" case, end to end.
     summary = run("--force", "prepare", "--set", "training.total_steps=12", "--set", "pruning.begin_step=2",
-                  "--set", "pruning.end_step=8", "--push_dir", models)
+                  "--set", "pruning.end_step=8", "--push_dir", models, "--warm_start", str(out / "run"))
     statuses = {s["name"]: s["status"] for s in summary["steps"]}
     assert statuses == {"synth": "cached", **{name: "ran" for name in STEPS[1:]}}
     assert [row["sparsity"] for row in summary["levels"]] == LEVELS and summary["model"]["size_bytes"] > 0
@@ -235,5 +237,8 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
         assert record is not None and record["status"] == "ran", name
         assert {f["path"] for f in record["files"]} <= set(fileio.walk_files(f"{remote}/{name}"))
     assert fileio.isfile(f"{remote}/run/checkpoints/checkpoint")
+    assert summary["warm_start"]["run_dir"] == str((out / "run").resolve())
+    assert summary["warm_start"]["masks"] == "restored and frozen"
+    assert "Warm start: from" in fileio.read_text(f"{models}/1/model_card.md")
     assert fileio.read_bytes(f"{remote}/plots/wer_vs_sparsity.png").startswith(PNG_MAGIC)
     assert not [p for p in fileio.walk_files(url) if ".partial" in p]   # no staging left behind
