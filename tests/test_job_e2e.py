@@ -198,8 +198,8 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     """dsnn-job --out/--push_dir on ``ram://`` (same `tf.io.gfile` / Beam FileSystems calls as ``gs://``).
 
     The module's finished job is copied to the URL: its steps are found up to date there (records read
-    remotely), then ``--force prepare`` makes prepare (Beam), train (checkpoints; warm-started from the
-    module's run), eval, export, transcribe and bench again on the URL, and the push step writes
+    remotely). Then a corpus on the URL: prepare (Beam), train (checkpoints; warm-started from the
+    module's run), eval, export, transcribe and bench run again on the URL, and the push step writes
     version 1 of a remote push directory.
     """
     from ram_filesystem import new_root, upload_tree
@@ -222,11 +222,18 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     cached = run()
     assert {s["name"]: s["status"] for s in cached["steps"]} == {name: "cached" for name in STEPS if name != "push"}
     # A shorter training than the module's (a changed --set re-makes train anyway): the point is the paths.
-    # Warm-started from the module's local run: the scheduled "retrain on new data" case, end to end.
-    summary = run("--force", "prepare", "--set", "training.total_steps=12", "--set", "pruning.begin_step=2",
-                  "--set", "pruning.end_step=8", "--push_dir", models, "--warm_start", str(out / "run"))
+    # Then a real --corpus on the URL (the synthetic train and dev speakers in one LibriSpeech tree, the
+    # dev speaker held out: the same training text, so the same tokenizer), warm-started from the
+    # module's local run: the scheduled "retrain on new data" case, end to end, every step remade.
+    corpus = f"{url}/speech"
+    for split in ("train", "dev"):
+        upload_tree(out / "corpus" / split, corpus)
+    summary = run("--corpus", corpus, "--dev_speakers", "spk0004", "--set", "training.total_steps=12",
+                  "--set", "pruning.begin_step=2", "--set", "pruning.end_step=8", "--push_dir", models,
+                  "--warm_start", str(out / "run"))
     statuses = {s["name"]: s["status"] for s in summary["steps"]}
-    assert statuses == {"synth": "cached", **{name: "ran" for name in STEPS[1:]}}
+    assert statuses == {name: "ran" for name in STEPS[1:]}
+    assert summary["eval_split"] == "dev" and summary["transcribed"]["audio"].startswith(f"{corpus}/spk0004/")
     assert [row["sparsity"] for row in summary["levels"]] == LEVELS and summary["model"]["size_bytes"] > 0
     assert summary["push"]["status"] == "pushed" and summary["push"]["version"] == 1
     model = fileio.read_bytes(f"{remote}/export/model.tflite")
