@@ -5,6 +5,8 @@ tried) or on Dataflow by passing the standard Beam flags::
 
     dsnn-prepare --input ../shared/data/an4 --out data/an4 --dev_speakers 0.1
     dsnn-prepare --input ../shared/data/an4/train --out data/an4_sp --dev_speakers 0.1 --speed_perturb 0.9,1.0,1.1
+    dsnn-prepare --corpus an4=../shared/data/an4/train --corpus fsdd=../shared/data/fsdd/manifest.tsv \
+        --dev_speakers 0.1 --corpus_weight fsdd=0.5 --augment gain,noise,reverb --out data/an4_fsdd_aug
     dsnn-prepare --input train=gs://b/train.jsonl --input dev=gs://b/dev.jsonl --out gs://b/prep \\
         --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp --setup_file=./setup.py
 
@@ -67,9 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "--temp_location, --setup_file, --direct_running_mode, --direct_num_workers); any "
                     "other flag is an error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]PATH",
+    parser.add_argument("--input", action="append", default=[], metavar="[SPLIT=]PATH",
                         help="a corpus: LibriSpeech-style directory, .tsv/.csv manifest or .json/.jsonl "
-                             "(NeMo) manifest; a bare PATH is split 'train'. Repeatable.")
+                             "(NeMo) manifest; a bare PATH is split 'train'. Repeatable. With --corpus, only "
+                             "evaluation splits (SPLIT=PATH, not train)")
+    parser.add_argument("--corpus", action="append", default=[], metavar="NAME=PATH",
+                        help="a named training corpus (same formats as --input): its utterances go to train, its "
+                             "held-out speakers (--dev_speakers, chosen per corpus, at least one of a corpus of 2+ "
+                             "speakers) to <dev_split>_NAME, and the combined <dev_split> lists them all. "
+                             "Repeatable; a name given twice adds another path to that corpus")
+    parser.add_argument("--corpus_weight", action="append", default=[], metavar="NAME=W",
+                        help="times each train utterance of corpus NAME is written (weight > 0; fractional "
+                             "parts sampled by a hash of the utterance id: 0.5 keeps about half, 2 writes each "
+                             "twice); unweighted corpora have weight 1. Repeatable or comma-separated")
     parser.add_argument("--out", required=True, help="output directory (local path or gs://...)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--vocab_size", type=int, default=128,
@@ -106,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "[0.5, 2.0], no duplicates, 1.0 among them; 1.0 alone = off. Held-out splits (dev, "
                              "test, --dev_speakers) are never perturbed; the tokenizer and the LM see each "
                              "transcript once, the CMVN statistics every copy")
+    parser.add_argument("--augment", default=None, metavar="KIND,KIND,...",
+                        help="augment the train split: add --augment_copies copies of every train example (speed "
+                             "copies included), each with all the KINDs applied in the order reverb, noise, gain: "
+                             "reverb (synthetic exponential-decay room impulse response, RT60 from --reverb_rt60), "
+                             "noise (generated white/pink/brown noise at an SNR from --noise_snr_db), gain (a level "
+                             "from --gain_db, peak-limited to 1.0). Seeded per utterance and copy; ids aug<k>-<id>; "
+                             "held-out splits never augmented; the tokenizer and the LM see each transcript once")
+    parser.add_argument("--augment_copies", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help="augmented copies per train example (default 1; needs --augment)")
+    parser.add_argument("--augment_seed", type=int, default=argparse.SUPPRESS, metavar="S",
+                        help="seed of the augmentation draws (default 0; needs --augment)")
+    parser.add_argument("--gain_db", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                        help="gain range in dB for --augment gain (default -18,6: Kaldi's volume perturbation)")
+    parser.add_argument("--noise_snr_db", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                        help="SNR range in dB for --augment noise (default 5,20)")
+    parser.add_argument("--reverb_rt60", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                        help="RT60 range in seconds for --augment reverb (default 0.2,0.8)")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
     return parser
@@ -113,21 +142,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configs(args):
     """Validates the flags into `InputSpec`s and a `PrepareConfig` (raises UserError)."""
+    from pipeline.mixing import parse_corpus_arg, parse_corpus_weights
     from pipeline.sources import InputSpec, check_input, detect_format
     from pipeline.speed import parse_speed_factors
     from pipeline.splits import SpeakerSplit, parse_input_arg
     from pipeline.text import TextConfig
 
     try:  # inputs first: these checks need neither TensorFlow nor Beam, so errors come fast
-        specs = []
+        if not args.input and not args.corpus:
+            raise ValueError("no input: give --input [SPLIT=]PATH or --corpus NAME=PATH")
+        specs, corpora = [], []
+        for arg in args.corpus:
+            name, path = parse_corpus_arg(arg)
+            spec = InputSpec("train", path, detect_format(path, f"--corpus {name}="), corpus=name)
+            check_input(spec)
+            specs.append(spec)
+            corpora += [name] if name not in corpora else []
         for arg in args.input:
             split, path = parse_input_arg(arg)
+            if corpora and split == "train":
+                raise ValueError(f"--input {arg}: with --corpus every training input is a named corpus; give it "
+                                 "as --corpus NAME=PATH (--input SPLIT=PATH adds an evaluation split)")
+            if corpora and args.dev_speakers and split in {args.dev_split, *(f"{args.dev_split}_{c}" for c in corpora)}:
+                raise ValueError(f"--input {arg}: split {split!r} is made from the corpora's held-out speakers "
+                                 "(--dev_speakers); give this input another split name")
             spec = InputSpec(split, path, detect_format(path))
             check_input(spec)
             specs.append(spec)
         if not any(s.split == "train" for s in specs):
             raise ValueError("no train split: give --input PATH or --input train=PATH "
                              "(the tokenizer and CMVN are computed on train)")
+        weights = parse_corpus_weights(args.corpus_weight, corpora)
+        augment = _augment_config(args)
         check_out(args.out, specs, args.feature_config)
         features = {}
         if args.feature_config:  # local, or any scheme Beam's FileSystems reads (gs://...)
@@ -162,10 +208,42 @@ def _configs(args):
             text_config=TextConfig(case=args.case, strip_punctuation=not args.keep_punctuation),
             vocab_size=args.vocab_size, model_type=args.tokenizer_type,
             speaker_split=speaker_split, num_shards=args.num_shards,
-            progress_every_s=args.progress_every, lm_order=args.lm_order, speed_factors=speed_factors)
+            progress_every_s=args.progress_every, lm_order=args.lm_order, speed_factors=speed_factors,
+            corpora=tuple(corpora), corpus_weights=tuple((c, w) for c, w in weights.items() if w != 1.0),
+            weight_salt=args.split_salt, augment=augment)
     except (ValueError, TypeError, OSError) as e:
         raise UserError(str(e)) from None
     return specs, config
+
+
+def _augment_config(args):
+    """``--augment`` and its options -> `AugmentConfig` (raises ValueError naming the flag)."""
+    from pipeline.augment import AugmentConfig, parse_kinds, parse_range
+
+    value = {name: getattr(args, name, None)   # these flags default to argparse.SUPPRESS: absent unless given
+             for name in ("augment_copies", "augment_seed", "gain_db", "noise_snr_db", "reverb_rt60")}
+    ranges = {"gain": ("--gain_db", value["gain_db"], "gain_db"),
+              "noise": ("--noise_snr_db", value["noise_snr_db"], "noise_snr_db"),
+              "reverb": ("--reverb_rt60", value["reverb_rt60"], "reverb_rt60_s")}
+    if args.augment is None:
+        given = [flag for flag, v in (("--augment_copies", value["augment_copies"]),
+                                      ("--augment_seed", value["augment_seed"]),
+                                      *((f, v) for f, v, _ in ranges.values())) if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} needs --augment (e.g. --augment gain,noise,reverb)")
+        return AugmentConfig()
+    kinds = parse_kinds(args.augment)
+    fields = {}
+    for kind, (flag, text, field) in ranges.items():
+        if text is None:
+            continue
+        if kind not in kinds:
+            raise ValueError(f"{flag} {text}: --augment {args.augment} has no {kind}")
+        fields[field] = parse_range(text, flag)
+    copies = 1 if value["augment_copies"] is None else value["augment_copies"]
+    if not 1 <= copies <= 100:
+        raise ValueError(f"--augment_copies must be in [1, 100], got {copies}")
+    return AugmentConfig(kinds=kinds, copies=copies, seed=value["augment_seed"] or 0, **fields)
 
 
 def check_out(out: str, specs, feature_config: str | None = None) -> None:
@@ -323,15 +401,24 @@ def _metrics(result) -> dict[str, int]:
     return counters
 
 
-def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> dict:
+def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str], specs: Sequence = ()) -> dict:
     """Checks the job's counts, writes ``dataset.json`` into ``tmp`` and returns it.
 
+    Args:
+        tmp: The job's output directory.
+        splits: The splits written (`pipeline.transforms.split_names`).
+        config: The `PrepareConfig`.
+        argv: The command line (recorded).
+        specs: The inputs (their paths are recorded per named corpus).
+
     Raises:
-        RuntimeError: when input != written + rejected, or the train split is empty.
+        RuntimeError: when input != written + rejected (+ left out by corpus weights), a kind of copy
+            does not reconcile with the utterances written, or the train split is empty.
     """
     from pipeline import outdir
+    from pipeline.augment import AUGMENTED_SPLITS
     from pipeline.speed import NO_PERTURBATION, PERTURBED_SPLITS, format_factor
-    from pipeline.summary import check_perturbed
+    from pipeline.summary import check_copies, check_perturbed
     from pipeline.tokenizer import vocab_size
     from pipeline.transforms import SUMMARY_FILE
 
@@ -342,13 +429,18 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
         summary = {"input": 0, "splits": {}, "rejects": {}}
     written = sum(s["num_utterances"] for s in summary["splits"].values())
     rejected = sum(summary["rejects"].values())
-    if summary["input"] != written + rejected:
-        raise RuntimeError(f"input count {summary['input']} != written {written} + rejected {rejected}")
+    sampled_out = sum(summary.get("sampled_out", {}).values())
+    if summary["input"] != written + rejected + sampled_out:
+        left_out = f" + left out by corpus weights {sampled_out}" if sampled_out else ""
+        raise RuntimeError(f"input count {summary['input']} != written {written} + rejected {rejected}{left_out}")
     if not summary["splits"].get("train", {}).get("num_utterances"):
         raise RuntimeError("no train utterance was written (see rejects.jsonl); cannot compute CMVN")
     factors = tuple(config.speed_factors)
     perturbed_splits = [s for s in splits if s in PERTURBED_SPLITS] if factors != NO_PERTURBATION else []
     check_perturbed(summary, factors, perturbed_splits)
+    augmented_splits = [s for s in splits if s in AUGMENTED_SPLITS] if config.augment.enabled else []
+    copies = config.augment.copies if augmented_splits else 0
+    check_copies(summary, factors if "train" in perturbed_splits else NO_PERTURBATION, copies, augmented_splits)
     rate = config.audio_config.sample_rate
     dataset = {
         "format_version": 1,
@@ -366,21 +458,28 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
     }
     if perturbed_splits:  # absent when off: an unperturbed dataset.json is as before
         dataset["speed_perturb"] = {"factors": list(factors), "splits": perturbed_splits}
+    if augmented_splits:  # likewise
+        dataset["augment"] = config.augment.to_dict()
     empty = {"num_utterances": 0, "num_frames": 0, "num_samples": 0}
 
     def counts(n):  # the summary's counts as dataset.json states them
         return {"num_utterances": n["num_utterances"], "hours": n["num_samples"] / rate / 3600.0,
                 "num_frames": n["num_frames"]}
 
+    def add(*ns):
+        return {k: sum(n[k] for n in ns) for k in empty}
+
     for split in splits:
         s = summary["splits"].get(split, empty)
         by_factor = {format_factor(1.0): s}
         if split in perturbed_splits:
-            copies = summary.get("perturbed", {}).get(split, {})
-            by_factor.update({format_factor(f): copies.get(format_factor(f), empty) for f in factors if f != 1.0})
-        total = {k: sum(n[k] for n in by_factor.values()) for k in empty}
+            perturbed = summary.get("perturbed", {}).get(split, {})
+            by_factor.update({format_factor(f): perturbed.get(format_factor(f), empty) for f in factors if f != 1.0})
+        by_copy = summary.get("augmented", {}).get(split, {}) if split in augmented_splits else {}
+        repeated = summary.get("repeated", {}).get(split)
+        total = add(*by_factor.values(), *by_copy.values(), *([repeated] if repeated else []))
         dataset["splits"][split] = {
-            **counts(total),  # num_utterances: the examples in the files, perturbed copies included
+            **counts(total),  # num_utterances: the examples in the files, every copy included
             "files": sorted(f.replace("\\", "/") for f in files
                             if f.startswith(split + "/") and f.endswith(".tfrecord")),
         }
@@ -388,10 +487,56 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str]) -> di
             dataset["splits"][split]["speed_perturb"] = {
                 "source_utterances": s["num_utterances"],
                 "by_factor": {k: counts(by_factor[k]) for k in sorted(by_factor, key=float)}}
+        if by_copy or repeated:
+            dataset["splits"][split]["source_utterances"] = s["num_utterances"]
+        if split in augmented_splits:
+            dataset["splits"][split]["augment"] = {
+                "copies": copies, "clean": counts(add(*by_factor.values())),
+                "by_copy": {str(k): counts(by_copy.get(str(k), empty)) for k in range(1, copies + 1)}}
+        if repeated:
+            dataset["splits"][split]["repeated"] = counts(repeated)
+    if config.corpora:
+        _corpora_entries(dataset, summary, config, specs, counts)
     outdir.delete(outdir.join(tmp, SUMMARY_FILE))
     outdir.write_bytes(outdir.join(tmp, "dataset.json"),
                        (json.dumps(dataset, indent=1) + "\n").encode("utf-8"))
     return dataset
+
+
+def _corpora_entries(dataset: dict, summary: dict, config, specs, counts) -> None:
+    """Adds the named corpora to ``dataset``: the combined held-out split (``dev``: its ``files`` are
+    the per-corpus ``dev_NAME`` files, ``union_of`` names them) and ``"corpora"``, per corpus its
+    inputs, weight, held-out split and speakers, and its effective train examples and hours."""
+    splits = dataset["splits"]
+    held = config.speaker_split
+    if held is not None:
+        parts = [held.corpus_split(c) for c in config.corpora]
+        union = {k: sum(splits[p][k] for p in parts) for k in ("num_utterances", "hours", "num_frames")}
+        splits[held.target_split] = {**union, "files": sorted(f for p in parts for f in splits[p]["files"]),
+                                     "union_of": parts}
+        dataset["splits"] = {k: splits[k] for k in sorted(splits, key=lambda n: (n != "train", n))}
+    train_hours = dataset["splits"]["train"]["hours"]
+    found = summary.get("corpora", {})
+    corpora = {}
+    for corpus in config.corpora:
+        entry = found.get(corpus, {})
+        train = entry.get("train", {})
+        examples = {k: train.get(k, 0) for k in ("num_utterances", "num_frames", "num_samples")}
+        held_split = held.corpus_split(corpus) if held is not None else None
+        held_counts = entry.get(held_split, {}) if held_split else {}
+        corpora[corpus] = {
+            "inputs": [s.path for s in specs if s.corpus == corpus],
+            "weight": config.weight(corpus),
+            "held_out_split": held_split,
+            "held_out_speakers": held_counts.get("speakers", []),
+            "train_speakers": len(train.get("speakers", [])),
+            "sampled_out": summary.get("sampled_out", {}).get(corpus, 0),
+            "train": {"source_utterances": train.get("source_utterances", 0), **counts(examples),
+                      "share_of_train_hours": counts(examples)["hours"] / train_hours if train_hours else 0.0},
+        }
+        if held_split:
+            corpora[corpus][held_split] = counts({k: held_counts.get(k, 0) for k in examples})
+    dataset["corpora"] = corpora
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
@@ -410,7 +555,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     Example:
         >>> run(["--input", "an4", "--out", "/tmp/an4-prep"])  # doctest: +SKIP
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_range_values(list(sys.argv[1:] if argv is None else argv))
     args, beam_args = build_parser().parse_known_args(argv)
     check_beam_args(beam_args)  # before the slow imports: a misspelt flag fails in a second
     specs, config = _configs(args)
@@ -428,6 +573,25 @@ def run(argv: Sequence[str] | None = None) -> dict:
         config = dataclasses.replace(config, reshuffle=False)
     with _one_run_per_output(args.out):
         return _run_locked(args, specs, config, options, argv)
+
+
+RANGE_FLAGS = ("--gain_db", "--noise_snr_db", "--reverb_rt60")
+
+
+def _attach_range_values(argv: list[str]) -> list[str]:
+    """``--gain_db -18,6`` -> ``--gain_db=-18,6``: argparse takes a value starting with ``-`` that is
+    not a plain negative number for a flag, so a range with a negative low end needs the ``=``."""
+    out = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in RANGE_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
+                not argv[i + 1].startswith("--"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 @contextlib.contextmanager
@@ -480,7 +644,7 @@ def _run_locked(args, specs, config, options, argv) -> dict:
         result = pipeline.run()
         result.wait_until_finish()
         elapsed = time.monotonic() - start
-        dataset = finalize(tmp, splits, config, argv)
+        dataset = finalize(tmp, splits, config, argv, specs)
         with _signals_deferred():  # a signal here would leave --out half replaced
             outdir.commit(tmp, args.out)
             _committed.add(args.out)
@@ -536,21 +700,41 @@ def _signals_raise():
 
 
 def _print_report(dataset: dict, metrics: dict, elapsed: float, out: str) -> None:
-    hours = sum(s["hours"] for s in dataset["splits"].values())
-    sources = {split: s.get("speed_perturb", {}).get("source_utterances", s["num_utterances"])
-               for split, s in dataset["splits"].items()}
-    copies = sum(s["num_utterances"] for s in dataset["splits"].values()) - sum(sources.values())
+    written = {split: s for split, s in dataset["splits"].items() if "union_of" not in s}
+    hours = sum(s["hours"] for s in written.values())
+    sources = {split: s.get("source_utterances", s.get("speed_perturb", {}).get("source_utterances", s["num_utterances"]))
+               for split, s in written.items()}
+    copies = sum(s["num_utterances"] for s in written.values()) - sum(sources.values())
+    kind = "speed-perturbed copies" if set(dataset) & {"augment", "corpora"} == set() else "copies"
+    sampled_out = sum(c["sampled_out"] for c in dataset.get("corpora", {}).values())
     print(f"wrote {out}: {dataset['input_count']} inputs, {sum(sources.values())} written"
-          f"{f' (+{copies} speed-perturbed copies)' if copies else ''} "
-          f"({hours:.3f} h), {dataset['rejects']['total']} rejected, in {elapsed:.1f} s "
+          f"{f' (+{copies} {kind})' if copies else ''} "
+          f"({hours:.3f} h), {dataset['rejects']['total']} rejected"
+          f"{f', {sampled_out} left out by corpus weights' if sampled_out else ''}, in {elapsed:.1f} s "
           f"({hours * 3600 / max(elapsed, 1e-9):.0f} s of audio per s)")
     for split, s in dataset["splits"].items():
         line = f"  {split}: {s['num_utterances']} utterances, {s['hours']:.3f} h, {len(s['files'])} file(s)"
-        if "speed_perturb" in s:
+        if "union_of" in s:
+            line += f" = {' + '.join(s['union_of'])}"
+        elif "source_utterances" in s:
+            parts = [f"{s['speed_perturb']['source_utterances']} x {len(s['speed_perturb']['by_factor'])} speed "
+                     f"factors" if "speed_perturb" in s else f"{s['source_utterances']} utterances"]
+            if "augment" in s:
+                parts.append(f"x (1 + {s['augment']['copies']} augmented)")
+            if "repeated" in s:
+                parts.append(f"+ {s['repeated']['num_utterances']} corpus-weight repeats")
+            line += " = " + " ".join(parts)
+        elif "speed_perturb" in s:
             factors = ",".join(s["speed_perturb"]["by_factor"])
             line += (f" = {s['speed_perturb']['source_utterances']} utterances x "
                      f"{len(s['speed_perturb']['by_factor'])} speed factors ({factors})")
         print(line)
+    for name, c in dataset.get("corpora", {}).items():
+        held = f"; held out {','.join(c['held_out_speakers'])} -> {c['held_out_split']}" if c["held_out_split"] else ""
+        left_out = f", {c['sampled_out']} left out by its weight" if c["sampled_out"] else ""
+        print(f"  corpus {name}: weight {c['weight']:g}, train {c['train']['num_utterances']} examples "
+              f"({c['train']['hours']:.3f} h, {100 * c['train']['share_of_train_hours']:.1f} % of train) from "
+              f"{c['train']['source_utterances']} utterances of {c['train_speakers']} speakers{left_out}{held}")
     for reason, n in dataset["rejects"]["by_reason"].items():
         print(f"  rejected {reason}: {n}")
     if metrics:

@@ -49,6 +49,7 @@ class Utterance:
         speaker: Speaker id; ``""`` when the source has none.
         split: Output split name (``train``, ``dev``, ...).
         source: Where the record came from (``manifest:line``), for rejects.
+        corpus: The named corpus (``--corpus NAME=PATH``) it belongs to; ``""`` for an ``--input``.
     """
 
     utt_id: str
@@ -57,6 +58,7 @@ class Utterance:
     speaker: str
     split: str
     source: str = ""
+    corpus: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,11 +51,13 @@ _SPEAKER_KEYS = ("speaker", "speaker_id")  # JSON-lines
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """One ``--input``: a corpus path, its format and the split its utterances go to."""
+    """One ``--input`` (or ``--corpus``): a corpus path, its format, the split its utterances go to,
+    and the name of the corpus (``--corpus NAME=PATH``; ``""`` for an ``--input``)."""
 
     split: str
     path: str
     format: str
+    corpus: str = ""
 
 
 def _has_scheme(path: str) -> bool:
@@ -99,8 +101,10 @@ def resolve_path(base_dir: str, path: str) -> str:
     return os.path.normpath(os.path.join(base_dir, path))
 
 
-def detect_format(path: str) -> str:
+def detect_format(path: str, flag: str = "--input") -> str:
     """Returns the input format of ``path``: a directory is ``librispeech``, else by extension.
+
+    ``flag`` names the path in the error (``--input``, or ``--corpus NAME=`` for a named corpus).
 
     Raises:
         ValueError: naming the path when the format cannot be told.
@@ -114,7 +118,7 @@ def detect_format(path: str) -> str:
     if _has_scheme(path) and (path.endswith("/") or _remote_has_files_under(path)):
         return "librispeech"
     raise ValueError(
-        f"--input {path}: cannot tell the format; expected a LibriSpeech directory, "
+        f"{flag}{'' if flag.endswith('=') else ' '}{path}: cannot tell the format; expected a LibriSpeech directory, "
         f"a .tsv/.csv manifest or a .json/.jsonl (NeMo) manifest")
 
 
@@ -124,16 +128,17 @@ def check_input(spec: InputSpec) -> None:
     Raises:
         ValueError: naming the path and what is wrong.
     """
+    where = f"--corpus {spec.corpus}={spec.path}" if spec.corpus else f"--input {spec.path}"
     if spec.format == "librispeech":
         if not _has_scheme(spec.path) and not os.path.isdir(spec.path):
-            raise ValueError(f"--input {spec.path}: not a directory")
+            raise ValueError(f"{where}: not a directory")
         if _has_scheme(spec.path) and not _remote_has_files_under(spec.path):
-            raise ValueError(f"--input {spec.path}: no files under this prefix")
+            raise ValueError(f"{where}: no files under this prefix")
         return
     if not _has_scheme(spec.path) and not os.path.isfile(spec.path):
-        raise ValueError(f"--input {spec.path}: no such file")
+        raise ValueError(f"{where}: no such file")
     if _has_scheme(spec.path) and not _remote_exists(spec.path):
-        raise ValueError(f"--input {spec.path}: no such file")
+        raise ValueError(f"{where}: no such file")
     if spec.format in ("tsv", "csv"):
         with _open_text(spec.path) as f:
             first = next(_csv_rows(f, spec.format), None)
@@ -378,4 +383,8 @@ def read_source(spec: InputSpec) -> Iterator[Utterance | Reject]:
                "jsonl": _read_jsonl}
     if spec.format not in readers:
         raise ValueError(f"InputSpec.format must be one of {FORMATS}, got {spec.format!r}")
-    yield from readers[spec.format](spec)
+    if not spec.corpus:
+        yield from readers[spec.format](spec)
+        return
+    for item in readers[spec.format](spec):
+        yield dataclasses.replace(item, corpus=spec.corpus) if isinstance(item, Utterance) else item

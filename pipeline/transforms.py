@@ -3,10 +3,12 @@
 Graph (two stages, joined by the tokenizer side input)::
 
     inputs ─► ReadSources ─► [Reshuffle] ─► Normalize ─┬─► TrainTokenizer (CombineFn over train transcripts) ─► tokenizer.model
-                                                       │                    │ side input
-                                                       └─► Decode (decode, resample, tokenize)
-                                                            ─► [SpeedPerturb (train only, one copy per --speed_perturb factor)]
-                                                            ─► Featurize (log-mel, serialise; one fused stage with Decode)
+               │                        ▲ side input   │                    │ side input
+               └─► [CorpusHeldOut]──────┘              └─► Decode (decode, resample, tokenize)
+                    (named corpora: held-out speakers       ─► [SpeedPerturb (train only, one copy per --speed_perturb factor)]
+                     per corpus, CombineFn)                 ─► [AugmentCopies ─► Reverb ─► Noise ─► Gain (train only, --augment)]
+                                                            ─► Featurize (log-mel, serialise, --corpus_weight repeats;
+                                                                          one fused stage with Decode)
                                                                 ├─► Write[split] (TFRecord shards)
                                                                 ├─► CMVN (train features, every copy, CombineFn) ─► cmvn.json
                                                                 ├─► CountNgrams (train transcripts, originals only, CombineFn) ─► lm/ (ARPA, lexicon)
@@ -20,7 +22,8 @@ as much as a third of the actual work (docs/pipeline.md, "Measured throughput").
 The tokenizer is trained on the normalised transcripts of the train split *before* audio is
 decoded (audio rejects are not yet known then), so the heavy audio stage runs once, streaming,
 and never has to hold features in memory waiting for the tokenizer. It sees every transcript
-once: speed perturbation happens after it, on the decoded audio.
+once: speed perturbation, augmentation and the repeats of a corpus weight happen after it, and an
+utterance that a fractional weight leaves out of train (`pipeline.mixing`) is left out before it.
 """
 from __future__ import annotations
 
@@ -38,14 +41,17 @@ from apache_beam.metrics import Metrics
 
 from dsnn_keras.errors import DsnnError
 from dsnn_keras.frontend import FeatureConfig
+from pipeline import augment as aug
 from pipeline import outdir
 from pipeline.audio import AudioConfig, load_audio
 from pipeline.cmvn import CmvnCombineFn
+from pipeline.mixing import repeats, repeats_id
 from pipeline.records import Reject, RejectError, RejectReason, Utterance
 from pipeline.sources import InputSpec, read_source
 from pipeline.speed import NO_PERTURBATION, PERTURBED_SPLITS, format_factor, perturbed_id, speed_perturb
 from pipeline.splits import SpeakerSplit
-from pipeline.summary import INPUT, PERTURBED, REJECTED, WRITTEN, SummaryCombineFn
+from pipeline.summary import (AUGMENTED, CORPUS, INPUT, PERTURBED, REJECTED, REPEATED, SAMPLED_OUT, SPEAKERS,
+                              WRITTEN, SummaryCombineFn)
 from pipeline.text import TextConfig, normalize_transcript
 from pipeline.tokenizer import train_tokenizer
 
@@ -78,6 +84,12 @@ class PrepareConfig:
             its lexicon to ``lm/`` (`dsnn_keras.ngram_lm`); 0 = none. Defaults to 3.
         speed_factors: Speed perturbation of the train split (`pipeline.speed`): one example per
             factor for every train utterance; ``(1.0,)`` (the default) adds no transform at all.
+        corpora: Names of the named corpora (``--corpus NAME=PATH``); their held-out speakers are
+            chosen per corpus and go to ``<dev split>_<NAME>``. Defaults to none.
+        corpus_weights: ``((name, weight), ...)``: times each train utterance of a named corpus is
+            written (`pipeline.mixing`); a corpus not listed has weight 1. Defaults to none.
+        weight_salt: Salt of the weight sampling hash. Defaults to "dsnn".
+        augment: Augmentation of the train split (`pipeline.augment`); off by default (no transform).
     """
 
     feature_config: FeatureConfig = FeatureConfig()
@@ -91,6 +103,14 @@ class PrepareConfig:
     reshuffle: bool = True
     lm_order: int = 3
     speed_factors: tuple[float, ...] = NO_PERTURBATION
+    corpora: tuple[str, ...] = ()
+    corpus_weights: tuple[tuple[str, float], ...] = ()
+    weight_salt: str = "dsnn"
+    augment: aug.AugmentConfig = aug.AugmentConfig()
+
+    def weight(self, corpus: str) -> float:
+        """The weight of the named corpus ``corpus`` (1.0 when not weighted or unnamed)."""
+        return dict(self.corpus_weights).get(corpus, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +118,10 @@ class Prepared:
     """One written example: the serialised example plus what CMVN and counts need.
 
     ``factor`` is its speed factor: 1.0 for the utterance as read, another value for a
-    speed-perturbed copy (whose ``utt_id`` is ``sp<factor>-<id>``).
+    speed-perturbed copy (whose ``utt_id`` is ``sp<factor>-<id>``). ``aug`` is 0 for a clean
+    example, ``k`` for augmented copy ``k`` (``aug<k>-...``); ``rep`` is 0 for the first of the
+    ``repeats`` times a corpus weight writes the example, ``r`` for the others (``rep<r>-...``).
+    The original utterance is the example with factor 1.0, aug 0 and rep 0.
     """
 
     split: str
@@ -108,13 +131,30 @@ class Prepared:
     features: np.ndarray
     serialized: bytes
     factor: float = 1.0
+    corpus: str = ""
+    aug: int = 0
+    rep: int = 0
+    repeats: int = 1
+
+    @property
+    def original(self) -> bool:
+        return self.factor == 1.0 and self.aug == 0 and self.rep == 0
 
 
 def split_names(specs: Sequence[InputSpec], speaker_split: SpeakerSplit | None) -> list[str]:
-    """Output splits: ``train`` first, then the others sorted."""
+    """Output splits (the directories written): ``train`` first, then the others sorted.
+
+    With named corpora (``InputSpec.corpus``) and held-out speakers, each corpus has its own
+    held-out split (``dev_<NAME>``) instead of the one ``--dev_split``; the combined ``dev`` is
+    only listed in ``dataset.json`` (its files are theirs).
+    """
     names = {s.split for s in specs}
     if speaker_split is not None:
-        names.add(speaker_split.target_split)
+        corpora = {s.corpus for s in specs if s.corpus}
+        if corpora:
+            names.update(speaker_split.corpus_split(c) for c in corpora)
+        else:
+            names.add(speaker_split.target_split)
     return sorted(names, key=lambda n: (n != "train", n))
 
 
@@ -126,24 +166,83 @@ def _read(spec: InputSpec):
 
 
 class NormalizeDoFn(beam.DoFn):
-    """Assigns splits, normalises transcripts; source and text rejects go to the ``rejects`` tag."""
+    """Assigns splits, normalises transcripts; source and text rejects go to the ``rejects`` tag.
 
-    def __init__(self, text_config: TextConfig, speaker_split: SpeakerSplit | None):
+    Args:
+        text_config: Transcript normalisation.
+        speaker_split: Optional held-out speakers.
+        corpus_weights: ``((name, weight), ...)`` of the named corpora (`pipeline.mixing`): a train
+            utterance of a corpus whose weight writes it 0 times goes to the ``sampled_out`` tag
+            (before the tokenizer sees it). Defaults to none.
+        weight_salt: Salt of the weight hash. Defaults to "dsnn".
+
+    Side input (optional, named corpora with a fraction of held-out speakers): ``held_out``, a dict
+    corpus -> its held-out speakers (`CorpusHeldOutFn`). With a list of speakers, the list is used.
+    """
+
+    def __init__(self, text_config: TextConfig, speaker_split: SpeakerSplit | None,
+                 corpus_weights: tuple[tuple[str, float], ...] = (), weight_salt: str = "dsnn"):
         self.text_config = text_config
         self.speaker_split = speaker_split
+        self.corpus_weights = dict(corpus_weights)
+        self.weight_salt = weight_salt
 
-    def process(self, item):
+    def process(self, item, held_out=None):
         if isinstance(item, Reject):
             yield beam.pvalue.TaggedOutput("rejects", item)
             return
         if self.speaker_split is not None:
-            item = self.speaker_split.assign(item)
+            if not item.corpus:
+                item = self.speaker_split.assign(item)
+            elif held_out is not None:
+                item = self.speaker_split.assign_in_corpus(item, held_out.get(item.corpus, frozenset()))
+            else:
+                item = self.speaker_split.assign_in_corpus(item, frozenset(self.speaker_split.speakers))
         try:
             text = normalize_transcript(item.transcript, self.text_config)
         except RejectError as e:
             yield beam.pvalue.TaggedOutput("rejects", Reject(item.path, e.reason, e.detail))
             return
-        yield dataclasses.replace(item, transcript=text)
+        item = dataclasses.replace(item, transcript=text)
+        if item.corpus and item.split == "train" and \
+                repeats(item.utt_id, self.corpus_weights.get(item.corpus, 1.0), item.corpus, self.weight_salt) == 0:
+            yield beam.pvalue.TaggedOutput("sampled_out", item)
+            return
+        yield item
+
+
+class CorpusHeldOutFn(beam.CombineFn):
+    """Collects the speakers of every named corpus's train utterances (as read) and chooses each
+    corpus's held-out speakers (`SpeakerSplit.choose_held_out`).
+
+    Returns (``extract_output``): a dict corpus -> frozenset of held-out speakers.
+    """
+
+    def __init__(self, speaker_split: SpeakerSplit):
+        self.speaker_split = speaker_split
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, item):
+        if isinstance(item, Utterance) and item.corpus and item.split == self.speaker_split.source_split:
+            accumulator.setdefault(item.corpus, set()).add(item.speaker)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for acc in accumulators:
+            for corpus, speakers in acc.items():
+                merged.setdefault(corpus, set()).update(speakers)
+        return merged
+
+    def extract_output(self, accumulator):
+        held = {}
+        for corpus, speakers in sorted(accumulator.items()):
+            held[corpus] = self.speaker_split.choose_held_out(speakers)
+            if not held[corpus]:
+                LOG.warning("prepare: corpus %s has %d speaker(s); none is held out", corpus, len(speakers))
+        return held
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,11 +254,14 @@ class Decoded:
         token_ids: The transcript's token ids (the same for every copy).
         copies: ``((factor, waveform), ...)``: the decoded audio as ``((1.0, waveform),)``, and after
             `SpeedPerturbDoFn` one entry per speed factor (`pipeline.speed`).
+        augmented: ``((factor, k, waveform), ...)``: the augmented copies (`pipeline.augment`), ``k``
+            from 1 to ``--augment_copies`` for every entry of ``copies``. Empty unless augmented.
     """
 
     utt: Utterance
     token_ids: tuple[int, ...]
     copies: tuple[tuple[float, np.ndarray], ...]
+    augmented: tuple[tuple[float, int, np.ndarray], ...] = ()
 
 
 class DecodeUtterance(beam.DoFn):
@@ -227,27 +329,84 @@ class SpeedPerturbDoFn(beam.DoFn):
             (f, speed_perturb(waveform, f, self.sample_rate, self.quality)) for f in self.factors))
 
 
+class AugmentCopiesDoFn(beam.DoFn):
+    """Adds ``copies`` augmented copies (still clean; `AugmentDoFn` transforms them) of every entry of
+    ``Decoded.copies`` to the utterances of the augmented splits; rejects and other splits pass through.
+
+    Args:
+        copies: Augmented copies per example (``--augment_copies``).
+        splits: Splits whose utterances are augmented. Defaults to `pipeline.augment.AUGMENTED_SPLITS`.
+    """
+
+    def __init__(self, copies: int, splits: Sequence[str] = aug.AUGMENTED_SPLITS):
+        self.copies = copies
+        self.splits = tuple(splits)
+
+    def process(self, item):
+        if isinstance(item, Reject) or item.utt.split not in self.splits:
+            yield item
+            return
+        yield dataclasses.replace(item, augmented=tuple(
+            (factor, k, waveform) for factor, waveform in item.copies for k in range(1, self.copies + 1)))
+
+
+class AugmentDoFn(beam.DoFn):
+    """Applies one kind of augmentation (``reverb``, ``noise`` or ``gain``) to every augmented copy,
+    with the copy's own deterministic draws (`pipeline.augment.draw`); the clean copies are untouched.
+
+    Args:
+        kind: The augmentation.
+        config: The `AugmentConfig` (ranges, seed).
+        sample_rate: The decoded audio's rate.
+    """
+
+    def __init__(self, kind: str, config: aug.AugmentConfig, sample_rate: int):
+        if kind not in aug.KINDS:
+            raise ValueError(f"AugmentDoFn: unknown kind {kind!r}; expected one of {aug.KINDS}")
+        self.kind = kind
+        self.config = config
+        self.sample_rate = sample_rate
+
+    def process(self, item):
+        if isinstance(item, Reject) or not item.augmented:
+            yield item
+            return
+        utt_id = item.utt.utt_id
+        yield dataclasses.replace(item, augmented=tuple(
+            (factor, k, aug.apply(self.kind, waveform, aug.draw(self.kind, self.config, utt_id, factor, k),
+                                  self.sample_rate))
+            for factor, k, waveform in item.augmented))
+
+
 class FeaturizeUtterance(beam.DoFn):
     """log-mel → ``tf.train.Example`` for every copy of a `Decoded`; yields `Prepared` or `Reject`.
 
     An utterance is written or rejected as a whole: if the features of any of its copies are not
     finite, it gives one `Reject` and no example, so a perturbed split reconciles
     (``examples == utterances × factors``). Rejects from upstream pass through (and count in the
-    progress lines).
+    progress lines). Every example of a train utterance of a weighted corpus is written
+    `pipeline.mixing.repeats` times (the features computed once).
 
     Args:
         feature_config: The frontend settings.
         audio_config: The decoded audio's rate.
         progress_every_s: Seconds between progress log lines.
+        corpus_weights: ``((name, weight), ...)`` of the named corpora. Defaults to none.
+        weight_salt: Salt of the weight hash. Defaults to "dsnn".
     """
 
     def __init__(self, feature_config: FeatureConfig, audio_config: AudioConfig,
-                 progress_every_s: float = 10.0):
+                 progress_every_s: float = 10.0, corpus_weights: tuple[tuple[str, float], ...] = (),
+                 weight_salt: str = "dsnn"):
         self.feature_config = feature_config
         self.audio_config = audio_config
         self.progress_every_s = progress_every_s
+        self.corpus_weights = dict(corpus_weights)
+        self.weight_salt = weight_salt
         self.written = Metrics.counter(NAMESPACE, "utterances_written")
         self.perturbed = Metrics.counter(NAMESPACE, "speed_perturbed_written")
+        self.augmented = Metrics.counter(NAMESPACE, "augmented_written")
+        self.repeated = Metrics.counter(NAMESPACE, "repeated_written")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_written")
 
     def setup(self):
@@ -263,7 +422,7 @@ class FeaturizeUtterance(beam.DoFn):
         now = time.monotonic()
         if now - self._last_log >= self.progress_every_s:
             self._last_log = now
-            copies = f" (+{self._copies} speed-perturbed copies)" if self._copies else ""
+            copies = f" (+{self._copies} copies)" if self._copies else ""
             LOG.info("prepare: %d utterances written%s, %d rejected, %.0f s of audio (%.0f s/s)",
                      self._done, copies, self._rejected, self._seconds, self._seconds / (now - self._start))
 
@@ -277,43 +436,65 @@ class FeaturizeUtterance(beam.DoFn):
             return
         utt = item.utt
         featurized = []
-        for factor, waveform in item.copies:
+        copies = [(factor, 0, waveform) for factor, waveform in item.copies] + list(item.augmented)
+        for factor, k, waveform in copies:
             features = self._featurizer(waveform)
             if not np.isfinite(features).all():  # e.g. float samples so large that their power overflows
                 self._rejected += 1
                 self._progress()
                 peak = float(np.max(np.abs(waveform), initial=0.0))
                 copy = "" if factor == 1.0 else f" (speed-perturbed copy x{format_factor(factor)})"
+                copy += f" (augmented copy {k})" if k else ""
                 yield Reject(utt.path, NON_FINITE_FEATURES,
                              f"log-mel features{copy} are not finite ({int((~np.isfinite(features)).sum())} of "
                              f"{features.size} values; peak |sample| {peak:.3g})")
                 return
-            featurized.append((factor, waveform.shape[0], features))
-        for factor, num_samples, features in featurized:
-            utt_id = perturbed_id(utt.utt_id, factor)
-            blob = make_example(utt_id, utt.speaker, utt.transcript, features, list(item.token_ids))
-            seconds = num_samples / self.audio_config.sample_rate
-            self.audio_ms.inc(int(round(seconds * 1000)))
-            self._seconds += seconds
-            if factor != 1.0:
-                self.perturbed.inc()
-                self._copies += 1
-            yield Prepared(utt.split, utt_id, int(features.shape[0]), int(num_samples), features, blob, factor)
+            featurized.append((factor, k, waveform.shape[0], features))
+        times = 1
+        if utt.corpus and utt.split == "train":
+            times = repeats(utt.utt_id, self.corpus_weights.get(utt.corpus, 1.0), utt.corpus, self.weight_salt)
+        for rep in range(times):
+            for factor, k, num_samples, features in featurized:
+                utt_id = repeats_id(aug.augmented_id(perturbed_id(utt.utt_id, factor), k), rep)
+                blob = make_example(utt_id, utt.speaker, utt.transcript, features, list(item.token_ids))
+                seconds = num_samples / self.audio_config.sample_rate
+                self.audio_ms.inc(int(round(seconds * 1000)))
+                self._seconds += seconds
+                if rep:
+                    self.repeated.inc()
+                elif k:
+                    self.augmented.inc()
+                elif factor != 1.0:
+                    self.perturbed.inc()
+                if rep or k or factor != 1.0:
+                    self._copies += 1
+                yield Prepared(utt.split, utt_id, int(features.shape[0]), int(num_samples), features, blob, factor,
+                               utt.corpus, k, rep, times)
         self.written.inc()
         self._done += 1
         self._progress()
 
 
 def _count_written(x: Prepared):
-    """The summary tuple of one written example: an original counts as written, a copy as perturbed."""
-    if x.factor == 1.0:
-        return WRITTEN, x.split, (1, x.num_frames, x.num_samples)
-    return PERTURBED, (x.split, x.factor), (1, x.num_frames, x.num_samples)
+    """The summary tuples of one written example (`pipeline.summary`): an original counts as written,
+    a speed copy as perturbed, an augmented copy as augmented, a repetition as repeated; an example
+    of a named corpus also counts for its corpus (originals with their number of repeats)."""
+    value = (1, x.num_frames, x.num_samples)
+    if x.rep:
+        yield REPEATED, x.split, value
+    elif x.aug:
+        yield AUGMENTED, (x.split, x.aug), value
+    elif x.factor == 1.0:
+        yield WRITTEN, x.split, value
+    else:
+        yield PERTURBED, (x.split, x.factor), value
+    if x.corpus:
+        yield CORPUS, (x.corpus, x.split), (int(x.original), x.repeats if x.original else 0, *value)
 
 
 def _dead_letter_to_reject(bad) -> Reject:
     element, (exc_type, exc_repr, _) = bad
-    if isinstance(element, Decoded):  # failed after decoding (speed perturbation, features)
+    if isinstance(element, Decoded):  # failed after decoding (speed perturbation, augmentation, features)
         element = element.utt
     path = getattr(element, "path", repr(element)[:200])
     return Reject(path, RejectReason.INTERNAL_ERROR, f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}"[:500])
@@ -390,8 +571,9 @@ class TrainTokenizerFn(beam.CombineFn):
 class CountNgramsFn(beam.CombineFn):
     """Counts the word n-grams of the transcripts of written examples (`dsnn_keras.ngram_lm.count_ngrams`).
 
-    Speed-perturbed copies (``factor != 1.0``) are skipped: their transcript is the original's, and
-    counting it once per factor would change the LM (its discounts depend on the counts of counts).
+    Only originals count (`Prepared.original`): speed-perturbed and augmented copies and the
+    repetitions of a corpus weight have the original's transcript, and counting it once per copy
+    would change the LM (its discounts depend on the counts of counts).
 
     Args:
         order: The LM order.
@@ -406,7 +588,7 @@ class CountNgramsFn(beam.CombineFn):
         return collections.Counter()
 
     def add_input(self, accumulator, prepared: Prepared):
-        if prepared.factor != 1.0:
+        if not prepared.original:
             return accumulator
         from tensorflow.core.example import example_pb2
 
@@ -462,8 +644,13 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
              | "ReadSources" >> beam.FlatMap(_read))
     if config.reshuffle:
         items = items | "Reshuffle" >> beam.Reshuffle()
+    side = []
+    if config.corpora and config.speaker_split is not None and config.speaker_split.fraction is not None:
+        side = [beam.pvalue.AsSingleton(items | "CorpusHeldOut" >> beam.CombineGlobally(
+            CorpusHeldOutFn(config.speaker_split)))]
     normalized = items | "Normalize" >> beam.ParDo(
-        NormalizeDoFn(config.text_config, config.speaker_split)).with_outputs("rejects", main="utts")
+        NormalizeDoFn(config.text_config, config.speaker_split, config.corpus_weights, config.weight_salt),
+        *side).with_outputs("rejects", *(["sampled_out"] if config.corpora else []), main="utts")
     utts = normalized.utts
 
     tokenizer_model = utts | "TrainTokenizer" >> beam.CombineGlobally(
@@ -482,14 +669,24 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
             config.speed_factors, config.audio_config.sample_rate,
             config.audio_config.resample_quality)).with_exception_handling()
         failures.append(failed_perturb)
+    if config.augment.enabled:
+        decoded, failed_copies = decoded | "AugmentCopies" >> beam.ParDo(
+            AugmentCopiesDoFn(config.augment.copies)).with_exception_handling()
+        failures.append(failed_copies)
+        for kind in config.augment.kinds:  # reverb -> noise -> gain
+            decoded, failed_augment = decoded | kind.capitalize() >> beam.ParDo(AugmentDoFn(
+                kind, config.augment, config.audio_config.sample_rate)).with_exception_handling()
+            failures.append(failed_augment)
     processed, failed_featurize = decoded | "Featurize" >> beam.ParDo(FeaturizeUtterance(
-        config.feature_config, config.audio_config, config.progress_every_s)).with_exception_handling()
+        config.feature_config, config.audio_config, config.progress_every_s, config.corpus_weights,
+        config.weight_salt)).with_exception_handling()
     failures.append(failed_featurize)
     failed = failures | "AllFailures" >> beam.Flatten()
     parts = processed | "Route" >> beam.Partition(_route, len(splits) + 1, splits)
     if config.lm_order and "train" in splits:
         # Counted over the train utterances written (not those whose audio was rejected, nor the
-        # speed-perturbed copies), so the LM is exactly `dsnn-lm` over the original train split.
+        # speed-perturbed, augmented or repeated copies), so the LM is exactly `dsnn-lm` over the
+        # original train split.
         _ = (parts[splits.index("train") + 1]
              | "CountNgrams" >> beam.CombineGlobally(CountNgramsFn(config.lm_order))
              | "WriteLM" >> beam.Map(_write_lm, out_dir, config.lm_order, beam.pvalue.AsSingleton(tokenizer_model)))
@@ -505,6 +702,10 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
 
     counts = [items | "CountInputs" >> beam.Map(lambda _: (INPUT, "", 1)),
               rejects | "CountRejected" >> beam.Map(lambda r: (REJECTED, r.reason, 1))]
+    if config.corpora:
+        counts += [normalized.sampled_out | "CountSampledOut" >> beam.Map(lambda u: (SAMPLED_OUT, u.corpus, 1)),
+                   ((utts, normalized.sampled_out) | "CorpusUtterances" >> beam.Flatten()
+                    | "CountSpeakers" >> beam.Map(lambda u: (SPEAKERS, (u.corpus, u.split), u.speaker)))]
     for i, split in enumerate(splits):
         part = parts[i + 1]
         _ = (part
@@ -512,12 +713,13 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
              | f"Write[{split}]" >> beam.io.WriteToTFRecord(
                  outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
                  num_shards=config.num_shards))
-        counts.append(part | f"CountWritten[{split}]" >> beam.Map(_count_written))
+        counts.append(part | f"CountWritten[{split}]" >> beam.FlatMap(_count_written))
         if split == "train":
             # Fed straight from the Decode-Featurize stage, so the combiner's partial sums run there and the
             # features are never materialised. without_defaults: an empty train split writes no
             # cmvn.json, and the job then fails in `finalize` ("no train utterance was written").
-            # With --speed_perturb the statistics cover every copy: the frames the model trains on.
+            # With --speed_perturb, --augment or --corpus_weight the statistics cover every copy and
+            # repetition: the frames the model trains on.
             _ = (part
                  | "TrainFeatures" >> beam.Map(lambda x: x.features)
                  | "CMVN" >> beam.CombineGlobally(CmvnCombineFn()).without_defaults()
