@@ -161,6 +161,40 @@ def exported_shared(quantize: str = "none") -> pathlib.Path:
     return _cached(f"shared_{quantize}", build)
 
 
+def convert_builtin(function) -> bytes:
+    """A `tf.function`'s concrete function converted with builtin ops only (no Flex), as `.tflite` bytes.
+
+    The function's variables hang on a holder module, so the converter can reach them and keeps the
+    signature.
+    """
+    import tensorflow as tf
+
+    concrete = function.get_concrete_function() if hasattr(function, "get_concrete_function") else function
+    holder = tf.Module()
+    holder.variables_used = list(concrete.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def stream_step_tflite(stream, bins: int) -> bytes:
+    """A `dsnn_keras.streaming.StreamingModel`'s step as one converted signature.
+
+    Inputs ``features [None, bins]`` and one tensor per state entry (named as ``stream.state_specs``);
+    outputs ``logits`` and the new state under the same names.
+    """
+    import tensorflow as tf
+
+    specs = {s.name: tf.TensorSpec(s.shape, getattr(tf, s.dtype), name=s.name) for s in stream.state_specs}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, bins], tf.float32, name="features"), specs])
+    def step(features, state):
+        out, new_state = stream.step(features, state)
+        return {"logits": out, **new_state}
+
+    return convert_builtin(step)
+
+
 def stored_bytes_without_filterbank(data: bytes) -> int:
     """Bytes of every buffer but the frontend's mel filterbank (float32 in every file, quantized or not)."""
     from tflite import flatbuffer

@@ -61,10 +61,12 @@ def test_lstm_units_are_not_required_by_the_conformer():
 def trained_run(prepared, tmp_path_factory):
     from dsnn_keras.trainer import train
 
+    # 30 steps (was 80; measured: the loss is down to ~0.27x its first window at both levels by
+    # step 30, against the 0.7x the test asks, and the 80-step run only went on to ~0.15x).
     config = _config(
-        pruning={"levels": [0.0, 0.8], "begin_step": 20, "end_step": 50, "frequency": 5},
-        training={"total_steps": 80, "learning_rate": 0.003, "warmup_steps": 10, "checkpoint_every": 80,
-                  "log_every": 10, "distillation_weight": 0.5, "final_learning_rate": 0.0005})
+        pruning={"levels": [0.0, 0.8], "begin_step": 8, "end_step": 18, "frequency": 2},
+        training={"total_steps": 30, "learning_rate": 0.003, "warmup_steps": 5, "checkpoint_every": 30,
+                  "log_every": 5, "distillation_weight": 0.5, "final_learning_rate": 0.0005})
     run_dir = tmp_path_factory.mktemp("conformer_run") / "run"
     train(config, prepared, run_dir, stream=io.StringIO())
     return run_dir

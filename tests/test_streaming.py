@@ -9,6 +9,7 @@ import dsnn_keras
 from dsnn_keras.sparsity.units import kept_unit_indices, narrow_model
 from dsnn_keras.streaming import StreamingError, StreamingModel
 from harness import causal_recognizer
+from harness_tflite import stream_step_tflite
 
 BINS = 20   # causal_recognizer's default
 LEVELS = (0.0, 0.5, 0.7, 0.9)
@@ -163,26 +164,13 @@ def test_switching_level_mid_stream_continues_from_the_shared_state():
 
 
 def test_the_step_converts_to_builtin_tflite_ops_and_streams_through_litert():
-    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     from tflite import flatbuffer
 
     model = causal_recognizer()
     stream = StreamingModel(model)
-    specs = {s.name: tf.TensorSpec(s.shape, getattr(tf, s.dtype), name=s.name) for s in stream.state_specs}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, BINS], tf.float32, name="features"), specs])
-    def step(features, state):
-        out, new_state = stream.step(features, state)
-        return {"logits": out, **new_state}
-
-    function = step.get_concrete_function()
-    holder = tf.Module()
-    holder.variables_used = list(function.variables)   # reachable, so the converter keeps the signature
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    data = converter.convert()
+    data = stream_step_tflite(stream, BINS)
     assert all(op.is_builtin for op in flatbuffer.operators(data))
     runner = Interpreter(model_content=data).get_signature_runner()
     features = _features(40)

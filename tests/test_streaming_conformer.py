@@ -16,6 +16,7 @@ from dsnn_keras.frontend import FeatureConfig
 from dsnn_keras.model import build_model
 from dsnn_keras.streaming import StreamingError, StreamingModel
 from fixtures_data import SMALL_CONFORMER, small_config
+from harness_tflite import stream_step_tflite
 
 BINS = 20
 CLASSES = 7
@@ -239,19 +240,7 @@ def test_the_conformer_step_converts_to_builtin_ops_and_streams_through_litert()
     from tflite import flatbuffer
 
     model, stream = _tiny()
-    specs = {s.name: tf.TensorSpec(s.shape, getattr(tf, s.dtype), name=s.name) for s in stream.state_specs}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, BINS], tf.float32, name="features"), specs])
-    def step(features, state):
-        out, new_state = stream.step(features, state)
-        return {"logits": out, **new_state}
-
-    function = step.get_concrete_function()
-    holder = tf.Module()
-    holder.variables_used = list(function.variables)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    data = converter.convert()
+    data = stream_step_tflite(stream, BINS)
     assert all(op.is_builtin for op in flatbuffer.operators(data))
     runner = Interpreter(model_content=data).get_signature_runner()
     features = _features(61, seed=7)

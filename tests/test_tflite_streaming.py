@@ -11,6 +11,7 @@ from dsnn_keras.decoding import greedy_ctc_decode
 from dsnn_keras.frontend import FeatureConfig, log_mel_spectrogram
 from dsnn_keras.streaming import StreamingModel
 from harness import causal_recognizer
+from harness_tflite import convert_builtin
 from tflite import flatbuffer
 from tflite.streaming import StreamSignature
 
@@ -23,12 +24,7 @@ def _two_levels():
     """Two 'levels' (different weights, same state layout) and the converted stream signature."""
     models = [causal_recognizer(seed=seed, bins=CONFIG.num_mel_bins, classes=CLASSES) for seed in (0, 1)]
     signature = StreamSignature([StreamingModel(m) for m in models], CONFIG, blank_id=CLASSES - 1)
-    function = signature.function.get_concrete_function()
-    holder = tf.Module()
-    holder.variables_used = list(function.variables)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return models, signature, converter.convert()
+    return models, signature, convert_builtin(signature.function)
 
 
 def _runner():
@@ -144,14 +140,9 @@ def test_a_level_switch_gives_the_new_levels_outputs_from_that_chunk_on():
 def test_a_lookahead_front_end_streams_exactly_with_the_flush_at_the_end():
     model = causal_recognizer(seed=3, bins=CONFIG.num_mel_bins, classes=CLASSES, time_padding=1, end_padding=1)
     signature = StreamSignature([StreamingModel(model)], CONFIG, blank_id=CLASSES - 1)
-    function = signature.function.get_concrete_function()
-    holder = tf.Module()
-    holder.variables_used = list(function.variables)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+    runner = Interpreter(model_content=convert_builtin(signature.function)).get_signature_runner()
     audio = _audio(0.9, seed=8)
     state, outputs = signature.initial_state(), []
     for start in range(0, len(audio), 2000):

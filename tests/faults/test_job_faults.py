@@ -1,9 +1,10 @@
-"""Faults and bad inputs of dsnn-job, on the real command (subprocesses) with the cheapest chain:
-10 synthetic utterances, 4 training steps of a shrunk tiny config (2 levels), the dense baseline
-only, a one-utterance benchmark.
+"""Faults and bad inputs of dsnn-job, on the real command with the cheapest chain: 10 synthetic
+utterances, 4 training steps of a shrunk tiny config (2 levels), the dense baseline only, a
+one-utterance benchmark.
 
-Two jobs start together: A runs uninterrupted, B is killed with SIGKILL at a random point and run
-again; B must then finish with the same results as A and leave nothing half-made behind.
+Two jobs start together as real processes: A runs uninterrupted, B is killed with SIGKILL at a
+random point; B is then run again (the same `dsnn_job.cli.main`, in this process: TensorFlow is
+loaded here already) and must finish with the same results as A and leave nothing half-made behind.
 """
 import json
 import os
@@ -33,12 +34,21 @@ STEP_DIRS = {"synth": "corpus", "prepare": "data", "train": "run", "eval": "eval
 MADE = [name for name in STEPS if name in STEP_DIRS]   # the push step runs only with --push_dir
 
 
+def _args(out: pathlib.Path, *extra: str) -> list[str]:
+    return ["--out", str(out), *CHEAP, *extra]
+
+
 def _command(out: pathlib.Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dsnn_job.cli", "--out", str(out), *CHEAP, *extra]
+    return [sys.executable, "-m", "dsnn_job.cli", *_args(out, *extra)]
 
 
-def _job(out: pathlib.Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(out, *extra), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def _job(out: pathlib.Path, capsys, *extra: str) -> subprocess.CompletedProcess:
+    """The real dsnn-job entry point in this process (TensorFlow is loaded here already; a re-run is
+    not about the process boundary, the kill is): its exit status and what it printed."""
+    capsys.readouterr()
+    code = job_main(_args(out, *extra))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(_args(out, *extra), code, captured.out, captured.err)
 
 
 def _snapshot(directory: pathlib.Path) -> dict:
@@ -78,9 +88,9 @@ def jobs(tmp_path_factory):
     return a, b, seed, killed.returncode
 
 
-def test_kill_9_at_a_random_point_then_rerun_gives_the_uninterrupted_result(jobs):
+def test_kill_9_at_a_random_point_then_rerun_gives_the_uninterrupted_result(jobs, capsys):
     a, b, seed, code = jobs
-    again = _job(b)
+    again = _job(b, capsys)
     assert again.returncode == 0, f"seed {seed}, first exit {code}:\n" + again.stderr[-4000:]
     assert _leftovers(b) == []
     summary_a = json.loads((a / "summary.json").read_text())
@@ -96,16 +106,16 @@ def test_kill_9_at_a_random_point_then_rerun_gives_the_uninterrupted_result(jobs
             assert row_a[key] == row_b[key], (seed, key, row_a, row_b)
 
 
-def test_a_failing_max_wer_keeps_the_previous_export(jobs):
+def test_a_failing_max_wer_keeps_the_previous_export(jobs, capsys):
     a, *_ = jobs
     export = a / "export"
     before = _snapshot(export)
     assert {"model.tflite", "single/level_0.tflite", ARTIFACT_FILE} <= set(before)
-    failed = _job(a, "--max_wer", "0.0")  # the 4-step model's WER is far above 0
+    failed = _job(a, capsys, "--max_wer", "0.0")  # the 4-step model's WER is far above 0
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert "dsnn-job: error: dsnn-export failed" in failed.stderr
     assert _snapshot(export) == before  # the good model.tflite and single/ are untouched
-    ok = _job(a)  # the previous flags: the kept export is still up to date
+    ok = _job(a, capsys)  # the previous flags: the kept export is still up to date
     assert ok.returncode == 0, ok.stderr[-3000:]
     statuses = {s["name"]: s["status"] for s in json.loads((a / "summary.json").read_text())["steps"]}
     assert statuses == {name: "cached" for name in MADE}

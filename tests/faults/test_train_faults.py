@@ -3,8 +3,8 @@ real trainer, real checkpoints and real subprocesses.
 
 One small run (4 checkpoints) is trained once per module; each test damages a copy of it. The
 kill -9 test runs the tiny config (shrunk) in two processes at once: one uninterrupted, one killed
-at a random point and re-run; their final weights and loss logs must be bit-identical (resume is
-exact and training is deterministic under a busy CPU).
+at a random point and re-run (in this process); their final weights and loss logs must be
+bit-identical (resume is exact and training is deterministic under a busy CPU).
 """
 import io
 import json
@@ -250,10 +250,11 @@ def test_non_finite_cmvn_is_refused_at_load_naming_the_file(prepared, tmp_path, 
 
 
 # ---- kill -9 at a random point; determinism under a busy CPU ------------------------------------
+KILL_STEPS = 20   # checkpoints at 5, 10, 15, 20; the pruning ramp (5..15) spans the middle two
 KILL_RUN = ["--config", TINY, "--set", "model.lstm_units=[16]", "--set", "pruning.levels=[0.0, 0.8]",
-            "--set", "training.total_steps=30", "--set", "pruning.begin_step=5", "--set", "pruning.end_step=20",
-            "--set", "pruning.frequency=5", "--set", "training.checkpoint_every=5", "--set", "training.log_every=5",
-            "--set", "training.eval_every=0", "--set", "training.eval_max_utterances=2"]
+            "--set", f"training.total_steps={KILL_STEPS}", "--set", "pruning.begin_step=5",
+            "--set", "pruning.end_step=15", "--set", "pruning.frequency=5", "--set", "training.checkpoint_every=5",
+            "--set", "training.log_every=5", "--set", "training.eval_every=0", "--set", "training.eval_max_utterances=2"]
 
 
 def _checkpoint_tensors(prefix) -> dict:
@@ -270,12 +271,13 @@ def _train_events(run_dir) -> dict:
 
 
 @pytest.mark.large
-def test_kill_9_at_a_random_point_then_rerun_is_bit_identical_to_an_uninterrupted_run(prepared, tmp_path):
+def test_kill_9_at_a_random_point_then_rerun_is_bit_identical_to_an_uninterrupted_run(prepared, tmp_path, capsys):
     """Runs A (uninterrupted) and B at once, each the other's busy CPU neighbour; B gets SIGKILL at a
-    random point (before its first checkpoint, or a random delay after a random one) and is re-run."""
+    random point (before its first checkpoint, or a random delay after a random one) and is re-run
+    (the real dsnn-train entry point in this process: the re-run is not about the process boundary)."""
     seed = int(os.environ.get("DSNN_FAULT_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    after_checkpoint = rng.choice([None, 5, 10, 15, 20, 25])
+    after_checkpoint = rng.choice([None, 5, 10, 15])
     delay = rng.uniform(0.0, 1.5) if after_checkpoint else rng.uniform(1.0, 8.0)
     a, b = tmp_path / "a", tmp_path / "b"
     command = TRAIN + ["--data", str(prepared)] + [str(x) for x in KILL_RUN]
@@ -303,15 +305,15 @@ def test_kill_9_at_a_random_point_then_rerun_is_bit_identical_to_an_uninterrupte
     assert first_a.returncode == 0, stderr_a[-3000:]
     note = f"DSNN_FAULT_SEED={seed}: killed {delay:.2f} s after " + (
         f"ckpt-{after_checkpoint}" if after_checkpoint else "the start")
-    again = subprocess.run(command + ["--out", str(b)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    again = _cli(["--data", prepared, *KILL_RUN, "--out", b], capsys)
     assert again.returncode == 0, note + "\n" + again.stderr[-3000:]
     starts = [r for r in _log(b) if r["event"] == "start"]
     if after_checkpoint:
         assert starts[-1]["resumed_from"] >= after_checkpoint and "resumed from" in again.stderr, note
     # The same final step, a loadable run, and bit-identical weights, optimizer state and losses.
-    assert load_run(b).step == load_run(a).step == 30
-    weights_a, weights_b = _checkpoint_tensors(a / "checkpoints" / "ckpt-30"), _checkpoint_tensors(
-        b / "checkpoints" / "ckpt-30")
+    assert load_run(b).step == load_run(a).step == KILL_STEPS
+    weights_a, weights_b = _checkpoint_tensors(a / "checkpoints" / f"ckpt-{KILL_STEPS}"), _checkpoint_tensors(
+        b / "checkpoints" / f"ckpt-{KILL_STEPS}")
     assert weights_a.keys() == weights_b.keys()
     different = [name for name in weights_a if not np.array_equal(weights_a[name], weights_b[name])]
     assert different == [], note
