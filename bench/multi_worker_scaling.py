@@ -15,24 +15,15 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from dsnn_keras.distribute import free_local_ports
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, "-c", "import sys; from dsnn_keras.cli import train_main; sys.exit(train_main())"]
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _run(workers, data, out, args):
@@ -46,7 +37,7 @@ def _run(workers, data, out, args):
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(args.threads), TF_NUM_INTEROP_THREADS=str(args.threads),
                OMP_NUM_THREADS=str(args.threads), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env.pop("TF_CONFIG", None)
-    addresses = [f"localhost:{p}" for p in _free_ports(workers)]
+    addresses = [f"localhost:{p}" for p in free_local_ports(workers)]
     procs = []
     for index in range(workers):
         extra, worker_env = [], dict(env)

@@ -240,3 +240,18 @@ def split_global_batches(dataset, num_replicas: int, first_replica: int = 0, loc
     replicas = tf.range(first_replica, first_replica + local_replicas, dtype=tf.int32)
     return dataset.flat_map(
         lambda batch: tf.data.Dataset.from_tensor_slices(replicas).map(lambda r: rows_of(batch, r)))
+
+
+def free_local_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on localhost now, for a local ``TF_CONFIG`` cluster (tests,
+    benchmarks). The ports are released before returning: another process may take one meanwhile."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -19,7 +19,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import numpy as np
 import pytest
 
 from fixtures_data import build_prepared_dataset
+
+from dsnn_keras.distribute import free_local_ports
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, "-c", "import sys; from dsnn_keras.cli import train_main; sys.exit(train_main())"]
@@ -43,15 +44,6 @@ TIMEOUT = 900   # a guard against a hang; the scenario takes ~1 min on 2 idle co
 
 pytestmark = pytest.mark.large
 
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _env(tmp: pathlib.Path, tf_config=None) -> dict:
@@ -71,7 +63,7 @@ def _start(args, env, log: pathlib.Path) -> subprocess.Popen:
 
 def _start_workers(data, out, tmp: pathlib.Path, tag: str) -> list[subprocess.Popen]:
     """Worker 0 (the chief) and worker 1, each with its TF_CONFIG; both write --out's path."""
-    addresses = [f"localhost:{port}" for port in _free_ports(2)]
+    addresses = [f"localhost:{port}" for port in free_local_ports(2)]
     procs = []
     for index in range(2):
         config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
