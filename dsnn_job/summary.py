@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import io
 import json
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -181,13 +180,6 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: Any, path: AnyPath) -> None:
-    """Saves a figure as PNG bytes written atomically (so also to a remote ``out``)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    fileio.atomic_write(path, buffer.getvalue())
-
-
 def plot_all(out: AnyPath, summary: dict[str, Any]) -> None:
     """Writes the three PNGs named in ``summary["plots"]``."""
     import matplotlib
@@ -211,7 +203,7 @@ def plot_all(out: AnyPath, summary: dict[str, Any]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _save(fig, fileio.join(plots, "wer_vs_sparsity.png"))
+    fileio.write_png(fig, fileio.join(plots, "wer_vs_sparsity.png"), dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -230,7 +222,7 @@ def plot_all(out: AnyPath, summary: dict[str, Any]) -> None:
     ax.legend(fontsize=8, loc="upper center", ncol=1)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    _save(fig, fileio.join(plots, "latency_per_level.png"))
+    fileio.write_png(fig, fileio.join(plots, "latency_per_level.png"), dpi=120)
     plt.close(fig)
 
     log = read_train_log(fileio.join(out, "run", "train_log.jsonl"))
@@ -256,7 +248,7 @@ def plot_all(out: AnyPath, summary: dict[str, Any]) -> None:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, fileio.join(plots, "training_curves.png"))
+    fileio.write_png(fig, fileio.join(plots, "training_curves.png"), dpi=120)
     plt.close(fig)
 
 

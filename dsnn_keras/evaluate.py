@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import io
 import json
 import os
 import pathlib
@@ -349,9 +348,7 @@ def plot_wer_vs_sparsity(series: Mapping[str, tuple[Sequence[float], Sequence[fl
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    png = io.BytesIO()
-    figure.savefig(png, format="png")
-    fileio.atomic_write(path, png.getvalue())
+    fileio.write_png(figure, path)
 
 
 def output_paths(run_dir: fileio.AnyPath, out: str | pathlib.Path | None) -> dict[str, fileio.AnyPath]:

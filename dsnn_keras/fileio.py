@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import pathlib
 import posixpath
 import shutil
 import tempfile
 import uuid
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 AnyPath = Union[pathlib.Path, str]   # what `as_path` returns: a Path (local) or a URL string (remote)
@@ -285,6 +286,14 @@ def atomic_write(path: PathLike, data: Union[bytes, str]) -> None:
             with contextlib.suppress(Exception):
                 gfile.remove(temporary)
             raise
+
+
+
+def write_png(figure, path: PathLike, dpi: Optional[float] = None) -> None:
+    """Saves a matplotlib ``figure`` as PNG to ``path`` (local or a URL) with `atomic_write`: complete or absent."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **({} if dpi is None else {"dpi": dpi}))
+    atomic_write(path, buffer.getvalue())
 
 
 WALK_MAX_DEPTH = 12   # remote `walk_files` looks this many levels below the root

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import pathlib
 import platform
@@ -405,10 +404,8 @@ def plot(result: dict, path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
+    fileio.write_png(fig, path, dpi=120)
     plt.close(fig)
-    fileio.atomic_write(path, png.getvalue())
 
 
 def write_reports(result: dict, out_dir) -> None:
