@@ -6,7 +6,7 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
-from dsnn_job.job import DEFAULT_CONFIG, STEPS, JobConfig
+from dsnn_job.job import DECODERS, DEFAULT_CONFIG, STEPS, JobConfig
 from dsnn_keras.distribute import STRATEGIES
 from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions
 
@@ -23,7 +23,7 @@ def _threads(text: str) -> tuple[int, ...]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsnn-job",
-        description="Run the whole chain: [synthesize] -> prepare -> train -> eval -> export -> transcribe -> "
+        description="Run the whole chain: [synthesize] -> prepare -> train -> [tune] -> eval -> export -> transcribe -> "
                     "bench -> [push] -> summary. Each step writes OUT/<step>/ with _artifact.json (the inputs and "
                     "parameters it was made from); re-running skips up-to-date steps, a changed input re-runs "
                     "that step and the ones after it, an interrupted training resumes.")
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: 1.0, off)")
     parser.add_argument("--eval_split", default=None,
                         help="split to evaluate and benchmark on (default: test for synth, dev otherwise)")
+    parser.add_argument("--decoder", default="beam", choices=DECODERS,
+                        help="beam (default): tune the beam decoder's LM weight and word bonus on dev (the LM is "
+                             "built from the training transcripts by the prepare step), report WER with both "
+                             "decoders and carry the tuned decoder, LM and lexicon in model.tflite; greedy: "
+                             "greedy CTC only, no LM in the file")
     parser.add_argument("--quantize", default=_EXPORT_DEFAULTS.quantize, choices=QUANTIZE_CHOICES,
                         help="dsnn-export --quantize (default: %(default)s)")
     parser.add_argument("--design", default=_EXPORT_DEFAULTS.design, choices=DESIGN_CHOICES,
@@ -99,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides=tuple(args.overrides), num_utterances=args.num_utterances, seed=args.seed,
             dev_speakers=args.dev_speakers, tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
             speed_perturb=args.speed_perturb,
-            eval_split=args.eval_split, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
+            eval_split=args.eval_split, decoder=args.decoder, quantize=args.quantize, design=args.design, max_wer=args.max_wer,
             baselines=args.baselines, bench_threads=args.bench_threads, bench_repeats=args.bench_repeats,
             bench_utterances=args.bench_utterances, force=tuple(args.force),
             warm_start=fileio.as_path(args.warm_start) if args.warm_start else None,

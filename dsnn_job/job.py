@@ -1,5 +1,5 @@
-"""The main job end to end: synthesize or read speech -> prepare -> train -> evaluate -> export ->
-transcribe -> benchmark -> summary.
+"""The main job end to end: synthesize or read speech -> prepare -> train -> tune the beam decoder ->
+evaluate -> export -> transcribe -> benchmark -> summary.
 
 Each step writes one directory under ``JobConfig.out`` (its artifact, see `dsnn_job.artifacts`) by
 calling, in this process, the typed function behind the ``dsnn-*`` command of that name (the
@@ -11,6 +11,7 @@ step          artifact          function                                        
 synth         ``corpus/``       `pipeline.synth.corpus.write_corpus`            ``dsnn-synth``
 prepare       ``data/``         `pipeline.prepare.main` (Beam: argv options)    ``dsnn-prepare``
 train         ``run/``          `dsnn_keras.train_run.train_run`                ``dsnn-train``
+tune          ``decoder/``      `dsnn_keras.evaluate.tune_decoder`              ``dsnn-eval --tune``
 eval          ``eval/``         `dsnn_keras.evaluate.run_evaluation`            ``dsnn-eval``
 export        ``export/``       `tflite.cli.export_model`                       ``dsnn-export``
 transcribe    ``transcribe/``   `tflite.runtime.Recognizer`                     ``dsnn-transcribe``
@@ -19,9 +20,13 @@ push          ``push/``         `dsnn_job.push.push_model`                      
 ============  ================  ==============================================  ==================
 
 synth runs only when ``corpus`` is ``"synth"``; prepare runs Apache Beam (DirectRunner) and stays
-behind its command line, Beam's convention for pipeline options; eval decodes the held-out speakers
-into ``eval/eval.json``; export writes ``model.tflite`` + ``single/level_<i>.tflite``; transcribe
-decodes one held-out file at every level; bench times the levels against the single-level files;
+behind its command line, Beam's convention for pipeline options (it also builds the word 3-gram LM
+and lexicon from the training transcripts, ``data/lm/``); tune (``decoder="beam"``, the default)
+grid-searches the beam decoder's LM weight and word bonus on the ``dev`` split at level 0 into
+``decoder/decoder.json`` + ``decoder/lm/`` (the run directory stays as training left it); eval
+decodes the held-out speakers greedily into ``eval/eval.json`` and, with the tuned decoder, into
+``eval/eval_beam.json``; export writes ``model.tflite`` (carrying the tuned decoder, LM and lexicon)
++ ``single/level_<i>.tflite``; transcribe decodes one held-out file at every level (greedy and beam); bench times the levels against the single-level files;
 push (only with ``push_dir``) copies ``model.tflite``, ``eval.json`` and a model card into
 ``push_dir/<version>/`` if every level's WER is no worse than the latest pushed version's by more
 than ``push_tolerance`` (`dsnn_job.push`), and records the decision in ``push/decision.json``.
@@ -64,7 +69,9 @@ SYNTH = "synth"
 SYNTH_SPLITS = ("train", "dev", "test")   # the splits dsnn-synth writes
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
 VERIFY_UTTERANCES = 8   # held-out files the export verifies every level of the .tflite with
-STEPS = ("synth", "prepare", "train", "eval", "export", "transcribe", "bench", "push")
+STEPS = ("synth", "prepare", "train", "tune", "eval", "export", "transcribe", "bench", "push")
+DECODERS = ("beam", "greedy")
+TUNE_SPLIT = "dev"   # the held-out speakers of a real corpus; the synthetic corpus's dev voices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +94,10 @@ class JobConfig:
             (then neither passed nor part of the prepare step's fingerprint, so earlier jobs stay cached).
         eval_split: Split to evaluate, transcribe and benchmark on; None: ``test`` for the synthetic
             corpus (held-out voices), ``dev`` (held-out speakers) for a real one.
+        decoder: ``"beam"`` (default): add the tune step, evaluate with both decoders, and carry the
+            tuned beam decoder with its LM in the file; ``"greedy"``: no tune step, greedy only, no LM
+            in the file. The decoder is tuned on ``dev``: for a real corpus that is also the
+            evaluated split, so its beam WER is optimistic by the tuning (the summary says so).
         quantize: ``dsnn-export --quantize``.
         design: ``dsnn-export --design``.
         max_wer: ``dsnn-export --max_wer`` gate (fraction), or None.
@@ -121,6 +132,7 @@ class JobConfig:
     vocab_size: int = 128
     speed_perturb: str = "1.0"
     eval_split: Optional[str] = None
+    decoder: str = "beam"
     quantize: str = "none"
     design: str = "if_tree"
     max_wer: Optional[float] = None
@@ -148,6 +160,10 @@ class JobConfig:
             raise StepError(f"--config: no such file: {self.config}{hint}")
         if self.num_utterances < 10:
             raise StepError(f"--num_utterances must be >= 10, got {self.num_utterances}")
+        if self.decoder not in DECODERS:
+            raise StepError(f"--decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
+        if self.decoder == "greedy" and "tune" in self.force:
+            raise StepError("--force tune: there is no tune step with --decoder greedy")
         if self.baselines not in ("all", "dense"):
             raise StepError(f"--baselines must be 'all' or 'dense', got {self.baselines!r}")
         if self.bench_repeats < 1 or self.bench_utterances < 1 or not self.bench_threads \
@@ -200,6 +216,10 @@ class JobConfig:
     @property
     def split(self) -> str:
         return self.eval_split or ("test" if self.corpus == SYNTH else "dev")
+
+    @property
+    def beam(self) -> bool:
+        return self.decoder == "beam"
 
 
 def _check(name: str, code: int) -> None:
@@ -269,6 +289,14 @@ class Job:
         return fileio.join(self.out, "eval", "eval.json")
 
     @property
+    def eval_beam_json(self) -> AnyPath:
+        return fileio.join(self.out, "eval", "eval_beam.json")
+
+    @property
+    def decoder_dir(self) -> AnyPath:
+        return fileio.join(self.out, "decoder")
+
+    @property
     def model_path(self) -> AnyPath:
         return fileio.join(self.out, "export", "model.tflite")
 
@@ -325,7 +353,7 @@ class Job:
 
     def _run_steps(self) -> dict[str, Any]:
         c = self.config
-        total = len(STEPS) - (c.corpus != SYNTH) - (c.push_dir is None)
+        total = len(STEPS) - (c.corpus != SYNTH) - (c.push_dir is None) - (not c.beam)
         index = 0
 
         def step(spec, action):
@@ -355,8 +383,14 @@ class Job:
             train_inputs["warm_start"] = source_fingerprint(c.warm_start) or str(c.warm_start)
         run = step(StepSpec("train", fileio.join(self.out, "run"), params={"overrides": list(c.overrides)},
                             inputs=train_inputs, resumable=True), self._train).fingerprint
+        eval_inputs = {"run": run, "data": data}
+        if c.beam:
+            eval_inputs["decoder"] = step(StepSpec("tune", self.decoder_dir,
+                                                   params={"split": TUNE_SPLIT, "level": 0},
+                                                   inputs={"run": run, "data": data}), self._tune).fingerprint
+        # Without a decoder the eval step's spec is what it was before the tune step existed.
         evaluation = step(StepSpec("eval", fileio.join(self.out, "eval"), params={"split": c.split},
-                                   inputs={"run": run, "data": data}), self._eval).fingerprint
+                                   inputs=eval_inputs), self._eval).fingerprint
         export = step(StepSpec("export", fileio.join(self.out, "export"),
                                params={"quantize": c.quantize, "design": c.design, "max_wer": c.max_wer,
                                        "baselines": c.baselines},
@@ -427,16 +461,32 @@ class Job:
         dev = " ".join(f"{r['sparsity']:g}:{r['wer']:.3f}" for r in summary.get("dev") or [])
         self.log(f"dsnn-train: done, step {summary['step']}" + (f" dev WER {dev}" if dev else ""))
 
-    def _eval(self, directory: pathlib.Path) -> None:
-        from dsnn_keras.evaluate import markdown_table, run_evaluation
+    def _tune(self, directory: pathlib.Path) -> None:
+        from dsnn_keras.evaluate import tune_decoder
 
-        out = fileio.join(directory, fileio.name(self.eval_json))
         run, data = fileio.join(self.out, "run"), fileio.join(self.out, "data")
-        with failing_as("dsnn-eval"):
-            report = run_evaluation(run, data, split=self.config.split, out=out,
-                                    command=["dsnn-eval", str(run), "--data", str(data),
-                                             "--split", self.config.split, "--out", str(out)])
-        sys.stdout.write(markdown_table(report.to_dict()))
+        with failing_as("dsnn-eval --tune"):
+            result = tune_decoder(run, data, split=TUNE_SPLIT, level=0, out_dir=directory)
+        best = result["best"]
+        self.log(f"dsnn-eval --tune: lm_weight {best['lm_weight']:g}, word_bonus {best['word_bonus']:g}: "
+                 f"{TUNE_SPLIT} WER {best['wer']:.1%} at level 0 (greedy {result['greedy_wer']:.1%})")
+
+    def _eval(self, directory: pathlib.Path) -> None:
+        from dsnn_keras.evaluate import DecoderChoice, markdown_table, run_evaluation
+
+        run, data = fileio.join(self.out, "run"), fileio.join(self.out, "data")
+        decoders = [("greedy", self.eval_json, DecoderChoice(decoder="greedy"), [])]
+        if self.config.beam:
+            decoders.append(("beam", self.eval_beam_json,
+                             DecoderChoice(decoder="beam", settings_dir=str(self.decoder_dir)),
+                             ["--decoder", "beam", "--decoder_dir", str(self.decoder_dir)]))
+        for _, path, choice, flags in decoders:
+            out = fileio.join(directory, fileio.name(path))
+            with failing_as("dsnn-eval"):
+                report = run_evaluation(run, data, split=self.config.split, out=out, decoder=choice,
+                                        command=["dsnn-eval", str(run), "--data", str(data),
+                                                 "--split", self.config.split, *flags, "--out", str(out)])
+            sys.stdout.write(markdown_table(report.to_dict()))
 
     def _export(self, directory: pathlib.Path) -> None:
         from tflite.cli import export_model
@@ -449,6 +499,7 @@ class Job:
                 options=ExportOptions(quantize=c.quantize, design=c.design), max_wer=c.max_wer,
                 eval_path=self.eval_json, single_level_dir=fileio.join(directory, "single"),
                 single_levels=[0] if c.baselines == "dense" else None,
+                with_decoder=c.beam, decoder_dir=self.decoder_dir if c.beam else None,
                 # Verify every level of the file on held-out real speech too, through both signatures
                 # (a quantized frontend once passed verification on synthetic clips alone).
                 verify_audio=[str(self.local(u["path"])) for u in self.held_out()[:VERIFY_UTTERANCES]])
@@ -483,14 +534,21 @@ class Job:
         self.log(f"dsnn-transcribe {utterance['path']} at every level (reference: {utterance['reference']!r})")
         levels = []
         model, audio = self.local(self.model_path), str(self.local(utterance["path"]))
-        for level, sparsity in enumerate(read_metadata(model).sparsities):
+        metadata = read_metadata(model)
+        for level, sparsity in enumerate(metadata.sparsities):
             start = time.perf_counter()   # load + transcribe: what one dsnn-transcribe call costs
             with failing_as("dsnn-transcribe"):
-                recognizer = Recognizer(model, num_threads=1)
+                recognizer = Recognizer(model, num_threads=1, decoder="greedy")
                 text = recognizer.transcribe(audio, level=recognizer.check_level(level))
             seconds = time.perf_counter() - start
-            levels.append({"level": level, "sparsity": sparsity, "text": text, "seconds": round(seconds, 3)})
-            self.log(f"level {level} (sparsity {sparsity:g}): {text!r}")
+            entry = {"level": level, "sparsity": sparsity, "text": text, "seconds": round(seconds, 3)}
+            if self.config.beam:   # the decoder the file carries (dsnn-transcribe --decoder beam)
+                with failing_as("dsnn-transcribe --decoder beam"):
+                    entry["beam_text"] = Recognizer(model, num_threads=1, decoder="beam").transcribe(
+                        audio, level=level)
+            levels.append(entry)
+            self.log(f"level {level} (sparsity {sparsity:g}): {text!r}"
+                     + (f", beam: {entry['beam_text']!r}" if "beam_text" in entry else ""))
         fileio.atomic_write(fileio.join(directory, "transcripts.json"), json.dumps(
             {"audio": utterance["path"], "utt_id": utterance["utt_id"], "reference": utterance["reference"],
              "model": str(self.model_path), "levels": levels}, indent=1) + "\n")

@@ -1,6 +1,7 @@
 """The job's summary: one row per sparsity level from the step artifacts, as JSON, Markdown and plots.
 
-Reads ``eval/eval.json`` (WER, CER), ``export/model.tflite``'s ``dsnn`` metadata (nonzero weights),
+Reads ``eval/eval.json`` (WER, CER; greedy), ``eval/eval_beam.json`` (the tuned beam decoder's, if
+the job ran it) and ``decoder/decoder.json`` (its tuned settings), ``export/model.tflite``'s ``dsnn`` metadata (nonzero weights),
 ``bench/bench.json`` (latency, real-time factor, file sizes), ``transcribe/transcripts.json`` and
 ``run/train_log.jsonl`` (training curves), ``run/warm_start.json`` (a warm-started run's source)
 and ``push/decision.json`` (the push step's decision, with ``--push_dir``). Writes ``summary.json``,
@@ -21,9 +22,11 @@ from dsnn_keras.fileio import AnyPath
 if TYPE_CHECKING:
     from dsnn_keras.eval_report import EvalReport
 
+# 3: adds per level "beam_wer", "beam_cer", "beam_transcript", "decoder_ms_median" (None without the
+# beam decoder) and "decoder" (None, or the tuned settings: lm_weight, word_bonus, beam_width, tuned_on).
 # 2: adds "warm_start" (None, or run/warm_start.json) and "push" (None without --push_dir, else the
 # push step's decision: status, version, reason, compared_to, tolerance, forced, comparisons, ...).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PLOTS = ("wer_vs_sparsity.png", "latency_per_level.png", "training_curves.png")
 
 
@@ -78,7 +81,12 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     model_bytes = fileio.read_bytes(model)
     meta = parse(model_bytes, str(model))
     by_level = {entry.level: entry for entry in evaluation.levels}
+    beam_path = fileio.join(out, "eval", "eval_beam.json")
+    wants_beam = fileio.isfile(beam_path) if config is None else getattr(config, "decoder", "greedy") == "beam"
+    beam_by_level = {entry.level: entry for entry in _read_eval(beam_path).levels} if wants_beam else {}
     text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
+    beam_text_by_level = {int(e["level"]): e.get("beam_text") for e in transcripts["levels"]}
+    decoder_rows = {int(r["level"]): r for r in (bench.get("decoder") or {}).get("rows", [])}
     one_thread = min(bench["threads"])
     rows = []
     for entry in meta.levels:
@@ -97,6 +105,10 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
             "rtf": timing.get("rtf"), "latency_vs_dense_single": timing.get("ratio_to_dense_single"),
             "single_file_latency_ms_median": single.get("median_ms"),
             "transcript": text_by_level.get(level),
+            "beam_wer": beam_by_level[level].wer if level in beam_by_level else None,
+            "beam_cer": beam_by_level[level].cer if level in beam_by_level else None,
+            "beam_transcript": beam_text_by_level.get(level),
+            "decoder_ms_median": decoder_rows.get(level, {}).get("decoder_median_ms") if wants_beam else None,
         })
     files = bench["files"]
     model_file = files.get(model_name, {})
@@ -123,6 +135,7 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     from dsnn_keras.warm_start import read_warm_start
 
     summary["warm_start"] = read_warm_start(fileio.join(out, "run"))
+    summary["decoder"] = _decoder_summary(out, evaluation.split) if wants_beam else None
     decision = fileio.join(out, "push", "decision.json")
     wants_push = fileio.isfile(decision) if config is None else getattr(config, "push_dir", None) is not None
     summary["push"] = _read_json(decision) if wants_push else None
@@ -141,6 +154,21 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     return summary
 
 
+def _decoder_summary(out: AnyPath, eval_split: str) -> dict[str, Any]:
+    """The tuned beam decoder's settings from ``decoder/decoder.json`` and what they were tuned on."""
+    from dsnn_keras.beam_search import DecoderSettings
+
+    settings = DecoderSettings.read(fileio.join(out, "decoder"))
+    if settings is None:
+        raise FileNotFoundError(f"{fileio.join(out, 'decoder', 'decoder.json')}: missing; the tune step has not run")
+    tuned = dict(settings.tuned or {})
+    return {"lm_weight": settings.beam.lm_weight, "word_bonus": settings.beam.word_bonus,
+            "beam_width": settings.beam.beam_width, "lexicon": settings.beam.lexicon,
+            "tuned_on": tuned.get("split"), "tuned_level": tuned.get("level"),
+            "tuned_wer": tuned.get("best_wer"), "tuned_greedy_wer": tuned.get("greedy_wer"),
+            "tuned_on_eval_split": tuned.get("split") == eval_split}
+
+
 def _text(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
@@ -152,20 +180,43 @@ def _fmt(value, pattern: str, scale: float = 1.0) -> str:
 def to_markdown(summary: dict[str, Any]) -> str:
     """The summary table (one row per level) plus the file and the transcribed utterance."""
     m = summary["model"]
+    decoder = summary.get("decoder")
+    beam_note = ""
+    if decoder:
+        beam_note = (f" Beam: CTC beam search (width {decoder['beam_width']}) with the word 3-gram LM of the "
+                     f"training transcripts under its lexicon, LM weight {decoder['lm_weight']:g} and word bonus "
+                     f"{decoder['word_bonus']:g} tuned on `{decoder['tuned_on']}` at level {decoder['tuned_level']}"
+                     + (" — the evaluated split itself, so its beam WER is optimistic by the tuning"
+                        if decoder["tuned_on_eval_split"] else "")
+                     + "; `model.tflite` carries them (`Recognizer(path, decoder=\"beam\")`). "
+                       "Decoder ms: the search alone, beside the model's latency.")
     lines = [f"# dsnn-job summary: {summary['out_dir']}", "",
              f"WER/CER: {summary['eval_utterances']} `{summary['eval_split']}` utterances, Keras model "
-             f"(greedy CTC, no LM; a float export matches it, a quantized one only approximately). "
+             f"(greedy CTC{'' if decoder else ', no LM'}; a float export matches it, a quantized one only "
+             f"approximately).{beam_note} "
              f"Latency: median over {summary['bench_utterances']} held-out utterances "
              f"({summary['bench_audio_seconds']:.1f} s of audio), {summary['latency_threads']} thread, "
              f"one `.tflite` ({m['size_bytes'] / 1e6:.3f} MB, "
-             f"{_fmt(m['size_vs_dense_single'], '.2f')}× the dense single-level file).", "",
-             "| level | sparsity | nonzero weights | WER % | CER % | latency ms | × dense single | RTF | transcript |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"{_fmt(m['size_vs_dense_single'], '.2f')}× the dense single-level file).", ""]
+    if decoder:
+        lines += ["| level | sparsity | nonzero weights | WER % | CER % | beam WER % | beam CER % | latency ms | "
+                  "decoder ms | × dense single | RTF | transcript | beam transcript |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    else:
+        lines += ["| level | sparsity | nonzero weights | WER % | CER % | latency ms | × dense single | RTF | transcript |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in summary["levels"]:
-        lines.append(f"| {r['level']} | {r['sparsity']:.2f} | {r['nonzero_weights']:,} | "
-                     f"{_fmt(r['wer'], '.1f', 100)} | {_fmt(r['cer'], '.1f', 100)} | "
-                     f"{_fmt(r['latency_ms_median'], '.2f')} | {_fmt(r['latency_vs_dense_single'], '.2f')} | "
-                     f"{_fmt(r['rtf'], '.4f')} | {r['transcript']!r} |")
+        cells = [str(r["level"]), f"{r['sparsity']:.2f}", f"{r['nonzero_weights']:,}",
+                 _fmt(r["wer"], ".1f", 100), _fmt(r["cer"], ".1f", 100)]
+        if decoder:
+            cells += [_fmt(r.get("beam_wer"), ".1f", 100), _fmt(r.get("beam_cer"), ".1f", 100)]
+        cells.append(_fmt(r["latency_ms_median"], ".2f"))
+        if decoder:
+            cells.append(_fmt(r.get("decoder_ms_median"), ".2f"))
+        cells += [_fmt(r["latency_vs_dense_single"], ".2f"), _fmt(r["rtf"], ".4f"), repr(r["transcript"])]
+        if decoder:
+            cells.append(repr(r.get("beam_transcript")))
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Reference of the transcribed file (`{summary['transcribed']['audio']}`): "
               f"{summary['transcribed']['reference']!r}"]
     if summary.get("warm_start"):
@@ -193,8 +244,8 @@ def plot_all(out: AnyPath, summary: dict[str, Any]) -> None:
     sparsity = [r["sparsity"] for r in rows]
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for key, label in (("wer", "WER"), ("cer", "CER")):
-        if all(r[key] is not None for r in rows):
+    for key, label in (("wer", "WER (greedy)"), ("cer", "CER (greedy)"), ("beam_wer", "WER (beam + LM)")):
+        if all(r.get(key) is not None for r in rows):
             ax.plot(sparsity, [100 * r[key] for r in rows], marker="o", label=label)
     ax.set_xlabel("sparsity of the level")
     ax.set_ylabel(f"% on {summary['eval_split']}")

@@ -414,6 +414,9 @@ class DecoderChoice:
         lexicon: False = lexicon-free search without LM. None = the run's or True.
         hotwords: Phrases to favour. Defaults to none.
         hotword_weight: Bonus per hot-phrase word. Defaults to 0.0.
+        settings_dir: Directory holding the ``decoder.json`` (and its ``lm/``) to use, instead of the
+            run directory: where ``dsnn-eval --tune --decoder_dir DIR`` wrote them (the job keeps its
+            training run read-only this way). None = the run directory.
     """
 
     decoder: str | None = None
@@ -424,6 +427,7 @@ class DecoderChoice:
     lexicon: bool | None = None
     hotwords: tuple[str, ...] = ()
     hotword_weight: float = 0.0
+    settings_dir: str | None = None
 
 
 def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir: str | pathlib.Path,
@@ -437,7 +441,8 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
     from dsnn_keras.beam_search import BeamDecoder, BeamSearchConfig, DecoderSettings
     from dsnn_keras.ngram_lm import LM_DIR, LmBundle
 
-    settings = DecoderSettings.read(run_dir)
+    settings_home = fileio.as_path(choice.settings_dir) if choice.settings_dir is not None else run_dir
+    settings = DecoderSettings.read(settings_home)
     name = choice.decoder or (settings.decoder if settings else "greedy")
     if name not in ("greedy", "beam"):
         raise EvaluationError(f"--decoder must be greedy or beam, got {name!r}")
@@ -453,7 +458,7 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
             raise EvaluationError(f"--lm {lm_dir}: no such directory (write one with dsnn-lm --data DIR)")
         source = "--lm"
     elif settings is not None:
-        lm_dir, source = settings.lm_path(run_dir), f"{run_dir}/decoder.json"
+        lm_dir, source = settings.lm_path(settings_home), f"{settings_home}/decoder.json"
     else:
         lm_dir, source = fileio.join(data_dir, LM_DIR), "DATA/lm"
         if not fileio.isdir(lm_dir):
@@ -483,7 +488,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  choice: DecoderChoice = DecoderChoice(),
                  lm_weights: Sequence[float] = DEFAULT_TUNE_LM_WEIGHTS,
                  word_bonuses: Sequence[float] = DEFAULT_TUNE_WORD_BONUSES,
-                 max_utterances: int | None = None) -> dict[str, Any]:
+                 max_utterances: int | None = None,
+                 out_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at ``level``; writes the best into the run.
 
     The model runs once per utterance (its log-probabilities are kept); each grid point only
@@ -499,6 +505,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         lm_weights: LM weights to try.
         word_bonuses: Word bonuses to try.
         max_utterances: Use only the first N utterances. Defaults to all.
+        out_dir: Write ``decoder.json`` and ``lm/`` here instead of into the run directory (then pass
+            ``DecoderChoice(settings_dir=out_dir)`` / ``dsnn-export --decoder_dir``). Defaults to the run.
 
     Returns:
         ``{"best": {"lm_weight", "word_bonus", "wer"}, "greedy_wer", "grid": [...], "decoder_json"}``.
@@ -517,8 +525,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     run_dir, data_dir = fileio.as_path(run_dir), fileio.as_path(data_dir)
     if not lm_weights or not word_bonuses:
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
+    settings_home = fileio.as_path(out_dir) if out_dir is not None else run_dir
     base = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, hotwords=(),
-                               hotword_weight=0.0)
+                               hotword_weight=0.0, settings_dir=None if out_dir is None else str(settings_home))
     if base.lm is None:
         base = dataclasses.replace(base, lm=str(fileio.join(data_dir, "lm")))
     if base.lm.lower() == "none" or not fileio.isdir(base.lm):
@@ -561,13 +570,13 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     final = dataclasses.replace(base, lm_weight=best["lm_weight"], word_bonus=best["word_bonus"])
     beam, config = resolve_decoder(final, run_dir, data_dir, run.pieces, run.blank_id)
     source = fileio.as_path(base.lm)
-    target = fileio.join(run_dir, RUN_LM_DIR)
+    target = fileio.join(settings_home, RUN_LM_DIR)
     if _resolved(source) != _resolved(target):
         LmBundle.read_dir(source).write_dir(target)
     settings = DecoderSettings(decoder="beam", beam=beam.config, lm_dir=RUN_LM_DIR, tuned={
         "split": split, "level": level, "data_dir": str(data_dir), "lm_source": str(source),
         "num_utterances": len(utterances), "greedy_wer": greedy_wer, "best_wer": best["wer"], "grid": grid})
-    path = settings.write(run_dir)
+    path = settings.write(settings_home)
     _log(f"best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER {best['wer']:.2%} "
          f"(greedy {greedy_wer:.2%}); wrote {path}")
     return {"best": best, "greedy_wer": greedy_wer, "grid": grid, "decoder_json": str(path)}
@@ -738,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     beam.add_argument("--hotword_weight", type=float, default=2.0, metavar="W",
                       help="bonus per word along a hot phrase, in log-probability units (default: 2.0, as "
                            "dsnn-transcribe)")
+    beam.add_argument("--decoder_dir", default=None, metavar="DIR",
+                      help="read decoder.json and its lm/ from DIR instead of RUN_DIR; with --tune, write them "
+                           "there (the run directory stays untouched; dsnn-export --decoder_dir DIR carries them)")
     beam.add_argument("--tune", action="store_true",
                       help="first grid-search --lm_weight and --word_bonus on --split at --tune_level, write "
                            "the best into RUN_DIR/decoder.json (and the LM into RUN_DIR/lm), then evaluate "
@@ -768,7 +780,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     choice = DecoderChoice(decoder=args.decoder, beam_width=args.beam_width, lm_weight=args.lm_weight,
                            word_bonus=args.word_bonus, lm=args.lm, lexicon=False if args.no_lexicon else None,
                            hotwords=parse_hotwords(args.hotwords),
-                           hotword_weight=args.hotword_weight if args.hotwords else 0.0)
+                           hotword_weight=args.hotword_weight if args.hotwords else 0.0,
+                           settings_dir=args.decoder_dir)
     try:
         if args.tune:
             if args.decoder == "greedy":
@@ -778,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tune_decoder(args.run_dir, args.data, split=args.split, level=args.tune_level, choice=choice,
                          lm_weights=_floats(args.tune_lm_weights, "--tune_lm_weights"),
                          word_bonuses=_floats(args.tune_word_bonuses, "--tune_word_bonuses"),
-                         max_utterances=args.max_utterances)
+                         max_utterances=args.max_utterances, out_dir=args.decoder_dir)
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
         report = run_evaluation(

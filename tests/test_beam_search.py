@@ -234,7 +234,8 @@ def test_transcribe_decodes_with_the_beam_decoder(tmp_path, capsys):
 
 
 @pytest.mark.large
-def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
+def _untrained_run(tmp_path):
+    """A prepared dataset with a 2-gram LM and a run directory (tiny model, masks at the last level)."""
     import shutil
 
     import tensorflow as tf
@@ -243,7 +244,6 @@ def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
     import dsnn_keras
     from dsnn_keras.config import dump_config, load_config
     from dsnn_keras.dataset import PreparedDataset
-    from dsnn_keras.evaluate import main
     from dsnn_keras.model import build_pruned_model
     from dsnn_keras.ngram_lm import build_dataset_lm
 
@@ -261,7 +261,13 @@ def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
     dsnn_keras.update_nested_masks(model, step)
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step), str(run_dir / "checkpoints"), 1).save(
         checkpoint_number=int(step.numpy()))
+    return run_dir, data
 
+
+def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
+    from dsnn_keras.evaluate import main
+
+    run_dir, data = _untrained_run(tmp_path)
     # The evaluation after tuning runs without decoder flags: it takes the run's decoder.json.
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_lm_weights", "0,1.5",
                  "--tune_word_bonuses", "0,2", "--levels", "0", "--beam_width", "4"]) == 0
@@ -278,6 +284,35 @@ def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
     assert report["decoder"] == "beam" and report["decoder_config"]["beam"] == settings.beam.to_dict()
     assert report["levels"][0]["decoder_seconds"] > 0
     assert report["created_by"]["command"][-1] == "4" and "--lm_weight" not in report["created_by"]["command"]
+
+
+def test_tune_with_a_decoder_dir_leaves_the_run_untouched_and_eval_and_export_read_it(tmp_path):
+    from dsnn_keras.evaluate import main
+    from tflite.export import ExportError, export_run
+
+    run_dir, data = _untrained_run(tmp_path)
+    before = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+    decoder_dir = tmp_path / "decoder"
+    assert main([str(run_dir), "--data", str(data), "--tune", "--decoder_dir", str(decoder_dir), "--levels", "0",
+                 "--tune_lm_weights", "0,1", "--tune_word_bonuses", "0", "--beam_width", "4",
+                 "--out", str(tmp_path / "tuned.json")]) == 0
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == before   # the run: as it was
+    settings = DecoderSettings.read(decoder_dir)
+    assert settings.beam.beam_width == 4 and len(settings.tuned["grid"]) == 2
+    assert LmBundle.read_dir(decoder_dir / "lm").arpa == LmBundle.read_dir(data / "lm").arpa
+    tuned = json.loads((tmp_path / "tuned.json").read_text())
+    assert tuned["decoder"] == "beam" and tuned["decoder_config"]["lm"] == str(decoder_dir / "lm")
+    # Later evaluations find the decoder only where they are told to look.
+    assert main([str(run_dir), "--data", str(data), "--levels", "0", "--out", str(tmp_path / "plain.json")]) == 0
+    assert json.loads((tmp_path / "plain.json").read_text())["decoder"] == "greedy_ctc"
+    assert main([str(run_dir), "--data", str(data), "--levels", "0", "--decoder_dir", str(decoder_dir),
+                 "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["decoder_config"]["beam"] == settings.beam.to_dict()
+    assert [level["wer"] for level in again["levels"]] == [level["wer"] for level in tuned["levels"]]
+    with pytest.raises(ExportError, match="--decoder_dir .*empty: no decoder.json there"):
+        export_run(run_dir, tmp_path / "model.tflite", decoder_dir=tmp_path / "empty")
+    assert not (tmp_path / "model.tflite").exists()
 
 
 @pytest.mark.large

@@ -1,7 +1,7 @@
 """The whole chain through the real `dsnn-job` command on a tiny configuration, then re-runs.
 
-One job (synthesize -> Beam prepare -> DSNN training -> eval -> export -> transcribe -> bench ->
-summary) is shared by the tests of this module; each checks one artifact. A second invocation with
+One job (synthesize -> Beam prepare -> DSNN training -> tune the beam decoder -> eval -> export ->
+transcribe -> bench -> summary) is shared by the tests of this module; each checks one artifact. A second invocation with
 identical arguments must skip every step; a changed benchmark parameter re-runs only the benchmark.
 """
 import json
@@ -41,7 +41,8 @@ def job(tmp_path_factory):
 
 def test_every_step_ran_and_recorded_its_inputs(job):
     out, first = job
-    for name, directory in [("synth", "corpus"), ("prepare", "data"), ("train", "run"), ("eval", "eval"),
+    for name, directory in [("synth", "corpus"), ("prepare", "data"), ("train", "run"), ("tune", "decoder"),
+                            ("eval", "eval"),
                             ("export", "export"), ("transcribe", "transcribe"), ("bench", "bench")]:
         record = read_record(out / directory)
         assert record is not None, f"{directory}/{ARTIFACT_FILE} missing"
@@ -51,7 +52,8 @@ def test_every_step_ran_and_recorded_its_inputs(job):
     assert set(train["inputs"]) == {"data", "config"}
     assert train["inputs"]["data"] == read_record(out / "data")["fingerprint"]
     assert "training.total_steps=40" in train["params"]["overrides"]
-    assert "==> step 7/7: bench" in first.stderr
+    assert "==> step 8/8: bench" in first.stderr
+    assert read_record(out / "eval")["inputs"]["decoder"] == read_record(out / "decoder")["fingerprint"]
 
 
 def test_dataset_checkpoint_and_eval_artifacts(job):
@@ -72,11 +74,14 @@ def test_the_tflite_transcribes_at_every_level(job):
     transcripts = json.loads((out / "transcribe" / "transcripts.json").read_text())
     assert [entry["level"] for entry in transcripts["levels"]] == list(range(len(LEVELS)))
     assert pathlib.Path(transcripts["audio"]).is_file() and "/test/" in transcripts["audio"]
-    recognizer = Recognizer(out / "export" / "model.tflite")
+    recognizer = Recognizer(out / "export" / "model.tflite", decoder="greedy")
     assert recognizer.metadata.raw["export"]["design"] == "if_tree_sliced"
     assert [level["realisation"] for level in recognizer.levels] == ["sliced"] * len(LEVELS)
+    beam = Recognizer(out / "export" / "model.tflite")   # the file's default: the beam decoder it carries
+    assert beam.decoder == "beam"
     for entry in transcripts["levels"]:
         assert recognizer.transcribe(transcripts["audio"], level=entry["level"]) == entry["text"]
+        assert beam.transcribe(transcripts["audio"], level=entry["level"]) == entry["beam_text"]
     assert [p.name for p in (out / "export" / "single").glob("*.tflite")] == ["level_0.tflite"]
 
 
@@ -97,7 +102,12 @@ def test_summary_json_has_a_row_per_level_and_plots_are_pngs(job):
     for path in summary["plots"].values():
         assert pathlib.Path(path).read_bytes()[:8] == PNG_MAGIC
     assert (out / "bench" / "bench.png").read_bytes()[:8] == PNG_MAGIC
-    assert "| level | sparsity | nonzero weights | WER % |" in first.stdout
+    beam = json.loads((out / "eval" / "eval_beam.json").read_text())
+    assert beam["decoder"] == "beam" and beam["decoder_config"]["lm"] == str(out / "decoder" / "lm")
+    for row, ev in zip(summary["levels"], beam["levels"]):
+        assert row["beam_wer"] == ev["wer"] and row["decoder_ms_median"] > 0
+    assert summary["decoder"]["tuned_on"] == "dev" and not summary["decoder"]["tuned_on_eval_split"]
+    assert "| level | sparsity | nonzero weights | WER % | CER % | beam WER % |" in first.stdout
     assert (out / "summary.md").read_text().startswith("# dsnn-job summary")
 
 
@@ -142,12 +152,12 @@ def test_push_step_refuses_a_model_worse_than_the_pushed_one_then_pushes_it_once
         "eval_set_sha256": eval_set_fingerprint(out / "eval" / "eval_hypotheses.jsonl")}}))
 
     refused = run("--push_dir", str(models))
-    assert "==> step 8/8: push" in refused.err
+    assert "==> step 9/9: push" in refused.err
     worse = next(level for level in evaluation["levels"] if level["wer"] > 0)
     assert (f"push: not pushed: level {worse['level']} (sparsity {worse['sparsity']:g}) WER {worse['wer']:.4f} > "
             "pushed version 1: 0.0000 + tolerance 0.0000") in refused.out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["format_version"] == 2 and summary["push"]["status"] == "not_pushed"
+    assert summary["format_version"] == 3 and summary["push"]["status"] == "not_pushed"
     assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == ["1"]
 
     pushed = run("--push_dir", str(models), "--push_tolerance", "1.0")
@@ -210,7 +220,7 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     out, _ = job
     url = new_root("job")
     remote, models = f"{url}/demo", f"{url}/models"
-    for name in ("corpus", "data", "run", "eval", "export", "transcribe", "bench"):
+    for name in ("corpus", "data", "run", "decoder", "eval", "export", "transcribe", "bench"):
         upload_tree(out / name, f"{remote}/{name}")
 
     def run(*extra):
@@ -235,11 +245,12 @@ def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, cap
     assert statuses == {name: "ran" for name in STEPS[1:]}
     assert summary["eval_split"] == "dev" and summary["transcribed"]["audio"].startswith(f"{corpus}/spk0004/")
     assert [row["sparsity"] for row in summary["levels"]] == LEVELS and summary["model"]["size_bytes"] > 0
+    assert summary["decoder"]["tuned_on_eval_split"]   # a real corpus: tuned on the held-out dev it reports
     assert summary["push"]["status"] == "pushed" and summary["push"]["version"] == 1
     model = fileio.read_bytes(f"{remote}/export/model.tflite")
     assert fileio.read_bytes(f"{models}/1/model.tflite") == model
     assert json.loads(fileio.read_text(f"{models}/1/push.json"))["model_sha256"] == summary["push"]["model_sha256"]
-    for name in ("data", "run", "eval", "export", "bench", "push"):
+    for name in ("data", "run", "decoder", "eval", "export", "bench", "push"):
         record = read_record(f"{remote}/{name}")
         assert record is not None and record["status"] == "ran", name
         assert {f["path"] for f in record["files"]} <= set(fileio.walk_files(f"{remote}/{name}"))

@@ -29,23 +29,25 @@ def test_transcribe_step_records_the_text_the_recognizer_returns_at_every_level(
     calls = []
 
     class FakeRecognizer:
-        def __init__(self, path, num_threads=1):
-            self.path = pathlib.Path(path)
+        def __init__(self, path, num_threads=1, decoder="auto"):
+            self.path, self.decoder = pathlib.Path(path), decoder
 
         def check_level(self, level):
             return level
 
         def transcribe(self, audio, level=0):
-            calls.append((str(self.path), audio, level))
-            return f"text at level {level}"
+            calls.append((str(self.path), audio, level, self.decoder))
+            return f"{self.decoder} text at level {level}"
 
     monkeypatch.setattr(tflite.runtime, "Recognizer", FakeRecognizer)
     monkeypatch.setattr(tflite.metadata, "read_metadata", lambda path: _Metadata())
     job._transcribe(tmp_path)
     transcripts = json.loads((tmp_path / "transcripts.json").read_text())
-    assert [(e["level"], e["sparsity"], e["text"]) for e in transcripts["levels"]] == [
-        (0, 0.0, "text at level 0"), (1, 0.5, "text at level 1"), (2, 0.9, "text at level 2")]
-    assert calls == [(str(job.model_path), str(tmp_path / "u1.flac"), level) for level in range(3)]
+    assert [(e["level"], e["sparsity"], e["text"], e["beam_text"]) for e in transcripts["levels"]] == [
+        (level, sparsity, f"greedy text at level {level}", f"beam text at level {level}")
+        for level, sparsity in enumerate(_Metadata.sparsities)]
+    assert calls == [(str(job.model_path), str(tmp_path / "u1.flac"), level, decoder)
+                     for level in range(3) for decoder in ("greedy", "beam")]
     assert transcripts["reference"] == "YES" and transcripts["utt_id"] == "u1"
 
 
@@ -55,7 +57,7 @@ def test_a_dsnn_error_of_a_step_function_fails_the_step_naming_the_command(job, 
     from tflite.runtime import RecognizerError
 
     class BrokenRecognizer:
-        def __init__(self, path, num_threads=1):
+        def __init__(self, path, num_threads=1, decoder="auto"):
             raise RecognizerError(f"{path}: not a DSNN export")
 
     monkeypatch.setattr(tflite.runtime, "Recognizer", BrokenRecognizer)

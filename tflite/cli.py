@@ -189,6 +189,9 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_decoder", action="store_true",
                         help="leave out the run's tuned beam decoder (RUN_DIR/decoder.json from dsnn-eval --tune: "
                              "its settings, word LM and lexicon travel inside the file by default)")
+    parser.add_argument("--decoder_dir", default=None, metavar="DIR",
+                        help="carry the decoder.json and LM of DIR (dsnn-eval --tune --decoder_dir DIR) "
+                             "instead of RUN_DIR's")
     parser.add_argument("--verify_audio", nargs="*", default=[], metavar="AUDIO",
                         help="extra audio files to verify each level with (a synthetic clip and silence "
                              "are always used)")
@@ -207,7 +210,8 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
                  max_wer: Optional[float] = None, eval_path: Optional[str | os.PathLike] = None,
                  single_level_dir: Optional[str | os.PathLike] = None,
                  single_levels: Optional[Sequence[int]] = None, verify_audio: Sequence[str | os.PathLike] = (),
-                 log: Optional[Callable[[str], None]] = None, with_decoder: bool = True) -> ExportReport:
+                 log: Optional[Callable[[str], None]] = None, with_decoder: bool = True,
+                 decoder_dir: Optional[str | os.PathLike] = None) -> ExportReport:
     """What ``dsnn-export`` does: checks the output paths, holds the output's lock, exports.
 
     ``run_dir``, ``out``, ``eval_path``, ``single_level_dir`` and ``verify_audio`` may be local or
@@ -224,6 +228,7 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
         verify_audio: Extra audio files every level is verified with.
         log: Progress lines. Defaults to ``dsnn-export: ...`` on stderr.
         with_decoder: Carry the run's tuned beam decoder and its LM (``RUN_DIR/decoder.json``). Defaults to True.
+        decoder_dir: Carry ``DIR/decoder.json`` and its LM instead (``dsnn-eval --tune --decoder_dir``).
 
     Returns:
         `tflite.export.ExportReport` of the multi-level file.
@@ -255,7 +260,7 @@ def export_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, options:
         return export_run(run_dir, out, options=options, max_wer=max_wer,
                           verify_audio_files=list(verify_audio), single_level_dir=single_level_dir,
                           single_levels=single_levels, eval_path=eval_path, log=log or _log("dsnn-export"),
-                          with_decoder=with_decoder)
+                          with_decoder=with_decoder, decoder_dir=decoder_dir)
 
 
 def export_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -286,7 +291,7 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
         report = export_model(args.run_dir, args.out, options=options, max_wer=args.max_wer,
                               eval_path=args.eval_path, single_level_dir=args.single_level_dir,
                               single_levels=single_levels, verify_audio=args.verify_audio, log=log,
-                              with_decoder=not args.no_decoder)
+                              with_decoder=not args.no_decoder, decoder_dir=args.decoder_dir)
     except (DsnnError, FileNotFoundError) as error:   # ConfigError from a run's config.yaml included
         return _fail(prog, str(error), getattr(error, "exit_code", 1))
     worst = max(v["max_abs_diff"] for v in report.verification) if report.verification else float("nan")

@@ -670,7 +670,7 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                max_wer: Optional[float] = None, verify_audio: Optional[Sequence[np.ndarray]] = None,
                verify_audio_files: Sequence = (),
                single_level_dir=None, single_levels: Optional[Sequence[int]] = None, eval_path=None,
-               log: Any = None, with_decoder: bool = True) -> ExportReport:
+               log: Any = None, with_decoder: bool = True, decoder_dir=None) -> ExportReport:
     """Exports a trained run directory (``dsnn-train`` output) to one .tflite.
 
     Args:
@@ -693,6 +693,8 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         log: Callable taking a progress string. Defaults to None.
         with_decoder: Carry the run's tuned decoder (``RUN_DIR/decoder.json``, its LM and lexicon) in
             the file, if it has one. Defaults to True.
+        decoder_dir: Read ``decoder.json`` and its LM from this directory instead of the run
+            (``dsnn-eval --tune --decoder_dir DIR``); it must hold a ``decoder.json``. Defaults to None.
 
     Returns:
         An `ExportReport` for the multi-level file.
@@ -735,10 +737,14 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     say(f"converting {len(models)} levels {list(run.levels)} (quantize={options.quantize}, "
         f"sparse_speed={options.sparse_speed}{', sliced units' if units else ''})")
     source = {"run_dir": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint)}
-    decoder = run_decoder(run_dir) if with_decoder else None
+    decoder_home = run_dir if decoder_dir is None else decoder_dir
+    if decoder_dir is not None and with_decoder and run_decoder(decoder_dir) is None:
+        raise ExportError(f"--decoder_dir {decoder_dir}: no decoder.json there (write one with "
+                          f"dsnn-eval --tune --decoder_dir {decoder_dir})")
+    decoder = run_decoder(decoder_home) if with_decoder else None
     if decoder is not None:
-        say(f"carrying the run's {decoder[0].decoder} decoder (decoder.json"
-            f"{', LM ' + str(decoder[0].lm_path(run_dir)) if decoder[1] is not None else ''})")
+        say(f"carrying the tuned {decoder[0].decoder} decoder ({fileio.join(decoder_home, 'decoder.json')}"
+            f"{', LM ' + str(decoder[0].lm_path(decoder_home)) if decoder[1] is not None else ''})")
     report = export_levels(models, out_path, sparsities=run.levels, feature_config=run.feature_config,
                            pieces=run.pieces, blank_id=run.blank_id, options=options,
                            eval_results=run.eval_results, source=source, verify_audio=verify_audio,

@@ -29,7 +29,7 @@ CHEAP = ["--config", str(REPO / "configs" / "tiny.yaml"), "--num_utterances", "1
          "--set", "pruning.begin_step=1", "--set", "pruning.end_step=3", "--set", "pruning.frequency=1",
          "--set", "model.lstm_units=[16]", "--set", "pruning.levels=[0.0, 0.8]", "--baselines", "dense", "--bench_threads", "1",
          "--bench_repeats", "1", "--bench_utterances", "1"]
-STEP_DIRS = {"synth": "corpus", "prepare": "data", "train": "run", "eval": "eval", "export": "export",
+STEP_DIRS = {"synth": "corpus", "prepare": "data", "train": "run", "tune": "decoder", "eval": "eval", "export": "export",
              "transcribe": "transcribe", "bench": "bench"}
 MADE = [name for name in STEPS if name in STEP_DIRS]   # the push step runs only with --push_dir
 
@@ -102,7 +102,7 @@ def test_kill_9_at_a_random_point_then_rerun_gives_the_uninterrupted_result(jobs
     # Training resumed to the same step count, and the whole chain gives the uninterrupted figures.
     assert list((b / "run" / "checkpoints").glob("ckpt-4.index"))
     for row_a, row_b in zip(summary_a["levels"], summary_b["levels"]):
-        for key in ("sparsity", "nonzero_weights", "wer", "cer", "transcript"):
+        for key in ("sparsity", "nonzero_weights", "wer", "cer", "transcript", "beam_wer", "beam_transcript"):
             assert row_a[key] == row_b[key], (seed, key, row_a, row_b)
 
 
