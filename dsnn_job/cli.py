@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="training config (default: configs/demo.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="training config override, as dsnn-train --set (repeatable)")
-    parser.add_argument("--num_utterances", type=int, default=1200, help="synthetic corpus size (default: 1200)")
+    parser.add_argument("--num_utterances", type=int, default=3600, help="synthetic corpus size (default: 3600)")
     parser.add_argument("--seed", type=int, default=1, help="synthetic corpus seed (default: 1)")
     parser.add_argument("--dev_speakers", default="0.1", metavar="FRACTION|SPK,SPK",
                         help="held-out speakers of a real corpus (default: 0.1)")

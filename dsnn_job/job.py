@@ -125,7 +125,7 @@ class JobConfig:
     corpus: str = SYNTH
     config: pathlib.Path = DEFAULT_CONFIG
     overrides: tuple[str, ...] = ()
-    num_utterances: int = 1200
+    num_utterances: int = 3600
     seed: int = 1
     dev_speakers: str = "0.1"
     tokenizer_type: str = "char"
