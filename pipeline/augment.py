@@ -2,8 +2,9 @@
 
 Every train example (each speed-perturbed copy included) gets ``N`` augmented copies beside it; the
 clean example is kept as it is. Each copy passes through every chosen augmentation, always in the
-order room reverberation → additive noise → gain (a room's echo, then the noise at the microphone,
-then the recording level), each with its own random draws:
+order room reverberation → additive noise → bandwidth → gain (a room's echo, then the noise at the
+microphone, then the recording chain's sample rate, then the recording level), each with its own
+random draws:
 
 * ``reverb``: convolution with a synthetic room impulse response (`room_impulse_response`): a
   direct-path impulse plus a tail of Gaussian noise whose envelope decays by 60 dB in ``RT60``
@@ -16,6 +17,10 @@ then the recording level), each with its own random draws:
   the clip's mean power to the noise's over the whole clip (silences included). The project has no
   noise corpus, so the noise is generated, not recorded: it teaches robustness to stationary
   broadband noise, not to babble, music or transients.
+* ``bandwidth``: the recording chain of a lower sample rate (a telephone line, a cheap microphone, an
+  8 kHz corpus such as FSDD): the clip is resampled with soxr to a rate drawn from
+  ``--bandwidth_rates`` (default 8000 or 11025 Hz) and back, which removes everything above that
+  rate's Nyquist frequency (4 or 5.5 kHz) as such a recording lacks it; length kept.
 * ``gain``: the level scaled by a gain in dB drawn from ``--gain_db`` (Kaldi's volume perturbation
   draws a factor in [1/8, 2], i.e. -18 to +6 dB, the default here), lowered when it would push the
   peak above 1.0 (0 dBFS) so that a copy never clips: per-utterance level robustness.
@@ -43,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-KINDS = ("reverb", "noise", "gain")          # the order in which they are applied
+KINDS = ("reverb", "noise", "bandwidth", "gain")   # the order in which they are applied
 NOISE_COLORS = ("white", "pink", "brown")
 _COLOR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}   # noise power ∝ 1 / f**exponent
 NOISE_MIN_HZ = 20.0                          # below this the coloured spectrum is flat (no DC / sub-audio build-up)
@@ -53,6 +58,8 @@ AUGMENTED_SPLITS = ("train",)                # never dev, test or any held-out s
 DEFAULT_GAIN_DB = (-18.0, 6.0)
 DEFAULT_NOISE_SNR_DB = (5.0, 20.0)
 DEFAULT_REVERB_RT60_S = (0.2, 0.8)
+DEFAULT_BANDWIDTH_RATES = (8000, 11025)
+BANDWIDTH_RATE_LIMITS = (2000, 48000)
 _LIMITS = {"--gain_db": (-60.0, 20.0), "--noise_snr_db": (-10.0, 60.0), "--reverb_rt60": (0.05, 3.0)}
 
 
@@ -68,6 +75,8 @@ class AugmentConfig:
         gain_db: ``(low, high)`` gain range in dB. Defaults to (-18, 6).
         noise_snr_db: ``(low, high)`` SNR range in dB. Defaults to (5, 20).
         reverb_rt60_s: ``(low, high)`` RT60 range in seconds. Defaults to (0.2, 0.8).
+        bandwidth_rates: Sample rates (Hz) a ``bandwidth`` copy is band-limited to, one drawn per
+            copy. Defaults to (8000, 11025).
     """
 
     kinds: tuple[str, ...] = ()
@@ -76,6 +85,7 @@ class AugmentConfig:
     gain_db: tuple[float, float] = DEFAULT_GAIN_DB
     noise_snr_db: tuple[float, float] = DEFAULT_NOISE_SNR_DB
     reverb_rt60_s: tuple[float, float] = DEFAULT_REVERB_RT60_S
+    bandwidth_rates: tuple[int, ...] = DEFAULT_BANDWIDTH_RATES
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -87,6 +97,7 @@ class AugmentConfig:
         for flag, value in (("--gain_db", self.gain_db), ("--noise_snr_db", self.noise_snr_db),
                             ("--reverb_rt60", self.reverb_rt60_s)):
             _check_range(flag, tuple(value))
+        object.__setattr__(self, "bandwidth_rates", _check_rates(tuple(self.bandwidth_rates)))
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +110,8 @@ class AugmentConfig:
             out["reverb"] = {"rt60_s": list(self.reverb_rt60_s), "drr_db": list(DRR_DB), "model": "exponential-decay noise tail"}
         if "noise" in self.kinds:
             out["noise"] = {"snr_db": list(self.noise_snr_db), "colors": list(NOISE_COLORS), "source": "generated"}
+        if "bandwidth" in self.kinds:
+            out["bandwidth"] = {"rates_hz": list(self.bandwidth_rates), "method": "soxr resampling down and back"}
         if "gain" in self.kinds:
             out["gain"] = {"gain_db": list(self.gain_db), "peak_limit": 1.0}
         return out
@@ -131,6 +144,34 @@ def _check_range(flag: str, value: tuple[float, float]) -> tuple[float, float]:
     if value[0] < low_limit or value[1] > high_limit:
         raise ValueError(f"{flag} {shown}: the range must lie within [{low_limit:g}, {high_limit:g}]")
     return value
+
+
+def _check_rates(rates: tuple) -> tuple[int, ...]:
+    low, high = BANDWIDTH_RATE_LIMITS
+    shown = ",".join(str(r) for r in rates)
+    if not rates:
+        raise ValueError("--bandwidth_rates: expected at least one sample rate in Hz, e.g. 8000,11025")
+    if any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) for r in rates):
+        raise ValueError(f"--bandwidth_rates {shown}: expected whole numbers of Hz")
+    if any(not low <= r <= high for r in rates):
+        raise ValueError(f"--bandwidth_rates {shown}: each rate must lie within [{low}, {high}] Hz")
+    if len(set(rates)) != len(rates):
+        raise ValueError(f"--bandwidth_rates {shown}: a rate is given twice")
+    return tuple(int(r) for r in rates)
+
+
+def parse_rates(text: str) -> tuple[int, ...]:
+    """Parses ``--bandwidth_rates 8000,11025``.
+
+    Raises:
+        ValueError: naming the flag: not whole numbers, outside [2000, 48000] Hz, or repeated.
+    """
+    try:
+        rates = tuple(int(p.strip()) for p in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--bandwidth_rates {text!r}: expected comma-separated sample rates in Hz, "
+                         "e.g. 8000,11025") from None
+    return _check_rates(rates)
 
 
 def parse_range(text: str, flag: str) -> tuple[float, float]:
@@ -181,6 +222,11 @@ class NoiseParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class BandwidthParams:
+    rate: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ReverbParams:
     rt60_s: float
     drr_db: float
@@ -198,6 +244,8 @@ def draw(kind: str, config: AugmentConfig, utt_id: str, factor: float, copy: int
     if kind == "reverb":
         rt60 = float(rng.uniform(*config.reverb_rt60_s))
         return ReverbParams(rt60, float(rng.uniform(*DRR_DB)), int(rng.integers(2 ** 63)))
+    if kind == "bandwidth":
+        return BandwidthParams(int(config.bandwidth_rates[int(rng.integers(len(config.bandwidth_rates)))]))
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {KINDS}")
 
 
@@ -209,6 +257,8 @@ def apply(kind: str, waveform: np.ndarray, params, sample_rate: int) -> np.ndarr
         return add_noise(waveform, params, sample_rate)
     if kind == "reverb":
         return reverberate(waveform, params, sample_rate)
+    if kind == "bandwidth":
+        return band_limit(waveform, params.rate, sample_rate)
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {KINDS}")
 
 
@@ -279,6 +329,21 @@ def reverberate(waveform: np.ndarray, params: ReverbParams, sample_rate: int) ->
     y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: x.size]
     y *= math.sqrt(power / max(float(np.mean(y ** 2)), 1e-30))
     return y.astype(np.float32)
+
+
+def band_limit(waveform: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """The clip as a recording at ``rate`` Hz would have it: resampled to ``rate`` and back to
+    ``sample_rate`` with soxr (its anti-aliasing filter removes what lies above ``rate / 2``); the
+    length is kept. A ``rate`` at or above ``sample_rate`` returns a copy."""
+    x = np.asarray(waveform, np.float32)
+    if rate >= sample_rate or x.size == 0:
+        return x.copy()
+    import soxr
+
+    y = soxr.resample(soxr.resample(x, sample_rate, rate, quality="HQ"), rate, sample_rate, quality="HQ")
+    if y.size >= x.size:
+        return np.ascontiguousarray(y[: x.size], np.float32)
+    return np.concatenate([y, np.zeros(x.size - y.size, np.float32)]).astype(np.float32)
 
 
 def augment_copy(waveform: np.ndarray, config: AugmentConfig, utt_id: str, factor: float, copy: int,

@@ -120,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "transcript once, the CMVN statistics every copy")
     parser.add_argument("--augment", default=None, metavar="KIND,KIND,...",
                         help="augment the train split: add --augment_copies copies of every train example (speed "
-                             "copies included), each with all the KINDs applied in the order reverb, noise, gain: "
-                             "reverb (synthetic exponential-decay room impulse response, RT60 from --reverb_rt60), "
-                             "noise (generated white/pink/brown noise at an SNR from --noise_snr_db), gain (a level "
+                             "copies included), each with all the KINDs applied in the order reverb, noise, bandwidth, "
+                             "gain: reverb (synthetic exponential-decay room impulse response, RT60 from --reverb_rt60), "
+                             "noise (generated white/pink/brown noise at an SNR from --noise_snr_db), bandwidth "
+                             "(band-limited as recorded at a rate from --bandwidth_rates), gain (a level "
                              "from --gain_db, peak-limited to 1.0). Seeded per utterance and copy; ids aug<k>-<id>; "
                              "held-out splits never augmented; the tokenizer and the LM see each transcript once")
     parser.add_argument("--augment_copies", type=int, default=argparse.SUPPRESS, metavar="N",
@@ -135,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SNR range in dB for --augment noise (default 5,20)")
     parser.add_argument("--reverb_rt60", default=argparse.SUPPRESS, metavar="LOW,HIGH",
                         help="RT60 range in seconds for --augment reverb (default 0.2,0.8)")
+    parser.add_argument("--bandwidth_rates", default=argparse.SUPPRESS, metavar="HZ,HZ",
+                        help="sample rates for --augment bandwidth, one drawn per copy (default 8000,11025: "
+                             "telephone-band and 11 kHz recordings)")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
     return parser
@@ -218,17 +222,19 @@ def _configs(args):
 
 def _augment_config(args):
     """``--augment`` and its options -> `AugmentConfig` (raises ValueError naming the flag)."""
-    from pipeline.augment import AugmentConfig, parse_kinds, parse_range
+    from pipeline.augment import AugmentConfig, parse_kinds, parse_range, parse_rates
 
     value = {name: getattr(args, name, None)   # these flags default to argparse.SUPPRESS: absent unless given
-             for name in ("augment_copies", "augment_seed", "gain_db", "noise_snr_db", "reverb_rt60")}
+             for name in ("augment_copies", "augment_seed", "gain_db", "noise_snr_db", "reverb_rt60",
+                          "bandwidth_rates")}
     ranges = {"gain": ("--gain_db", value["gain_db"], "gain_db"),
               "noise": ("--noise_snr_db", value["noise_snr_db"], "noise_snr_db"),
               "reverb": ("--reverb_rt60", value["reverb_rt60"], "reverb_rt60_s")}
     if args.augment is None:
         given = [flag for flag, v in (("--augment_copies", value["augment_copies"]),
                                       ("--augment_seed", value["augment_seed"]),
-                                      *((f, v) for f, v, _ in ranges.values())) if v is not None]
+                                      *((f, v) for f, v, _ in ranges.values()),
+                                      ("--bandwidth_rates", value["bandwidth_rates"])) if v is not None]
         if given:
             raise ValueError(f"{given[0]} needs --augment (e.g. --augment gain,noise,reverb)")
         return AugmentConfig()
@@ -240,6 +246,10 @@ def _augment_config(args):
         if kind not in kinds:
             raise ValueError(f"{flag} {text}: --augment {args.augment} has no {kind}")
         fields[field] = parse_range(text, flag)
+    if value["bandwidth_rates"] is not None:
+        if "bandwidth" not in kinds:
+            raise ValueError(f"--bandwidth_rates {value['bandwidth_rates']}: --augment {args.augment} has no bandwidth")
+        fields["bandwidth_rates"] = parse_rates(value["bandwidth_rates"])
     copies = 1 if value["augment_copies"] is None else value["augment_copies"]
     if not 1 <= copies <= 100:
         raise ValueError(f"--augment_copies must be in [1, 100], got {copies}")

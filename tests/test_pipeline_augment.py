@@ -33,7 +33,7 @@ def _db(power_ratio):
 
 
 def test_draws_are_deterministic_per_utterance_copy_and_seed_and_within_the_ranges():
-    for kind in aug.KINDS:
+    for kind in ("reverb", "noise", "gain"):   # continuous draws (bandwidth picks one of a few rates)
         first = aug.draw(kind, CONFIG, "fash-0-0001", 1.0, 1)
         assert first == aug.draw(kind, CONFIG, "fash-0-0001", 1.0, 1)
         others = {aug.draw(kind, CONFIG, "fash-0-0001", 1.0, 2), aug.draw(kind, CONFIG, "fash-0-0002", 1.0, 1),
@@ -45,6 +45,9 @@ def test_draws_are_deterministic_per_utterance_copy_and_seed_and_within_the_rang
     assert {d.color for d in draws} == set(aug.NOISE_COLORS)
     assert all(-18.0 <= aug.draw("gain", CONFIG, f"u{i}", 1.0, 1).gain_db <= 6.0 for i in range(100))
     assert all(0.2 <= aug.draw("reverb", CONFIG, f"u{i}", 1.0, 1).rt60_s <= 0.8 for i in range(100))
+    rates = [aug.draw("bandwidth", CONFIG, f"u{i}", 1.0, 1).rate for i in range(100)]
+    assert set(rates) == {8000, 11025} and rates == [aug.draw("bandwidth", CONFIG, f"u{i}", 1.0, 1).rate
+                                                     for i in range(100)]
     x = _burst()
     a = aug.augment_copy(x, CONFIG, "u1", 1.0, 1, RATE)
     assert a.dtype == np.float32 and a.shape == x.shape
@@ -106,6 +109,31 @@ def test_reverb_adds_a_tail_that_decays_at_the_drawn_rt60_and_keeps_length_and_p
     assert _db(1.0 / np.sum(h[1:] ** 2)) == pytest.approx(3.0, abs=1e-6)
 
 
+def test_bandwidth_removes_what_lies_above_the_drawn_rates_nyquist_and_keeps_the_length():
+    t = np.arange(RATE) / RATE
+    low, high = 0.1 * np.sin(2 * np.pi * 1000 * t), 0.1 * np.sin(2 * np.pi * 6000 * t)
+    x = (low + high).astype(np.float32)
+    y = aug.apply("bandwidth", x, aug.BandwidthParams(rate=8000), RATE)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    spectrum = np.abs(np.fft.rfft(y[1000:-1000] * np.hanning(RATE - 2000)))
+    reference = np.abs(np.fft.rfft(x[1000:-1000] * np.hanning(RATE - 2000)))
+    bin_of = lambda hz: int(round(hz * (RATE - 2000) / RATE))
+    assert _db((spectrum[bin_of(1000)] / reference[bin_of(1000)]) ** 2) == pytest.approx(0.0, abs=0.5)
+    assert _db((spectrum[bin_of(6000)] / reference[bin_of(6000)]) ** 2) < -40.0   # 6 kHz > 4 kHz Nyquist: gone
+    kept = aug.apply("bandwidth", x, aug.BandwidthParams(rate=16000), RATE)   # no lower rate: unchanged
+    assert kept.tobytes() == x.tobytes() and kept is not x
+    assert aug.band_limit(np.zeros(0, np.float32), 8000, RATE).size == 0
+
+
+@pytest.mark.parametrize("text, message", [("8000,8000", "given twice"), ("1000", "within [2000, 48000]"),
+                                           ("8k", "expected comma-separated"), ("", "expected comma-separated")])
+def test_bad_bandwidth_rates_are_refused_naming_the_flag(text, message):
+    with pytest.raises(ValueError, match="--bandwidth_rates") as error:
+        aug.parse_rates(text)
+    assert message in str(error.value)
+    assert aug.parse_rates("11025,8000") == (11025, 8000)
+
+
 @pytest.mark.parametrize("text, flag, message", [
     ("20,5", "--noise_snr_db", "LOW must be <= HIGH"),
     ("-50,10", "--noise_snr_db", "within [-10, 60]"),
@@ -122,6 +150,7 @@ def test_bad_ranges_are_refused_naming_the_flag(text, flag, message):
 
 def test_kinds_are_applied_in_a_fixed_order_and_bad_kinds_refused():
     assert aug.parse_kinds("gain,reverb") == ("reverb", "gain")
+    assert aug.parse_kinds("gain,bandwidth,noise") == ("noise", "bandwidth", "gain")
     for text, message in (("gain,echo", "unknown augmentation 'echo'"), ("gain,,noise", "empty item"),
                           ("gain,gain", "given twice")):
         with pytest.raises(ValueError, match=message):
