@@ -117,3 +117,33 @@ def test_failing_as_keeps_step_errors_and_lets_interrupts_and_bugs_through():
             with failing_as("dsnn-x"):
                 raise passing("x")
     assert issubclass(StepError, DsnnError)
+
+
+def test_a_greedy_job_transcribes_once_per_level_and_a_bad_decoder_is_refused(tmp_path, monkeypatch):
+    import tflite.metadata
+    import tflite.runtime
+
+    made = []
+
+    class GreedyOnly:
+        def __init__(self, path, num_threads=1, decoder="auto"):
+            made.append(decoder)
+
+        def check_level(self, level):
+            return level
+
+        def transcribe(self, audio, level=0):
+            return "yes"
+
+    job = Job(JobConfig(out=tmp_path / "out", decoder="greedy"), log=lambda _m: None)
+    monkeypatch.setattr(Job, "held_out", lambda self: [{"utt_id": "u1", "path": str(tmp_path / "u1.flac"),
+                                                        "reference": "YES"}])
+    monkeypatch.setattr(tflite.runtime, "Recognizer", GreedyOnly)
+    monkeypatch.setattr(tflite.metadata, "read_metadata", lambda path: _Metadata())
+    job._transcribe(tmp_path)
+    assert made == ["greedy"] * 3
+    assert all("beam_text" not in e for e in json.loads((tmp_path / "transcripts.json").read_text())["levels"])
+    with pytest.raises(StepError, match="--decoder must be one of"):
+        JobConfig(out=tmp_path / "o", decoder="viterbi")
+    with pytest.raises(StepError, match="--force tune: there is no tune step with --decoder greedy"):
+        JobConfig(out=tmp_path / "o", decoder="greedy", force=("tune",))
