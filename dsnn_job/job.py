@@ -26,7 +26,8 @@ grid-searches the beam decoder's LM weight and word bonus on the ``dev`` split a
 ``decoder/decoder.json`` + ``decoder/lm/`` (the run directory stays as training left it); eval
 decodes the held-out speakers greedily into ``eval/eval.json`` and, with the tuned decoder, into
 ``eval/eval_beam.json``; export writes ``model.tflite`` (carrying the tuned decoder, LM and lexicon)
-+ ``single/level_<i>.tflite``; transcribe decodes one held-out file at every level (greedy and beam); bench times the levels against the single-level files;
+and ``single/level_<i>.tflite``; transcribe decodes one held-out file at every level (greedy and
+beam); bench times the levels against the single-level files, and the file's beam decoder;
 push (only with ``push_dir``) copies ``model.tflite``, ``eval.json`` and a model card into
 ``push_dir/<version>/`` if every level's WER is no worse than the latest pushed version's by more
 than ``push_tolerance`` (`dsnn_job.push`), and records the decision in ``push/decision.json``.
