@@ -443,6 +443,9 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
 
     settings_home = fileio.as_path(choice.settings_dir) if choice.settings_dir is not None else run_dir
     settings = DecoderSettings.read(settings_home)
+    if choice.settings_dir is not None and settings is None:
+        raise EvaluationError(f"--decoder_dir {settings_home}: no decoder.json there (write one with "
+                              f"dsnn-eval --tune --decoder_dir {settings_home})")
     name = choice.decoder or (settings.decoder if settings else "greedy")
     if name not in ("greedy", "beam"):
         raise EvaluationError(f"--decoder must be greedy or beam, got {name!r}")
@@ -527,7 +530,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
     settings_home = fileio.as_path(out_dir) if out_dir is not None else run_dir
     base = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, hotwords=(),
-                               hotword_weight=0.0, settings_dir=None if out_dir is None else str(settings_home))
+                               hotword_weight=0.0, settings_dir=None)
+    if out_dir is not None and DecoderSettings.read(settings_home) is not None:   # re-tuning: start from its beam
+        base = dataclasses.replace(base, settings_dir=str(settings_home))
     if base.lm is None:
         base = dataclasses.replace(base, lm=str(fileio.join(data_dir, "lm")))
     if base.lm.lower() == "none" or not fileio.isdir(base.lm):
