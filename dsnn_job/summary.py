@@ -82,7 +82,7 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     meta = parse(model_bytes, str(model))
     by_level = {entry.level: entry for entry in evaluation.levels}
     beam_path = fileio.join(out, "eval", "eval_beam.json")
-    wants_beam = fileio.isfile(beam_path) if config is None else getattr(config, "decoder", "greedy") == "beam"
+    wants_beam = fileio.isfile(beam_path) if config is None else getattr(config, "beam", False)
     beam_by_level = {entry.level: entry for entry in _read_eval(beam_path).levels} if wants_beam else {}
     text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
     beam_text_by_level = {int(e["level"]): e.get("beam_text") for e in transcripts["levels"]}

@@ -493,7 +493,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  word_bonuses: Sequence[float] = DEFAULT_TUNE_WORD_BONUSES,
                  max_utterances: int | None = None,
                  out_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
-    """Grid-searches the LM weight and the word bonus on ``split`` at ``level``; writes the best into the run.
+    """Grid-searches the LM weight and the word bonus on ``split`` at ``level``; writes the best into the run
+    (or ``out_dir``).
 
     The model runs once per utterance (its log-probabilities are kept); each grid point only
     re-runs the beam search. The result goes to ``RUN/decoder.json`` (`DecoderSettings`) and the
@@ -757,7 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "there (the run directory stays untouched; dsnn-export --decoder_dir DIR carries them)")
     beam.add_argument("--tune", action="store_true",
                       help="first grid-search --lm_weight and --word_bonus on --split at --tune_level, write "
-                           "the best into RUN_DIR/decoder.json (and the LM into RUN_DIR/lm), then evaluate "
+                           "the best into RUN_DIR/decoder.json (and the LM into RUN_DIR/lm; or into --decoder_dir), "
+                           "then evaluate "
                            "with it")
     beam.add_argument("--tune_level", type=int, default=0, metavar="I",
                       help="level to tune at (default: 0)")

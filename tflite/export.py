@@ -738,10 +738,10 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
         f"sparse_speed={options.sparse_speed}{', sliced units' if units else ''})")
     source = {"run_dir": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint)}
     decoder_home = run_dir if decoder_dir is None else decoder_dir
-    if decoder_dir is not None and with_decoder and run_decoder(decoder_dir) is None:
+    decoder = run_decoder(decoder_home) if with_decoder else None
+    if decoder is None and with_decoder and decoder_dir is not None:
         raise ExportError(f"--decoder_dir {decoder_dir}: no decoder.json there (write one with "
                           f"dsnn-eval --tune --decoder_dir {decoder_dir})")
-    decoder = run_decoder(decoder_home) if with_decoder else None
     if decoder is not None:
         say(f"carrying the tuned {decoder[0].decoder} decoder ({fileio.join(decoder_home, 'decoder.json')}"
             f"{', LM ' + str(decoder[0].lm_path(decoder_home)) if decoder[1] is not None else ''})")
