@@ -33,7 +33,7 @@ demo: $(STAMP)
 # The same chain on real speech (AN4 training speakers; 10 % of the speakers held out as dev).
 AN4 ?= ../shared/data/an4/train
 an4: $(STAMP)
-	$(BIN)/dsnn-job --corpus $(AN4) --config configs/an4.yaml --tokenizer_type char --out runs/an4
+	$(BIN)/dsnn-job --corpus $(AN4) --config configs/an4.yaml --tokenizer_type char --speed_perturb 0.9,1.0,1.1 --out runs/an4
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

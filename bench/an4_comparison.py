@@ -730,9 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--narrow", action="store_true",
                         help="also train dense models alone at the widths each sparse level keeps with "
                              "unit granularity (narrow_50, narrow_70, narrow_90)")
-    parser.add_argument("--speed_perturb", default="1.0", metavar="F,F,...",
-                        help="dsnn-prepare --speed_perturb for the training split, e.g. 0.9,1.0,1.1 "
-                             "(default 1.0: off; docs/pipeline.md)")
+    parser.add_argument("--speed_perturb", default="0.9,1.0,1.1", metavar="F,F,...",
+                        help="dsnn-prepare --speed_perturb for the training split (default "
+                             "0.9,1.0,1.1: the configs/an4.yaml recipe; 1.0: off; docs/pipeline.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra config override for every run (repeatable), e.g. "
                              "--set model.lstm_units=[160,160].")
