@@ -75,6 +75,13 @@ DECODERS = ("beam", "greedy")
 TUNE_SPLIT = "dev"   # the held-out speakers of a real corpus; the synthetic corpus's dev voices
 
 
+def _speed_grid() -> dict:
+    """The speed stage `tune_decoder` runs (part of the tune step's fingerprint: a new grid re-tunes)."""
+    from dsnn_keras.evaluate import DEFAULT_TUNE_BEAM_THRESHOLDS, DEFAULT_TUNE_TOKEN_BEAMS
+
+    return {"beam_thresholds": list(DEFAULT_TUNE_BEAM_THRESHOLDS), "token_beams": list(DEFAULT_TUNE_TOKEN_BEAMS)}
+
+
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
     """Everything the job's output depends on (besides the code and the input files).
@@ -387,7 +394,8 @@ class Job:
         eval_inputs = {"run": run, "data": data}
         if c.beam:
             eval_inputs["decoder"] = step(StepSpec("tune", self.decoder_dir,
-                                                   params={"split": TUNE_SPLIT, "level": 0},
+                                                   params={"split": TUNE_SPLIT, "level": 0,
+                                                           "speed_grid": _speed_grid()},
                                                    inputs={"run": run, "data": data}), self._tune).fingerprint
         # Without a decoder the eval step's spec is what it was before the tune step existed.
         evaluation = step(StepSpec("eval", fileio.join(self.out, "eval"), params={"split": c.split},
@@ -469,8 +477,10 @@ class Job:
         with failing_as("dsnn-eval --tune"):
             result = tune_decoder(run, data, split=TUNE_SPLIT, level=0, out_dir=directory)
         best = result["best"]
+        speed = result.get("speed") or {}
         self.log(f"dsnn-eval --tune: lm_weight {best['lm_weight']:g}, word_bonus {best['word_bonus']:g}: "
-                 f"{TUNE_SPLIT} WER {best['wer']:.1%} at level 0 (greedy {result['greedy_wer']:.1%})")
+                 f"{TUNE_SPLIT} WER {best['wer']:.1%} at level 0 (greedy {result['greedy_wer']:.1%}); "
+                 f"beam_threshold {speed.get('beam_threshold', '?')}, token_beam {speed.get('token_beam', '?')}")
 
     def _eval(self, directory: pathlib.Path) -> None:
         from dsnn_keras.evaluate import DecoderChoice, markdown_table, run_evaluation

@@ -478,6 +478,11 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
 
 DEFAULT_TUNE_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DEFAULT_TUNE_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
+# The speed stage of --tune: pruning settings tried once the weights are chosen; the fastest one whose
+# WER is no worse than the chosen weights' is kept (docs/evaluation.md, "Tuning for speed").
+DEFAULT_TUNE_BEAM_THRESHOLDS = (25.0, 15.0, 10.0)
+DEFAULT_TUNE_TOKEN_BEAMS = (8, 4)
+SPEED_TIMING_PASSES = 3
 
 
 def _resolved(path: fileio.AnyPath) -> str:
@@ -492,13 +497,22 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  lm_weights: Sequence[float] = DEFAULT_TUNE_LM_WEIGHTS,
                  word_bonuses: Sequence[float] = DEFAULT_TUNE_WORD_BONUSES,
                  max_utterances: int | None = None,
-                 out_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
-    """Grid-searches the LM weight and the word bonus on ``split`` at ``level``; writes the best into the run
-    (or ``out_dir``).
+                 out_dir: str | pathlib.Path | None = None,
+                 beam_thresholds: Sequence[float] = DEFAULT_TUNE_BEAM_THRESHOLDS,
+                 token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS) -> dict[str, Any]:
+    """Grid-searches the LM weight and the word bonus on ``split`` at ``level``, then the search's
+    pruning for speed; writes the result into the run (or ``out_dir``).
 
     The model runs once per utterance (its log-probabilities are kept); each grid point only
-    re-runs the beam search. The result goes to ``RUN/decoder.json`` (`DecoderSettings`) and the
-    LM used is copied to ``RUN/lm/``, so the run's later evaluations and exports use them by default.
+    re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at the
+    starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings re-tuned).
+    Stage 2 tries every ``beam_thresholds`` x ``token_beams`` pair with those weights and keeps the
+    fastest (least decoding time, the best of 3 passes) whose WER is no higher than stage 1's: the
+    search costs about the same at every level, so its share of a sparse level's time is what this
+    buys down. The choice rests on measured time, so a re-run on a busy machine may pick another
+    setting of the same WER. The result goes to ``RUN/decoder.json``
+    (`DecoderSettings`) and the LM used is copied to ``RUN/lm/``, so the run's later evaluations and
+    exports use them by default.
 
     Args:
         run_dir: A ``dsnn-train`` output directory.
@@ -511,9 +525,13 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         max_utterances: Use only the first N utterances. Defaults to all.
         out_dir: Write ``decoder.json`` and ``lm/`` here instead of into the run directory (then pass
             ``DecoderChoice(settings_dir=out_dir)`` / ``dsnn-export --decoder_dir``). Defaults to the run.
+        beam_thresholds: Beam thresholds the speed stage tries (one value, with one token beam: no
+            speed stage, that setting is used).
+        token_beams: Token beams the speed stage tries.
 
     Returns:
-        ``{"best": {"lm_weight", "word_bonus", "wer"}, "greedy_wer", "grid": [...], "decoder_json"}``.
+        ``{"best": {"lm_weight", "word_bonus", "wer"}, "greedy_wer", "grid": [...], "speed":
+        {"beam_threshold", "token_beam", "wer", "decoder_seconds"}, "speed_grid": [...], "decoder_json"}``.
 
     Raises:
         EvaluationError: no LM to tune (the data has no ``lm/`` and none was given), bad grid.
@@ -521,7 +539,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     import tensorflow as tf
 
     from dsnn_keras import sparsity_level_scope
-    from dsnn_keras.beam_search import DecoderSettings, RUN_LM_DIR
+    from dsnn_keras.beam_search import BeamSearchConfig, BeamSearchError, DecoderSettings, RUN_LM_DIR
     from dsnn_keras.dataset import PreparedDataset
     from dsnn_keras.ngram_lm import LmBundle
     from dsnn_keras.run_dir import load_run
@@ -529,6 +547,15 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     run_dir, data_dir = fileio.as_path(run_dir), fileio.as_path(data_dir)
     if not lm_weights or not word_bonuses:
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
+    if not beam_thresholds or not token_beams:
+        raise EvaluationError("--tune needs at least one beam threshold and one token beam")
+    speed_settings = [{"beam_threshold": float(threshold), "token_beam": int(token_beam)}
+                      for threshold in beam_thresholds for token_beam in token_beams]
+    for setting in speed_settings:   # refused here, before the model runs
+        try:
+            BeamSearchConfig(**setting)
+        except BeamSearchError as error:
+            raise EvaluationError(f"--tune speed grid: {error}") from None
     settings_home = fileio.as_path(out_dir) if out_dir is not None else run_dir
     base = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, hotwords=(),
                                hotword_weight=0.0, settings_dir=None)
@@ -575,17 +602,42 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], abs(g["word_bonus"])))
     final = dataclasses.replace(base, lm_weight=best["lm_weight"], word_bonus=best["word_bonus"])
     beam, config = resolve_decoder(final, run_dir, data_dir, run.pieces, run.blank_id)
+    speed_grid = []
+    if len(speed_settings) > 1:
+        _log(f"speed: {len(beam_thresholds)} beam thresholds x {len(token_beams)} token beams at the chosen weights")
+        for setting in speed_settings:
+            candidate = beam.with_config(**setting)
+            passes = []
+            for _ in range(SPEED_TIMING_PASSES):
+                start = time.perf_counter()
+                hypotheses = [candidate.decode(lp).text for lp in log_probs]
+                passes.append(time.perf_counter() - start)
+            wer = error_rates(references, hypotheses)["wer"]
+            speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
+            _log(f"beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']}: "
+                 f"WER {wer:.2%} ({min(passes):.3f} s)")
+        admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + 1e-12]
+        if admissible:   # empty only if no pair matches stage 1's own pruning
+            fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"]))
+            beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"])
+    elif speed_settings:
+        beam = beam.with_config(**speed_settings[0])
+    speed = next((g for g in speed_grid if g["beam_threshold"] == beam.config.beam_threshold
+                  and g["token_beam"] == beam.config.token_beam), None)
     source = fileio.as_path(base.lm)
     target = fileio.join(settings_home, RUN_LM_DIR)
     if _resolved(source) != _resolved(target):
         LmBundle.read_dir(source).write_dir(target)
     settings = DecoderSettings(decoder="beam", beam=beam.config, lm_dir=RUN_LM_DIR, tuned={
         "split": split, "level": level, "data_dir": str(data_dir), "lm_source": str(source),
-        "num_utterances": len(utterances), "greedy_wer": greedy_wer, "best_wer": best["wer"], "grid": grid})
+        "num_utterances": len(utterances), "greedy_wer": greedy_wer, "best_wer": best["wer"], "grid": grid,
+        "speed_grid": speed_grid})
     path = settings.write(settings_home)
     _log(f"best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER {best['wer']:.2%} "
-         f"(greedy {greedy_wer:.2%}); wrote {path}")
-    return {"best": best, "greedy_wer": greedy_wer, "grid": grid, "decoder_json": str(path)}
+         f"(greedy {greedy_wer:.2%}), beam_threshold {beam.config.beam_threshold:g} token_beam "
+         f"{beam.config.token_beam}; wrote {path}")
+    return {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed, "speed_grid": speed_grid,
+            "decoder_json": str(path)}
 
 
 def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
@@ -765,6 +817,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="level to tune at (default: 0)")
     beam.add_argument("--tune_lm_weights", default=",".join(f"{w:g}" for w in DEFAULT_TUNE_LM_WEIGHTS),
                       metavar="A,A", help="LM weights to try (default: %(default)s)")
+    beam.add_argument("--tune_beam_thresholds",
+                      default=",".join(f"{b:g}" for b in DEFAULT_TUNE_BEAM_THRESHOLDS), metavar="T,T",
+                      help="speed stage of --tune: beam thresholds to try at the chosen weights; the fastest "
+                           "setting with no higher WER is kept (default: "
+                           f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value and one "
+                           "--tune_token_beams value: no speed stage)")
+    beam.add_argument("--tune_token_beams", default=",".join(str(b) for b in DEFAULT_TUNE_TOKEN_BEAMS),
+                      metavar="K,K",
+                      help="speed stage of --tune: tokens tried per frame and hypothesis (default: "
+                           f"{','.join(str(b) for b in DEFAULT_TUNE_TOKEN_BEAMS)})")
     beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),
                       metavar="B,B", help="word bonuses to try (default: %(default)s)")
     return parser
@@ -775,6 +837,13 @@ def _floats(text: str, flag: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise EvaluationError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EvaluationError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -798,7 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tune_decoder(args.run_dir, args.data, split=args.split, level=args.tune_level, choice=choice,
                          lm_weights=_floats(args.tune_lm_weights, "--tune_lm_weights"),
                          word_bonuses=_floats(args.tune_word_bonuses, "--tune_word_bonuses"),
-                         max_utterances=args.max_utterances, out_dir=args.decoder_dir)
+                         max_utterances=args.max_utterances, out_dir=args.decoder_dir,
+                         beam_thresholds=_floats(args.tune_beam_thresholds, "--tune_beam_thresholds"),
+                         token_beams=_ints(args.tune_token_beams, "--tune_token_beams"))
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
         report = run_evaluation(

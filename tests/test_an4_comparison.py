@@ -97,12 +97,20 @@ def test_generated_configs_share_architecture_and_budget_and_differ_in_mode(tmp_
 def test_step_override_scales_the_learning_rate_hold_of_the_an4_recipe():
     from dsnn_keras.config import apply_overrides, load_config
 
-    base = load_config(ROOT / "configs" / "an4.yaml")
+    base = load_config(ROOT / "configs" / "an4_2200.yaml")
     assert (base.training.total_steps, base.training.decay_begin_step) == (2200, 1300)
     scaled = apply_overrides(base, cmp.step_overrides(base, 1100))
     assert (scaled.training.total_steps, scaled.training.decay_begin_step) == (1100, 650)
     assert scaled.training.warmup_steps == 75 and scaled.training.decay_begin_step < 1100
     assert apply_overrides(base, cmp.step_overrides(base, 2200)).training == base.training
+
+
+def test_the_an4_recipe_is_the_2200_step_recipe_scaled_to_4400_steps():
+    from dsnn_keras.config import apply_overrides, load_config
+
+    old = load_config(ROOT / "configs" / "an4_2200.yaml")
+    recipe = load_config(ROOT / "configs" / "an4.yaml")
+    assert apply_overrides(old, cmp.step_overrides(old, 4400)) == recipe
 
 
 def test_step_override_rejects_a_non_positive_budget():
@@ -177,6 +185,41 @@ def test_report_markdown_shows_the_table_cpu_times_and_goals(tmp_path):
     assert "DSNN / singles CPU time: 0.71×" in text
     assert "fash, mkem" in text
     assert "**not met**" in text
+
+
+FAKE_BEAM_WER = {"dsnn": [0.07, 0.09, 0.10, 0.13], "single_00": [0.08], "single_50": [0.08],
+                 "single_70": [0.10], "single_90": [0.11]}   # fixtures, not measurements
+
+
+def _write_fake_beam_evals(out_dir, runs):
+    for spec in runs:
+        if spec.name not in FAKE_BEAM_WER:
+            continue
+        directory = out_dir / "evals_beam" / spec.name
+        (directory / "decoder").mkdir(parents=True)
+        sparsities = (0.0, 0.5, 0.7, 0.9) if spec.kind == "dsnn" else (spec.sparsity,)
+        entries = [{"level": i, "sparsity": s, "wer": w, "cer": w / 2, "rtf": 0.01, "num_utterances": 130}
+                   for i, (s, w) in enumerate(zip(sparsities, FAKE_BEAM_WER[spec.name]))]
+        (directory / "eval_beam.json").write_text(json.dumps({"split": "dev", "levels": entries}))
+        (directory / "decoder" / "decoder.json").write_text(json.dumps({"lm_weight": 0.75, "word_bonus": 2.0}))
+
+
+def test_beam_rows_pair_levels_and_check_issue_18s_goals(tmp_path):
+    runs, levels = _write_fake_runs(tmp_path)
+    assert cmp.collect_results(tmp_path, runs, levels, {}, "cmd")["beam_rows"] == []
+    _write_fake_beam_evals(tmp_path, runs)
+    results = cmp.collect_results(tmp_path, runs, levels, {}, "cmd")
+    rows = results["beam_rows"]
+    assert [r["single_wer"] for r in rows] == [0.08, 0.08, 0.10, 0.11]
+    assert [r["meets_ratio_goal"] for r in rows] == [True, False, True, False]
+    assert results["beam_goals"]["ratio_levels_failed"] == [1, 3]
+    assert results["beam_goals"]["dense_goal_met"] is True        # 7 % <= 8 %
+    assert results["beam_goals"]["sparsest_goal_met"] is False    # 13 % > 12 %
+    text = cmp.render_report(results)
+    assert "## Dev WER per level, beam search + word 3-gram LM" in text
+    assert "| 3 | 0.90 | 13.0 | 11.0 | 1.18× | **no** |" in text
+    assert "dsnn 0.75 / 2.0" in text
+    assert "90 % level ≤ 12 %: **not met** (13.0 %)" in text
 
 
 def test_report_marks_missing_runs_instead_of_failing(tmp_path):

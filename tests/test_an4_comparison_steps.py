@@ -40,6 +40,11 @@ def fake_tools(monkeypatch):
             (out / "checkpoints" / "ckpt-1.index").write_text("x")
         elif name.startswith("eval"):
             (pathlib.Path(argv[1]) / "eval.json").write_text(json.dumps(EVAL))
+        elif name.startswith("beam"):
+            out.write_text(json.dumps(EVAL))
+            decoder_dir = pathlib.Path(argv[argv.index("--decoder_dir") + 1])
+            decoder_dir.mkdir(parents=True, exist_ok=True)
+            (decoder_dir / "decoder.json").write_text(json.dumps({"lm_weight": 1.0, "word_bonus": 1.0}))
         return {"wall_s": 1.0, "cpu_user_s": 1.0, "cpu_system_s": 0.0, "cpu_s": 1.0}
 
     monkeypatch.setattr(cmp, "run_logged", fake_run_logged)
@@ -120,3 +125,31 @@ def test_eval_without_a_finished_training_is_a_clear_error(plan, fake_tools):
     steps.prepare()
     with pytest.raises(cmp.ComparisonError, match="no finished training; run the train stage first"):
         steps.evaluate(cmp.RunSpec("dsnn", "dsnn", ()))
+
+
+def test_beam_step_tunes_outside_the_run_directory_and_follows_a_retraining(plan, fake_tools):
+    spec = cmp.RunSpec("dsnn", "dsnn", ("training.total_steps=5",))
+    steps = plan()
+    _run_all(steps, spec)
+    steps.evaluate_beam(spec)
+    out = steps.out_dir
+    assert fake_tools[-1] == "beam dsnn"
+    assert json.loads((out / "evals_beam" / "dsnn" / "eval_beam.json").read_text()) == EVAL
+    assert (out / "evals_beam" / "dsnn" / "decoder" / "decoder.json").is_file()
+    assert not (out / "runs" / "dsnn" / "decoder.json").exists()   # the run is left as trained
+    again = plan()
+    _run_all(again, spec)
+    again.evaluate_beam(spec)
+    assert fake_tools.count("beam dsnn") == 1                       # up to date: skipped
+    changed = cmp.RunSpec("dsnn", "dsnn", ("training.total_steps=6",))
+    retrained = plan()
+    _run_all(retrained, changed)
+    retrained.evaluate_beam(changed)
+    assert fake_tools[-3:] == ["train dsnn", "eval dsnn", "beam dsnn"]
+
+
+def test_beam_without_a_finished_training_is_a_clear_error(plan, fake_tools):
+    steps = plan()
+    steps.prepare()
+    with pytest.raises(cmp.ComparisonError, match="beam dsnn: .* no finished training"):
+        steps.evaluate_beam(cmp.RunSpec("dsnn", "dsnn", ()))

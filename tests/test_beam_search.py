@@ -356,3 +356,39 @@ def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tm
     for start in range(0, len(audio), 2560):
         stream.accept(audio[start:start + 2560])
     assert stream.finish() == whole.text and stream.tokens == whole.tokens
+
+
+def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_path):
+    from dsnn_keras.evaluate import main, tune_decoder
+
+    run_dir, data = _untrained_run(tmp_path)
+    result = tune_decoder(run_dir, data, lm_weights=(0.0, 1.0), word_bonuses=(0.0,),
+                          beam_thresholds=(25.0, 5.0), token_beams=(8, 2), out_dir=tmp_path / "decoder")
+    speed_grid = result["speed_grid"]
+    assert {(g["beam_threshold"], g["token_beam"]) for g in speed_grid} == {(25.0, 8), (25.0, 2), (5.0, 8), (5.0, 2)}
+    assert all(g["decoder_seconds"] > 0 for g in speed_grid)
+    settings = DecoderSettings.read(tmp_path / "decoder")
+    chosen = (settings.beam.beam_threshold, settings.beam.token_beam)
+    admissible = [g for g in speed_grid if g["wer"] <= result["best"]["wer"]]
+    assert chosen in {(g["beam_threshold"], g["token_beam"]) for g in admissible}
+    assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
+    assert settings.tuned["speed_grid"] == speed_grid
+    # The evaluation after tuning decodes with the chosen pruning.
+    assert main([str(run_dir), "--data", str(data), "--decoder_dir", str(tmp_path / "decoder"), "--levels", "0",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert (report["decoder_config"]["beam"]["beam_threshold"], report["decoder_config"]["beam"]["token_beam"]) == chosen
+
+
+def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_the_model_runs(tmp_path, capsys):
+    from dsnn_keras.evaluate import main, tune_decoder
+
+    run_dir, data = _untrained_run(tmp_path)
+    result = tune_decoder(run_dir, data, lm_weights=(0.5,), word_bonuses=(0.0,), beam_thresholds=(12.0,),
+                          token_beams=(3,))
+    settings = DecoderSettings.read(run_dir)
+    assert (settings.beam.beam_threshold, settings.beam.token_beam) == (12.0, 3) and result["speed_grid"] == []
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "0,4"]) == 1
+    assert "--tune speed grid: token_beam must be" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "4,x"]) == 1
+    assert "--tune_token_beams: expected comma-separated integers" in capsys.readouterr().err

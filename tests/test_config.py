@@ -9,7 +9,7 @@ from dsnn_keras.config import (ConfigError, apply_overrides, config_from_dict, d
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "synth.yaml", "an4.yaml", "an4_1800.yaml", "an4_1200.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "synth.yaml", "an4.yaml", "an4_2200.yaml", "an4_1800.yaml", "an4_1200.yaml", "demo.yaml"])
 def test_shipped_configs_load_and_validate(name):
     config = load_config(CONFIGS / name)
     assert config.version == 1
