@@ -190,8 +190,15 @@ def test_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert result["rows"][0]["relative_macs"] == 1.0 and result["rows"][2]["relative_macs"] < 0.5
     assert all(info["memory"]["1"]["peak_rss_mb"] > 0 for info in result["files"].values())
     assert (out_dir / "bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| file | kind | level |" in (out_dir / "bench.md").read_text()
+    report = (out_dir / "bench.md").read_text()
+    assert "| file | kind | level |" in report
     assert "| float.tflite | multi | 2 |" in capsys.readouterr().out
+    decoder_rows = result["decoder"]["rows"]
+    assert [r["level"] for r in decoder_rows] == [0, 1, 2]
+    assert all(r["decoder_median_ms"] > 0 and r["decoder_to_model"] > 0 for r in decoder_rows)
+    settings = result["decoder"]["decoder"]
+    assert (f"token beam {settings['token_beam']}, beam threshold {settings['beam_threshold']}" in report
+            and "| beam / model |" in report)
 
 
 @pytest.mark.large
