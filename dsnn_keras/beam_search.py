@@ -10,7 +10,9 @@ log10 probability times ``lm_weight`` plus ``word_bonus`` is added to the acoust
 (within a word, the trie's best unigram score below the node is used as look-ahead, "smearing").
 Per frame: the ``token_beam`` best tokens extend each of the ``beam_width`` hypotheses; hypotheses
 with the same LM state, trie node and last token are merged (max); those more than
-``beam_threshold`` below the best are dropped.
+``beam_threshold`` below the best are dropped. With ``blank_skip``, runs of frames that are
+confidently blank are searched once (the first frame of each run), which saves a third of the time
+on AN4 at no WER cost there.
 
 **Without one** (or ``lexicon=False``): the lexicon-free prefix beam search over tokens, no LM.
 With ``beam_width=1`` it is exactly greedy CTC (tested).
@@ -79,6 +81,11 @@ class BeamSearchConfig:
         beam_threshold: Hypotheses this far below the frame's best are dropped. Defaults to 25.0.
         lexicon: Use the LM bundle's lexicon and LM; False = lexicon-free search without LM.
             Defaults to True.
+        blank_skip: Blank-frame skipping: a frame whose blank probability is at least this is a
+            "confident blank", and of each run of consecutive confident blanks only the first is
+            searched (it still separates repeated tokens). None = every frame is searched. CTC
+            posteriors are blank-dominated, so 0.99 drops about a third of AN4's frames and as
+            much of the search's time (docs/evaluation.md, "Tuning for speed"). Defaults to None.
     """
 
     beam_width: int = 32
@@ -87,6 +94,7 @@ class BeamSearchConfig:
     token_beam: Optional[int] = 8
     beam_threshold: float = 25.0
     lexicon: bool = True
+    blank_skip: Optional[float] = None
 
     def __post_init__(self):
         _positive_int(self.beam_width, "beam_width")
@@ -97,6 +105,10 @@ class BeamSearchConfig:
         _finite(self.beam_threshold, "beam_threshold", 0.0)
         if not isinstance(self.lexicon, bool):
             raise BeamSearchError(f"lexicon must be true or false, got {self.lexicon!r}")
+        if self.blank_skip is not None:
+            _finite(self.blank_skip, "blank_skip")
+            if not 0.0 < self.blank_skip < 1.0:
+                raise BeamSearchError(f"blank_skip must be a probability in (0, 1) or null, got {self.blank_skip!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -379,6 +391,22 @@ class BeamDecoder:
             raise BeamSearchError("log_probs contain NaN or inf")
         return array
 
+    def _confident_blanks(self, array: np.ndarray) -> Optional[np.ndarray]:
+        """Per frame: is it a confident blank (`BeamSearchConfig.blank_skip`)? None when skipping is off."""
+        if self.config.blank_skip is None:
+            return None
+        return array[:, self.blank_id] >= math.log(self.config.blank_skip)
+
+    def _skip_blanks(self, array: np.ndarray, previous_confident: bool = False) -> tuple[np.ndarray, bool]:
+        """The frames the search sees: of each run of confident blanks only the first (a run may
+        continue from the previous chunk, ``previous_confident``); and whether the last frame was one."""
+        confident = self._confident_blanks(array)
+        if confident is None or not array.shape[0]:
+            return array, previous_confident
+        before = np.concatenate([[previous_confident], confident[:-1]])
+        keep = ~(confident & before)
+        return (array if keep.all() else np.ascontiguousarray(array[keep])), bool(confident[-1])
+
     def _result(self, hypothesis) -> BeamResult:
         tokens = _collapse(hypothesis.tokens, self.blank_id)
         if self.uses_lm:
@@ -396,7 +424,7 @@ class BeamDecoder:
         Returns:
             The best `BeamResult`.
         """
-        array = self._check(log_probs)
+        array, _ = self._skip_blanks(self._check(log_probs))
         if array.shape[0] == 0:
             return BeamResult("", [], 0.0)
         decoder, _lm = self._new()
@@ -422,12 +450,14 @@ class BeamStream:
         self._decoder.decode_begin()
         self.frames = 0
         self.finished = False
+        self._last_confident_blank = False   # blank skipping: a confident-blank run may span chunks
 
     def accept(self, log_probs) -> None:
         """Runs the search over one chunk ``[frames, classes]`` (0 frames allowed)."""
         if self.finished:
             raise BeamSearchError("this beam stream is finished")
-        array = self._owner._check(log_probs)   # pylint: disable=protected-access
+        array, self._last_confident_blank = self._owner._skip_blanks(   # pylint: disable=protected-access
+            self._owner._check(log_probs), self._last_confident_blank)   # pylint: disable=protected-access
         if array.shape[0]:
             self._decoder.decode_step(array.ctypes.data, array.shape[0], array.shape[1])
             self.frames += array.shape[0]

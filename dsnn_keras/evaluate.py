@@ -482,6 +482,7 @@ DEFAULT_TUNE_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 # WER is no worse than the chosen weights' is kept (docs/evaluation.md, "Tuning for speed").
 DEFAULT_TUNE_BEAM_THRESHOLDS = (25.0, 15.0, 10.0)
 DEFAULT_TUNE_TOKEN_BEAMS = (8, 4)
+DEFAULT_TUNE_BLANK_SKIPS = (None, 0.99)   # None: every frame searched (BeamSearchConfig.blank_skip)
 SPEED_TIMING_PASSES = 3
 
 
@@ -499,14 +500,15 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  max_utterances: int | None = None,
                  out_dir: str | pathlib.Path | None = None,
                  beam_thresholds: Sequence[float] = DEFAULT_TUNE_BEAM_THRESHOLDS,
-                 token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS) -> dict[str, Any]:
+                 token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS,
+                 blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at ``level``, then the search's
     pruning for speed; writes the result into the run (or ``out_dir``).
 
     The model runs once per utterance (its log-probabilities are kept); each grid point only
     re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at the
     starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings re-tuned).
-    Stage 2 tries every ``beam_thresholds`` x ``token_beams`` pair with those weights and keeps the
+    Stage 2 tries every ``beam_thresholds`` x ``token_beams`` x ``blank_skips`` setting with those weights and keeps the
     fastest (least decoding time, the best of 3 passes) whose WER is no higher than stage 1's: the
     search costs about the same at every level, so its share of a sparse level's time is what this
     buys down. The choice rests on measured time, so a re-run on a busy machine may pick another
@@ -528,10 +530,12 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         beam_thresholds: Beam thresholds the speed stage tries (one value, with one token beam: no
             speed stage, that setting is used).
         token_beams: Token beams the speed stage tries.
+        blank_skips: Blank-skip probabilities the speed stage tries (None: no skipping).
 
     Returns:
         ``{"best": {"lm_weight", "word_bonus", "wer"}, "greedy_wer", "grid": [...], "speed":
-        {"beam_threshold", "token_beam", "wer", "decoder_seconds"}, "speed_grid": [...], "decoder_json"}``.
+        {"beam_threshold", "token_beam", "blank_skip", "wer", "decoder_seconds"}, "speed_grid": [...],
+        "decoder_json"}``.
 
     Raises:
         EvaluationError: no LM to tune (the data has no ``lm/`` and none was given), bad grid.
@@ -547,10 +551,11 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     run_dir, data_dir = fileio.as_path(run_dir), fileio.as_path(data_dir)
     if not lm_weights or not word_bonuses:
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
-    if not beam_thresholds or not token_beams:
-        raise EvaluationError("--tune needs at least one beam threshold and one token beam")
-    speed_settings = [{"beam_threshold": float(threshold), "token_beam": int(token_beam)}
-                      for threshold in beam_thresholds for token_beam in token_beams]
+    if not beam_thresholds or not token_beams or not blank_skips:
+        raise EvaluationError("--tune needs at least one beam threshold, one token beam and one blank skip")
+    speed_settings = [{"beam_threshold": float(threshold), "token_beam": int(token_beam),
+                       "blank_skip": None if skip is None else float(skip)}
+                      for threshold in beam_thresholds for token_beam in token_beams for skip in blank_skips]
     for setting in speed_settings:   # refused here, before the model runs
         try:
             BeamSearchConfig(**setting)
@@ -604,7 +609,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     beam, config = resolve_decoder(final, run_dir, data_dir, run.pieces, run.blank_id)
     speed_grid = []
     if len(speed_settings) > 1:
-        _log(f"speed: {len(beam_thresholds)} beam thresholds x {len(token_beams)} token beams at the chosen weights")
+        _log(f"speed: {len(beam_thresholds)} beam thresholds x {len(token_beams)} token beams x "
+             f"{len(blank_skips)} blank skips at the chosen weights")
         for setting in speed_settings:
             candidate = beam.with_config(**setting)
             passes = []
@@ -614,16 +620,18 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                 passes.append(time.perf_counter() - start)
             wer = error_rates(references, hypotheses)["wer"]
             speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
-            _log(f"beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']}: "
-                 f"WER {wer:.2%} ({min(passes):.3f} s)")
+            _log(f"beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']} "
+                 f"blank_skip {setting['blank_skip']}: WER {wer:.2%} ({min(passes):.3f} s)")
         admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + 1e-12]
         if admissible:   # empty only if no pair matches stage 1's own pruning
-            fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"]))
-            beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"])
+            fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
+                                                     g["blank_skip"] is not None))
+            beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"],
+                                    blank_skip=fastest["blank_skip"])
     elif speed_settings:
         beam = beam.with_config(**speed_settings[0])
     speed = next((g for g in speed_grid if g["beam_threshold"] == beam.config.beam_threshold
-                  and g["token_beam"] == beam.config.token_beam), None)
+                  and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip), None)
     source = fileio.as_path(base.lm)
     target = fileio.join(settings_home, RUN_LM_DIR)
     if _resolved(source) != _resolved(target):
@@ -635,7 +643,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     path = settings.write(settings_home)
     _log(f"best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER {best['wer']:.2%} "
          f"(greedy {greedy_wer:.2%}), beam_threshold {beam.config.beam_threshold:g} token_beam "
-         f"{beam.config.token_beam}; wrote {path}")
+         f"{beam.config.token_beam} blank_skip {beam.config.blank_skip}; wrote {path}")
     return {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed, "speed_grid": speed_grid,
             "decoder_json": str(path)}
 
@@ -827,6 +835,11 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="K,K",
                       help="speed stage of --tune: tokens tried per frame and hypothesis (default: "
                            f"{','.join(str(b) for b in DEFAULT_TUNE_TOKEN_BEAMS)})")
+    beam.add_argument("--tune_blank_skips",
+                      default=",".join("none" if b is None else f"{b:g}" for b in DEFAULT_TUNE_BLANK_SKIPS),
+                      metavar="P,P",
+                      help="speed stage of --tune: blank-skip probabilities (frames at least this surely blank "
+                           "are searched once per run; none = every frame) (default: %(default)s)")
     beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),
                       metavar="B,B", help="word bonuses to try (default: %(default)s)")
     return parser
@@ -837,6 +850,13 @@ def _floats(text: str, flag: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise EvaluationError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _skips(text: str, flag: str) -> list[float | None]:
+    try:
+        return [None if part.strip().lower() == "none" else float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EvaluationError(f"{flag}: expected comma-separated probabilities or 'none', got {text!r}") from None
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -869,7 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          word_bonuses=_floats(args.tune_word_bonuses, "--tune_word_bonuses"),
                          max_utterances=args.max_utterances, out_dir=args.decoder_dir,
                          beam_thresholds=_floats(args.tune_beam_thresholds, "--tune_beam_thresholds"),
-                         token_beams=_ints(args.tune_token_beams, "--tune_token_beams"))
+                         token_beams=_ints(args.tune_token_beams, "--tune_token_beams"),
+                         blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"))
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
         report = run_evaluation(

@@ -181,6 +181,47 @@ def test_incremental_decoding_equals_the_whole_utterance(bundle):
     assert final.score == pytest.approx(whole.score, abs=1e-4)
 
 
+def _padded_with_blank_runs(words, run=6):
+    """``spoken(words)`` with every blank frame stretched into ``run`` surely-blank frames, and a
+    doubled letter ("ll" of "hello"-like spellings) needing its blank to stay apart."""
+    spec = []
+    for word in words:
+        for piece in char_spell(word):
+            spec += [{piece: 0.9}] + [{"_": 0.9999}] * run
+    return frames(spec)
+
+
+def test_blank_skip_searches_one_frame_of_each_surely_blank_run_and_keeps_the_result(bundle):
+    log_probs = _padded_with_blank_runs(["yes", "no", "stop", "go", "no"])
+    exact = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=8, lm_weight=0.7), lm=bundle)
+    skipping = exact.with_config(blank_skip=0.99)
+    kept, last = skipping._skip_blanks(log_probs)   # pylint: disable=protected-access
+    letters = sum(len(char_spell(w)) for w in ["yes", "no", "stop", "go", "no"])
+    assert kept.shape == (2 * letters, BLANK + 1) and last   # one blank frame per run is left
+    assert skipping.decode(log_probs).text == exact.decode(log_probs).text == "yes no stop go no"
+    # Repeated letters stay apart: the run's first blank is kept (lexicon-free, no LM: tokens as heard).
+    doubled = _padded_with_blank_runs(["aab"])
+    free = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=4, lexicon=False, blank_skip=0.99))
+    assert [CHARS[t] for t in free.decode(doubled).tokens] == ["\u2581", "a", "a", "b"]
+    # Streaming: a run split across chunks is still searched once, and the result equals the whole.
+    stream = skipping.stream()
+    for start in range(0, len(log_probs), 4):
+        stream.accept(log_probs[start:start + 4])
+    assert stream.frames == kept.shape[0]
+    final, whole = stream.finish(), skipping.decode(log_probs)
+    assert (final.text, final.tokens) == (whole.text, whole.tokens)
+
+
+def test_blank_skip_must_be_a_probability_and_old_settings_read_without_it():
+    for bad in (0.0, 1.0, 1.5, float("nan"), "0.9"):
+        with pytest.raises(BeamSearchError, match="blank_skip"):
+            BeamSearchConfig(blank_skip=bad)
+    old = {"beam_width": 16, "lm_weight": 0.5, "word_bonus": 0.0, "token_beam": 8, "beam_threshold": 25.0,
+           "lexicon": True}
+    assert BeamSearchConfig.from_dict(old).blank_skip is None
+    assert BeamSearchConfig.from_dict({**old, "blank_skip": 0.99}).blank_skip == 0.99
+
+
 def test_the_lm_travels_inside_the_tflite_and_the_recognizer_decodes_with_it(tmp_path):
     """LM + lexicon + tuned weights embedded as the export does; Recognizer(decoder='auto') uses them."""
     from tflite import metadata as metadata_lib
@@ -365,19 +406,21 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
     result = tune_decoder(run_dir, data, lm_weights=(0.0, 1.0), word_bonuses=(0.0,),
                           beam_thresholds=(25.0, 5.0), token_beams=(8, 2), out_dir=tmp_path / "decoder")
     speed_grid = result["speed_grid"]
-    assert {(g["beam_threshold"], g["token_beam"]) for g in speed_grid} == {(25.0, 8), (25.0, 2), (5.0, 8), (5.0, 2)}
+    assert {(g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in speed_grid} == {
+        (t, k, p) for t in (25.0, 5.0) for k in (8, 2) for p in (None, 0.99)}
     assert all(g["decoder_seconds"] > 0 for g in speed_grid)
     settings = DecoderSettings.read(tmp_path / "decoder")
-    chosen = (settings.beam.beam_threshold, settings.beam.token_beam)
+    chosen = (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip)
     admissible = [g for g in speed_grid if g["wer"] <= result["best"]["wer"]]
-    assert chosen in {(g["beam_threshold"], g["token_beam"]) for g in admissible}
+    assert chosen in {(g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in admissible}
     assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
     assert settings.tuned["speed_grid"] == speed_grid
     # The evaluation after tuning decodes with the chosen pruning.
     assert main([str(run_dir), "--data", str(data), "--decoder_dir", str(tmp_path / "decoder"), "--levels", "0",
                  "--out", str(tmp_path / "eval.json")]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert (report["decoder_config"]["beam"]["beam_threshold"], report["decoder_config"]["beam"]["token_beam"]) == chosen
+    beam = report["decoder_config"]["beam"]
+    assert (beam["beam_threshold"], beam["token_beam"], beam["blank_skip"]) == chosen
 
 
 def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_the_model_runs(tmp_path, capsys):
@@ -385,10 +428,13 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
 
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.5,), word_bonuses=(0.0,), beam_thresholds=(12.0,),
-                          token_beams=(3,))
+                          token_beams=(3,), blank_skips=(0.9,))
     settings = DecoderSettings.read(run_dir)
-    assert (settings.beam.beam_threshold, settings.beam.token_beam) == (12.0, 3) and result["speed_grid"] == []
+    assert (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip) == (12.0, 3, 0.9)
+    assert result["speed_grid"] == []
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "0,4"]) == 1
     assert "--tune speed grid: token_beam must be" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "4,x"]) == 1
     assert "--tune_token_beams: expected comma-separated integers" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_blank_skips", "none,1.2"]) == 1
+    assert "--tune speed grid: blank_skip must be a probability" in capsys.readouterr().err
