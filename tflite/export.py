@@ -39,6 +39,14 @@ from tflite.designs import (DESIGN_FC_LOOP, DESIGN_FUSED, DESIGN_SHARED, DESIGN_
 from tflite.frontend import frontend_constants, frontend_tflite  # noqa: F401
 
 MIN_TOKEN_ERRORS_ALLOWED = 2   # the token gate never refuses a level for 2 or fewer differing tokens
+# Quantized files: recognize(audio) may differ from recognize_features(float frontend(audio)) by up to
+# this share of the level's own quantization error (features path vs Keras). Dynamic-range int8
+# quantizes activations per invoke, so float-rounding differences (1e-6) between the in-graph and the
+# reference frontend can move a value across a rounding step: on the AN4 model 8e-2 at two levels,
+# against a quantization error of 0.46-0.80 (and exactly 0 at the other two). A quantized filterbank
+# (the issue-15 bug) differs by far more than its file's share (tested on the tiny model: 0.09-0.82
+# against a quantization error of 5e-7).
+QUANTIZED_FRONTEND_SHARE = 0.5
 QUANTIZE_CHOICES = ("none", "dynamic-int8", "float16")
 STREAM_CHOICES = ("auto", "on", "off")
 REALISATION_MASKED = "masked"   # full-width layers with the level's zeros stored in them
@@ -63,7 +71,9 @@ class ExportOptions:
         verify: Check every level of the written bytes against Keras. Defaults to True.
         tolerance: Largest allowed max |Δ log-posterior| for float32 exports, and for every export
             between ``recognize(audio)`` and ``recognize_features`` fed the float frontend's
-            features (the in-graph frontend stays float32 in quantized files). Defaults to 1e-3.
+            features (the in-graph frontend stays float32 in quantized files; for those the bound
+            is the larger of this and half the level's own quantization error,
+            ``QUANTIZED_FRONTEND_SHARE``). Defaults to 1e-3.
         max_token_error_rate: Largest allowed token edit distance of ``recognize(audio)``'s greedy
             tokens from Keras' (the Keras model on the float frontend), over all verification
             clips of a level, as a fraction of Keras' tokens (2 differing tokens are always allowed,
@@ -249,7 +259,9 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
     on one interpreter to prove invokes are independent, and ``recognize_features`` fed the float
     frontend's features (`frontend_tflite`). Every export: ``recognize(audio)`` within
     ``options.tolerance`` of ``recognize_features(float frontend(audio))`` (the in-graph frontend is
-    float32, quantized or not), and ``recognize(audio)``'s greedy tokens within
+    float32, quantized or not; a quantized file within the larger of that and
+    ``QUANTIZED_FRONTEND_SHARE`` of the level's quantization error, since per-invoke activation
+    quantization turns float-rounding differences into rounding steps), and ``recognize(audio)``'s greedy tokens within
     ``options.max_token_error_rate`` (token edit distance) of Keras'. Float exports must also be
     within ``options.tolerance`` of Keras with the same greedy tokens; quantized exports must be
     closer to their own level's Keras output than to any other level's (catches quantization
@@ -336,10 +348,13 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
         results.append(entry)
         if not identical:
             raise ExportError(f"level {level}: two invokes of the same input differ (state leaks between invokes)")
-        if audio_vs_frontend > options.tolerance:
+        frontend_bound = (options.tolerance if options.quantize == "none"
+                          else max(options.tolerance, QUANTIZED_FRONTEND_SHARE * max_diff))
+        entry["audio_vs_float_frontend_bound"] = frontend_bound
+        if audio_vs_frontend > frontend_bound:
             raise ExportError(
                 f"level {level}: recognize(audio) differs from recognize_features(float frontend(audio)) by "
-                f"max |Δ log-posterior| {audio_vs_frontend:.2e} > {options.tolerance:.0e}: the file's in-graph "
+                f"max |Δ log-posterior| {audio_vs_frontend:.2e} > {frontend_bound:.2e}: the file's in-graph "
                 "frontend is not the float frontend (was it quantized?)")
         # At least MIN_TOKEN_ERRORS_ALLOWED: on a few synthetic clips one near-tie flip is not a regression.
         if token_errors > max(options.max_token_error_rate * reference_tokens, MIN_TOKEN_ERRORS_ALLOWED):
