@@ -644,8 +644,10 @@ def _beam_section(results: Mapping[str, Any]) -> list[str]:
     decoders = results.get("beam_decoders") or {}
 
     def settings(name: str) -> str:
-        decoder = decoders.get(name) or {}
-        return (f"{name} {decoder.get('lm_weight', '?')} / {decoder.get('word_bonus', '?')}")
+        beam = (decoders.get(name) or {}).get("beam") or {}   # decoder.json (DecoderSettings)
+        return (f"{name} {beam.get('lm_weight', '?')} / {beam.get('word_bonus', '?')} (threshold "
+                f"{beam.get('beam_threshold', '?')}, token beam {beam.get('token_beam', '?')}, blank skip "
+                f"{beam.get('blank_skip') or 'off'})")
 
     goals = results.get("beam_goals") or {}
     lines = [
@@ -654,7 +656,7 @@ def _beam_section(results: Mapping[str, Any]) -> list[str]:
         "Each run's decoder tuned on dev at its densest level (`dsnn-eval --decoder beam --tune`: "
         "the DSNN's level-0 settings serve all its levels, as in the file `dsnn-job` ships); tuned "
         "and reported on the same split, so optimistic for every run alike. LM weight / word bonus "
-        "chosen: " + "; ".join(settings(name) for name in sorted(decoders)) + ".",
+        "(and the speed stage's pruning) chosen: " + "; ".join(settings(name) for name in sorted(decoders)) + ".",
         "",
         "| level | sparsity | DSNN WER % | single-model WER % | DSNN / single | ≤ 1.10×? |",
         "|---:|---:|---:|---:|---:|:---:|",
