@@ -398,18 +398,12 @@ class BeamDecoder:
             raise BeamSearchError("log_probs contain NaN or inf")
         return array
 
-    def _confident_blanks(self, array: np.ndarray) -> Optional[np.ndarray]:
-        """Per frame: is it a confident blank (`BeamSearchConfig.blank_skip`)? None when skipping is off."""
-        if self.config.blank_skip is None:
-            return None
-        return array[:, self.blank_id] >= math.log(self.config.blank_skip)
-
     def _skip_blanks(self, array: np.ndarray, previous_confident: bool = False) -> tuple[np.ndarray, bool]:
         """The frames the search sees: of each run of confident blanks only the first (a run may
         continue from the previous chunk, ``previous_confident``); and whether the last frame was one."""
-        confident = self._confident_blanks(array)
-        if confident is None or not array.shape[0]:
+        if self.config.blank_skip is None or not array.shape[0]:
             return array, previous_confident
+        confident = array[:, self.blank_id] >= math.log(self.config.blank_skip)
         before = np.concatenate([[previous_confident], confident[:-1]])
         keep = ~(confident & before)
         return (array if keep.all() else np.ascontiguousarray(array[keep])), bool(confident[-1])

@@ -367,9 +367,8 @@ def to_markdown(result: dict) -> str:
         d = result["decoder"]["decoder"]
         what = (f"word LM + {d['lexicon_words']}-word lexicon, beam {d['beam_width']}, LM weight {d['lm_weight']}, "
                 f"word bonus {d['word_bonus']}" if d["lm"] else f"lexicon-free, no LM, beam {d['beam_width']}")
-        if d.get("token_beam") is not None or d.get("beam_threshold") is not None:
-            what += (f", token beam {d.get('token_beam')}, beam threshold {d.get('beam_threshold')}, "
-                     f"blank skip {d.get('blank_skip') or 'off'}")
+        what += (f", token beam {d.get('token_beam')}, beam threshold {d.get('beam_threshold')}, "
+                 f"blank skip {d.get('blank_skip') or 'off'}")
         lines += ["", f"Decoder time beside model time (median per utterance; beam search: {what}; model at "
                       f"{result['decoder']['rows'][0].get('model_threads')} thread(s)):", "",
                   "| level | model ms | beam search ms | p90 ms | beam / model | beam / model, paired | greedy ms |",

@@ -261,8 +261,8 @@ def verify_levels(data: bytes, models: Sequence, feature_config, options: Export
     ``options.tolerance`` of ``recognize_features(float frontend(audio))`` (the in-graph frontend is
     float32, quantized or not; a quantized file within the larger of that and
     ``QUANTIZED_FRONTEND_SHARE`` of the level's quantization error, since per-invoke activation
-    quantization turns float-rounding differences into rounding steps), and ``recognize(audio)``'s greedy tokens within
-    ``options.max_token_error_rate`` (token edit distance) of Keras'. Float exports must also be
+    quantization turns float-rounding differences into rounding steps), and ``recognize(audio)``'s
+    greedy tokens within ``options.max_token_error_rate`` (token edit distance) of Keras'. Float exports must also be
     within ``options.tolerance`` of Keras with the same greedy tokens; quantized exports must be
     closer to their own level's Keras output than to any other level's (catches quantization
     breaking a level).
