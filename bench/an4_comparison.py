@@ -19,8 +19,9 @@ change; re-running the same command resumes):
 4. ``beam``: the same split with the word 3-gram LM + lexicon beam search, each run tuned the way
    ``dsnn-job`` tunes the file it ships: ``dsnn-eval RUN_DIR --data DATA --split dev --decoder beam
    --tune --decoder_dir OUT_DIR/evals_beam/NAME/decoder --out OUT_DIR/evals_beam/NAME/eval_beam.json``
-   (LM weight and word bonus grid-searched on dev at the run's densest level: a single model's
-   only level, the DSNN's level 0, whose settings then serve every level as in the shipped file).
+   (LM weight and word bonus grid-searched on dev at each of the run's levels, ``--tune_level all``:
+   a single model's only level; each DSNN level on its own, the settings per level the shipped file
+   carries).
    Tuned and reported on the same split, so the figures are optimistic, equally for every run.
    Nothing is written into the run directory.
 5. ``report``: ``docs/results.md`` (per-level tables for both decoders, training CPU times) and
@@ -429,7 +430,7 @@ class ComparisonSteps:
             raise ComparisonError(f"beam {spec.name}: {self.run_dir(spec)} has no finished training; "
                                   "run the train stage first")
         return StepSpec(f"beam {spec.name}", self.beam_dir(spec),
-                        params={"split": "dev", "decoder": "beam", "tune_level": 0},
+                        params={"split": "dev", "decoder": "beam", "tune_level": "all"},
                         inputs={"run": trained["fingerprint"], "data": self.data_fingerprint()})
 
     def beam_dir(self, spec: RunSpec) -> pathlib.Path:
@@ -448,7 +449,7 @@ class ComparisonSteps:
         report = directory / "eval_beam.json"
         run_logged(f"beam {spec.name}", [
             tool("dsnn-eval"), str(self.run_dir(spec)), "--data", str(self.data_dir), "--split", "dev",
-            "--decoder", "beam", "--tune", "--tune_level", "0", "--decoder_dir", str(directory / "decoder"),
+            "--decoder", "beam", "--tune", "--tune_level", "all", "--decoder_dir", str(directory / "decoder"),
             "--out", str(report)], self.logs / f"beam_{spec.name}.log", env=self.env)
         EvalReport.read(report)   # the contract: fails here, not in the report
 
@@ -643,18 +644,25 @@ def _beam_section(results: Mapping[str, Any]) -> list[str]:
         return []
     decoders = results.get("beam_decoders") or {}
 
-    def settings(name: str) -> str:
-        beam = (decoders.get(name) or {}).get("beam") or {}   # decoder.json (DecoderSettings)
-        return (f"{name} {beam.get('lm_weight', '?')} / {beam.get('word_bonus', '?')} (threshold "
+    def described(beam: Mapping[str, Any]) -> str:
+        return (f"{beam.get('lm_weight', '?')} / {beam.get('word_bonus', '?')} (threshold "
                 f"{beam.get('beam_threshold', '?')}, token beam {beam.get('token_beam', '?')}, blank skip "
                 f"{beam.get('blank_skip') or 'off'})")
+
+    def settings(name: str) -> str:
+        decoder = decoders.get(name) or {}   # decoder.json (DecoderSettings)
+        per_level = decoder.get("levels") or {}
+        if len(per_level) > 1:
+            return f"{name} " + ", ".join(f"level {level} {described(beam)}" for level, beam in per_level.items())
+        return f"{name} {described(decoder.get('beam') or {})}"
 
     goals = results.get("beam_goals") or {}
     lines = [
         "## Dev WER per level, beam search + word 3-gram LM",
         "",
-        "Each run's decoder tuned on dev at its densest level (`dsnn-eval --decoder beam --tune`: "
-        "the DSNN's level-0 settings serve all its levels, as in the file `dsnn-job` ships); tuned "
+        "Each run's decoder tuned on dev at each of its levels (`dsnn-eval --decoder beam --tune "
+        "--tune_level all`: a single model's one level; every DSNN level on its own, the per-level "
+        "settings the file `dsnn-job` ships carries); tuned "
         "and reported on the same split, so optimistic for every run alike. LM weight / word bonus "
         "(and the speed stage's pruning) chosen: " + "; ".join(settings(name) for name in sorted(decoders)) + ".",
         "",

@@ -395,7 +395,7 @@ class Job:
         eval_inputs = {"run": run, "data": data}
         if c.beam:
             eval_inputs["decoder"] = step(StepSpec("tune", self.decoder_dir,
-                                                   params={"split": TUNE_SPLIT, "level": 0,
+                                                   params={"split": TUNE_SPLIT, "level": "all",
                                                            "speed_grid": _speed_grid()},
                                                    inputs={"run": run, "data": data}), self._tune).fingerprint
         # Without a decoder the eval step's spec is what it was before the tune step existed.
@@ -476,13 +476,13 @@ class Job:
 
         run, data = fileio.join(self.out, "run"), fileio.join(self.out, "data")
         with failing_as("dsnn-eval --tune"):
-            result = tune_decoder(run, data, split=TUNE_SPLIT, level=0, out_dir=directory)
-        best = result["best"]
-        speed = result.get("speed") or {}
-        self.log(f"dsnn-eval --tune: lm_weight {best['lm_weight']:g}, word_bonus {best['word_bonus']:g}: "
-                 f"{TUNE_SPLIT} WER {best['wer']:.1%} at level 0 (greedy {result['greedy_wer']:.1%}); "
-                 f"beam_threshold {speed.get('beam_threshold', '?')}, token_beam {speed.get('token_beam', '?')}, "
-                 f"blank_skip {speed.get('blank_skip', '?')}")
+            result = tune_decoder(run, data, split=TUNE_SPLIT, level="all", out_dir=directory)
+        for level, tuned in sorted(result["levels"].items()):
+            best, speed = tuned["best"], tuned.get("speed") or {}
+            self.log(f"dsnn-eval --tune: level {level}: lm_weight {best['lm_weight']:g}, word_bonus "
+                     f"{best['word_bonus']:g}: {TUNE_SPLIT} WER {best['wer']:.1%} (greedy {tuned['greedy_wer']:.1%}); "
+                     f"beam_threshold {speed.get('beam_threshold', '?')}, token_beam {speed.get('token_beam', '?')}, "
+                     f"blank_skip {speed.get('blank_skip', '?')}")
 
     def _eval(self, directory: pathlib.Path) -> None:
         from dsnn_keras.evaluate import DecoderChoice, markdown_table, run_evaluation

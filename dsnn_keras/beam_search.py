@@ -504,23 +504,43 @@ class DecoderSettings:
 
     Args:
         decoder: ``"greedy"`` or ``"beam"``.
-        beam: The `BeamSearchConfig`.
+        beam: The `BeamSearchConfig` of every level without one of its own in ``level_beams``.
         lm_dir: The LM directory, relative to the run (``"lm"``) or absolute; None = no LM.
-        tuned: How it was tuned (split, level, grid of WERs), or None.
+        tuned: How it was tuned (split, level(s), grid of WERs), or None.
+        level_beams: Per-level settings ``{level index: BeamSearchConfig}`` (``dsnn-eval --tune
+            --tune_level all``): a sparse level's log-probs are flatter, so it wants another LM weight
+            (AN4, 90 %: 0.75 against 1.5 at the dense level, 2.0 WER points). Every entry has the
+            same ``lexicon`` as ``beam`` (one LM and trie serve all levels). None = ``beam`` everywhere.
+
+    Example:
+        >>> settings = DecoderSettings(beam=BeamSearchConfig(lm_weight=1.5),
+        ...                            level_beams={3: BeamSearchConfig(lm_weight=0.75)})
+        >>> settings.beam_for(3).lm_weight, settings.beam_for(1).lm_weight
+        (0.75, 1.5)
     """
 
     decoder: str = "beam"
     beam: BeamSearchConfig = BeamSearchConfig()
     lm_dir: Optional[str] = RUN_LM_DIR
     tuned: Optional[Mapping[str, Any]] = None
+    level_beams: Optional[Mapping[int, BeamSearchConfig]] = None
 
     def __post_init__(self):
         if self.decoder not in DECODERS:
             raise BeamSearchError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.level_beams is not None:
+            _check_level_beams(self.level_beams, self.beam)
+
+    def beam_for(self, level: int) -> BeamSearchConfig:
+        """The settings level ``level`` decodes with: its own, else `beam`."""
+        return (self.level_beams or {}).get(int(level), self.beam)
 
     def to_dict(self) -> dict:
-        return {"format_version": DECODER_FORMAT, "decoder": self.decoder, "beam": self.beam.to_dict(),
-                "lm_dir": self.lm_dir, "tuned": None if self.tuned is None else dict(self.tuned)}
+        values = {"format_version": DECODER_FORMAT, "decoder": self.decoder, "beam": self.beam.to_dict(),
+                  "lm_dir": self.lm_dir, "tuned": None if self.tuned is None else dict(self.tuned)}
+        if self.level_beams:   # absent when not per level: such files stay readable by older readers
+            values["levels"] = level_beams_to_dict(self.level_beams)
+        return values
 
     def write(self, run_dir: str | os.PathLike) -> "fileio.AnyPath":
         """Writes ``RUN/decoder.json`` (temp file, then rename; RUN may be ``gs://...``)."""
@@ -560,7 +580,7 @@ class DecoderSettings:
             values = json.loads(fileio.read_text(path))
         except ValueError as error:
             raise BeamSearchError(f"{path}: not valid JSON ({error})") from None
-        known = {"format_version", "decoder", "beam", "lm_dir", "tuned"}
+        known = {"format_version", "decoder", "beam", "lm_dir", "tuned", "levels"}
         if not isinstance(values, dict) or set(values) - known:
             raise BeamSearchError(f"{path}: expected an object with keys {sorted(known)}, got "
                                   f"{sorted(values) if isinstance(values, dict) else values!r}")
@@ -570,6 +590,84 @@ class DecoderSettings:
         lm_dir = values.get("lm_dir")
         if lm_dir is not None and not isinstance(lm_dir, str):
             raise BeamSearchError(f"{path}: lm_dir must be a string or null, got {lm_dir!r}")
-        return cls(decoder=values.get("decoder", "beam"),
-                   beam=BeamSearchConfig.from_dict(values.get("beam") or {}, where=f"{path}: beam"),
-                   lm_dir=lm_dir, tuned=values.get("tuned"))
+        beam = BeamSearchConfig.from_dict(values.get("beam") or {}, where=f"{path}: beam")
+        level_beams = (level_beams_from_dict(values["levels"], beam, where=f"{path}: levels")
+                       if values.get("levels") is not None else None)
+        try:
+            return cls(decoder=values.get("decoder", "beam"), beam=beam, lm_dir=lm_dir, tuned=values.get("tuned"),
+                       level_beams=level_beams)
+        except BeamSearchError as error:
+            raise BeamSearchError(f"{path}: {error}") from None
+
+
+def _check_level_beams(level_beams: Mapping[int, BeamSearchConfig], beam: BeamSearchConfig) -> None:
+    if not isinstance(level_beams, Mapping):
+        raise BeamSearchError(f"per-level settings must be a mapping of level index to settings, got {level_beams!r}")
+    for level, config in level_beams.items():
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+            raise BeamSearchError(f"per-level settings: level must be an int >= 0, got {level!r}")
+        if not isinstance(config, BeamSearchConfig):
+            raise BeamSearchError(f"per-level settings of level {level}: expected a BeamSearchConfig, got {config!r}")
+        if config.lexicon != beam.lexicon:
+            raise BeamSearchError(f"per-level settings of level {level}: lexicon {config.lexicon} differs from the "
+                                  f"default's {beam.lexicon} (one LM and lexicon serve every level)")
+
+
+def level_beams_to_dict(level_beams: Mapping[int, BeamSearchConfig]) -> dict:
+    """``{level: BeamSearchConfig}`` as JSON: ``{"3": {...}}`` (keys are level indices as strings)."""
+    return {str(int(level)): config.to_dict() for level, config in sorted(level_beams.items())}
+
+
+def level_beams_from_dict(values: Any, beam: BeamSearchConfig, where: str) -> dict[int, BeamSearchConfig]:
+    """Reads `level_beams_to_dict` output; a bad key or value is a `BeamSearchError` naming ``where``."""
+    if not isinstance(values, Mapping):
+        raise BeamSearchError(f"{where}: must be an object of level index to settings, got {values!r}")
+    level_beams = {}
+    for key, config in values.items():
+        if not isinstance(key, str) or not key.isdigit():
+            raise BeamSearchError(f"{where}: key {key!r} is not a level index (expected e.g. \"3\")")
+        level_beams[int(key)] = BeamSearchConfig.from_dict(config, where=f"{where}: {key}")
+    try:
+        _check_level_beams(level_beams, beam)
+    except BeamSearchError as error:
+        raise BeamSearchError(f"{where}: {error}") from None
+    return level_beams
+
+
+class LevelDecoders:
+    """The beam decoder of every level: one LM and trie, each level with its own settings where it has
+    them (`DecoderSettings.level_beams`), else the default's.
+
+    Not thread-safe (nor is a `BeamDecoder`): give each thread its own, or hold a lock.
+
+    Args:
+        default: The `BeamDecoder` with the default settings (it loads the LM once).
+        level_beams: ``{level: BeamSearchConfig}``; None = the default at every level.
+        overrides: `BeamSearchConfig` fields set at every level, e.g. ``{"beam_width": 8}`` from a flag.
+
+    Example:
+        >>> decoders = LevelDecoders(BeamDecoder(pieces, blank_id, settings.beam, lm=lm), settings.level_beams)
+        >>> decoders[3].decode(log_probs_at_level_3).text   # doctest: +SKIP
+    """
+
+    def __init__(self, default: BeamDecoder, level_beams: Optional[Mapping[int, BeamSearchConfig]] = None,
+                 overrides: Optional[Mapping[str, Any]] = None):
+        overrides = dict(overrides or {})
+        self.default = default
+        self._by_level = {}
+        for level, config in (level_beams or {}).items():
+            config = dataclasses.replace(config, **overrides)
+            if config != default.config:
+                self._by_level[int(level)] = default.with_config(**dataclasses.asdict(config))
+
+    def __getitem__(self, level: int) -> BeamDecoder:
+        return self._by_level.get(int(level), self.default)
+
+    @property
+    def per_level(self) -> bool:
+        """Whether some level decodes with settings other than the default's."""
+        return bool(self._by_level)
+
+    def configs(self) -> dict[int, BeamSearchConfig]:
+        """The settings of the levels that have their own."""
+        return {level: decoder.config for level, decoder in sorted(self._by_level.items())}

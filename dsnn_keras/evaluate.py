@@ -150,8 +150,8 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
         num_examples: How many (reference, hypothesis) pairs to keep per level. Defaults to 5.
         progress: Called with a line of progress text. Defaults to none.
         decode: Maps one utterance's log-probabilities ``[out_frames, vocab + 1]`` (log-softmax of
-            the logits) to its text, e.g. ``lambda lp: beam_decoder.decode(lp).text``. Defaults to
-            greedy CTC.
+            the logits) and the level index to its text, e.g.
+            ``lambda lp, level: decoders[level].decode(lp).text``. Defaults to greedy CTC.
 
     Returns:
         ``{"levels": [per-level dict], "hypotheses": {level: [text per utterance]},
@@ -212,7 +212,7 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
             else:
                 decode_start = time.perf_counter()
                 log_probs = log_softmax(logits.numpy())
-                texts = [decode(log_probs[row, :min(int(n), log_probs.shape[1])])
+                texts = [decode(log_probs[row, :min(int(n), log_probs.shape[1])], level)
                          for row, n in enumerate(out_lengths)]
                 decoder_wall += time.perf_counter() - decode_start
             wall += time.perf_counter() - wall_start
@@ -255,10 +255,10 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
             "num_utterances": len(utterances), "audio_seconds": total_audio}
 
 
-def parse_levels(text: str | None, num_levels: int) -> list[int]:
+def parse_levels(text: str | None, num_levels: int, flag: str = "--levels") -> list[int]:
     """Parses ``"0,3"`` into level indices, checked against a model with ``num_levels`` levels.
 
-    ``None`` or ``"all"`` selects every level.
+    ``None`` or ``"all"`` selects every level. Errors name ``flag``.
     """
     if text is None or text.strip().lower() == "all":
         return list(range(num_levels))
@@ -269,15 +269,15 @@ def parse_levels(text: str | None, num_levels: int) -> list[int]:
             level = int(part)
         except ValueError:
             raise EvaluationError(
-                f"--levels: {part!r} is not a level index (expected e.g. 0,3)") from None
+                f"{flag}: {part!r} is not a level index (expected e.g. 0,3)") from None
         if not 0 <= level < num_levels:
             raise EvaluationError(
-                f"--levels: level {level} is out of range: the run has {num_levels} levels "
+                f"{flag}: level {level} is out of range: the run has {num_levels} levels "
                 f"(0..{num_levels - 1})")
         if level not in levels:
             levels.append(level)
     if not levels:
-        raise EvaluationError("--levels: no level given")
+        raise EvaluationError(f"{flag}: no level given")
     return levels
 
 
@@ -292,6 +292,11 @@ def decoder_description(report: Mapping[str, Any]) -> str:
     text = (f"CTC beam search with a {config.get('lm_order')}-gram word LM and a {config.get('lexicon_words')}-word "
             f"lexicon (beam {beam.get('beam_width')}, LM weight {beam.get('lm_weight')}, word bonus "
             f"{beam.get('word_bonus')})")
+    levels = config.get("levels")
+    if isinstance(levels, Mapping) and levels:
+        text += "; per level: " + ", ".join(
+            f"{level}: LM weight {beam.get('lm_weight')}, word bonus {beam.get('word_bonus')}"
+            for level, beam in levels.items() if isinstance(beam, Mapping))
     if config.get("hotwords"):
         text += f", hot words {config['hotwords']} (weight {config.get('hotword_weight')})"
     return text
@@ -432,13 +437,15 @@ class DecoderChoice:
 
 def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir: str | pathlib.Path,
                     pieces: Sequence[str], blank_id: int) -> tuple[Any, dict[str, Any] | None]:
-    """The `BeamDecoder` a `DecoderChoice` means for this run (None for greedy) and its report entry.
+    """The beam decoders (`LevelDecoders`: each level's settings over one LM) a `DecoderChoice` means
+    for this run (None for greedy) and its report entry. The choice's flags override every level.
 
     Raises:
         EvaluationError: an unknown decoder, a missing LM directory.
         BeamSearchError / LanguageModelError: bad beam settings or LM files.
     """
-    from dsnn_keras.beam_search import BeamDecoder, BeamSearchConfig, DecoderSettings
+    from dsnn_keras.beam_search import (BeamDecoder, BeamSearchConfig, DecoderSettings, LevelDecoders,
+                                        level_beams_to_dict)
     from dsnn_keras.ngram_lm import LM_DIR, LmBundle
 
     settings_home = fileio.as_path(choice.settings_dir) if choice.settings_dir is not None else run_dir
@@ -455,6 +462,7 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
     overrides = {key: getattr(choice, key) for key in ("beam_width", "lm_weight", "word_bonus", "lexicon")
                  if getattr(choice, key) is not None}
     config = dataclasses.replace(config, **overrides)
+    level_beams = settings.level_beams if settings else None
     if choice.lm is not None:
         lm_dir = None if choice.lm.lower() == "none" else fileio.as_path(choice.lm)
         if lm_dir is not None and not fileio.isdir(lm_dir):
@@ -469,11 +477,15 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
     lm = LmBundle.read_dir(lm_dir) if lm_dir is not None else None
     beam = BeamDecoder(pieces, blank_id, config, lm=lm, hotwords=choice.hotwords,
                        hotword_weight=choice.hotword_weight)
-    return beam, {"beam": config.to_dict(), "lm": None if lm is None else str(lm_dir),
-                  "lm_order": None if lm is None else lm.order,
-                  "lexicon_words": None if lm is None else len(lm.lexicon),
-                  "hotwords": list(beam.hotwords), "hotword_weight": choice.hotword_weight,
-                  "source": source}
+    decoders = LevelDecoders(beam, level_beams, overrides)
+    entry = {"beam": config.to_dict(), "lm": None if lm is None else str(lm_dir),
+             "lm_order": None if lm is None else lm.order,
+             "lexicon_words": None if lm is None else len(lm.lexicon),
+             "hotwords": list(beam.hotwords), "hotword_weight": choice.hotword_weight,
+             "source": source}
+    if decoders.per_level:
+        entry["levels"] = level_beams_to_dict(decoders.configs())
+    return decoders, entry
 
 
 DEFAULT_TUNE_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -493,7 +505,8 @@ def _resolved(path: fileio.AnyPath) -> str:
     return str(path).rstrip("/")
 
 
-def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev", level: int = 0,
+def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
+                 level: int | str | Sequence[int] = "all",
                  choice: DecoderChoice = DecoderChoice(),
                  lm_weights: Sequence[float] = DEFAULT_TUNE_LM_WEIGHTS,
                  word_bonuses: Sequence[float] = DEFAULT_TUNE_WORD_BONUSES,
@@ -502,25 +515,29 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  beam_thresholds: Sequence[float] = DEFAULT_TUNE_BEAM_THRESHOLDS,
                  token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS,
                  blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS) -> dict[str, Any]:
-    """Grid-searches the LM weight and the word bonus on ``split`` at ``level``, then the search's
-    pruning for speed; writes the result into the run (or ``out_dir``).
+    """Grid-searches the LM weight and the word bonus on ``split`` at each tuned level, then the
+    search's pruning for speed; writes the result into the run (or ``out_dir``).
 
-    The model runs once per utterance (its log-probabilities are kept); each grid point only
-    re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at the
-    starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings re-tuned).
-    Stage 2 tries every ``beam_thresholds`` x ``token_beams`` x ``blank_skips`` setting with those weights and keeps the
-    fastest (least decoding time, the best of 3 passes) whose WER is no higher than stage 1's: the
-    search costs about the same at every level, so its share of a sparse level's time is what this
-    buys down. The choice rests on measured time, so a re-run on a busy machine may pick another
-    setting of the same WER. The result goes to ``RUN/decoder.json``
-    (`DecoderSettings`) and the LM used is copied to ``RUN/lm/``, so the run's later evaluations and
-    exports use them by default.
+    The model runs once per utterance and level (its log-probabilities are kept); each grid point
+    only re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at
+    the starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings
+    re-tuned). Stage 2 tries every ``beam_thresholds`` x ``token_beams`` x ``blank_skips`` setting
+    with those weights and keeps the fastest (least decoding time, the best of 3 passes) whose WER
+    is no higher than stage 1's: the search costs about the same at every level, so its share of a
+    sparse level's time is what this buys down. The choice rests on measured time, so a re-run on a
+    busy machine may pick another setting of the same WER.
+
+    Each level is tuned on its own (a sparse level's log-probabilities are flatter and want another
+    LM weight). The densest tuned level's settings become the default (`DecoderSettings.beam`, what
+    an untuned level uses); with more than one level tuned, every tuned level's settings go into
+    `DecoderSettings.level_beams`. The result goes to ``RUN/decoder.json`` and the LM used is copied
+    to ``RUN/lm/``, so the run's later evaluations and exports use them by default.
 
     Args:
         run_dir: A ``dsnn-train`` output directory.
         data_dir: The prepared dataset (its ``lm/`` is the LM unless ``choice.lm`` names another).
         split: Split to tune on. Defaults to ``"dev"``.
-        level: Level to tune at. Defaults to 0 (densest).
+        level: Level(s) to tune at: an index, a list, ``"0,3"`` or ``"all"``. Defaults to ``"all"``.
         choice: Beam width, LM directory, lexicon (the weights are what is tuned).
         lm_weights: LM weights to try.
         word_bonuses: Word bonuses to try.
@@ -533,12 +550,13 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         blank_skips: Blank-skip probabilities the speed stage tries (None: no skipping).
 
     Returns:
-        ``{"best": {"lm_weight", "word_bonus", "wer"}, "greedy_wer", "grid": [...], "speed":
-        {"beam_threshold", "token_beam", "blank_skip", "wer", "decoder_seconds"}, "speed_grid": [...],
-        "decoder_json"}``.
+        The default (densest tuned) level's ``{"best": {"lm_weight", "word_bonus", "wer"},
+        "greedy_wer", "grid": [...], "speed": {"beam_threshold", "token_beam", "blank_skip", "wer",
+        "decoder_seconds"}, "speed_grid": [...]}``, with ``"level"``, ``"decoder_json"`` and
+        ``"levels"``: ``{level: the same keys}`` for every tuned level.
 
     Raises:
-        EvaluationError: no LM to tune (the data has no ``lm/`` and none was given), bad grid.
+        EvaluationError: no LM to tune (the data has no ``lm/`` and none was given), bad grid or level.
     """
     import tensorflow as tf
 
@@ -570,82 +588,109 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         base = dataclasses.replace(base, lm=str(fileio.join(data_dir, "lm")))
     if base.lm.lower() == "none" or not fileio.isdir(base.lm):
         raise EvaluationError(f"--tune needs a word LM: {base.lm} is not a directory (dsnn-lm --data {data_dir})")
+    if not isinstance(level, str):
+        level = ",".join(str(int(x)) for x in ([level] if isinstance(level, (int, np.integer)) else level))
+    if fileio.isfile(fileio.join(run_dir, "config.yaml")):  # check the levels before the (slow) model load
+        from dsnn_keras.config import load_config
+
+        parse_levels(level, len(load_config(fileio.join(run_dir, "config.yaml")).effective_levels), "--tune_level")
     dataset = PreparedDataset.from_dir(data_dir)
     run = load_run(run_dir)
     dataset.check_feature_config(run.feature_config)
-    level = parse_levels(str(level), len(run.levels))[0]
+    levels = sorted(parse_levels(level, len(run.levels), "--tune_level"))
     utterances = load_utterances(dataset, split, max_utterances)
     references = [utt.transcript for utt in utterances]
-    _log(f"tuning on {len(utterances)} utterances of {split!r} at level {level}: "
+    _log(f"tuning on {len(utterances)} utterances of {split!r} at level(s) {levels}: "
          f"{len(lm_weights)} LM weights x {len(word_bonuses)} word bonuses")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32)])
-    def forward(features):
-        with sparsity_level_scope(run.model, tf.constant(level, tf.int32)):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32),
+                                  tf.TensorSpec([], tf.int32)])
+    def forward(features, level_tensor):
+        with sparsity_level_scope(run.model, level_tensor):
             return run.model(features, training=False)
 
     lengths = _default_output_lengths(run.config.model)
-    log_probs = []
-    for utt in utterances:
-        logits = forward(tf.constant(utt.features[None]))
-        frames = int(np.asarray(lengths(np.array([utt.num_frames]))).reshape(-1)[0])
-        log_probs.append(log_softmax(logits.numpy()[0, :frames]))
-    greedy = [ids_to_text(greedy_ctc_decode(lp[None], None, run.blank_id)[0], run.pieces) for lp in log_probs]
-    greedy_wer = error_rates(references, greedy)["wer"]
-    grid = []
-    decoder, _ = resolve_decoder(base, run_dir, data_dir, run.pieces, run.blank_id)
-    for lm_weight in lm_weights:
-        for word_bonus in word_bonuses:
-            beam = decoder.with_config(lm_weight=float(lm_weight), word_bonus=float(word_bonus))
-            start = time.perf_counter()
-            hypotheses = [beam.decode(lp).text for lp in log_probs]
-            seconds = time.perf_counter() - start
-            wer = error_rates(references, hypotheses)["wer"]
-            grid.append({"lm_weight": float(lm_weight), "word_bonus": float(word_bonus), "wer": wer,
-                         "decoder_seconds": seconds})
-            _log(f"lm_weight {lm_weight:g} word_bonus {word_bonus:g}: WER {wer:.2%} ({seconds:.2f} s)")
-    best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], abs(g["word_bonus"])))
-    final = dataclasses.replace(base, lm_weight=best["lm_weight"], word_bonus=best["word_bonus"])
-    beam, config = resolve_decoder(final, run_dir, data_dir, run.pieces, run.blank_id)
-    speed_grid = []
-    if len(speed_settings) > 1:
-        _log(f"speed: {len(beam_thresholds)} beam thresholds x {len(token_beams)} token beams x "
-             f"{len(blank_skips)} blank skips at the chosen weights")
-        for setting in speed_settings:
-            candidate = beam.with_config(**setting)
-            passes = []
-            for _ in range(SPEED_TIMING_PASSES):
+    decoders, _ = resolve_decoder(base, run_dir, data_dir, run.pieces, run.blank_id)
+
+    def tune_one(level: int) -> tuple[Any, dict[str, Any]]:
+        log_probs = []
+        for utt in utterances:
+            logits = forward(tf.constant(utt.features[None]), tf.constant(level, tf.int32))
+            frames = int(np.asarray(lengths(np.array([utt.num_frames]))).reshape(-1)[0])
+            log_probs.append(log_softmax(logits.numpy()[0, :frames]))
+        greedy = [ids_to_text(greedy_ctc_decode(lp[None], None, run.blank_id)[0], run.pieces) for lp in log_probs]
+        greedy_wer = error_rates(references, greedy)["wer"]
+        start_decoder = decoders[level]
+        grid = []
+        for lm_weight in lm_weights:
+            for word_bonus in word_bonuses:
+                beam = start_decoder.with_config(lm_weight=float(lm_weight), word_bonus=float(word_bonus))
                 start = time.perf_counter()
-                hypotheses = [candidate.decode(lp).text for lp in log_probs]
-                passes.append(time.perf_counter() - start)
-            wer = error_rates(references, hypotheses)["wer"]
-            speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
-            _log(f"beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']} "
-                 f"blank_skip {setting['blank_skip']}: WER {wer:.2%} ({min(passes):.3f} s)")
-        admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + 1e-12]
-        if admissible:   # empty only if no pair matches stage 1's own pruning
-            fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
-                                                     g["blank_skip"] is not None))
-            beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"],
-                                    blank_skip=fastest["blank_skip"])
-    elif speed_settings:
-        beam = beam.with_config(**speed_settings[0])
-    speed = next((g for g in speed_grid if g["beam_threshold"] == beam.config.beam_threshold
-                  and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip), None)
+                hypotheses = [beam.decode(lp).text for lp in log_probs]
+                seconds = time.perf_counter() - start
+                wer = error_rates(references, hypotheses)["wer"]
+                grid.append({"lm_weight": float(lm_weight), "word_bonus": float(word_bonus), "wer": wer,
+                             "decoder_seconds": seconds})
+                _log(f"level {level} lm_weight {lm_weight:g} word_bonus {word_bonus:g}: WER {wer:.2%} "
+                     f"({seconds:.2f} s)")
+        best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], abs(g["word_bonus"])))
+        beam = start_decoder.with_config(lm_weight=best["lm_weight"], word_bonus=best["word_bonus"])
+        speed_grid = []
+        if len(speed_settings) > 1:
+            _log(f"level {level} speed: {len(beam_thresholds)} beam thresholds x {len(token_beams)} token beams x "
+                 f"{len(blank_skips)} blank skips at the chosen weights")
+            for setting in speed_settings:
+                candidate = beam.with_config(**setting)
+                passes = []
+                for _ in range(SPEED_TIMING_PASSES):
+                    start = time.perf_counter()
+                    hypotheses = [candidate.decode(lp).text for lp in log_probs]
+                    passes.append(time.perf_counter() - start)
+                wer = error_rates(references, hypotheses)["wer"]
+                speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
+                _log(f"level {level} beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']} "
+                     f"blank_skip {setting['blank_skip']}: WER {wer:.2%} ({min(passes):.3f} s)")
+            admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + 1e-12]
+            if admissible:   # empty only if no pair matches stage 1's own pruning
+                fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
+                                                         g["blank_skip"] is not None))
+                beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"],
+                                        blank_skip=fastest["blank_skip"])
+        elif speed_settings:
+            beam = beam.with_config(**speed_settings[0])
+        speed = next((g for g in speed_grid if g["beam_threshold"] == beam.config.beam_threshold
+                      and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip),
+                     None)
+        _log(f"level {level} best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER "
+             f"{best['wer']:.2%} (greedy {greedy_wer:.2%}), beam_threshold {beam.config.beam_threshold:g} "
+             f"token_beam {beam.config.token_beam} blank_skip {beam.config.blank_skip}")
+        return beam.config, {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed,
+                             "speed_grid": speed_grid}
+
+    tuned = {level: tune_one(level) for level in levels}
+    default_level = levels[0]
+    default_config, default_result = tuned[default_level]
     source = fileio.as_path(base.lm)
     target = fileio.join(settings_home, RUN_LM_DIR)
     if _resolved(source) != _resolved(target):
         LmBundle.read_dir(source).write_dir(target)
-    settings = DecoderSettings(decoder="beam", beam=beam.config, lm_dir=RUN_LM_DIR, tuned={
-        "split": split, "level": level, "data_dir": str(data_dir), "lm_source": str(source),
-        "num_utterances": len(utterances), "greedy_wer": greedy_wer, "best_wer": best["wer"], "grid": grid,
-        "speed_grid": speed_grid})
+    record = {"split": split, "level": default_level, "data_dir": str(data_dir), "lm_source": str(source),
+              "num_utterances": len(utterances), "greedy_wer": default_result["greedy_wer"],
+              "best_wer": default_result["best"]["wer"], "grid": default_result["grid"],
+              "speed_grid": default_result["speed_grid"]}
+    if len(levels) > 1:
+        record["levels"] = [{"level": lv, "greedy_wer": result["greedy_wer"], "best_wer": result["best"]["wer"],
+                             "grid": result["grid"], "speed_grid": result["speed_grid"]}
+                            for lv, (_, result) in tuned.items()]
+    settings = DecoderSettings(decoder="beam", beam=default_config, lm_dir=RUN_LM_DIR, tuned=record,
+                               level_beams={lv: config for lv, (config, _) in tuned.items()} if len(levels) > 1
+                               else None)
     path = settings.write(settings_home)
-    _log(f"best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER {best['wer']:.2%} "
-         f"(greedy {greedy_wer:.2%}), beam_threshold {beam.config.beam_threshold:g} token_beam "
-         f"{beam.config.token_beam} blank_skip {beam.config.blank_skip}; wrote {path}")
-    return {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed, "speed_grid": speed_grid,
-            "decoder_json": str(path)}
+    _log(f"wrote {path} (" + "; ".join(
+        f"level {lv}: lm_weight {config.lm_weight:g} word_bonus {config.word_bonus:g} {split} WER "
+        f"{result['best']['wer']:.2%}" for lv, (config, result) in tuned.items()) + ")")
+    return {**default_result, "level": default_level, "decoder_json": str(path),
+            "levels": {lv: result for lv, (_, result) in tuned.items()}}
 
 
 def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
@@ -726,7 +771,7 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         run.model, utterances, levels=level_list, sparsities=run.levels, blank_id=run.blank_id,
         pieces=run.pieces, feature_config=run.feature_config, batch_size=batch_size,
         output_lengths=_default_output_lengths(run.config.model), num_examples=num_examples,
-        progress=_log, decode=None if beam is None else (lambda lp: beam.decode(lp).text))
+        progress=_log, decode=None if beam is None else (lambda lp, level: beam[level].decode(lp).text))
     paths = output_paths(run_dir, out)
     report = EvalReport(
         split=split,
@@ -821,8 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "the best into RUN_DIR/decoder.json (and the LM into RUN_DIR/lm; or into --decoder_dir), "
                            "then evaluate "
                            "with it")
-    beam.add_argument("--tune_level", type=int, default=0, metavar="I",
-                      help="level to tune at (default: 0)")
+    beam.add_argument("--tune_level", default="all", metavar="I,I",
+                      help="level(s) to tune at, each on its own: comma-separated indices or 'all' (default: all). "
+                           "The densest one's settings are the default; with several, decoder.json keeps each "
+                           "level's settings and every later evaluation and export decodes each level with its own")
     beam.add_argument("--tune_lm_weights", default=",".join(f"{w:g}" for w in DEFAULT_TUNE_LM_WEIGHTS),
                       metavar="A,A", help="LM weights to try (default: %(default)s)")
     beam.add_argument("--tune_beam_thresholds",

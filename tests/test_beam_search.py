@@ -257,6 +257,69 @@ def test_the_lm_travels_inside_the_tflite_and_the_recognizer_decodes_with_it(tmp
     assert Recognizer(h.exported("float")).decoder == "greedy"
 
 
+def test_decoder_settings_keep_per_level_settings_and_refuse_bad_ones(tmp_path):
+    dense, sparse = BeamSearchConfig(lm_weight=1.5, token_beam=4), BeamSearchConfig(lm_weight=0.75, blank_skip=0.99)
+    settings = DecoderSettings(beam=dense, level_beams={0: dense, 3: sparse})
+    assert settings.beam_for(3) == sparse and settings.beam_for(2) == dense and settings.beam_for(0) == dense
+    settings.write(tmp_path)
+    assert DecoderSettings.read(tmp_path) == settings
+    assert json.loads((tmp_path / "decoder.json").read_text())["levels"]["3"]["lm_weight"] == 0.75
+    DecoderSettings(beam=dense).write(tmp_path)   # not per level: the key is left out (older readers)
+    assert "levels" not in json.loads((tmp_path / "decoder.json").read_text())
+    assert DecoderSettings.read(tmp_path).level_beams is None
+    with pytest.raises(BeamSearchError, match="lexicon False differs"):
+        DecoderSettings(beam=dense, level_beams={1: BeamSearchConfig(lexicon=False)})
+    for levels, message in (({"x": {}}, "key 'x' is not a level index"), ([1], "must be an object"),
+                            ({"2": {"lm_weight": -1}}, "levels: 2: lm_weight must be >= 0"),
+                            ({"1": {"lexicon": False}}, "lexicon False differs")):
+        (tmp_path / "decoder.json").write_text(json.dumps({**settings.to_dict(), "levels": levels}))
+        with pytest.raises(BeamSearchError, match=message) as error:
+            DecoderSettings.read(tmp_path)
+        assert str(tmp_path / "decoder.json") in str(error.value)
+
+
+def test_a_file_tuned_per_level_decodes_each_level_with_its_own_settings(tmp_path):
+    from tflite import metadata as metadata_lib
+    from tflite.metadata import MetadataError
+    from tflite.runtime import Recognizer
+
+    words = {"a": ("\u2581a",), "bc": ("\u2581b", "c"), "de": ("\u2581d", "e")}
+    lm = build_lm(["a bc", "de a", "a a de"] * 2, 2, lambda w: words[w])
+    dense = BeamSearchConfig(beam_width=4, lm_weight=0.3, word_bonus=1.5)
+    sparse = BeamSearchConfig(beam_width=2, lm_weight=2.0, word_bonus=-1.0, blank_skip=0.9)
+    settings = DecoderSettings(beam=dense, level_beams={0: dense, 2: sparse},
+                               tuned={"split": "dev", "level": 0, "best_wer": 0.1, "greedy_wer": 0.2,
+                                      "levels": [{"level": 0, "best_wer": 0.1, "greedy_wer": 0.2, "grid": []},
+                                                 {"level": 2, "best_wer": 0.3, "greedy_wer": 0.4, "grid": []}]})
+    data = h.exported("float").read_bytes()
+    raw = metadata_lib.parse(data).raw
+    path = tmp_path / "per_level.tflite"
+    path.write_bytes(metadata_lib.embed_decoder(data, raw, settings, lm))
+    meta = metadata_lib.read_metadata(path)
+    assert meta.decoder["levels"] == {"2": sparse.to_dict()}   # only the levels that differ from "beam"
+    assert [entry["level"] for entry in meta.decoder["tuned"]["levels"]] == [0, 2]
+    assert metadata_lib.undocumented_keys(meta.raw) == []
+
+    recognizer = Recognizer(path)
+    assert recognizer.beam_for(2).config == sparse
+    assert recognizer.beam_for(0).config == recognizer.beam_for(1).config == dense
+    audio = h.speechlike(1.5, 1)
+    for level, config in ((1, dense), (2, sparse)):
+        result = recognizer.recognize(audio, level=level)
+        expected = BeamDecoder(h.PIECES, h.BLANK_ID, config, lm=lm).decode(result.log_probs)
+        assert result.text == expected.text and result.tokens == expected.tokens
+    # A caller's override applies at every level; a bad one is named.
+    widened = Recognizer(path, beam={"beam_width": 16})
+    assert widened.beam_for(2).config.beam_width == widened.beam_for(0).config.beam_width == 16
+    assert widened.beam_for(2).config.lm_weight == 2.0
+    # A level the file does not have is refused in the metadata and by beam_for.
+    raw["decoder"]["levels"] = {str(len(raw["levels"])): sparse.to_dict()}
+    with pytest.raises(MetadataError, match="decoder.levels must be an object of level index"):
+        metadata_lib.encode(raw)
+    with pytest.raises(Exception, match="out of range"):
+        recognizer.beam_for(len(raw["levels"]))
+
+
 def test_transcribe_decodes_with_the_beam_decoder(tmp_path, capsys):
     import soundfile
 
@@ -320,6 +383,14 @@ def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
     assert (settings.beam.lm_weight, settings.beam.word_bonus) in {(g["lm_weight"], g["word_bonus"]) for g in grid
                                                                   if g["wer"] == best}
     assert settings.beam.beam_width == 4
+    # The default tunes every level on its own; the densest one's settings are the default.
+    assert sorted(settings.level_beams) == [0, 1, 2, 3] and settings.beam == settings.level_beams[0]
+    assert [entry["level"] for entry in settings.tuned["levels"]] == [0, 1, 2, 3]
+    for entry in settings.tuned["levels"]:
+        chosen = settings.level_beams[entry["level"]]
+        assert entry["best_wer"] == min(g["wer"] for g in entry["grid"]) and chosen.beam_width == 4
+        assert (chosen.lm_weight, chosen.word_bonus) in {(g["lm_weight"], g["word_bonus"]) for g in entry["grid"]
+                                                         if g["wer"] == entry["best_wer"]}
     assert LmBundle.read_dir(run_dir / "lm").arpa == LmBundle.read_dir(data / "lm").arpa
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["decoder"] == "beam" and report["decoder_config"]["beam"] == settings.beam.to_dict()
@@ -365,6 +436,34 @@ def test_tune_with_a_decoder_dir_leaves_the_run_untouched_and_eval_and_export_re
 
 
 @pytest.mark.large
+def test_eval_and_export_decode_each_level_with_its_own_settings(tmp_path):
+    from dsnn_keras.evaluate import output_paths, run_evaluation
+    from tflite.export import ExportError, ExportOptions, export_run
+    from tflite.metadata import read_metadata
+
+    run_dir, data = _untrained_run(tmp_path)
+    LmBundle.read_dir(data / "lm").write_dir(run_dir / "lm")
+    dense = BeamSearchConfig(beam_width=4, lm_weight=0.0, word_bonus=5.0)   # words are cheap
+    sparse = BeamSearchConfig(beam_width=4, lm_weight=0.0, word_bonus=-50.0)   # words are dear
+    DecoderSettings(beam=dense, level_beams={1: sparse}).write(run_dir)
+    out = tmp_path / "eval.json"
+    report = run_evaluation(run_dir, data, levels="0,1", out=out).to_dict()
+    assert report["decoder_config"]["beam"] == dense.to_dict()
+    assert report["decoder_config"]["levels"] == {"1": sparse.to_dict()}
+    hypotheses = [json.loads(line)["hypotheses"] for line in
+                  pathlib.Path(output_paths(run_dir, out)["hypotheses"]).read_text().splitlines()]
+    words = {level: sum(len(h[level].split()) for h in hypotheses) for level in ("0", "1")}
+    assert words["1"] < words["0"], words   # level 1 decoded with its own (word-averse) settings
+    model = tmp_path / "model.tflite"
+    export_run(run_dir, model, options=ExportOptions(measure_latency=False, verify=False))
+    assert read_metadata(model).decoder["levels"] == {"1": sparse.to_dict()}
+    DecoderSettings(beam=dense, level_beams={7: sparse}).write(run_dir)   # tuned on another run
+    with pytest.raises(ExportError, match=r"settings for level\(s\) \[7\], but the run has levels 0..3"):
+        export_run(run_dir, tmp_path / "other.tflite", options=ExportOptions(measure_latency=False))
+    assert not (tmp_path / "other.tflite").exists()
+
+
+@pytest.mark.large
 def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tmp_path):
     """dsnn-export's path (export_run) with RUN/decoder.json + RUN/lm; the live stream's final text is
     the whole-utterance beam search's."""
@@ -384,12 +483,15 @@ def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tm
     lm = build_lm(["yes no", "go stop", "left right", "up down", "on off", "yes go"] * 3, 2,
                   lambda word: tokenizer.encode(word, out_type=str))
     lm.write_dir(run / "lm")
-    DecoderSettings(beam=BeamSearchConfig(beam_width=8, lm_weight=0.5, word_bonus=2.0)).write(run)
+    level_1 = BeamSearchConfig(beam_width=6, lm_weight=1.0, word_bonus=2.5, blank_skip=0.95)
+    DecoderSettings(beam=BeamSearchConfig(beam_width=8, lm_weight=0.5, word_bonus=2.0),
+                    level_beams={1: level_1}).write(run)
     out = tmp_path / "model.tflite"
     report = export_run(run, out, options=ExportOptions(stream="on", measure_latency=False))
     assert report.metadata["decoder"]["lexicon_words"] == len(lm.lexicon)
     recognizer = Recognizer(out)
     assert recognizer.decoder == "beam" and recognizer.beam.config.beam_width == 8
+    assert recognizer.beam_for(1).config == level_1   # the stream below starts at level 1: its settings
     audio = h.speechlike(2.0, 3)
     whole = recognizer.recognize(audio, level=1)
     assert whole.text and set(whole.text.split()) <= set(lm.lexicon)

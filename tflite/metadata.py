@@ -91,11 +91,12 @@ METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("decoder", "object | null", "Files exported from a run with a tuned beam decoder (`dsnn-eval --tune`): its settings and LM; absent otherwise (greedy)."),
     MetadataField("decoder.default", "string", "The decoder `tflite.Recognizer(decoder=\"auto\")` uses: `beam` or `greedy`."),
     MetadataField("decoder.beam", "object", "`BeamSearchConfig`: `beam_width`, `lm_weight`, `word_bonus`, `token_beam`, `beam_threshold`, `lexicon`, `blank_skip` (absent when off, and in older files)."),
+    MetadataField("decoder.levels", "object", "Per-level settings `{\"3\": BeamSearchConfig, ...}` (keys: level indices) from `dsnn-eval --tune --tune_level all`: the search at that level uses them; a level not listed uses `decoder.beam`. Absent when every level uses `decoder.beam` (and in older files)."),
     MetadataField("decoder.lm_entry", "string | null", "Name of the metadata buffer holding the word LM and lexicon (`dsnn_lm`: gzip JSON `{format, arpa, lexicon, info}`), null without LM."),
     MetadataField("decoder.lm_bytes", "int", "Size of that buffer."),
     MetadataField("decoder.lm_order", "int | null", "The LM's n-gram order."),
     MetadataField("decoder.lexicon_words", "int | null", "Words in the lexicon (the only words the beam decoder forms)."),
-    MetadataField("decoder.tuned", "object | null", "`{split, level, best_wer, greedy_wer, num_utterances}` of the tuning."),
+    MetadataField("decoder.tuned", "object | null", "`{split, level, best_wer, greedy_wer, num_utterances}` of the tuning (`level`: the default's), with `levels`: `[{level, best_wer, greedy_wer}]` when tuned per level."),
     MetadataField("source", "object | null", "`{run_dir, step, checkpoint}` of the trained run."),
     MetadataField("versions", "object", "Package versions of the export (`dsnn`, `tensorflow`, `tf_keras`, `ai_edge_litert`).", True),
     MetadataField("created", "string", "Export time, ISO 8601 (UTC)."),
@@ -284,6 +285,12 @@ def validate(raw: Any, source: str = "metadata") -> DsnnMetadata:
             fail(f"'decoder' must be null or an object with default 'beam' or 'greedy', got {_short(decoder)}")
         if not isinstance(decoder.get("beam"), dict):
             fail(f"decoder.beam must be an object, got {_short(decoder.get('beam'))}")
+        level_beams = decoder.get("levels")
+        if level_beams is not None and (not isinstance(level_beams, dict) or not all(
+                isinstance(k, str) and k.isdigit() and int(k) < len(levels) and isinstance(v, dict)
+                for k, v in level_beams.items())):
+            fail(f"decoder.levels must be an object of level index (0..{len(levels) - 1}) to settings, "
+                 f"got {_short(level_beams)}")
         if decoder.get("lm_entry") is not None and not isinstance(decoder["lm_entry"], str):
             fail(f"decoder.lm_entry must be a string or null, got {_short(decoder['lm_entry'])}")
     if not isinstance(raw["versions"], dict):
@@ -304,13 +311,23 @@ def embed(model_bytes: bytes, raw: dict) -> bytes:
 
 def decoder_entry(settings: Any, bundle: Any, lm_bytes: int) -> dict:
     """The ``decoder`` metadata object of a run's `DecoderSettings` and `LmBundle` (None: no LM)."""
+    from dsnn_keras.beam_search import level_beams_to_dict
+
     tuned = dict(settings.tuned or {})
-    return {"default": settings.decoder, "beam": settings.beam.to_dict(),
-            "lm_entry": LM_METADATA_NAME if bundle is not None else None, "lm_bytes": int(lm_bytes),
-            "lm_order": bundle.order if bundle is not None else None,
-            "lexicon_words": len(bundle.lexicon) if bundle is not None else None,
-            "tuned": {key: tuned[key] for key in ("split", "level", "best_wer", "greedy_wer", "num_utterances")
-                      if key in tuned} or None}
+    summary = {key: tuned[key] for key in ("split", "level", "best_wer", "greedy_wer", "num_utterances")
+               if key in tuned}
+    if isinstance(tuned.get("levels"), list):
+        summary["levels"] = [{key: entry[key] for key in ("level", "best_wer", "greedy_wer") if key in entry}
+                             for entry in tuned["levels"] if isinstance(entry, dict)]
+    entry = {"default": settings.decoder, "beam": settings.beam.to_dict(),
+             "lm_entry": LM_METADATA_NAME if bundle is not None else None, "lm_bytes": int(lm_bytes),
+             "lm_order": bundle.order if bundle is not None else None,
+             "lexicon_words": len(bundle.lexicon) if bundle is not None else None,
+             "tuned": summary or None}
+    level_beams = {level: config for level, config in (settings.level_beams or {}).items() if config != settings.beam}
+    if level_beams:   # absent when every level uses "beam": such files stay readable by older runtimes
+        entry["levels"] = level_beams_to_dict(level_beams)
+    return entry
 
 
 def embed_decoder(model_bytes: bytes, raw: dict, settings: Any, bundle: Any) -> bytes:

@@ -127,7 +127,8 @@ class Recognizer:
     **Decoders.** ``decoder="greedy"`` takes the file's greedy ``tokens``. ``decoder="beam"`` runs the
     CTC prefix beam search (`dsnn_keras.beam_search`, flashlight-text; no TensorFlow) over the
     signature's ``log_probs``, with the word LM and lexicon the file carries (``dsnn_lm`` buffer) and
-    its tuned weights (metadata ``decoder``), or lexicon-free without LM if the file has none.
+    its tuned weights (metadata ``decoder``; a level with its own settings in ``decoder.levels``
+    decodes with those), or lexicon-free without LM if the file has none.
     ``"auto"`` (the default) is the file's ``decoder.default``: beam for files exported from a run
     tuned with ``dsnn-eval --tune``, greedy otherwise.
 
@@ -163,7 +164,7 @@ class Recognizer:
             raise RecognizerError(f"num_threads must be an int >= 1, got {num_threads!r}")
         model_bytes = read_model_bytes(self.path)
         self.metadata: DsnnMetadata = parse(model_bytes, str(self.path))
-        self.beam = self._beam_decoder(model_bytes, decoder, beam, hotwords, hotword_weight)
+        self.beams = self._beam_decoder(model_bytes, decoder, beam, hotwords, hotword_weight)
         # Windows hold a multiple of 16 hops, so any time subsampling up to 16x splits evenly.
         quantum = 16 * self.metadata.frame_step
         if (isinstance(window_seconds, bool) or not isinstance(window_seconds, (int, float))
@@ -200,21 +201,37 @@ class Recognizer:
             if overrides or hotwords:
                 raise RecognizerError("beam settings and hot words need decoder='beam'")
             return None
-        from dsnn_keras.beam_search import BeamDecoder, BeamSearchConfig, BeamSearchError
+        from dsnn_keras.beam_search import BeamDecoder, BeamSearchConfig, BeamSearchError, LevelDecoders, \
+            level_beams_from_dict
 
         try:
-            values = {**(entry["beam"] if entry else {}), **dict(overrides or {})}
+            overrides = dict(overrides or {})
+            values = {**(entry["beam"] if entry else {}), **overrides}
             config = BeamSearchConfig.from_dict(values, where=f"{self.path}: beam settings")
-            return BeamDecoder(self.metadata.pieces, self.metadata.blank_id, config,
-                               lm=read_lm(model_bytes, self.metadata, str(self.path)),
-                               hotwords=hotwords, hotword_weight=hotword_weight)
+            default = BeamDecoder(self.metadata.pieces, self.metadata.blank_id, config,
+                                  lm=read_lm(model_bytes, self.metadata, str(self.path)),
+                                  hotwords=hotwords, hotword_weight=hotword_weight)
+            level_beams = (level_beams_from_dict(entry["levels"], BeamSearchConfig.from_dict(entry["beam"]),
+                                                 where=f"{self.path}: decoder.levels")
+                           if entry and entry.get("levels") else None)
+            return LevelDecoders(default, level_beams, overrides)
         except BeamSearchError as error:
             raise RecognizerError(str(error)) from None
 
     @property
     def decoder(self) -> str:
         """``"beam"`` or ``"greedy"``: what `recognize` decodes with."""
-        return "greedy" if self.beam is None else "beam"
+        return "greedy" if self.beams is None else "beam"
+
+    @property
+    def beam(self):
+        """The default level's `dsnn_keras.beam_search.BeamDecoder` (None for greedy); `beam_for` a level's."""
+        return None if self.beams is None else self.beams.default
+
+    def beam_for(self, level: int):
+        """The `dsnn_keras.beam_search.BeamDecoder` level ``level`` decodes with (the file's
+        ``decoder.levels`` entry for it, else ``decoder.beam``), or None for greedy."""
+        return None if self.beams is None else self.beams[self.check_level(level)]
 
     @property
     def levels(self) -> list[dict]:
@@ -293,10 +310,10 @@ class Recognizer:
         else:
             log_probs = np.concatenate([out[LOG_PROBS] for out in outputs])
             tokens = [int(t) for t in greedy_ctc_decode(log_probs[None], None, self.metadata.blank_id)[0]]
-        if self.beam is not None:
+        if self.beams is not None:
             start = time.perf_counter()
             with self._lock:   # a BeamDecoder is not thread-safe
-                result = self.beam.decode(log_probs)
+                result = self.beams[level].decode(log_probs)
             return Recognition(text=result.text, tokens=result.tokens, log_probs=log_probs,
                                level=int(outputs[0][LEVEL]), decoder_seconds=time.perf_counter() - start)
         try:
@@ -334,6 +351,8 @@ class RecognizerStream:
     With the recognizer's beam decoder the search runs incrementally on each chunk's log-probs
     (flashlight's ``decode_step``); the text after a chunk is the current best hypothesis (it may
     still change), and `finish` gives the same result as the beam search over the whole utterance.
+    The search keeps the settings of the level the stream started at (a file tuned per level has
+    one per level): `set_level` switches the model's level, not the search's LM weight.
 
     Args:
         recognizer: The loaded `Recognizer`.
@@ -361,7 +380,8 @@ class RecognizerStream:
         self._log_probs: list[np.ndarray] = []
         self.finished = False
         # The beam search runs incrementally on each chunk's log-probs (flashlight's decode_step).
-        self._beam = recognizer.beam.stream() if recognizer.beam is not None else None
+        # The stream keeps the start level's decoder settings: one search runs the whole utterance.
+        self._beam = recognizer.beams[self.level].stream() if recognizer.beams is not None else None
         self._beam_text = ""
 
     def set_level(self, level: int) -> None:
