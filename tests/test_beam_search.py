@@ -540,3 +540,7 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
     assert "--tune_token_beams: expected comma-separated integers" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_blank_skips", "none,1.2"]) == 1
     assert "--tune speed grid: blank_skip must be a probability" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_level", "0,x"]) == 1
+    assert "--tune_level: 'x' is not a level index" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_level", "4"]) == 1
+    assert "--tune_level: level 4 is out of range: the run has 4 levels" in capsys.readouterr().err
