@@ -34,6 +34,7 @@ import gzip
 import json
 import math
 import os
+import re
 import pathlib
 import shutil
 import tempfile
@@ -336,8 +337,22 @@ def build_lm(sentences: Iterable[str], order: int, spell: Callable[[str], Sequen
     return build_lm_from_counts(count_ngrams(sentences, order), order, spell, extra_info)
 
 
-def dataset_transcripts(data_dir: str | os.PathLike, split: str = "train") -> list[str]:
-    """The transcripts of one split of a prepared dataset (only that field of each record is parsed)."""
+# The ids `dsnn-prepare` gives the copies of an utterance: speed-perturbed (sp<f>-), augmented (aug<k>-)
+# and repeated by a corpus weight (rep<r>-); pipeline.speed / augment / mixing.
+_COPY_PREFIX = re.compile(r"^(?:(?:sp\d+(?:\.\d+)?|aug\d+|rep\d+)-)+")
+
+
+def dataset_transcripts(data_dir: str | os.PathLike, split: str = "train", originals_only: bool = True) -> list[str]:
+    """The transcripts of one split of a prepared dataset (only those fields of each record are parsed).
+
+    Args:
+        data_dir: A ``dsnn-prepare`` output directory.
+        split: The split. Defaults to ``"train"``.
+        originals_only: Leave out the copies ``dsnn-prepare`` writes of an utterance (speed-perturbed,
+            augmented, repeated by a corpus weight: an id ``sp0.9-X``, ``aug1-X``, ``rep1-X`` whose
+            ``X`` is in the split too), so each utterance's transcript counts once, as in the LM the
+            preparation job counts. Defaults to True.
+    """
     import tensorflow as tf
 
     from dsnn_keras.dataset import PreparedDataset
@@ -346,10 +361,15 @@ def dataset_transcripts(data_dir: str | os.PathLike, split: str = "train") -> li
     if split not in dataset.split_names:
         raise LanguageModelError(f"{fileio.join(data_dir, 'dataset.json')} has no split {split!r} "
                                  f"(has {sorted(dataset.split_names)})")
-    spec = {"transcript": tf.io.FixedLenFeature([], tf.string)}
+    spec = {"transcript": tf.io.FixedLenFeature([], tf.string), "utt_id": tf.io.FixedLenFeature([], tf.string)}
     records = tf.data.TFRecordDataset(dataset.files(split)).map(
-        lambda record: tf.io.parse_single_example(record, spec)["transcript"])
-    return [text.decode("utf-8") for text in records.as_numpy_iterator()]
+        lambda record: tf.io.parse_single_example(record, spec))
+    pairs = [(r["utt_id"].decode("utf-8"), r["transcript"].decode("utf-8")) for r in records.as_numpy_iterator()]
+    if not originals_only:
+        return [text for _, text in pairs]
+    ids = {utt_id for utt_id, _ in pairs}
+    return [text for utt_id, text in pairs if _COPY_PREFIX.sub("", utt_id) == utt_id
+            or _COPY_PREFIX.sub("", utt_id) not in ids]
 
 
 def build_dataset_lm(data_dir: str | os.PathLike, order: int = DEFAULT_ORDER, split: str = "train",

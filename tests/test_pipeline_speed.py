@@ -314,3 +314,15 @@ def test_dsnn_job_passes_speed_perturb_to_prepare_and_its_fingerprint(data_dir, 
     status, params, dataset = prepare("1.0")         # off again: re-made, and as without the flag
     assert status == "ran" and "speed_perturb" not in params and "speed_perturb" not in dataset
     assert dataset["splits"]["train"]["num_utterances"] == (SPEAKERS - 1) * PER_SPEAKER
+
+
+def test_dsnn_lm_counts_each_utterance_once_as_the_preparation_job_does(both_runs, tmp_path):
+    """dsnn-lm over a perturbed train split: the copies' transcripts are left out, so the LM is the job's."""
+    from dsnn_keras.ngram_lm import LmBundle, build_dataset_lm, dataset_transcripts
+
+    root, _, _, _ = both_runs
+    on, off = root / "on", root / "off"
+    assert sorted(dataset_transcripts(on)) == sorted(dataset_transcripts(off))
+    assert len(dataset_transcripts(on, originals_only=False)) == len(FACTORS) * len(dataset_transcripts(off))
+    built = LmBundle.read_dir(build_dataset_lm(on, order=2, out=tmp_path / "lm"))
+    assert built.arpa == LmBundle.read_dir(on / "lm").arpa == LmBundle.read_dir(off / "lm").arpa
