@@ -37,6 +37,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 import sys
 import tempfile
 from typing import Any, Mapping, Optional, Sequence
@@ -600,6 +601,9 @@ class DecoderSettings:
             raise BeamSearchError(f"{path}: {error}") from None
 
 
+LEVEL_KEY = re.compile(r"0|[1-9][0-9]*")   # a level index as a JSON key: "3", not "03" or "³"
+
+
 def _check_level_beams(level_beams: Mapping[int, BeamSearchConfig], beam: BeamSearchConfig) -> None:
     if not isinstance(level_beams, Mapping):
         raise BeamSearchError(f"per-level settings must be a mapping of level index to settings, got {level_beams!r}")
@@ -624,7 +628,7 @@ def level_beams_from_dict(values: Any, beam: BeamSearchConfig, where: str) -> di
         raise BeamSearchError(f"{where}: must be an object of level index to settings, got {values!r}")
     level_beams = {}
     for key, config in values.items():
-        if not isinstance(key, str) or not key.isdigit():
+        if not isinstance(key, str) or not LEVEL_KEY.fullmatch(key):
             raise BeamSearchError(f"{where}: key {key!r} is not a level index (expected e.g. \"3\")")
         level_beams[int(key)] = BeamSearchConfig.from_dict(config, where=f"{where}: {key}")
     try:
@@ -658,7 +662,10 @@ class LevelDecoders:
         for level, config in (level_beams or {}).items():
             config = dataclasses.replace(config, **overrides)
             if config != default.config:
-                self._by_level[int(level)] = default.with_config(**dataclasses.asdict(config))
+                try:
+                    self._by_level[int(level)] = default.with_config(**dataclasses.asdict(config))
+                except BeamSearchError as error:
+                    raise BeamSearchError(f"level {level}'s decoder settings: {error}") from None
 
     def __getitem__(self, level: int) -> BeamDecoder:
         return self._by_level.get(int(level), self.default)

@@ -228,7 +228,8 @@ class EvalReport:
         batch_size: Utterances per forward pass.
         decoder: ``"greedy_ctc"`` or ``"beam"``.
         decoder_config: The beam decoder's settings (``beam`` = `BeamSearchConfig`, ``lm``, ``lm_order``,
-            ``lexicon_words``, ``hotwords``, ``hotword_weight``, ``source``); None for greedy.
+            ``lexicon_words``, ``hotwords``, ``hotword_weight``, ``source``, and ``levels``: the settings of
+            the levels that decode with their own, ``{"3": BeamSearchConfig}``); None for greedy.
         run_dir: The run evaluated.
         data_dir: The prepared dataset.
         files: Kind (``json``, ``md``, ``png``, ``hypotheses``) -> path of the files written.

@@ -436,12 +436,14 @@ class DecoderChoice:
 
 
 def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir: str | pathlib.Path,
-                    pieces: Sequence[str], blank_id: int) -> tuple[Any, dict[str, Any] | None]:
+                    pieces: Sequence[str], blank_id: int,
+                    num_levels: int | None = None) -> tuple[Any, dict[str, Any] | None]:
     """The beam decoders (`LevelDecoders`: each level's settings over one LM) a `DecoderChoice` means
     for this run (None for greedy) and its report entry. The choice's flags override every level.
+    With ``num_levels``, per-level settings for a level the run lacks are refused (as the export does).
 
     Raises:
-        EvaluationError: an unknown decoder, a missing LM directory.
+        EvaluationError: an unknown decoder, a missing LM directory, settings for a level the run lacks.
         BeamSearchError / LanguageModelError: bad beam settings or LM files.
     """
     from dsnn_keras.beam_search import (BeamDecoder, BeamSearchConfig, DecoderSettings, LevelDecoders,
@@ -463,6 +465,10 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
                  if getattr(choice, key) is not None}
     config = dataclasses.replace(config, **overrides)
     level_beams = settings.level_beams if settings else None
+    extra = sorted(level for level in (level_beams or {}) if num_levels is not None and level >= num_levels)
+    if extra:
+        raise EvaluationError(f"{fileio.join(settings_home, 'decoder.json')}: settings for level(s) {extra}, but the "
+                              f"run has levels 0..{num_levels - 1} (tuned on another run?)")
     if choice.lm is not None:
         lm_dir = None if choice.lm.lower() == "none" else fileio.as_path(choice.lm)
         if lm_dir is not None and not fileio.isdir(lm_dir):
@@ -530,8 +536,10 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     Each level is tuned on its own (a sparse level's log-probabilities are flatter and want another
     LM weight). The densest tuned level's settings become the default (`DecoderSettings.beam`, what
     an untuned level uses); with more than one level tuned, every tuned level's settings go into
-    `DecoderSettings.level_beams`. The result goes to ``RUN/decoder.json`` and the LM used is copied
-    to ``RUN/lm/``, so the run's later evaluations and exports use them by default.
+    `DecoderSettings.level_beams`. Re-tuning some levels of a run that already has a ``decoder.json``
+    (where this one writes) keeps the other levels' settings from it (``tuned.kept_levels``), and the
+    default becomes the densest level's. The result goes to ``RUN/decoder.json`` and the LM used is
+    copied to ``RUN/lm/``, so the run's later evaluations and exports use them by default.
 
     Args:
         run_dir: A ``dsnn-train`` output directory.
@@ -610,7 +618,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
             return run.model(features, training=False)
 
     lengths = _default_output_lengths(run.config.model)
-    decoders, _ = resolve_decoder(base, run_dir, data_dir, run.pieces, run.blank_id)
+    decoders, _ = resolve_decoder(base, run_dir, data_dir, run.pieces, run.blank_id, num_levels=len(run.levels))
+    previous = DecoderSettings.read(settings_home)   # re-tuning: the levels not tuned now keep theirs
 
     def tune_one(level: int) -> tuple[Any, dict[str, Any]]:
         log_probs = []
@@ -670,6 +679,12 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     tuned = {level: tune_one(level) for level in levels}
     default_level = levels[0]
     default_config, default_result = tuned[default_level]
+    configs = {level: config for level, (config, _) in tuned.items()}
+    kept = [] if previous is None else [level for level in range(len(run.levels)) if level not in tuned]
+    if kept:
+        configs.update({level: previous.beam_for(level) for level in kept})
+        default_config = configs[min(configs)]
+        _log(f"level(s) {kept} keep their settings from the previous {fileio.join(settings_home, 'decoder.json')}")
     source = fileio.as_path(base.lm)
     target = fileio.join(settings_home, RUN_LM_DIR)
     if _resolved(source) != _resolved(target):
@@ -682,9 +697,10 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         record["levels"] = [{"level": lv, "greedy_wer": result["greedy_wer"], "best_wer": result["best"]["wer"],
                              "grid": result["grid"], "speed_grid": result["speed_grid"]}
                             for lv, (_, result) in tuned.items()]
+    if kept:
+        record["kept_levels"] = kept
     settings = DecoderSettings(decoder="beam", beam=default_config, lm_dir=RUN_LM_DIR, tuned=record,
-                               level_beams={lv: config for lv, (config, _) in tuned.items()} if len(levels) > 1
-                               else None)
+                               level_beams=configs if len(configs) > 1 else None)
     path = settings.write(settings_home)
     _log(f"wrote {path} (" + "; ".join(
         f"level {lv}: lm_weight {config.lm_weight:g} word_bonus {config.word_bonus:g} {split} WER "
@@ -764,7 +780,8 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
     dataset.check_feature_config(run.feature_config)  # DatasetError (a ValueError) naming the keys
     level_list = parse_levels(levels, len(run.levels))
     utterances = load_utterances(dataset, split, max_utterances)
-    beam, decoder_config = resolve_decoder(decoder or DecoderChoice(), run_dir, data_dir, run.pieces, run.blank_id)
+    beam, decoder_config = resolve_decoder(decoder or DecoderChoice(), run_dir, data_dir, run.pieces, run.blank_id,
+                                           num_levels=len(run.levels))
     _log(f"decoding {len(utterances)} utterances of {split!r} at levels {level_list} "
          f"({decoder_description({'decoder': 'beam' if beam else 'greedy_ctc', 'decoder_config': decoder_config})})")
     result = evaluate_model(

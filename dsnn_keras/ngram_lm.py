@@ -38,7 +38,7 @@ import re
 import pathlib
 import shutil
 import tempfile
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Optional, Sequence
 
 from dsnn_keras import fileio
 from dsnn_keras.errors import DsnnError
@@ -368,8 +368,21 @@ def dataset_transcripts(data_dir: str | os.PathLike, split: str = "train", origi
     if not originals_only:
         return [text for _, text in pairs]
     ids = {utt_id for utt_id, _ in pairs}
-    return [text for utt_id, text in pairs if _COPY_PREFIX.sub("", utt_id) == utt_id
-            or _COPY_PREFIX.sub("", utt_id) not in ids]
+    return [text for utt_id, text in pairs if not is_copy(utt_id, ids)]
+
+
+def is_copy(utt_id: str, ids: Collection[str]) -> bool:
+    """Whether ``utt_id`` names a copy ``dsnn-prepare`` wrote of another utterance among ``ids``.
+
+    The pipeline writes (or rejects) an utterance together with all its copies, so a copy's original
+    is in the same split; an id that merely looks like a copy (``sp1-0001`` with no ``0001``) is not one.
+
+    Example:
+        >>> is_copy("rep1-aug2-sp0.9-a1", {"a1"}), is_copy("sp1-0001", {"sp1-0001"})
+        (True, False)
+    """
+    original = _COPY_PREFIX.sub("", utt_id)
+    return original != utt_id and original in ids
 
 
 def build_dataset_lm(data_dir: str | os.PathLike, order: int = DEFAULT_ORDER, split: str = "train",

@@ -270,6 +270,7 @@ def test_decoder_settings_keep_per_level_settings_and_refuse_bad_ones(tmp_path):
     with pytest.raises(BeamSearchError, match="lexicon False differs"):
         DecoderSettings(beam=dense, level_beams={1: BeamSearchConfig(lexicon=False)})
     for levels, message in (({"x": {}}, "key 'x' is not a level index"), ([1], "must be an object"),
+                            ({"03": {}}, "key '03' is not a level index"), ({"\u00b3": {}}, "is not a level index"),
                             ({"2": {"lm_weight": -1}}, "levels: 2: lm_weight must be >= 0"),
                             ({"1": {"lexicon": False}}, "lexicon False differs")):
         (tmp_path / "decoder.json").write_text(json.dumps({**settings.to_dict(), "levels": levels}))
@@ -285,8 +286,8 @@ def test_a_file_tuned_per_level_decodes_each_level_with_its_own_settings(tmp_pat
 
     words = {"a": ("\u2581a",), "bc": ("\u2581b", "c"), "de": ("\u2581d", "e")}
     lm = build_lm(["a bc", "de a", "a a de"] * 2, 2, lambda w: words[w])
-    dense = BeamSearchConfig(beam_width=4, lm_weight=0.3, word_bonus=1.5)
-    sparse = BeamSearchConfig(beam_width=2, lm_weight=2.0, word_bonus=-1.0, blank_skip=0.9)
+    dense = BeamSearchConfig(beam_width=4, lm_weight=0.3, word_bonus=5.0)   # words are cheap
+    sparse = BeamSearchConfig(beam_width=2, lm_weight=0.0, word_bonus=-50.0, blank_skip=0.9)   # words are dear
     settings = DecoderSettings(beam=dense, level_beams={0: dense, 2: sparse},
                                tuned={"split": "dev", "level": 0, "best_wer": 0.1, "greedy_wer": 0.2,
                                       "levels": [{"level": 0, "best_wer": 0.1, "greedy_wer": 0.2, "grid": []},
@@ -304,14 +305,19 @@ def test_a_file_tuned_per_level_decodes_each_level_with_its_own_settings(tmp_pat
     assert recognizer.beam_for(2).config == sparse
     assert recognizer.beam_for(0).config == recognizer.beam_for(1).config == dense
     audio = h.speechlike(1.5, 1)
-    for level, config in ((1, dense), (2, sparse)):
+    for level, config, other in ((1, dense, sparse), (2, sparse, dense)):
         result = recognizer.recognize(audio, level=level)
         expected = BeamDecoder(h.PIECES, h.BLANK_ID, config, lm=lm).decode(result.log_probs)
         assert result.text == expected.text and result.tokens == expected.tokens
+        # The two settings decode these log-probs differently, so the equality above tells them apart.
+        assert BeamDecoder(h.PIECES, h.BLANK_ID, other, lm=lm).decode(result.log_probs).text != result.text
+    # Hot words need an LM weight > 0 at every level: the level that has 0 is named.
+    with pytest.raises(Exception, match="level 2's decoder settings: hot words need lm_weight > 0"):
+        Recognizer(path, hotwords=["a bc"], hotword_weight=1.0)
     # A caller's override applies at every level; a bad one is named.
     widened = Recognizer(path, beam={"beam_width": 16})
     assert widened.beam_for(2).config.beam_width == widened.beam_for(0).config.beam_width == 16
-    assert widened.beam_for(2).config.lm_weight == 2.0
+    assert widened.beam_for(2).config.word_bonus == -50.0   # the rest stays the level's own
     # A level the file does not have is refused in the metadata and by beam_for.
     raw["decoder"]["levels"] = {str(len(raw["levels"])): sparse.to_dict()}
     with pytest.raises(MetadataError, match="decoder.levels must be an object of level index"):
@@ -437,7 +443,7 @@ def test_tune_with_a_decoder_dir_leaves_the_run_untouched_and_eval_and_export_re
 
 @pytest.mark.large
 def test_eval_and_export_decode_each_level_with_its_own_settings(tmp_path):
-    from dsnn_keras.evaluate import output_paths, run_evaluation
+    from dsnn_keras.evaluate import EvaluationError, output_paths, run_evaluation
     from tflite.export import ExportError, ExportOptions, export_run
     from tflite.metadata import read_metadata
 
@@ -461,6 +467,24 @@ def test_eval_and_export_decode_each_level_with_its_own_settings(tmp_path):
     with pytest.raises(ExportError, match=r"settings for level\(s\) \[7\], but the run has levels 0..3"):
         export_run(run_dir, tmp_path / "other.tflite", options=ExportOptions(measure_latency=False))
     assert not (tmp_path / "other.tflite").exists()
+    with pytest.raises(EvaluationError, match=r"decoder.json: settings for level\(s\) \[7\]"):
+        run_evaluation(run_dir, data, levels="0", out=tmp_path / "other.json")
+    assert not (tmp_path / "other.json").exists()
+
+
+@pytest.mark.large
+def test_retuning_some_levels_keeps_the_other_levels_settings(tmp_path):
+    from dsnn_keras.evaluate import tune_decoder
+
+    run_dir, data = _untrained_run(tmp_path)
+    quick = dict(beam_thresholds=(25.0,), token_beams=(8,), blank_skips=(None,))
+    tune_decoder(run_dir, data, level="all", lm_weights=(0.0, 1.0), word_bonuses=(0.0,), **quick)
+    first = DecoderSettings.read(run_dir)
+    tune_decoder(run_dir, data, level=3, lm_weights=(2.0,), word_bonuses=(-1.0,), **quick)
+    again = DecoderSettings.read(run_dir)
+    assert (again.beam_for(3).lm_weight, again.beam_for(3).word_bonus) == (2.0, -1.0)
+    assert [again.beam_for(level) for level in range(3)] == [first.beam_for(level) for level in range(3)]
+    assert again.beam == first.beam_for(0) and again.tuned["kept_levels"] == [0, 1, 2]
 
 
 @pytest.mark.large

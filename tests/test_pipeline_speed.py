@@ -326,3 +326,11 @@ def test_dsnn_lm_counts_each_utterance_once_as_the_preparation_job_does(both_run
     assert len(dataset_transcripts(on, originals_only=False)) == len(FACTORS) * len(dataset_transcripts(off))
     built = LmBundle.read_dir(build_dataset_lm(on, order=2, out=tmp_path / "lm"))
     assert built.arpa == LmBundle.read_dir(on / "lm").arpa == LmBundle.read_dir(off / "lm").arpa
+
+
+def test_is_copy_knows_every_copy_prefix_and_keeps_ids_that_only_look_like_one():
+    from dsnn_keras.ngram_lm import is_copy
+
+    ids = {"a1", "sp0.9-a1", "aug1-a1", "rep2-a1", "rep1-aug1-sp1.1-a1", "sp1-0001", "aug-x"}
+    assert [is_copy(i, ids) for i in ("sp0.9-a1", "aug1-a1", "rep2-a1", "rep1-aug1-sp1.1-a1")] == [True] * 4
+    assert not any(is_copy(i, ids) for i in ("a1", "sp1-0001", "aug-x"))   # no original "0001"; "aug-" has no k

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 from typing import Any, Optional, Union
 
 from dsnn_keras.errors import DsnnError
@@ -287,7 +288,8 @@ def validate(raw: Any, source: str = "metadata") -> DsnnMetadata:
             fail(f"decoder.beam must be an object, got {_short(decoder.get('beam'))}")
         level_beams = decoder.get("levels")
         if level_beams is not None and (not isinstance(level_beams, dict) or not all(
-                isinstance(k, str) and k.isdigit() and int(k) < len(levels) and isinstance(v, dict)
+                isinstance(k, str) and re.fullmatch(r"0|[1-9][0-9]*", k) and int(k) < len(levels)
+                and isinstance(v, dict)
                 for k, v in level_beams.items())):
             fail(f"decoder.levels must be an object of level index (0..{len(levels) - 1}) to settings, "
                  f"got {_short(level_beams)}")
