@@ -520,7 +520,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  out_dir: str | pathlib.Path | None = None,
                  beam_thresholds: Sequence[float] = DEFAULT_TUNE_BEAM_THRESHOLDS,
                  token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS,
-                 blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS) -> dict[str, Any]:
+                 blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS,
+                 speed_wer_slack: float = 0.0) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at each tuned level, then the
     search's pruning for speed; writes the result into the run (or ``out_dir``).
 
@@ -556,6 +557,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
             speed stage, that setting is used).
         token_beams: Token beams the speed stage tries.
         blank_skips: Blank-skip probabilities the speed stage tries (None: no skipping).
+        speed_wer_slack: WER (a fraction: 0.005 = half a point) the speed stage may give up on the
+            tuning split for speed: it keeps the fastest setting whose WER is at most stage 1's plus
+            this. Defaults to 0.0 (never trades WER for speed).
 
     Returns:
         The default (densest tuned) level's ``{"best": {"lm_weight", "word_bonus", "wer"},
@@ -579,6 +583,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
     if not beam_thresholds or not token_beams or not blank_skips:
         raise EvaluationError("--tune needs at least one beam threshold, one token beam and one blank skip")
+    if (isinstance(speed_wer_slack, bool) or not isinstance(speed_wer_slack, (int, float))
+            or not 0.0 <= speed_wer_slack < 1.0):
+        raise EvaluationError(f"--tune_wer_slack must be a WER fraction in [0, 1), got {speed_wer_slack!r}")
     speed_settings = [{"beam_threshold": float(threshold), "token_beam": int(token_beam),
                        "blank_skip": None if skip is None else float(skip)}
                       for threshold in beam_thresholds for token_beam in token_beams for skip in blank_skips]
@@ -659,7 +666,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                 speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
                 _log(f"level {level} beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']} "
                      f"blank_skip {setting['blank_skip']}: WER {wer:.2%} ({min(passes):.3f} s)")
-            admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + 1e-12]
+            admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + speed_wer_slack + 1e-12]
             if admissible:   # empty only if no pair matches stage 1's own pruning
                 fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
                                                          g["blank_skip"] is not None))
@@ -690,7 +697,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     if _resolved(source) != _resolved(target):
         LmBundle.read_dir(source).write_dir(target)
     record = {"split": split, "level": default_level, "data_dir": str(data_dir), "lm_source": str(source),
-              "num_utterances": len(utterances), "greedy_wer": default_result["greedy_wer"],
+              "num_utterances": len(utterances), "speed_wer_slack": speed_wer_slack,
+              "greedy_wer": default_result["greedy_wer"],
               "best_wer": default_result["best"]["wer"], "grid": default_result["grid"],
               "speed_grid": default_result["speed_grid"]}
     if len(levels) > 1:
@@ -904,9 +912,19 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="P,P",
                       help="speed stage of --tune: blank-skip probabilities (frames at least this surely blank "
                            "are searched once per run; none = every frame) (default: %(default)s)")
+    beam.add_argument("--tune_wer_slack", type=float, default=0.0, metavar="POINTS",
+                      help="speed stage of --tune: WER points on the tuning split it may give up for a faster "
+                           "search (default: 0, never; e.g. 0.5 lets a sparse level whose search is a large share "
+                           "of its time skip blanks at the cost of a word or two)")
     beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),
                       metavar="B,B", help="word bonuses to try (default: %(default)s)")
     return parser
+
+
+def _slack(points: float) -> float:
+    if not 0.0 <= points < 100.0:
+        raise EvaluationError(f"--tune_wer_slack: expected WER points in [0, 100), got {points!r}")
+    return points / 100.0
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -954,7 +972,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          max_utterances=args.max_utterances, out_dir=args.decoder_dir,
                          beam_thresholds=_floats(args.tune_beam_thresholds, "--tune_beam_thresholds"),
                          token_beams=_ints(args.tune_token_beams, "--tune_token_beams"),
-                         blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"))
+                         blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"),
+                         speed_wer_slack=_slack(args.tune_wer_slack))
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
         report = run_evaluation(

@@ -549,6 +549,26 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
     assert (beam["beam_threshold"], beam["token_beam"], beam.get("blank_skip")) == chosen
 
 
+def test_a_wer_slack_lets_the_speed_stage_trade_that_much_wer_and_no_more(tmp_path, capsys):
+    from dsnn_keras.evaluate import main, tune_decoder
+
+    run_dir, data = _untrained_run(tmp_path)
+    grids = {}
+    for slack in (0.0, 0.9):
+        result = tune_decoder(run_dir, data, level=0, lm_weights=(1.0,), word_bonuses=(0.0,), out_dir=tmp_path / str(slack),
+                              beam_thresholds=(25.0, 1.0), token_beams=(8, 1), speed_wer_slack=slack)
+        grids[slack] = result
+        admissible = [g for g in result["speed_grid"] if g["wer"] <= result["best"]["wer"] + slack]
+        assert result["speed"] in admissible
+        assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
+        assert DecoderSettings.read(tmp_path / str(slack)).tuned["speed_wer_slack"] == slack
+    # The slack widened the choice here (or the test would not tell a slack from none).
+    assert len([g for g in grids[0.9]["speed_grid"] if g["wer"] <= grids[0.9]["best"]["wer"] + 0.9]) > \
+        len([g for g in grids[0.0]["speed_grid"] if g["wer"] <= grids[0.0]["best"]["wer"]])
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_wer_slack", "-1"]) == 1
+    assert "--tune_wer_slack: expected WER points in [0, 100), got -1.0" in capsys.readouterr().err
+
+
 def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_the_model_runs(tmp_path, capsys):
     from dsnn_keras.evaluate import main, tune_decoder
 
