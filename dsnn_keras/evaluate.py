@@ -511,6 +511,17 @@ def _resolved(path: fileio.AnyPath) -> str:
     return str(path).rstrip("/")
 
 
+def fastest_admissible(speed_grid: Sequence[Mapping[str, Any]], best_wer: float,
+                       slack: float = 0.0) -> Mapping[str, Any] | None:
+    """The speed stage's rule: of the settings whose WER is at most ``best_wer + slack``, the one with
+    the least decoding time (ties: the wider search, then no blank skipping); None if none is."""
+    admissible = [g for g in speed_grid if g["wer"] <= best_wer + slack + 1e-12]
+    if not admissible:
+        return None
+    return min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
+                                          g["blank_skip"] is not None))
+
+
 def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
                  level: int | str | Sequence[int] = "all",
                  choice: DecoderChoice = DecoderChoice(),
@@ -666,10 +677,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                 speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
                 _log(f"level {level} beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']} "
                      f"blank_skip {setting['blank_skip']}: WER {wer:.2%} ({min(passes):.3f} s)")
-            admissible = [g for g in speed_grid if g["wer"] <= best["wer"] + speed_wer_slack + 1e-12]
-            if admissible:   # empty only if no pair matches stage 1's own pruning
-                fastest = min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
-                                                         g["blank_skip"] is not None))
+            fastest = fastest_admissible(speed_grid, best["wer"], speed_wer_slack)
+            if fastest is not None:   # None only if no pair matches stage 1's own pruning
                 beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"],
                                         blank_skip=fastest["blank_skip"])
         elif speed_settings:
