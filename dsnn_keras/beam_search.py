@@ -532,6 +532,13 @@ class DecoderSettings:
         if self.level_beams is not None:
             _check_level_beams(self.level_beams, self.beam)
 
+    def check_levels(self, num_levels: int) -> None:
+        """Raises `BeamSearchError` if ``level_beams`` names a level a model of ``num_levels`` lacks."""
+        extra = sorted(level for level in (self.level_beams or {}) if level >= num_levels)
+        if extra:
+            raise BeamSearchError(f"settings for level(s) {extra}, but the run has levels 0..{num_levels - 1} "
+                                  "(tuned on another run?)")
+
     def beam_for(self, level: int) -> BeamSearchConfig:
         """The settings level ``level`` decodes with: its own, else `beam`."""
         return (self.level_beams or {}).get(int(level), self.beam)

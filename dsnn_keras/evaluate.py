@@ -446,8 +446,8 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
         EvaluationError: an unknown decoder, a missing LM directory, settings for a level the run lacks.
         BeamSearchError / LanguageModelError: bad beam settings or LM files.
     """
-    from dsnn_keras.beam_search import (BeamDecoder, BeamSearchConfig, DecoderSettings, LevelDecoders,
-                                        level_beams_to_dict)
+    from dsnn_keras.beam_search import (BeamDecoder, BeamSearchConfig, BeamSearchError, DecoderSettings,
+                                        LevelDecoders, level_beams_to_dict)
     from dsnn_keras.ngram_lm import LM_DIR, LmBundle
 
     settings_home = fileio.as_path(choice.settings_dir) if choice.settings_dir is not None else run_dir
@@ -465,10 +465,11 @@ def resolve_decoder(choice: DecoderChoice, run_dir: str | pathlib.Path, data_dir
                  if getattr(choice, key) is not None}
     config = dataclasses.replace(config, **overrides)
     level_beams = settings.level_beams if settings else None
-    extra = sorted(level for level in (level_beams or {}) if num_levels is not None and level >= num_levels)
-    if extra:
-        raise EvaluationError(f"{fileio.join(settings_home, 'decoder.json')}: settings for level(s) {extra}, but the "
-                              f"run has levels 0..{num_levels - 1} (tuned on another run?)")
+    if settings is not None and num_levels is not None:
+        try:
+            settings.check_levels(num_levels)
+        except BeamSearchError as error:
+            raise EvaluationError(f"{fileio.join(settings_home, 'decoder.json')}: {error}") from None
     if choice.lm is not None:
         lm_dir = None if choice.lm.lower() == "none" else fileio.as_path(choice.lm)
         if lm_dir is not None and not fileio.isdir(lm_dir):

@@ -757,11 +757,13 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
     if decoder is None and with_decoder and decoder_dir is not None:
         raise ExportError(f"--decoder_dir {decoder_dir}: no decoder.json there (write one with "
                           f"dsnn-eval --tune --decoder_dir {decoder_dir})")
-    if decoder is not None and decoder[0].level_beams:
-        extra = sorted(level for level in decoder[0].level_beams if level >= len(run.levels))
-        if extra:
-            raise ExportError(f"{fileio.join(decoder_home, 'decoder.json')}: settings for level(s) {extra}, but the "
-                              f"run has levels 0..{len(run.levels) - 1} (tuned on another run?)")
+    if decoder is not None:
+        from dsnn_keras.beam_search import BeamSearchError
+
+        try:
+            decoder[0].check_levels(len(run.levels))
+        except BeamSearchError as error:
+            raise ExportError(f"{fileio.join(decoder_home, 'decoder.json')}: {error}") from None
     if decoder is not None:
         say(f"carrying the tuned {decoder[0].decoder} decoder ({fileio.join(decoder_home, 'decoder.json')}"
             f"{', LM ' + str(decoder[0].lm_path(decoder_home)) if decoder[1] is not None else ''})")

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import re
 from typing import Any, Optional, Union
 
 from dsnn_keras.errors import DsnnError
@@ -286,9 +285,11 @@ def validate(raw: Any, source: str = "metadata") -> DsnnMetadata:
             fail(f"'decoder' must be null or an object with default 'beam' or 'greedy', got {_short(decoder)}")
         if not isinstance(decoder.get("beam"), dict):
             fail(f"decoder.beam must be an object, got {_short(decoder.get('beam'))}")
+        from dsnn_keras.beam_search import LEVEL_KEY
+
         level_beams = decoder.get("levels")
         if level_beams is not None and (not isinstance(level_beams, dict) or not all(
-                isinstance(k, str) and re.fullmatch(r"0|[1-9][0-9]*", k) and int(k) < len(levels)
+                isinstance(k, str) and LEVEL_KEY.fullmatch(k) and int(k) < len(levels)
                 and isinstance(v, dict)
                 for k, v in level_beams.items())):
             fail(f"decoder.levels must be an object of level index (0..{len(levels) - 1}) to settings, "
