@@ -2,9 +2,9 @@
 
 Every train example (each speed-perturbed copy included) gets ``N`` augmented copies beside it; the
 clean example is kept as it is. Each copy passes through every chosen augmentation, always in the
-order room reverberation → additive noise → bandwidth → gain (a room's echo, then the noise at the
-microphone, then the recording chain's sample rate, then the recording level), each with its own
-random draws:
+order room reverberation → additive noise → channel → bandwidth → gain (a room's echo, then the noise at the
+microphone, then the microphone's and the recording chain's frequency response, then its sample
+rate, then the recording level), each with its own random draws:
 
 * ``reverb``: convolution with a synthetic room impulse response (`room_impulse_response`): a
   direct-path impulse plus a tail of Gaussian noise whose envelope decays by 60 dB in ``RT60``
@@ -17,6 +17,13 @@ random draws:
   the clip's mean power to the noise's over the whole clip (silences included). The project has no
   noise corpus, so the noise is generated, not recorded: it teaches robustness to stationary
   broadband noise, not to babble, music or transients.
+* ``channel``: the frequency response of another microphone and recording chain, which colours a
+  recording the way one fixed filter does (FSDD's six speakers differ mostly in this: the share of
+  their energy above 2 kHz ranges from 0.6 % to 54 %). A zero-phase magnitude response, applied in
+  the frequency domain: a spectral tilt in dB per octave about 1 kHz drawn from ``--channel_tilt_db``
+  (default -6 to +6), plus `CHANNEL_BANDS` peaks or dips of `CHANNEL_BAND_GAIN_DB` at centres drawn
+  log-uniformly in `CHANNEL_BAND_HZ`, each a Gaussian one octave wide (in log frequency); the
+  response is clipped to `CHANNEL_LIMIT_DB`. The output keeps the input's length and mean power.
 * ``bandwidth``: the recording chain of a lower sample rate (a telephone line, a cheap microphone, an
   8 kHz corpus such as FSDD): the clip is resampled with soxr to a rate drawn from
   ``--bandwidth_rates`` (default 8000 or 11025 Hz) and back, which removes everything above that
@@ -48,7 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
-KINDS = ("reverb", "noise", "bandwidth", "gain")   # the order in which they are applied
+KINDS = ("reverb", "noise", "channel", "bandwidth", "gain")   # the order in which they are applied
 NOISE_COLORS = ("white", "pink", "brown")
 _COLOR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}   # noise power ∝ 1 / f**exponent
 NOISE_MIN_HZ = 20.0                          # below this the coloured spectrum is flat (no DC / sub-audio build-up)
@@ -59,8 +66,17 @@ DEFAULT_GAIN_DB = (-18.0, 6.0)
 DEFAULT_NOISE_SNR_DB = (5.0, 20.0)
 DEFAULT_REVERB_RT60_S = (0.2, 0.8)
 DEFAULT_BANDWIDTH_RATES = (8000, 11025)
+DEFAULT_CHANNEL_TILT_DB = (-6.0, 6.0)        # dB per octave about CHANNEL_PIVOT_HZ
+CHANNEL_PIVOT_HZ = 1000.0
+CHANNEL_BANDS = 2                            # random peaks/dips per copy
+CHANNEL_BAND_GAIN_DB = (-10.0, 10.0)
+CHANNEL_BAND_HZ = (200.0, 6000.0)            # band centres, drawn log-uniformly
+CHANNEL_BAND_OCTAVES = 1.0                   # width of a band (two standard deviations, in octaves)
+CHANNEL_LIMIT_DB = (-30.0, 20.0)             # the response is clipped to this
+CHANNEL_MIN_HZ = 50.0                        # below this the tilt stays at its 50 Hz value
 BANDWIDTH_RATE_LIMITS = (2000, 48000)
-_LIMITS = {"--gain_db": (-60.0, 20.0), "--noise_snr_db": (-10.0, 60.0), "--reverb_rt60": (0.05, 3.0)}
+_LIMITS = {"--gain_db": (-60.0, 20.0), "--noise_snr_db": (-10.0, 60.0), "--reverb_rt60": (0.05, 3.0),
+           "--channel_tilt_db": (-12.0, 12.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +93,8 @@ class AugmentConfig:
         reverb_rt60_s: ``(low, high)`` RT60 range in seconds. Defaults to (0.2, 0.8).
         bandwidth_rates: Sample rates (Hz) a ``bandwidth`` copy is band-limited to, one drawn per
             copy. Defaults to (8000, 11025).
+        channel_tilt_db: ``(low, high)`` spectral tilt range of a ``channel`` copy in dB per octave.
+            Defaults to (-6, 6).
     """
 
     kinds: tuple[str, ...] = ()
@@ -86,6 +104,7 @@ class AugmentConfig:
     noise_snr_db: tuple[float, float] = DEFAULT_NOISE_SNR_DB
     reverb_rt60_s: tuple[float, float] = DEFAULT_REVERB_RT60_S
     bandwidth_rates: tuple[int, ...] = DEFAULT_BANDWIDTH_RATES
+    channel_tilt_db: tuple[float, float] = DEFAULT_CHANNEL_TILT_DB
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -95,7 +114,7 @@ class AugmentConfig:
         if self.kinds and not 1 <= self.copies <= 100:
             raise ValueError(f"--augment_copies must be in [1, 100], got {self.copies}")
         for flag, value in (("--gain_db", self.gain_db), ("--noise_snr_db", self.noise_snr_db),
-                            ("--reverb_rt60", self.reverb_rt60_s)):
+                            ("--reverb_rt60", self.reverb_rt60_s), ("--channel_tilt_db", self.channel_tilt_db)):
             _check_range(flag, tuple(value))
         object.__setattr__(self, "bandwidth_rates", _check_rates(tuple(self.bandwidth_rates)))
 
@@ -112,6 +131,11 @@ class AugmentConfig:
             out["noise"] = {"snr_db": list(self.noise_snr_db), "colors": list(NOISE_COLORS), "source": "generated"}
         if "bandwidth" in self.kinds:
             out["bandwidth"] = {"rates_hz": list(self.bandwidth_rates), "method": "soxr resampling down and back"}
+        if "channel" in self.kinds:
+            out["channel"] = {"tilt_db_per_octave": list(self.channel_tilt_db), "pivot_hz": CHANNEL_PIVOT_HZ,
+                              "bands": CHANNEL_BANDS, "band_gain_db": list(CHANNEL_BAND_GAIN_DB),
+                              "band_hz": list(CHANNEL_BAND_HZ), "band_octaves": CHANNEL_BAND_OCTAVES,
+                              "limit_db": list(CHANNEL_LIMIT_DB)}
         if "gain" in self.kinds:
             out["gain"] = {"gain_db": list(self.gain_db), "peak_limit": 1.0}
         return out
@@ -175,11 +199,13 @@ def parse_rates(text: str) -> tuple[int, ...]:
 
 
 def parse_range(text: str, flag: str) -> tuple[float, float]:
-    """Parses ``LOW,HIGH`` for ``--gain_db``, ``--noise_snr_db`` or ``--reverb_rt60`` (one number = a fixed value).
+    """Parses ``LOW,HIGH`` for ``--gain_db``, ``--noise_snr_db``, ``--reverb_rt60`` or ``--channel_tilt_db``
+    (one number = a fixed value).
 
     Raises:
         ValueError: naming the flag: not numbers, LOW > HIGH, or outside the flag's limits
-            (gain within [-60, 20] dB, SNR within [-10, 60] dB, RT60 within [0.05, 3] s).
+            (gain within [-60, 20] dB, SNR within [-10, 60] dB, RT60 within [0.05, 3] s, tilt within
+            [-12, 12] dB per octave).
     """
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) == 1:
@@ -195,7 +221,8 @@ def parse_range(text: str, flag: str) -> tuple[float, float]:
 
 
 def _defaults() -> dict:
-    return {"--gain_db": DEFAULT_GAIN_DB, "--noise_snr_db": DEFAULT_NOISE_SNR_DB, "--reverb_rt60": DEFAULT_REVERB_RT60_S}
+    return {"--gain_db": DEFAULT_GAIN_DB, "--noise_snr_db": DEFAULT_NOISE_SNR_DB, "--reverb_rt60": DEFAULT_REVERB_RT60_S,
+            "--channel_tilt_db": DEFAULT_CHANNEL_TILT_DB}
 
 
 def augmented_id(utt_id: str, copy: int) -> str:
@@ -227,6 +254,12 @@ class BandwidthParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ChannelParams:
+    tilt_db_per_octave: float
+    bands: tuple[tuple[float, float], ...]   # (centre Hz, gain dB)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReverbParams:
     rt60_s: float
     drr_db: float
@@ -246,6 +279,11 @@ def draw(kind: str, config: AugmentConfig, utt_id: str, factor: float, copy: int
         return ReverbParams(rt60, float(rng.uniform(*DRR_DB)), int(rng.integers(2 ** 63)))
     if kind == "bandwidth":
         return BandwidthParams(int(config.bandwidth_rates[int(rng.integers(len(config.bandwidth_rates)))]))
+    if kind == "channel":
+        tilt = float(rng.uniform(*config.channel_tilt_db))
+        low, high = (math.log(f) for f in CHANNEL_BAND_HZ)
+        return ChannelParams(tilt, tuple((float(math.exp(rng.uniform(low, high))), float(rng.uniform(*CHANNEL_BAND_GAIN_DB)))
+                                         for _ in range(CHANNEL_BANDS)))
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {KINDS}")
 
 
@@ -259,6 +297,8 @@ def apply(kind: str, waveform: np.ndarray, params, sample_rate: int) -> np.ndarr
         return reverberate(waveform, params, sample_rate)
     if kind == "bandwidth":
         return band_limit(waveform, params.rate, sample_rate)
+    if kind == "channel":
+        return colour_channel(waveform, params, sample_rate)
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {KINDS}")
 
 
@@ -327,6 +367,31 @@ def reverberate(waveform: np.ndarray, params: ReverbParams, sample_rate: int) ->
     h = room_impulse_response(params, sample_rate)
     size = 1 << int(math.ceil(math.log2(x.size + h.size - 1)))
     y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: x.size]
+    y *= math.sqrt(power / max(float(np.mean(y ** 2)), 1e-30))
+    return y.astype(np.float32)
+
+
+def channel_response_db(params: ChannelParams, freqs_hz: np.ndarray) -> np.ndarray:
+    """The ``channel`` kind's magnitude response in dB at ``freqs_hz``: the tilt about
+    `CHANNEL_PIVOT_HZ` plus each band's Gaussian bump in log frequency, clipped to `CHANNEL_LIMIT_DB`."""
+    octaves = np.log2(np.maximum(np.asarray(freqs_hz, np.float64), CHANNEL_MIN_HZ) / CHANNEL_PIVOT_HZ)
+    response = params.tilt_db_per_octave * octaves
+    sigma = CHANNEL_BAND_OCTAVES / 2.0
+    for centre, gain in params.bands:
+        response = response + gain * np.exp(-0.5 * ((octaves - math.log2(centre / CHANNEL_PIVOT_HZ)) / sigma) ** 2)
+    return np.clip(response, *CHANNEL_LIMIT_DB)
+
+
+def colour_channel(waveform: np.ndarray, params: ChannelParams, sample_rate: int) -> np.ndarray:
+    """Filters the clip by `channel_response_db` (zero phase, one FFT of the whole clip, numpy); keeps
+    the length and the mean power; a silent or empty clip is returned unchanged."""
+    x = np.asarray(waveform, np.float64)
+    power = float(np.mean(x ** 2)) if x.size else 0.0
+    if power <= 0.0:
+        return np.asarray(waveform, np.float32).copy()
+    spectrum = np.fft.rfft(x)
+    spectrum *= 10.0 ** (channel_response_db(params, np.fft.rfftfreq(x.size, 1.0 / sample_rate)) / 20.0)
+    y = np.fft.irfft(spectrum, x.size)
     y *= math.sqrt(power / max(float(np.mean(y ** 2)), 1e-30))
     return y.astype(np.float32)
 

@@ -120,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "transcript once, the CMVN statistics every copy")
     parser.add_argument("--augment", default=None, metavar="KIND,KIND,...",
                         help="augment the train split: add --augment_copies copies of every train example (speed "
-                             "copies included), each with all the KINDs applied in the order reverb, noise, bandwidth, "
-                             "gain: reverb (synthetic exponential-decay room impulse response, RT60 from --reverb_rt60), "
-                             "noise (generated white/pink/brown noise at an SNR from --noise_snr_db), bandwidth "
+                             "copies included), each with all the KINDs applied in the order reverb, noise, channel, "
+                             "bandwidth, gain: reverb (synthetic exponential-decay room impulse response, RT60 from "
+                             "--reverb_rt60), noise (generated white/pink/brown noise at an SNR from --noise_snr_db), "
+                             "channel (another microphone's frequency response: a tilt from --channel_tilt_db and two "
+                             "random bands), bandwidth "
                              "(band-limited as recorded at a rate from --bandwidth_rates), gain (a level "
                              "from --gain_db, peak-limited to 1.0). Seeded per utterance and copy; ids aug<k>-<id>; "
                              "held-out splits never augmented; the tokenizer and the LM see each transcript once")
@@ -139,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bandwidth_rates", default=argparse.SUPPRESS, metavar="HZ,HZ",
                         help="sample rates for --augment bandwidth, one drawn per copy (default 8000,11025: "
                              "telephone-band and 11 kHz recordings)")
+    parser.add_argument("--channel_tilt_db", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                        help="spectral tilt range in dB per octave (about 1 kHz) for --augment channel (default "
+                             "-6,6), on top of two random +/-10 dB bands")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
     return parser
@@ -226,10 +231,11 @@ def _augment_config(args):
 
     value = {name: getattr(args, name, None)   # these flags default to argparse.SUPPRESS: absent unless given
              for name in ("augment_copies", "augment_seed", "gain_db", "noise_snr_db", "reverb_rt60",
-                          "bandwidth_rates")}
+                          "bandwidth_rates", "channel_tilt_db")}
     ranges = {"gain": ("--gain_db", value["gain_db"], "gain_db"),
               "noise": ("--noise_snr_db", value["noise_snr_db"], "noise_snr_db"),
-              "reverb": ("--reverb_rt60", value["reverb_rt60"], "reverb_rt60_s")}
+              "reverb": ("--reverb_rt60", value["reverb_rt60"], "reverb_rt60_s"),
+              "channel": ("--channel_tilt_db", value["channel_tilt_db"], "channel_tilt_db")}
     if args.augment is None:
         given = [flag for flag, v in (("--augment_copies", value["augment_copies"]),
                                       ("--augment_seed", value["augment_seed"]),
@@ -585,7 +591,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
         return _run_locked(args, specs, config, options, argv)
 
 
-RANGE_FLAGS = ("--gain_db", "--noise_snr_db", "--reverb_rt60")
+RANGE_FLAGS = ("--gain_db", "--noise_snr_db", "--reverb_rt60", "--channel_tilt_db")
 
 
 def _attach_range_values(argv: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ Graph (two stages, joined by the tokenizer side input)::
                │                        ▲ side input   │                    │ side input
                └─► [CorpusHeldOut]──────┘              └─► Decode (decode, resample, tokenize)
                     (named corpora: held-out speakers       ─► [SpeedPerturb (train only, one copy per --speed_perturb factor)]
-                     per corpus, CombineFn)                 ─► [AugmentCopies ─► Reverb ─► Noise ─► Bandwidth ─► Gain (train only, --augment)]
+                     per corpus, CombineFn)                 ─► [AugmentCopies ─► Reverb ─► Noise ─► Channel ─► Bandwidth ─► Gain (train only, --augment)]
                                                             ─► Featurize (log-mel, serialise, --corpus_weight repeats;
                                                                           one fused stage with Decode)
                                                                 ├─► Write[split] (TFRecord shards)
@@ -351,7 +351,7 @@ class AugmentCopiesDoFn(beam.DoFn):
 
 
 class AugmentDoFn(beam.DoFn):
-    """Applies one kind of augmentation (``reverb``, ``noise``, ``bandwidth`` or ``gain``) to every augmented copy,
+    """Applies one kind of augmentation (``reverb``, ``noise``, ``channel``, ``bandwidth`` or ``gain``) to every augmented copy,
     with the copy's own deterministic draws (`pipeline.augment.draw`); the clean copies are untouched.
 
     Args:

@@ -18,7 +18,7 @@ from pipeline.tokenizer import train_tokenizer
 from pipeline.transforms import AugmentCopiesDoFn, AugmentDoFn, DecodeUtterance, FeaturizeUtterance
 
 RATE = 16000
-CONFIG = aug.AugmentConfig(kinds=("gain", "noise", "reverb"), copies=2, seed=7)
+CONFIG = aug.AugmentConfig(kinds=("gain", "noise", "reverb", "channel"), copies=2, seed=7)
 
 
 def _burst(seconds_on=0.3, seconds=1.0, hz=700.0, amplitude=0.1):
@@ -33,7 +33,7 @@ def _db(power_ratio):
 
 
 def test_draws_are_deterministic_per_utterance_copy_and_seed_and_within_the_ranges():
-    for kind in ("reverb", "noise", "gain"):   # continuous draws (bandwidth picks one of a few rates)
+    for kind in ("reverb", "noise", "gain", "channel"):   # continuous draws (bandwidth picks one of a few rates)
         first = aug.draw(kind, CONFIG, "fash-0-0001", 1.0, 1)
         assert first == aug.draw(kind, CONFIG, "fash-0-0001", 1.0, 1)
         others = {aug.draw(kind, CONFIG, "fash-0-0001", 1.0, 2), aug.draw(kind, CONFIG, "fash-0-0002", 1.0, 1),
@@ -45,6 +45,9 @@ def test_draws_are_deterministic_per_utterance_copy_and_seed_and_within_the_rang
     assert {d.color for d in draws} == set(aug.NOISE_COLORS)
     assert all(-18.0 <= aug.draw("gain", CONFIG, f"u{i}", 1.0, 1).gain_db <= 6.0 for i in range(100))
     assert all(0.2 <= aug.draw("reverb", CONFIG, f"u{i}", 1.0, 1).rt60_s <= 0.8 for i in range(100))
+    channels = [aug.draw("channel", CONFIG, f"u{i}", 1.0, 1) for i in range(100)]
+    assert all(-6.0 <= c.tilt_db_per_octave <= 6.0 and len(c.bands) == aug.CHANNEL_BANDS for c in channels)
+    assert all(200.0 <= hz <= 6000.0 and -10.0 <= db <= 10.0 for c in channels for hz, db in c.bands)
     rates = [aug.draw("bandwidth", CONFIG, f"u{i}", 1.0, 1).rate for i in range(100)]
     assert set(rates) == {8000, 11025} and rates == [aug.draw("bandwidth", CONFIG, f"u{i}", 1.0, 1).rate
                                                      for i in range(100)]
@@ -125,6 +128,28 @@ def test_bandwidth_removes_what_lies_above_the_drawn_rates_nyquist_and_keeps_the
     assert aug.band_limit(np.zeros(0, np.float32), 8000, RATE).size == 0
 
 
+def test_channel_tilts_the_spectrum_by_the_drawn_db_per_octave_and_keeps_length_and_power():
+    t = np.arange(RATE) / RATE
+    tones = (500.0, 1000.0, 2000.0, 4000.0)
+    x = sum(0.05 * np.sin(2 * np.pi * hz * t) for hz in tones).astype(np.float32)
+    params = aug.ChannelParams(tilt_db_per_octave=-5.0, bands=())
+    y = aug.apply("channel", x, params, RATE)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.mean(y.astype(np.float64) ** 2) == pytest.approx(np.mean(x.astype(np.float64) ** 2), rel=1e-4)
+    level = lambda signal, hz: _db(np.abs(np.fft.rfft(signal.astype(np.float64)))[int(hz)] ** 2)   # 1 Hz bins
+    relative = [level(y, hz) - level(x, hz) for hz in tones]
+    steps = np.diff(relative)   # one octave apart: each step is the tilt
+    assert steps == pytest.approx([-5.0, -5.0, -5.0], abs=0.01)
+    bump = aug.ChannelParams(0.0, ((1000.0, 8.0),))
+    response = aug.channel_response_db(bump, np.array([1000.0, 2000.0, 8000.0]))
+    assert response[0] == pytest.approx(8.0) and response[1] == pytest.approx(8.0 * math.exp(-2.0))
+    assert response[2] == pytest.approx(0.0, abs=1e-3)   # three octaves away: untouched
+    steep = aug.channel_response_db(aug.ChannelParams(12.0, ()), np.array([8000.0, 50.0]))
+    assert list(steep) == [20.0, -30.0]   # +36 and -52 dB before the clip to CHANNEL_LIMIT_DB
+    silent = np.zeros(100, np.float32)
+    assert aug.apply("channel", silent, params, RATE).tobytes() == silent.tobytes()
+
+
 @pytest.mark.parametrize("text, message", [("8000,8000", "given twice"), ("1000", "within [2000, 48000]"),
                                            ("8k", "expected comma-separated"), ("", "expected comma-separated")])
 def test_bad_bandwidth_rates_are_refused_naming_the_flag(text, message):
@@ -141,6 +166,7 @@ def test_bad_bandwidth_rates_are_refused_naming_the_flag(text, message):
     ("1,2,3", "--noise_snr_db", "got 3"),
     ("nan,5", "--gain_db", "two finite numbers"),
     ("0,5", "--reverb_rt60", "within [0.05, 3]"),
+    ("-20,0", "--channel_tilt_db", "within [-12, 12]"),
 ])
 def test_bad_ranges_are_refused_naming_the_flag(text, flag, message):
     with pytest.raises(ValueError, match=flag) as error:
@@ -151,6 +177,7 @@ def test_bad_ranges_are_refused_naming_the_flag(text, flag, message):
 def test_kinds_are_applied_in_a_fixed_order_and_bad_kinds_refused():
     assert aug.parse_kinds("gain,reverb") == ("reverb", "gain")
     assert aug.parse_kinds("gain,bandwidth,noise") == ("noise", "bandwidth", "gain")
+    assert aug.parse_kinds("bandwidth,channel,reverb") == ("reverb", "channel", "bandwidth")
     for text, message in (("gain,echo", "unknown augmentation 'echo'"), ("gain,,noise", "empty item"),
                           ("gain,gain", "given twice")):
         with pytest.raises(ValueError, match=message):

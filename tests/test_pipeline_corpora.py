@@ -90,6 +90,8 @@ def test_bad_corpus_weights_are_refused_naming_the_flag(values, message):
     (["--augment", "gain", "--bandwidth_rates", "8000"], "--bandwidth_rates 8000: --augment gain has no bandwidth"),
     (["--augment", "bandwidth", "--bandwidth_rates", "8000,99000"], "each rate must lie within [2000, 48000] Hz"),
     (["--bandwidth_rates", "8000"], "--bandwidth_rates needs --augment"),
+    (["--augment", "gain", "--channel_tilt_db", "-3,3"], "--channel_tilt_db -3,3: --augment gain has no channel"),
+    (["--augment", "channel", "--channel_tilt_db", "-13,3"], "--channel_tilt_db -13,3: the range must lie within [-12, 12]"),
     (["--augment", "gain", "--augment_copies", "0"], "--augment_copies must be in [1, 100], got 0"),
     (["--augment", "gain,echo"], "unknown augmentation 'echo'"),
     (["--input", "CORPUS"], "with --corpus every training input is a named corpus"),
