@@ -47,8 +47,8 @@ for _path in (REPO_ROOT, REPO_ROOT / "bench"):
         sys.path.insert(0, str(_path))
 
 import an4_comparison as cmp  # noqa: E402
-from dsnn_job.artifacts import (IN_PROGRESS_FILE, StepSpec, fingerprint_file, fingerprint_tree, read_record,  # noqa: E402
-                                run_step)
+from dsnn_job.artifacts import (IN_PROGRESS_FILE, StepSpec, fingerprint_file, fingerprint_of,  # noqa: E402
+                                fingerprint_tree, read_record, run_step)
 from dsnn_keras.errors import DsnnError  # noqa: E402
 from dsnn_keras.eval_report import EvalReport  # noqa: E402
 
@@ -107,6 +107,8 @@ class FoldPlan:
         overrides: ``--set`` overrides (step scaling included).
         an4_dev: The AN4 speakers every fold holds out.
         prepare_flags: Extra ``dsnn-prepare`` flags (speed perturbation, augmentation, weights).
+        feature_config: The features the models expect (``FeatureConfig.to_dict()``), passed to
+            ``dsnn-prepare --feature_config``.
         env: Environment of the child processes (None: this one's).
     """
 
@@ -117,6 +119,7 @@ class FoldPlan:
     overrides: tuple[str, ...]
     an4_dev: tuple[str, ...]
     prepare_flags: tuple[str, ...]
+    feature_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     env: Optional[Mapping[str, str]] = None
 
     def fold_dir(self, fold: int) -> pathlib.Path:
@@ -135,7 +138,6 @@ class Fold:
         self.held_out = list(held_out)
         self.root = plan.fold_dir(index)
         self.logs = plan.logs(index)
-        self.statuses: dict[str, str] = {}
 
     @property
     def data_dir(self) -> pathlib.Path:
@@ -145,37 +147,71 @@ class Fold:
     def run_dir(self) -> pathlib.Path:
         return self.root / "run"
 
-    def _fingerprint(self, directory: pathlib.Path, stage: str) -> str:
+    def _record(self, directory: pathlib.Path, stage: str) -> dict[str, Any]:
         record = read_record(directory)
         if record is None:
             raise FoldsError(f"fold {self.index}: {directory} has no finished {stage}; run that stage first")
-        return record["fingerprint"]
+        return record
 
-    def prepare_argv(self, out: pathlib.Path) -> list[str]:
+    def prepare_argv(self, out: pathlib.Path, features: pathlib.Path) -> list[str]:
         return [cmp.tool("dsnn-prepare"), "--corpus", f"an4={self.plan.an4 / 'train'}",
                 "--corpus", f"fsdd={self.plan.fsdd_manifest}",
                 "--dev_speakers", ",".join([*self.plan.an4_dev, *self.held_out]),
-                "--tokenizer_type", "char", "--out", str(out), "--overwrite", *self.plan.prepare_flags]
+                "--tokenizer_type", "char", "--feature_config", str(features), "--out", str(out), "--overwrite",
+                *self.plan.prepare_flags]
 
-    def prepare(self) -> None:
-        spec = StepSpec(f"prepare fold {self.index}", self.data_dir,
+    def prepare_spec(self) -> StepSpec:
+        return StepSpec(f"prepare fold {self.index}", self.data_dir,
                         params={"held_out": [*self.plan.an4_dev, *self.held_out],
-                                "flags": list(self.plan.prepare_flags)},
+                                "flags": list(self.plan.prepare_flags), "feature_config": dict(self.plan.feature_config)},
                         inputs={"an4": fingerprint_tree(self.plan.an4 / "train"),
-                                "fsdd": fingerprint_tree(self.plan.fsdd_manifest.parent)})
+                                "fsdd": fingerprint_tree(self.plan.fsdd_manifest.parent),
+                                "manifest": fingerprint_file(self.plan.fsdd_manifest)})
 
-        def action(directory: pathlib.Path) -> None:
-            # dsnn-prepare --overwrite replaces only an empty directory or an earlier dataset.
-            (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
-            cmp.run_logged(f"prepare fold {self.index}", self.prepare_argv(directory), self.logs / "prepare.log")
-
-        self.statuses["prepare"] = run_step(spec, action, log=_log).status
-
-    def train(self) -> None:
-        spec = StepSpec(f"train fold {self.index}", self.run_dir, params={"overrides": list(self.plan.overrides)},
-                        inputs={"data": self._fingerprint(self.data_dir, "prepare"),
+    def train_spec(self) -> StepSpec:
+        return StepSpec(f"train fold {self.index}", self.run_dir, params={"overrides": list(self.plan.overrides)},
+                        inputs={"data": self._record(self.data_dir, "prepare")["fingerprint"],
                                 "config": fingerprint_file(self.plan.base_config)}, resumable=True)
 
+    def _eval_inputs(self) -> dict[str, str]:
+        # The whole training record (its finish time and duration too), not only its spec: a training
+        # made again from the same spec (after a lost checkpoint, say) is another model, and its
+        # evaluations must follow it.
+        return {"run": fingerprint_of(self._record(self.run_dir, "training")),
+                "data": self._record(self.data_dir, "prepare")["fingerprint"]}
+
+    def eval_spec(self) -> StepSpec:
+        return StepSpec(f"eval fold {self.index}", self.root / "eval", params={"splits": list(SPLITS)},
+                        inputs=self._eval_inputs())
+
+    def beam_spec(self) -> StepSpec:
+        return StepSpec(f"beam fold {self.index}", self.root / "beam",
+                        params={"splits": list(SPLITS), "tuned_on": TUNE_SPLIT, "tune_level": "all"},
+                        inputs=self._eval_inputs())
+
+    def is_current(self, stage: str) -> bool:
+        """Whether ``stage``'s output (``eval`` or ``beam``) and everything before it were made with
+        this plan: the report pools only such folds."""
+        try:
+            specs = [self.prepare_spec(), self.train_spec(), {"eval": self.eval_spec, "beam": self.beam_spec}[stage]()]
+        except FoldsError:
+            return False
+        return all((read_record(spec.out) or {}).get("fingerprint") == spec.fingerprint for spec in specs)
+
+    def prepare(self) -> None:
+        def action(directory: pathlib.Path) -> None:
+            # The prepared features must be the ones the models expect (dsnn-train checks).
+            features = self.root / "feature_config.json"
+            features.write_text(json.dumps(dict(self.plan.feature_config), indent=2))
+            # dsnn-prepare --overwrite replaces only an empty directory or an earlier dataset.
+            (directory / IN_PROGRESS_FILE).unlink(missing_ok=True)
+            cmp.run_logged(f"prepare fold {self.index}", self.prepare_argv(directory, features),
+                           self.logs / "prepare.log")
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        run_step(self.prepare_spec(), action, log=_log)
+
+    def train(self) -> None:
         def action(directory: pathlib.Path) -> None:
             config_path = self.root / "config.yaml"
             cmp.write_run_config(self.plan.base_config, self.plan.overrides, config_path)
@@ -184,16 +220,9 @@ class Fold:
                 "--out", str(directory)], self.logs / "train.log", env=self.plan.env)
             (directory / "train_time.json").write_text(json.dumps(timing, indent=2) + "\n")
 
-        self.statuses["train"] = run_step(spec, action, log=_log).status
-
-    def _eval_inputs(self) -> dict[str, str]:
-        return {"run": self._fingerprint(self.run_dir, "training"),
-                "data": self._fingerprint(self.data_dir, "prepare")}
+        run_step(self.train_spec(), action, log=_log)
 
     def evaluate(self) -> None:
-        spec = StepSpec(f"eval fold {self.index}", self.root / "eval", params={"splits": list(SPLITS)},
-                        inputs=self._eval_inputs())
-
         def action(directory: pathlib.Path) -> None:
             for split in SPLITS:
                 report = directory / f"{split}.json"
@@ -202,13 +231,9 @@ class Fold:
                     "--out", str(report)], self.logs / f"eval_{split}.log", env=self.plan.env)
                 EvalReport.read(report)
 
-        self.statuses["eval"] = run_step(spec, action, log=_log, force=self.statuses.get("train") == "ran").status
+        run_step(self.eval_spec(), action, log=_log)
 
     def evaluate_beam(self) -> None:
-        spec = StepSpec(f"beam fold {self.index}", self.root / "beam",
-                        params={"splits": list(SPLITS), "tuned_on": TUNE_SPLIT, "tune_level": "all"},
-                        inputs=self._eval_inputs())
-
         def action(directory: pathlib.Path) -> None:
             decoder = directory / "decoder"
             for split in sorted(SPLITS, key=lambda s: s != TUNE_SPLIT):   # tune first, then reuse its settings
@@ -220,7 +245,7 @@ class Fold:
                     self.logs / f"beam_{split}.log", env=self.plan.env)
                 EvalReport.read(report)
 
-        self.statuses["beam"] = run_step(spec, action, log=_log, force=self.statuses.get("train") == "ran").status
+        run_step(self.beam_spec(), action, log=_log)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -252,13 +277,20 @@ def pooled_wer(reports: Sequence[EvalReport]) -> list[dict[str, Any]]:
     return rows
 
 
-def collect(out_dir: pathlib.Path, folds: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """Reads every finished fold's reports: ``{"folds": [...], "pooled": {decoder: {split: rows}}}``."""
+def collect(plan: FoldPlan, folds: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Reads the reports of every fold finished with this plan (`Fold.is_current`; one made with
+    other folds, flags or overrides is left out and named in ``stale``):
+    ``{"folds": [...], "pooled": {decoder: {split: rows}}, "folds_reported": ..., "stale": [...]}``."""
+    out_dir = plan.out_dir
     found: dict[str, dict[str, list[EvalReport]]] = {"greedy": {s: [] for s in SPLITS}, "beam": {s: [] for s in SPLITS}}
-    fold_rows = []
+    fold_rows, stale = [], []
     for index, held_out in enumerate(folds):
         row: dict[str, Any] = {"fold": index, "held_out_fsdd": list(held_out)}
+        fold = Fold(plan, index, held_out)
         for decoder, sub in (("greedy", "eval"), ("beam", "beam")):
+            if (out_dir / f"fold_{index}" / sub).exists() and not fold.is_current(sub):
+                stale.append(f"fold {index} {sub}")
+                continue
             for split in SPLITS:
                 path = out_dir / f"fold_{index}" / sub / f"{split}.json"
                 if path.is_file():
@@ -275,7 +307,7 @@ def collect(out_dir: pathlib.Path, folds: Sequence[Sequence[str]]) -> dict[str, 
               for decoder, by_split in found.items()}
     counts = {decoder: {split: len(reports) for split, reports in by_split.items()}
               for decoder, by_split in found.items()}
-    return {"folds": fold_rows, "pooled": pooled, "folds_reported": counts}
+    return {"folds": fold_rows, "pooled": pooled, "folds_reported": counts, "stale": stale}
 
 
 def _pct(value: Optional[float]) -> str:
@@ -318,7 +350,11 @@ def render_report(results: Mapping[str, Any]) -> str:
     counts = results["folds_reported"]
     lines += ["", f"WER in %. Folds reported: greedy {_counts(counts['greedy'])}, beam {_counts(counts['beam'])} "
                   f"(of {len(setup['folds'])}). Goal (issue 18): FSDD held-out ≤ {100 * FSDD_WER_GOAL:.0f} % "
-                  f"at the dense level.", "", "Per fold (FSDD held-out WER per level, greedy / beam):", ""]
+                  f"at the dense level."]
+    if results.get("stale"):
+        lines += ["", f"Left out, made with other folds, flags or overrides than this command's (re-run them): "
+                      f"{', '.join(results['stale'])}."]
+    lines += ["", "Per fold (FSDD held-out WER per level, greedy / beam):", ""]
     for row in results["folds"]:
         greedy = row.get("greedy", {}).get("dev_fsdd", {}).get("wer")
         beam = row.get("beam", {}).get("dev_fsdd", {}).get("wer")
@@ -350,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train/evaluate only these folds (default: all); the report uses what is finished")
     parser.add_argument("--speed_perturb", default="0.9,1.0,1.1", help="dsnn-prepare --speed_perturb")
     parser.add_argument("--augment", default=None, help="dsnn-prepare --augment (default: none)")
+    parser.add_argument("--augment_copies", type=int, default=None, help="dsnn-prepare --augment_copies")
     parser.add_argument("--corpus_weight", action="append", default=[], metavar="NAME=W",
                         help="dsnn-prepare --corpus_weight (repeatable)")
     parser.add_argument("--only", default=",".join(STAGES), help=f"stages to run, of {','.join(STAGES)}")
@@ -384,7 +421,8 @@ def _selected_folds(text: Optional[str], count: int) -> list[int]:
 
 
 def run(args: argparse.Namespace, command: str) -> None:
-    from dsnn_keras.config import load_config
+    from dsnn_keras.config import apply_overrides, load_config
+    from pipeline.speed import format_factors, parse_speed_factors
 
     stages = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
@@ -395,14 +433,17 @@ def run(args: argparse.Namespace, command: str) -> None:
     an4_dev = tuple(cmp.pick_dev_speakers(cmp.an4_speakers(args.an4)))
     base = load_config(args.config)
     overrides = (*cmp.step_overrides(base, args.steps), *args.overrides)
-    prepare_flags = ["--speed_perturb", args.speed_perturb]
+    prepare_flags = ["--speed_perturb", format_factors(parse_speed_factors(args.speed_perturb))]
     if args.augment:
         prepare_flags += ["--augment", args.augment]
+    if args.augment_copies is not None:
+        prepare_flags += ["--augment_copies", str(args.augment_copies)]
     for weight in args.corpus_weight:
         prepare_flags += ["--corpus_weight", weight]
     out_dir = args.out_dir.resolve()
+    resolved = apply_overrides(base, list(overrides)) if overrides else base
     plan = FoldPlan(out_dir, args.an4.resolve(), args.fsdd.resolve(), args.config.resolve(), tuple(overrides),
-                    an4_dev, tuple(prepare_flags), cmp.job_environment(args.jobs))
+                    an4_dev, tuple(prepare_flags), resolved.feature_config().to_dict(), cmp.job_environment(args.jobs))
 
     def one_fold(index: int) -> None:
         fold = Fold(plan, index, folds[index])
@@ -417,7 +458,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     if errors:
         raise errors[0]
     if "report" in stages:
-        results = collect(out_dir, folds)
+        results = collect(plan, folds)
         results.update(command=command, date=time.strftime("%Y-%m-%d"), setup={
             "base_config": str(args.config), "overrides": list(overrides), "prepare_flags": prepare_flags,
             "folds": folds, "an4_dev": list(an4_dev), "machine": cmp.machine_description()})

@@ -21,9 +21,11 @@ rate, then the recording level), each with its own random draws:
   recording the way one fixed filter does (FSDD's six speakers differ mostly in this: the share of
   their energy above 2 kHz ranges from 0.6 % to 54 %). A zero-phase magnitude response, applied in
   the frequency domain: a spectral tilt in dB per octave about 1 kHz drawn from ``--channel_tilt_db``
-  (default -6 to +6), plus `CHANNEL_BANDS` peaks or dips of `CHANNEL_BAND_GAIN_DB` at centres drawn
-  log-uniformly in `CHANNEL_BAND_HZ`, each a Gaussian one octave wide (in log frequency); the
-  response is clipped to `CHANNEL_LIMIT_DB`. The output keeps the input's length and mean power.
+  (default -6 to +6; held at its 250 Hz and 8 kHz values beyond those), plus `CHANNEL_BANDS` peaks
+  or dips of `CHANNEL_BAND_GAIN_DB` at centres drawn log-uniformly in `CHANNEL_BAND_HZ`, each a
+  Gaussian in log frequency with a standard deviation of half an octave; the response is clipped to
+  `CHANNEL_LIMIT_DB`. Below `CHANNEL_MIN_HZ` (DC, rumble) nothing is changed. The output keeps the
+  input's length and the mean power of its part above `CHANNEL_MIN_HZ`.
 * ``bandwidth``: the recording chain of a lower sample rate (a telephone line, a cheap microphone, an
   8 kHz corpus such as FSDD): the clip is resampled with soxr to a rate drawn from
   ``--bandwidth_rates`` (default 8000 or 11025 Hz) and back, which removes everything above that
@@ -71,9 +73,11 @@ CHANNEL_PIVOT_HZ = 1000.0
 CHANNEL_BANDS = 2                            # random peaks/dips per copy
 CHANNEL_BAND_GAIN_DB = (-10.0, 10.0)
 CHANNEL_BAND_HZ = (200.0, 6000.0)            # band centres, drawn log-uniformly
-CHANNEL_BAND_OCTAVES = 1.0                   # width of a band (two standard deviations, in octaves)
+CHANNEL_BAND_SIGMA_OCTAVES = 0.5             # a band's standard deviation in log frequency
 CHANNEL_LIMIT_DB = (-30.0, 20.0)             # the response is clipped to this
-CHANNEL_MIN_HZ = 50.0                        # below this the tilt stays at its 50 Hz value
+CHANNEL_TILT_HZ = (250.0, 8000.0)            # the tilt is held at its end values outside this band
+CHANNEL_MIN_HZ = 50.0                        # below this (DC, rumble) the clip is left as it is
+CHANNEL_PAD_S = 0.05                         # zero padding against the FFT filter's circular wrap
 BANDWIDTH_RATE_LIMITS = (2000, 48000)
 _LIMITS = {"--gain_db": (-60.0, 20.0), "--noise_snr_db": (-10.0, 60.0), "--reverb_rt60": (0.05, 3.0),
            "--channel_tilt_db": (-12.0, 12.0)}
@@ -133,9 +137,10 @@ class AugmentConfig:
             out["bandwidth"] = {"rates_hz": list(self.bandwidth_rates), "method": "soxr resampling down and back"}
         if "channel" in self.kinds:
             out["channel"] = {"tilt_db_per_octave": list(self.channel_tilt_db), "pivot_hz": CHANNEL_PIVOT_HZ,
-                              "bands": CHANNEL_BANDS, "band_gain_db": list(CHANNEL_BAND_GAIN_DB),
-                              "band_hz": list(CHANNEL_BAND_HZ), "band_octaves": CHANNEL_BAND_OCTAVES,
-                              "limit_db": list(CHANNEL_LIMIT_DB)}
+                              "tilt_hz": list(CHANNEL_TILT_HZ), "bands": CHANNEL_BANDS,
+                              "band_gain_db": list(CHANNEL_BAND_GAIN_DB), "band_hz": list(CHANNEL_BAND_HZ),
+                              "band_sigma_octaves": CHANNEL_BAND_SIGMA_OCTAVES, "limit_db": list(CHANNEL_LIMIT_DB),
+                              "unchanged_below_hz": CHANNEL_MIN_HZ}
         if "gain" in self.kinds:
             out["gain"] = {"gain_db": list(self.gain_db), "peak_limit": 1.0}
         return out
@@ -373,27 +378,36 @@ def reverberate(waveform: np.ndarray, params: ReverbParams, sample_rate: int) ->
 
 def channel_response_db(params: ChannelParams, freqs_hz: np.ndarray) -> np.ndarray:
     """The ``channel`` kind's magnitude response in dB at ``freqs_hz``: the tilt about
-    `CHANNEL_PIVOT_HZ` plus each band's Gaussian bump in log frequency, clipped to `CHANNEL_LIMIT_DB`."""
-    octaves = np.log2(np.maximum(np.asarray(freqs_hz, np.float64), CHANNEL_MIN_HZ) / CHANNEL_PIVOT_HZ)
-    response = params.tilt_db_per_octave * octaves
-    sigma = CHANNEL_BAND_OCTAVES / 2.0
+    `CHANNEL_PIVOT_HZ` (held at its values at the ends of `CHANNEL_TILT_HZ`) plus each band's Gaussian
+    bump in log frequency, clipped to `CHANNEL_LIMIT_DB`; 0 dB below `CHANNEL_MIN_HZ`."""
+    freqs = np.asarray(freqs_hz, np.float64)
+    octaves = np.log2(np.maximum(freqs, CHANNEL_MIN_HZ) / CHANNEL_PIVOT_HZ)
+    low, high = (math.log2(f / CHANNEL_PIVOT_HZ) for f in CHANNEL_TILT_HZ)
+    response = params.tilt_db_per_octave * np.clip(octaves, low, high)
     for centre, gain in params.bands:
-        response = response + gain * np.exp(-0.5 * ((octaves - math.log2(centre / CHANNEL_PIVOT_HZ)) / sigma) ** 2)
-    return np.clip(response, *CHANNEL_LIMIT_DB)
+        distance = (octaves - math.log2(centre / CHANNEL_PIVOT_HZ)) / CHANNEL_BAND_SIGMA_OCTAVES
+        response = response + gain * np.exp(-0.5 * distance ** 2)
+    return np.where(freqs < CHANNEL_MIN_HZ, 0.0, np.clip(response, *CHANNEL_LIMIT_DB))
 
 
 def colour_channel(waveform: np.ndarray, params: ChannelParams, sample_rate: int) -> np.ndarray:
-    """Filters the clip by `channel_response_db` (zero phase, one FFT of the whole clip, numpy); keeps
-    the length and the mean power; a silent or empty clip is returned unchanged."""
+    """Filters the clip by `channel_response_db`: zero phase, one FFT of the clip zero-padded by
+    `CHANNEL_PAD_S` (so the filter's short tails do not wrap round), numpy. The part below
+    `CHANNEL_MIN_HZ` passes unchanged; the rest is scaled to keep its energy; the length is kept. A clip
+    with nothing above `CHANNEL_MIN_HZ` is returned unchanged."""
     x = np.asarray(waveform, np.float64)
-    power = float(np.mean(x ** 2)) if x.size else 0.0
-    if power <= 0.0:
+    if x.size == 0:
         return np.asarray(waveform, np.float32).copy()
-    spectrum = np.fft.rfft(x)
-    spectrum *= 10.0 ** (channel_response_db(params, np.fft.rfftfreq(x.size, 1.0 / sample_rate)) / 20.0)
-    y = np.fft.irfft(spectrum, x.size)
-    y *= math.sqrt(power / max(float(np.mean(y ** 2)), 1e-30))
-    return y.astype(np.float32)
+    size = 1 << int(math.ceil(math.log2(x.size + int(CHANNEL_PAD_S * sample_rate))))
+    spectrum = np.fft.rfft(x, size)
+    freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
+    band = freqs >= CHANNEL_MIN_HZ
+    energy = float(np.sum(np.abs(spectrum[band]) ** 2))
+    if energy <= 0.0:
+        return np.asarray(waveform, np.float32).copy()
+    filtered = spectrum * 10.0 ** (channel_response_db(params, freqs) / 20.0)
+    filtered[band] *= math.sqrt(energy / max(float(np.sum(np.abs(filtered[band]) ** 2)), 1e-30))
+    return np.fft.irfft(filtered, size)[: x.size].astype(np.float32)
 
 
 def band_limit(waveform: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:

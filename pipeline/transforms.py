@@ -673,7 +673,7 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
         decoded, failed_copies = decoded | "AugmentCopies" >> beam.ParDo(
             AugmentCopiesDoFn(config.augment.copies)).with_exception_handling()
         failures.append(failed_copies)
-        for kind in config.augment.kinds:  # reverb -> noise -> bandwidth -> gain
+        for kind in config.augment.kinds:  # reverb -> noise -> channel -> bandwidth -> gain
             decoded, failed_augment = decoded | kind.capitalize() >> beam.ParDo(AugmentDoFn(
                 kind, config.augment, config.audio_config.sample_rate)).with_exception_handling()
             failures.append(failed_augment)

@@ -1,6 +1,6 @@
 """bench/fsdd_folds.py: fold assignment, the held-out speakers each fold prepares with, the beam
 decoder tuned on AN4's held-out speakers only, resuming, and the pooled WER. The commands are faked
-(no training here); a real run is in docs/results_fsdd_folds.md."""
+(no training here); real runs are reported in docs/results.md ("Multi-corpus")."""
 import importlib.util
 import json
 import pathlib
@@ -58,6 +58,7 @@ def fake_tools(monkeypatch):
             (out / "dataset.json").write_text("{}")
         elif name.startswith("train"):
             (out / "checkpoints").mkdir(exist_ok=True)
+            (out / "checkpoints" / "ckpt-1.index").write_text("x" * len(calls))   # each training its own
         else:
             split = argv[argv.index("--split") + 1]
             errors = {"dev_an4": (2, 4), "dev_fsdd": (1, 3)}[split]
@@ -120,6 +121,8 @@ def test_each_fold_holds_out_its_fsdd_speakers_and_the_same_an4_speakers(corpora
     assert len(an4_dev) == 1 and len(next(iter(an4_dev))) == 10   # the comparison's 10 AN4 dev speakers
     assert sorted(s for h in held for s in h[-2:]) == sorted(SPEAKERS)
     assert all(f"an4={corpora / 'an4' / 'train'}" in argv for argv in prepares)
+    features = json.loads(pathlib.Path(prepares[0][prepares[0].index("--feature_config") + 1]).read_text())
+    assert features["num_mel_bins"] == 80   # the config's features, so dsnn-train accepts the data
 
 
 def test_a_second_run_skips_every_step_and_the_report_pools_the_finished_folds(corpora, fake_tools):
@@ -139,7 +142,7 @@ def test_a_second_run_skips_every_step_and_the_report_pools_the_finished_folds(c
     assert results["pooled"]["beam"]["dev_fsdd"][0]["wer"] == pytest.approx(0.0)
     text = (corpora / "report.md").read_text()
     assert "| 0 % | 20.0 | 10.0 | 10.0 | 0.0 |" in text
-    assert "fold 0 (" in text and "–" in text   # the unfinished fold is shown as missing
+    assert "- fold 0 (george, lucas, theo): – | –" in text   # the unfinished fold is shown as missing
 
 
 def test_a_changed_override_retrains_and_reevaluates_only(corpora, fake_tools):
@@ -158,3 +161,30 @@ def test_bad_arguments_are_one_line_errors(corpora, fake_tools, capsys, flags, m
     assert folds.main(_args(corpora, *flags)) == 1
     assert message in capsys.readouterr().err
     assert fake_tools == []
+
+
+def test_a_retraining_from_the_same_spec_is_evaluated_again(corpora, fake_tools):
+    args = _args(corpora, "--folds", "2", "--fold", "0")
+    assert folds.main(args) == 0
+    (corpora / "out" / "fold_0" / "run" / "checkpoints" / "ckpt-1.index").unlink()   # lost: trained again
+    assert folds.main(_args(corpora, "--folds", "2", "--fold", "0", "--only", "train")) == 0
+    assert folds.main(args) == 0
+    assert [name for name, _ in fake_tools][6:] == ["train fold 0", "eval fold 0 dev_an4", "eval fold 0 dev_fsdd",
+                                                     "beam fold 0 dev_an4", "beam fold 0 dev_fsdd"]
+
+
+def test_a_changed_prepare_flag_makes_every_step_again(corpora, fake_tools):
+    assert folds.main(_args(corpora, "--folds", "2", "--fold", "0", "--speed_perturb", "0.9,1,1.1")) == 0
+    assert folds.main(_args(corpora, "--folds", "2", "--fold", "0", "--speed_perturb", "1.1,1.0,0.9")) == 0
+    assert len(fake_tools) == 6   # the same factors: nothing made again
+    assert folds.main(_args(corpora, "--folds", "2", "--fold", "0", "--augment", "channel")) == 0
+    assert [name for name, _ in fake_tools][6:7] == ["prepare fold 0"] and len(fake_tools) == 12
+
+
+def test_folds_made_with_another_plan_are_left_out_of_the_report(corpora, fake_tools):
+    assert folds.main(_args(corpora, "--folds", "3", "--fold", "1")) == 0   # jackson, theo
+    assert folds.main(_args(corpora, "--folds", "2", "--fold", "0")) == 0   # george, lucas, theo
+    results = json.loads((corpora / "report.json").read_text())
+    assert results["folds_reported"]["greedy"] == {"dev_an4": 1, "dev_fsdd": 1}   # fold 0 only
+    assert results["stale"] == ["fold 1 eval", "fold 1 beam"]
+    assert "Left out, made with other folds" in (corpora / "report.md").read_text()
