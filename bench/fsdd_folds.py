@@ -109,6 +109,8 @@ class FoldPlan:
         prepare_flags: Extra ``dsnn-prepare`` flags (speed perturbation, augmentation, weights).
         feature_config: The features the models expect (``FeatureConfig.to_dict()``), passed to
             ``dsnn-prepare --feature_config``.
+        extra_corpora: ``(name, path)`` of further training corpora (e.g. a ``dsnn-synth`` corpus's
+            ``train/``), trained on in every fold, none of their speakers held out.
         env: Environment of the child processes (None: this one's).
     """
 
@@ -120,6 +122,7 @@ class FoldPlan:
     an4_dev: tuple[str, ...]
     prepare_flags: tuple[str, ...]
     feature_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    extra_corpora: tuple[tuple[str, pathlib.Path], ...] = ()
     env: Optional[Mapping[str, str]] = None
 
     def fold_dir(self, fold: int) -> pathlib.Path:
@@ -156,6 +159,7 @@ class Fold:
     def prepare_argv(self, out: pathlib.Path, features: pathlib.Path) -> list[str]:
         return [cmp.tool("dsnn-prepare"), "--corpus", f"an4={self.plan.an4 / 'train'}",
                 "--corpus", f"fsdd={self.plan.fsdd_manifest}",
+                *(arg for name, path in self.plan.extra_corpora for arg in ("--corpus", f"{name}={path}")),
                 "--dev_speakers", ",".join([*self.plan.an4_dev, *self.held_out]),
                 "--tokenizer_type", "char", "--feature_config", str(features), "--out", str(out), "--overwrite",
                 *self.plan.prepare_flags]
@@ -166,7 +170,8 @@ class Fold:
                                 "flags": list(self.plan.prepare_flags), "feature_config": dict(self.plan.feature_config)},
                         inputs={"an4": fingerprint_tree(self.plan.an4 / "train"),
                                 "fsdd": fingerprint_tree(self.plan.fsdd_manifest.parent),
-                                "manifest": fingerprint_file(self.plan.fsdd_manifest)})
+                                "manifest": fingerprint_file(self.plan.fsdd_manifest),
+                                **{f"corpus {name}": fingerprint_tree(path) for name, path in self.plan.extra_corpora}})
 
     def train_spec(self) -> StepSpec:
         return StepSpec(f"train fold {self.index}", self.run_dir, params={"overrides": list(self.plan.overrides)},
@@ -387,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed_perturb", default="0.9,1.0,1.1", help="dsnn-prepare --speed_perturb")
     parser.add_argument("--augment", default=None, help="dsnn-prepare --augment (default: none)")
     parser.add_argument("--augment_copies", type=int, default=None, help="dsnn-prepare --augment_copies")
+    parser.add_argument("--corpus", dest="extra_corpora", action="append", default=[], metavar="NAME=DIR",
+                        help="a further training corpus in every fold (LibriSpeech layout, e.g. the train/ of a "
+                             "dsnn-synth corpus), none of its speakers held out (repeatable)")
     parser.add_argument("--corpus_weight", action="append", default=[], metavar="NAME=W",
                         help="dsnn-prepare --corpus_weight (repeatable)")
     parser.add_argument("--only", default=",".join(STAGES), help=f"stages to run, of {','.join(STAGES)}")
@@ -442,8 +450,15 @@ def run(args: argparse.Namespace, command: str) -> None:
         prepare_flags += ["--corpus_weight", weight]
     out_dir = args.out_dir.resolve()
     resolved = apply_overrides(base, list(overrides)) if overrides else base
+    extra = []
+    for text in args.extra_corpora:
+        name, sep, path = text.partition("=")
+        if not sep or not name or name in ("an4", "fsdd") or not pathlib.Path(path).is_dir():
+            raise ValueError(f"--corpus {text!r}: expected NAME=DIR with an existing directory and a name other "
+                             "than an4 and fsdd")
+        extra.append((name, pathlib.Path(path).resolve()))
     plan = FoldPlan(out_dir, args.an4.resolve(), args.fsdd.resolve(), args.config.resolve(), tuple(overrides),
-                    an4_dev, tuple(prepare_flags), resolved.feature_config().to_dict(), cmp.job_environment(args.jobs))
+                    an4_dev, tuple(prepare_flags), resolved.feature_config().to_dict(), tuple(extra), cmp.job_environment(args.jobs))
 
     def one_fold(index: int) -> None:
         fold = Fold(plan, index, folds[index])

@@ -188,3 +188,16 @@ def test_folds_made_with_another_plan_are_left_out_of_the_report(corpora, fake_t
     assert results["folds_reported"]["greedy"] == {"dev_an4": 1, "dev_fsdd": 1}   # fold 0 only
     assert results["stale"] == ["fold 1 eval", "fold 1 beam"]
     assert "Left out, made with other folds" in (corpora / "report.md").read_text()
+
+
+def test_a_further_corpus_is_trained_on_in_every_fold_and_fingerprinted(corpora, fake_tools):
+    synth = corpora / "synth" / "train" / "v1"
+    synth.mkdir(parents=True)
+    (synth / "a.flac").write_bytes(b"x")
+    args = _args(corpora, "--folds", "2", "--only", "prepare", "--corpus", f"synth={corpora / 'synth' / 'train'}")
+    assert folds.main(args) == 0
+    assert all(f"synth={corpora / 'synth' / 'train'}" in argv for _, argv in fake_tools)
+    (synth / "b.flac").write_bytes(b"xy")   # the corpus changed: every fold prepared again
+    assert folds.main(args) == 0
+    assert [name for name, _ in fake_tools] == ["prepare fold 0", "prepare fold 1"] * 2
+    assert folds.main(_args(corpora, "--corpus", "fsdd=" + str(corpora))) == 1
