@@ -797,6 +797,15 @@ def _model_description(config: Any) -> str:
     return " → ".join(parts)
 
 
+def write_report(path: pathlib.Path, markdown: str, results: Mapping[str, Any]) -> None:
+    """Writes ``markdown`` to ``path`` and ``results`` as JSON beside it (``.json``), and prints the markdown."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown)
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    _log(f"report: wrote {path} and {path.with_suffix('.json')}")
+    sys.stdout.write(markdown)
+
+
 # ---- main ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -941,11 +950,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
             "machine": machine_description(),
         }
         results = collect_results(out_dir, runs, DEFAULT_LEVELS, setup, command)
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(render_report(results))
-        args.report.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-        _log(f"report: wrote {args.report} and {args.report.with_suffix('.json')}")
-        sys.stdout.write(render_report(results))
+        write_report(args.report, render_report(results), results)
 
 
 if __name__ == "__main__":

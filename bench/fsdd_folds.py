@@ -477,11 +477,7 @@ def run(args: argparse.Namespace, command: str) -> None:
         results.update(command=command, date=time.strftime("%Y-%m-%d"), setup={
             "base_config": str(args.config), "overrides": list(overrides), "prepare_flags": prepare_flags,
             "folds": folds, "an4_dev": list(an4_dev), "machine": cmp.machine_description()})
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(render_report(results))
-        args.report.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-        _log(f"report: wrote {args.report} and {args.report.with_suffix('.json')}")
-        sys.stdout.write(render_report(results))
+        cmp.write_report(args.report, render_report(results), results)
 
 
 if __name__ == "__main__":
