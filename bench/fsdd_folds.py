@@ -430,6 +430,7 @@ def _selected_folds(text: Optional[str], count: int) -> list[int]:
 
 def run(args: argparse.Namespace, command: str) -> None:
     from dsnn_keras.config import apply_overrides, load_config
+    from dsnn_keras.paths import check_disjoint
     from pipeline.speed import format_factors, parse_speed_factors
 
     stages = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -457,6 +458,13 @@ def run(args: argparse.Namespace, command: str) -> None:
             raise ValueError(f"--corpus {text!r}: expected NAME=DIR with an existing directory and a name other "
                              "than an4 and fsdd")
         extra.append((name, pathlib.Path(path).resolve()))
+    # Before anything is written: the steps replace their directories, and a corpus written into
+    # would change its fingerprint with every run.
+    inputs = {"--an4": args.an4, "--fsdd": args.fsdd.parent, "--config": args.config,
+              **{f"--corpus {name}": path for name, path in extra}}
+    check_disjoint(args.out_dir, inputs, out_flag="--out_dir")
+    for report in (args.report, args.report.with_suffix(".json")):
+        check_disjoint(report, inputs, out_flag="--report")
     plan = FoldPlan(out_dir, args.an4.resolve(), args.fsdd.resolve(), args.config.resolve(), tuple(overrides),
                     an4_dev, tuple(prepare_flags), resolved.feature_config().to_dict(), tuple(extra), cmp.job_environment(args.jobs))
 

@@ -156,11 +156,18 @@ def test_a_changed_override_retrains_and_reevaluates_only(corpora, fake_tools):
     (["--fold", "5"], "--fold '5': folds are 0..2"),
     (["--fold", "x"], "expected fold numbers"),
     (["--only", "train,bake"], "unknown stage"),
+    (["--out_dir", "FSDD"], "--out_dir"),
+    (["--report", "FSDD/manifest.md"], "--report"),
 ])
 def test_bad_arguments_are_one_line_errors(corpora, fake_tools, capsys, flags, message):
+    manifest = (corpora / "fsdd" / "manifest.tsv").read_bytes()
+    flags = [f.replace("FSDD", str(corpora / "fsdd")) for f in flags]
     assert folds.main(_args(corpora, *flags)) == 1
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert fake_tools == []
+    assert sorted(p.name for p in (corpora / "fsdd").iterdir()) == ["manifest.tsv"]   # nothing written there
+    assert (corpora / "fsdd" / "manifest.tsv").read_bytes() == manifest
 
 
 def test_a_retraining_from_the_same_spec_is_evaluated_again(corpora, fake_tools):
