@@ -177,7 +177,15 @@ class DataConfig:
         max_batch_size: Upper bound on utterances per batch. Defaults to 64.
         num_buckets: Number of length buckets. Defaults to 8.
         max_utterance_frames: Longer training utterances are dropped. Defaults to 3000.
-        shuffle_buffer: Utterances in the shuffle buffer. Defaults to 1024.
+        shuffle_buffer: Utterances in the shuffle buffer, or null (the default) for the whole
+            split, as long as its records fit ``shuffle_buffer_mb``. The prepared files hold a
+            split in input order (corpus by corpus, speaker by speaker, an utterance's speed and
+            augmentation copies side by side), so a buffer much smaller than the split trains on
+            long runs of one corpus: an AN4 + FSDD mix written AN4 first with a 1,024 buffer saw
+            batches of AN4 only, then FSDD only, in turn every epoch (docs/training.md "Shuffling").
+        shuffle_buffer_mb: With ``shuffle_buffer: null``, the most memory (MiB of records, as on
+            disk) the buffer may hold; a larger split gets a buffer of as many utterances as fit,
+            and a warning. Defaults to 2048.
         sorted_epochs: The first this many epochs visit the length buckets shortest first
             (SortaGrad, Amodei et al. 2016: short utterances get CTC out of its initial
             blank-only phase sooner); utterances are still shuffled within a bucket. Defaults to 0.
@@ -190,14 +198,15 @@ class DataConfig:
     max_batch_size: int = 64
     num_buckets: int = 8
     max_utterance_frames: int = 3000
-    shuffle_buffer: int = 1024
+    shuffle_buffer: Optional[int] = None
+    shuffle_buffer_mb: int = 2048
     sorted_epochs: int = 0
     specaugment: Optional[SpecAugmentConfig] = SpecAugmentConfig()
 
     def validate(self, where: str) -> None:
         for name in ("max_frames_per_batch", "max_batch_size", "num_buckets", "max_utterance_frames",
-                     "shuffle_buffer"):
-            if getattr(self, name) <= 0:
+                     "shuffle_buffer", "shuffle_buffer_mb"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{where}: data.{name} must be > 0, got {getattr(self, name)}")
         if self.sorted_epochs < 0:
             raise ConfigError(f"{where}: data.sorted_epochs must be >= 0, got {self.sorted_epochs}")

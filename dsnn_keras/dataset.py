@@ -224,6 +224,7 @@ class PreparedDataset:
 
         cfg = data_config
         boundaries, batch_sizes = self._buckets(split, cfg, min_batch_size)
+        buffer = self.shuffle_buffer_size(split, cfg)
 
         def keep(ex):
             ok = (ex["num_frames"] <= cfg.max_utterance_frames) & (ex["num_tokens"] > 0)
@@ -248,14 +249,14 @@ class PreparedDataset:
             sorted_ds = None
             for index, (lo, hi, size) in enumerate(zip(lower, upper, batch_sizes)):
                 part = ds.filter(lambda ex, lo=lo, hi=hi: (ex["num_frames"] >= lo) & (ex["num_frames"] < hi))
-                part = part.shuffle(cfg.shuffle_buffer, seed=seed * 1000003 + epoch * 101 + index,
+                part = part.shuffle(buffer, seed=seed * 1000003 + epoch * 101 + index,
                                     reshuffle_each_iteration=False)
                 part = part.padded_batch(size, padded_shapes=padded_shapes, padding_values=padding_values)
                 sorted_ds = part if sorted_ds is None else sorted_ds.concatenate(part)
             if skip_batches:
                 sorted_ds = sorted_ds.skip(skip_batches)
             return sorted_ds.prefetch(2)
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=seed * 1000003 + epoch, reshuffle_each_iteration=False)
+        ds = ds.shuffle(buffer, seed=seed * 1000003 + epoch, reshuffle_each_iteration=False)
         ds = ds.bucket_by_sequence_length(
             element_length_func=lambda ex: ex["num_frames"],
             bucket_boundaries=boundaries, bucket_batch_sizes=batch_sizes,
@@ -264,6 +265,22 @@ class PreparedDataset:
         if skip_batches:
             ds = ds.skip(skip_batches)
         return ds.prefetch(2)
+
+    def shuffle_buffer_size(self, split: str, data_config) -> int:
+        """Utterances in the training shuffle buffer: ``data.shuffle_buffer``, or with null the
+        whole split when its files fit ``data.shuffle_buffer_mb``, else as many average-sized
+        utterances as fit (the trainer then warns: the files are in input order, corpus by
+        corpus, so a partial buffer mixes batches less than a full shuffle)."""
+        if data_config.shuffle_buffer is not None:
+            return int(data_config.shuffle_buffer)
+        import tensorflow as tf
+
+        count = max(1, self.num_utterances(split))
+        size = sum(tf.io.gfile.stat(f).length for f in self.files(split))
+        budget = data_config.shuffle_buffer_mb * 2 ** 20
+        if size <= budget:
+            return count
+        return max(1, int(count * budget / size))
 
     def _buckets(self, split: str, cfg, min_batch_size: int) -> tuple[list[int], list[int]]:
         """Bucket boundaries at length quantiles and per-bucket batch sizes within the frame budget."""

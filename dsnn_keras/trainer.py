@@ -504,6 +504,20 @@ class Trainer:
         return [{"level": r["level"], "sparsity": r["sparsity"], "wer": float(r["wer"]), "cer": float(r["cer"])}
                 for r in result["levels"]]
 
+    def _report_shuffle(self, progress: "Progress") -> None:
+        data = self.config.data
+        count = self.dataset.num_utterances(data.train_split)
+        buffer = self.dataset.shuffle_buffer_size(data.train_split, data)
+        if buffer >= count:
+            progress.message(f"shuffle buffer: the whole train split ({count} utterances)")
+        elif data.shuffle_buffer is None:
+            progress.message(f"warning: the train split's records exceed data.shuffle_buffer_mb = "
+                             f"{data.shuffle_buffer_mb}: shuffling {buffer} of its {count} utterances at a time; "
+                             "the files are in input order (corpus by corpus, speaker by speaker), so batches mix "
+                             "less than a full shuffle would (raise data.shuffle_buffer_mb)")
+        else:
+            progress.message(f"shuffle buffer: {buffer} of {count} train utterances (data.shuffle_buffer)")
+
     # -- the loop --
     def batches(self):
         """Yields (epoch, batch index in epoch, distributed batch), resuming at the saved position.
@@ -559,6 +573,7 @@ class Trainer:
             where = self.manager.latest_checkpoint if self.role.is_chief else f"{self.checkpoint_dir} (the chief's)"
             progress.message(f"resumed from {where} at step {restored_from} "
                              f"(epoch {int(self.state.epoch.numpy())}, batch {int(self.state.batch_in_epoch.numpy())})")
+        self._report_shuffle(progress)
         warm = self._warm_record
         if self._warm_source is not None and not list_checkpoints(self.checkpoint_dir):
             from dsnn_keras.warm_start import restore_warm_start, write_warm_start

@@ -110,3 +110,46 @@ def test_sorted_epochs_visit_buckets_shortest_first_then_shuffle(prepared):
     assert longest(0, skip=2) == sorted_epoch[2:]
     # Later epochs go back to the shuffled bucketing and still cover every utterance once.
     assert sum(int(b["features"].shape[0]) for b in ds.training_batches("train", cfg, 3, epoch=1)) == 24
+
+
+def _file_order(ds):
+    return [(round(float(ex["features"].sum()), 1), tuple(int(t) for t in ex["token_ids"]))
+            for ex in ds.examples("train")]
+
+
+def _trained_batches(ds, cfg):
+    return [[(round(float(features.sum()), 1), tuple(int(t) for t in labels[:length]))
+             for features, labels, length in zip(batch["features"].numpy(), batch["labels"].numpy(),
+                                                 batch["label_lengths"].numpy())]
+            for batch in ds.training_batches("train", cfg, seed=0, epoch=0)]
+
+
+def test_default_buffer_shuffles_the_whole_split_so_a_file_order_is_not_trained_in_runs(prepared):
+    # The prepared files keep input order (corpus by corpus): with a small buffer every batch holds
+    # neighbours in the files (one corpus); with the default (null) batches mix the whole split.
+    ds = PreparedDataset.from_dir(prepared)
+    files = _file_order(ds)
+    assert len(set(files)) == 24
+    first_half = set(files[:12])
+
+    def halves(batch):
+        return {item in first_half for item in batch}
+
+    cfg = dict(max_frames_per_batch=1000, max_batch_size=4, num_buckets=1, max_utterance_frames=200)
+    small = _trained_batches(ds, DataConfig(shuffle_buffer=1, **cfg))
+    assert sorted(map(tuple, small)) == sorted(tuple(files[i:i + 4]) for i in range(0, 24, 4))
+    assert all(len(halves(batch)) == 1 for batch in small)
+    assert ds.shuffle_buffer_size("train", DataConfig()) == 24
+    whole = _trained_batches(ds, DataConfig(**cfg))
+    assert sorted(item for batch in whole for item in batch) == sorted(files)
+    assert sum(len(halves(batch)) == 2 for batch in whole) >= 3
+
+
+def test_buffer_holds_only_what_fits_its_memory_budget(tmp_path):
+    root = build_prepared_dataset(tmp_path / "big", num_train=96, num_dev=2, max_words=3)
+    ds = PreparedDataset.from_dir(root)
+    size = sum((root / name).stat().st_size for name in ds._split("train")["files"])
+    assert size > 2 ** 20, "the fixture must exceed 1 MiB for this test"
+    fitting = ds.shuffle_buffer_size("train", DataConfig(shuffle_buffer_mb=1))
+    assert fitting == int(96 * 2 ** 20 / size) and 0 < fitting < 96
+    assert ds.shuffle_buffer_size("train", DataConfig(shuffle_buffer=7, shuffle_buffer_mb=1)) == 7
