@@ -155,7 +155,7 @@ def test_a_quantized_file_streams_with_its_frontend_float_in_both_signatures():
     assert export["stream_weights_shared"] >= 4   # at least the 4 gates of one input matrix
     np.testing.assert_allclose(stream.log_probs, whole.log_probs, atol=1e-4)
     for entry in export["verification"]:
-        assert entry["stream_token_errors"] == 0
+        assert entry["stream_token_errors"] == 0 and entry["stream_token_gate"] == "real clips"
 
 
 def test_a_same_padded_model_exports_without_a_stream_by_default_and_refuses_stream_on(tmp_path):
@@ -332,3 +332,49 @@ def test_the_stream_shares_the_fused_lstm_weights_instead_of_storing_a_copy():
     with_stream = weight_buffers(_export("float"))
     alone = weight_buffers(without)
     assert len(with_stream) == len(alone)   # no weight matrix stored twice
+
+
+def _stream_with_flips(monkeypatch, flipped_clip_lengths):
+    """Wraps the real stream runner so clips of the given lengths stream one extra token per chunking
+    (a near-tie flip), the rest unchanged."""
+    import tflite.export as export
+
+    real = export._stream_clip
+
+    def flipping(stream, clip, sizes, level):
+        log_probs, tokens = real(stream, clip, sizes, level)
+        return log_probs, tokens + [1] if len(clip) in flipped_clip_lengths else tokens
+
+    monkeypatch.setattr(export, "_stream_clip", flipping)
+
+
+@pytest.mark.large
+def test_quantized_stream_token_gate_counts_real_speech_not_the_builtin_probe(monkeypatch):
+    from tflite.export import ExportError, ExportOptions, probe_audio, verify_stream
+
+    data = _export("int8").read_bytes()
+    rate = h.feature_config().sample_rate
+    builtin = [probe_audio(rate), np.zeros(rate // 2, np.float32)]
+    speech = h.speechlike(1.2, seed=7)
+    options = ExportOptions(quantize="dynamic-int8", stream="on")
+    _stream_with_flips(monkeypatch, {len(builtin[0])})
+    checks = verify_stream(data, 2, h.feature_config(), options, builtin + [speech], builtin_clips=2)
+    for entry in checks:   # the probe's flips are recorded, not gated; the real clip streams exactly
+        assert entry["stream_token_errors_builtin"] >= 3 and entry["stream_token_gate"] == "real clips"
+        assert entry["stream_token_errors"] == 0 and entry["stream_tokens"] > 0
+    assert verify_stream(data, 1, h.feature_config(), options, builtin, builtin_clips=2)[0]["stream_token_gate"] == "none"
+    _stream_with_flips(monkeypatch, {len(speech)})
+    with pytest.raises(ExportError, match=r"level 0: streamed tokens differ .* over the 1 real speech clip"):
+        verify_stream(data, 1, h.feature_config(), options, builtin + [speech], builtin_clips=2)
+
+
+@pytest.mark.large
+def test_export_cli_says_when_a_quantized_stream_had_no_real_speech_to_gate_its_tokens(tmp_path, capsys):
+    from tflite.cli import export_main
+    from tflite.metadata import read_metadata
+
+    out = tmp_path / "int8.tflite"
+    assert export_main([str(_run(False)), "--out", str(out), "--quantize", "dynamic-int8", "--stream", "on",
+                        "--no_decoder"]) == 0
+    assert "'stream' signature was compared with recognize on the built-in synthetic clip" in capsys.readouterr().err
+    assert {v["stream_token_gate"] for v in read_metadata(out).raw["export"]["verification"]} == {"none"}
