@@ -273,10 +273,8 @@ class PreparedDataset:
         corpus, so a partial buffer mixes batches less than a full shuffle)."""
         if data_config.shuffle_buffer is not None:
             return int(data_config.shuffle_buffer)
-        import tensorflow as tf
-
         count = max(1, self.num_utterances(split))
-        size = sum(tf.io.gfile.stat(f).length for f in self.files(split))
+        size = sum(fileio.file_size(f) for f in self.files(split))
         budget = data_config.shuffle_buffer_mb * 2 ** 20
         if size <= budget:
             return count

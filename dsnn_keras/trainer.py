@@ -233,8 +233,12 @@ def prepare_run_dir(run_dir: fileio.AnyPath, config: Config, dataset: PreparedDa
         previous = load_config(saved)
         if _computed(previous) != _computed(config):
             diff = _dict_diff(_computed(previous), _computed(config))
+            hint = ""
+            if previous.data.shuffle_buffer != config.data.shuffle_buffer and config.data.shuffle_buffer is None:
+                hint = (f"; a run started before data.shuffle_buffer's default became null (the whole split, "
+                        f"2026-12-06) resumes with --set data.shuffle_buffer={previous.data.shuffle_buffer}")
             raise TrainingError(f"{run_dir}: this run directory was started with a different config "
-                                f"({diff}); resume with the same config or use a new --out")
+                                f"({diff}); resume with the same config or use a new --out{hint}")
         if fileio.read_bytes(fileio.join(run_dir, "tokenizer.model")) != fileio.read_bytes(dataset.tokenizer_path):
             raise TrainingError(f"{run_dir}: tokenizer.model differs from {dataset.tokenizer_path}; "
                                 "resume with the same --data or use a new --out")

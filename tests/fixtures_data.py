@@ -183,7 +183,7 @@ def small_config(**sections):
         "model": {"conv_channels": [4, 4], "lstm_units": [24], "dropout": 0.0},
         "features": {},
         "data": {"max_frames_per_batch": 600, "max_batch_size": 8, "num_buckets": 2,
-                 "max_utterance_frames": 500, "shuffle_buffer": 64,
+                 "max_utterance_frames": 500,
                  "specaugment": {"freq_masks": 1, "freq_mask_width": 5, "time_masks": 1,
                                  "time_mask_width": 4, "time_mask_max_ratio": 0.2}},
         "pruning": {"levels": [0.0, 0.8], "begin_step": 2, "end_step": 6, "frequency": 2},

@@ -334,16 +334,16 @@ def test_the_stream_shares_the_fused_lstm_weights_instead_of_storing_a_copy():
     assert len(with_stream) == len(alone)   # no weight matrix stored twice
 
 
-def _stream_with_flips(monkeypatch, flipped_clip_lengths):
-    """Wraps the real stream runner so clips of the given lengths stream one extra token per chunking
-    (a near-tie flip), the rest unchanged."""
+def _stream_with_flips(monkeypatch, flipped_clip_lengths, extra_tokens=1):
+    """Wraps the real stream runner so clips of the given lengths stream ``extra_tokens`` more tokens
+    per chunking (1: a near-tie flip; many: a broken stream), the rest unchanged."""
     import tflite.export as export
 
     real = export._stream_clip
 
     def flipping(stream, clip, sizes, level):
         log_probs, tokens = real(stream, clip, sizes, level)
-        return log_probs, tokens + [1] if len(clip) in flipped_clip_lengths else tokens
+        return log_probs, tokens + [1] * extra_tokens if len(clip) in flipped_clip_lengths else tokens
 
     monkeypatch.setattr(export, "_stream_clip", flipping)
 
@@ -362,10 +362,17 @@ def test_quantized_stream_token_gate_counts_real_speech_not_the_builtin_probe(mo
     for entry in checks:   # the probe's flips are recorded, not gated; the real clip streams exactly
         assert entry["stream_token_errors_builtin"] >= 3 and entry["stream_token_gate"] == "real clips"
         assert entry["stream_token_errors"] == 0 and entry["stream_tokens"] > 0
-    assert verify_stream(data, 1, h.feature_config(), options, builtin, builtin_clips=2)[0]["stream_token_gate"] == "none"
+    alone = verify_stream(data, 1, h.feature_config(), options, builtin, builtin_clips=2)[0]
+    assert alone["stream_token_gate"] == "built-in clips (loose)" and alone["stream_token_errors_builtin"] >= 3
+    with pytest.raises(ValueError, match="builtin_clips must be in"):
+        verify_stream(data, 1, h.feature_config(), options, builtin, builtin_clips=3)
     _stream_with_flips(monkeypatch, {len(speech)})
     with pytest.raises(ExportError, match=r"level 0: streamed tokens differ .* over the 1 real speech clip"):
         verify_stream(data, 1, h.feature_config(), options, builtin + [speech], builtin_clips=2)
+    # A stream broken on the built-in clips (many made-up tokens) is refused even with no real clip.
+    _stream_with_flips(monkeypatch, {len(builtin[0]), len(builtin[1])}, extra_tokens=10)
+    with pytest.raises(ExportError, match=r"level 0: .* on the built-in synthetic clip and silence .* broken"):
+        verify_stream(data, 1, h.feature_config(), options, builtin, builtin_clips=2)
 
 
 @pytest.mark.large
@@ -377,4 +384,5 @@ def test_export_cli_says_when_a_quantized_stream_had_no_real_speech_to_gate_its_
     assert export_main([str(_run(False)), "--out", str(out), "--quantize", "dynamic-int8", "--stream", "on",
                         "--no_decoder"]) == 0
     assert "'stream' signature was compared with recognize on the built-in synthetic clip" in capsys.readouterr().err
-    assert {v["stream_token_gate"] for v in read_metadata(out).raw["export"]["verification"]} == {"none"}
+    gates = {v["stream_token_gate"] for v in read_metadata(out).raw["export"]["verification"]}
+    assert gates == {"built-in clips (loose)"}

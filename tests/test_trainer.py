@@ -128,6 +128,7 @@ def test_resume_continues_from_checkpoint_exactly_like_an_uninterrupted_run(prep
     full = one_device_run
     part = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "part", stream=io.StringIO())
     assert part.run(max_steps=4)["step"] == 4
+    assert "shuffle buffer: the whole train split (32 utterances)" in part.stream.getvalue()
     codes_at_4 = dsnn_keras.level_codes(part.model)
     resumed = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "part", stream=io.StringIO())
     assert resumed.manager.latest_checkpoint.endswith("ckpt-4")
@@ -150,6 +151,10 @@ def test_resuming_with_another_config_is_refused(prepared, tmp_path):
     prepare_run_dir(tmp_path / "run", small_config(), dataset)  # same config: fine
     with pytest.raises(TrainingError, match="different config.*learning_rate"):
         prepare_run_dir(tmp_path / "run", small_config(training={"learning_rate": 0.1}), dataset)
+    # A run started with the old default (a 1,024 buffer) is told how to resume under the new one.
+    prepare_run_dir(tmp_path / "old", small_config(data={"shuffle_buffer": 1024}), dataset)
+    with pytest.raises(TrainingError, match=r"shuffle_buffer.*resumes with --set data.shuffle_buffer=1024"):
+        prepare_run_dir(tmp_path / "old", small_config(), dataset)
 
 
 @pytest.mark.large

@@ -470,6 +470,9 @@ def _stream_entry(state: Optional[Sequence]) -> Optional[dict]:
 STREAM_TOLERANCE = 1e-4         # a float file's stream vs recognize: max |Δ log-prob| (issue 17's bound)
 STREAM_CHUNKS_S = (0.16, 0.05)   # verification streams every clip in chunks of these lengths ...
 STREAM_RANDOM_SEED = 0           # ... and in random lengths (0 to 0.5 s)
+# A quantized stream vs recognize on the built-in probe and silence (not speech: near-tie tokens):
+# the loose bound that still refuses a stream that is broken, not one near tie flipped.
+BUILTIN_STREAM_TOKEN_ERROR_RATE = 0.5
 
 
 def _stream_clip(runner, audio: np.ndarray, sizes: Sequence[int], level: int) -> tuple[np.ndarray, list[int]]:
@@ -499,12 +502,12 @@ def verify_stream(data: bytes, num_levels: int, feature_config, options: ExportO
     give ``recognize``'s log-probs within ``min(options.tolerance, STREAM_TOLERANCE)`` and the same
     tokens; a quantized file
     (whose stream path quantizes its activations per chunk, the fused kernel per utterance) must
-    stay within ``options.max_token_error_rate`` of ``recognize``'s tokens on the real speech clips:
-    the first ``builtin_clips`` clips (the built-in synthetic probe and silence) are streamed and
-    checked for shape, and their token differences recorded, but a quantized file's token gate
-    leaves them out. Their greedy tokens are near ties (the probe is not speech): on the AN4 file of
-    2026-12-06, one token of the probe's five flipped at level 1 in every chunking, 3 of 18 tokens,
-    while 8 real clips gave a stream WER within 0.1 of ``recognize``'s.
+    stay within ``options.max_token_error_rate`` of ``recognize``'s tokens on the real speech clips,
+    and within the loose `BUILTIN_STREAM_TOKEN_ERROR_RATE` on the first ``builtin_clips`` clips (the
+    built-in synthetic probe and silence), whose greedy tokens are near ties (the probe is not
+    speech): on the AN4 int8 file of 2026-12-06 one of the probe's five tokens flipped at level 1 in
+    each of the three chunkings (3 of the 18 tokens of probe and silence, 16.7 %), while on all 128
+    dev utterances its streamed text equalled ``recognize``'s on 98.4-100 % per level.
 
     Args:
         data: The .tflite bytes.
@@ -517,8 +520,8 @@ def verify_stream(data: bytes, num_levels: int, feature_config, options: ExportO
     Returns:
         One dict per level: ``stream_max_abs_diff``, ``stream_token_errors``, ``stream_tokens`` (over
         the real clips), ``stream_token_errors_builtin``, ``stream_tokens_builtin`` and
-        ``stream_token_gate`` (``"real clips"``, ``"every clip"`` for a float file, or ``"none"``: a
-        quantized file with no real clip).
+        ``stream_token_gate`` (``"every clip"`` for a float file; for a quantized one ``"real clips"``,
+        or ``"built-in clips (loose)"`` when no real clip was given).
 
     Raises:
         ExportError: naming the level, the chunking and the failed check.
@@ -533,6 +536,8 @@ def verify_stream(data: bytes, num_levels: int, feature_config, options: ExportO
     chunkings = [[max(int(seconds * rate), 1)] for seconds in STREAM_CHUNKS_S]
     chunkings.append([0, *rng.integers(0, rate // 2, size=15)])
     results = []
+    if not 0 <= builtin_clips <= len(audio):
+        raise ValueError(f"builtin_clips must be in [0, {len(audio)}] (the clips given), got {builtin_clips}")
     quantized = options.quantize != "none"
     real = len(audio) - builtin_clips
     for level in range(num_levels):
@@ -562,7 +567,13 @@ def verify_stream(data: bytes, num_levels: int, feature_config, options: ExportO
         if errors > MIN_TOKEN_ERRORS_ALLOWED and rate_errors > options.max_token_error_rate:
             raise ExportError(f"level {level}: streamed tokens differ from recognize's by {rate_errors:.1%} "
                               f"(> {options.max_token_error_rate:.0%}) over the {real} real speech clip(s)")
-        gate = "every clip" if not quantized else ("real clips" if real else "none")
+        builtin_rate = builtin_errors / max(builtin_total, 1)
+        if (quantized and builtin_errors > MIN_TOKEN_ERRORS_ALLOWED
+                and builtin_rate > BUILTIN_STREAM_TOKEN_ERROR_RATE):
+            raise ExportError(f"level {level}: streamed tokens differ from recognize's by {builtin_rate:.1%} on the "
+                              f"built-in synthetic clip and silence (> {BUILTIN_STREAM_TOKEN_ERROR_RATE:.0%}, the "
+                              "loose bound for clips that are not speech): the stream is broken")
+        gate = "every clip" if not quantized else ("real clips" if real else "built-in clips (loose)")
         results.append({"stream_max_abs_diff": max_diff, "stream_token_errors": errors, "stream_tokens": total,
                         "stream_token_errors_builtin": builtin_errors, "stream_tokens_builtin": builtin_total,
                         "stream_token_gate": gate})
@@ -687,12 +698,13 @@ def export_levels(models: Sequence, out_path, *, sparsities: Sequence[float], fe
     final = metadata_lib.embed(data, raw)
     if options.verify:
         sample_rate = feature_config.sample_rate
-        clips = [probe_audio(sample_rate), np.zeros(sample_rate // 2, np.float32)] + list(verify_audio or [])
+        builtin = [probe_audio(sample_rate), np.zeros(sample_rate // 2, np.float32)]
+        clips = builtin + list(verify_audio or [])
         verification = verify_levels(final, models, feature_config, options, clips,
                                      reset_state=not chosen.state_reset_in_graph)
         if built.stream_state is not None:
             stream_checks = verify_stream(final, len(models), feature_config, options, clips,
-                                          builtin_clips=len(clips) - len(verify_audio or []))
+                                          builtin_clips=len(builtin))
             for entry, stream_check in zip(verification, stream_checks):
                 entry.update(stream_check)
         raw["export"]["verification"] = verification
@@ -798,6 +810,13 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
                            pieces=run.pieces, blank_id=run.blank_id, options=options,
                            eval_results=run.eval_results, source=source, verify_audio=verify_audio,
                            units=units, unit_indices=unit_indices, decoder=decoder)
+    loose = [v for v in report.verification if v.get("stream_token_gate") == "built-in clips (loose)"]
+    if loose:
+        say(f"note: the {options.quantize} 'stream' signature was compared with recognize on the built-in synthetic "
+            f"clip and silence only ({sum(v['stream_token_errors_builtin'] for v in loose)} of "
+            f"{sum(v['stream_tokens_builtin'] for v in loose)} tokens differ; gated loosely, at "
+            f"{BUILTIN_STREAM_TOKEN_ERROR_RATE:.0%}: their tokens are near ties); pass --verify_audio with a few "
+            "real speech files to gate its tokens at --max_token_error_rate")
     if single_level_dir is not None:
         export_single_levels(models, single_level_dir, sparsities=run.levels,
                              feature_config=run.feature_config, pieces=run.pieces, blank_id=run.blank_id,

@@ -86,7 +86,7 @@ METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("export.single_level_of", "int | null", "For a single-level baseline file: the level of the DSNN it was exported from."),
     MetadataField("export.operators", "list of strings", "The builtin operators the file uses."),
     MetadataField("export.shared_weights", "object", "Shared design only: storage, coded tensors and weights, folded splits."),
-    MetadataField("export.verification", "list of objects", "Per level, the export's check against Keras (differences, token flips)."),
+    MetadataField("export.verification", "list of objects", "Per level, the export's check against Keras (differences, token flips) and, with a stream, against `recognize` (`stream_max_abs_diff`, `stream_token_errors`/`stream_tokens` over the real clips, `stream_token_errors_builtin`/`stream_tokens_builtin`, `stream_token_gate`)."),
     MetadataField("export.verification_audio_s", "list of numbers", "Duration of each verification clip at the model's rate."),
     MetadataField("decoder", "object | null", "Files exported from a run with a tuned beam decoder (`dsnn-eval --tune`): its settings and LM; absent otherwise (greedy)."),
     MetadataField("decoder.default", "string", "The decoder `tflite.Recognizer(decoder=\"auto\")` uses: `beam` or `greedy`."),
