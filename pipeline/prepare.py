@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "transcript once, the CMVN statistics every copy")
     parser.add_argument("--augment", default=None, metavar="KIND,KIND,...",
                         help="augment the train split: add --augment_copies copies of every train example (speed "
-                             "copies included), each with all the KINDs applied in the order reverb, noise, channel, "
-                             "bandwidth, gain: reverb (synthetic exponential-decay room impulse response, RT60 from "
+                             "copies included), each with all the KINDs applied in the order pad, reverb, noise, "
+                             "channel, bandwidth, gain: pad (silence before and after, each side's length from --pad_s, "
+                             "noise at the clip's own floor), reverb (synthetic exponential-decay room impulse response, RT60 from "
                              "--reverb_rt60), noise (generated white/pink/brown noise at an SNR from --noise_snr_db), "
                              "channel (another microphone's frequency response: a tilt from --channel_tilt_db and two "
                              "random bands), bandwidth "
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channel_tilt_db", default=argparse.SUPPRESS, metavar="LOW,HIGH",
                         help="spectral tilt range in dB per octave (about 1 kHz) for --augment channel (default "
                              "-6,6), on top of two random +/-10 dB bands")
+    parser.add_argument("--pad_s", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                        help="seconds of silence before and after (each side drawn) for --augment pad (default "
+                             "0,0.5)")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
     return parser
@@ -231,11 +235,12 @@ def _augment_config(args):
 
     value = {name: getattr(args, name, None)   # these flags default to argparse.SUPPRESS: absent unless given
              for name in ("augment_copies", "augment_seed", "gain_db", "noise_snr_db", "reverb_rt60",
-                          "bandwidth_rates", "channel_tilt_db")}
+                          "bandwidth_rates", "channel_tilt_db", "pad_s")}
     ranges = {"gain": ("--gain_db", value["gain_db"], "gain_db"),
               "noise": ("--noise_snr_db", value["noise_snr_db"], "noise_snr_db"),
               "reverb": ("--reverb_rt60", value["reverb_rt60"], "reverb_rt60_s"),
-              "channel": ("--channel_tilt_db", value["channel_tilt_db"], "channel_tilt_db")}
+              "channel": ("--channel_tilt_db", value["channel_tilt_db"], "channel_tilt_db"),
+              "pad": ("--pad_s", value["pad_s"], "pad_s")}
     if args.augment is None:
         given = [flag for flag, v in (("--augment_copies", value["augment_copies"]),
                                       ("--augment_seed", value["augment_seed"]),

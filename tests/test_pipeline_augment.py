@@ -246,3 +246,38 @@ def test_beam_transforms_augment_train_copies_only_deterministically(data_dir):
         assert_that(decoded, check_audio, label="audio")
         assert_that(examples, check, label="examples")
 
+
+
+def test_pad_puts_the_drawn_silence_at_the_clips_own_floor_around_it_unchanged():
+    config = aug.AugmentConfig(kinds=("pad",), seed=3)
+    rng = np.random.default_rng(0)
+    floor = 0.002
+    x = np.concatenate([rng.normal(0, floor, RATE // 10), _burst(0.3, 0.3), rng.normal(0, floor, RATE // 10)])
+    x = x.astype(np.float32)
+    params = aug.draw("pad", config, "0_theo_1", 1.0, 1)
+    assert 0.0 <= params.before_s <= 0.5 and 0.0 <= params.after_s <= 0.5 and params.before_s != params.after_s
+    y = aug.apply("pad", x, params, RATE)
+    before, after = int(round(params.before_s * RATE)), int(round(params.after_s * RATE))
+    assert y.dtype == np.float32 and len(y) == before + len(x) + after
+    np.testing.assert_array_equal(y[before:before + len(x)], x)             # the clip itself untouched
+    silence = np.concatenate([y[:before], y[before + len(x):]])
+    assert abs(np.sqrt(np.mean(silence.astype(np.float64) ** 2)) / floor - 1.0) < 0.25   # near the clip's floor
+    assert aug.noise_floor(np.zeros(400, np.float32), RATE) == 0.0           # digital silence stays digital
+    draws = [aug.draw("pad", aug.AugmentConfig(kinds=("pad",), pad_s=(0.2, 0.4)), f"u{i}", 1.0, 1) for i in range(50)]
+    assert all(0.2 <= d.before_s <= 0.4 and 0.2 <= d.after_s <= 0.4 for d in draws)
+    assert aug.parse_kinds("gain,pad") == ("pad", "gain")
+    with pytest.raises(ValueError, match=r"--pad_s.*within \[0, 2\]"):
+        aug.parse_range("0,3", "--pad_s")
+    assert aug.AugmentConfig(kinds=("pad",)).to_dict()["pad"]["seconds_each_side"] == [0.0, 0.5]
+
+
+def test_pad_flags_reach_the_config_and_are_refused_without_the_kind():
+    from pipeline.prepare import _augment_config, build_parser
+
+    def config(*flags):
+        args, _ = build_parser().parse_known_args(["--input", "x", "--out", "y", *flags])
+        return _augment_config(args)
+
+    assert config("--augment", "pad", "--pad_s", "0.1,0.2").pad_s == (0.1, 0.2)
+    with pytest.raises(ValueError, match="--augment gain has no pad"):
+        config("--augment", "gain", "--pad_s", "0.1,0.2")
