@@ -386,3 +386,22 @@ def test_export_cli_says_when_a_quantized_stream_had_no_real_speech_to_gate_its_
     assert "'stream' signature was compared with recognize on the built-in synthetic clip" in capsys.readouterr().err
     gates = {v["stream_token_gate"] for v in read_metadata(out).raw["export"]["verification"]}
     assert gates == {"built-in clips (loose)"}
+
+
+def test_padded_wer_bench_pads_each_clip_at_its_own_floor_and_decodes_it():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("padded_wer", pathlib.Path(__file__).parents[1] / "bench" / "padded_wer.py")
+    padded_wer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(padded_wer)
+    assert padded_wer.parse_pads("0,0.3,1") == [0.0, 0.3, 1.0]
+    with pytest.raises(SystemExit, match="--pad_s"):
+        padded_wer.parse_pads("0,-1")
+    rate = h.feature_config().sample_rate
+    audio = h.speechlike(0.8, seed=5)
+    np.testing.assert_array_equal(padded_wer.padded(audio, 0.0, rate), audio)
+    longer = padded_wer.padded(audio, 0.25, rate)
+    start = int(0.25 * rate)
+    assert len(longer) == len(audio) + 2 * start
+    np.testing.assert_array_equal(longer[start:start + len(audio)], audio)
+    assert isinstance(_recognizer("float").transcribe(longer, level=1), str)
