@@ -22,16 +22,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))   # the sibling bench script
+from stream_wer import add_split_audio_arguments, load_split_audio  # noqa: E402
+
 PAD_SEED = 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=pathlib.Path, required=True, help="prepared dataset directory")
-    parser.add_argument("--split", default="dev", help="split to decode (default: dev)")
-    parser.add_argument("--audio_root", type=pathlib.Path, required=True,
-                        help="corpus directory holding <utt_id>.flac/.wav files (searched recursively)")
-    parser.add_argument("--tflite", type=pathlib.Path, nargs="+", required=True, help="exported files")
+    add_split_audio_arguments(parser)
     parser.add_argument("--pad_s", default="0,0.3,1.0",
                         help="comma-separated seconds of silence before and after each clip (default: 0,0.3,1.0)")
     parser.add_argument("--levels", default=None, help="comma-separated level indices (default: every level)")
@@ -65,21 +64,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     args = build_parser().parse_args(argv)
     pads = parse_pads(args.pad_s)
 
-    from dsnn_keras.dataset import PreparedDataset
     from dsnn_keras.decoding import error_rates
-    from tflite.audio import load_audio
     from tflite.runtime import Recognizer
 
-    dataset = PreparedDataset.from_dir(args.data)
-    examples = list(dataset.examples(args.split))[:args.max_utterances]
-    references = [ex["transcript"] for ex in examples]
-    index = {p.stem: p for p in args.audio_root.rglob("*") if p.suffix.lower() in (".flac", ".wav")}
-    missing = [ex["utt_id"] for ex in examples if ex["utt_id"] not in index]
-    if missing:
-        raise SystemExit(f"--audio_root {args.audio_root}: no audio for {len(missing)} utterances, e.g. {missing[:3]}")
-    rate = dataset.feature_config.sample_rate
-    audio = [load_audio(index[ex["utt_id"]], rate) for ex in examples]
-    report = {"split": args.split, "num_utterances": len(examples), "pad_s": pads, "decoder": args.decoder,
+    references, audio, rate = load_split_audio(args.data, args.split, args.audio_root, args.max_utterances)
+    report = {"split": args.split, "num_utterances": len(audio), "pad_s": pads, "decoder": args.decoder,
               "files": {}}
     for path in args.tflite:
         recognizer = Recognizer(path, decoder=args.decoder)
@@ -96,7 +85,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
             rows.append(row)
         report["files"][str(path)] = rows
     header = " | ".join(f"{pad:g} s WER %" for pad in pads)
-    lines = [f"{len(examples)} utterances of split `{args.split}`, decoder {args.decoder}; silence (noise at each "
+    lines = [f"{len(audio)} utterances of split `{args.split}`, decoder {args.decoder}; silence (noise at each "
              "clip's own floor) put before and after each clip.", "",
              f"| file | level | sparsity | {header} |", "|---|---:|---:|" + "---:|" * len(pads)]
     for path, rows in report["files"].items():

@@ -28,11 +28,7 @@ CHUNK_MS = 160
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=pathlib.Path, required=True, help="prepared dataset directory")
-    parser.add_argument("--split", default="dev", help="split to decode (default: dev)")
-    parser.add_argument("--audio_root", type=pathlib.Path, required=True,
-                        help="corpus directory holding <utt_id>.flac/.wav files (searched recursively)")
-    parser.add_argument("--tflite", type=pathlib.Path, nargs="+", required=True, help="exported files")
+    add_split_audio_arguments(parser)
     parser.add_argument("--switch_s", type=float, default=1.0, help="seconds between level switches (default: 1)")
     parser.add_argument("--max_utterances", type=int, default=None, help="first N utterances only")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the figures here")
@@ -40,6 +36,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decoder of the runtime (default: greedy; auto = the file's default, beam = "
                              "the LM-fused beam search the file carries)")
     return parser
+
+
+def add_split_audio_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--split``, ``--audio_root``, ``--tflite``: a prepared split's audio and the files to run."""
+    parser.add_argument("--data", type=pathlib.Path, required=True, help="prepared dataset directory")
+    parser.add_argument("--split", default="dev", help="split to decode (default: dev)")
+    parser.add_argument("--audio_root", type=pathlib.Path, required=True,
+                        help="corpus directory holding <utt_id>.flac/.wav files (searched recursively)")
+    parser.add_argument("--tflite", type=pathlib.Path, nargs="+", required=True, help="exported files")
+
+
+def load_split_audio(data: pathlib.Path, split: str, audio_root: pathlib.Path,
+                     max_utterances: Optional[int]) -> tuple[list[str], list[np.ndarray], int]:
+    """The references and audio (at the dataset's feature rate) of a prepared split's utterances."""
+    from dsnn_keras.dataset import PreparedDataset
+    from tflite.audio import load_audio
+
+    dataset = PreparedDataset.from_dir(data)
+    examples = list(dataset.examples(split))[:max_utterances]
+    index = {p.stem: p for p in audio_root.rglob("*") if p.suffix.lower() in (".flac", ".wav")}
+    missing = [ex["utt_id"] for ex in examples if ex["utt_id"] not in index]
+    if missing:
+        raise SystemExit(f"--audio_root {audio_root}: no audio for {len(missing)} utterances, e.g. {missing[:3]}")
+    rate = dataset.feature_config.sample_rate
+    return [ex["transcript"] for ex in examples], [load_audio(index[ex["utt_id"]], rate) for ex in examples], rate
 
 
 def level_schedule(pattern: str, num_levels: int, period: int) -> list[int]:
@@ -68,23 +89,13 @@ def run(argv: Optional[list[str]] = None) -> dict:
     if not args.switch_s > 0:
         raise SystemExit(f"--switch_s must be > 0, got {args.switch_s}")
 
-    from dsnn_keras.dataset import PreparedDataset
     from dsnn_keras.decoding import error_rates
-    from tflite.audio import load_audio
     from tflite.runtime import Recognizer
 
-    dataset = PreparedDataset.from_dir(args.data)
-    examples = list(dataset.examples(args.split))[:args.max_utterances]
-    references = [ex["transcript"] for ex in examples]
-    index = {p.stem: p for p in args.audio_root.rglob("*") if p.suffix.lower() in (".flac", ".wav")}
-    missing = [ex["utt_id"] for ex in examples if ex["utt_id"] not in index]
-    if missing:
-        raise SystemExit(f"--audio_root {args.audio_root}: no audio for {len(missing)} utterances, e.g. {missing[:3]}")
-    rate = dataset.feature_config.sample_rate
-    audio = [load_audio(index[ex["utt_id"]], rate) for ex in examples]
+    references, audio, rate = load_split_audio(args.data, args.split, args.audio_root, args.max_utterances)
     chunk = rate * CHUNK_MS // 1000
     period = max(int(args.switch_s * rate), 1)
-    report = {"split": args.split, "num_utterances": len(examples), "chunk_ms": CHUNK_MS,
+    report = {"split": args.split, "num_utterances": len(audio), "chunk_ms": CHUNK_MS,
               "switch_s": args.switch_s, "decoder": args.decoder, "files": {}}
     for path in args.tflite:
         recognizer = Recognizer(path, decoder=args.decoder)
@@ -115,7 +126,7 @@ def run(argv: Optional[list[str]] = None) -> dict:
                                        "difference_points": 100 * (wer - expected)})
             print(f"{path.name} switching {pattern}: {wer:.4f} vs {expected:.4f}", file=sys.stderr)
         report["files"][str(path)] = entry
-    lines = [f"{len(examples)} utterances of split `{args.split}`, {CHUNK_MS} ms chunks, level switched every "
+    lines = [f"{len(audio)} utterances of split `{args.split}`, {CHUNK_MS} ms chunks, level switched every "
              f"{args.switch_s:g} s of audio.", "",
              "| file | level | sparsity | recognize WER % | stream WER % | stream text = recognize text |",
              "|---|---:|---:|---:|---:|---:|"]
