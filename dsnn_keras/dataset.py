@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -113,6 +113,11 @@ class PreparedDataset:
             raise DatasetError(f"{self.root}: no split {split!r}; available: {list(self.split_names)}")
         return self.metadata["splits"][split]
 
+    def record_order(self, split: str) -> str:
+        """``"shuffled"`` when `dsnn-prepare` wrote ``split``'s records in a hash-drawn order
+        (``--train_order shuffled``, the train split since 2026-12-06), else ``"input"``."""
+        return self.metadata.get("train_order", "input") if split == "train" else "input"
+
     def num_utterances(self, split: str) -> int:
         return int(self._split(split)["num_utterances"])
 
@@ -140,7 +145,7 @@ class PreparedDataset:
         return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
 
     # ---- records --------------------------------------------------------------------------
-    def records(self, split: str):
+    def records(self, split: str, files: Optional[Sequence[str]] = None):
         """Unbatched tf.data.Dataset of parsed examples, in file order.
 
         Elements: ``utt_id``, ``speaker``, ``transcript`` (tf.string), ``features`` (float32
@@ -169,7 +174,7 @@ class PreparedDataset:
                 "num_frames": frames, "token_ids": tokens, "num_tokens": tf.size(tokens),
             }
 
-        files = self.files(split)
+        files = self.files(split) if files is None else list(files)
         return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                                                   deterministic=True)
 
@@ -238,7 +243,7 @@ class PreparedDataset:
             return {"features": ex["features"], "num_frames": ex["num_frames"],
                     "labels": ex["token_ids"], "label_lengths": ex["num_tokens"]}
 
-        ds = self.records(split).filter(keep).map(select)
+        ds = self.records(split, self.training_files(split, data_config, seed, epoch)).filter(keep).map(select)
         padded_shapes = {"features": [None, self.feature_config.num_mel_bins], "num_frames": [],
                          "labels": [None], "label_lengths": []}
         padding_values = {"features": 0.0, "num_frames": 0, "labels": 0, "label_lengths": 0}
@@ -269,8 +274,9 @@ class PreparedDataset:
     def shuffle_buffer_size(self, split: str, data_config) -> int:
         """Utterances in the training shuffle buffer: ``data.shuffle_buffer``, or with null the
         whole split when its files fit ``data.shuffle_buffer_mb``, else as many average-sized
-        utterances as fit (the trainer then warns: the files are in input order, corpus by
-        corpus, so a partial buffer mixes batches less than a full shuffle)."""
+        utterances as fit. A partial buffer mixes neighbours only: fine for a train split
+        `dsnn-prepare` wrote in a shuffled order (`record_order`); with files in input order
+        (corpus by corpus) the trainer warns."""
         if data_config.shuffle_buffer is not None:
             return int(data_config.shuffle_buffer)
         count = max(1, self.num_utterances(split))
@@ -279,6 +285,35 @@ class PreparedDataset:
         if size <= budget:
             return count
         return max(1, int(count * budget / size))
+
+    def training_files(self, split: str, data_config, seed: int, epoch: int) -> list[str]:
+        """The files of ``split`` in the order an epoch reads them: name order when the shuffle
+        buffer holds the whole split, else another order each epoch (seeded by ``seed`` and
+        ``epoch``), since a partial buffer mixes neighbours only."""
+        files = self.files(split)
+        if len(files) > 1 and self.shuffle_buffer_size(split, data_config) < self.num_utterances(split):
+            order = np.random.default_rng(seed * 1000003 + epoch).permutation(len(files))
+            files = [files[i] for i in order]
+        return files
+
+    def describe_shuffle(self, split: str, data_config) -> str:
+        """One line saying how training shuffles ``split`` (the trainer prints it); starts with
+        ``warning:`` when a partial buffer walks files in input order."""
+        count = self.num_utterances(split)
+        buffer = self.shuffle_buffer_size(split, data_config)
+        if buffer >= count:
+            return f"shuffle buffer: the whole {split} split ({count} utterances)"
+        if data_config.shuffle_buffer is not None:
+            return f"shuffle buffer: {buffer} of {count} {split} utterances (data.shuffle_buffer)"
+        if self.record_order(split) == "shuffled":
+            return (f"shuffle buffer: {buffer} of {count} {split} utterances (the records exceed "
+                    f"data.shuffle_buffer_mb = {data_config.shuffle_buffer_mb}; dsnn-prepare wrote them in a "
+                    "shuffled order, so each buffer is a sample of the whole split)")
+        return (f"warning: the {split} split's records exceed data.shuffle_buffer_mb = "
+                f"{data_config.shuffle_buffer_mb}: shuffling {buffer} of its {count} utterances at a time; "
+                "the files are in input order (corpus by corpus, speaker by speaker), so batches mix "
+                "less than a full shuffle would (raise data.shuffle_buffer_mb, or re-run dsnn-prepare, "
+                "which writes the train split in a shuffled order since 2026-12-06)")
 
     def _buckets(self, split: str, cfg, min_batch_size: int) -> tuple[list[int], list[int]]:
         """Bucket boundaries at length quantiles and per-bucket batch sizes within the frame budget."""

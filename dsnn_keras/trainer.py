@@ -509,18 +509,7 @@ class Trainer:
                 for r in result["levels"]]
 
     def _report_shuffle(self, progress: "Progress") -> None:
-        data = self.config.data
-        count = self.dataset.num_utterances(data.train_split)
-        buffer = self.dataset.shuffle_buffer_size(data.train_split, data)
-        if buffer >= count:
-            progress.message(f"shuffle buffer: the whole train split ({count} utterances)")
-        elif data.shuffle_buffer is None:
-            progress.message(f"warning: the train split's records exceed data.shuffle_buffer_mb = "
-                             f"{data.shuffle_buffer_mb}: shuffling {buffer} of its {count} utterances at a time; "
-                             "the files are in input order (corpus by corpus, speaker by speaker), so batches mix "
-                             "less than a full shuffle would (raise data.shuffle_buffer_mb)")
-        else:
-            progress.message(f"shuffle buffer: {buffer} of {count} train utterances (data.shuffle_buffer)")
+        progress.message(self.dataset.describe_shuffle(self.config.data.train_split, self.config.data))
 
     # -- the loop --
     def batches(self):

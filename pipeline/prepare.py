@@ -93,9 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "(chosen by a deterministic hash of the speaker id) or a comma list")
     parser.add_argument("--dev_split", default="dev", help="split name for --dev_speakers")
     parser.add_argument("--split_salt", default="dsnn",
-                        help="salt of the speaker hash (change it to draw other speakers)")
+                        help="salt of the speaker, corpus-weight and train-order hashes (change it to draw other "
+                             "speakers)")
     parser.add_argument("--num_shards", type=int, default=0,
-                        help="TFRecord files per split; 0 lets the runner choose (one per bundle)")
+                        help="TFRecord files per split; 0 lets the runner choose (one per bundle), and for the "
+                             "shuffled train split (--train_order) as many as keep each at most 256 MiB")
+    parser.add_argument("--train_order", default="shuffled", choices=["shuffled", "input"],
+                        help="order of the train split's records: shuffled (the default; drawn from a hash of "
+                             "--split_salt and the utterance id, the same on every run) so that dsnn-train's "
+                             "shuffle buffer mixes corpora and speakers even when the split is larger than "
+                             "data.shuffle_buffer_mb; input: as read, corpus by corpus")
     parser.add_argument("--min_duration", type=float, default=0.1,
                         help="reject clips shorter than this many seconds (too_short)")
     parser.add_argument("--max_duration", type=float, default=30.0,
@@ -223,7 +230,8 @@ def _configs(args):
             speaker_split=speaker_split, num_shards=args.num_shards,
             progress_every_s=args.progress_every, lm_order=args.lm_order, speed_factors=speed_factors,
             corpora=tuple(corpora), corpus_weights=tuple((c, w) for c, w in weights.items() if w != 1.0),
-            weight_salt=args.split_salt, augment=augment)
+            weight_salt=args.split_salt, augment=augment,
+            train_order=args.train_order)
     except (ValueError, TypeError, OSError) as e:
         raise UserError(str(e)) from None
     return specs, config
@@ -477,6 +485,7 @@ def finalize(tmp: str, splits: Sequence[str], config, argv: Sequence[str], specs
                        "versions": package_versions(["dsnn", "tensorflow", "apache-beam", "sentencepiece"]),
                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
+    dataset["train_order"] = config.train_order
     if perturbed_splits:  # absent when off: an unperturbed dataset.json is as before
         dataset["speed_perturb"] = {"factors": list(factors), "splits": perturbed_splits}
     if augmented_splits:  # likewise

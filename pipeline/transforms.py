@@ -46,6 +46,7 @@ from pipeline import outdir
 from pipeline.audio import AudioConfig, load_audio
 from pipeline.cmvn import CmvnCombineFn
 from pipeline.mixing import repeats, repeats_id
+from pipeline.shuffled_write import WriteShuffledTFRecords
 from pipeline.records import Reject, RejectError, RejectReason, Utterance
 from pipeline.sources import InputSpec, read_source
 from pipeline.speed import NO_PERTURBATION, PERTURBED_SPLITS, format_factor, perturbed_id, speed_perturb
@@ -61,6 +62,8 @@ NAMESPACE = "dsnn"
 # samples themselves are the decoder's `non_finite_samples`.
 NON_FINITE_FEATURES = RejectReason.NON_FINITE_FEATURES
 SUMMARY_FILE = "_summary.json"
+TRAIN_ORDER_SHUFFLED, TRAIN_ORDER_INPUT = "shuffled", "input"
+TRAIN_ORDERS = (TRAIN_ORDER_SHUFFLED, TRAIN_ORDER_INPUT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,10 @@ class PrepareConfig:
             written (`pipeline.mixing`); a corpus not listed has weight 1. Defaults to none.
         weight_salt: Salt of the weight sampling hash. Defaults to "dsnn".
         augment: Augmentation of the train split (`pipeline.augment`); off by default (no transform).
+        train_order: ``"shuffled"`` (the default): the train split's records in an order drawn from a
+            hash of their ids (`pipeline.shuffled_write`), so a trainer whose shuffle buffer holds only
+            part of the split still mixes corpora and speakers; ``"input"``: as read (corpus by
+            corpus, an utterance's copies side by side). Other splits keep the input order.
     """
 
     feature_config: FeatureConfig = FeatureConfig()
@@ -107,6 +114,11 @@ class PrepareConfig:
     corpus_weights: tuple[tuple[str, float], ...] = ()
     weight_salt: str = "dsnn"
     augment: aug.AugmentConfig = aug.AugmentConfig()
+    train_order: str = TRAIN_ORDER_SHUFFLED
+
+    def __post_init__(self):
+        if self.train_order not in TRAIN_ORDERS:
+            raise ValueError(f"train_order must be one of {list(TRAIN_ORDERS)}, got {self.train_order!r}")
 
     def weight(self, corpus: str) -> float:
         """The weight of the named corpus ``corpus`` (1.0 when not weighted or unnamed)."""
@@ -708,11 +720,18 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
                     | "CountSpeakers" >> beam.Map(lambda u: (SPEAKERS, (u.corpus, u.split), u.speaker)))]
     for i, split in enumerate(splits):
         part = parts[i + 1]
-        _ = (part
-             | f"Serialize[{split}]" >> beam.Map(lambda x: x.serialized)
-             | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                 outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
-                 num_shards=config.num_shards))
+        if split == "train" and config.train_order == TRAIN_ORDER_SHUFFLED:
+            _ = (part
+                 | f"Serialize[{split}]" >> beam.Map(lambda x: (x.utt_id, x.serialized))
+                 | f"Write[{split}]" >> WriteShuffledTFRecords(
+                     outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
+                     num_shards=config.num_shards, salt=config.weight_salt))
+        else:
+            _ = (part
+                 | f"Serialize[{split}]" >> beam.Map(lambda x: x.serialized)
+                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                     outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
+                     num_shards=config.num_shards))
         counts.append(part | f"CountWritten[{split}]" >> beam.FlatMap(_count_written))
         if split == "train":
             # Fed straight from the Decode-Featurize stage, so the combiner's partial sums run there and the

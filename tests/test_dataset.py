@@ -153,3 +153,31 @@ def test_buffer_holds_only_what_fits_its_memory_budget(tmp_path):
     fitting = ds.shuffle_buffer_size("train", DataConfig(shuffle_buffer_mb=1))
     assert fitting == int(96 * 2 ** 20 / size) and 0 < fitting < 96
     assert ds.shuffle_buffer_size("train", DataConfig(shuffle_buffer=7, shuffle_buffer_mb=1)) == 7
+    # Files in input order (no train_order recorded: prepared before 2026-12-06): the trainer warns.
+    assert ds.record_order("train") == "input"
+    message = ds.describe_shuffle("train", DataConfig(shuffle_buffer_mb=1))
+    assert message.startswith("warning:") and f"shuffling {fitting} of its 96" in message
+    assert "re-run dsnn-prepare" in message
+    # Written in a shuffled order: a partial buffer is a sample of the whole split, no warning.
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "train_order": "shuffled"}))
+    shuffled = PreparedDataset.from_dir(root)
+    assert shuffled.record_order("train") == "shuffled" and shuffled.record_order("dev") == "input"
+    message = shuffled.describe_shuffle("train", DataConfig(shuffle_buffer_mb=1))
+    assert message.startswith(f"shuffle buffer: {fitting} of 96 train utterances") and "shuffled order" in message
+    assert shuffled.describe_shuffle("train", DataConfig()) == "shuffle buffer: the whole train split (96 utterances)"
+    assert shuffled.describe_shuffle("train", DataConfig(shuffle_buffer=7)) == \
+        "shuffle buffer: 7 of 96 train utterances (data.shuffle_buffer)"
+
+
+def test_a_partial_buffer_reads_the_files_in_another_order_each_epoch(tmp_path):
+    root = build_prepared_dataset(tmp_path / "sharded", num_train=12, num_dev=2, train_shards=4)
+    ds = PreparedDataset.from_dir(root)
+    names = ds.files("train")
+    assert len(names) == 4
+    partial = DataConfig(shuffle_buffer=2)
+    orders = [ds.training_files("train", partial, seed=0, epoch=epoch) for epoch in range(4)]
+    assert all(sorted(order) == names for order in orders)
+    assert len({tuple(order) for order in orders}) > 1
+    assert ds.training_files("train", partial, seed=0, epoch=2) == orders[2]   # resumable
+    assert ds.training_files("train", DataConfig(), seed=0, epoch=3) == names   # whole split: name order

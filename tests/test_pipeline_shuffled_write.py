@@ -1,0 +1,115 @@
+"""Tests of pipeline.shuffled_write: the train split's records in a hash-drawn order."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import apache_beam as beam
+from pipeline.prepare import LOCAL_RUNNER, run
+from pipeline.shuffled_write import (WriteShuffledTFRecords, order_key, shard_count, shard_name,
+                                     shard_of)
+
+IDS = [f"spk{s}-{i:03d}" for s in range(4) for i in range(25)]   # input order: speaker by speaker
+
+
+def _record(utt_id: str) -> bytes:
+    return f"record of {utt_id}".encode()
+
+
+def _read(path) -> list[bytes]:
+    records = []
+    with open(path, "rb") as handle:
+        while (blob := _TFRecordUtil.read_record(handle)) is not None:
+            records.append(blob)
+    return records
+
+
+def _write(tmp_path, ids=IDS, **kwargs) -> tuple[list, list[bytes]]:
+    prefix = str(tmp_path / "data")
+    with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
+        shards = (p | beam.Create([(u, _record(u)) for u in ids]) | WriteShuffledTFRecords(prefix, **kwargs))
+        assert_that(shards, equal_to(list(range(kwargs.get("num_shards") or 1)))
+                    if "target_shard_bytes" not in kwargs else lambda got: None)
+    files = sorted(tmp_path.glob("data-*.tfrecord"))
+    return files, [record for f in files for record in _read(f)]
+
+
+def test_writes_every_record_once_in_the_order_of_its_hash(tmp_path):
+    files, records = _write(tmp_path)
+    assert [f.name for f in files] == ["data-00000-of-00001.tfrecord"]
+    assert records == [_record(u) for u in sorted(IDS, key=lambda u: order_key(u, "dsnn"))]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_neighbours_are_a_sample_of_the_whole_split_not_of_one_speaker(tmp_path):
+    _, records = _write(tmp_path)
+    speakers = [r.decode().split()[-1].split("-")[0] for r in records]
+    same = np.mean([a == b for a, b in zip(speakers, speakers[1:])])
+    assert same < 0.5   # input order: 96 of 99 neighbours share a speaker; a uniform order ~1/4
+    assert {s for s in speakers[:20]} == {"spk0", "spk1", "spk2", "spk3"}
+
+
+def test_shards_in_name_order_are_consecutive_slices_of_one_order(tmp_path):
+    files, records = _write(tmp_path, num_shards=3)
+    assert [f.name for f in files] == [f"data-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert records == [_record(u) for u in sorted(IDS, key=lambda u: order_key(u, "dsnn"))]
+    assert all(_read(f) for f in files)
+
+
+def test_shards_no_key_falls_in_are_written_empty(tmp_path):
+    files, records = _write(tmp_path, ids=IDS[:2], num_shards=6)
+    assert [f.name for f in files] == [f"data-0000{i}-of-00006.tfrecord" for i in range(6)]
+    assert sorted(records) == sorted(_record(u) for u in IDS[:2])
+    used = {shard_of(order_key(u, "dsnn"), 6) for u in IDS[:2]}
+    assert [bool(_read(f)) for f in files] == [i in used for i in range(6)]
+
+
+def test_shard_count_follows_the_size_when_not_given(tmp_path):
+    total = sum(len(_record(u)) for u in IDS)
+    target = total // 3 - 1   # a little under a third: four shards
+    files, records = _write(tmp_path, target_shard_bytes=target)
+    assert len(files) == shard_count(total, 0, target) == 4
+    assert sorted(records) == sorted(_record(u) for u in IDS)
+
+
+def test_the_same_ids_give_the_same_files_and_another_salt_another_order(tmp_path):
+    _, first = _write(tmp_path / "a")
+    _, again = _write(tmp_path / "b", ids=list(reversed(IDS)))
+    _, salted = _write(tmp_path / "c", salt="other")
+    assert first == again
+    assert sorted(salted) == sorted(first) and salted != first
+
+
+def test_shard_of_splits_the_key_range_into_equal_slices():
+    assert shard_of(0, 4) == 0 and shard_of(2 ** 64 - 1, 4) == 3 and shard_of(2 ** 62, 4) == 1
+    assert shard_count(0) == 1 and shard_count(10, num_shards=7) == 7
+    assert shard_name("p/data", 3, 12, ".tfrecord") == "p/data-00003-of-00012.tfrecord"
+    with pytest.raises(ValueError, match="num_shards must be >= 0"):
+        WriteShuffledTFRecords("x", num_shards=-1)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "input"])
+def test_dsnn_prepare_writes_the_train_split_in_the_order_asked(tmp_path, order):
+    rate = 16000
+    lines = []
+    for i in range(8):
+        tone = (0.3 * np.sin(2 * np.pi * (300 + 50 * i) * np.arange(rate // 2) / rate)).astype(np.float32)
+        sf.write(tmp_path / f"clip{i}.wav", tone, rate)
+        lines.append(json.dumps({"audio_filepath": f"clip{i}.wav", "text": f"word {'abcdefgh'[i]}",
+                                 "duration": 0.5}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    run(["--input", str(tmp_path / "m.jsonl"), "--out", str(out), "--vocab_size", "16",
+         "--tokenizer_type", "char", "--lm_order", "0", "--train_order", order])
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["train_order"] == order
+    from pipeline.examples import parse_example
+    ids = [parse_example(r, dataset["feature_config"]["num_mel_bins"])["utt_id"]
+           for rel in dataset["splits"]["train"]["files"] for r in _read(out / rel)]
+    expected = sorted(ids, key=lambda u: order_key(u, "dsnn")) if order == "shuffled" else sorted(ids)
+    assert sorted(ids) != sorted(ids, key=lambda u: order_key(u, "dsnn"))   # the two orders differ here
+    assert ids == expected
