@@ -178,14 +178,16 @@ class DataConfig:
         num_buckets: Number of length buckets. Defaults to 8.
         max_utterance_frames: Longer training utterances are dropped. Defaults to 3000.
         shuffle_buffer: Utterances in the shuffle buffer, or null (the default) for the whole
-            split, as long as its records fit ``shuffle_buffer_mb``. The prepared files hold a
-            split in input order (corpus by corpus, speaker by speaker, an utterance's speed and
-            augmentation copies side by side), so a buffer much smaller than the split trains on
-            long runs of one corpus: an AN4 + FSDD mix written AN4 first with a 1,024 buffer saw
-            batches of AN4 only, then FSDD only, in turn every epoch (docs/training.md "Shuffling").
+            split, as long as its records fit ``shuffle_buffer_mb``. Files in input order (corpus
+            by corpus, speaker by speaker, an utterance's speed and augmentation copies side by
+            side: datasets prepared before 2026-12-06, or with ``--train_order input``) make a
+            buffer much smaller than the split train on long runs of one corpus: an AN4 + FSDD mix
+            written AN4 first with a 1,024 buffer saw batches of AN4 only, then FSDD only, in turn
+            every epoch (docs/training.md "Shuffling").
         shuffle_buffer_mb: With ``shuffle_buffer: null``, the most memory (MiB of records, as on
-            disk) the buffer may hold; a larger split gets a buffer of as many utterances as fit,
-            and a warning. Defaults to 2048.
+            disk) the buffer may hold; a larger split gets a buffer of as many utterances as fit
+            and its files are read in another order each epoch (a warning if they are in input
+            order). Defaults to 2048.
         sorted_epochs: The first this many epochs visit the length buckets shortest first
             (SortaGrad, Amodei et al. 2016: short utterances get CTC out of its initial
             blank-only phase sooner); utterances are still shuffled within a bucket. Defaults to 0.

@@ -243,7 +243,7 @@ class PreparedDataset:
             return {"features": ex["features"], "num_frames": ex["num_frames"],
                     "labels": ex["token_ids"], "label_lengths": ex["num_tokens"]}
 
-        ds = self.records(split, self.training_files(split, data_config, seed, epoch)).filter(keep).map(select)
+        ds = self.records(split, self.training_files(split, data_config, seed, epoch, buffer)).filter(keep).map(select)
         padded_shapes = {"features": [None, self.feature_config.num_mel_bins], "num_frames": [],
                          "labels": [None], "label_lengths": []}
         padding_values = {"features": 0.0, "num_frames": 0, "labels": 0, "label_lengths": 0}
@@ -286,12 +286,17 @@ class PreparedDataset:
             return count
         return max(1, int(count * budget / size))
 
-    def training_files(self, split: str, data_config, seed: int, epoch: int) -> list[str]:
-        """The files of ``split`` in the order an epoch reads them: name order when the shuffle
-        buffer holds the whole split, else another order each epoch (seeded by ``seed`` and
-        ``epoch``), since a partial buffer mixes neighbours only."""
+    def training_files(self, split: str, data_config, seed: int, epoch: int,
+                       buffer: Optional[int] = None) -> list[str]:
+        """The files of ``split`` in the order an epoch reads them: another order each epoch
+        (seeded by ``seed`` and ``epoch``) when the default buffer (``data.shuffle_buffer: null``)
+        holds only part of the split, since a partial buffer mixes neighbours only; else name
+        order (so a run with an explicit buffer, e.g. one started before 2026-12-06, resumes
+        reading what it read). ``buffer``: `shuffle_buffer_size`, if already known."""
         files = self.files(split)
-        if len(files) > 1 and self.shuffle_buffer_size(split, data_config) < self.num_utterances(split):
+        if buffer is None:
+            buffer = self.shuffle_buffer_size(split, data_config)
+        if len(files) > 1 and data_config.shuffle_buffer is None and buffer < self.num_utterances(split):
             order = np.random.default_rng(seed * 1000003 + epoch).permutation(len(files))
             files = [files[i] for i in order]
         return files

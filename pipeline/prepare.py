@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import difflib
 import json
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "speakers)")
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord files per split; 0 lets the runner choose (one per bundle), and for the "
-                             "shuffled train split (--train_order) as many as keep each at most 256 MiB")
+                             "shuffled train split (--train_order) enough for about 256 MiB each")
     parser.add_argument("--train_order", default="shuffled", choices=["shuffled", "input"],
                         help="order of the train split's records: shuffled (the default; drawn from a hash of "
                              "--split_salt and the utterance id, the same on every run) so that dsnn-train's "
@@ -231,7 +232,7 @@ def _configs(args):
             progress_every_s=args.progress_every, lm_order=args.lm_order, speed_factors=speed_factors,
             corpora=tuple(corpora), corpus_weights=tuple((c, w) for c, w in weights.items() if w != 1.0),
             weight_salt=args.split_salt, augment=augment,
-            train_order=args.train_order)
+            train_order=args.train_order, order_salt=args.split_salt)
     except (ValueError, TypeError, OSError) as e:
         raise UserError(str(e)) from None
     return specs, config
@@ -657,7 +658,8 @@ def _run_locked(args, specs, config, options, argv) -> dict:
     import apache_beam as beam
 
     from pipeline import outdir
-    from pipeline.transforms import build_pipeline
+    from pipeline.shuffled_write import reorder_tfrecord_files
+    from pipeline.transforms import TRAIN_ORDER_INPUT, TRAIN_ORDER_SHUFFLED, build_pipeline
 
     tmp = None
     try:
@@ -670,9 +672,18 @@ def _run_locked(args, specs, config, options, argv) -> dict:
         LOG.info("prepare: %d input(s) -> %s (runner %s)", len(specs), args.out,
                  options.get_all_options()["runner"])
         pipeline = beam.Pipeline(options=options)
-        splits = build_pipeline(pipeline, specs, config, tmp)
+        reorder_after = _is_local(options) and config.train_order == TRAIN_ORDER_SHUFFLED
+        # The local runner would hold the shuffle's GroupByKey of the whole split in memory: it writes
+        # the input order and the files are reordered on disk after the job (the same files).
+        job_config = dataclasses.replace(config, train_order=TRAIN_ORDER_INPUT) if reorder_after else config
+        splits = build_pipeline(pipeline, specs, job_config, tmp)
         result = pipeline.run()
         result.wait_until_finish()
+        if reorder_after and "train" in splits:
+            train_files = [outdir.join(tmp, f) for f in outdir.list_files(tmp)
+                           if f.replace(os.sep, "/").startswith("train/") and f.endswith(".tfrecord")]
+            reorder_tfrecord_files(train_files, outdir.join(tmp, "train", "data"), ".tfrecord",
+                                   num_shards=config.num_shards, salt=config.order_salt)
         elapsed = time.monotonic() - start
         dataset = finalize(tmp, splits, config, argv, specs)
         with _signals_deferred():  # a signal here would leave --out half replaced

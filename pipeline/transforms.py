@@ -77,7 +77,8 @@ class PrepareConfig:
         vocab_size: Requested SentencePiece vocabulary size.
         model_type: SentencePiece model type.
         speaker_split: Optional held-out speakers.
-        num_shards: TFRecord shards per split; 0 lets the runner decide.
+        num_shards: TFRecord shards per split; 0 lets the runner decide (the shuffled train split:
+            enough of about 256 MiB).
         progress_every_s: Seconds between progress log lines per worker.
         reshuffle: Redistribute the read items (``beam.Reshuffle``) before the per-utterance work, so
             a distributed runner spreads one large manifest over its workers. The local runner gains
@@ -96,7 +97,11 @@ class PrepareConfig:
         train_order: ``"shuffled"`` (the default): the train split's records in an order drawn from a
             hash of their ids (`pipeline.shuffled_write`), so a trainer whose shuffle buffer holds only
             part of the split still mixes corpora and speakers; ``"input"``: as read (corpus by
-            corpus, an utterance's copies side by side). Other splits keep the input order.
+            corpus, an utterance's copies side by side). Other splits keep the input order. On the
+            local runner `dsnn-prepare` builds the job with ``"input"`` and reorders the files
+            after it (`pipeline.shuffled_write.reorder_tfrecord_files`: the same files, one shard's
+            memory).
+        order_salt: Salt of the train-order hash. Defaults to "dsnn".
     """
 
     feature_config: FeatureConfig = FeatureConfig()
@@ -115,6 +120,7 @@ class PrepareConfig:
     weight_salt: str = "dsnn"
     augment: aug.AugmentConfig = aug.AugmentConfig()
     train_order: str = TRAIN_ORDER_SHUFFLED
+    order_salt: str = "dsnn"
 
     def __post_init__(self):
         if self.train_order not in TRAIN_ORDERS:
@@ -725,7 +731,7 @@ def build_pipeline(p: beam.Pipeline, specs: Sequence[InputSpec], config: Prepare
                  | f"Serialize[{split}]" >> beam.Map(lambda x: (x.utt_id, x.serialized))
                  | f"Write[{split}]" >> WriteShuffledTFRecords(
                      outdir.join(out_dir, split, "data"), file_name_suffix=".tfrecord",
-                     num_shards=config.num_shards, salt=config.weight_salt))
+                     num_shards=config.num_shards, salt=config.order_salt))
         else:
             _ = (part
                  | f"Serialize[{split}]" >> beam.Map(lambda x: x.serialized)

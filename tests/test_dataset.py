@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from dsnn_keras import fileio
 from dsnn_keras.config import DataConfig
 from dsnn_keras.dataset import DatasetError, PreparedDataset
 from dsnn_keras.frontend import FeatureConfig
@@ -170,14 +171,25 @@ def test_buffer_holds_only_what_fits_its_memory_budget(tmp_path):
         "shuffle buffer: 7 of 96 train utterances (data.shuffle_buffer)"
 
 
-def test_a_partial_buffer_reads_the_files_in_another_order_each_epoch(tmp_path):
-    root = build_prepared_dataset(tmp_path / "sharded", num_train=12, num_dev=2, train_shards=4)
+def test_a_partial_buffer_reads_the_files_in_another_order_each_epoch(tmp_path, monkeypatch):
+    root = build_prepared_dataset(tmp_path / "sharded", num_train=40, num_dev=2, train_shards=4, max_words=12)
     ds = PreparedDataset.from_dir(root)
     names = ds.files("train")
     assert len(names) == 4
-    partial = DataConfig(shuffle_buffer=2)
+    size = sum(fileio.file_size(f) for f in names)
+    partial = DataConfig(shuffle_buffer_mb=1)   # the default null buffer, holding part of the split
+    assert size > 2 ** 20, "the fixture must exceed 1 MiB"
+    assert ds.shuffle_buffer_size("train", partial) < 40
     orders = [ds.training_files("train", partial, seed=0, epoch=epoch) for epoch in range(4)]
     assert all(sorted(order) == names for order in orders)
     assert len({tuple(order) for order in orders}) > 1
     assert ds.training_files("train", partial, seed=0, epoch=2) == orders[2]   # resumable
     assert ds.training_files("train", DataConfig(), seed=0, epoch=3) == names   # whole split: name order
+    # An explicit buffer keeps name order: a run started before the change resumes reading the same.
+    assert ds.training_files("train", DataConfig(shuffle_buffer=2), seed=0, epoch=3) == names
+    # training_batches reads the files in that order.
+    seen, records = [], PreparedDataset.records
+    monkeypatch.setattr(PreparedDataset, "records",
+                        lambda self, split, files=None: (seen.append(files), records(self, split, files))[1])
+    ds.training_batches("train", partial, seed=0, epoch=1)
+    assert seen == [orders[1]]

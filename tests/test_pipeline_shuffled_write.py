@@ -10,8 +10,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import apache_beam as beam
 from pipeline.prepare import LOCAL_RUNNER, run
-from pipeline.shuffled_write import (WriteShuffledTFRecords, order_key, shard_count, shard_name,
-                                     shard_of)
+import pipeline.shuffled_write as shuffled_write
+from pipeline.shuffled_write import (WriteShuffledTFRecords, order_key, reorder_tfrecord_files, shard_count,
+                                     shard_name, shard_of)
 
 IDS = [f"spk{s}-{i:03d}" for s in range(4) for i in range(25)]   # input order: speaker by speaker
 
@@ -28,13 +29,35 @@ def _read(path) -> list[bytes]:
     return records
 
 
-def _write(tmp_path, ids=IDS, **kwargs) -> tuple[list, list[bytes]]:
+def _write(tmp_path, ids=IDS, records=None, **kwargs) -> tuple[list, list[bytes]]:
     prefix = str(tmp_path / "data")
+    records = records or [_record(u) for u in ids]
     with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
-        shards = (p | beam.Create([(u, _record(u)) for u in ids]) | WriteShuffledTFRecords(prefix, **kwargs))
-        assert_that(shards, equal_to(list(range(kwargs.get("num_shards") or 1)))
-                    if "target_shard_bytes" not in kwargs else lambda got: None)
+        shards = (p | beam.Create(list(zip(ids, records))) | WriteShuffledTFRecords(prefix, **kwargs))
+        expected = shard_count(sum(len(r) + 16 for r in records), kwargs.get("num_shards", 0),
+                               kwargs.get("target_shard_bytes", shuffled_write.TARGET_SHARD_BYTES))
+        assert_that(shards, equal_to(list(range(expected))))
     files = sorted(tmp_path.glob("data-*.tfrecord"))
+    return files, [record for f in files for record in _read(f)]
+
+
+def _reorder(tmp_path, ids=IDS, records=None, input_files=2, **kwargs) -> tuple[list, list[bytes]]:
+    """Writes the records in input order into ``input_files`` files named like shards, then reorders."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    records = records or [_record(u) for u in ids]
+    ids_of = dict(zip(records, ids))
+    inputs = [tmp_path / shard_name("data", i, input_files, ".tfrecord") for i in range(input_files)]
+    for i, path in enumerate(inputs):
+        with open(path, "wb") as handle:
+            for record in records[i::input_files]:
+                _TFRecordUtil.write_record(handle, record)
+    shards = reorder_tfrecord_files([str(p) for p in inputs], str(tmp_path / "data"),
+                                    utt_id_of=ids_of.__getitem__, **kwargs)
+    files = sorted(tmp_path.glob("data-*.tfrecord"))
+    assert [str(f) for f in files] == shards
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f.name for f in files]   # inputs, buckets gone
     return files, [record for f in files for record in _read(f)]
 
 
@@ -69,7 +92,7 @@ def test_shards_no_key_falls_in_are_written_empty(tmp_path):
 
 
 def test_shard_count_follows_the_size_when_not_given(tmp_path):
-    total = sum(len(_record(u)) for u in IDS)
+    total = sum(len(_record(u)) + 16 for u in IDS)   # as on disk
     target = total // 3 - 1   # a little under a third: four shards
     files, records = _write(tmp_path, target_shard_bytes=target)
     assert len(files) == shard_count(total, 0, target) == 4
@@ -84,8 +107,43 @@ def test_the_same_ids_give_the_same_files_and_another_salt_another_order(tmp_pat
     assert sorted(salted) == sorted(first) and salted != first
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"num_shards": 3}, {"num_shards": 6}, {"target_shard_bytes": 500}])
+def test_reordering_files_on_disk_gives_the_files_the_beam_transform_writes(tmp_path, kwargs):
+    beam_files, beam_records = _write(tmp_path / "beam", **kwargs)
+    disk_files, disk_records = _reorder(tmp_path / "disk", **kwargs)
+    assert [f.name for f in disk_files] == [f.name for f in beam_files]
+    assert [f.read_bytes() for f in disk_files] == [f.read_bytes() for f in beam_files]
+    assert disk_records == [_record(u) for u in sorted(IDS, key=lambda u: order_key(u, "dsnn"))]
+
+
+def test_reordering_takes_several_passes_when_more_buckets_than_it_opens_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(shuffled_write, "_OPEN_BUCKETS", 2)
+    files, records = _reorder(tmp_path, num_shards=5)
+    assert len(files) == 5
+    assert records == [_record(u) for u in sorted(IDS, key=lambda u: order_key(u, "dsnn"))]
+
+
+def test_repeated_ids_are_ordered_by_their_bytes_so_every_runner_writes_the_same(tmp_path):
+    ids = ["same"] * 5 + IDS[:5]
+    records = [f"copy {i}".encode() for i in range(5)] + [_record(u) for u in IDS[:5]]
+    _, forward = _write(tmp_path / "a", ids=ids, records=records)
+    _, backward = _write(tmp_path / "b", ids=ids[::-1], records=records[::-1])
+    _, on_disk = _reorder(tmp_path / "c", ids=ids[::-1], records=records[::-1])
+    assert forward == backward == on_disk
+    assert [r for r in forward if r.startswith(b"copy")] == [f"copy {i}".encode() for i in range(5)]
+
+
+def test_an_explicit_shard_count_with_huge_shards_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="dsnn.prepare"):
+        assert shard_count(10 * 2 ** 30, num_shards=2) == 2
+    assert "--num_shards 2: shards of ~5120 MiB" in caplog.text
+
+
 def test_shard_of_splits_the_key_range_into_equal_slices():
-    assert shard_of(0, 4) == 0 and shard_of(2 ** 64 - 1, 4) == 3 and shard_of(2 ** 62, 4) == 1
+    def key(value):
+        return value.to_bytes(8, "big")
+
+    assert shard_of(key(0), 4) == 0 and shard_of(key(2 ** 64 - 1), 4) == 3 and shard_of(key(2 ** 62), 4) == 1
     assert shard_count(0) == 1 and shard_count(10, num_shards=7) == 7
     assert shard_name("p/data", 3, 12, ".tfrecord") == "p/data-00003-of-00012.tfrecord"
     with pytest.raises(ValueError, match="num_shards must be >= 0"):
