@@ -502,6 +502,7 @@ DEFAULT_TUNE_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 DEFAULT_TUNE_BEAM_THRESHOLDS = (25.0, 15.0, 10.0)
 DEFAULT_TUNE_TOKEN_BEAMS = (8, 4)
 DEFAULT_TUNE_BLANK_SKIPS = (None, 0.99)   # None: every frame searched (BeamSearchConfig.blank_skip)
+DEFAULT_TUNE_BEAM_WIDTHS = (32, 16, 8)   # stage 1's own width is always tried too
 SPEED_TIMING_PASSES = 3
 
 
@@ -519,8 +520,8 @@ def fastest_admissible(speed_grid: Sequence[Mapping[str, Any]], best_wer: float,
     admissible = [g for g in speed_grid if g["wer"] <= best_wer + slack + 1e-12]
     if not admissible:
         return None
-    return min(admissible, key=lambda g: (g["decoder_seconds"], -g["beam_threshold"], -g["token_beam"],
-                                          g["blank_skip"] is not None))
+    return min(admissible, key=lambda g: (g["decoder_seconds"], -g.get("beam_width", 0), -g["beam_threshold"],
+                                          -g["token_beam"], g["blank_skip"] is not None))
 
 
 def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
@@ -533,14 +534,16 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  beam_thresholds: Sequence[float] = DEFAULT_TUNE_BEAM_THRESHOLDS,
                  token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS,
                  blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS,
-                 speed_wer_slack: float = 0.0) -> dict[str, Any]:
+                 speed_wer_slack: float = 0.0,
+                 beam_widths: Sequence[int] = DEFAULT_TUNE_BEAM_WIDTHS) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at each tuned level, then the
     search's pruning for speed; writes the result into the run (or ``out_dir``).
 
     The model runs once per utterance and level (its log-probabilities are kept); each grid point
     only re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at
     the starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings
-    re-tuned). Stage 2 tries every ``beam_thresholds`` x ``token_beams`` x ``blank_skips`` setting
+    re-tuned). Stage 2 tries every ``beam_widths`` (and stage 1's own width) x ``beam_thresholds`` x
+    ``token_beams`` x ``blank_skips`` setting
     with those weights and keeps the fastest (least decoding time, the best of 3 passes) whose WER
     is no higher than stage 1's: the search costs about the same at every level, so its share of a
     sparse level's time is what this buys down. The choice rests on measured time, so a re-run on a
@@ -569,13 +572,15 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
             speed stage, that setting is used).
         token_beams: Token beams the speed stage tries.
         blank_skips: Blank-skip probabilities the speed stage tries (None: no skipping).
+        beam_widths: Beam widths the speed stage tries besides stage 1's own (``choice.beam_width`` or
+            the run's or default 32). Fewer hypotheses per frame: a search about that much shorter.
         speed_wer_slack: WER (a fraction: 0.005 = half a point) the speed stage may give up on the
             tuning split for speed: it keeps the fastest setting whose WER is at most stage 1's plus
             this. Defaults to 0.0 (never trades WER for speed).
 
     Returns:
         The default (densest tuned) level's ``{"best": {"lm_weight", "word_bonus", "wer"},
-        "greedy_wer", "grid": [...], "speed": {"beam_threshold", "token_beam", "blank_skip", "wer",
+        "greedy_wer", "grid": [...], "speed": {"beam_width", "beam_threshold", "token_beam", "blank_skip", "wer",
         "decoder_seconds"}, "speed_grid": [...]}``, with ``"level"``, ``"decoder_json"`` and
         ``"levels"``: ``{level: the same keys}`` for every tuned level.
 
@@ -593,8 +598,13 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     run_dir, data_dir = fileio.as_path(run_dir), fileio.as_path(data_dir)
     if not lm_weights or not word_bonuses:
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
-    if not beam_thresholds or not token_beams or not blank_skips:
-        raise EvaluationError("--tune needs at least one beam threshold, one token beam and one blank skip")
+    if not beam_thresholds or not token_beams or not blank_skips or not beam_widths:
+        raise EvaluationError("--tune needs at least one beam width, beam threshold, token beam and blank skip")
+    for width in beam_widths:
+        try:
+            BeamSearchConfig(beam_width=width)
+        except BeamSearchError as error:
+            raise EvaluationError(f"--tune speed grid: {error}") from None
     if (isinstance(speed_wer_slack, bool) or not isinstance(speed_wer_slack, (int, float))
             or not 0.0 <= speed_wer_slack < 1.0):
         raise EvaluationError(f"--tune_wer_slack must be a WER fraction in [0, 1), got {speed_wer_slack!r}")
@@ -664,10 +674,12 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], abs(g["word_bonus"])))
         beam = start_decoder.with_config(lm_weight=best["lm_weight"], word_bonus=best["word_bonus"])
         speed_grid = []
-        if len(speed_settings) > 1:
-            _log(f"level {level} speed: {len(beam_thresholds)} beam thresholds x {len(token_beams)} token beams x "
-                 f"{len(blank_skips)} blank skips at the chosen weights")
-            for setting in speed_settings:
+        widths = sorted({int(w) for w in beam_widths} | {beam.config.beam_width}, reverse=True)
+        level_settings = [{"beam_width": width, **setting} for width in widths for setting in speed_settings]
+        if len(level_settings) > 1:
+            _log(f"level {level} speed: {len(widths)} beam widths x {len(beam_thresholds)} beam thresholds x "
+                 f"{len(token_beams)} token beams x {len(blank_skips)} blank skips at the chosen weights")
+            for setting in level_settings:
                 candidate = beam.with_config(**setting)
                 passes = []
                 for _ in range(SPEED_TIMING_PASSES):
@@ -676,19 +688,22 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                     passes.append(time.perf_counter() - start)
                 wer = error_rates(references, hypotheses)["wer"]
                 speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
-                _log(f"level {level} beam_threshold {setting['beam_threshold']:g} token_beam {setting['token_beam']} "
-                     f"blank_skip {setting['blank_skip']}: WER {wer:.2%} ({min(passes):.3f} s)")
+                _log(f"level {level} beam_width {setting['beam_width']} beam_threshold {setting['beam_threshold']:g} "
+                     f"token_beam {setting['token_beam']} blank_skip {setting['blank_skip']}: WER {wer:.2%} "
+                     f"({min(passes):.3f} s)")
             fastest = fastest_admissible(speed_grid, best["wer"], speed_wer_slack)
-            if fastest is not None:   # None only if no pair matches stage 1's own pruning
-                beam = beam.with_config(beam_threshold=fastest["beam_threshold"], token_beam=fastest["token_beam"],
-                                        blank_skip=fastest["blank_skip"])
-        elif speed_settings:
-            beam = beam.with_config(**speed_settings[0])
-        speed = next((g for g in speed_grid if g["beam_threshold"] == beam.config.beam_threshold
+            if fastest is not None:   # None only if no setting matches stage 1's own pruning
+                beam = beam.with_config(beam_width=fastest["beam_width"], beam_threshold=fastest["beam_threshold"],
+                                        token_beam=fastest["token_beam"], blank_skip=fastest["blank_skip"])
+        elif level_settings:
+            beam = beam.with_config(**level_settings[0])
+        speed = next((g for g in speed_grid if g["beam_width"] == beam.config.beam_width
+                      and g["beam_threshold"] == beam.config.beam_threshold
                       and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip),
                      None)
         _log(f"level {level} best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER "
-             f"{best['wer']:.2%} (greedy {greedy_wer:.2%}), beam_threshold {beam.config.beam_threshold:g} "
+             f"{best['wer']:.2%} (greedy {greedy_wer:.2%}), beam_width {beam.config.beam_width} "
+             f"beam_threshold {beam.config.beam_threshold:g} "
              f"token_beam {beam.config.token_beam} blank_skip {beam.config.blank_skip}")
         return beam.config, {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed,
                              "speed_grid": speed_grid}
@@ -913,6 +928,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "setting with no higher WER is kept (default: "
                            f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value and one "
                            "--tune_token_beams value: no speed stage)")
+    beam.add_argument("--tune_beam_widths", default=",".join(str(b) for b in DEFAULT_TUNE_BEAM_WIDTHS),
+                      metavar="N,N",
+                      help="speed stage of --tune: beam widths to try besides the starting one (--beam_width, "
+                           "or the run's, or 32) (default: %(default)s)")
     beam.add_argument("--tune_token_beams", default=",".join(str(b) for b in DEFAULT_TUNE_TOKEN_BEAMS),
                       metavar="K,K",
                       help="speed stage of --tune: tokens tried per frame and hypothesis (default: "
@@ -983,7 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          beam_thresholds=_floats(args.tune_beam_thresholds, "--tune_beam_thresholds"),
                          token_beams=_ints(args.tune_token_beams, "--tune_token_beams"),
                          blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"),
-                         speed_wer_slack=_slack(args.tune_wer_slack))
+                         speed_wer_slack=_slack(args.tune_wer_slack),
+                         beam_widths=_ints(args.tune_beam_widths, "--tune_beam_widths"))
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
         report = run_evaluation(

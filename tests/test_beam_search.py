@@ -530,15 +530,17 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
 
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.0, 1.0), word_bonuses=(0.0,),
-                          beam_thresholds=(25.0, 5.0), token_beams=(8, 2), out_dir=tmp_path / "decoder")
+                          beam_thresholds=(25.0, 5.0), token_beams=(8, 2), beam_widths=(4,),
+                          out_dir=tmp_path / "decoder")
     speed_grid = result["speed_grid"]
-    assert {(g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in speed_grid} == {
-        (t, k, p) for t in (25.0, 5.0) for k in (8, 2) for p in (None, 0.99)}
+    assert {(g["beam_width"], g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in speed_grid} == {
+        (w, t, k, p) for w in (32, 4) for t in (25.0, 5.0) for k in (8, 2) for p in (None, 0.99)}
     assert all(g["decoder_seconds"] > 0 for g in speed_grid)
     settings = DecoderSettings.read(tmp_path / "decoder")
-    chosen = (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip)
+    chosen = (settings.beam.beam_width, settings.beam.beam_threshold, settings.beam.token_beam,
+              settings.beam.blank_skip)
     admissible = [g for g in speed_grid if g["wer"] <= result["best"]["wer"]]
-    assert chosen in {(g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in admissible}
+    assert chosen in {(g["beam_width"], g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in admissible}
     assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
     assert settings.tuned["speed_grid"] == speed_grid
     # The evaluation after tuning decodes with the chosen pruning.
@@ -546,7 +548,7 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
                  "--out", str(tmp_path / "eval.json")]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     beam = report["decoder_config"]["beam"]
-    assert (beam["beam_threshold"], beam["token_beam"], beam.get("blank_skip")) == chosen
+    assert (beam["beam_width"], beam["beam_threshold"], beam["token_beam"], beam.get("blank_skip")) == chosen
 
 
 def test_the_speed_rule_keeps_the_fastest_setting_within_the_wer_slack():
@@ -563,6 +565,9 @@ def test_the_speed_rule_keeps_the_fastest_setting_within_the_wer_slack():
     assert fastest_admissible(grid, 0.09) is None
     tie = setting(15, 0.100, 0.30)
     assert fastest_admissible([tie, exact], 0.100) == exact   # equal time: the wider search
+    narrow, wide = {**exact, "beam_width": 8}, {**exact, "beam_width": 32}
+    assert fastest_admissible([narrow, wide], 0.100) == wide
+    assert fastest_admissible([{**narrow, "decoder_seconds": 0.1}, wide], 0.100)["beam_width"] == 8
 
 
 def test_tune_records_its_wer_slack_and_keeps_the_fastest_setting_within_it(tmp_path, capsys):
@@ -585,12 +590,14 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
 
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.5,), word_bonuses=(0.0,), beam_thresholds=(12.0,),
-                          token_beams=(3,), blank_skips=(0.9,))
+                          token_beams=(3,), blank_skips=(0.9,), beam_widths=(32,))   # 32: stage 1's own
     settings = DecoderSettings.read(run_dir)
     assert (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip) == (12.0, 3, 0.9)
     assert result["speed_grid"] == []
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "0,4"]) == 1
     assert "--tune speed grid: token_beam must be" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_beam_widths", "16,0"]) == 1
+    assert "--tune speed grid: beam_width must be" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "4,x"]) == 1
     assert "--tune_token_beams: expected comma-separated integers" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_blank_skips", "none,1.2"]) == 1
