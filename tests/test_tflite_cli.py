@@ -197,6 +197,7 @@ def test_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert [r["level"] for r in decoder_rows] == [0, 1, 2]
     assert all(r["decoder_median_ms"] > 0 and r["decoder_to_model"] > 0 and r["paired_decoder_to_model"] > 0
                for r in decoder_rows)
+    assert all(r["beam_width"] == result["decoder"]["decoder"]["beam_width"] for r in decoder_rows)
     settings = result["decoder"]["decoder"]
     assert (f"token beam {settings['token_beam']}, beam threshold {settings['beam_threshold']}, "
             f"blank skip {settings.get('blank_skip') or 'off'}" in report

@@ -205,7 +205,8 @@ def time_decoder(model_path, utterances, repeats: int = 5) -> dict:
                 start = time.perf_counter()
                 greedy_ctc_decode(lp[None], None, beam.blank_id)
                 greedy_times.append(time.perf_counter() - start)
-        rows.append({"level": level, "lm_weight": beam.config.lm_weight, "word_bonus": beam.config.word_bonus,
+        rows.append({"level": level, "beam_width": beam.config.beam_width,
+                     "lm_weight": beam.config.lm_weight, "word_bonus": beam.config.word_bonus,
                      "beam_threshold": beam.config.beam_threshold, "token_beam": beam.config.token_beam,
                      "blank_skip": beam.config.blank_skip,
                      "decoder_median_ms": float(np.median(beam_times) * 1e3),
@@ -379,13 +380,13 @@ def to_markdown(result: dict) -> str:
         lines += ["", f"Decoder time beside model time (median per utterance; beam search: {what}; model at "
                       f"{result['decoder']['rows'][0].get('model_threads')} thread(s)):", "",
                   "| level | model ms | beam search ms | p90 ms | beam / model | beam / model, paired | greedy ms |"
-                  + (" LM weight / bonus / threshold / token beam / blank skip |" if per_level else ""),
+                  + (" width / LM weight / bonus / threshold / token beam / blank skip |" if per_level else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if per_level else "")]
         for r in result["decoder"]["rows"]:
             model = f"{r['model_median_ms']:.2f}" if r.get("model_median_ms") else "–"
             ratio = f"{r['decoder_to_model']:.2f}" if r.get("decoder_to_model") is not None else "–"
             paired = f"{r['paired_decoder_to_model']:.2f}" if r.get("paired_decoder_to_model") is not None else "–"
-            settings = (f" {r.get('lm_weight')} / {r.get('word_bonus')} / {r.get('beam_threshold')} / "
+            settings = (f" {r.get('beam_width')} / {r.get('lm_weight')} / {r.get('word_bonus')} / {r.get('beam_threshold')} / "
                         f"{r.get('token_beam')} / {r.get('blank_skip') or 'off'} |" if per_level else "")
             lines.append(f"| {r['level']} | {model} | {r['decoder_median_ms']:.2f} | {r['decoder_p90_ms']:.2f} | "
                          f"{ratio} | {paired} | {r['greedy_median_ms']:.3f} |" + settings)
