@@ -46,8 +46,8 @@ from pipeline import outdir
 from pipeline.audio import AudioConfig, load_audio
 from pipeline.cmvn import CmvnCombineFn
 from pipeline.mixing import repeats, repeats_id
-from pipeline.shuffled_write import WriteShuffledTFRecords
 from pipeline.records import Reject, RejectError, RejectReason, Utterance
+from pipeline.shuffled_write import WriteShuffledTFRecords
 from pipeline.sources import InputSpec, read_source
 from pipeline.speed import NO_PERTURBATION, PERTURBED_SPLITS, format_factor, perturbed_id, speed_perturb
 from pipeline.splits import SpeakerSplit

@@ -150,24 +150,52 @@ def test_shard_of_splits_the_key_range_into_equal_slices():
         WriteShuffledTFRecords("x", num_shards=-1)
 
 
-@pytest.mark.parametrize("order", ["shuffled", "input"])
-def test_dsnn_prepare_writes_the_train_split_in_the_order_asked(tmp_path, order):
+def _tone_manifest(root) -> str:
     rate = 16000
     lines = []
     for i in range(8):
         tone = (0.3 * np.sin(2 * np.pi * (300 + 50 * i) * np.arange(rate // 2) / rate)).astype(np.float32)
-        sf.write(tmp_path / f"clip{i}.wav", tone, rate)
+        sf.write(root / f"clip{i}.wav", tone, rate)
         lines.append(json.dumps({"audio_filepath": f"clip{i}.wav", "text": f"word {'abcdefgh'[i]}",
                                  "duration": 0.5}))
-    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "m.jsonl").write_text("\n".join(lines) + "\n")
+    return str(root / "m.jsonl")
+
+
+@pytest.mark.parametrize("order", ["shuffled", "input"])
+def test_dsnn_prepare_writes_the_train_split_in_the_order_asked(tmp_path, order):
     out = tmp_path / "out"
-    run(["--input", str(tmp_path / "m.jsonl"), "--out", str(out), "--vocab_size", "16",
-         "--tokenizer_type", "char", "--lm_order", "0", "--train_order", order])
+    run(["--input", _tone_manifest(tmp_path), "--out", str(out), "--vocab_size", "16",
+         "--tokenizer_type", "char", "--lm_order", "0", "--train_order", order, "--num_shards", "2"])
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["train_order"] == order
     from pipeline.examples import parse_example
-    ids = [parse_example(r, dataset["feature_config"]["num_mel_bins"])["utt_id"]
-           for rel in dataset["splits"]["train"]["files"] for r in _read(out / rel)]
-    expected = sorted(ids, key=lambda u: order_key(u, "dsnn")) if order == "shuffled" else sorted(ids)
-    assert sorted(ids) != sorted(ids, key=lambda u: order_key(u, "dsnn"))   # the two orders differ here
-    assert ids == expected
+    per_file = [[parse_example(r, dataset["feature_config"]["num_mel_bins"])["utt_id"] for r in _read(out / rel)]
+                for rel in dataset["splits"]["train"]["files"]]
+    ids = [u for file_ids in per_file for u in file_ids]
+    assert len(per_file) == 2 and sorted(ids) == [f"clip{i}" for i in range(8)]
+    hashed = sorted(ids, key=lambda u: order_key(u, "dsnn"))
+    assert hashed != sorted(ids)   # the two orders differ here
+    if order == "shuffled":
+        assert ids == hashed
+    else:   # as read: the manifest's order within each file (Beam deals the records out to the files)
+        assert all(file_ids == sorted(file_ids) for file_ids in per_file) and ids != hashed
+
+
+def test_the_job_shuffling_in_the_pipeline_writes_what_dsnn_prepare_writes_locally(tmp_path):
+    # A distributed runner shuffles inside the job (WriteShuffledTFRecords); dsnn-prepare on the local
+    # runner writes the input order and reorders on disk. The train files must be the same bytes.
+    from pipeline.sources import InputSpec
+    from pipeline.transforms import PrepareConfig, build_pipeline
+
+    manifest = _tone_manifest(tmp_path)
+    run(["--input", manifest, "--out", str(tmp_path / "local"), "--vocab_size", "16", "--tokenizer_type", "char",
+         "--lm_order", "0", "--num_shards", "2"])
+    config = PrepareConfig(vocab_size=16, model_type="char", lm_order=0, num_shards=2, reshuffle=False)
+    with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
+        build_pipeline(p, [InputSpec("train", manifest, "jsonl")], config, str(tmp_path / "job"))
+    local = sorted((tmp_path / "local" / "train").glob("*.tfrecord"))
+    job = sorted((tmp_path / "job" / "train").glob("*.tfrecord"))
+    assert [f.name for f in job] == [f.name for f in local] == ["data-00000-of-00002.tfrecord",
+                                                                "data-00001-of-00002.tfrecord"]
+    assert [f.read_bytes() for f in job] == [f.read_bytes() for f in local]
