@@ -77,10 +77,11 @@ TUNE_SPLIT = "dev"   # the held-out speakers of a real corpus; the synthetic cor
 
 def _speed_grid() -> dict:
     """The speed stage `tune_decoder` runs (part of the tune step's fingerprint: a new grid re-tunes)."""
-    from dsnn_keras.evaluate import DEFAULT_TUNE_BEAM_THRESHOLDS, DEFAULT_TUNE_BLANK_SKIPS, DEFAULT_TUNE_TOKEN_BEAMS
+    from dsnn_keras.evaluate import (DEFAULT_TUNE_BEAM_THRESHOLDS, DEFAULT_TUNE_BEAM_WIDTHS, DEFAULT_TUNE_BLANK_SKIPS,
+                                     DEFAULT_TUNE_TOKEN_BEAMS)
 
     return {"beam_thresholds": list(DEFAULT_TUNE_BEAM_THRESHOLDS), "token_beams": list(DEFAULT_TUNE_TOKEN_BEAMS),
-            "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS)}
+            "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS), "beam_widths": list(DEFAULT_TUNE_BEAM_WIDTHS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,7 +482,8 @@ class Job:
             best, speed = tuned["best"], tuned.get("speed") or {}
             self.log(f"dsnn-eval --tune: level {level}: lm_weight {best['lm_weight']:g}, word_bonus "
                      f"{best['word_bonus']:g}: {TUNE_SPLIT} WER {best['wer']:.1%} (greedy {tuned['greedy_wer']:.1%}); "
-                     f"beam_threshold {speed.get('beam_threshold', '?')}, token_beam {speed.get('token_beam', '?')}, "
+                     f"beam_width {speed.get('beam_width', '?')}, beam_threshold {speed.get('beam_threshold', '?')}, "
+                     f"token_beam {speed.get('token_beam', '?')}, "
                      f"blank_skip {speed.get('blank_skip', '?')}")
 
     def _eval(self, directory: pathlib.Path) -> None:

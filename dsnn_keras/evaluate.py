@@ -931,7 +931,8 @@ def build_parser() -> argparse.ArgumentParser:
     beam.add_argument("--tune_beam_widths", default=",".join(str(b) for b in DEFAULT_TUNE_BEAM_WIDTHS),
                       metavar="N,N",
                       help="speed stage of --tune: beam widths to try besides the starting one (--beam_width, "
-                           "or the run's, or 32) (default: %(default)s)")
+                           "or the run's, or 32; with --tune, --beam_width is only where the search starts) "
+                           "(default: %(default)s)")
     beam.add_argument("--tune_token_beams", default=",".join(str(b) for b in DEFAULT_TUNE_TOKEN_BEAMS),
                       metavar="K,K",
                       help="speed stage of --tune: tokens tried per frame and hypothesis (default: "
@@ -1005,7 +1006,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          speed_wer_slack=_slack(args.tune_wer_slack),
                          beam_widths=_ints(args.tune_beam_widths, "--tune_beam_widths"))
             # What was tuned is now the run's default; the flags that were tuned must not override it.
-            choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None)
+            choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None,
+                                         beam_width=None)
         report = run_evaluation(
             args.run_dir, args.data, split=args.split, levels=args.levels,
             batch_size=args.batch_size, out=args.out, max_utterances=args.max_utterances,

@@ -29,12 +29,14 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -128,6 +130,12 @@ def _size(path: str) -> int:
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes if _remote(path) else os.path.getsize(path)
+
+
+def _exists(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.exists(path) if _remote(path) else os.path.exists(path)
 
 
 def _delete(path: str) -> None:
@@ -229,8 +237,9 @@ def reorder_tfrecord_files(files: Sequence[str], file_prefix: str, file_name_suf
     buckets take more passes over the input); pass 2 sorts each bucket in memory (about one shard)
     and writes it as shard ``PREFIX-NNNNN-of-MMMMMSUFFIX``. The buckets lie beside the shards when
     they are local, else in a local temporary directory (``TMPDIR``; as much space as the split).
-    The input files are deleted once every shard is written (they may carry shard names
-    themselves: shards are staged under temporary names, then renamed).
+    Once every shard is written (staged under temporary names) they are renamed into place and
+    the inputs deleted; a failure before that point leaves the inputs as they were and removes
+    what it staged. Disk: at the peak the split is there twice (inputs and staged shards).
 
     Args:
         files: The TFRecord files, in any order (local, or any scheme Beam's FileSystems reads).
@@ -245,51 +254,59 @@ def reorder_tfrecord_files(files: Sequence[str], file_prefix: str, file_name_suf
         The shard paths, in order.
     """
     _check_counts(num_shards, target_shard_bytes)
-    files = list(files)
+    files = list(dict.fromkeys(files))
     count = shard_count(sum(_size(f) for f in files), num_shards, target_shard_bytes)
+    LOG.info("reordering %d file(s) into %d shard(s) at %s", len(files), count, file_prefix)
+    start = time.monotonic()
     scratch = tempfile.mkdtemp(prefix="dsnn-reorder-") if _remote(file_prefix) else None
     bucket_prefix = os.path.join(scratch, "bucket") if scratch else f"{file_prefix}.bucket"
     buckets = [f"{bucket_prefix}-{i:05d}" for i in range(count)]
     shards = [shard_name(file_prefix, i, count, file_name_suffix) for i in range(count)]
     tag = uuid.uuid4().hex[:8]
     staged = [f"{path}.sorted-{tag}" for path in shards]
-    written: list[str] = []
+    committed = False
     try:
         for first in range(0, count, _OPEN_BUCKETS):
-            group = range(first, min(count, first + _OPEN_BUCKETS))
-            handles = {i: open(buckets[i], "wb") for i in group}
-            try:
+            with contextlib.ExitStack() as stack:
+                handles = {i: stack.enter_context(open(buckets[i], "wb"))
+                           for i in range(first, min(count, first + _OPEN_BUCKETS))}
                 _fill_buckets(files, handles, count, salt, utt_id_of)
-            finally:
-                for handle in handles.values():
-                    handle.close()
         for bucket, target in zip(buckets, staged):
-            pairs = [(framed[:_KEY_BYTES], framed[_KEY_BYTES:]) for framed in _read_tfrecords(bucket)]
+            with contextlib.closing(_read_tfrecords(bucket)) as framed_records:
+                pairs = [(framed[:_KEY_BYTES], framed[_KEY_BYTES:]) for framed in framed_records]
             pairs.sort()
-            written.append(target)
             _write_tfrecords(target, (record for _, record in pairs))
             del pairs
             os.remove(bucket)
-        for path in files:
-            _delete(path)
+        # Every shard is written: from here on nothing is deleted but the inputs the shards replace.
+        # Renaming first overwrites an input that carries a shard's name; the others go after.
+        committed = True
         for target, path in zip(staged, shards):
             _replace(target, path)
-            written.remove(target)
+        for path in files:
+            if path not in shards:
+                _delete(path)
     finally:
         for path in buckets:
             if os.path.exists(path):
                 os.remove(path)
-        for path in written:
-            _delete(path)
+        if not committed:
+            for path in staged:
+                if _exists(path):
+                    _delete(path)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+    LOG.info("reordered into %d shard(s) in %.1f s", count, time.monotonic() - start)
     return shards
+
+
 def _fill_buckets(files, handles, count, salt, utt_id_of) -> None:
     from apache_beam.io.tfrecordio import _TFRecordUtil
 
     for path in files:
-        for record in _read_tfrecords(path):
-            key = order_key(utt_id_of(record), salt)
-            handle = handles.get(shard_of(key, count))
-            if handle is not None:
-                _TFRecordUtil.write_record(handle, key + record)
+        with contextlib.closing(_read_tfrecords(path)) as records:   # closed at once if utt_id_of raises
+            for record in records:
+                key = order_key(utt_id_of(record), salt)
+                handle = handles.get(shard_of(key, count))
+                if handle is not None:
+                    _TFRecordUtil.write_record(handle, key + record)

@@ -551,6 +551,22 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
     assert (beam["beam_width"], beam["beam_threshold"], beam["token_beam"], beam.get("blank_skip")) == chosen
 
 
+def test_a_beam_width_given_with_tune_is_where_the_search_starts_and_the_evaluation_uses_the_tuned_one(tmp_path):
+    from dsnn_keras.evaluate import main
+
+    run_dir, data = _untrained_run(tmp_path)
+    out = tmp_path / "eval.json"
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_level", "0", "--beam_width", "64",
+                 "--tune_beam_widths", "2", "--tune_wer_slack", "99", "--tune_lm_weights", "0.5",
+                 "--tune_word_bonuses", "0", "--levels", "0", "--out", str(out)]) == 0
+    settings = DecoderSettings.read(run_dir)
+    grid = settings.tuned["speed_grid"]
+    assert {g["beam_width"] for g in grid} == {64, 2}
+    assert settings.beam.beam_width == 2   # any WER allowed: the narrow search is the faster
+    report = json.loads(out.read_text())
+    assert report["decoder_config"]["beam"]["beam_width"] == settings.beam.beam_width
+
+
 def test_the_speed_rule_keeps_the_fastest_setting_within_the_wer_slack():
     from dsnn_keras.evaluate import fastest_admissible
 

@@ -123,6 +123,29 @@ def test_reordering_takes_several_passes_when_more_buckets_than_it_opens_at_once
     assert records == [_record(u) for u in sorted(IDS, key=lambda u: order_key(u, "dsnn"))]
 
 
+def test_a_reorder_that_fails_leaves_its_inputs_as_they_were_and_nothing_else(tmp_path):
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    inputs = [tmp_path / shard_name("data", i, 2, ".tfrecord") for i in range(2)]
+    for i, path in enumerate(inputs):
+        with open(path, "wb") as handle:
+            for u in IDS[i::2]:
+                _TFRecordUtil.write_record(handle, _record(u))
+    before = [p.read_bytes() for p in inputs]
+    seen = []
+
+    def broken_id(record):
+        seen.append(record)
+        if len(seen) == 30:
+            raise ValueError("not a tf.train.Example")
+        return record.decode()
+
+    with pytest.raises(ValueError, match="not a tf.train.Example"):
+        reorder_tfrecord_files([str(p) for p in inputs], str(tmp_path / "data"), num_shards=3, utt_id_of=broken_id)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in inputs]
+    assert [p.read_bytes() for p in inputs] == before
+
+
 def test_repeated_ids_are_ordered_by_their_bytes_so_every_runner_writes_the_same(tmp_path):
     ids = ["same"] * 5 + IDS[:5]
     records = [f"copy {i}".encode() for i in range(5)] + [_record(u) for u in IDS[:5]]
