@@ -132,6 +132,10 @@ def _size(path: str) -> int:
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes if _remote(path) else os.path.getsize(path)
 
 
+def _normalized(path: str) -> str:
+    return path if _remote(path) else os.path.normcase(os.path.abspath(path))
+
+
 def _exists(path: str) -> bool:
     from apache_beam.io.filesystems import FileSystems
 
@@ -254,7 +258,7 @@ def reorder_tfrecord_files(files: Sequence[str], file_prefix: str, file_name_suf
         The shard paths, in order.
     """
     _check_counts(num_shards, target_shard_bytes)
-    files = list(dict.fromkeys(files))
+    files = list({_normalized(f): f for f in files}.values())
     count = shard_count(sum(_size(f) for f in files), num_shards, target_shard_bytes)
     LOG.info("reordering %d file(s) into %d shard(s) at %s", len(files), count, file_prefix)
     start = time.monotonic()
@@ -283,8 +287,9 @@ def reorder_tfrecord_files(files: Sequence[str], file_prefix: str, file_name_suf
         committed = True
         for target, path in zip(staged, shards):
             _replace(target, path)
+        replaced = {_normalized(path) for path in shards}
         for path in files:
-            if path not in shards:
+            if _normalized(path) not in replaced:   # an input under a shard's name is that shard now
                 _delete(path)
     finally:
         for path in buckets:

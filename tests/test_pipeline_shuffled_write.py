@@ -123,6 +123,19 @@ def test_reordering_takes_several_passes_when_more_buckets_than_it_opens_at_once
     assert records == [_record(u) for u in sorted(IDS, key=lambda u: order_key(u, "dsnn"))]
 
 
+def test_an_input_named_like_a_shard_but_spelled_otherwise_is_replaced_not_lost(tmp_path, monkeypatch):
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    path = tmp_path / shard_name("data", 0, 1, ".tfrecord")
+    with open(path, "wb") as handle:
+        for u in IDS:
+            _TFRecordUtil.write_record(handle, _record(u))
+    monkeypatch.chdir(tmp_path)
+    shards = reorder_tfrecord_files([f"./{path.name}", path.name], str(tmp_path / "data"), utt_id_of=lambda r: r.decode())
+    assert shards == [str(path)]
+    assert sorted(_read(path)) == sorted(_record(u) for u in IDS)
+
+
 def test_a_reorder_that_fails_leaves_its_inputs_as_they_were_and_nothing_else(tmp_path):
     from apache_beam.io.tfrecordio import _TFRecordUtil
 
