@@ -308,6 +308,10 @@ class TrainingConfig:
         sandwich_levels: Levels run per step (densest + sparsest + n-2 sampled); null = all levels.
             Defaults to None.
         distillation_weight: Weight of the in-place distillation loss (0 disables). Defaults to 0.
+        level_weights: One weight > 0 per ``pruning.levels`` entry: level i's CTC loss (and its
+            distillation term) counts ``level_weights[i]`` times in the step's loss, e.g.
+            ``[1, 1, 1, 2]`` to give the sparsest of four levels twice the say. null = all 1.
+            Ignored in ``single`` mode (one level: a weight only rescales the loss). Defaults to None.
         learning_rate: Peak learning rate of Adam. Defaults to 1e-3.
         warmup_steps: Linear learning-rate warm-up steps. Defaults to 500.
         final_learning_rate: Learning rate reached at ``total_steps`` by cosine decay. Defaults to 1e-5.
@@ -335,6 +339,7 @@ class TrainingConfig:
     total_steps: int = 6000
     sandwich_levels: Optional[int] = None
     distillation_weight: float = 0.0
+    level_weights: Optional[tuple[float, ...]] = None
     learning_rate: float = 1e-3
     warmup_steps: int = 500
     final_learning_rate: float = 1e-5
@@ -357,6 +362,10 @@ class TrainingConfig:
             raise ConfigError(f"{where}: training.sandwich_levels must be >= 1 or null, got {self.sandwich_levels}")
         if self.distillation_weight < 0:
             raise ConfigError(f"{where}: training.distillation_weight must be >= 0, got {self.distillation_weight}")
+        if self.level_weights is not None:
+            if not self.level_weights or min(self.level_weights) <= 0:
+                raise ConfigError(f"{where}: training.level_weights must be null or a non-empty list of numbers "
+                                  f"> 0, got {list(self.level_weights)}")
         for name in ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every",
                      "eval_max_utterances", "max_consecutive_nonfinite"):
             if getattr(self, name) <= 0:
@@ -517,6 +526,10 @@ def config_from_dict(values: Mapping[str, Any], where: str = "<config>") -> Conf
             and config.training.sandwich_levels > len(config.pruning.levels):
         raise ConfigError(f"{where}: training.sandwich_levels ({config.training.sandwich_levels}) must be at most "
                           f"the number of pruning.levels ({len(config.pruning.levels)}), or null for all levels")
+    if config.training.mode == "dsnn" and config.training.level_weights is not None \
+            and len(config.training.level_weights) != len(config.pruning.levels):
+        raise ConfigError(f"{where}: training.level_weights has {len(config.training.level_weights)} entries, "
+                          f"pruning.levels {len(config.pruning.levels)}: give one weight per level, or null")
     return config
 
 

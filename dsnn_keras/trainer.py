@@ -316,6 +316,8 @@ class Trainer:
         if self.role.is_chief:
             prepare_run_dir(self.run_dir, config, dataset)
         self.levels = tuple(config.effective_levels)
+        weights = config.training.level_weights if config.training.mode == "dsnn" else None
+        self._level_weights = tf.constant(weights or [1.0] * len(self.levels), tf.float32)
         self.blank_id = dataset.blank_id
         self.pieces = dataset.pieces()
         self._dev_utterances = None   # loaded at the first dev evaluation
@@ -441,6 +443,7 @@ class Trainer:
         out_lengths = output_lengths(num_frames, cfg.model)
         global_batch = tf.maximum(tf.cast(batch["global_batch"], tf.float32), 1.0)
         weight = cfg.training.distillation_weight
+        level_weights = self._level_weights
         level_losses, distill_losses = [], []
         with tf.GradientTape() as tape:
             teacher = None
@@ -450,7 +453,8 @@ class Trainer:
                     logits = self.model(features, training=True)
                 loss = ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
                 level_losses.append(loss)
-                total += loss
+                level_weight = tf.gather(level_weights, levels[j])
+                total += level_weight * loss
                 if weight > 0:
                     if j == 0:
                         teacher = distillation_targets(logits)
@@ -458,7 +462,7 @@ class Trainer:
                     else:
                         d = distillation_loss(logits, teacher, out_lengths) / global_batch
                         distill_losses.append(d)
-                        total += weight * d
+                        total += level_weight * weight * d
         variables = self.model.trainable_variables
         grads = tape.gradient(total, variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]

@@ -211,3 +211,47 @@ def test_two_mirrored_replicas_train_like_one_device_on_the_same_global_batch(pr
     assert len(two) == len(one) == 4 and [sorted(r) for r in two] == [sorted(r) for r in one]
     for a, b in zip(two, one):
         np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=1e-4)
+
+
+def test_level_weights_scale_each_levels_share_of_the_gradient(prepared, tmp_path):
+    # One batch, no optimizer step: with level_weights [1, 3] the gradient is the dense level's
+    # plus 3x the sparse level's (its CTC loss and its distillation term), each measured alone.
+    import tensorflow as tf
+
+    def trainer(name, **training):
+        config = small_config(training={"distillation_weight": 0.5, **training})
+        return Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / name, stream=io.StringIO())
+
+    def grads(t, levels):
+        _, _, batch = next(iter(t.batches()))
+        out = t._replica_compute_rows(batch, tf.constant(levels, tf.int32), tf.constant(0, tf.int64))
+        return [np.array(g) for g in out[0]], np.array(out[1])
+
+    plain, weighted = trainer("plain"), trainer("weighted", level_weights=[1.0, 3.0])
+    for a, b in zip(_weights(plain.model), _weights(weighted.model)):
+        np.testing.assert_array_equal(a, b)
+    dense, _ = grads(plain, [0])
+    both, losses = grads(plain, [0, 1])
+    got, weighted_losses = grads(weighted, [0, 1])
+    np.testing.assert_allclose(weighted_losses, losses)   # the log keeps each level's own loss
+    moved = 0
+    for g_dense, g_both, g_got in zip(dense, both, got):
+        expected = g_dense + 3.0 * (g_both - g_dense)
+        np.testing.assert_allclose(g_got, expected, rtol=1e-4, atol=1e-6)
+        moved += not np.allclose(g_got, g_both, rtol=1e-3, atol=1e-6)
+    assert moved > 0
+
+
+def test_level_weights_are_checked_against_the_levels():
+    from dsnn_keras.config import ConfigError
+
+    with pytest.raises(ConfigError, match="level_weights has 3 entries, pruning.levels 2"):
+        small_config(training={"level_weights": [1, 1, 2]})
+    with pytest.raises(ConfigError, match=r"level_weights must be null or a non-empty list of numbers > 0"):
+        small_config(training={"level_weights": [1, 0]})
+    with pytest.raises(ConfigError, match=r"training.level_weights\[1\] must be a number"):
+        small_config(training={"level_weights": [1, "two"]})
+    # single mode has one level: the DSNN's weights are ignored, so a comparison can share a config
+    single = small_config(training={"mode": "single", "level_weights": [1, 2]})
+    assert single.training.level_weights == (1.0, 2.0)
+    assert apply_overrides(small_config(), ["training.level_weights=[1,2]"]).training.level_weights == (1.0, 2.0)
