@@ -103,6 +103,12 @@ class ModelConfig:
         projection_units: Width of an optional Dense projection after the encoder; 0 for none.
             Defaults to 0.
         dropout: Dropout rate inside/between encoder layers (training only). Defaults to 0.1.
+        running_mean_frames: 0, or N > 0 to subtract from every frame (after the global CMVN) the
+            running mean of the utterance's frames so far, itself included, with a prior of N
+            frames at the global mean: ``x_t - sum(x_1..x_t) / (N + t)``. Causal (it streams,
+            with the running sum and count as state); it removes a fixed channel filter (a
+            microphone's or a phone line's frequency response: an offset per mel bin in the log
+            domain), which the global CMVN of the training corpus cannot. Defaults to 0.
     """
 
     conv_channels: tuple[int, ...] = (32, 32)
@@ -113,8 +119,12 @@ class ModelConfig:
     conformer: ConformerConfig = ConformerConfig()
     projection_units: int = 0
     dropout: float = 0.1
+    running_mean_frames: int = 0
 
     def validate(self, where: str) -> None:
+        if self.running_mean_frames < 0:
+            raise ConfigError(f"{where}: model.running_mean_frames must be 0 (off) or a number of frames > 0, "
+                              f"got {self.running_mean_frames}")
         if not self.conv_channels or min(self.conv_channels) <= 0:
             raise ConfigError(f"{where}: model.conv_channels must be a non-empty list of positive ints "
                               f"(one stride-2 Conv2D each), got {self.conv_channels}")

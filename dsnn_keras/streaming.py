@@ -1,9 +1,10 @@
 """Streaming inference of a causal recognizer: one chunk of features in, the frames it completes out.
 
-A plain tf_keras recognizer that is a chain of layers (CMVN, reshapes, zero-padded ``valid``
-Conv2D subsampling, LSTMs, Dense layers) and residual blocks of frame-wise layers, causal
+A plain tf_keras recognizer that is a chain of layers (CMVN, a running mean normalisation,
+reshapes, zero-padded ``valid`` Conv2D subsampling, LSTMs, Dense layers) and residual blocks of frame-wise layers, causal
 convolutions and bounded self-attention (the Conformer's) is run chunk by chunk with explicit
-state: each convolution keeps its last ``kernel - 1`` input frames (a Conv2D also a count of frames
+state: a `RunningMeanNorm` keeps the sum and count of the frames so far, each convolution keeps
+its last ``kernel - 1`` input frames (a Conv2D also a count of frames
 it has seen), each LSTM keeps ``h`` and ``c``, each self-attention the keys and values of the last
 ``left_context`` frames and how many of them exist yet. All-zero state is the start of a stream
 (the zeros are exactly the convolutions' left padding; no cached frame is valid), every state
@@ -42,6 +43,7 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from dsnn_keras.encoders.conformer import GatedLinearUnit, LocalAttentionMask
 from dsnn_keras.errors import DsnnError
+from dsnn_keras.subsampling import running_mean_step
 
 # Layers that act on each frame alone (given a [1, frames, ...] input) and so stream as they are.
 _FRAMEWISE = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Activation, keras.layers.Rescaling,
@@ -101,6 +103,13 @@ class _LstmStage:
 
 
 @dataclasses.dataclass(frozen=True)
+class _RunningMeanStage:
+    layer: keras.layers.Layer   # a `RunningMeanNorm`
+    total: StateTensor          # [bins]: the sum of the frames seen so far
+    count: StateTensor          # []: how many frames that is (float32: a count, exact to 2**24 frames)
+
+
+@dataclasses.dataclass(frozen=True)
 class _AttentionCache:
     layer: keras.layers.MultiHeadAttention
     query: str             # the layer whose output is the query, key and value (self-attention)
@@ -144,7 +153,7 @@ def _parents(layer) -> list[str]:
 def _chain_link(layer) -> bool:
     """Whether the chain code runs this layer (else it is a one-layer block)."""
     return isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Conv2D, keras.layers.LSTM) + _FRAMEWISE) or \
-        type(layer).__name__ == "CMVN"
+        type(layer).__name__ in ("CMVN", "RunningMeanNorm")
 
 
 def _segments(model: keras.Model) -> list[list]:
@@ -297,6 +306,11 @@ class StreamingModel:
                 raise StreamingError(f"a ZeroPadding2D must feed a Conv2D; {layer.name!r} follows one")
             if type(layer) is keras.layers.LSTM:
                 self._stages.append(self._lstm_stage(layer, state_units.get(layer.name), kept_units.get(layer.name)))
+            elif type(layer).__name__ == "RunningMeanNorm":
+                bins = int(layer.input_shape[-1])
+                self._stages.append(_RunningMeanStage(
+                    layer=layer, total=StateTensor(f"state_{layer.name}_sum", (bins,), "float32"),
+                    count=StateTensor(f"state_{layer.name}_count", (), "float32")))
             elif isinstance(layer, _FRAMEWISE) or type(layer).__name__ == "CMVN":
                 if isinstance(layer, keras.layers.Reshape) and not _keeps_frames(layer):
                     raise StreamingError(f"{layer.name}: reshape {layer.target_shape} mixes frames")
@@ -388,7 +402,9 @@ class StreamingModel:
         """Every state tensor, in a fixed order."""
         specs = []
         for stage in self._stages:
-            if isinstance(stage, _ConvStage):
+            if isinstance(stage, _RunningMeanStage):
+                specs += [stage.total, stage.count]
+            elif isinstance(stage, _ConvStage):
                 specs += [stage.buffer, stage.seen]
             elif isinstance(stage, _LstmStage):
                 specs += [stage.h, stage.c]
@@ -421,7 +437,11 @@ class StreamingModel:
         x = tf.convert_to_tensor(features, tf.float32)[tf.newaxis]
         new_state = {}
         for stage in self._stages:
-            if isinstance(stage, _ConvStage):
+            if isinstance(stage, _RunningMeanStage):
+                x, total, count = running_mean_step(x, state[stage.total.name][tf.newaxis],
+                                                    state[stage.count.name], stage.layer.prior_frames)
+                new_state[stage.total.name], new_state[stage.count.name] = total[0], count
+            elif isinstance(stage, _ConvStage):
                 x, new_state[stage.buffer.name], new_state[stage.seen.name] = self._conv_step(
                     stage, x, state[stage.buffer.name], state[stage.seen.name], end_of_stream)
             elif isinstance(stage, _LstmStage):

@@ -65,6 +65,48 @@ class CMVN(keras.layers.Layer):
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
 
 
+@keras.utils.register_keras_serializable(package="dsnn")
+class RunningMeanNorm(keras.layers.Layer):
+    """Subtracts the running per-bin mean of the frames so far: ``x_t - sum(x_1..x_t) / (prior + t)``.
+
+    Causal: frame t's output depends on frames 1..t only, so trailing batch padding does not change
+    the valid frames and the layer streams with two numbers of state per utterance (the running sum
+    and the frame count; `dsnn_keras.streaming`). The ``prior_frames`` term shrinks the first frames'
+    mean toward 0 (the global CMVN mean), so a short start is not normalised by one frame's value.
+
+    Args:
+        prior_frames: Frames of prior weight at 0 (> 0).
+
+    Call arguments:
+        inputs: float32 ``[batch, frames, bins]``.
+
+    Example:
+        >>> RunningMeanNorm(2)(tf.constant([[[1.0], [3.0]]])).numpy().ravel()   # 1 - 1/3, 3 - 4/4
+        array([0.6666666, 2.       ], dtype=float32)
+    """
+
+    def __init__(self, prior_frames: int, **kwargs):
+        super().__init__(**kwargs)
+        if int(prior_frames) <= 0:
+            raise ValueError(f"RunningMeanNorm: prior_frames must be > 0, got {prior_frames}")
+        self.prior_frames = int(prior_frames)
+
+    def call(self, inputs):
+        return running_mean_step(inputs, tf.zeros_like(inputs[:, 0]), tf.zeros([], inputs.dtype), self.prior_frames)[0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "prior_frames": self.prior_frames}
+
+
+def running_mean_step(x, total, count, prior_frames: int):
+    """One chunk of `RunningMeanNorm`: ``x [batch, frames, bins]`` after ``count`` frames summing to
+    ``total [batch, bins]``; returns ``(normalised x, new total, new count)``."""
+    sums = total[:, tf.newaxis] + tf.cumsum(x, axis=1)
+    counts = count + tf.range(1, tf.shape(x)[1] + 1, dtype=x.dtype)
+    out = x - sums / (prior_frames + counts)[tf.newaxis, :, tf.newaxis]
+    return out, total + tf.reduce_sum(x, axis=1), count + tf.cast(tf.shape(x)[1], x.dtype)
+
+
 def num_convs(model_config: Optional[Any] = None) -> int:
     """Stride-2 convolutions of the front-end: ``len(model_config.conv_channels)``.
 
@@ -143,11 +185,13 @@ def build_subsampling(features: Any, model_config: Any, cmvn_mean: Any, cmvn_std
     Returns:
         Symbolic ``[batch, output_lengths(frames), width * conv_channels[-1]]``, where ``width`` is
         ``num_mel_bins`` halved (rounding up) once per convolution. Layers: ``cmvn``,
-        ``add_channel``, ``conv_<i>`` (relu; with causal padding preceded by ``conv_<i>_pad``),
-        ``flatten_freq``.
+        ``running_mean`` (only with ``model_config.running_mean_frames``), ``add_channel``,
+        ``conv_<i>`` (relu; with causal padding preceded by ``conv_<i>_pad``), ``flatten_freq``.
     """
     bins = int(features.shape[-1])
     x = CMVN(cmvn_mean, cmvn_std, name="cmvn")(features)
+    if getattr(model_config, "running_mean_frames", 0):
+        x = RunningMeanNorm(model_config.running_mean_frames, name="running_mean")(x)
     x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
     width = bins
     kernel = model_config.conv_kernel

@@ -222,17 +222,21 @@ def _same_width_padding(width: int, kernel: int, stride: int) -> tuple[int, int]
 
 
 def causal_recognizer(seed: int = 0, time_padding=None, conv_padding: str = "valid", bins: int = 20,
-                      classes: int = 7, end_padding: int = 0) -> keras.Model:
+                      classes: int = 7, end_padding: int = 0, running_mean_frames: int = 0) -> keras.Model:
     """A small streamable recognizer: CMVN -> 2 x (left pad, stride-2 valid Conv2D) -> 2 LSTMs -> Dense.
 
     ``conv_padding="same"`` gives the look-ahead front-end instead (no pad layers);
-    ``end_padding=1`` (with ``time_padding=1``) the fixed one-frame look-ahead of ``conv_padding: lookahead``.
+    ``end_padding=1`` (with ``time_padding=1``) the fixed one-frame look-ahead of ``conv_padding: lookahead``;
+    ``running_mean_frames`` > 0 a `RunningMeanNorm` after the CMVN.
     """
     from dsnn_keras.model import CMVN
+    from dsnn_keras.subsampling import RunningMeanNorm
 
     keras.utils.set_random_seed(seed)
     features = keras.Input([None, bins])
     x = CMVN(np.zeros(bins), np.ones(bins), name="cmvn")(features)
+    if running_mean_frames:
+        x = RunningMeanNorm(running_mean_frames, name="running_mean")(x)
     x = keras.layers.Reshape([-1, bins, 1], name="add_channel")(x)
     width = bins
     for i in range(2):

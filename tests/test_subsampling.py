@@ -1,5 +1,6 @@
 """The subsampling front-end (dsnn_keras.subsampling): it knows its own time reduction, for any
 number of stride-2 convolutions, and every caller (trainer, dataset filter, dsnn-eval) uses it."""
+import dataclasses
 import io
 
 import numpy as np
@@ -122,3 +123,64 @@ def test_a_lookahead_front_end_sees_exactly_three_frames_ahead_and_streams_with_
 def test_conv_padding_is_validated():
     with pytest.raises(ConfigError, match="model.conv_padding must be one of"):
         small_config(model={"conv_padding": "left"})
+
+
+def test_running_mean_norm_subtracts_the_mean_so_far_with_its_prior():
+    from dsnn_keras.subsampling import RunningMeanNorm
+
+    x = np.random.default_rng(2).normal(size=[2, 9, 3]).astype(np.float32)
+    got = RunningMeanNorm(4)(x).numpy()
+    t = np.arange(1, 10, dtype=np.float32)[None, :, None]
+    np.testing.assert_allclose(got, x - np.cumsum(x, axis=1) / (4 + t), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="prior_frames must be > 0"):
+        RunningMeanNorm(0)
+
+
+def test_a_fixed_channel_offset_fades_as_prior_over_prior_plus_frames():
+    # A microphone's frequency response adds a constant per mel bin to log-mel features: after
+    # t frames only prior / (prior + t) of it is left, whatever the speech under it.
+    from dsnn_keras.subsampling import RunningMeanNorm
+
+    x = np.random.default_rng(3).normal(size=[1, 200, 5]).astype(np.float32)
+    offset = np.array([3.0, -2.0, 0.5, 0.0, 1.0], np.float32)
+    layer = RunningMeanNorm(10)
+    left = (layer(x + offset).numpy() - layer(x).numpy())[0]
+    t = np.arange(1, 201, dtype=np.float32)[:, None]
+    np.testing.assert_allclose(left, offset * 10 / (10 + t), rtol=1e-4, atol=1e-5)
+    assert np.abs(left[-1]).max() < 0.05 * np.abs(offset).max()
+
+
+def test_a_running_mean_front_end_is_causal_serialises_and_streams_exactly():
+    import tf_keras as keras
+
+    from dsnn_keras.streaming import StreamingModel
+
+    model_config = ModelConfig(conv_channels=(4, 4), lstm_units=(6,), dropout=0.0, conv_padding="causal",
+                               running_mean_frames=16)
+    model = build_model(model_config, FeatureConfig(num_mel_bins=20), 5, MEAN[:20], STD[:20])
+    assert model.get_layer("running_mean").prior_frames == 16
+    features = np.random.default_rng(4).normal(size=[1, 37, 20]).astype(np.float32)
+    whole = model(features)[0].numpy()
+    prefix = model(features[:, :21])[0].numpy()
+    np.testing.assert_allclose(prefix, whole[:prefix.shape[0]], atol=1e-6)
+    plain = build_model(dataclasses.replace(model_config, running_mean_frames=0), FeatureConfig(num_mel_bins=20),
+                        5, MEAN[:20], STD[:20])
+    plain.set_weights(model.get_weights())
+    assert not np.allclose(plain(features)[0].numpy(), whole, atol=1e-3)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(features)[0].numpy(), whole, atol=1e-6)
+    stream = StreamingModel(model)
+    assert [(s.name, s.shape) for s in stream.state_specs[:2]] == [("state_running_mean_sum", (20,)),
+                                                                    ("state_running_mean_count", ())]
+    state, outputs = stream.initial_state(), []
+    for start, stop in [(0, 1), (1, 1), (1, 6), (6, 20), (20, 37)]:
+        out, state = stream.step(features[0, start:stop], state)
+        outputs.append(out.numpy())
+    np.testing.assert_allclose(np.concatenate(outputs), whole, atol=1e-5)
+    assert float(state["state_running_mean_count"]) == 37.0
+
+
+def test_running_mean_frames_is_validated():
+    with pytest.raises(ConfigError, match="model.running_mean_frames must be 0"):
+        small_config(model={"running_mean_frames": -1})

@@ -31,7 +31,11 @@ def _export(kind: str) -> pathlib.Path:
     float kind's run, quantized)."""
     from tflite.export import ExportOptions, export_run
 
-    run = _run(kind == "unit")
+    if kind == "running":   # a unit run (sliced levels) with the running mean normalisation
+        run = h.write_run_dir(_ROOT / "run_running", conv_padding="causal", granularity="unit", conv_channels=(16, 8),
+                              model={"running_mean_frames": 30})
+    else:
+        run = _run(kind == "unit")
     options = ExportOptions(stream="on", quantize="dynamic-int8" if kind == "int8" else "none",
                             measure_latency=False)
     out = _ROOT / f"{kind}.tflite"
@@ -87,6 +91,26 @@ def test_recognizer_stream_equals_recognize(level, chunk_ms):
     text, stream = _stream_text(recognizer, audio, 16 * chunk_ms, levels=(level,))
     assert text == whole.text and stream.tokens == whole.tokens
     np.testing.assert_allclose(stream.log_probs, whole.log_probs, atol=1e-4)
+
+
+def test_a_running_mean_model_streams_like_recognize_and_switches_level_mid_stream():
+    recognizer = _recognizer("running")
+    described = {s["name"]: s for s in recognizer.metadata.stream_state}
+    assert described["state_running_mean_sum"]["shape"] == [80] and described["state_running_mean_count"]["shape"] == []
+    for entry in recognizer.metadata.raw["export"]["verification"]:
+        assert entry["stream_max_abs_diff"] <= 1e-4 and entry["stream_token_errors"] == 0
+    audio = h.speechlike(1.5, seed=11)
+    for level in range(len(h.RUN_LEVELS)):
+        whole = recognizer.recognize(audio, level=level)
+        text, stream = _stream_text(recognizer, audio, 16 * 70, levels=(level,))
+        assert text == whole.text and stream.tokens == whole.tokens
+        np.testing.assert_allclose(stream.log_probs, whole.log_probs, atol=1e-4)
+    # Its state is one per stream whatever the level (the signature checks every level's state layout):
+    # a stream switching level every chunk runs, and its outputs are not level 0's.
+    _, switched = _stream_text(recognizer, audio, 16 * 70, levels=(0, 1))
+    _, fixed = _stream_text(recognizer, audio, 16 * 70, levels=(0,))
+    assert switched.log_probs.shape == fixed.log_probs.shape
+    assert not np.allclose(switched.log_probs, fixed.log_probs, atol=1e-3)
 
 
 def test_single_sample_chunks_equal_recognize_on_a_short_clip():
