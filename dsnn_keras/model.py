@@ -33,9 +33,9 @@ import tf_keras as keras
 from dsnn_keras.ctc_head import OUTPUT_LAYER, build_ctc_head
 from dsnn_keras.encoders import encoder_state, get_encoder
 from dsnn_keras.encoders.conformer import GatedLinearUnit  # noqa: F401  (registers it for load_model)
-from dsnn_keras.subsampling import CMVN, build_subsampling, output_lengths, time_reduction
+from dsnn_keras.subsampling import CMVN, RunningMeanNorm, build_subsampling, output_lengths, time_reduction
 
-__all__ = ["CMVN", "GatedLinearUnit", "OUTPUT_LAYER", "build_model", "build_pruned_model",
+__all__ = ["CMVN", "GatedLinearUnit", "OUTPUT_LAYER", "RunningMeanNorm", "build_model", "build_pruned_model",
            "default_prune_layers", "encoder_state", "output_lengths", "time_reduction"]
 
 
