@@ -101,6 +101,7 @@ class RunningMeanNorm(keras.layers.Layer):
 def running_mean_step(x, total, count, prior_frames: int):
     """One chunk of `RunningMeanNorm`: ``x [batch, frames, bins]`` after ``count`` frames summing to
     ``total [batch, bins]``; returns ``(normalised x, new total, new count)``."""
+    total, count = tf.cast(total, x.dtype), tf.cast(count, x.dtype)
     sums = total[:, tf.newaxis] + tf.cumsum(x, axis=1)
     counts = count + tf.range(1, tf.shape(x)[1] + 1, dtype=x.dtype)
     out = x - sums / (prior_frames + counts)[tf.newaxis, :, tf.newaxis]

@@ -3,7 +3,8 @@
 Each optimizer step: ``update_nested_masks(model, step)``; then, on the same batch, a forward pass
 at the densest level, the sparsest level and ``n - 2`` sampled middle levels, each under
 ``sparsity_level_scope``; their CTC losses (plus optional in-place distillation from the densest
-level; both in `dsnn_keras.losses`) are summed and applied with ONE ``apply_gradients``. Dense
+level; both in `dsnn_keras.losses`) are summed, each level's times its ``training.level_weights``
+entry (1 by default), and applied with ONE ``apply_gradients``. Dense
 warm-up, the gradual nested pruning ramp and joint fine-tuning follow ``config.pruning`` /
 ``config.training``.
 
@@ -317,6 +318,8 @@ class Trainer:
             prepare_run_dir(self.run_dir, config, dataset)
         self.levels = tuple(config.effective_levels)
         weights = config.training.level_weights if config.training.mode == "dsnn" else None
+        if weights is not None and len(weights) != len(self.levels):   # config_from_dict checks it too
+            raise TrainingError(f"training.level_weights has {len(weights)} entries for {len(self.levels)} levels")
         self._level_weights = tf.constant(weights or [1.0] * len(self.levels), tf.float32)
         self.blank_id = dataset.blank_id
         self.pieces = dataset.pieces()
@@ -344,6 +347,7 @@ class Trainer:
         self._restored = False   # set by restore()
         self._make_manager()
         self._cmvn_mean = tf.constant(dataset.cmvn_mean)
+        self._cmvn_std = tf.constant(dataset.cmvn_std)
         # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
         # multi-level graph costs far more than a step of a small model).
         self._compute = None  # built by batches() from the distributed dataset's element_spec
@@ -430,8 +434,10 @@ class Trainer:
         labels, label_lengths = batch["labels"], batch["label_lengths"]
         frames = tf.shape(features)[1]
         valid = tf.sequence_mask(num_frames, frames)
-        # Padding frames get the CMVN mean (0 after CMVN), like the convs' own 'same' padding.
-        features = tf.where(valid[..., None], features, self._cmvn_mean)
+        # Padding frames get the value that is 0 where the convolutions read, like their own 'same'
+        # padding: the CMVN mean (0 after CMVN), or with a running mean normalisation the running
+        # mean at the last valid frame (which then stays constant, so every padded frame is 0).
+        features = tf.where(valid[..., None], features, self._padding_value(features, valid, num_frames))
         # Tells bad data (NaN/Inf features) from a diverging loss when a step is non-finite.
         bad_inputs = 1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(features)), tf.float32)
         if cfg.data.specaugment is not None:
@@ -472,6 +478,14 @@ class Trainer:
         nonfinite = 1.0 - tf.cast(finite, tf.float32)
         distill = tf.stack(distill_losses) if distill_losses else tf.zeros([levels.shape[0]])
         return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs
+
+    def _padding_value(self, features, valid, num_frames):
+        prior = self.config.model.running_mean_frames
+        if not prior:
+            return self._cmvn_mean
+        normalised = tf.where(valid[..., None], (features - self._cmvn_mean) / self._cmvn_std, 0.0)
+        mean = tf.reduce_sum(normalised, axis=1) / tf.cast(prior + num_frames, tf.float32)[:, None]
+        return (self._cmvn_mean + self._cmvn_std * mean)[:, None, :]
 
     def _compute_fn(self, batch, levels, step):
         if self.warm_start is None:   # a warm-started run keeps its source's masks (dsnn_keras.warm_start)

@@ -92,8 +92,8 @@ def test_a_reshape_that_mixes_frames_is_refused():
         StreamingModel(model)
 
 
-def _unit_run():
-    base = causal_recognizer(seed=1)
+def _unit_run(running_mean_frames: int = 0):
+    base = causal_recognizer(seed=1, running_mean_frames=running_mean_frames)
     schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
     model = dsnn_keras.prune_nested(base, schedule, prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"],
                                     granularity="unit")
@@ -139,8 +139,10 @@ def _zero_pruned_state(state: dict, kept: dict) -> dict:
     return out
 
 
-def test_switching_level_mid_stream_continues_from_the_shared_state():
-    model = _unit_run()
+@pytest.mark.parametrize("running_mean_frames", [0, 6])
+def test_switching_level_mid_stream_continues_from_the_shared_state(running_mean_frames):
+    # With a running mean normalisation its sum and count are the stream's, whatever the level.
+    model = _unit_run(running_mean_frames)
     features = _features(40, seed=3)
     sliced = _sliced_streams(model)
     masked = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in range(len(LEVELS))]

@@ -225,14 +225,17 @@ def test_level_weights_scale_each_levels_share_of_the_gradient(prepared, tmp_pat
     def grads(t, levels):
         _, _, batch = next(iter(t.batches()))
         out = t._replica_compute_rows(batch, tf.constant(levels, tf.int32), tf.constant(0, tf.int64))
-        return [np.array(g) for g in out[0]], np.array(out[1])
+        return [np.array(g) for g in out[0]], np.array(out[1]), np.array(out[2])
 
     plain, weighted = trainer("plain"), trainer("weighted", level_weights=[1.0, 3.0])
+    for t in (plain, weighted):   # the end of the ramp: level 1 prunes 80 %, so it differs from level 0
+        dsnn_keras.update_nested_masks(t.model, tf.constant(6, tf.int64))
     for a, b in zip(_weights(plain.model), _weights(weighted.model)):
         np.testing.assert_array_equal(a, b)
-    dense, _ = grads(plain, [0])
-    both, losses = grads(plain, [0, 1])
-    got, weighted_losses = grads(weighted, [0, 1])
+    dense, _, _ = grads(plain, [0])
+    both, losses, distill = grads(plain, [0, 1])
+    assert distill[1] > 0 and losses[1] != pytest.approx(losses[0])
+    got, weighted_losses, _ = grads(weighted, [0, 1])
     np.testing.assert_allclose(weighted_losses, losses)   # the log keeps each level's own loss
     moved = 0
     for g_dense, g_both, g_got in zip(dense, both, got):
@@ -255,3 +258,25 @@ def test_level_weights_are_checked_against_the_levels():
     single = small_config(training={"mode": "single", "level_weights": [1, 2]})
     assert single.training.level_weights == (1.0, 2.0)
     assert apply_overrides(small_config(), ["training.level_weights=[1,2]"]).training.level_weights == (1.0, 2.0)
+
+
+def test_padded_frames_are_neutral_with_a_running_mean_normalisation(prepared, tmp_path):
+    # 'same' convolutions read one frame past an utterance's end: the trainer's padding must be 0
+    # there after the running mean, as the convolution's own zero padding is when it runs alone.
+    import tensorflow as tf
+
+    config = small_config(model={"running_mean_frames": 5})
+    trainer = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "run", stream=io.StringIO())
+    rng = np.random.default_rng(5)
+    bins = trainer.dataset.feature_config.num_mel_bins
+    lengths = np.array([12, 20])   # padded by a multiple of the 4x time reduction: the same windows
+    raw = (trainer.dataset.cmvn_mean + trainer.dataset.cmvn_std * rng.normal(size=[2, 20, bins])).astype(np.float32)
+    valid = tf.sequence_mask(lengths, 20)
+    padded = tf.where(valid[..., None], raw, trainer._padding_value(tf.constant(raw), valid, tf.constant(lengths)))
+    batch = trainer.model(padded).numpy()
+    for row, length in enumerate(lengths):
+        alone = trainer.model(raw[row:row + 1, :length]).numpy()[0]
+        np.testing.assert_allclose(batch[row, :len(alone)], alone, atol=1e-5)
+    cmvn_filled = tf.where(valid[..., None], raw, trainer._cmvn_mean)   # what a plain model's padding is
+    assert not np.allclose(trainer.model(cmvn_filled).numpy()[0, :3], trainer.model(raw[:1, :12]).numpy()[0],
+                           atol=1e-4)
