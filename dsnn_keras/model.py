@@ -54,8 +54,9 @@ def build_model(model_config, feature_config, vocab_size: int, cmvn_mean, cmvn_s
     Returns:
         A `keras.Model` mapping ``[batch, frames, bins]`` to logits ``[batch, out_frames, vocab+1]``
         with ``out_frames = output_lengths(frames, model_config)``. Layer names: ``cmvn``,
-        ``running_mean`` (with ``model_config.running_mean_frames``), ``conv_<i>``, then ``lstm_<i>`` or ``conformer_input`` and ``conformer_<i>_*`` (or the
-        registered encoder's), ``projection`` (optional), ``logits``.
+        ``running_mean`` (with ``model_config.running_mean_frames``), ``conv_<i>``, then ``lstm_<i>``
+        or ``conformer_input`` and ``conformer_<i>_*`` (or the registered encoder's), ``projection``
+        (optional), ``logits``.
 
     Raises:
         dsnn_keras.encoders.EncoderError: ``model_config.encoder`` is not a known encoder.

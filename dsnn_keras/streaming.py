@@ -1,11 +1,11 @@
 """Streaming inference of a causal recognizer: one chunk of features in, the frames it completes out.
 
 A plain tf_keras recognizer that is a chain of layers (CMVN, a running mean normalisation,
-reshapes, zero-padded ``valid`` Conv2D subsampling, LSTMs, Dense layers) and residual blocks of frame-wise layers, causal
-convolutions and bounded self-attention (the Conformer's) is run chunk by chunk with explicit
-state: a `RunningMeanNorm` keeps the sum and count of the frames so far, each convolution keeps
-its last ``kernel - 1`` input frames (a Conv2D also a count of frames
-it has seen), each LSTM keeps ``h`` and ``c``, each self-attention the keys and values of the last
+reshapes, zero-padded ``valid`` Conv2D subsampling, LSTMs, Dense layers) and residual blocks of
+frame-wise layers, causal convolutions and bounded self-attention (the Conformer's) is run chunk by
+chunk with explicit state: a `RunningMeanNorm` keeps the sum and count of the frames so far, each
+convolution keeps its last ``kernel - 1`` input frames (a Conv2D also a count of frames it has
+seen), each LSTM keeps ``h`` and ``c``, each self-attention the keys and values of the last
 ``left_context`` frames and how many of them exist yet. All-zero state is the start of a stream
 (the zeros are exactly the convolutions' left padding; no cached frame is valid), every state
 tensor has a fixed shape, and the concatenated outputs of any chunking equal the whole-utterance

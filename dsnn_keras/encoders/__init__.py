@@ -101,7 +101,8 @@ class Encoder:
         build: ``build(x, model_config) -> y``: appends the encoder's layers to the functional
             graph; ``x`` is ``[batch, frames, width]``, ``y`` is ``[batch, frames, channels]`` with
             the same frames. Layer names must not clash with the front-end's (``cmvn``,
-            ``running_mean``, ``add_channel``, ``conv_<i>``, ``flatten_freq``) or the head's (``projection``, ``logits``).
+            ``running_mean``, ``add_channel``, ``conv_<i>``, ``flatten_freq``) or the head's
+            (``projection``, ``logits``).
         state: ``state(model_config) -> sequence of StateSpec``: the streaming state of the
             encoder that ``build`` builds for that config; empty for an encoder without state
             (every output frame depends on its own input frame only).
