@@ -551,9 +551,18 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
     assert (beam["beam_width"], beam["beam_threshold"], beam["token_beam"], beam.get("blank_skip")) == chosen
 
 
-def test_a_beam_width_given_with_tune_is_where_the_search_starts_and_the_evaluation_uses_the_tuned_one(tmp_path):
+def test_a_beam_width_given_with_tune_is_where_the_search_starts_and_the_evaluation_uses_the_tuned_one(
+        tmp_path, monkeypatch):
+    from dsnn_keras import evaluate
     from dsnn_keras.evaluate import main
 
+    # Which setting is fastest is a timing (this untrained model decodes in ~0.1 ms either way, so it
+    # is noise here); the rule has its own test. This one takes the narrowest admissible width.
+    def narrowest(grid, best_wer, slack=0.0):
+        admissible = [g for g in grid if g["wer"] <= best_wer + slack + 1e-12]
+        return min(admissible, key=lambda g: g["beam_width"]) if admissible else None
+
+    monkeypatch.setattr(evaluate, "fastest_admissible", narrowest)
     run_dir, data = _untrained_run(tmp_path)
     out = tmp_path / "eval.json"
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_level", "0", "--beam_width", "64",
@@ -562,7 +571,7 @@ def test_a_beam_width_given_with_tune_is_where_the_search_starts_and_the_evaluat
     settings = DecoderSettings.read(run_dir)
     grid = settings.tuned["speed_grid"]
     assert {g["beam_width"] for g in grid} == {64, 2}
-    assert settings.beam.beam_width == 2   # any WER allowed: the narrow search is the faster
+    assert settings.beam.beam_width == 2   # the tuned width, not --beam_width's 64
     report = json.loads(out.read_text())
     assert report["decoder_config"]["beam"]["beam_width"] == settings.beam.beam_width
 
