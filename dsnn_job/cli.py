@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from dsnn_job.job import DECODERS, DEFAULT_CONFIG, STEPS, JobConfig
+from dsnn_keras.cli_args import accept_negative_lists
 from dsnn_keras.distribute import STRATEGIES
 from tflite.export import DESIGN_CHOICES, QUANTIZE_CHOICES, ExportOptions
 
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--push_force", action="store_true",
                         help="push even if a level is worse or the evaluation split, utterances or levels differ "
                              "from the pushed version's")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

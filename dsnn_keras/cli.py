@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from dsnn_keras.cli_args import accept_negative_lists
 from dsnn_keras.distribute import STRATEGIES
 
 
@@ -43,7 +44,7 @@ def _train_parser() -> argparse.ArgumentParser:
                              "the number of replicas (docs/training.md, 'Distributed training')")
     parser.add_argument("--tpu", default=None, metavar="NAME",
                         help="with --strategy tpu: the TPU's name or grpc:// address (default: the local TPU)")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -89,7 +90,7 @@ def _lm_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="split whose transcripts are counted (default: train)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default: DIR/lm; an old one is replaced once the new one is complete)")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def lm_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 
 from dsnn_keras import fileio
 from dsnn_keras.beam_search import log_softmax
+from dsnn_keras.cli_args import accept_negative_lists
 from dsnn_keras.decoding import error_rates, greedy_ctc_decode, ids_to_text
 from dsnn_keras.errors import DsnnError
 from dsnn_keras.eval_report import SCHEMA_VERSION, EvalReport, LevelResult
@@ -948,7 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "of its time skip blanks at the cost of a word or two)")
     beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),
                       metavar="B,B", help="word bonuses to try (default: %(default)s)")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def _slack(points: float) -> float:

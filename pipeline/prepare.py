@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Sequence
 
+from dsnn_keras.cli_args import accept_negative_lists
 from dsnn_keras.errors import DsnnError, DsnnUsageError
 from dsnn_keras.versions import package_versions
 
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "0,0.5)")
     parser.add_argument("--progress_every", type=float, default=10.0,
                         help="seconds between progress lines (per worker) on stderr")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def _configs(args):
@@ -586,7 +587,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     Example:
         >>> run(["--input", "an4", "--out", "/tmp/an4-prep"])  # doctest: +SKIP
     """
-    argv = _attach_range_values(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, beam_args = build_parser().parse_known_args(argv)
     check_beam_args(beam_args)  # before the slow imports: a misspelt flag fails in a second
     specs, config = _configs(args)
@@ -604,25 +605,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
         config = dataclasses.replace(config, reshuffle=False)
     with _one_run_per_output(args.out):
         return _run_locked(args, specs, config, options, argv)
-
-
-RANGE_FLAGS = ("--gain_db", "--noise_snr_db", "--reverb_rt60", "--channel_tilt_db")
-
-
-def _attach_range_values(argv: list[str]) -> list[str]:
-    """``--gain_db -18,6`` -> ``--gain_db=-18,6``: argparse takes a value starting with ``-`` that is
-    not a plain negative number for a flag, so a range with a negative low end needs the ``=``."""
-    out = []
-    i = 0
-    while i < len(argv):
-        if argv[i] in RANGE_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
-                not argv[i + 1].startswith("--"):
-            out.append(f"{argv[i]}={argv[i + 1]}")
-            i += 2
-            continue
-        out.append(argv[i])
-        i += 1
-    return out
 
 
 @contextlib.contextmanager

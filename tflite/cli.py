@@ -21,6 +21,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from dsnn_keras.cli_args import accept_negative_lists
 from dsnn_keras.errors import DsnnError, DsnnUsageError
 
 from tflite import signatures as sig
@@ -196,7 +197,7 @@ def _export_parser() -> argparse.ArgumentParser:
                         help="extra audio files (real speech) to verify each level with; a synthetic clip "
                              "and silence are always used, but only real speech gates a quantized file's "
                              "'stream' tokens at --max_token_error_rate (dsnn-job passes held-out files)")
-    return parser
+    return accept_negative_lists(parser)
 
 
 class CommandArgumentError(DsnnUsageError, ValueError):
@@ -334,7 +335,7 @@ def _transcribe_parser() -> argparse.ArgumentParser:
     parser.add_argument("--switch_every_ms", type=int, default=None, metavar="MS",
                         help="--stream: alternate between --level and the sparsest level every MS of audio "
                              "(the level changes mid-stream; the state carries over)")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def stream_file(recognizer, path, *, level: int = 0, chunk_ms: int = 160, realtime: bool = False,
@@ -459,7 +460,7 @@ def _bench_parser() -> argparse.ArgumentParser:
                              "latency, peak memory; writes bench_stream.json/.md/.png")
     parser.add_argument("--chunk_ms", type=int, nargs="+", default=[80, 160, 320],
                         help="--stream chunk lengths in ms (default: 80 160 320)")
-    return parser
+    return accept_negative_lists(parser)
 
 
 def baseline_files(baseline_dir: str | os.PathLike) -> list:

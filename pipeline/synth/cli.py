@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from dsnn_keras.cli_args import accept_negative_lists
 from dsnn_keras.errors import DsnnUsageError
 
 PROG = "dsnn-synth"
@@ -103,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add white or pink noise at an SNR drawn from this range in dB (off by default)")
     g.add_argument("--gain_db", type=_range, default=None, metavar="LOW[,HIGH]",
                    help="scale each utterance by a gain drawn from this range in dB, at most +12 (off by default); "
-                        "write negative values with '=', e.g. --gain_db=-6,0")
+                        "e.g. --gain_db -6,0")
     g.add_argument("--pad_s", type=_range, default=(0.1, 0.3), metavar="LOW[,HIGH]",
                    help="seconds of silence added before and after the speech, drawn from this range")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
-    return p
+    return accept_negative_lists(p)
 
 
 def _config_from_args(args: argparse.Namespace):
