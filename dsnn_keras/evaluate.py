@@ -502,7 +502,7 @@ DEFAULT_TUNE_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 # WER is no worse than the chosen weights' is kept (docs/evaluation.md, "Tuning for speed").
 DEFAULT_TUNE_BEAM_THRESHOLDS = (25.0, 15.0, 10.0)
 DEFAULT_TUNE_TOKEN_BEAMS = (8, 4)
-DEFAULT_TUNE_BLANK_SKIPS = (None, 0.99)   # None: every frame searched (BeamSearchConfig.blank_skip)
+DEFAULT_TUNE_BLANK_SKIPS = (None, 0.99, 0.95, 0.9)   # None: every frame searched (BeamSearchConfig.blank_skip)
 DEFAULT_TUNE_BEAM_WIDTHS = (32, 16, 8)   # stage 1's own width is always tried too
 SPEED_TIMING_PASSES = 3
 
