@@ -3,7 +3,9 @@
 argparse reads a value such as ``-1,0,1`` (a comma list that starts with a negative number) as an
 unknown option, so ``--tune_word_bonuses -1,0,1`` or ``--gain_db -18,6`` failed with "expected one
 argument" unless written with ``=``. `accept_negative_lists` makes a parser take such a token as a
-value, the way argparse already takes ``-1`` or ``-0.5``.
+value, the way argparse already takes ``-1`` or ``-0.5``. (Apache Beam's own pipeline options, which
+``dsnn-prepare`` passes on to Beam's parser, still need the ``=`` form for such a value:
+``--job_name=-1,2``.)
 """
 from __future__ import annotations
 
@@ -31,5 +33,7 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         raise ValueError("accept_negative_lists: the parser has an option that looks like a negative number")
     # argparse has no public switch for this; _negative_number_matcher is the pattern _parse_optional
     # tests a token against (Python 3.8-3.13), and the parser's own attribute is the one it reads.
-    parser._negative_number_matcher = NEGATIVE_VALUE   # pylint: disable=protected-access
+    # Either pattern: argparse's own (newer Pythons widen it) or the comma list.
+    own = parser._negative_number_matcher.pattern   # pylint: disable=protected-access
+    parser._negative_number_matcher = re.compile(f"(?:{own})|(?:{NEGATIVE_VALUE.pattern})")   # pylint: disable=protected-access
     return parser

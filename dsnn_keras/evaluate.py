@@ -569,8 +569,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         max_utterances: Use only the first N utterances. Defaults to all.
         out_dir: Write ``decoder.json`` and ``lm/`` here instead of into the run directory (then pass
             ``DecoderChoice(settings_dir=out_dir)`` / ``dsnn-export --decoder_dir``). Defaults to the run.
-        beam_thresholds: Beam thresholds the speed stage tries (one value, with one token beam: no
-            speed stage, that setting is used).
+        beam_thresholds: Beam thresholds the speed stage tries (one value, with one token beam, one
+            blank skip and no width but stage 1's own: no speed stage, that setting is used).
         token_beams: Token beams the speed stage tries.
         blank_skips: Blank-skip probabilities the speed stage tries (None: no skipping).
         beam_widths: Beam widths the speed stage tries besides stage 1's own (``choice.beam_width`` or
@@ -927,8 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
                       default=",".join(f"{b:g}" for b in DEFAULT_TUNE_BEAM_THRESHOLDS), metavar="T,T",
                       help="speed stage of --tune: beam thresholds to try at the chosen weights; the fastest "
                            "setting with no higher WER is kept (default: "
-                           f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value and one "
-                           "--tune_token_beams value: no speed stage)")
+                           f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value here, in --tune_token_beams and "
+                           "--tune_blank_skips and only the starting width in --tune_beam_widths: no speed stage)")
     beam.add_argument("--tune_beam_widths", default=",".join(str(b) for b in DEFAULT_TUNE_BEAM_WIDTHS),
                       metavar="N,N",
                       help="speed stage of --tune: beam widths to try besides the starting one (--beam_width, "

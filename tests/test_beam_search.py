@@ -441,7 +441,8 @@ def test_tune_with_a_decoder_dir_leaves_the_run_untouched_and_eval_and_export_re
     assert not (tmp_path / "none.json").exists()
     # Tuning again into the same directory starts from its settings (beam width 4 kept).
     assert main([str(run_dir), "--data", str(data), "--tune", "--decoder_dir", str(decoder_dir), "--levels", "0",
-                 "--tune_lm_weights", "0.5", "--tune_word_bonuses", "1", "--out", str(tmp_path / "retuned.json")]) == 0
+                 "--tune_lm_weights", "0.5", "--tune_word_bonuses", "1", *NO_SPEED_STAGE,
+                 "--out", str(tmp_path / "retuned.json")]) == 0
     retuned = DecoderSettings.read(decoder_dir)
     assert (retuned.beam.beam_width, retuned.beam.lm_weight, retuned.beam.word_bonus) == (4, 0.5, 1.0)
     with pytest.raises(ExportError, match="--decoder_dir .*empty: no decoder.json there"):
