@@ -9,9 +9,9 @@ This script measures that on a trained run without changing the product: it patc
 `dsnn_keras.beam_search.BeamDecoder` in this process only and runs `dsnn_keras.evaluate.tune_decoder`
 (weights grid as `dsnn-eval --tune`, speed stage off: width 32, threshold 25, token beam 8, no skip).
 
-Not in the product (2026-12-06): with the doubled spellings an untrained model's near-uniform outputs
-gave different results between two decodings in one of three test runs (exact ties, which flashlight
-breaks by LM-state address); see docs/results.md, "A held last piece".
+Not in the product (2026-12-06): with the doubled spellings the search is not repeatable on an
+untrained model's near-uniform outputs (candidate order among equal scores, which flashlight breaks by
+LM-state address); see docs/results.md, "Characters against BPE 64, and a held last piece".
 
 Usage:
     python bench/held_piece_probe.py RUN_DIR DATA_DIR OUT_DIR [--plain]
