@@ -35,5 +35,6 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     # tests a token against (Python 3.8-3.13), and the parser's own attribute is the one it reads.
     # Either pattern: argparse's own (newer Pythons widen it) or the comma list.
     own = parser._negative_number_matcher.pattern   # pylint: disable=protected-access
-    parser._negative_number_matcher = re.compile(f"(?:{own})|(?:{NEGATIVE_VALUE.pattern})")   # pylint: disable=protected-access
+    matcher = re.compile(f"(?:{own})|(?:{NEGATIVE_VALUE.pattern})")
+    parser._negative_number_matcher = matcher   # pylint: disable=protected-access
     return parser

@@ -927,8 +927,9 @@ def build_parser() -> argparse.ArgumentParser:
                       default=",".join(f"{b:g}" for b in DEFAULT_TUNE_BEAM_THRESHOLDS), metavar="T,T",
                       help="speed stage of --tune: beam thresholds to try at the chosen weights; the fastest "
                            "setting with no higher WER is kept (default: "
-                           f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value here, in --tune_token_beams and "
-                           "--tune_blank_skips and only the starting width in --tune_beam_widths: no speed stage)")
+                           f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value here, in "
+                           "--tune_token_beams and --tune_blank_skips and only the starting width in "
+                           "--tune_beam_widths: no speed stage)")
     beam.add_argument("--tune_beam_widths", default=",".join(str(b) for b in DEFAULT_TUNE_BEAM_WIDTHS),
                       metavar="N,N",
                       help="speed stage of --tune: beam widths to try besides the starting one (--beam_width, "
