@@ -138,6 +138,45 @@ def test_the_word_lm_fixes_a_near_miss_the_acoustics_prefer(bundle):
     assert fused.decode(log_probs).text == "yes no"
 
 
+def test_a_one_piece_word_held_for_several_frames_is_read_once():
+    # BPE spells a letter as one piece ("\u2581r"); the model holds it for several frames.
+    pieces = ["<unk>", "\u2581r", "\u2581b"]
+    blank = len(pieces)
+    letters = build_lm(["r b", "b r", "r", "b", "r r b"], 2, lambda word: ["\u2581" + word])
+    held = np.log(np.array([[0.02, 0.9, 0.04, 0.04]] * 3 + [[0.02, 0.04, 0.04, 0.9], [0.02, 0.04, 0.9, 0.04]],
+                           dtype=np.float32))
+    for lm_weight in (0.0, 1.0):
+        decoder = BeamDecoder(pieces, blank, BeamSearchConfig(beam_width=8, lm_weight=lm_weight), lm=letters)
+        assert decoder.decode(held).text == "r b"
+
+
+def test_a_last_piece_held_for_several_frames_is_scored_as_that_piece(bundle):
+    # "yes" with its "s" held for three frames: the best path reads s, s, s (not s and two blanks).
+    spec = [{"\u2581": 0.9}, {"_": 0.9}, {"y": 0.9}, {"_": 0.9}, {"e": 0.9}, {"_": 0.9}] + [{"s": 0.9}] * 3 + [{"_": 0.9}]
+    log_probs = frames(spec)
+    decoder = BeamDecoder(CHARS, BLANK, BeamSearchConfig(beam_width=8, lm_weight=0.0), lm=bundle)
+    result = decoder.decode(log_probs)
+    assert result.text == "yes"
+    assert result.score == pytest.approx(float(log_probs.max(axis=1).sum()), abs=1e-4)
+
+
+def test_fresh_decoders_agree_where_ending_a_word_and_holding_its_last_piece_tie(bundle):
+    # Every piece held for two frames; no LM weight and no word bonus, so ending a word on its last
+    # piece's first frame and staying on the word's node score the same. flashlight orders tied
+    # candidates by address, so without the tie-break fresh decoders (width 1) disagreed here.
+    spec = []
+    for word in ["yes", "no", "stop", "go"]:
+        for piece in char_spell(word):
+            spec += [{piece: 0.9}, {piece: 0.9}, {"_": 0.9}]
+    log_probs = frames(spec)
+    config = BeamSearchConfig(beam_width=1, lm_weight=0.0, word_bonus=0.0)
+    results = set()
+    for _ in range(12):
+        result = BeamDecoder(CHARS, BLANK, config, lm=bundle).decode(log_probs)
+        results.add((result.text, tuple(result.tokens), result.score))
+    assert len(results) == 1 and results.pop()[0] == "yes no stop go"
+
+
 def test_the_lexicon_keeps_out_words_it_does_not_know(bundle):
     # "mo" is no word: the lexicon decoder takes the lexicon word the frames allow next.
     log_probs = spoken(["yes", "mo"], {10: {"m": 0.6, "n": 0.3}})
