@@ -347,7 +347,10 @@ def test_a_file_tuned_per_level_decodes_each_level_with_its_own_settings(tmp_pat
     for level, config, other in ((1, dense, sparse), (2, sparse, dense)):
         result = recognizer.recognize(audio, level=level)
         expected = BeamDecoder(h.PIECES, h.BLANK_ID, config, lm=lm).decode(result.log_probs)
-        assert result.text == expected.text and result.tokens == expected.tokens
+        # The text, not the path: at level 2 this untrained model's outputs for "\u2581b" and the blank
+        # are equal at every frame (both units pruned away, zero biases), and flashlight orders
+        # exactly tied candidates by address, so which of two word-less paths survives may differ.
+        assert result.text == expected.text
         # The two settings decode these log-probs differently, so the equality above tells them apart.
         assert BeamDecoder(h.PIECES, h.BLANK_ID, other, lm=lm).decode(result.log_probs).text != result.text
     # Hot words need an LM weight > 0 at every level: the level that has 0 is named.
