@@ -647,7 +647,7 @@ def _beam_section(results: Mapping[str, Any]) -> list[str]:
     def described(beam: Mapping[str, Any]) -> str:
         return (f"{beam.get('lm_weight', '?')} / {beam.get('word_bonus', '?')} (threshold "
                 f"{beam.get('beam_threshold', '?')}, token beam {beam.get('token_beam', '?')}, blank skip "
-                f"{beam.get('blank_skip') or 'off'})")
+                f"{beam.get('blank_skip') or 'off'}, token floor {beam.get('token_min_logp') or 'off'})")
 
     def settings(name: str) -> str:
         decoder = decoders.get(name) or {}   # decoder.json (DecoderSettings)

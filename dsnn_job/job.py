@@ -78,10 +78,11 @@ TUNE_SPLIT = "dev"   # the held-out speakers of a real corpus; the synthetic cor
 def _speed_grid() -> dict:
     """The speed stage `tune_decoder` runs (part of the tune step's fingerprint: a new grid re-tunes)."""
     from dsnn_keras.evaluate import (DEFAULT_TUNE_BEAM_THRESHOLDS, DEFAULT_TUNE_BEAM_WIDTHS, DEFAULT_TUNE_BLANK_SKIPS,
-                                     DEFAULT_TUNE_TOKEN_BEAMS)
+                                     DEFAULT_TUNE_TOKEN_BEAMS, DEFAULT_TUNE_TOKEN_MIN_LOGPS)
 
     return {"beam_thresholds": list(DEFAULT_TUNE_BEAM_THRESHOLDS), "token_beams": list(DEFAULT_TUNE_TOKEN_BEAMS),
-            "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS), "beam_widths": list(DEFAULT_TUNE_BEAM_WIDTHS)}
+            "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS), "beam_widths": list(DEFAULT_TUNE_BEAM_WIDTHS),
+            "token_min_logps": list(DEFAULT_TUNE_TOKEN_MIN_LOGPS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -484,7 +485,7 @@ class Job:
                      f"{best['word_bonus']:g}: {TUNE_SPLIT} WER {best['wer']:.1%} (greedy {tuned['greedy_wer']:.1%}); "
                      f"beam_width {speed.get('beam_width', '?')}, beam_threshold {speed.get('beam_threshold', '?')}, "
                      f"token_beam {speed.get('token_beam', '?')}, "
-                     f"blank_skip {speed.get('blank_skip', '?')}")
+                     f"blank_skip {speed.get('blank_skip', '?')}, token_min_logp {speed.get('token_min_logp', '?')}")
 
     def _eval(self, directory: pathlib.Path) -> None:
         from dsnn_keras.evaluate import DecoderChoice, markdown_table, run_evaluation

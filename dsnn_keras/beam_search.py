@@ -58,6 +58,9 @@ DECODERS = ("greedy", "beam")
 # candidates by their LM states' addresses: the beam's cut then kept a different one run to run
 # (11 of 1,152 decodings of an untrained model's outputs changed between fresh decoders).
 TIE_BREAK_WORD_SCORE = 1e-6
+# What `BeamSearchConfig.token_min_logp` puts in place of a pruned token's log-prob: finite (the
+# search's arithmetic stays finite) and so low that any candidate through it is below the beam threshold.
+_PRUNED_LOG_PROB = -1e30
 
 
 class BeamSearchError(DsnnError, ValueError):
@@ -100,6 +103,11 @@ class BeamSearchConfig:
             None = every frame is searched. On AN4 dev 0.99 skips 39 % of the frames and takes
             25-30 % off the search at the same WER (docs/evaluation.md, "Tuning for speed").
             Defaults to None.
+        token_min_logp: Token pruning per frame, a log-probability below 0: a token whose
+            log-probability at a frame is below this is not tried there (the blank and the frame's
+            likeliest token always are; pyctcdecode's ``token_min_logp``, default -5 there). An
+            approximation like ``blank_skip``: it removes candidates the search would sort and drop.
+            None = every token in ``token_beam`` is tried. Defaults to None.
     """
 
     beam_width: int = 32
@@ -109,6 +117,7 @@ class BeamSearchConfig:
     beam_threshold: float = 25.0
     lexicon: bool = True
     blank_skip: Optional[float] = None
+    token_min_logp: Optional[float] = None
 
     def __post_init__(self):
         _positive_int(self.beam_width, "beam_width")
@@ -123,11 +132,17 @@ class BeamSearchConfig:
             _finite(self.blank_skip, "blank_skip")
             if not 0.5 < self.blank_skip < 1.0:
                 raise BeamSearchError(f"blank_skip must be a probability in (0.5, 1) or null, got {self.blank_skip!r}")
+        if self.token_min_logp is not None:
+            _finite(self.token_min_logp, "token_min_logp")
+            if not self.token_min_logp < 0.0:
+                raise BeamSearchError(f"token_min_logp must be a log-probability below 0 or null, "
+                                      f"got {self.token_min_logp!r}")
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
-        if values["blank_skip"] is None:   # files that do not skip stay readable by readers without the field
-            del values["blank_skip"]
+        for optional in ("blank_skip", "token_min_logp"):   # off: readable by readers without the field
+            if values[optional] is None:
+                del values[optional]
         return values
 
     @classmethod
@@ -426,6 +441,21 @@ class BeamDecoder:
         keep = ~(confident & before)
         return (array if keep.all() else np.ascontiguousarray(array[keep])), bool(confident[-1])
 
+    def _prune_tokens(self, array: np.ndarray) -> np.ndarray:
+        """``token_min_logp``: the frames with each unlikely token's log-prob replaced by a score the
+        search drops at once (the blank and each frame's likeliest token are kept)."""
+        floor = self.config.token_min_logp
+        if floor is None or not array.shape[0]:
+            return array
+        unlikely = array < floor
+        unlikely[:, self.blank_id] = False
+        unlikely[np.arange(array.shape[0]), array.argmax(axis=1)] = False
+        if not unlikely.any():
+            return array
+        pruned = array.copy()
+        pruned[unlikely] = _PRUNED_LOG_PROB
+        return pruned
+
     def _result(self, hypothesis) -> BeamResult:
         tokens = _collapse(hypothesis.tokens, self.blank_id)
         if self.uses_lm:
@@ -444,6 +474,7 @@ class BeamDecoder:
             The best `BeamResult`.
         """
         array, _ = self._skip_blanks(self._check(log_probs))
+        array = self._prune_tokens(array)
         if array.shape[0] == 0:
             return BeamResult("", [], 0.0)
         decoder, _lm = self._new()
@@ -481,6 +512,7 @@ class BeamStream:
             raise BeamSearchError("this beam stream is finished")
         array, self._last_confident_blank = self._owner._skip_blanks(   # pylint: disable=protected-access
             self._owner._check(log_probs), self._last_confident_blank)   # pylint: disable=protected-access
+        array = self._owner._prune_tokens(array)   # pylint: disable=protected-access
         if array.shape[0]:
             self._decoder.decode_step(array.ctypes.data, array.shape[0], array.shape[1])
             self.frames += array.shape[0]

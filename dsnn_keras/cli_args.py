@@ -13,8 +13,9 @@ import argparse
 import re
 
 # argparse's own pattern is r'^-\d+$|^-\d*\.\d+$' (one number); this one also takes a comma list of
-# numbers (with exponents) that starts with a negative number.
-NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)[\d.eE+-]*(,\s*[+-]?(\d|\.\d)[\d.eE+-]*)*$")
+# numbers (with exponents) that starts with a negative number, where later items may be "none"
+# (``--tune_token_min_logps -8,none``).
+NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)[\d.eE+-]*(,\s*([+-]?(\d|\.\d)[\d.eE+-]*|[nN][oO][nN][eE]))*$")
 
 
 def accept_negative_lists(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

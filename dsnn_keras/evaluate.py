@@ -503,6 +503,7 @@ DEFAULT_TUNE_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 DEFAULT_TUNE_BEAM_THRESHOLDS = (25.0, 15.0, 10.0)
 DEFAULT_TUNE_TOKEN_BEAMS = (8, 4)
 DEFAULT_TUNE_BLANK_SKIPS = (None, 0.99, 0.95, 0.9)   # None: every frame searched (BeamSearchConfig.blank_skip)
+DEFAULT_TUNE_TOKEN_MIN_LOGPS = (None, -10.0, -8.0, -6.0)   # None: no floor (BeamSearchConfig.token_min_logp)
 DEFAULT_TUNE_BEAM_WIDTHS = (32, 16, 8)   # stage 1's own width is always tried too
 SPEED_TIMING_PASSES = 3
 
@@ -522,7 +523,8 @@ def fastest_admissible(speed_grid: Sequence[Mapping[str, Any]], best_wer: float,
     if not admissible:
         return None
     return min(admissible, key=lambda g: (g["decoder_seconds"], -g.get("beam_width", 0), -g["beam_threshold"],
-                                          -g["token_beam"], g["blank_skip"] is not None))
+                                          -g["token_beam"], g["blank_skip"] is not None,
+                                          g.get("token_min_logp") is not None))
 
 
 def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
@@ -536,7 +538,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  token_beams: Sequence[int] = DEFAULT_TUNE_TOKEN_BEAMS,
                  blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS,
                  speed_wer_slack: float = 0.0,
-                 beam_widths: Sequence[int] = DEFAULT_TUNE_BEAM_WIDTHS) -> dict[str, Any]:
+                 beam_widths: Sequence[int] = DEFAULT_TUNE_BEAM_WIDTHS,
+                 token_min_logps: Sequence[float | None] = DEFAULT_TUNE_TOKEN_MIN_LOGPS) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at each tuned level, then the
     search's pruning for speed; writes the result into the run (or ``out_dir``).
 
@@ -544,7 +547,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     only re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at
     the starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings
     re-tuned). Stage 2 tries every ``beam_widths`` (and stage 1's own width) x ``beam_thresholds`` x
-    ``token_beams`` x ``blank_skips`` setting
+    ``token_beams`` x ``blank_skips`` x ``token_min_logps`` setting
     with those weights and keeps the fastest (least decoding time, the best of 3 passes) whose WER
     is no higher than stage 1's: the search costs about the same at every level, so its share of a
     sparse level's time is what this buys down. The choice rests on measured time, so a re-run on a
@@ -570,9 +573,12 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         out_dir: Write ``decoder.json`` and ``lm/`` here instead of into the run directory (then pass
             ``DecoderChoice(settings_dir=out_dir)`` / ``dsnn-export --decoder_dir``). Defaults to the run.
         beam_thresholds: Beam thresholds the speed stage tries (one value, with one token beam, one
-            blank skip and no width but stage 1's own: no speed stage, that setting is used).
+            blank skip, one token floor and no width but stage 1's own: no speed stage, that setting
+            is used).
         token_beams: Token beams the speed stage tries.
         blank_skips: Blank-skip probabilities the speed stage tries (None: no skipping).
+        token_min_logps: Token floors (`BeamSearchConfig.token_min_logp`) the speed stage tries
+            (None: every token in the token beam).
         beam_widths: Beam widths the speed stage tries besides stage 1's own (``choice.beam_width`` or
             the run's or default 32). Fewer hypotheses per frame: a search about that much shorter.
         speed_wer_slack: WER (a fraction: 0.005 = half a point) the speed stage may give up on the
@@ -581,7 +587,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
 
     Returns:
         The default (densest tuned) level's ``{"best": {"lm_weight", "word_bonus", "wer"},
-        "greedy_wer", "grid": [...], "speed": {"beam_width", "beam_threshold", "token_beam", "blank_skip", "wer",
+        "greedy_wer", "grid": [...], "speed": {"beam_width", "beam_threshold", "token_beam", "blank_skip",
+        "token_min_logp", "wer",
         "decoder_seconds"}, "speed_grid": [...]}``, with ``"level"``, ``"decoder_json"`` and
         ``"levels"``: ``{level: the same keys}`` for every tuned level.
 
@@ -599,8 +606,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     run_dir, data_dir = fileio.as_path(run_dir), fileio.as_path(data_dir)
     if not lm_weights or not word_bonuses:
         raise EvaluationError("--tune needs at least one LM weight and one word bonus")
-    if not beam_thresholds or not token_beams or not blank_skips or not beam_widths:
-        raise EvaluationError("--tune needs at least one beam width, beam threshold, token beam and blank skip")
+    if not beam_thresholds or not token_beams or not blank_skips or not beam_widths or not token_min_logps:
+        raise EvaluationError("--tune needs at least one beam width, beam threshold, token beam, blank skip and "
+                              "token floor")
     for width in beam_widths:
         try:
             BeamSearchConfig(beam_width=width)
@@ -610,8 +618,10 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
             or not 0.0 <= speed_wer_slack < 1.0):
         raise EvaluationError(f"--tune_wer_slack must be a WER fraction in [0, 1), got {speed_wer_slack!r}")
     speed_settings = [{"beam_threshold": float(threshold), "token_beam": int(token_beam),
-                       "blank_skip": None if skip is None else float(skip)}
-                      for threshold in beam_thresholds for token_beam in token_beams for skip in blank_skips]
+                       "blank_skip": None if skip is None else float(skip),
+                       "token_min_logp": None if floor is None else float(floor)}
+                      for threshold in beam_thresholds for token_beam in token_beams for skip in blank_skips
+                      for floor in token_min_logps]
     for setting in speed_settings:   # refused here, before the model runs
         try:
             BeamSearchConfig(**setting)
@@ -679,7 +689,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         level_settings = [{"beam_width": width, **setting} for width in widths for setting in speed_settings]
         if len(level_settings) > 1:
             _log(f"level {level} speed: {len(widths)} beam widths x {len(beam_thresholds)} beam thresholds x "
-                 f"{len(token_beams)} token beams x {len(blank_skips)} blank skips at the chosen weights")
+                 f"{len(token_beams)} token beams x {len(blank_skips)} blank skips x {len(token_min_logps)} "
+                 "token floors at the chosen weights")
             for setting in level_settings:
                 candidate = beam.with_config(**setting)
                 passes = []
@@ -690,22 +701,24 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                 wer = error_rates(references, hypotheses)["wer"]
                 speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
                 _log(f"level {level} beam_width {setting['beam_width']} beam_threshold {setting['beam_threshold']:g} "
-                     f"token_beam {setting['token_beam']} blank_skip {setting['blank_skip']}: WER {wer:.2%} "
-                     f"({min(passes):.3f} s)")
+                     f"token_beam {setting['token_beam']} blank_skip {setting['blank_skip']} "
+                     f"token_min_logp {setting['token_min_logp']}: WER {wer:.2%} ({min(passes):.3f} s)")
             fastest = fastest_admissible(speed_grid, best["wer"], speed_wer_slack)
             if fastest is not None:   # None only if no setting matches stage 1's own pruning
                 beam = beam.with_config(beam_width=fastest["beam_width"], beam_threshold=fastest["beam_threshold"],
-                                        token_beam=fastest["token_beam"], blank_skip=fastest["blank_skip"])
+                                        token_beam=fastest["token_beam"], blank_skip=fastest["blank_skip"],
+                                        token_min_logp=fastest["token_min_logp"])
         elif level_settings:
             beam = beam.with_config(**level_settings[0])
         speed = next((g for g in speed_grid if g["beam_width"] == beam.config.beam_width
                       and g["beam_threshold"] == beam.config.beam_threshold
-                      and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip),
-                     None)
+                      and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip
+                      and g["token_min_logp"] == beam.config.token_min_logp), None)
         _log(f"level {level} best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER "
              f"{best['wer']:.2%} (greedy {greedy_wer:.2%}), beam_width {beam.config.beam_width} "
              f"beam_threshold {beam.config.beam_threshold:g} "
-             f"token_beam {beam.config.token_beam} blank_skip {beam.config.blank_skip}")
+             f"token_beam {beam.config.token_beam} blank_skip {beam.config.blank_skip} "
+             f"token_min_logp {beam.config.token_min_logp}")
         return beam.config, {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed,
                              "speed_grid": speed_grid}
 
@@ -928,8 +941,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speed stage of --tune: beam thresholds to try at the chosen weights; the fastest "
                            "setting with no higher WER is kept (default: "
                            f"{','.join(f'{b:g}' for b in DEFAULT_TUNE_BEAM_THRESHOLDS)}; one value here, in "
-                           "--tune_token_beams and --tune_blank_skips and only the starting width in "
-                           "--tune_beam_widths: no speed stage)")
+                           "--tune_token_beams, --tune_blank_skips and --tune_token_min_logps and only the "
+                           "starting width in --tune_beam_widths: no speed stage)")
     beam.add_argument("--tune_beam_widths", default=",".join(str(b) for b in DEFAULT_TUNE_BEAM_WIDTHS),
                       metavar="N,N",
                       help="speed stage of --tune: beam widths to try besides the starting one (--beam_width, "
@@ -944,6 +957,12 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="P,P",
                       help="speed stage of --tune: blank-skip probabilities (frames at least this surely blank "
                            "are searched once per run; none = every frame) (default: %(default)s)")
+    beam.add_argument("--tune_token_min_logps",
+                      default=",".join("none" if b is None else f"{b:g}" for b in DEFAULT_TUNE_TOKEN_MIN_LOGPS),
+                      metavar="L,L",
+                      help="speed stage of --tune: token floors, log-probabilities below 0 (a token less likely "
+                           "than this at a frame is not tried there; the blank and the frame's likeliest token "
+                           "always are; none = no floor) (default: %(default)s)")
     beam.add_argument("--tune_wer_slack", type=float, default=0.0, metavar="POINTS",
                       help="speed stage of --tune: WER points on the tuning split it may give up for a faster "
                            "search (default: 0, never; e.g. 0.5 lets a sparse level whose search is a large share "
@@ -967,10 +986,14 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def _skips(text: str, flag: str) -> list[float | None]:
+    return _optional_floats(text, flag, "probabilities")
+
+
+def _optional_floats(text: str, flag: str, what: str = "numbers") -> list[float | None]:
     try:
         return [None if part.strip().lower() == "none" else float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise EvaluationError(f"{flag}: expected comma-separated probabilities or 'none', got {text!r}") from None
+        raise EvaluationError(f"{flag}: expected comma-separated {what} or 'none', got {text!r}") from None
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -1005,6 +1028,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          beam_thresholds=_floats(args.tune_beam_thresholds, "--tune_beam_thresholds"),
                          token_beams=_ints(args.tune_token_beams, "--tune_token_beams"),
                          blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"),
+                         token_min_logps=_optional_floats(args.tune_token_min_logps, "--tune_token_min_logps"),
                          speed_wer_slack=_slack(args.tune_wer_slack),
                          beam_widths=_ints(args.tune_beam_widths, "--tune_beam_widths"))
             # What was tuned is now the run's default; the flags that were tuned must not override it.

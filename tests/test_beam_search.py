@@ -1,6 +1,7 @@
 """The word LM (dsnn_keras.ngram_lm), the beam search (dsnn_keras.beam_search) and their trip through
 the .tflite: ARPA normalisation and KenLM agreement, beam 1 = greedy on real log-probs, the LM fixing
 a near-miss, hot words, incremental = whole decoding, the LM inside the file, dsnn-eval --tune."""
+import dataclasses
 import json
 import math
 import pathlib
@@ -261,6 +262,46 @@ def test_blank_skip_must_be_a_probability_and_old_settings_read_without_it():
     assert BeamSearchConfig.from_dict({**old, "blank_skip": 0.99}).blank_skip == 0.99
 
 
+def test_a_token_floor_drops_tokens_less_likely_than_it_but_never_the_blank_or_the_best(bundle):
+    # "yes ?o" with the "n" of "no" at 0.4 % (log -5.5): the LM (weight 2) still finds "yes no"; a
+    # floor of -5 takes the "n" out of that frame, so the search can only read "go".
+    log_probs = spoken(["yes", "no"], {10: {"g": 0.9, "n": 0.004}})
+    config = BeamSearchConfig(beam_width=16, lm_weight=2.0)
+    assert BeamDecoder(CHARS, BLANK, config, lm=bundle).decode(log_probs).text == "yes no"
+    floored = BeamDecoder(CHARS, BLANK, dataclasses.replace(config, token_min_logp=-5.0), lm=bundle)
+    assert floored.decode(log_probs).text == "yes go"
+    assert BeamDecoder(CHARS, BLANK, dataclasses.replace(config, token_min_logp=-6.0),
+                       lm=bundle).decode(log_probs).text == "yes no"
+    # A frame whose likeliest token and blank are both below the floor keeps both.
+    flat = np.log(np.full([3, BLANK + 1], 1.0 / (BLANK + 1), dtype=np.float32))
+    flat[1, 5] += 0.5
+    high = BeamDecoder(CHARS, BLANK, dataclasses.replace(config, token_min_logp=-1.0), lm=bundle)
+    pruned = high._prune_tokens(flat)   # pylint: disable=protected-access
+    assert pruned[1, 5] == flat[1, 5] and (pruned[:, BLANK] == flat[:, BLANK]).all()
+    assert (pruned[1, :5] < -1e29).all() and (pruned[0, 1:BLANK] < -1e29).all()   # frame 0: a tie, 0 kept
+    # Streaming prunes the same frames: its result equals the whole utterance's (on frames where
+    # the floor changes the result).
+    clean = spoken(["stop", "go", "no"])
+    noisy = log_softmax(clean + np.random.default_rng(6).normal(0, 2.5, clean.shape))
+    assert floored.decode(noisy).text != BeamDecoder(CHARS, BLANK, config, lm=bundle).decode(noisy).text
+    stream = floored.stream()
+    for start in range(0, len(noisy), 4):
+        stream.accept(noisy[start:start + 4])
+    final, whole = stream.finish(), floored.decode(noisy)
+    assert (final.text, final.tokens) == (whole.text, whole.tokens)
+
+
+def test_a_token_floor_must_be_a_log_probability_and_old_settings_read_without_it():
+    for bad in (0.0, 0.5, float("nan"), float("-inf"), "-5", True):
+        with pytest.raises(BeamSearchError, match="token_min_logp"):
+            BeamSearchConfig(token_min_logp=bad)
+    old = {"beam_width": 16, "lm_weight": 0.5, "word_bonus": 0.0, "token_beam": 8, "beam_threshold": 25.0,
+           "lexicon": True}
+    assert BeamSearchConfig.from_dict(old).token_min_logp is None
+    assert BeamSearchConfig.from_dict(old).to_dict() == old   # no floor: the field is left out
+    assert BeamSearchConfig.from_dict({**old, "token_min_logp": -5.0}).to_dict() == {**old, "token_min_logp": -5.0}
+
+
 def test_the_lm_travels_inside_the_tflite_and_the_recognizer_decodes_with_it(tmp_path):
     """LM + lexicon + tuned weights embedded as the export does; Recognizer(decoder='auto') uses them."""
     from tflite import metadata as metadata_lib
@@ -420,7 +461,7 @@ def _untrained_run(tmp_path):
 # pruning decodes an untrained model fastest is timing noise (a wider beam won once on a loaded
 # machine); tests that assert the width use this, the rule has its own tests.
 NO_SPEED_STAGE = ("--tune_beam_widths", "4", "--tune_beam_thresholds", "25", "--tune_token_beams", "8",
-                  "--tune_blank_skips", "none")
+                  "--tune_blank_skips", "none", "--tune_token_min_logps", "none")
 
 
 def test_tune_writes_the_best_weights_into_the_run_and_eval_uses_them(tmp_path):
@@ -528,7 +569,7 @@ def test_retuning_some_levels_keeps_the_other_levels_settings(tmp_path):
     from dsnn_keras.evaluate import tune_decoder
 
     run_dir, data = _untrained_run(tmp_path)
-    quick = dict(beam_thresholds=(25.0,), token_beams=(8,), blank_skips=(None,))
+    quick = dict(beam_thresholds=(25.0,), token_beams=(8,), blank_skips=(None,), token_min_logps=(None,))
     tune_decoder(run_dir, data, level="all", lm_weights=(0.0, 1.0), word_bonuses=(0.0,), **quick)
     first = DecoderSettings.read(run_dir)
     tune_decoder(run_dir, data, level=3, lm_weights=(2.0,), word_bonuses=(-1.0,), **quick)
@@ -577,21 +618,23 @@ def test_export_carries_the_runs_tuned_decoder_and_the_stream_decodes_with_it(tm
 
 
 def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_path):
-    from dsnn_keras.evaluate import DEFAULT_TUNE_BLANK_SKIPS, main, tune_decoder
+    from dsnn_keras.evaluate import DEFAULT_TUNE_BLANK_SKIPS, DEFAULT_TUNE_TOKEN_MIN_LOGPS, main, tune_decoder
 
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.0, 1.0), word_bonuses=(0.0,),
                           beam_thresholds=(25.0, 5.0), token_beams=(8, 2), beam_widths=(4,),
                           out_dir=tmp_path / "decoder")
     speed_grid = result["speed_grid"]
-    assert {(g["beam_width"], g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in speed_grid} == {
-        (w, t, k, p) for w in (32, 4) for t in (25.0, 5.0) for k in (8, 2) for p in DEFAULT_TUNE_BLANK_SKIPS}
+    keys = ("beam_width", "beam_threshold", "token_beam", "blank_skip", "token_min_logp")
+    assert len(speed_grid) == 2 * 2 * 2 * len(DEFAULT_TUNE_BLANK_SKIPS) * len(DEFAULT_TUNE_TOKEN_MIN_LOGPS)
+    assert {tuple(g[key] for key in keys) for g in speed_grid} == {
+        (w, t, k, p, f) for w in (32, 4) for t in (25.0, 5.0) for k in (8, 2) for p in DEFAULT_TUNE_BLANK_SKIPS
+        for f in DEFAULT_TUNE_TOKEN_MIN_LOGPS}
     assert all(g["decoder_seconds"] > 0 for g in speed_grid)
     settings = DecoderSettings.read(tmp_path / "decoder")
-    chosen = (settings.beam.beam_width, settings.beam.beam_threshold, settings.beam.token_beam,
-              settings.beam.blank_skip)
+    chosen = tuple(getattr(settings.beam, key) for key in keys)
     admissible = [g for g in speed_grid if g["wer"] <= result["best"]["wer"]]
-    assert chosen in {(g["beam_width"], g["beam_threshold"], g["token_beam"], g["blank_skip"]) for g in admissible}
+    assert chosen in {tuple(g[key] for key in keys) for g in admissible}
     assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
     assert settings.tuned["speed_grid"] == speed_grid
     # The evaluation after tuning decodes with the chosen pruning.
@@ -599,7 +642,7 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
                  "--out", str(tmp_path / "eval.json")]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     beam = report["decoder_config"]["beam"]
-    assert (beam["beam_width"], beam["beam_threshold"], beam["token_beam"], beam.get("blank_skip")) == chosen
+    assert tuple(beam.get(key) for key in keys) == chosen
 
 
 def test_a_beam_width_given_with_tune_is_where_the_search_starts_and_the_evaluation_uses_the_tuned_one(
@@ -641,6 +684,8 @@ def test_the_speed_rule_keeps_the_fastest_setting_within_the_wer_slack():
     assert fastest_admissible(grid, 0.09) is None
     tie = setting(15, 0.100, 0.30)
     assert fastest_admissible([tie, exact], 0.100) == exact   # equal time: the wider search
+    floored = {**exact, "token_min_logp": -5.0}
+    assert fastest_admissible([floored, exact], 0.100) == exact   # ... and no token floor
     narrow, wide = {**exact, "beam_width": 8}, {**exact, "beam_width": 32}
     assert fastest_admissible([narrow, wide], 0.100) == wide
     assert fastest_admissible([{**narrow, "decoder_seconds": 0.1}, wide], 0.100)["beam_width"] == 8
@@ -666,9 +711,11 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
 
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.5,), word_bonuses=(0.0,), beam_thresholds=(12.0,),
-                          token_beams=(3,), blank_skips=(0.9,), beam_widths=(32,))   # 32: stage 1's own
+                          token_beams=(3,), blank_skips=(0.9,), beam_widths=(32,),   # 32: stage 1's own
+                          token_min_logps=(-6.0,))
     settings = DecoderSettings.read(run_dir)
-    assert (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip) == (12.0, 3, 0.9)
+    assert (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip,
+            settings.beam.token_min_logp) == (12.0, 3, 0.9, -6.0)
     assert result["speed_grid"] == []
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "0,4"]) == 1
     assert "--tune speed grid: token_beam must be" in capsys.readouterr().err
@@ -678,6 +725,10 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
     assert "--tune_token_beams: expected comma-separated integers" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_blank_skips", "none,1.2"]) == 1
     assert "--tune speed grid: blank_skip must be a probability" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_min_logps", "none,0.5"]) == 1
+    assert "--tune speed grid: token_min_logp must be a log-probability below 0" in capsys.readouterr().err
+    assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_min_logps", "none,x"]) == 1
+    assert "--tune_token_min_logps: expected comma-separated numbers or 'none'" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_level", "0,x"]) == 1
     assert "--tune_level: 'x' is not a level index" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_level", "4"]) == 1

@@ -14,7 +14,7 @@ def _parser():
     return parser
 
 
-@pytest.mark.parametrize("value", ["-1,0,1", "-18,6", "-1e-3,2", "-.5,1", "-1", "-0.25", "-6, 0"])
+@pytest.mark.parametrize("value", ["-1,0,1", "-18,6", "-1e-3,2", "-.5,1", "-1", "-0.25", "-6, 0", "-8,none", "-5,None,-3"])
 def test_a_negative_list_after_an_option_is_its_value(value):
     assert _parser().parse_args(["--values", value]).values == value
 
@@ -31,6 +31,9 @@ def test_plain_argparse_refuses_the_same_list():
 def test_a_token_that_is_not_a_number_list_is_still_an_option(capsys):
     with pytest.raises(SystemExit):
         _parser().parse_args(["--values", "-x"])
+    assert "expected one argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--values", "-none"])
     assert "expected one argument" in capsys.readouterr().err
 
 
@@ -52,6 +55,8 @@ def test_dsnn_eval_takes_negative_word_bonuses():
     args = build_parser().parse_args(["run", "--data", "d", "--decoder", "beam", "--tune",
                                       "--tune_word_bonuses", "-2,-1,0"])
     assert args.tune_word_bonuses == "-2,-1,0"
+    args = build_parser().parse_args(["run", "--data", "d", "--tune", "--tune_token_min_logps", "-8,none"])
+    assert args.tune_token_min_logps == "-8,none"
 
 
 def test_dsnn_prepare_takes_a_negative_gain_range():

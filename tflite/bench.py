@@ -208,7 +208,7 @@ def time_decoder(model_path, utterances, repeats: int = 5) -> dict:
         rows.append({"level": level, "beam_width": beam.config.beam_width,
                      "lm_weight": beam.config.lm_weight, "word_bonus": beam.config.word_bonus,
                      "beam_threshold": beam.config.beam_threshold, "token_beam": beam.config.token_beam,
-                     "blank_skip": beam.config.blank_skip,
+                     "blank_skip": beam.config.blank_skip, "token_min_logp": beam.config.token_min_logp,
                      "decoder_median_ms": float(np.median(beam_times) * 1e3),
                      "decoder_p90_ms": float(np.percentile(beam_times, 90) * 1e3),
                      "greedy_median_ms": float(np.median(greedy_times) * 1e3),
@@ -373,21 +373,23 @@ def to_markdown(result: dict) -> str:
         what = (f"word LM + {d['lexicon_words']}-word lexicon, beam {d['beam_width']}, LM weight {d['lm_weight']}, "
                 f"word bonus {d['word_bonus']}" if d["lm"] else f"lexicon-free, no LM, beam {d['beam_width']}")
         what += (f", token beam {d.get('token_beam')}, beam threshold {d.get('beam_threshold')}, "
-                 f"blank skip {d.get('blank_skip') or 'off'}")
+                 f"blank skip {d.get('blank_skip') or 'off'}, token floor {d.get('token_min_logp') or 'off'}")
         per_level = bool(d.get("per_level"))
         if per_level:
             what = "level 0's " + what + "; each level's own settings in the table"
         lines += ["", f"Decoder time beside model time (median per utterance; beam search: {what}; model at "
                       f"{result['decoder']['rows'][0].get('model_threads')} thread(s)):", "",
                   "| level | model ms | beam search ms | p90 ms | beam / model | beam / model, paired | greedy ms |"
-                  + (" width / LM weight / bonus / threshold / token beam / blank skip |" if per_level else ""),
+                  + (" width / LM weight / bonus / threshold / token beam / blank skip / token floor |"
+                     if per_level else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if per_level else "")]
         for r in result["decoder"]["rows"]:
             model = f"{r['model_median_ms']:.2f}" if r.get("model_median_ms") else "–"
             ratio = f"{r['decoder_to_model']:.2f}" if r.get("decoder_to_model") is not None else "–"
             paired = f"{r['paired_decoder_to_model']:.2f}" if r.get("paired_decoder_to_model") is not None else "–"
             settings = (f" {r.get('beam_width')} / {r.get('lm_weight')} / {r.get('word_bonus')} / {r.get('beam_threshold')} / "
-                        f"{r.get('token_beam')} / {r.get('blank_skip') or 'off'} |" if per_level else "")
+                        f"{r.get('token_beam')} / {r.get('blank_skip') or 'off'} / {r.get('token_min_logp') or 'off'} |"
+                        if per_level else "")
             lines.append(f"| {r['level']} | {model} | {r['decoder_median_ms']:.2f} | {r['decoder_p90_ms']:.2f} | "
                          f"{ratio} | {paired} | {r['greedy_median_ms']:.3f} |" + settings)
     lines += ["", "| file | design | quantize | levels | size MB | × dense single | peak RSS MB (1 thread) | model RSS MB |",

@@ -90,7 +90,7 @@ METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("export.verification_audio_s", "list of numbers", "Duration of each verification clip at the model's rate."),
     MetadataField("decoder", "object | null", "Files exported from a run with a tuned beam decoder (`dsnn-eval --tune`): its settings and LM; absent otherwise (greedy)."),
     MetadataField("decoder.default", "string", "The decoder `tflite.Recognizer(decoder=\"auto\")` uses: `beam` or `greedy`."),
-    MetadataField("decoder.beam", "object", "`BeamSearchConfig`: `beam_width`, `lm_weight`, `word_bonus`, `token_beam`, `beam_threshold`, `lexicon`, `blank_skip` (absent when off, and in older files)."),
+    MetadataField("decoder.beam", "object", "`BeamSearchConfig`: `beam_width`, `lm_weight`, `word_bonus`, `token_beam`, `beam_threshold`, `lexicon`, `blank_skip` and `token_min_logp` (each absent when off, and in older files)."),
     MetadataField("decoder.levels", "object", "Per-level settings `{\"3\": BeamSearchConfig, ...}` (keys: level indices) from `dsnn-eval --tune --tune_level all`: the search at that level uses them; a level not listed uses `decoder.beam`. Absent when every level uses `decoder.beam` (and in older files)."),
     MetadataField("decoder.lm_entry", "string | null", "Name of the metadata buffer holding the word LM and lexicon (`dsnn_lm`: gzip JSON `{format, arpa, lexicon, info}`), null without LM."),
     MetadataField("decoder.lm_bytes", "int", "Size of that buffer."),
