@@ -425,12 +425,15 @@ class ComparisonSteps:
 
     # beam
     def beam_spec(self, spec: RunSpec) -> StepSpec:
+        from dsnn_keras.evaluate import tune_defaults_fingerprint
+
         trained = read_record(self.run_dir(spec))
         if trained is None:
             raise ComparisonError(f"beam {spec.name}: {self.run_dir(spec)} has no finished training; "
                                   "run the train stage first")
         return StepSpec(f"beam {spec.name}", self.beam_dir(spec),
-                        params={"split": "dev", "decoder": "beam", "tune_level": "all"},
+                        params={"split": "dev", "decoder": "beam", "tune_level": "all",
+                                "tune_defaults": tune_defaults_fingerprint()},
                         inputs={"run": trained["fingerprint"], "data": self.data_fingerprint()})
 
     def beam_dir(self, spec: RunSpec) -> pathlib.Path:

@@ -190,8 +190,11 @@ class Fold:
                         inputs=self._eval_inputs())
 
     def beam_spec(self) -> StepSpec:
+        from dsnn_keras.evaluate import tune_defaults_fingerprint
+
         return StepSpec(f"beam fold {self.index}", self.root / "beam",
-                        params={"splits": list(SPLITS), "tuned_on": TUNE_SPLIT, "tune_level": "all"},
+                        params={"splits": list(SPLITS), "tuned_on": TUNE_SPLIT, "tune_level": "all",
+                                "tune_defaults": tune_defaults_fingerprint()},
                         inputs=self._eval_inputs())
 
     def is_current(self, stage: str) -> bool:

@@ -76,13 +76,11 @@ TUNE_SPLIT = "dev"   # the held-out speakers of a real corpus; the synthetic cor
 
 
 def _speed_grid() -> dict:
-    """The speed stage `tune_decoder` runs (part of the tune step's fingerprint: a new grid re-tunes)."""
-    from dsnn_keras.evaluate import (DEFAULT_TUNE_BEAM_THRESHOLDS, DEFAULT_TUNE_BEAM_WIDTHS, DEFAULT_TUNE_BLANK_SKIPS,
-                                     DEFAULT_TUNE_TOKEN_BEAMS, DEFAULT_TUNE_TOKEN_MIN_LOGPS)
+    """The speed stage `tune_decoder` runs and the search's version (part of the tune step's
+    fingerprint: a new grid or search re-tunes)."""
+    from dsnn_keras.evaluate import tune_defaults_fingerprint
 
-    return {"beam_thresholds": list(DEFAULT_TUNE_BEAM_THRESHOLDS), "token_beams": list(DEFAULT_TUNE_TOKEN_BEAMS),
-            "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS), "beam_widths": list(DEFAULT_TUNE_BEAM_WIDTHS),
-            "token_min_logps": list(DEFAULT_TUNE_TOKEN_MIN_LOGPS)}
+    return tune_defaults_fingerprint()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ with the same LM state, trie node and last token are merged (max); those more th
 ``beam_threshold`` below the best are dropped. With ``blank_skip``, runs of frames that are
 confidently blank are searched once (the first frame of each run): an approximation (the dropped
 frames' small token probabilities no longer extend hypotheses) that took 25-30 % off the search on
-AN4 dev with the same WER there.
+AN4 dev with the same WER there. With ``token_min_logp``, a token less likely than that at a frame
+is neither started nor held there (the blank and the frame's likeliest token always count).
 
 **Without one** (or ``lexicon=False``): the lexicon-free prefix beam search over tokens, no LM.
 With ``beam_width=1`` it is exactly greedy CTC (tested).
@@ -58,6 +59,10 @@ DECODERS = ("greedy", "beam")
 # candidates by their LM states' addresses: the beam's cut then kept a different one run to run
 # (11 of 1,152 decodings of an untrained model's outputs changed between fresh decoders).
 TIE_BREAK_WORD_SCORE = 1e-6
+# Raised when the search decodes differently with the same settings (steps that tune or decode with
+# it put it into their fingerprints, so their outputs are made again): 2 = the doubled last piece and
+# the tie-break above (2026-12-06).
+SEARCH_VERSION = 2
 # What `BeamSearchConfig.token_min_logp` puts in place of a pruned token's log-prob: finite (the
 # search's arithmetic stays finite) and so low that any candidate through it is below the beam threshold.
 _PRUNED_LOG_PROB = -1e30
@@ -104,10 +109,11 @@ class BeamSearchConfig:
             25-30 % off the search at the same WER (docs/evaluation.md, "Tuning for speed").
             Defaults to None.
         token_min_logp: Token pruning per frame, a log-probability below 0: a token whose
-            log-probability at a frame is below this is not tried there (the blank and the frame's
-            likeliest token always are; pyctcdecode's ``token_min_logp``, default -5 there). An
+            log-probability at a frame is below this gets -1e30 there, for every use (so it is
+            neither started nor held through a repeat at that frame); the blank and the frame's
+            likeliest token keep theirs (pyctcdecode's ``token_min_logp``, default -5 there). An
             approximation like ``blank_skip``: it removes candidates the search would sort and drop.
-            None = every token in ``token_beam`` is tried. Defaults to None.
+            None = no floor. Defaults to None.
     """
 
     beam_width: int = 32

@@ -508,6 +508,16 @@ DEFAULT_TUNE_BEAM_WIDTHS = (32, 16, 8)   # stage 1's own width is always tried t
 SPEED_TIMING_PASSES = 3
 
 
+def tune_defaults_fingerprint() -> dict[str, Any]:
+    """What `tune_decoder`'s default speed stage runs: its grid and the search's version. A pipeline
+    step that tunes with the defaults puts this into its fingerprint, so a new grid or search re-tunes."""
+    from dsnn_keras.beam_search import SEARCH_VERSION
+
+    return {"beam_thresholds": list(DEFAULT_TUNE_BEAM_THRESHOLDS), "token_beams": list(DEFAULT_TUNE_TOKEN_BEAMS),
+            "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS), "beam_widths": list(DEFAULT_TUNE_BEAM_WIDTHS),
+            "token_min_logps": list(DEFAULT_TUNE_TOKEN_MIN_LOGPS), "search_version": SEARCH_VERSION}
+
+
 def _resolved(path: fileio.AnyPath) -> str:
     """A path resolved (local: symlinks followed) or a URL normalised, to tell whether two name one place."""
     if fileio.is_local(path):
@@ -518,7 +528,8 @@ def _resolved(path: fileio.AnyPath) -> str:
 def fastest_admissible(speed_grid: Sequence[Mapping[str, Any]], best_wer: float,
                        slack: float = 0.0) -> Mapping[str, Any] | None:
     """The speed stage's rule: of the settings whose WER is at most ``best_wer + slack``, the one with
-    the least decoding time (ties: the wider search, then no blank skipping); None if none is."""
+    the least decoding time (ties: the wider search, then no blank skipping, then no token floor);
+    None if none is."""
     admissible = [g for g in speed_grid if g["wer"] <= best_wer + slack + 1e-12]
     if not admissible:
         return None
@@ -961,8 +972,8 @@ def build_parser() -> argparse.ArgumentParser:
                       default=",".join("none" if b is None else f"{b:g}" for b in DEFAULT_TUNE_TOKEN_MIN_LOGPS),
                       metavar="L,L",
                       help="speed stage of --tune: token floors, log-probabilities below 0 (a token less likely "
-                           "than this at a frame is not tried there; the blank and the frame's likeliest token "
-                           "always are; none = no floor) (default: %(default)s)")
+                           "than this at a frame is neither started nor held there; the blank and the frame's "
+                           "likeliest token always count; none = no floor) (default: %(default)s)")
     beam.add_argument("--tune_wer_slack", type=float, default=0.0, metavar="POINTS",
                       help="speed stage of --tune: WER points on the tuning split it may give up for a faster "
                            "search (default: 0, never; e.g. 0.5 lets a sparse level whose search is a large share "

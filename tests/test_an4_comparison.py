@@ -205,7 +205,7 @@ def _write_fake_beam_evals(out_dir, runs):
                    for i, (s, w) in enumerate(zip(sparsities, FAKE_BEAM_WER[spec.name]))]
         (directory / "eval_beam.json").write_text(json.dumps({"split": "dev", "levels": entries}))
         DecoderSettings(beam=BeamSearchConfig(lm_weight=0.75, word_bonus=2.0, beam_threshold=15.0, token_beam=4,
-                                              blank_skip=0.99)).write(directory / "decoder")
+                                              blank_skip=0.99, token_min_logp=-6.0)).write(directory / "decoder")
 
 
 def test_beam_rows_pair_levels_and_check_issue_18s_goals(tmp_path):
@@ -222,7 +222,7 @@ def test_beam_rows_pair_levels_and_check_issue_18s_goals(tmp_path):
     text = cmp.render_report(results)
     assert "## Dev WER per level, beam search + word 3-gram LM" in text
     assert "| 3 | 0.90 | 13.0 | 11.0 | 1.18× | **no** |" in text
-    assert "dsnn 0.75 / 2.0 (threshold 15.0, token beam 4, blank skip 0.99)" in text
+    assert "dsnn 0.75 / 2.0 (threshold 15.0, token beam 4, blank skip 0.99, token floor -6.0)" in text
     assert "90 % level ≤ 12 %: **not met** (13.0 %)" in text
 
 

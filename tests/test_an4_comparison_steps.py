@@ -148,6 +148,25 @@ def test_beam_step_tunes_outside_the_run_directory_and_follows_a_retraining(plan
     assert fake_tools[-3:] == ["train dsnn", "eval dsnn", "beam dsnn"]
 
 
+def test_a_new_search_or_speed_grid_retunes_the_beam_step_only(plan, fake_tools, monkeypatch):
+    from dsnn_keras import beam_search, evaluate
+
+    spec = cmp.RunSpec("dsnn", "dsnn", ("training.total_steps=5",))
+    steps = plan()
+    _run_all(steps, spec)
+    steps.evaluate_beam(spec)
+    monkeypatch.setattr(beam_search, "SEARCH_VERSION", beam_search.SEARCH_VERSION + 1)
+    again = plan()
+    _run_all(again, spec)
+    again.evaluate_beam(spec)
+    assert fake_tools.count("train dsnn") == 1 and fake_tools.count("beam dsnn") == 2
+    monkeypatch.setattr(evaluate, "DEFAULT_TUNE_TOKEN_MIN_LOGPS", (None, -7.0))
+    third = plan()
+    _run_all(third, spec)
+    third.evaluate_beam(spec)
+    assert fake_tools.count("train dsnn") == 1 and fake_tools.count("beam dsnn") == 3
+
+
 def test_beam_without_a_finished_training_is_a_clear_error(plan, fake_tools):
     steps = plan()
     steps.prepare()

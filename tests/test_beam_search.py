@@ -289,6 +289,8 @@ def test_a_token_floor_drops_tokens_less_likely_than_it_but_never_the_blank_or_t
         stream.accept(noisy[start:start + 4])
     final, whole = stream.finish(), floored.decode(noisy)
     assert (final.text, final.tokens) == (whole.text, whole.tokens)
+    # The caller's log-probs are left as they were (the floor works on a copy).
+    assert np.array_equal(noisy, log_softmax(clean + np.random.default_rng(6).normal(0, 2.5, clean.shape)))
 
 
 def test_a_token_floor_must_be_a_log_probability_and_old_settings_read_without_it():
