@@ -389,8 +389,7 @@ class BeamDecoder:
         return fl.LexiconDecoderOptions(
             beam_size=config.beam_width, beam_size_token=token_beam, beam_threshold=config.beam_threshold,
             lm_weight=config.lm_weight, word_score=config.word_bonus + TIE_BREAK_WORD_SCORE, unk_score=-math.inf,
-            sil_score=0.0,
-            log_add=False, criterion_type=fl.CriterionType.CTC)
+            sil_score=0.0, log_add=False, criterion_type=fl.CriterionType.CTC)
 
     def with_config(self, **changes) -> "BeamDecoder":
         """A decoder sharing this one's LM and trie with some `BeamSearchConfig` fields changed

@@ -251,15 +251,19 @@ def test_blank_skip_searches_one_frame_of_each_surely_blank_run_and_keeps_the_re
     assert (final.text, final.tokens) == (whole.text, whole.tokens)
 
 
-def test_blank_skip_must_be_a_probability_and_old_settings_read_without_it():
-    for bad in (0.0, 0.3, 0.5, 1.0, 1.5, float("nan"), "0.9"):
-        with pytest.raises(BeamSearchError, match="blank_skip"):
-            BeamSearchConfig(blank_skip=bad)
+@pytest.mark.parametrize("field, bad_values, good", [
+    ("blank_skip", (0.0, 0.3, 0.5, 1.0, 1.5, float("nan"), "0.9"), 0.99),
+    ("token_min_logp", (0.0, 0.5, float("nan"), float("-inf"), "-5", True), -5.0)])
+def test_a_pruning_option_is_validated_and_old_settings_read_without_it(field, bad_values, good):
+    for bad in bad_values:
+        with pytest.raises(BeamSearchError, match=field):
+            BeamSearchConfig(**{field: bad})
     old = {"beam_width": 16, "lm_weight": 0.5, "word_bonus": 0.0, "token_beam": 8, "beam_threshold": 25.0,
            "lexicon": True}
-    assert BeamSearchConfig.from_dict(old).blank_skip is None
-    assert BeamSearchConfig.from_dict(old).to_dict() == old   # not skipping: the field is left out
-    assert BeamSearchConfig.from_dict({**old, "blank_skip": 0.99}).blank_skip == 0.99
+    assert getattr(BeamSearchConfig.from_dict(old), field) is None
+    assert BeamSearchConfig.from_dict(old).to_dict() == old   # off: the field is left out
+    assert getattr(BeamSearchConfig.from_dict({**old, field: good}), field) == good
+    assert BeamSearchConfig.from_dict({**old, field: good}).to_dict() == {**old, field: good}
 
 
 def test_a_token_floor_drops_tokens_less_likely_than_it_but_never_the_blank_or_the_best(bundle):
@@ -283,6 +287,7 @@ def test_a_token_floor_drops_tokens_less_likely_than_it_but_never_the_blank_or_t
     # the floor changes the result).
     clean = spoken(["stop", "go", "no"])
     noisy = log_softmax(clean + np.random.default_rng(6).normal(0, 2.5, clean.shape))
+    given = noisy.copy()
     assert floored.decode(noisy).text != BeamDecoder(CHARS, BLANK, config, lm=bundle).decode(noisy).text
     stream = floored.stream()
     for start in range(0, len(noisy), 4):
@@ -290,18 +295,7 @@ def test_a_token_floor_drops_tokens_less_likely_than_it_but_never_the_blank_or_t
     final, whole = stream.finish(), floored.decode(noisy)
     assert (final.text, final.tokens) == (whole.text, whole.tokens)
     # The caller's log-probs are left as they were (the floor works on a copy).
-    assert np.array_equal(noisy, log_softmax(clean + np.random.default_rng(6).normal(0, 2.5, clean.shape)))
-
-
-def test_a_token_floor_must_be_a_log_probability_and_old_settings_read_without_it():
-    for bad in (0.0, 0.5, float("nan"), float("-inf"), "-5", True):
-        with pytest.raises(BeamSearchError, match="token_min_logp"):
-            BeamSearchConfig(token_min_logp=bad)
-    old = {"beam_width": 16, "lm_weight": 0.5, "word_bonus": 0.0, "token_beam": 8, "beam_threshold": 25.0,
-           "lexicon": True}
-    assert BeamSearchConfig.from_dict(old).token_min_logp is None
-    assert BeamSearchConfig.from_dict(old).to_dict() == old   # no floor: the field is left out
-    assert BeamSearchConfig.from_dict({**old, "token_min_logp": -5.0}).to_dict() == {**old, "token_min_logp": -5.0}
+    assert np.array_equal(noisy, given)
 
 
 def test_the_lm_travels_inside_the_tflite_and_the_recognizer_decodes_with_it(tmp_path):
