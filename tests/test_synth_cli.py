@@ -39,7 +39,7 @@ def test_help_documents_every_flag_without_importing_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     for flag in ("--out", "--num_utterances", "--seed", "--overwrite", "--jobs", "--voices", "--test_variants",
-                 "--noise_snr_db", "--gain_db"):
+                 "--noise_snr_db", "--gain_db", "--grammar", "--sample_rate"):
         assert flag in result.stdout
 
 
@@ -53,6 +53,8 @@ def test_help_documents_every_flag_without_importing_tensorflow():
      "test settings must never be used in train/dev"),
     (["--num_utterances", "2", "--gain_db=6,-6"], "--gain_db: expected LOW,HIGH with LOW <= HIGH"),
     (["--num_utterances", "two"], "invalid int value: 'two'"),
+    (["--num_utterances", "2", "--grammar", "numbers"], "--grammar: invalid choice: 'numbers'"),
+    (["--num_utterances", "2", "--sample_rate", "100000"], "sample_rate: expected an integer from 8000 to 48000"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, expected):
     assert main(["--out", str(tmp_path / "out")] + argv) == 2

@@ -91,6 +91,24 @@ def test_audio_is_16k_mono_with_speech_like_energy(corpora):
     assert manifest["seconds"] == pytest.approx(total, abs=0.01)
 
 
+def test_digits_at_8khz_write_telephone_band_files_of_isolated_digits(tmp_path):
+    config = SynthConfig(num_utterances=6, seed=4, utts_per_speaker=2, grammar="digits", sample_rate=8000)
+    manifest = write_corpus(config, tmp_path / "digits", jobs=1, progress=None)
+    flacs = sorted((tmp_path / "digits").glob("*/*/*/*.flac"))
+    assert len(flacs) == 6
+    total = 0.0
+    for flac in flacs:
+        info = soundfile.info(str(flac))
+        assert (info.samplerate, info.channels) == (8000, 1)
+        total += info.frames / 8000
+    texts = [line.split(" ", 1)[1] for t in (tmp_path / "digits").glob("*/*/*/*.trans.txt")
+             for line in t.read_text().splitlines()]
+    assert len(texts) == 6 and all(text in {"ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN",
+                                            "EIGHT", "NINE"} for text in texts)
+    assert manifest["sample_rate"] == 8000 and manifest["config"]["grammar"] == "digits"
+    assert manifest["seconds"] == pytest.approx(total, abs=0.01)
+
+
 def test_non_empty_output_is_refused_and_left_untouched(corpora, tmp_path):
     out = tmp_path / "existing"
     out.mkdir()
@@ -122,4 +140,8 @@ def test_config_rejects_bad_values_naming_the_field():
         SynthConfig(num_utterances=0)
     with pytest.raises(ValueError, match="dev_fraction"):
         SynthConfig(num_utterances=5, dev_fraction=1.5)
+    with pytest.raises(ValueError, match="grammar: expected one of"):
+        SynthConfig(num_utterances=5, grammar="numbers")
+    with pytest.raises(ValueError, match="sample_rate: expected an integer from 8000 to 48000 Hz, got 4000"):
+        SynthConfig(num_utterances=5, sample_rate=4000)
     assert SynthConfig(num_utterances=20).split_sizes() == {"train": 16, "dev": 2, "test": 2}

@@ -3,6 +3,8 @@ import collections
 import random
 import re
 
+import pytest
+
 from pipeline.synth import grammar
 
 AN4_LIKE_COMMANDS = {"ENTER", "ERASE", "RUBOUT", "YES", "NO", "STOP"}
@@ -42,3 +44,17 @@ def test_each_category_produces_its_kind_of_text():
 def test_spoken_form_respells_letters_espeak_misreads():
     assert grammar.spoken_form("RUBOUT A M I") == "RUB OUT EIGH M EYE"
     assert grammar.spoken_form("ENTER SIX TWO FOUR") == "ENTER SIX TWO FOUR"
+
+
+def test_digits_grammar_says_one_digit_word_per_utterance_and_every_digit():
+    texts = grammar.sample_transcripts(5, 300, "digits")
+    digits = {"ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"}
+    assert set(texts) == digits
+    assert max(collections.Counter(texts).values()) < 60   # drawn evenly, not one digit repeated
+    assert texts == grammar.sample_transcripts(5, 300, "digits")
+
+
+def test_an4_is_the_default_grammar_and_an_unknown_one_is_refused():
+    assert grammar.sample_transcripts(3, 40) == grammar.sample_transcripts(3, 40, "an4")
+    with pytest.raises(ValueError, match="grammar: expected one of \\['an4', 'digits'\\], got 'numbers'"):
+        grammar.sample_transcripts(3, 40, "numbers")

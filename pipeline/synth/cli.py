@@ -57,6 +57,7 @@ def _range(value: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dsnn-synth`` argument parser (importing it does not load espeak-ng or TensorFlow)."""
+    from pipeline.synth import grammar
     from pipeline.synth import speakers as sp
 
     def csv(values):
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=(
         "Generate a synthetic spoken corpus in the AN4 domain (digit strings, spelled letters, numbers, "
         "dates, short commands) with espeak-ng, written in LibriSpeech layout "
-        "(<split>/<speaker>/<chapter>/<speaker>-<chapter>-<idx>.flac + .trans.txt, 16 kHz mono FLAC) "
+        "(<split>/<speaker>/<chapter>/<speaker>-<chapter>-<idx>.flac + .trans.txt, mono FLAC, 16 kHz by default) "
         "plus corpus.json. The same seed and arguments give byte-identical files."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True,
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the new corpus is complete; files are never mixed)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (1 = synthesise in this process); does not change the output")
+    g = p.add_argument_group("content")
+    g.add_argument("--grammar", choices=sorted(grammar.GRAMMARS), default="an4",
+                   help="what is said: an4 = AN4-like utterances (digit strings, spelled letters, numbers, dates, "
+                        "commands); digits = one digit word per utterance (ZERO ... NINE, as FSDD transcribes)")
+    g.add_argument("--sample_rate", type=int, default=16000,
+                   help="the FLAC files' sample rate in Hz (8000 to 48000); 8000 = telephone band, like FSDD")
     g = p.add_argument_group("splits")
     g.add_argument("--dev_fraction", type=float, default=0.1, help="fraction of utterances in dev")
     g.add_argument("--test_fraction", type=float, default=0.1, help="fraction of utterances in test")
@@ -143,7 +150,8 @@ def _config_from_args(args: argparse.Namespace):
         augmentation = Augmentation(noise_snr_db=args.noise_snr_db, gain_db=args.gain_db, pad_s=args.pad_s)
         return SynthConfig(num_utterances=args.num_utterances, seed=args.seed, design=design,
                            dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
-                           utts_per_speaker=args.utts_per_speaker, augmentation=augmentation)
+                           utts_per_speaker=args.utts_per_speaker, augmentation=augmentation,
+                           grammar=args.grammar, sample_rate=args.sample_rate)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -3,7 +3,7 @@
 Layout under the output directory::
 
     corpus.json
-    <split>/<speaker>/<chapter>/<speaker>-<chapter>-<idx:04d>.flac     (16 kHz mono, 16-bit FLAC)
+    <split>/<speaker>/<chapter>/<speaker>-<chapter>-<idx:04d>.flac     (mono 16-bit FLAC, 16 kHz by default)
     <split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt          ("<utt_id> <TRANSCRIPT>" lines)
 
 The whole plan (texts, speakers, which speaker says what) is made up front in the calling process
@@ -46,6 +46,7 @@ from pipeline.synth.speakers import SPLITS, Speaker, SpeakerDesign, assign_speak
 
 FORMAT_VERSION = 1
 CHAPTER = "0"
+MIN_RATE, MAX_RATE = 8000, 48000
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class SynthConfig:
         test_fraction: fraction of utterances in ``test``. Defaults to 0.1.
         utts_per_speaker: target utterances per speaker (AN4 has about 13). Defaults to 10.
         augmentation: per-utterance padding, gain and noise. Defaults to ``Augmentation()``.
+        grammar: what is said, a `grammar.GRAMMARS` name: ``an4`` (AN4-like utterances) or
+            ``digits`` (one digit word per utterance). Defaults to "an4".
+        sample_rate: the files' rate in Hz, 8000 to 48000; 8000 gives telephone-band audio like
+            FSDD's (the preparation resamples to the features' rate). Defaults to 16000.
 
     Example:
         >>> SynthConfig(num_utterances=20, seed=1).split_sizes()
@@ -73,8 +78,15 @@ class SynthConfig:
     test_fraction: float = 0.1
     utts_per_speaker: int = 10
     augmentation: audio.Augmentation = field(default_factory=audio.Augmentation)
+    grammar: str = "an4"
+    sample_rate: int = audio.TARGET_RATE
 
     def __post_init__(self):
+        if self.grammar not in grammar.GRAMMARS:
+            raise ValueError(f"grammar: expected one of {sorted(grammar.GRAMMARS)}, got {self.grammar!r}")
+        if not isinstance(self.sample_rate, int) or not MIN_RATE <= self.sample_rate <= MAX_RATE:
+            raise ValueError(f"sample_rate: expected an integer from {MIN_RATE} to {MAX_RATE} Hz, "
+                             f"got {self.sample_rate!r}")
         if not isinstance(self.num_utterances, int) or self.num_utterances < 1:
             raise ValueError(f"num_utterances: expected an integer >= 1, got {self.num_utterances!r}")
         for name in ("dev_fraction", "test_fraction"):
@@ -136,7 +148,7 @@ def plan_corpus(config: SynthConfig) -> tuple[list[Speaker], list[UtteranceSpec]
     """
     sizes = config.split_sizes()
     speakers = assign_speakers(config.design, sizes, config.utts_per_speaker, config.seed)
-    texts = iter(grammar.sample_transcripts(config.seed, config.num_utterances))
+    texts = iter(grammar.sample_transcripts(config.seed, config.num_utterances, config.grammar))
     utterances: list[UtteranceSpec] = []
     for split in SPLITS:
         split_speakers = [s for s in speakers if s.split == split]
@@ -155,26 +167,27 @@ def plan_corpus(config: SynthConfig) -> tuple[list[Speaker], list[UtteranceSpec]
 
 
 def render_utterance(spec: UtteranceSpec, config: SynthConfig) -> np.ndarray:
-    """Synthesise one utterance: espeak-ng, resample to 16 kHz, seeded augmentation, int16.
+    """Synthesise one utterance: espeak-ng, resample to ``config.sample_rate``, seeded augmentation, int16.
 
     Args:
         spec: the utterance.
-        config: the corpus configuration (seed and augmentation).
+        config: the corpus configuration (seed, augmentation, sample rate).
 
     Returns:
-        int16 samples at 16 kHz, mono; the same for the same ``(spec, config)`` in any process.
+        int16 samples at ``config.sample_rate``, mono; the same for the same ``(spec, config)`` in
+        any process.
     """
     pcm = espeak.synthesize(grammar.spoken_form(spec.transcript), spec.settings)
-    x = audio.resample(pcm, espeak.SAMPLE_RATE, audio.TARGET_RATE)
+    x = audio.resample(pcm, espeak.SAMPLE_RATE, config.sample_rate)
     rng = np.random.default_rng([config.seed, spec.index])
-    return audio.to_pcm16(audio.augment(x, rng, config.augmentation, audio.TARGET_RATE))
+    return audio.to_pcm16(audio.augment(x, rng, config.augmentation, config.sample_rate))
 
 
 def _render_to_file(task: tuple[str, UtteranceSpec, SynthConfig]) -> tuple[int, int]:
     root, spec, config = task
     pcm = render_utterance(spec, config)
     path = pathlib.Path(root) / spec.relpath
-    path.write_bytes(audio.encode_flac(pcm, audio.TARGET_RATE))
+    path.write_bytes(audio.encode_flac(pcm, config.sample_rate))
     return spec.index, int(pcm.size)
 
 
@@ -328,7 +341,7 @@ def _render_all(staging: pathlib.Path, utterances: list[UtteranceSpec], config: 
     start, done, step = time.monotonic(), 0, max(1, len(tasks) // 20)
 
     def report():
-        seconds = sum(samples) / audio.TARGET_RATE
+        seconds = sum(samples) / config.sample_rate
         elapsed = time.monotonic() - start
         progress(f"dsnn-synth: {done}/{len(tasks)} utterances, {seconds:.1f} s of audio, "
                  f"{elapsed:.1f} s elapsed")
@@ -366,15 +379,15 @@ def _write_metadata(root: pathlib.Path, config: SynthConfig, speakers: list[Spea
         split_samples = [samples[s.index] for s in utterances if s.split == split]
         splits[split] = {"num_utterances": len(split_samples),
                          "num_speakers": sum(1 for s in speakers if s.split == split),
-                         "seconds": round(sum(split_samples) / audio.TARGET_RATE, 3)}
+                         "seconds": round(sum(split_samples) / config.sample_rate, 3)}
     manifest = {
         "format_version": FORMAT_VERSION,
         "seed": config.seed,
         "config": config.to_dict(),
-        "sample_rate": audio.TARGET_RATE,
+        "sample_rate": config.sample_rate,
         "splits": splits,
         "num_utterances": len(utterances),
-        "seconds": round(sum(samples) / audio.TARGET_RATE, 3),
+        "seconds": round(sum(samples) / config.sample_rate, 3),
         "speakers": [s.to_dict() for s in speakers],
         "synthesizer": {"engine": "espeak-ng", "espeakng_loader": _version("espeakng-loader"),
                         "soxr": _version("soxr"), "soundfile": _version("soundfile")},

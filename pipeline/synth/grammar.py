@@ -1,9 +1,13 @@
-"""Seeded text grammar for AN4-like utterances: digit strings, spelled words, numbers, dates, commands.
+"""Seeded text grammars: AN4-like utterances (digit strings, spelled words, numbers, dates,
+commands) and isolated digits.
 
 AN4 (the real test data) is a census-style dialogue: people spell names and places, read phone
 numbers and zip codes, say dates and amounts, and issue short commands (``ENTER SIX TWO FOUR``,
 ``ERASE O T H F I FIVE ZERO``, ``RUBOUT ...``, ``YES``, ``STOP``). This module draws transcripts of
-those kinds from a ``random.Random``, so a seed fixes the text exactly. Transcripts are upper-case
+those kinds from a ``random.Random``, so a seed fixes the text exactly. The ``digits`` grammar
+draws one digit word per utterance (``ZERO`` ... ``NINE``, as FSDD transcribes its clips): isolated
+digits said by many voices, for a model that must recognise a digit said alone by a voice it never
+heard. Transcripts are upper-case
 words separated by single spaces; letters are single capitals (``C Z D``).
 
 ``spoken_form`` turns a transcript into the text handed to espeak-ng, which reads a few tokens
@@ -140,10 +144,27 @@ def sample_transcript(rng: random.Random) -> str:
     return rng.choices(generators, weights=weights)[0](rng)
 
 
-def sample_transcripts(seed: int, count: int) -> list[str]:
-    """``count`` transcripts drawn from the grammar with ``random.Random(seed)``."""
+def isolated_digit(rng: random.Random) -> str:
+    """One digit word said alone (``SEVEN``), zero as ``ZERO``: the ``digits`` grammar."""
+    return rng.choice(numbers.ONES[:10])
+
+
+# The grammars `sample_transcripts` draws from, by the name `dsnn-synth --grammar` takes.
+GRAMMARS: dict[str, Callable[[random.Random], str]] = {"an4": sample_transcript, "digits": isolated_digit}
+
+
+def sample_transcripts(seed: int, count: int, grammar: str = "an4") -> list[str]:
+    """``count`` transcripts drawn from the grammar named ``grammar`` (a `GRAMMARS` key) with
+    ``random.Random(seed)``.
+
+    Raises:
+        ValueError: an unknown grammar.
+    """
+    if grammar not in GRAMMARS:
+        raise ValueError(f"grammar: expected one of {sorted(GRAMMARS)}, got {grammar!r}")
+    draw = GRAMMARS[grammar]
     rng = random.Random(seed)
-    return [sample_transcript(rng) for _ in range(count)]
+    return [draw(rng) for _ in range(count)]
 
 
 def spoken_form(transcript: str) -> str:
