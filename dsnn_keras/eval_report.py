@@ -59,6 +59,14 @@ def _text(value: Any, key: str, where: str, optional: bool = False) -> Optional[
     return value
 
 
+def _speakers(value: Any, where: str) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise EvalReportError(f"{where}: speakers must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
 def _mapping(value: Any, key: str, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise EvalReportError(f"{where}: {key} must be a mapping, got {value!r}")
@@ -232,6 +240,8 @@ class EvalReport:
             the levels that decode with their own, ``{"3": BeamSearchConfig}``); None for greedy.
         run_dir: The run evaluated.
         data_dir: The prepared dataset.
+        speakers: The speakers of ``split`` decoded, when only some were (``dsnn-eval --speakers``);
+            None = all.
         files: Kind (``json``, ``md``, ``png``, ``hypotheses``) -> path of the files written.
         created_by: ``{"command": [...], "versions": {...}, "time": ISO 8601}``.
         schema_version: This schema's version (`SCHEMA_VERSION`); a newer one is refused.
@@ -246,6 +256,7 @@ class EvalReport:
     decoder_config: Optional[Mapping[str, Any]] = None
     run_dir: Optional[str] = None
     data_dir: Optional[str] = None
+    speakers: Optional[tuple[str, ...]] = None
     files: Optional[Mapping[str, str]] = None
     created_by: Optional[Mapping[str, Any]] = None
     schema_version: int = SCHEMA_VERSION
@@ -270,6 +281,7 @@ class EvalReport:
                     "decoder_config": None if self.decoder_config is None else dict(self.decoder_config),
                     "run_dir": self.run_dir,
                     "data_dir": self.data_dir,
+                    "speakers": None if self.speakers is None else list(self.speakers),
                     "files": None if self.files is None else dict(self.files),
                     "created_by": None if self.created_by is None else dict(self.created_by)}
         out.update({key: value for key, value in optional.items() if value is not None})
@@ -313,6 +325,7 @@ class EvalReport:
             decoder_config=None if decoder_config is None else dict(_mapping(decoder_config, "decoder_config", where)),
             run_dir=_text(get("run_dir"), "run_dir", where, optional=True),
             data_dir=_text(get("data_dir"), "data_dir", where, optional=True),
+            speakers=_speakers(get("speakers"), where),
             files=None if files is None else {str(k): str(v) for k, v in _mapping(files, "files", where).items()},
             created_by=None if created_by is None else dict(_mapping(created_by, "created_by", where)),
             schema_version=SCHEMA_VERSION)

@@ -308,8 +308,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     lines = [
         f"# Evaluation on `{report.get('split', '?')}`",
         "",
-        f"{report.get('num_utterances', '?')} utterances, "
-        f"{report.get('audio_seconds', 0.0) / 60:.1f} min of audio, {decoder_description(report)}.",
+        f"{report.get('num_utterances', '?')} utterances"
+        + (f" of speaker(s) {', '.join(report['speakers'])}" if report.get("speakers") else "")
+        + f", {report.get('audio_seconds', 0.0) / 60:.1f} min of audio, {decoder_description(report)}.",
         "",
         "| level | sparsity | kept (prunable) | WER % | CER % | RTF | utterances |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -376,19 +377,44 @@ def output_paths(run_dir: fileio.AnyPath, out: str | pathlib.Path | None) -> dic
             "hypotheses": fileio.join(directory, f"{stem}_hypotheses.jsonl")}
 
 
-def load_utterances(dataset: Any, split: str, max_utterances: int | None = None) -> list[Utterance]:
-    """Reads a prepared split into memory (``PreparedDataset.examples``), in file order."""
+def load_utterances(dataset: Any, split: str, max_utterances: int | None = None,
+                    speakers: Sequence[str] | None = None) -> list[Utterance]:
+    """Reads a prepared split into memory (``PreparedDataset.examples``), in file order.
+
+    Args:
+        dataset: The `PreparedDataset`.
+        split: The split to read.
+        max_utterances: Only the first N (of the chosen speakers'). Defaults to all.
+        speakers: Only these speakers' utterances (the examples' ``speaker``). Defaults to all.
+
+    Raises:
+        EvaluationError: no such split, no utterances, or a speaker the split does not have (the
+            message lists the split's speakers).
+    """
     if split not in dataset.split_names:
         raise EvaluationError(
             f"split {split!r} is not in {fileio.join(dataset.root, 'dataset.json')} "
             f"(available: {', '.join(sorted(dataset.split_names)) or 'none'})")
-    utterances = []
+    wanted = None if speakers is None else set(speakers)
+    if wanted is not None and not wanted:
+        raise EvaluationError("speakers: expected at least one speaker")
+    utterances, seen = [], set()
     for example in dataset.examples(split):
+        speaker = str(example.get("speaker", ""))
+        seen.add(speaker)
+        if wanted is not None and speaker not in wanted:
+            continue
+        if max_utterances is not None and len(utterances) >= max_utterances:
+            if wanted is None:
+                break
+            continue   # read on: every asked-for speaker must be found in the split
         utterances.append(Utterance(
             utt_id=str(example["utt_id"]), transcript=str(example["transcript"]),
             features=np.asarray(example["features"], dtype=np.float32)))
-        if max_utterances is not None and len(utterances) >= max_utterances:
-            break
+    missing = sorted((wanted or set()) - seen)
+    if missing:
+        raise EvaluationError(f"split {split!r} of {dataset.root} has no speaker(s) {missing} "
+                              f"(it has {', '.join(sorted(seen)) or 'none'})")
     if not utterances:
         raise EvaluationError(f"split {split!r} of {dataset.root} has no utterances")
     return utterances
@@ -550,7 +576,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  blank_skips: Sequence[float | None] = DEFAULT_TUNE_BLANK_SKIPS,
                  speed_wer_slack: float = 0.0,
                  beam_widths: Sequence[int] = DEFAULT_TUNE_BEAM_WIDTHS,
-                 token_min_logps: Sequence[float | None] = DEFAULT_TUNE_TOKEN_MIN_LOGPS) -> dict[str, Any]:
+                 token_min_logps: Sequence[float | None] = DEFAULT_TUNE_TOKEN_MIN_LOGPS,
+                 speakers: Sequence[str] | None = None) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at each tuned level, then the
     search's pruning for speed; writes the result into the run (or ``out_dir``).
 
@@ -581,6 +608,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         lm_weights: LM weights to try.
         word_bonuses: Word bonuses to try.
         max_utterances: Use only the first N utterances. Defaults to all.
+        speakers: Tune on these speakers of ``split`` only (recorded in ``tuned.speakers``), e.g.
+            half of the held-out speakers, to report on the other half. Defaults to all.
         out_dir: Write ``decoder.json`` and ``lm/`` here instead of into the run directory (then pass
             ``DecoderChoice(settings_dir=out_dir)`` / ``dsnn-export --decoder_dir``). Defaults to the run.
         beam_thresholds: Beam thresholds the speed stage tries (one value, with one token beam, one
@@ -657,7 +686,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     run = load_run(run_dir)
     dataset.check_feature_config(run.feature_config)
     levels = sorted(parse_levels(level, len(run.levels), "--tune_level"))
-    utterances = load_utterances(dataset, split, max_utterances)
+    utterances = load_utterances(dataset, split, max_utterances, speakers)
     references = [utt.transcript for utt in utterances]
     _log(f"tuning on {len(utterances)} utterances of {split!r} at level(s) {levels}: "
          f"{len(lm_weights)} LM weights x {len(word_bonuses)} word bonuses")
@@ -751,6 +780,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
               "greedy_wer": default_result["greedy_wer"],
               "best_wer": default_result["best"]["wer"], "grid": default_result["grid"],
               "speed_grid": default_result["speed_grid"]}
+    if speakers is not None:
+        record["speakers"] = sorted(set(speakers))
     if len(levels) > 1:
         record["levels"] = [{"level": lv, "greedy_wer": result["greedy_wer"], "best_wer": result["best"]["wer"],
                              "grid": result["grid"], "speed_grid": result["speed_grid"]}
@@ -772,7 +803,7 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
                    batch_size: int = DEFAULT_BATCH_SIZE, out: str | pathlib.Path | None = None,
                    max_utterances: int | None = None, num_examples: int = DEFAULT_NUM_EXAMPLES,
                    write: bool = True, command: Sequence[str] | None = None,
-                   decoder: DecoderChoice | None = None) -> EvalReport:
+                   decoder: DecoderChoice | None = None, speakers: Sequence[str] | None = None) -> EvalReport:
     """Evaluates a trained run on one split of a prepared dataset and writes the report files.
 
     What ``dsnn-eval`` runs (its ``main`` only parses the arguments and prints the table).
@@ -791,6 +822,8 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         command: The command line recorded in the report. Defaults to ``sys.argv``.
         decoder: Which decoder (`DecoderChoice`). Defaults to the run's ``decoder.json``
             (``dsnn-eval --tune``) if it has one, else greedy CTC.
+        speakers: Decode only these speakers of ``split`` (recorded in the report's ``speakers``).
+            Defaults to all.
 
     Returns:
         The `EvalReport` written to eval.json (``report.to_dict()``: ``{"format_version",
@@ -837,7 +870,7 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
     run = load_run(run_dir)
     dataset.check_feature_config(run.feature_config)  # DatasetError (a ValueError) naming the keys
     level_list = parse_levels(levels, len(run.levels))
-    utterances = load_utterances(dataset, split, max_utterances)
+    utterances = load_utterances(dataset, split, max_utterances, speakers)
     beam, decoder_config = resolve_decoder(decoder or DecoderChoice(), run_dir, data_dir, run.pieces, run.blank_id,
                                            num_levels=len(run.levels))
     _log(f"decoding {len(utterances)} utterances of {split!r} at levels {level_list} "
@@ -858,6 +891,7 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         decoder_config=decoder_config,
         run_dir=str(run_dir),
         data_dir=str(data_dir),
+        speakers=None if speakers is None else tuple(sorted(set(speakers))),
         files={kind: str(path) for kind, path in paths.items()},
         created_by={
             "command": list(sys.argv if command is None else command),
@@ -902,6 +936,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "results slightly).")
     parser.add_argument("--max_utterances", type=int, default=None, metavar="N",
                         help="Decode only the first N utterances of the split (default: all).")
+    parser.add_argument("--speakers", default=None, metavar="S,S",
+                        help="Decode (and with --tune, tune on) only these speakers of the split, comma-separated "
+                             "(default: all). Tune on some held-out speakers and report on the others for a WER "
+                             "the tuning has not seen.")
     parser.add_argument("--num_examples", type=int, default=DEFAULT_NUM_EXAMPLES, metavar="N",
                         help="Reference/hypothesis pairs kept per level in eval.json "
                              f"(default: {DEFAULT_NUM_EXAMPLES}).")
@@ -1007,6 +1045,13 @@ def _optional_floats(text: str, flag: str, what: str = "numbers") -> list[float 
         raise EvaluationError(f"{flag}: expected comma-separated {what} or 'none', got {text!r}") from None
 
 
+def _speakers(text: str) -> list[str]:
+    speakers = [part.strip() for part in text.split(",") if part.strip()]
+    if not speakers:
+        raise EvaluationError(f"--speakers: expected comma-separated speaker ids, got {text!r}")
+    return speakers
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -1027,6 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            hotword_weight=args.hotword_weight if args.hotwords else 0.0,
                            settings_dir=args.decoder_dir)
     try:
+        speakers = None if args.speakers is None else _speakers(args.speakers)
         if args.tune:
             if args.decoder == "greedy":
                 raise EvaluationError("--tune tunes the beam decoder; it cannot be combined with --decoder greedy")
@@ -1041,14 +1087,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"),
                          token_min_logps=_optional_floats(args.tune_token_min_logps, "--tune_token_min_logps"),
                          speed_wer_slack=_slack(args.tune_wer_slack),
-                         beam_widths=_ints(args.tune_beam_widths, "--tune_beam_widths"))
+                         beam_widths=_ints(args.tune_beam_widths, "--tune_beam_widths"), speakers=speakers)
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None,
                                          beam_width=None)
         report = run_evaluation(
             args.run_dir, args.data, split=args.split, levels=args.levels,
             batch_size=args.batch_size, out=args.out, max_utterances=args.max_utterances,
-            num_examples=args.num_examples, command=command, decoder=choice)
+            num_examples=args.num_examples, command=command, decoder=choice, speakers=speakers)
     except (DsnnError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"dsnn-eval: error: {message}", file=sys.stderr)

@@ -504,6 +504,7 @@ def test_tune_with_a_decoder_dir_leaves_the_run_untouched_and_eval_and_export_re
     assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == before   # the run: as it was
     settings = DecoderSettings.read(decoder_dir)
     assert settings.beam.beam_width == 4 and len(settings.tuned["grid"]) == 2
+    assert "speakers" not in settings.tuned and settings.tuned["num_utterances"] == 4
     assert LmBundle.read_dir(decoder_dir / "lm").arpa == LmBundle.read_dir(data / "lm").arpa
     tuned = json.loads((tmp_path / "tuned.json").read_text())
     assert tuned["decoder"] == "beam" and tuned["decoder_config"]["lm"] == str(decoder_dir / "lm")
@@ -561,6 +562,19 @@ def test_eval_and_export_decode_each_level_with_its_own_settings(tmp_path):
 
 
 @pytest.mark.large
+def test_tune_on_some_speakers_records_them_and_decodes_only_theirs(tmp_path):
+    from dsnn_keras.evaluate import main
+
+    run_dir, data = _untrained_run(tmp_path)
+    decoder_dir = tmp_path / "decoder"
+    assert main([str(run_dir), "--data", str(data), "--tune", "--decoder_dir", str(decoder_dir), "--levels", "0",
+                 "--tune_lm_weights", "0", "--tune_word_bonuses", "0", "--beam_width", "4", *NO_SPEED_STAGE,
+                 "--speakers", "spk1,spk3", "--out", str(tmp_path / "tuned.json")]) == 0
+    settings = DecoderSettings.read(decoder_dir)
+    assert settings.tuned["speakers"] == ["spk1", "spk3"] and settings.tuned["num_utterances"] == 2
+    assert json.loads((tmp_path / "tuned.json").read_text())["num_utterances"] == 2
+
+
 def test_retuning_some_levels_keeps_the_other_levels_settings(tmp_path):
     from dsnn_keras.evaluate import tune_decoder
 

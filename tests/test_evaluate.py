@@ -263,6 +263,37 @@ def test_dsnn_eval_reads_and_writes_a_remote_run_directory(trained_run):
     assert len(fileio.read_text(f"{url}/reports/dev_hypotheses.jsonl").splitlines()) == 2
 
 
+def test_dsnn_eval_speakers_decodes_only_their_utterances_and_records_them(trained_run, tmp_path):
+    from dsnn_keras.eval_report import EvalReport
+
+    data, run_dir = trained_run
+    out = tmp_path / "half.json"
+    assert main([str(run_dir), "--data", str(data), "--levels", "0", "--speakers", "spk2,spk0",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_utterances"] == 3 and report["speakers"] == ["spk0", "spk2"]
+    rows = [json.loads(line) for line in (tmp_path / "half_hypotheses.jsonl").read_text().splitlines()]
+    assert [row["utt_id"] for row in rows] == ["dev-0000", "dev-0002", "dev-0004"]   # spk0, spk2, spk0
+    assert "3 utterances of speaker(s) spk0, spk2," in (tmp_path / "half.md").read_text()
+    assert EvalReport.read(out).speakers == ("spk0", "spk2")
+    # --max_utterances counts the chosen speakers' utterances
+    assert main([str(run_dir), "--data", str(data), "--levels", "0", "--speakers", "spk0",
+                 "--max_utterances", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["num_utterances"] == 1
+
+
+def test_a_speaker_the_split_lacks_is_a_one_line_error_naming_the_split_s_speakers(trained_run, tmp_path, capsys):
+    data, run_dir = trained_run
+    out = tmp_path / "none.json"
+    assert main([str(run_dir), "--data", str(data), "--speakers", "spk0,spk9", "--out", str(out)]) == 1
+    err = _error_lines(capsys)
+    assert len(err) == 1
+    assert "split 'dev'" in err[0] and "has no speaker(s) ['spk9'] (it has spk0, spk1, spk2, spk3)" in err[0]
+    assert main([str(run_dir), "--data", str(data), "--speakers", " , ", "--out", str(out)]) == 1
+    assert "--speakers: expected comma-separated speaker ids" in _error_lines(capsys)[0]
+    assert not out.exists()
+
+
 def _error_lines(capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err
