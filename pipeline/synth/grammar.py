@@ -25,7 +25,9 @@ from pipeline.synth import numbers
 LETTERS = tuple(string.ascii_uppercase)
 COMMANDS = ("ENTER", "ERASE", "RUBOUT")
 SINGLE_WORDS = ("YES", "NO", "STOP", "GO", "HELP", "REPEAT", "START", "ENTER", "ERASE", "RUBOUT")
-# Names, streets and places of the kind AN4 speakers spell out.
+# Names, streets and places of the kind AN4 speakers spell out. 41 of them are spelled in AN4's own
+# transcripts (held-out speakers' included), so text or audio from this list is not independent of
+# an AN4 test: keep it out of a model or LM reported on AN4 (docs/results.md, "More LM text").
 SPELL_WORDS = (
     "PITTSBURGH", "CINDY", "JEAN", "PHILLIPS", "PRINCE", "HOWELL", "BEVERLY", "GIBSONIA", "MORE",
     "WOOD", "FORBES", "FIFTH", "MURRAY", "WALNUT", "SHADY", "ELLSWORTH", "DITHRIDGE", "CRAIG",
