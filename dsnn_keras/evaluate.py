@@ -413,8 +413,10 @@ def load_utterances(dataset: Any, split: str, max_utterances: int | None = None,
             features=np.asarray(example["features"], dtype=np.float32)))
     missing = sorted((wanted or set()) - seen)
     if missing:
+        have = sorted(seen)
+        listed = ", ".join(have[:20]) + (f", ... ({len(have)} in all)" if len(have) > 20 else "")
         raise EvaluationError(f"split {split!r} of {dataset.root} has no speaker(s) {missing} "
-                              f"(it has {', '.join(sorted(seen)) or 'none'})")
+                              f"(it has {listed or 'none'})")
     if not utterances:
         raise EvaluationError(f"split {split!r} of {dataset.root} has no utterances")
     return utterances
