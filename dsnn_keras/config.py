@@ -322,6 +322,10 @@ class TrainingConfig:
             distillation term) counts ``level_weights[i]`` times in the step's loss, e.g.
             ``[1, 1, 1, 2]`` to give the sparsest of four levels twice the say. null = all 1.
             Ignored in ``single`` mode (one level: a weight only rescales the loss). Defaults to None.
+        switch_weight: Weight of one extra CTC loss per step on a level switch mid-utterance (an
+            ordered pair of different levels and a cut drawn per step; `dsnn_keras.level_switch`),
+            so a stream that changes level keeps its accuracy. ``dsnn`` mode with two or more levels
+            and a causal chain model (the LSTM encoder) only. 0 = off. Defaults to 0.0.
         learning_rate: Peak learning rate of Adam. Defaults to 1e-3.
         warmup_steps: Linear learning-rate warm-up steps. Defaults to 500.
         final_learning_rate: Learning rate reached at ``total_steps`` by cosine decay. Defaults to 1e-5.
@@ -350,6 +354,7 @@ class TrainingConfig:
     sandwich_levels: Optional[int] = None
     distillation_weight: float = 0.0
     level_weights: Optional[tuple[float, ...]] = None
+    switch_weight: float = 0.0
     learning_rate: float = 1e-3
     warmup_steps: int = 500
     final_learning_rate: float = 1e-5
@@ -372,6 +377,9 @@ class TrainingConfig:
             raise ConfigError(f"{where}: training.sandwich_levels must be >= 1 or null, got {self.sandwich_levels}")
         if self.distillation_weight < 0:
             raise ConfigError(f"{where}: training.distillation_weight must be >= 0, got {self.distillation_weight}")
+        if not (isinstance(self.switch_weight, (int, float)) and not isinstance(self.switch_weight, bool)
+                and math.isfinite(self.switch_weight) and self.switch_weight >= 0):
+            raise ConfigError(f"{where}: training.switch_weight must be a number >= 0, got {self.switch_weight!r}")
         if self.level_weights is not None:
             if not self.level_weights or min(self.level_weights) <= 0:
                 raise ConfigError(f"{where}: training.level_weights must be null or a non-empty list of numbers "
@@ -536,6 +544,13 @@ def config_from_dict(values: Mapping[str, Any], where: str = "<config>") -> Conf
             and config.training.sandwich_levels > len(config.pruning.levels):
         raise ConfigError(f"{where}: training.sandwich_levels ({config.training.sandwich_levels}) must be at most "
                           f"the number of pruning.levels ({len(config.pruning.levels)}), or null for all levels")
+    if config.training.switch_weight > 0 and (config.training.mode != "dsnn" or len(config.pruning.levels) < 2):
+        raise ConfigError(f"{where}: training.switch_weight ({config.training.switch_weight}) trains level switches: "
+                          "it needs training.mode: dsnn and two or more pruning.levels")
+    if config.training.switch_weight > 0 and (config.model.encoder != "lstm" or config.model.conv_padding != "causal"):
+        raise ConfigError(f"{where}: training.switch_weight needs model.encoder: lstm and model.conv_padding: causal "
+                          f"(a model that streams layer by layer), got {config.model.encoder!r} and "
+                          f"{config.model.conv_padding!r}")
     if config.training.mode == "dsnn" and config.training.level_weights is not None \
             and len(config.training.level_weights) != len(config.pruning.levels):
         raise ConfigError(f"{where}: training.level_weights has {len(config.training.level_weights)} entries, "

@@ -333,6 +333,13 @@ class Trainer:
         with self.strategy.scope():
             self.model = build_pruned_model(config, dataset.feature_config, dataset.vocab_size,
                                             dataset.cmvn_mean, dataset.cmvn_std)
+            if t.switch_weight > 0:
+                from dsnn_keras.level_switch import LevelSwitchError, check_switchable
+
+                try:
+                    check_switchable(self.model)
+                except LevelSwitchError as error:
+                    raise TrainingError(str(error)) from None
             self.lr = WarmupCosineDecay(t.learning_rate, t.warmup_steps, t.total_steps, t.final_learning_rate,
                                         t.decay_begin_step)
             self.optimizer = keras.optimizers.Adam(learning_rate=self.lr, global_clipnorm=t.clip_norm)
@@ -423,7 +430,8 @@ class Trainer:
 
         def empty():
             zeros = tf.zeros([num_levels])
-            return [tf.zeros_like(v) for v in variables], zeros, zeros, tf.constant(0.0), tf.constant(0.0)
+            return ([tf.zeros_like(v) for v in variables], zeros, zeros, tf.constant(0.0), tf.constant(0.0),
+                    tf.constant(0.0))
 
         return tf.cond(tf.shape(batch["features"])[0] > 0,
                        lambda: self._replica_compute_rows(batch, levels, step), empty)
@@ -469,6 +477,11 @@ class Trainer:
                         d = distillation_loss(logits, teacher, out_lengths) / global_batch
                         distill_losses.append(d)
                         total += level_weight * weight * d
+            switch_loss = tf.constant(0.0)
+            if cfg.training.switch_weight > 0:
+                switch_loss = self._switch_loss(features, labels, label_lengths, out_lengths, step, global_batch,
+                                                tf.shape(logits)[1])
+                total += cfg.training.switch_weight * switch_loss
         variables = self.model.trainable_variables
         grads = tape.gradient(total, variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
@@ -477,7 +490,27 @@ class Trainer:
             finite &= tf.reduce_all(tf.math.is_finite(g))
         nonfinite = 1.0 - tf.cast(finite, tf.float32)
         distill = tf.stack(distill_losses) if distill_losses else tf.zeros([levels.shape[0]])
-        return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs
+        return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs, switch_loss
+
+    def _switch_loss(self, features, labels, label_lengths, out_lengths, step, global_batch, out_frames):
+        """CTC loss of one level switch mid-utterance (`dsnn_keras.level_switch`): an ordered pair of
+        different levels and a cut in the middle half of the batch's output frames, drawn from
+        (seed, step); 0 when the batch is too short to cut."""
+        from dsnn_keras.level_switch import switched_logits
+
+        k = len(self.levels)
+        seed = tf.stack([tf.constant(self.config.training.seed + 7919, tf.int64), step])
+        draws = tf.random.stateless_uniform([3], seed, dtype=tf.float32)
+        level_a = tf.cast(draws[0] * k, tf.int32) % k
+        level_b = (level_a + 1 + tf.cast(draws[1] * (k - 1), tf.int32) % (k - 1)) % k
+        cut = tf.cast(tf.cast(out_frames, tf.float32) * (0.25 + 0.5 * draws[2]), tf.int32)
+        cut = tf.clip_by_value(cut, 1, tf.maximum(out_frames - 1, 1))
+
+        def loss():
+            logits = switched_logits(self.model, features, level_a, level_b, cut, training=True)
+            return ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
+
+        return tf.cond(out_frames >= 2, loss, lambda: tf.constant(0.0))
 
     def _padding_value(self, features, valid, num_frames):
         prior = self.config.model.running_mean_frames
@@ -490,10 +523,10 @@ class Trainer:
     def _compute_fn(self, batch, levels, step):
         if self.warm_start is None:   # a warm-started run keeps its source's masks (dsnn_keras.warm_start)
             dsnn_keras.update_nested_masks(self.model, step)
-        grads, losses, distill, nonfinite, bad_inputs = self.strategy.run(self._replica_compute,
-                                                                          args=(batch, levels, step))
+        grads, losses, distill, nonfinite, bad_inputs, switch = self.strategy.run(self._replica_compute,
+                                                                                  args=(batch, levels, step))
         reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
-        return grads, reduce(losses), reduce(distill), reduce(nonfinite), reduce(bad_inputs)
+        return grads, reduce(losses), reduce(distill), reduce(nonfinite), reduce(bad_inputs), reduce(switch)
 
     def _apply_fn(self, grads):
         variables = self.model.trainable_variables
@@ -601,7 +634,7 @@ class Trainer:
                              "warm_start": warm})
         saved = restored_from   # the same on every worker: each decides alike when to save
         k, n = len(self.levels), self.config.num_sandwich_levels
-        window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k)}
+        window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k), "switch": np.zeros(2)}
         consecutive_bad, bad_input_steps, last_losses, dev = 0, 0, None, None
         visits = [0] * k
         batches = self.batches() if step < stop else iter(())
@@ -611,7 +644,7 @@ class Trainer:
                     break
                 chosen = sandwich_levels(k, n, np.random.default_rng([cfg.seed, step]))
                 levels = tf.constant(chosen, tf.int32)
-                grads, losses, distill, nonfinite, bad_inputs = self._compute(
+                grads, losses, distill, nonfinite, bad_inputs, switch = self._compute(
                     batch, levels, tf.constant(step, tf.int64))
                 self.state.epoch.assign(epoch)
                 self.state.batch_in_epoch.assign(index)
@@ -650,6 +683,7 @@ class Trainer:
                     window["loss"][l] += v
                     window["distill"][l] += d
                     window["count"][l] += 1
+                window["switch"] += (float(switch.numpy()), 1.0)
                 progress.update(step, "loss " + " ".join(f"{v:.2f}" for v in losses))
                 if step % cfg.log_every == 0 or step == stop:
                     self._log_window(step, window, writer, log_path, progress)
@@ -706,10 +740,15 @@ class Trainer:
         if self.config.training.distillation_weight > 0:
             record["distillation"] = {str(i): float(distill[i]) for i in range(1, len(self.levels))
                                       if window["count"][i]}
+        if self.config.training.switch_weight > 0 and window["switch"][1]:
+            record["switch_loss"] = float(window["switch"][0] / window["switch"][1])
+            with writer.as_default(step=step):
+                _scalar("loss/level_switch", record["switch_loss"], step)
         self._log(log_path, record)
         if not progress.tty:
             progress.message(f"step {step}: lr {lr:.2e} loss " +
                              " ".join(f"L{i}={mean[i]:.3f}" for i in range(len(self.levels)) if window["count"][i])
+                             + (f" switch={record['switch_loss']:.3f}" if "switch_loss" in record else "")
                              + " sparsity " + " ".join(f"{s:.2f}" for s in sparsity))
         for key in window:
             window[key][:] = 0

@@ -280,3 +280,44 @@ def test_padded_frames_are_neutral_with_a_running_mean_normalisation(prepared, t
     cmvn_filled = tf.where(valid[..., None], raw, trainer._cmvn_mean)   # what a plain model's padding is
     assert not np.allclose(trainer.model(cmvn_filled).numpy()[0, :3], trainer.model(raw[:1, :12]).numpy()[0],
                            atol=1e-4)
+
+
+def test_switch_weight_adds_a_level_switch_loss_and_logs_it(prepared, tmp_path):
+    # One batch: with switch_weight 1 the step also trains a switch between the two levels
+    # (dsnn_keras.level_switch), so the loss returned is > 0 and the gradient differs from the plain step's.
+    import tensorflow as tf
+
+    def trainer(name, **training):
+        config = small_config(model={"conv_padding": "causal"}, pruning={"granularity": "unit"},
+                              training=training)
+        return Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / name, stream=io.StringIO())
+
+    plain, switching = trainer("plain"), trainer("switching", switch_weight=1.0)
+    for t in (plain, switching):
+        dsnn_keras.update_nested_masks(t.model, tf.constant(6, tf.int64))
+    _, _, batch = next(iter(plain.batches()))
+    levels, step = tf.constant([0, 1], tf.int32), tf.constant(0, tf.int64)
+    grads_plain, losses_plain, _, _, _, switch_plain = plain._replica_compute_rows(batch, levels, step)
+    grads, losses, _, _, _, switch = switching._replica_compute_rows(batch, levels, step)
+    np.testing.assert_allclose(np.array(losses), np.array(losses_plain), rtol=1e-6)   # the levels' own losses
+    assert float(switch_plain) == 0.0 and np.isfinite(float(switch)) and float(switch) > 0
+    assert any(not np.allclose(np.array(a), np.array(b), atol=1e-7) for a, b in zip(grads, grads_plain))
+    summary = switching.run(max_steps=4)
+    assert summary["step"] == 4
+    logged = [r for r in _log(tmp_path / "switching") if r["event"] == "train"]
+    assert logged and all(np.isfinite(r["switch_loss"]) and r["switch_loss"] > 0 for r in logged)
+    plain.run(max_steps=2)
+    assert all("switch_loss" not in r for r in _log(tmp_path / "plain") if r["event"] == "train")
+
+
+def test_switch_weight_is_checked_against_the_mode_levels_and_model():
+    from dsnn_keras.config import ConfigError
+
+    causal = {"conv_padding": "causal"}
+    with pytest.raises(ConfigError, match="training.switch_weight must be a number >= 0, got -1"):
+        small_config(model=causal, training={"switch_weight": -1})
+    with pytest.raises(ConfigError, match="switch_weight .* needs training.mode: dsnn and two or more"):
+        small_config(model=causal, training={"switch_weight": 1, "mode": "single"})
+    with pytest.raises(ConfigError, match="switch_weight needs model.encoder: lstm and model.conv_padding: causal"):
+        small_config(training={"switch_weight": 1})   # 'same' padding looks ahead
+    assert small_config(model=causal, training={"switch_weight": 0.5}).training.switch_weight == 0.5

@@ -1,0 +1,154 @@
+"""The forward pass of a level switch mid-utterance, for training a model to survive one.
+
+A stream may change level between any two chunks (`tflite.RecognizerStream.set_level`): the state
+one level leaves (LSTM ``h`` and ``c``, the convolutions' cached input frames) is read by another.
+A DSNN trained only on whole utterances at one level each never sees that state, and a stream that
+flips between the densest and the sparsest level every second reads worse than either level alone
+(docs/streaming.md, "Switching level every second"). `switched_logits` computes what such a stream
+computes, in one batched, differentiable pass of the training model: every pruned layer at
+``level_a`` for the output frames before ``cut`` and at ``level_b`` from ``cut`` on, each LSTM
+continuing from the state the other level left (with the units ``level_b`` prunes zeroed, as the
+runtime's narrower layer reads only its own units). `Trainer` adds its CTC loss with weight
+``training.switch_weight`` (docs/training.md, "Level switches").
+
+The model must be a chain of layers (each reading the one before), its pruned LSTMs unidirectional
+and its convolutions causal in time (``model.conv_padding: causal``): the LSTM encoder. A
+convolution's output frames are taken from ``level_a`` before the cut and ``level_b`` after it,
+each computed over the spliced input; frames are counted at each layer's own time resolution (the
+cut times the time strides still to come).
+
+Example:
+    >>> logits = switched_logits(model, features, level_a=0, level_b=3, cut=40, training=True)
+    >>> # logits[:, :40] == model(features) at level 0 (causal); the rest continues at level 3
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from dsnn_keras.errors import DsnnError
+
+
+class LevelSwitchError(DsnnError, ValueError):
+    """The model cannot be trained with level switches (not a chain, or a layer that looks ahead)."""
+
+
+def _wrapped(layer) -> Optional[keras.layers.Layer]:
+    from dsnn_keras.sparsity.wrapper import NestedPruneLowMagnitude
+
+    return layer.layer if isinstance(layer, NestedPruneLowMagnitude) else None
+
+
+def check_switchable(model: keras.Model) -> None:
+    """Raises `LevelSwitchError` unless `switched_logits` can run ``model`` (see the module docstring)."""
+    previous = None
+    for layer in model.layers:
+        parents = [keras_input._keras_history.layer   # pylint: disable=protected-access
+                   for keras_input in layer.inbound_nodes[0].keras_inputs] if layer.inbound_nodes else []
+        names = None if previous is None else {previous.name, getattr(_wrapped(previous), "name", previous.name)}
+        if previous is not None and (len(parents) != 1 or parents[0].name not in names):
+            raise LevelSwitchError(f"training.switch_weight: layer {layer.name!r} does not read the layer before it "
+                                   "(level switches are trained on chain models: the LSTM encoder)")
+        inner = _wrapped(layer)
+        if isinstance(inner, keras.layers.RNN) and (inner.go_backwards or not inner.return_sequences):
+            raise LevelSwitchError(f"training.switch_weight: {layer.name!r} is not a forward sequence LSTM")
+        if isinstance(inner, keras.layers.Conv2D) and inner.padding != "valid":
+            raise LevelSwitchError(f"training.switch_weight: {layer.name!r} pads '{inner.padding}' in time (it looks "
+                                   "ahead); level switches need model.conv_padding: causal")
+        if isinstance(layer, keras.layers.Bidirectional):
+            raise LevelSwitchError(f"training.switch_weight: {layer.name!r} is bidirectional")
+        previous = layer
+
+
+def _time_strides(model: keras.Model) -> dict[str, int]:
+    """``{layer name: product of the time strides of the convolutions after it}``."""
+    remaining, strides = 1, {}
+    for layer in reversed(model.layers):
+        strides[layer.name] = remaining
+        inner = _wrapped(layer) or layer
+        if isinstance(inner, keras.layers.Conv2D):
+            remaining *= int(inner.strides[0])
+    return strides
+
+
+def _unit_mask(wrapper, level) -> Optional[tf.Tensor]:
+    """The 0/1 mask ``[units]`` of the units (LSTM units, conv channels) ``level`` keeps, read from
+    the bias's mask; None when the layer is not pruned by unit (weight masks keep every unit)."""
+    from dsnn_keras.sparsity import masks
+
+    inner = wrapper.layer
+    units = int(inner.units if isinstance(inner, keras.layers.RNN) else getattr(inner, "filters", 0))
+    gates = 4 if isinstance(inner, keras.layers.LSTM) else 1
+    if getattr(wrapper, "granularity", "weight") != "unit" or not units:
+        return None
+    for weight in wrapper._nested.weights:   # pylint: disable=protected-access
+        if tuple(weight.variable.shape) == (gates * units,):   # the bias (an LSTM's: gates i, f, c, o)
+            return masks.mask_for_level(weight.code, level)[:units]
+    return None
+
+
+def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: Any, cut: Any,
+                    training: bool = True) -> tf.Tensor:
+    """The model's output for a stream that switches from ``level_a`` to ``level_b`` at output frame ``cut``.
+
+    Args:
+        model: A nested-wrapped chain model (`check_switchable`).
+        features: ``[batch, frames, bins]``.
+        level_a: The level before the switch (int or int32 scalar tensor).
+        level_b: The level from the switch on.
+        cut: The first output frame computed at ``level_b``, in ``[1, output frames)`` (int32 scalar).
+        training: Dropout and the like on. Defaults to True.
+
+    Returns:
+        Logits ``[batch, output frames, classes]``, as ``model(features)``.
+    """
+    from dsnn_keras.sparsity.wrapper import NestedPruneLowMagnitude
+
+    strides = _time_strides(model)
+    cut = tf.cast(cut, tf.int32)
+    x = features
+    # The units level_b keeps of the layer whose output x carries (its channels' layout unchanged
+    # since): a convolution at level_b reads the frames before the cut through it, as the runtime's
+    # narrower layer reads only its own channels of the cached frames.
+    kept_b = None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if not isinstance(layer, NestedPruneLowMagnitude):
+            x = layer(x, training=training)
+            if not isinstance(layer, (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)):
+                kept_b = None
+            continue
+        inner = layer.layer
+        if isinstance(inner, keras.layers.RNN):
+            here = tf.minimum(cut * strides[layer.name], tf.shape(x)[1])
+            with layer.level_scope(level_a):
+                inner.return_state = True
+                try:
+                    before, h, c = layer(x[:, :here], training=training)
+                finally:
+                    inner.return_state = False
+            kept_b = _unit_mask(layer, level_b)
+            if kept_b is not None:
+                h, c = h * kept_b, c * kept_b
+            with layer.level_scope(level_b):
+                after = layer(x[:, here:], initial_state=[h, c], training=training)
+            x = tf.concat([before, after], axis=1)
+        else:
+            with layer.level_scope(level_a):
+                at_a = layer(x, training=training)
+            x_b = x
+            if kept_b is not None:
+                here_in = tf.minimum(cut * strides[layer.name] * int(inner.strides[0]), tf.shape(x)[1])
+                x_b = tf.concat([x[:, :here_in] * kept_b, x[:, here_in:]], axis=1)
+            with layer.level_scope(level_b):
+                at_b = layer(x_b, training=training)
+            here = tf.minimum(cut * strides[layer.name], tf.shape(at_a)[1])
+            x = tf.concat([at_a[:, :here], at_b[:, here:]], axis=1)
+            kept_b = _unit_mask(layer, level_b)
+    return x
+
+
+__all__ = ["LevelSwitchError", "check_switchable", "switched_logits"]

@@ -1,0 +1,59 @@
+"""dsnn_keras.level_switch: the training model's forward pass of a level switch mid-utterance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dsnn_keras
+from dsnn_keras.level_switch import LevelSwitchError, check_switchable, switched_logits
+from dsnn_keras.sparsity.units import kept_unit_indices
+from dsnn_keras.streaming import StreamingModel
+from harness import causal_recognizer
+from test_streaming import _features, _unit_run, _zero_pruned_state
+
+LEVELS = (0.0, 0.5, 0.7, 0.9)
+
+
+def _at_level(model, features, level):
+    with dsnn_keras.sparsity_level_scope(model, level):
+        return model(features[np.newaxis], training=False)[0].numpy()
+
+
+def test_a_switch_to_the_same_level_is_that_level_s_model():
+    model = _unit_run()
+    features = _features(40, seed=4)
+    for level in range(len(LEVELS)):
+        out = switched_logits(model, features[np.newaxis], level, level, 4, training=False)[0].numpy()
+        np.testing.assert_array_equal(out, _at_level(model, features, level))
+
+
+@pytest.mark.parametrize("level_a, level_b, cut", [(0, 3, 4), (3, 0, 4), (1, 2, 7), (0, 3, 1)])
+def test_a_switch_equals_the_stream_that_switches_level_at_that_frame(level_a, level_b, cut):
+    # The runtime's semantics (docs/streaming.md): the state carries over, the units the new level
+    # prunes read as 0. Output frame `cut` is the first one whose input frames end at 4 * cut.
+    model = _unit_run()
+    features = _features(40, seed=5)
+    streams = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in (level_a, level_b)]
+    first, state = streams[0].step(features[:4 * cut], streams[0].initial_state())
+    second, _ = streams[1].step(features[4 * cut:], _zero_pruned_state(state, kept_unit_indices(model, level_b)))
+    expected = np.concatenate([first.numpy(), second.numpy()])
+    out = switched_logits(model, features[np.newaxis], level_a, level_b, cut, training=False)[0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_array_equal(out[:cut], _at_level(model, features, level_a)[:cut])   # causal: level a's
+    assert not np.allclose(out[cut:], _at_level(model, features, level_b)[cut:], atol=1e-3)   # not a fresh b
+
+
+def test_a_model_that_looks_ahead_or_is_not_a_chain_is_refused_naming_the_layer():
+    import tf_keras as keras
+
+    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    same = dsnn_keras.prune_nested(causal_recognizer(conv_padding="same"), schedule,
+                                   prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"], granularity="unit")
+    with pytest.raises(LevelSwitchError, match=r"conv_0.*'same'.*conv_padding: causal"):
+        check_switchable(same)
+    inputs = keras.Input([None, 4])
+    branch = keras.layers.Dense(4, name="branch")(inputs)
+    merged = keras.layers.Add(name="merge")([inputs, branch])
+    with pytest.raises(LevelSwitchError, match="'merge' does not read the layer before it"):
+        check_switchable(keras.Model(inputs, merged))
+    check_switchable(_unit_run())   # the causal LSTM recognizer is accepted
