@@ -49,6 +49,7 @@ class Utterance:
     utt_id: str
     transcript: str
     features: np.ndarray
+    speaker: str = ""
 
     @property
     def num_frames(self) -> int:
@@ -395,6 +396,8 @@ def load_utterances(dataset: Any, split: str, max_utterances: int | None = None,
         raise EvaluationError(
             f"split {split!r} is not in {fileio.join(dataset.root, 'dataset.json')} "
             f"(available: {', '.join(sorted(dataset.split_names)) or 'none'})")
+    if max_utterances is not None and max_utterances <= 0:
+        raise EvaluationError(f"max_utterances must be > 0, got {max_utterances}")
     wanted = None if speakers is None else set(speakers)
     if wanted is not None and not wanted:
         raise EvaluationError("speakers: expected at least one speaker")
@@ -410,13 +413,13 @@ def load_utterances(dataset: Any, split: str, max_utterances: int | None = None,
             continue   # read on: every asked-for speaker must be found in the split
         utterances.append(Utterance(
             utt_id=str(example["utt_id"]), transcript=str(example["transcript"]),
-            features=np.asarray(example["features"], dtype=np.float32)))
+            features=np.asarray(example["features"], dtype=np.float32), speaker=speaker))
     missing = sorted((wanted or set()) - seen)
     if missing:
-        have = sorted(seen)
+        have = sorted(seen - {""})
         listed = ", ".join(have[:20]) + (f", ... ({len(have)} in all)" if len(have) > 20 else "")
-        raise EvaluationError(f"split {split!r} of {dataset.root} has no speaker(s) {missing} "
-                              f"(it has {listed or 'none'})")
+        raise EvaluationError(f"split {split!r} of {dataset.root} has no speaker {', '.join(missing)} "
+                              + (f"(it has {listed})" if have else "(its examples record no speaker ids)"))
     if not utterances:
         raise EvaluationError(f"split {split!r} of {dataset.root} has no utterances")
     return utterances
@@ -783,7 +786,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
               "best_wer": default_result["best"]["wer"], "grid": default_result["grid"],
               "speed_grid": default_result["speed_grid"]}
     if speakers is not None:
-        record["speakers"] = sorted(set(speakers))
+        record["speakers"] = sorted({utt.speaker for utt in utterances})
     if len(levels) > 1:
         record["levels"] = [{"level": lv, "greedy_wer": result["greedy_wer"], "best_wer": result["best"]["wer"],
                              "grid": result["grid"], "speed_grid": result["speed_grid"]}
@@ -893,7 +896,7 @@ def run_evaluation(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, sp
         decoder_config=decoder_config,
         run_dir=str(run_dir),
         data_dir=str(data_dir),
-        speakers=None if speakers is None else tuple(sorted(set(speakers))),
+        speakers=None if speakers is None else tuple(sorted({utt.speaker for utt in utterances})),
         files={kind: str(path) for kind, path in paths.items()},
         created_by={
             "command": list(sys.argv if command is None else command),

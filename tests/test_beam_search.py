@@ -575,6 +575,7 @@ def test_tune_on_some_speakers_records_them_and_decodes_only_theirs(tmp_path):
     assert json.loads((tmp_path / "tuned.json").read_text())["num_utterances"] == 2
 
 
+@pytest.mark.large
 def test_retuning_some_levels_keeps_the_other_levels_settings(tmp_path):
     from dsnn_keras.evaluate import tune_decoder
 

@@ -276,10 +276,11 @@ def test_dsnn_eval_speakers_decodes_only_their_utterances_and_records_them(train
     assert [row["utt_id"] for row in rows] == ["dev-0000", "dev-0002", "dev-0004"]   # spk0, spk2, spk0
     assert "3 utterances of speaker(s) spk0, spk2," in (tmp_path / "half.md").read_text()
     assert EvalReport.read(out).speakers == ("spk0", "spk2")
-    # --max_utterances counts the chosen speakers' utterances
-    assert main([str(run_dir), "--data", str(data), "--levels", "0", "--speakers", "spk0",
+    # --max_utterances counts the chosen speakers' utterances; the report names the speakers decoded
+    assert main([str(run_dir), "--data", str(data), "--levels", "0", "--speakers", "spk2,spk0",
                  "--max_utterances", "1", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["num_utterances"] == 1
+    report = json.loads(out.read_text())
+    assert report["num_utterances"] == 1 and report["speakers"] == ["spk0"]
 
 
 def test_a_speaker_the_split_lacks_is_a_one_line_error_naming_the_split_s_speakers(trained_run, tmp_path, capsys):
@@ -288,10 +289,41 @@ def test_a_speaker_the_split_lacks_is_a_one_line_error_naming_the_split_s_speake
     assert main([str(run_dir), "--data", str(data), "--speakers", "spk0,spk9", "--out", str(out)]) == 1
     err = _error_lines(capsys)
     assert len(err) == 1
-    assert "split 'dev'" in err[0] and "has no speaker(s) ['spk9'] (it has spk0, spk1, spk2, spk3)" in err[0]
+    assert "split 'dev'" in err[0] and "has no speaker spk9 (it has spk0, spk1, spk2, spk3)" in err[0]
     assert main([str(run_dir), "--data", str(data), "--speakers", " , ", "--out", str(out)]) == 1
     assert "--speakers: expected comma-separated speaker ids" in _error_lines(capsys)[0]
     assert not out.exists()
+
+
+class _Split:
+    """A stand-in for `PreparedDataset` with one split of (utt_id, speaker) examples."""
+
+    root = "/data"
+    split_names = ("dev",)
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def examples(self, split):
+        for utt_id, speaker in self.rows:
+            yield {"utt_id": utt_id, "speaker": speaker, "transcript": "one", "features": np.zeros([3, 80])}
+
+
+def test_load_utterances_reads_past_max_utterances_to_check_every_speaker_asked_for():
+    from dsnn_keras.evaluate import load_utterances
+
+    split = _Split([("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c")])
+    got = load_utterances(split, "dev", max_utterances=1, speakers=["a", "c"])
+    assert [(u.utt_id, u.speaker) for u in got] == [("a1", "a")]
+    with pytest.raises(EvaluationError, match="has no speaker z "):
+        load_utterances(split, "dev", max_utterances=1, speakers=["a", "z"])
+    with pytest.raises(EvaluationError, match="max_utterances must be > 0, got 0"):
+        load_utterances(split, "dev", max_utterances=0)
+    many = _Split([(f"u{i}", f"s{i:02d}") for i in range(25)])
+    with pytest.raises(EvaluationError, match=r"\(it has s00, s01, .*, s19, \.\.\. \(25 in all\)\)"):
+        load_utterances(many, "dev", speakers=["nobody"])
+    with pytest.raises(EvaluationError, match="its examples record no speaker ids"):
+        load_utterances(_Split([("u1", "")]), "dev", speakers=["a"])
 
 
 def _error_lines(capsys):

@@ -54,7 +54,7 @@ def test_help_documents_every_flag_without_importing_tensorflow():
     (["--num_utterances", "2", "--gain_db=6,-6"], "--gain_db: expected LOW,HIGH with LOW <= HIGH"),
     (["--num_utterances", "two"], "invalid int value: 'two'"),
     (["--num_utterances", "2", "--grammar", "numbers"], "--grammar: invalid choice: 'numbers'"),
-    (["--num_utterances", "2", "--sample_rate", "100000"], "sample_rate: expected an integer from 8000 to 48000"),
+    (["--num_utterances", "2", "--sample_rate", "100000"], "--sample_rate: expected 8000 to 48000 Hz, got 100000"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, expected):
     assert main(["--out", str(tmp_path / "out")] + argv) == 2

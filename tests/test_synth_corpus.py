@@ -106,6 +106,7 @@ def test_digits_at_8khz_write_telephone_band_files_of_isolated_digits(tmp_path):
     assert len(texts) == 6 and all(text in {"ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN",
                                             "EIGHT", "NINE"} for text in texts)
     assert manifest["sample_rate"] == 8000 and manifest["config"]["grammar"] == "digits"
+    assert manifest["config"]["sample_rate"] == 8000
     assert manifest["seconds"] == pytest.approx(total, abs=0.01)
 
 
@@ -133,6 +134,12 @@ def test_failed_generation_leaves_nothing_behind(tmp_path):
     with pytest.raises(espeak.EspeakError, match="xx-no-such-voice"):
         write_corpus(SynthConfig(num_utterances=2, design=design), tmp_path / "out", jobs=1, progress=None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_default_corpus_json_has_no_grammar_or_rate_in_its_config(corpora):
+    # Left out at their defaults, so a default corpus's corpus.json is what it was before they existed.
+    config = json.loads((corpora[0] / "corpus.json").read_text())["config"]
+    assert "grammar" not in config and "sample_rate" not in config
 
 
 def test_config_rejects_bad_values_naming_the_field():

@@ -55,6 +55,8 @@ def test_digits_grammar_says_one_digit_word_per_utterance_and_every_digit():
 
 
 def test_an4_is_the_default_grammar_and_an_unknown_one_is_refused():
+    # Pinned: a default corpus says what it said before the grammar became a choice.
+    assert grammar.sample_transcripts(0, 4) == ["JULY SECOND TWENTY TWENTY FOUR", "P L S G", "ERASE T", "ONE ONE FIVE"]
     assert grammar.sample_transcripts(3, 40) == grammar.sample_transcripts(3, 40, "an4")
     with pytest.raises(ValueError, match="grammar: expected one of \\['an4', 'digits'\\], got 'numbers'"):
         grammar.sample_transcripts(3, 40, "numbers")

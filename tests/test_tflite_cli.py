@@ -60,6 +60,18 @@ def test_export_gates_on_the_eval_file_given_with_eval(run_dir, tmp_path, capsys
     assert not out.exists()
 
 
+def test_export_says_when_the_evaluation_covered_only_some_speakers(run_dir, tmp_path, capsys):
+    from tflite.cli import export_main
+
+    half = tmp_path / "half.json"
+    half.write_text(json.dumps({"split": "dev", "speakers": ["fejs", "mcel"], "levels": [
+        {"level": 0, "wer": 0.2}, {"level": 1, "wer": 0.45}]}))
+    assert export_main([str(run_dir), "--out", str(tmp_path / "m.tflite"), "--eval", str(half), "--max_wer", "0.4"]) == 1
+    err = capsys.readouterr().err
+    assert f"the evaluation read ({half}) covers only speaker(s) fejs, mcel of its split" in err
+    assert "level 1: WER 0.4500 exceeds --max_wer 0.4" in err
+
+
 def test_export_rejects_unknown_single_levels_before_converting(run_dir, tmp_path, capsys):
     from tflite.cli import export_main
 

@@ -282,6 +282,7 @@ def test_padded_frames_are_neutral_with_a_running_mean_normalisation(prepared, t
                            atol=1e-4)
 
 
+@pytest.mark.large
 def test_switch_weight_adds_a_level_switch_loss_and_logs_it(prepared, tmp_path):
     # One batch: with switch_weight 1 the step also trains a switch between the two levels
     # (dsnn_keras.level_switch), so the loss returned is > 0 and the gradient differs from the plain step's.

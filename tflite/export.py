@@ -410,6 +410,8 @@ def _level_entries(models, sparsities, feature_config, eval_results) -> tuple[li
         by_level = {int(e["level"]): e for e in eval_results.get("levels", [])}
         evaluation = {"split": eval_results.get("split"),
                       "num_utterances": next((e.get("num_utterances") for e in by_level.values()), None)}
+        if eval_results.get("speakers"):   # dsnn-eval --speakers: the WERs are those speakers' only
+            evaluation["speakers"] = list(eval_results["speakers"])
     entries = []
     for i, (model, sparsity) in enumerate(zip(models, sparsities)):
         cost = level_cost(model, feature_config)
@@ -766,6 +768,10 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
             run = dataclasses.replace(run, eval_results=json.loads(fileio.read_text(eval_path)))
         except ValueError as error:
             raise ExportError(f"{eval_path}: not a valid eval.json ({error})") from error
+    if run.eval_results and run.eval_results.get("speakers"):
+        say(f"note: the evaluation read ({eval_path or fileio.join(run.run_dir, 'eval.json')}) covers only speaker(s) "
+            f"{', '.join(run.eval_results['speakers'])} of its split (dsnn-eval --speakers); the file's dev_wer and "
+            "the WER gate describe those")
     if max_wer is not None:
         wers = check_wer_gate(run.eval_results, len(run.levels), max_wer)
         say(f"WER gate passed: {', '.join(f'{w:.3f}' for w in wers)} <= {max_wer}")

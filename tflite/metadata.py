@@ -66,7 +66,7 @@ METADATA_FIELDS: tuple[MetadataField, ...] = (
     MetadataField("levels[].latency_ms_export_machine", "number", "Multi-level files only: the level's measured latency (ms) on the export machine."),
     MetadataField("levels[].relative_latency", "number", "Multi-level files only: that latency over level 0's."),
     MetadataField("level_clamping", "string", "How an out-of-range `sparsity_level` is clamped."),
-    MetadataField("evaluation", "object | null", "`{split, num_utterances}` of the eval.json the WERs come from."),
+    MetadataField("evaluation", "object | null", "`{split, num_utterances}` of the eval.json the WERs come from (and `speakers` when it covered only some: `dsnn-eval --speakers`)."),
     MetadataField("tokens", "object", "The output vocabulary.", True),
     MetadataField("tokens.pieces", "list of strings", "SentencePiece piece of every token id.", True),
     MetadataField("tokens.blank_id", "int", "The CTC blank's id (= the number of pieces: the last output).", True),

@@ -1,4 +1,4 @@
-"""pipeline.synth: a synthetic AN4-like spoken corpus made with espeak-ng (the ``dsnn-synth`` command).
+"""pipeline.synth: a synthetic spoken corpus made with espeak-ng, AN4-like or isolated digits (the ``dsnn-synth`` command).
 
 Public API (imports numpy, soundfile and soxr lazily in the functions that need them; never TensorFlow).
 """

@@ -1,4 +1,4 @@
-"""Post-processing of synthesised speech: resampling to 16 kHz, mild augmentation, FLAC encoding.
+"""Post-processing of synthesised speech: resampling (to 16 kHz by default), mild augmentation, FLAC encoding.
 
 Every random choice comes from a ``numpy.random.Generator`` the caller seeds from
 ``(corpus seed, utterance index)``, so an utterance's audio does not depend on which worker made
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TARGET_RATE = 16000
-"""Sample rate of the corpus (Hz); LibriSpeech and AN4 use 16 kHz mono."""
+"""Default sample rate of the corpus (Hz; `SynthConfig.sample_rate`); LibriSpeech and AN4 use 16 kHz mono."""
 
 
 @dataclass(frozen=True)

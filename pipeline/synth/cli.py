@@ -1,4 +1,4 @@
-"""``dsnn-synth``: generate a synthetic AN4-like spoken corpus with espeak-ng (LibriSpeech layout).
+"""``dsnn-synth``: generate a synthetic spoken corpus with espeak-ng (AN4-like utterances or isolated digits; LibriSpeech layout).
 
 Example::
 
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         return ",".join(str(v) for v in values)
 
     p = _Parser(prog=PROG, description=(
-        "Generate a synthetic spoken corpus in the AN4 domain (digit strings, spelled letters, numbers, "
-        "dates, short commands) with espeak-ng, written in LibriSpeech layout "
+        "Generate a synthetic spoken corpus with espeak-ng: AN4-like utterances (digit strings, spelled letters, "
+        "numbers, dates, short commands) or isolated digits (--grammar digits), written in LibriSpeech layout "
         "(<split>/<speaker>/<chapter>/<speaker>-<chapter>-<idx>.flac + .trans.txt, mono FLAC, 16 kHz by default) "
         "plus corpus.json. The same seed and arguments give byte-identical files."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -121,13 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from_args(args: argparse.Namespace):
     from pipeline.synth import espeak
     from pipeline.synth.audio import Augmentation
-    from pipeline.synth.corpus import SynthConfig
+    from pipeline.synth.corpus import MAX_RATE, MIN_RATE, SynthConfig
     from pipeline.synth.speakers import SpeakerDesign
 
     if args.num_utterances <= 0:
         raise UsageError(f"--num_utterances: expected an integer >= 1, got {args.num_utterances}")
     if args.jobs < 1:
         raise UsageError(f"--jobs: expected >= 1, got {args.jobs}")
+    if not MIN_RATE <= args.sample_rate <= MAX_RATE:
+        raise UsageError(f"--sample_rate: expected {MIN_RATE} to {MAX_RATE} Hz, got {args.sample_rate}")
     for flag in ("voices", "test_voices"):
         for voice in getattr(args, flag) or ():
             if not espeak.voice_exists(voice):

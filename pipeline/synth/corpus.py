@@ -113,6 +113,10 @@ class SynthConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["design"] = self.design.to_dict()
+        # Left out at their defaults: a default corpus's corpus.json stays what it was before they existed.
+        for name, default in (("grammar", "an4"), ("sample_rate", audio.TARGET_RATE)):
+            if d[name] == default:
+                del d[name]
         return d
 
 
