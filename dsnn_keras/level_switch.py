@@ -23,12 +23,18 @@ Example:
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras as keras
 
 from dsnn_keras.errors import DsnnError
+
+
+# The prefix's final LSTM state is read by switching the layer's return_state on for one call; replicas
+# trace the step in parallel threads (MirroredStrategy), so the switch is held for the call.
+_RETURN_STATE_LOCK = threading.Lock()
 
 
 class LevelSwitchError(DsnnError, ValueError):
@@ -124,7 +130,7 @@ def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: An
         inner = layer.layer
         if isinstance(inner, keras.layers.RNN):
             here = tf.minimum(cut * strides[layer.name], tf.shape(x)[1])
-            with layer.level_scope(level_a):
+            with layer.level_scope(level_a), _RETURN_STATE_LOCK:
                 inner.return_state = True
                 try:
                     before, h, c = layer(x[:, :here], training=training)
