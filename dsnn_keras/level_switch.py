@@ -80,17 +80,15 @@ def _time_strides(model: keras.Model) -> dict[str, int]:
 
 
 def _unit_mask(wrapper, level) -> Optional[tf.Tensor]:
-    """The 0/1 mask ``[units]`` of the units (LSTM units, conv channels) ``level`` keeps, read from
-    the bias's mask; None when the layer is not pruned by unit (weight masks keep every unit)."""
+    """The 0/1 mask ``[units]`` of the LSTM units ``level`` keeps, read from the bias's mask (gates
+    i, f, c, o of every unit); None when the LSTM is not pruned by unit (weight masks keep every unit)."""
     from dsnn_keras.sparsity import masks
 
-    inner = wrapper.layer
-    units = int(inner.units if isinstance(inner, keras.layers.RNN) else getattr(inner, "filters", 0))
-    gates = 4 if isinstance(inner, keras.layers.LSTM) else 1
-    if getattr(wrapper, "granularity", "weight") != "unit" or not units:
+    units = int(wrapper.layer.units)
+    if getattr(wrapper, "granularity", "weight") != "unit":
         return None
     for weight in wrapper._nested.weights:   # pylint: disable=protected-access
-        if tuple(weight.variable.shape) == (gates * units,):   # the bias (an LSTM's: gates i, f, c, o)
+        if tuple(weight.variable.shape) == (4 * units,):
             return masks.mask_for_level(weight.code, level)[:units]
     return None
 
@@ -115,17 +113,11 @@ def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: An
     strides = _time_strides(model)
     cut = tf.cast(cut, tf.int32)
     x = features
-    # The units level_b keeps of the layer whose output x carries (its channels' layout unchanged
-    # since): a convolution at level_b reads the frames before the cut through it, as the runtime's
-    # narrower layer reads only its own channels of the cached frames.
-    kept_b = None
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if not isinstance(layer, NestedPruneLowMagnitude):
             x = layer(x, training=training)
-            if not isinstance(layer, (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)):
-                kept_b = None
             continue
         inner = layer.layer
         if isinstance(inner, keras.layers.RNN):
@@ -136,6 +128,8 @@ def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: An
                     before, h, c = layer(x[:, :here], training=training)
                 finally:
                     inner.return_state = False
+            # The units level_b prunes start from 0, as in the runtime's narrower layer (else a
+            # pruned unit's state from level_a would reach the unpruned output layer).
             kept_b = _unit_mask(layer, level_b)
             if kept_b is not None:
                 h, c = h * kept_b, c * kept_b
@@ -143,17 +137,14 @@ def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: An
                 after = layer(x[:, here:], initial_state=[h, c], training=training)
             x = tf.concat([before, after], axis=1)
         else:
+            # A convolution at level_b reading frames level_a made: the input channels level_b
+            # prunes are masked in its kernel, so it reads them as the runtime does (tested).
             with layer.level_scope(level_a):
                 at_a = layer(x, training=training)
-            x_b = x
-            if kept_b is not None:
-                here_in = tf.minimum(cut * strides[layer.name] * int(inner.strides[0]), tf.shape(x)[1])
-                x_b = tf.concat([x[:, :here_in] * kept_b, x[:, here_in:]], axis=1)
             with layer.level_scope(level_b):
-                at_b = layer(x_b, training=training)
+                at_b = layer(x, training=training)
             here = tf.minimum(cut * strides[layer.name], tf.shape(at_a)[1])
             x = tf.concat([at_a[:, :here], at_b[:, here:]], axis=1)
-            kept_b = _unit_mask(layer, level_b)
     return x
 
 
