@@ -23,18 +23,12 @@ Example:
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras as keras
 
 from dsnn_keras.errors import DsnnError
-
-
-# The prefix's final LSTM state is read by switching the layer's return_state on for one call; replicas
-# trace the step in parallel threads (MirroredStrategy), so the switch is held for the call.
-_RETURN_STATE_LOCK = threading.Lock()
 
 
 class LevelSwitchError(DsnnError, ValueError):
@@ -57,15 +51,49 @@ def check_switchable(model: keras.Model) -> None:
         if previous is not None and (len(parents) != 1 or parents[0].name not in names):
             raise LevelSwitchError(f"training.switch_weight: layer {layer.name!r} does not read the layer before it "
                                    "(level switches are trained on chain models: the LSTM encoder)")
-        inner = _wrapped(layer)
-        if isinstance(inner, keras.layers.RNN) and (inner.go_backwards or not inner.return_sequences):
+        inner = _wrapped(layer) or layer
+        if isinstance(inner, keras.layers.RNN) and (not isinstance(inner, keras.layers.LSTM) or inner.go_backwards
+                                                    or not inner.return_sequences):
             raise LevelSwitchError(f"training.switch_weight: {layer.name!r} is not a forward sequence LSTM")
-        if isinstance(inner, keras.layers.Conv2D) and inner.padding != "valid":
+        if isinstance(inner, (keras.layers.Conv1D, keras.layers.Conv2D)) and inner.padding != "valid":
             raise LevelSwitchError(f"training.switch_weight: {layer.name!r} pads '{inner.padding}' in time (it looks "
                                    "ahead); level switches need model.conv_padding: causal")
+        if isinstance(layer, keras.layers.ZeroPadding2D) and layer.padding[0][1] != 0:
+            raise LevelSwitchError(f"training.switch_weight: {layer.name!r} pads after the last frame (it looks "
+                                   "ahead); level switches need model.conv_padding: causal")
+        if _wrapped(layer) is None and isinstance(layer, (keras.layers.Conv2D, keras.layers.LSTM)) and any(
+                _wrapped(other) is not None for other in model.layers):
+            # A level's pruned channels read as 0 by a wrapped reader (its kernel masks them); an
+            # unpruned reader would see the other level's values in them after a switch.
+            raise LevelSwitchError(f"training.switch_weight: {layer.name!r} is not pruned; level switches are "
+                                   "trained with every Conv2D and LSTM pruned (the default model.prune_layers)")
         if isinstance(layer, keras.layers.Bidirectional):
             raise LevelSwitchError(f"training.switch_weight: {layer.name!r} is bidirectional")
         previous = layer
+
+
+def switch_draw(seed: int, step: Any, num_levels: int, frames: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The switch a training step trains: ``(level_a, level_b, cut)``, a pure function of (seed, step).
+
+    Args:
+        seed: ``training.seed``.
+        step: The step (int64 scalar).
+        num_levels: The run's levels (>= 2).
+        frames: Output frames to cut (int32 scalar); the cut falls in their middle half.
+
+    Returns:
+        Two different levels in ``[0, num_levels)`` and a cut in ``[1, frames - 1]`` (1 when
+        ``frames < 2``: the caller skips such a step), int32 scalars.
+    """
+    if num_levels < 2:
+        raise LevelSwitchError(f"a level switch needs two or more levels, got {num_levels}")
+    draws = tf.random.stateless_uniform([3], tf.stack([tf.constant(seed + 7919, tf.int64),
+                                                       tf.cast(step, tf.int64)]), dtype=tf.float32)
+    level_a = tf.cast(draws[0] * num_levels, tf.int32) % num_levels
+    level_b = (level_a + 1 + tf.cast(draws[1] * (num_levels - 1), tf.int32) % (num_levels - 1)) % num_levels
+    frames = tf.cast(frames, tf.int32)
+    cut = tf.cast(tf.cast(frames, tf.float32) * (0.25 + 0.5 * draws[2]), tf.int32)
+    return level_a, level_b, tf.clip_by_value(cut, 1, tf.maximum(frames - 1, 1))
 
 
 def _time_strides(model: keras.Model) -> dict[str, int]:
@@ -122,12 +150,15 @@ def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: An
         inner = layer.layer
         if isinstance(inner, keras.layers.RNN):
             here = tf.minimum(cut * strides[layer.name], tf.shape(x)[1])
-            with layer.level_scope(level_a), _RETURN_STATE_LOCK:
+            # The prefix's final state: the layer's return_state is switched on for this one call
+            # (traced; MirroredStrategy runs its replicas' step functions one at a time, not concurrently).
+            with layer.level_scope(level_a):
+                returned = inner.return_state
                 inner.return_state = True
                 try:
                     before, h, c = layer(x[:, :here], training=training)
                 finally:
-                    inner.return_state = False
+                    inner.return_state = returned
             # The units level_b prunes start from 0, as in the runtime's narrower layer (else a
             # pruned unit's state from level_a would reach the unpruned output layer).
             kept_b = _unit_mask(layer, level_b)
@@ -148,4 +179,4 @@ def switched_logits(model: keras.Model, features: Any, level_a: Any, level_b: An
     return x
 
 
-__all__ = ["LevelSwitchError", "check_switchable", "switched_logits"]
+__all__ = ["LevelSwitchError", "check_switchable", "switch_draw", "switched_logits"]

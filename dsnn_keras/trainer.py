@@ -336,6 +336,8 @@ class Trainer:
             if t.switch_weight > 0:
                 from dsnn_keras.level_switch import LevelSwitchError, check_switchable
 
+                if len(config.effective_levels) < 2:
+                    raise TrainingError("training.switch_weight needs two or more levels to switch between")
                 try:
                     check_switchable(self.model)
                 except LevelSwitchError as error:
@@ -479,8 +481,7 @@ class Trainer:
                         total += level_weight * weight * d
             switch_loss = tf.constant(0.0)
             if cfg.training.switch_weight > 0:
-                switch_loss = self._switch_loss(features, labels, label_lengths, out_lengths, step, global_batch,
-                                                tf.shape(logits)[1])
+                switch_loss = self._switch_loss(features, labels, label_lengths, out_lengths, step, global_batch)
                 total += cfg.training.switch_weight * switch_loss
         variables = self.model.trainable_variables
         grads = tape.gradient(total, variables)
@@ -492,25 +493,20 @@ class Trainer:
         distill = tf.stack(distill_losses) if distill_losses else tf.zeros([levels.shape[0]])
         return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs, switch_loss
 
-    def _switch_loss(self, features, labels, label_lengths, out_lengths, step, global_batch, out_frames):
+    def _switch_loss(self, features, labels, label_lengths, out_lengths, step, global_batch):
         """CTC loss of one level switch mid-utterance (`dsnn_keras.level_switch`): an ordered pair of
-        different levels and a cut in the middle half of the batch's output frames, drawn from
-        (seed, step); 0 when the batch is too short to cut."""
-        from dsnn_keras.level_switch import switched_logits
+        different levels and a cut in the middle half of the batch's shortest utterance (so every
+        utterance switches), drawn from (seed, step); 0 when that utterance is too short to cut."""
+        from dsnn_keras.level_switch import switch_draw, switched_logits
 
-        k = len(self.levels)
-        seed = tf.stack([tf.constant(self.config.training.seed + 7919, tf.int64), step])
-        draws = tf.random.stateless_uniform([3], seed, dtype=tf.float32)
-        level_a = tf.cast(draws[0] * k, tf.int32) % k
-        level_b = (level_a + 1 + tf.cast(draws[1] * (k - 1), tf.int32) % (k - 1)) % k
-        cut = tf.cast(tf.cast(out_frames, tf.float32) * (0.25 + 0.5 * draws[2]), tf.int32)
-        cut = tf.clip_by_value(cut, 1, tf.maximum(out_frames - 1, 1))
+        shortest = tf.reduce_min(out_lengths)
+        level_a, level_b, cut = switch_draw(self.config.training.seed, step, len(self.levels), shortest)
 
         def loss():
             logits = switched_logits(self.model, features, level_a, level_b, cut, training=True)
             return ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
 
-        return tf.cond(out_frames >= 2, loss, lambda: tf.constant(0.0))
+        return tf.cond(shortest >= 2, loss, lambda: tf.constant(0.0))
 
     def _padding_value(self, features, valid, num_frames):
         prior = self.config.model.running_mean_frames
@@ -655,7 +651,8 @@ class Trainer:
                     bad_input_steps += int(inputs_bad)
                     data = f"{self.dataset.root} split {self.config.data.train_split!r}"
                     self._log(log_path, {"event": "nonfinite", "step": step, "epoch": epoch, "batch": index,
-                                         "losses": [float(x) for x in losses], "consecutive": consecutive_bad,
+                                         "losses": [float(x) for x in losses], "switch_loss": float(switch.numpy()),
+                                         "consecutive": consecutive_bad,
                                          "nonfinite_inputs": inputs_bad})
                     progress.message(f"step {step}: " + (f"NaN/Inf input features in this batch of {data}"
                                                          if inputs_bad else "NaN/Inf loss or gradient")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import dsnn_keras
-from dsnn_keras.level_switch import LevelSwitchError, check_switchable, switched_logits
+from dsnn_keras.level_switch import LevelSwitchError, check_switchable, switch_draw, switched_logits
 from dsnn_keras.sparsity.units import kept_unit_indices
 from dsnn_keras.streaming import StreamingModel
 from harness import causal_recognizer
@@ -57,3 +57,27 @@ def test_a_model_that_looks_ahead_or_is_not_a_chain_is_refused_naming_the_layer(
     with pytest.raises(LevelSwitchError, match="'merge' does not read the layer before it"):
         check_switchable(keras.Model(inputs, merged))
     check_switchable(_unit_run())   # the causal LSTM recognizer is accepted
+
+
+def test_an_unpruned_convolution_in_a_pruned_model_is_refused():
+    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    partly = dsnn_keras.prune_nested(causal_recognizer(seed=1), schedule, prune_layers=["conv_0", "lstm_0", "lstm_1"],
+                                     granularity="unit")
+    with pytest.raises(LevelSwitchError, match="'conv_1' is not pruned"):
+        check_switchable(partly)
+
+
+def test_the_drawn_switch_is_two_different_levels_and_a_cut_inside_the_frames_repeatably():
+    seen_pairs = set()
+    for step in range(200):
+        for levels, frames in ((2, 2), (3, 9), (4, 60)):
+            a, b, cut = (int(v) for v in switch_draw(0, step, levels, frames))
+            assert 0 <= a < levels and 0 <= b < levels and a != b
+            assert 1 <= cut <= frames - 1 and (frames < 8 or frames // 4 <= cut <= 3 * frames // 4)
+            if levels == 4:
+                seen_pairs.add((a, b))
+    assert len(seen_pairs) == 12   # every ordered pair of 4 levels
+    assert [int(v) for v in switch_draw(3, 17, 4, 60)] == [int(v) for v in switch_draw(3, 17, 4, 60)]
+    assert [int(v) for v in switch_draw(3, 17, 4, 60)] != [int(v) for v in switch_draw(4, 17, 4, 60)]
+    with pytest.raises(LevelSwitchError, match="two or more levels"):
+        switch_draw(0, 0, 1, 10)

@@ -70,6 +70,10 @@ def test_export_says_when_the_evaluation_covered_only_some_speakers(run_dir, tmp
     err = capsys.readouterr().err
     assert f"the evaluation read ({half}) covers only speaker(s) fejs, mcel of its split" in err
     assert "level 1: WER 0.4500 exceeds --max_wer 0.4" in err
+    half.write_text(json.dumps({"split": "dev", "speakers": "fejs", "levels": [{"level": 0, "wer": 0.2}]}))
+    assert export_main([str(run_dir), "--out", str(tmp_path / "m.tflite"), "--eval", str(half)]) == 1
+    assert "speakers must be a list of strings, got 'fejs'" in capsys.readouterr().err
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_export_rejects_unknown_single_levels_before_converting(run_dir, tmp_path, capsys):

@@ -768,7 +768,11 @@ def export_run(run_dir, out_path, *, options: ExportOptions = ExportOptions(),
             run = dataclasses.replace(run, eval_results=json.loads(fileio.read_text(eval_path)))
         except ValueError as error:
             raise ExportError(f"{eval_path}: not a valid eval.json ({error})") from error
-    if run.eval_results and run.eval_results.get("speakers"):
+    if run.eval_results and run.eval_results.get("speakers") is not None:
+        speakers = run.eval_results["speakers"]
+        if not isinstance(speakers, list) or not all(isinstance(item, str) for item in speakers):
+            raise ExportError(f"{eval_path or fileio.join(run.run_dir, 'eval.json')}: speakers must be a list of "
+                              f"strings, got {speakers!r}")
         say(f"note: the evaluation read ({eval_path or fileio.join(run.run_dir, 'eval.json')}) covers only speaker(s) "
             f"{', '.join(run.eval_results['speakers'])} of its split (dsnn-eval --speakers); the file's dev_wer and "
             "the WER gate describe those")
