@@ -322,3 +322,30 @@ def test_switch_weight_is_checked_against_the_mode_levels_and_model():
     with pytest.raises(ConfigError, match="switch_weight needs model.encoder: lstm and model.conv_padding: causal"):
         small_config(training={"switch_weight": 1})   # 'same' padding looks ahead
     assert small_config(model=causal, training={"switch_weight": 0.5}).training.switch_weight == 0.5
+
+
+@pytest.mark.large
+def test_switch_training_runs_under_two_mirrored_replicas(prepared, tmp_path):
+    # Each replica traces the switched forward pass (the LSTMs' return_state is switched on and back
+    # for one call); the step runs and logs a finite switch loss.
+    script = textwrap.dedent(f"""
+        import io, json, sys
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+        from fixtures_data import small_config
+        from dsnn_keras.trainer import train
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        config = small_config(model={{"conv_padding": "causal"}}, pruning={{"granularity": "unit"}},
+                              training={{"switch_weight": 1.0, "total_steps": 4}})
+        summary = train(config, {str(prepared)!r}, {str(tmp_path / 'run')!r}, strategy=strategy, stream=io.StringIO())
+        print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "step": summary["step"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"replicas": 2, "step": 4}
+    logged = [r["switch_loss"] for r in _log(tmp_path / "run") if r["event"] == "train"]
+    assert logged and all(np.isfinite(v) and v > 0 for v in logged)
