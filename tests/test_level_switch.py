@@ -81,3 +81,19 @@ def test_the_drawn_switch_is_two_different_levels_and_a_cut_inside_the_frames_re
     assert [int(v) for v in switch_draw(3, 17, 4, 60)] != [int(v) for v in switch_draw(4, 17, 4, 60)]
     with pytest.raises(LevelSwitchError, match="two or more levels"):
         switch_draw(0, 0, 1, 10)
+
+
+def test_with_weight_masks_a_switch_carries_the_whole_state_like_the_stream():
+    # Weight granularity keeps every unit at every level (its masks zero weights, not units), so the
+    # state crosses the switch whole, as in the masked streams the export builds for such a run.
+    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    model = dsnn_keras.prune_nested(causal_recognizer(seed=2), schedule, prune_layers=["conv_0", "conv_1", "lstm_0",
+                                                                                      "lstm_1"])
+    dsnn_keras.update_nested_masks(model, 0)
+    features = _features(36, seed=6)
+    streams = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in (0, 3)]
+    first, state = streams[0].step(features[:16], streams[0].initial_state())
+    second, _ = streams[1].step(features[16:], state)
+    out = switched_logits(model, features[np.newaxis], 0, 3, 4, training=False)[0].numpy()
+    np.testing.assert_allclose(out, np.concatenate([first.numpy(), second.numpy()]), atol=1e-5)
+    assert not np.allclose(out[4:], _at_level(model, features, 3)[4:], atol=1e-3)
