@@ -177,13 +177,10 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error(tmp_path):
         train(small_config(), prepared, tmp_path / "run", stream=io.StringIO())
 
 
-@pytest.mark.large
-def test_two_mirrored_replicas_train_like_one_device_on_the_same_global_batch(prepared, one_device_run, tmp_path):
-    """Each replica gets its rows of the global batch (and their SpecAugment masks): the logged
-    losses match a one-device run's within a relative 1e-4 (only the float sums' order differs).
-
-    The two replicas need their own process (logical CPU devices are set before TensorFlow starts);
-    the one-device run of the same config is the module's, trained in this process."""
+def _train_on_two_mirrored_replicas(config_expression: str, prepared, run_dir) -> dict:
+    """Trains ``config_expression`` (a `small_config(...)` call) under a MirroredStrategy of two logical
+    CPUs in a child process (logical devices are set before TensorFlow starts); returns its
+    ``replicas``, ``step`` and ``losses``."""
     script = textwrap.dedent(f"""
         import io, json, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
@@ -194,14 +191,24 @@ def test_two_mirrored_replicas_train_like_one_device_on_the_same_global_batch(pr
         from fixtures_data import small_config
         from dsnn_keras.trainer import train
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        summary = train(small_config(), {str(prepared)!r}, {str(tmp_path / 'run')!r}, strategy=strategy,
+        summary = train({config_expression}, {str(prepared)!r}, {str(run_dir)!r}, strategy=strategy,
                         stream=io.StringIO())
         print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "step": summary["step"],
                           "losses": summary["last_losses"]}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.large
+def test_two_mirrored_replicas_train_like_one_device_on_the_same_global_batch(prepared, one_device_run, tmp_path):
+    """Each replica gets its rows of the global batch (and their SpecAugment masks): the logged
+    losses match a one-device run's within a relative 1e-4 (only the float sums' order differs).
+
+    The two replicas need their own process (logical CPU devices are set before TensorFlow starts);
+    the one-device run of the same config is the module's, trained in this process."""
+    result = _train_on_two_mirrored_replicas("small_config()", prepared, tmp_path / "run")
     assert result["replicas"] == 2 and result["step"] == 8
     assert all(np.isfinite(v) for v in result["losses"].values())
     start = [r for r in _log(tmp_path / "run") if r["event"] == "start"][0]
@@ -328,24 +335,9 @@ def test_switch_weight_is_checked_against_the_mode_levels_and_model():
 def test_switch_training_runs_under_two_mirrored_replicas(prepared, tmp_path):
     # Each replica traces the switched forward pass (the LSTMs' return_state is switched on and back
     # for one call); the step runs and logs a finite switch loss.
-    script = textwrap.dedent(f"""
-        import io, json, sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-        from fixtures_data import small_config
-        from dsnn_keras.trainer import train
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        config = small_config(model={{"conv_padding": "causal"}}, pruning={{"granularity": "unit"}},
-                              training={{"switch_weight": 1.0, "total_steps": 4}})
-        summary = train(config, {str(prepared)!r}, {str(tmp_path / 'run')!r}, strategy=strategy, stream=io.StringIO())
-        print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "step": summary["step"]}}))
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"replicas": 2, "step": 4}
+    result = _train_on_two_mirrored_replicas(
+        'small_config(model={"conv_padding": "causal"}, pruning={"granularity": "unit"}, '
+        'training={"switch_weight": 1.0, "total_steps": 4})', prepared, tmp_path / "run")
+    assert (result["replicas"], result["step"]) == (2, 4)
     logged = [r["switch_loss"] for r in _log(tmp_path / "run") if r["event"] == "train"]
     assert logged and all(np.isfinite(v) and v > 0 for v in logged)
