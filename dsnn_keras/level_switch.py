@@ -43,6 +43,7 @@ def _wrapped(layer) -> Optional[keras.layers.Layer]:
 
 def check_switchable(model: keras.Model) -> None:
     """Raises `LevelSwitchError` unless `switched_logits` can run ``model`` (see the module docstring)."""
+    pruned = any(_wrapped(layer) is not None for layer in model.layers)
     previous = None
     for layer in model.layers:
         parents = [keras_input._keras_history.layer   # pylint: disable=protected-access
@@ -61,8 +62,7 @@ def check_switchable(model: keras.Model) -> None:
         if isinstance(layer, keras.layers.ZeroPadding2D) and layer.padding[0][1] != 0:
             raise LevelSwitchError(f"training.switch_weight: {layer.name!r} pads after the last frame (it looks "
                                    "ahead); level switches need model.conv_padding: causal")
-        if _wrapped(layer) is None and isinstance(layer, (keras.layers.Conv2D, keras.layers.LSTM)) and any(
-                _wrapped(other) is not None for other in model.layers):
+        if pruned and _wrapped(layer) is None and isinstance(layer, (keras.layers.Conv2D, keras.layers.LSTM)):
             # A level's pruned channels read as 0 by a wrapped reader (its kernel masks them); an
             # unpruned reader would see the other level's values in them after a switch.
             raise LevelSwitchError(f"training.switch_weight: {layer.name!r} is not pruned; level switches are "
