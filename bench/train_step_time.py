@@ -5,6 +5,8 @@ Usage: python bench/train_step_time.py --config configs/an4.yaml [--batch 24 --f
 Builds a tiny synthetic prepared dataset only for its metadata (vocabulary, CMVN), then times the
 trainer's compiled step on fixed random batches of ``batch x frames`` (AN4 averages ~270 frames per
 utterance; 8000 frames per batch ~= 24 x 330). Prints medians and the DSNN/single ratio.
+TensorFlow's thread pools follow ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` (default:
+every core), e.g. ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python bench/...``.
 """
 import argparse
 import io
@@ -25,6 +27,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed steps per mode (after one warm-up)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    with tempfile.TemporaryDirectory(prefix="train_step_time_") as tmp:
+        return _time_steps(args, pathlib.Path(tmp))
+
+
+def _time_steps(args, tmp: pathlib.Path) -> int:
     import tensorflow as tf
 
     from fixtures_data import build_prepared_dataset
@@ -32,11 +39,11 @@ def main(argv=None):
     from dsnn_keras.dataset import PreparedDataset
     from dsnn_keras.trainer import Trainer
 
-    tmp = pathlib.Path(tempfile.mkdtemp())
     data = PreparedDataset.from_dir(build_prepared_dataset(tmp / "data", num_train=8, num_dev=2))
     base = load_config(args.config)
     rng = np.random.default_rng(0)
-    batch = {"features": tf.constant(rng.normal(size=[args.batch, args.frames, 80]).astype(np.float32)),
+    bins = data.feature_config.num_mel_bins
+    batch = {"features": tf.constant(rng.normal(size=[args.batch, args.frames, bins]).astype(np.float32)),
              "num_frames": tf.fill([args.batch], args.frames),
              "labels": tf.constant(rng.integers(1, data.vocab_size, size=[args.batch, args.labels]), tf.int32),
              "label_lengths": tf.fill([args.batch], args.labels),
@@ -50,10 +57,9 @@ def main(argv=None):
         n = config.num_sandwich_levels
         levels = tf.constant(list(range(n)), tf.int32)
         times = []
-        t0 = time.perf_counter()
         for i in range(args.steps + 1):
             t = time.perf_counter()
-            grads, losses, _, _, _ = trainer._compute(batch, levels, tf.constant(i, tf.int64))
+            grads, losses, *_ = trainer._compute(batch, levels, tf.constant(i, tf.int64))
             trainer._apply(grads)
             float(losses[0])
             times.append(time.perf_counter() - t)
@@ -63,7 +69,8 @@ def main(argv=None):
         print(f"{mode}: {n} level(s), median step {results[mode]:.3f} s "
               f"(batch {args.batch} x {args.frames} frames)", flush=True)
     print(f"ratio dsnn/single: {results['dsnn'] / results['single']:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,10 @@
   round trips keep weights, codes, step and schedule; outputs identical at every level.
 - `outputs_per_level(model, inputs)`: the model's outputs at each level (for parity checks, e.g.
   against an exported TFLite model).
+- `causal_recognizer()`, `unit_pruned_recognizer()`, `random_features(frames)` and
+  `zero_pruned_state(state, kept)`: a small streamable model, pruned by whole units at
+  `STREAM_LEVELS`, its inputs, and the streaming state a level switch hands on (the streaming and
+  level-switch tests).
 
 Example:
     >>> from harness import run_nested_layer_test   # tests/ is on sys.path under pytest
@@ -250,3 +254,40 @@ def causal_recognizer(seed: int = 0, time_padding=None, conv_padding: str = "val
     x = keras.layers.LSTM(16, return_sequences=True, name="lstm_0")(x)
     x = keras.layers.LSTM(12, return_sequences=True, name="lstm_1")(x)
     return keras.Model(features, keras.layers.Dense(classes, name="logits")(x))
+
+
+STREAM_LEVELS = (0.0, 0.5, 0.7, 0.9)
+
+
+def random_features(frames: int, seed: int = 0, bins: int = 20) -> np.ndarray:
+    """``frames`` x ``bins`` standard-normal features (``causal_recognizer``'s default 20 bins)."""
+    return np.random.default_rng(seed).normal(size=[frames, bins]).astype(np.float32)
+
+
+def unit_pruned_recognizer(running_mean_frames: int = 0) -> keras.Model:
+    """``causal_recognizer(seed=1)`` pruned by whole units (convolutions and LSTMs) at every level of
+    `STREAM_LEVELS`, its masks set (a finished run's shape)."""
+    base = causal_recognizer(seed=1, running_mean_frames=running_mean_frames)
+    schedule = NestedPolynomialDecay(STREAM_LEVELS, begin_step=0, end_step=0)
+    model = prune_nested(base, schedule, prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"],
+                         granularity="unit")
+    update_nested_masks(model, 0)
+    return model
+
+
+def zero_pruned_state(state: dict, kept: dict) -> dict:
+    """The masked model's state with every unit the level prunes set to 0 (the documented mapping)."""
+    positions = {"state_conv_1_frames": ("conv_0", 2), "state_lstm_0_h": ("lstm_0", 0),
+                 "state_lstm_0_c": ("lstm_0", 0), "state_lstm_1_h": ("lstm_1", 0), "state_lstm_1_c": ("lstm_1", 0)}
+    out = {}
+    for name, value in state.items():
+        value = np.array(value)
+        if name in positions:
+            layer, axis = positions[name]
+            keep = np.zeros(value.shape[axis], bool)
+            keep[kept[layer]] = True
+            shape = [1] * value.ndim
+            shape[axis] = -1
+            value = value * keep.reshape(shape)
+        out[name] = value
+    return out

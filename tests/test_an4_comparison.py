@@ -4,7 +4,6 @@ the report tables.
 The eval.json / train_time.json inputs of the report tests are FABRICATED FIXTURES (numbers made up
 for the test), not measurements; the end-to-end script needs far more than a test's time budget.
 """
-import importlib.util
 import json
 import pathlib
 import sys
@@ -12,16 +11,13 @@ import sys
 import pytest
 
 from dsnn_keras.beam_search import BeamSearchConfig, DecoderSettings
+from harness_bench import load_bench_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("an4_comparison", ROOT / "bench" / "an4_comparison.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["an4_comparison"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("an4_comparison")
 
 
 cmp = _load_script()

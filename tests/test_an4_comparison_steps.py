@@ -1,24 +1,17 @@
 """bench/an4_comparison.py's steps use dsnn-job's caching (dsnn_job.artifacts): fingerprinted,
 skipped when up to date, made again with what follows when an input changes, and outputs of the
 older script (no _artifact.json) recorded as they are. The commands are faked (no training here)."""
-import importlib.util
 import json
 import pathlib
-import sys
 
 import pytest
 
 from dsnn_job.artifacts import read_record
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from harness_bench import load_bench_script
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("an4_comparison_steps", ROOT / "bench" / "an4_comparison.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["an4_comparison_steps"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("an4_comparison", "an4_comparison_steps")
 
 
 cmp = _load_script()

@@ -3,22 +3,15 @@
 The eval.json, results.json and timing inputs are FABRICATED FIXTURES (numbers made up for the
 test), not measurements.
 """
-import importlib.util
 import json
 import pathlib
-import sys
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from harness_bench import load_bench_script
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("an4_routes", ROOT / "bench" / "an4_routes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["an4_routes"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("an4_routes")
 
 
 routes = _load_script()

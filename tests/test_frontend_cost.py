@@ -1,20 +1,13 @@
 """bench/frontend_cost.py runs end to end on a tiny exported file and real AN4 audio."""
-import importlib.util
-import pathlib
 
 import pytest
 
 import harness_tflite as h
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from harness_bench import load_bench_script
 
 
 def _bench_module():
-    """The script as a module: its ``main(argv)`` is what ``python bench/frontend_cost.py`` runs."""
-    spec = importlib.util.spec_from_file_location("frontend_cost", ROOT / "bench" / "frontend_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("frontend_cost")
 
 
 @pytest.mark.large

@@ -1,24 +1,17 @@
 """bench/fsdd_folds.py: fold assignment, the held-out speakers each fold prepares with, the beam
 decoder tuned on AN4's held-out speakers only, resuming, and the pooled WER. The commands are faked
 (no training here); real runs are reported in docs/results.md ("Multi-corpus")."""
-import importlib.util
 import json
 import pathlib
-import sys
 
 import pytest
 
 from dsnn_keras.eval_report import EvalReport
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from harness_bench import load_bench_script
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("fsdd_folds", ROOT / "bench" / "fsdd_folds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fsdd_folds"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("fsdd_folds")
 
 
 folds = _load_script()

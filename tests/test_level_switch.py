@@ -8,10 +8,8 @@ import dsnn_keras
 from dsnn_keras.level_switch import LevelSwitchError, check_switchable, switch_draw, switched_logits
 from dsnn_keras.sparsity.units import kept_unit_indices
 from dsnn_keras.streaming import StreamingModel
-from harness import causal_recognizer
-from test_streaming import _features, _unit_run, _zero_pruned_state
-
-LEVELS = (0.0, 0.5, 0.7, 0.9)
+from harness import STREAM_LEVELS, causal_recognizer, random_features
+from harness import unit_pruned_recognizer, zero_pruned_state
 
 
 def _at_level(model, features, level):
@@ -20,9 +18,9 @@ def _at_level(model, features, level):
 
 
 def test_a_switch_to_the_same_level_is_that_level_s_model():
-    model = _unit_run()
-    features = _features(40, seed=4)
-    for level in range(len(LEVELS)):
+    model = unit_pruned_recognizer()
+    features = random_features(40, seed=4)
+    for level in range(len(STREAM_LEVELS)):
         out = switched_logits(model, features[np.newaxis], level, level, 4, training=False)[0].numpy()
         np.testing.assert_array_equal(out, _at_level(model, features, level))
 
@@ -31,11 +29,11 @@ def test_a_switch_to_the_same_level_is_that_level_s_model():
 def test_a_switch_equals_the_stream_that_switches_level_at_that_frame(level_a, level_b, cut):
     # The runtime's semantics (docs/streaming.md): the state carries over, the units the new level
     # prunes read as 0. Output frame `cut` is the first one whose input frames end at 4 * cut.
-    model = _unit_run()
-    features = _features(40, seed=5)
+    model = unit_pruned_recognizer()
+    features = random_features(40, seed=5)
     streams = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in (level_a, level_b)]
     first, state = streams[0].step(features[:4 * cut], streams[0].initial_state())
-    second, _ = streams[1].step(features[4 * cut:], _zero_pruned_state(state, kept_unit_indices(model, level_b)))
+    second, _ = streams[1].step(features[4 * cut:], zero_pruned_state(state, kept_unit_indices(model, level_b)))
     expected = np.concatenate([first.numpy(), second.numpy()])
     out = switched_logits(model, features[np.newaxis], level_a, level_b, cut, training=False)[0].numpy()
     np.testing.assert_allclose(out, expected, atol=1e-5)
@@ -46,7 +44,7 @@ def test_a_switch_equals_the_stream_that_switches_level_at_that_frame(level_a, l
 def test_a_model_that_looks_ahead_or_is_not_a_chain_is_refused_naming_the_layer():
     import tf_keras as keras
 
-    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    schedule = dsnn_keras.NestedPolynomialDecay(STREAM_LEVELS, begin_step=0, end_step=0)
     same = dsnn_keras.prune_nested(causal_recognizer(conv_padding="same"), schedule,
                                    prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"], granularity="unit")
     with pytest.raises(LevelSwitchError, match=r"conv_0.*'same'.*conv_padding: causal"):
@@ -56,11 +54,11 @@ def test_a_model_that_looks_ahead_or_is_not_a_chain_is_refused_naming_the_layer(
     merged = keras.layers.Add(name="merge")([inputs, branch])
     with pytest.raises(LevelSwitchError, match="'merge' does not read the layer before it"):
         check_switchable(keras.Model(inputs, merged))
-    check_switchable(_unit_run())   # the causal LSTM recognizer is accepted
+    check_switchable(unit_pruned_recognizer())   # the causal LSTM recognizer is accepted
 
 
 def test_an_unpruned_convolution_in_a_pruned_model_is_refused():
-    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    schedule = dsnn_keras.NestedPolynomialDecay(STREAM_LEVELS, begin_step=0, end_step=0)
     partly = dsnn_keras.prune_nested(causal_recognizer(seed=1), schedule, prune_layers=["conv_0", "lstm_0", "lstm_1"],
                                      granularity="unit")
     with pytest.raises(LevelSwitchError, match="'conv_1' is not pruned"):
@@ -86,11 +84,11 @@ def test_the_drawn_switch_is_two_different_levels_and_a_cut_inside_the_frames_re
 def test_with_weight_masks_a_switch_carries_the_whole_state_like_the_stream():
     # Weight granularity keeps every unit at every level (its masks zero weights, not units), so the
     # state crosses the switch whole, as in the masked streams the export builds for such a run.
-    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
+    schedule = dsnn_keras.NestedPolynomialDecay(STREAM_LEVELS, begin_step=0, end_step=0)
     model = dsnn_keras.prune_nested(causal_recognizer(seed=2), schedule, prune_layers=["conv_0", "conv_1", "lstm_0",
                                                                                       "lstm_1"])
     dsnn_keras.update_nested_masks(model, 0)
-    features = _features(36, seed=6)
+    features = random_features(36, seed=6)
     streams = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in (0, 3)]
     first, state = streams[0].step(features[:16], streams[0].initial_state())
     second, _ = streams[1].step(features[16:], state)

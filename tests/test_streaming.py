@@ -8,11 +8,11 @@ import tf_keras as keras
 import dsnn_keras
 from dsnn_keras.sparsity.units import kept_unit_indices, narrow_model
 from dsnn_keras.streaming import StreamingError, StreamingModel
-from harness import causal_recognizer
+from harness import STREAM_LEVELS, causal_recognizer, random_features
+from harness import unit_pruned_recognizer, zero_pruned_state
 from harness_tflite import stream_step_tflite
 
 BINS = 20   # causal_recognizer's default
-LEVELS = (0.0, 0.5, 0.7, 0.9)
 
 
 def _stream(stream: StreamingModel, features: np.ndarray, cuts, state=None):
@@ -24,15 +24,11 @@ def _stream(stream: StreamingModel, features: np.ndarray, cuts, state=None):
     return np.concatenate(outputs), state
 
 
-def _features(frames: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=[frames, BINS]).astype(np.float32)
-
-
 @pytest.mark.parametrize("frames", [1, 2, 3, 4, 5, 17, 60])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 100])
 def test_chunked_outputs_equal_the_whole_utterance(frames, chunk):
     model = causal_recognizer()
-    features = _features(frames)
+    features = random_features(frames)
     streamed, _ = _stream(StreamingModel(model), features, list(range(chunk, frames, chunk)))
     whole = model(features[np.newaxis])[0].numpy()
     assert streamed.shape == whole.shape
@@ -41,7 +37,7 @@ def test_chunked_outputs_equal_the_whole_utterance(frames, chunk):
 
 def test_empty_chunks_emit_nothing_and_keep_the_state():
     stream = StreamingModel(causal_recognizer())
-    features = _features(9)
+    features = random_features(9)
     state = stream.initial_state()
     _, state = stream.step(features[:5], state)
     out, after = stream.step(features[:0], state)
@@ -52,7 +48,7 @@ def test_empty_chunks_emit_nothing_and_keep_the_state():
 
 def test_less_left_padding_than_kernel_minus_one_still_streams_exactly():
     model = causal_recognizer(time_padding=1)
-    features = _features(21)
+    features = random_features(21)
     streamed, _ = _stream(StreamingModel(model), features, [1, 2, 3, 8, 13])
     np.testing.assert_allclose(streamed, model(features[np.newaxis])[0].numpy(), atol=1e-6)
 
@@ -92,24 +88,15 @@ def test_a_reshape_that_mixes_frames_is_refused():
         StreamingModel(model)
 
 
-def _unit_run(running_mean_frames: int = 0):
-    base = causal_recognizer(seed=1, running_mean_frames=running_mean_frames)
-    schedule = dsnn_keras.NestedPolynomialDecay(LEVELS, begin_step=0, end_step=0)
-    model = dsnn_keras.prune_nested(base, schedule, prune_layers=["conv_0", "conv_1", "lstm_0", "lstm_1"],
-                                    granularity="unit")
-    dsnn_keras.update_nested_masks(model, 0)
-    return model
-
-
 def _sliced_streams(model):
     widths = {"conv_0": 8, "conv_1": 8, "lstm_0": 16, "lstm_1": 12}
     return [StreamingModel(narrow_model(model, level), state_units=widths,
-                           kept_units=kept_unit_indices(model, level)) for level in range(len(LEVELS))]
+                           kept_units=kept_unit_indices(model, level)) for level in range(len(STREAM_LEVELS))]
 
 
 def test_sliced_levels_share_the_dense_state_layout_and_equal_the_masked_model():
-    model = _unit_run()
-    features = _features(23, seed=2)
+    model = unit_pruned_recognizer()
+    features = random_features(23, seed=2)
     sliced = _sliced_streams(model)
     for level, stream in enumerate(sliced):
         masked = StreamingModel(dsnn_keras.strip_nested(model, level))
@@ -121,32 +108,14 @@ def test_sliced_levels_share_the_dense_state_layout_and_equal_the_masked_model()
             np.testing.assert_allclose(np.asarray(state_sliced[name]), np.asarray(state_masked[name]), atol=1e-5)
 
 
-def _zero_pruned_state(state: dict, kept: dict) -> dict:
-    """The masked model's state with every unit the level prunes set to 0 (the documented mapping)."""
-    positions = {"state_conv_1_frames": ("conv_0", 2), "state_lstm_0_h": ("lstm_0", 0),
-                 "state_lstm_0_c": ("lstm_0", 0), "state_lstm_1_h": ("lstm_1", 0), "state_lstm_1_c": ("lstm_1", 0)}
-    out = {}
-    for name, value in state.items():
-        value = np.array(value)
-        if name in positions:
-            layer, axis = positions[name]
-            keep = np.zeros(value.shape[axis], bool)
-            keep[kept[layer]] = True
-            shape = [1] * value.ndim
-            shape[axis] = -1
-            value = value * keep.reshape(shape)
-        out[name] = value
-    return out
-
-
 @pytest.mark.parametrize("running_mean_frames", [0, 6])
 def test_switching_level_mid_stream_continues_from_the_shared_state(running_mean_frames):
     # With a running mean normalisation its sum and count are the stream's, whatever the level.
-    model = _unit_run(running_mean_frames)
-    features = _features(40, seed=3)
+    model = unit_pruned_recognizer(running_mean_frames)
+    features = random_features(40, seed=3)
     sliced = _sliced_streams(model)
-    masked = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in range(len(LEVELS))]
-    kept = [kept_unit_indices(model, level) for level in range(len(LEVELS))]
+    masked = [StreamingModel(dsnn_keras.strip_nested(model, level)) for level in range(len(STREAM_LEVELS))]
+    kept = [kept_unit_indices(model, level) for level in range(len(STREAM_LEVELS))]
     plan = [(0, 0, 9), (3, 9, 21), (1, 21, 30), (0, 30, 40)]
     outputs = {"sliced": [], "masked": []}
     states = {"sliced": sliced[0].initial_state(), "masked": masked[0].initial_state()}
@@ -154,9 +123,9 @@ def test_switching_level_mid_stream_continues_from_the_shared_state(running_mean
         out, states["sliced"] = sliced[level].step(features[start:stop], states["sliced"])
         outputs["sliced"].append(out.numpy())
         out, states["masked"] = masked[level].step(features[start:stop],
-                                                   _zero_pruned_state(states["masked"], kept[level]))
+                                                   zero_pruned_state(states["masked"], kept[level]))
         outputs["masked"].append(out.numpy())
-        for name, value in _zero_pruned_state(states["sliced"], kept[level]).items():
+        for name, value in zero_pruned_state(states["sliced"], kept[level]).items():
             np.testing.assert_array_equal(value, np.asarray(states["sliced"][name]))   # pruned units hold 0
     switched = np.concatenate(outputs["sliced"])
     np.testing.assert_allclose(switched, np.concatenate(outputs["masked"]), atol=1e-5)
@@ -175,7 +144,7 @@ def test_the_step_converts_to_builtin_tflite_ops_and_streams_through_litert():
     data = stream_step_tflite(stream, BINS)
     assert all(op.is_builtin for op in flatbuffer.operators(data))
     runner = Interpreter(model_content=data).get_signature_runner()
-    features = _features(40)
+    features = random_features(40)
     state, outputs = stream.initial_state(), []
     for start, stop in [(0, 1), (1, 1), (1, 7), (7, 40)]:
         result = runner(features=features[start:stop], **state)

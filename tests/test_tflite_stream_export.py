@@ -13,6 +13,7 @@ import pytest
 
 import harness_tflite as h
 from tflite import signatures as sig
+from harness_bench import load_bench_script
 
 _ROOT = pathlib.Path(tempfile.mkdtemp(prefix="dsnn_stream_export_"))
 
@@ -280,11 +281,7 @@ def test_dsnn_transcribe_and_bench_stream_take_remote_paths_like_local_ones(tmp_
 
 
 def test_stream_wer_bench_switches_on_schedule_and_counts_time_per_level():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("stream_wer", pathlib.Path(__file__).parents[1] / "bench" / "stream_wer.py")
-    stream_wer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stream_wer)
+    stream_wer = load_bench_script("stream_wer")
     assert stream_wer.level_schedule("flip", 4, 5) == [0, 3, 0, 3, 0]
     assert stream_wer.level_schedule("cycle", 3, 5) == [0, 1, 2, 0, 1]
     recognizer = _recognizer("float")
@@ -407,11 +404,7 @@ def test_export_cli_says_when_a_quantized_stream_had_no_real_speech_to_gate_its_
 
 
 def test_padded_wer_bench_pads_each_clip_at_its_own_floor_and_decodes_it():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("padded_wer", pathlib.Path(__file__).parents[1] / "bench" / "padded_wer.py")
-    padded_wer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(padded_wer)
+    padded_wer = load_bench_script("padded_wer")
     assert padded_wer.parse_pads("0,0.3,1") == [0.0, 0.3, 1.0]
     with pytest.raises(SystemExit, match="--pad_s"):
         padded_wer.parse_pads("0,-1")
