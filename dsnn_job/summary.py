@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 # 3: adds per level "beam_wer", "beam_cer", "beam_transcript", "decoder_ms_median" (None without the
 # beam decoder) and "decoder" (None, or the tuned settings: lm_weight, word_bonus, beam_width, tuned_on).
+# Since 2026-12 (still 3, keys only added): per level "beam" (None, or the settings that level decodes
+# with: lm_weight, word_bonus, beam_width) and "decoder.per_level" (True when the levels differ).
 # 2: adds "warm_start" (None, or run/warm_start.json) and "push" (None without --push_dir, else the
 # push step's decision: status, version, reason, compared_to, tolerance, forced, comparisons, ...).
 FORMAT_VERSION = 3
@@ -87,6 +89,7 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     text_by_level = {int(e["level"]): e["text"] for e in transcripts["levels"]}
     beam_text_by_level = {int(e["level"]): e.get("beam_text") for e in transcripts["levels"]}
     decoder_rows = {int(r["level"]): r for r in (bench.get("decoder") or {}).get("rows", [])}
+    settings = _decoder_settings(out) if wants_beam else None
     one_thread = min(bench["threads"])
     rows = []
     for entry in meta.levels:
@@ -109,6 +112,7 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
             "beam_cer": beam_by_level[level].cer if level in beam_by_level else None,
             "beam_transcript": beam_text_by_level.get(level),
             "decoder_ms_median": decoder_rows.get(level, {}).get("decoder_median_ms") if wants_beam else None,
+            "beam": None if settings is None else _beam_summary(settings.beam_for(level)),
         })
     files = bench["files"]
     model_file = files.get(model_name, {})
@@ -135,7 +139,7 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     from dsnn_keras.warm_start import read_warm_start
 
     summary["warm_start"] = read_warm_start(fileio.join(out, "run"))
-    summary["decoder"] = _decoder_summary(out, evaluation.split) if wants_beam else None
+    summary["decoder"] = None if settings is None else _decoder_summary(settings, evaluation.split, rows)
     decision = fileio.join(out, "push", "decision.json")
     wants_push = fileio.isfile(decision) if config is None else getattr(config, "push_dir", None) is not None
     summary["push"] = _read_json(decision) if wants_push else None
@@ -154,19 +158,51 @@ def build_summary(out: AnyPath, config: Any = None, steps: Sequence[Any] = (),
     return summary
 
 
-def _decoder_summary(out: AnyPath, eval_split: str) -> dict[str, Any]:
-    """The tuned beam decoder's settings from ``decoder/decoder.json`` and what they were tuned on."""
+def _decoder_settings(out: AnyPath):
     from dsnn_keras.beam_search import DecoderSettings
 
     settings = DecoderSettings.read(fileio.join(out, "decoder"))
     if settings is None:
         raise FileNotFoundError(f"{fileio.join(out, 'decoder', 'decoder.json')}: missing; the tune step has not run")
+    return settings
+
+
+def _beam_summary(beam) -> dict[str, Any]:
+    return {"lm_weight": beam.lm_weight, "word_bonus": beam.word_bonus, "beam_width": beam.beam_width}
+
+
+def _decoder_summary(settings, eval_split: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The tuned beam decoder's settings (``decoder/decoder.json``) and what they were tuned on.
+
+    The top-level ``lm_weight``/``word_bonus``/``beam_width`` are the default (``beam``) ones; with
+    per-level settings (``dsnn-eval --tune --tune_level all``) ``per_level`` is True and each row's
+    ``beam`` names what that level decodes with.
+    """
     tuned = dict(settings.tuned or {})
-    return {"lm_weight": settings.beam.lm_weight, "word_bonus": settings.beam.word_bonus,
-            "beam_width": settings.beam.beam_width, "lexicon": settings.beam.lexicon,
-            "tuned_on": tuned.get("split"), "tuned_level": tuned.get("level"),
+    per_level = len({tuple(sorted(r["beam"].items())) for r in rows if r.get("beam")}) > 1
+    return {**_beam_summary(settings.beam), "lexicon": settings.beam.lexicon,
+            "tuned_on": tuned.get("split"), "tuned_level": tuned.get("level"), "per_level": per_level,
             "tuned_wer": tuned.get("best_wer"), "tuned_greedy_wer": tuned.get("greedy_wer"),
             "tuned_on_eval_split": tuned.get("split") == eval_split}
+
+
+def _beam_note(decoder: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    optimistic = (" — the evaluated split itself, so its beam WER is optimistic by the tuning"
+                  if decoder["tuned_on_eval_split"] else "")
+    lexicon = " under its lexicon" if decoder.get("lexicon", True) else ""
+    if decoder.get("per_level") and all(r.get("beam") for r in rows):
+        per_level = "; ".join(f"level {r['level']}: {r['beam']['lm_weight']:g} / {r['beam']['word_bonus']:g} / "
+                              f"{r['beam']['beam_width']}" for r in rows)
+        settings = (f"CTC beam search with the word 3-gram LM of the training transcripts{lexicon}, "
+                    f"LM weight / word bonus / beam width tuned on `{decoder['tuned_on']}` per level "
+                    f"({per_level}){optimistic}")
+    else:
+        settings = (f"CTC beam search (width {decoder['beam_width']}) with the word 3-gram LM of the training "
+                    f"transcripts{lexicon}, LM weight {decoder['lm_weight']:g} and word bonus "
+                    f"{decoder['word_bonus']:g} tuned on `{decoder['tuned_on']}` at level "
+                    f"{decoder['tuned_level']}{optimistic}")
+    return (f" Beam: {settings}; `model.tflite` carries them (`Recognizer(path, decoder=\"beam\")`). "
+            "Decoder ms: the search alone, beside the model's latency.")
 
 
 def _text(value: Any) -> Optional[str]:
@@ -181,15 +217,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
     """The summary table (one row per level) plus the file and the transcribed utterance."""
     m = summary["model"]
     decoder = summary.get("decoder")
-    beam_note = ""
-    if decoder:
-        beam_note = (f" Beam: CTC beam search (width {decoder['beam_width']}) with the word 3-gram LM of the "
-                     f"training transcripts under its lexicon, LM weight {decoder['lm_weight']:g} and word bonus "
-                     f"{decoder['word_bonus']:g} tuned on `{decoder['tuned_on']}` at level {decoder['tuned_level']}"
-                     + (" — the evaluated split itself, so its beam WER is optimistic by the tuning"
-                        if decoder["tuned_on_eval_split"] else "")
-                     + "; `model.tflite` carries them (`Recognizer(path, decoder=\"beam\")`). "
-                       "Decoder ms: the search alone, beside the model's latency.")
+    beam_note = _beam_note(decoder, summary["levels"]) if decoder else ""
     lines = [f"# dsnn-job summary: {summary['out_dir']}", "",
              f"WER/CER: {summary['eval_utterances']} `{summary['eval_split']}` utterances, Keras model "
              f"(greedy CTC{'' if decoder else ', no LM'}; a float export matches it, a quantized one only "

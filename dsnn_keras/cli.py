@@ -1,4 +1,4 @@
-"""Command-line entry points of dsnn_keras: ``dsnn-train``, ``dsnn-eval`` and ``dsnn-lm``.
+"""Command-line entry points of dsnn_keras: ``dsnn-train``, ``dsnn-eval``, ``dsnn-lm`` and ``dsnn-average``.
 
 TensorFlow is imported only after the arguments are parsed, so ``--help`` is instant.
 """
@@ -111,6 +111,41 @@ def lm_main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"dsnn-lm: {info['order']}-gram LM of {info['sentences']} sentences, {info['words']} words "
           f"(n-grams {info['ngrams']}) -> {out}", file=sys.stderr)
     print(out)
+    return 0
+
+
+def _average_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsnn-average",
+        description="Average the trainable weights of a run's last checkpoints into a new run directory that "
+                    "dsnn-eval and dsnn-export read like any run (the nested masks are the newest checkpoint's, "
+                    "and must be the same in every averaged one). The source run is only read.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by dsnn-train (only read)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="new run directory (an earlier average there is replaced once the new one is complete; "
+                             "any other non-empty directory is refused)")
+    parser.add_argument("--last", type=int, default=2, metavar="K",
+                        help="average the K newest checkpoints (default: 2; the run keeps "
+                             "training.keep_checkpoints of them)")
+    return parser
+
+
+def average_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dsnn-average RUN_DIR --out DIR [--last K]``: `dsnn_keras.checkpoint_average.average_checkpoints`."""
+    args = _average_parser().parse_args(argv)
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dsnn_keras.checkpoint_average import average_checkpoints
+    from dsnn_keras.errors import DsnnError
+
+    try:
+        record = average_checkpoints(args.run_dir, args.out, last=args.last)
+    except DsnnError as err:
+        print(f"dsnn-average: error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"dsnn-average: mean of {', '.join(record['checkpoints'])} -> {args.out}", file=sys.stderr)
+    print(args.out)
     return 0
 
 

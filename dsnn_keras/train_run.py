@@ -82,8 +82,9 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
         `dsnn_keras.trainer.Trainer.run`'s summary (``step``, ``dev`` rows, ...).
 
     Raises:
-        TrainArgumentError: ``max_steps`` < 0, or ``run_dir`` is a file.
         PathOverlapError: ``run_dir`` is (inside) ``data_dir`` or ``warm_start``, or holds one of them.
+        TrainArgumentError: ``max_steps`` < 0, ``run_dir`` is a file, or ``run_dir`` is an average of
+            checkpoints (``dsnn-average``), which holds no optimizer state.
         WarmStartError: ``warm_start`` is not a trained run, or its model or tokenizer differs.
         ConfigError: a bad config file or override.
         DatasetError: a bad prepared dataset (checked before ``run_dir`` is created).
@@ -100,6 +101,12 @@ def train_run(data_dir: str | os.PathLike, config_path: str | os.PathLike, run_d
     check_disjoint(run_dir, {"--data": data_dir, "--warm_start": warm_start}, out_flag="--out")
     if fileio.exists(run_dir) and not fileio.isdir(run_dir):
         raise TrainArgumentError(f"--out {run_dir} exists and is not a directory")
+    from dsnn_keras.checkpoint_average import read_averaged
+
+    averaged = read_averaged(run_dir) if fileio.isdir(run_dir) else None
+    if averaged is not None:
+        raise TrainArgumentError(f"--out {run_dir} holds averaged weights (dsnn-average; no optimizer state), not a "
+                                 f"run to train on; resume its source {averaged.get('source')} instead")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from dsnn_keras.config import apply_overrides, load_config
     from dsnn_keras.dataset import PreparedDataset

@@ -13,6 +13,7 @@ import pytest
 
 from dsnn_job.artifacts import ARTIFACT_FILE, read_record
 from dsnn_job.job import STEPS
+from dsnn_keras.beam_search import DecoderSettings
 
 pytestmark = pytest.mark.large   # whole dsnn-job runs
 
@@ -104,8 +105,12 @@ def test_summary_json_has_a_row_per_level_and_plots_are_pngs(job):
     assert (out / "bench" / "bench.png").read_bytes()[:8] == PNG_MAGIC
     beam = json.loads((out / "eval" / "eval_beam.json").read_text())
     assert beam["decoder"] == "beam" and beam["decoder_config"]["lm"] == str(out / "decoder" / "lm")
+    settings = DecoderSettings.read(out / "decoder")
     for row, ev in zip(summary["levels"], beam["levels"]):
         assert row["beam_wer"] == ev["wer"] and row["decoder_ms_median"] > 0
+        level_beam = settings.beam_for(row["level"])
+        assert row["beam"] == {"lm_weight": level_beam.lm_weight, "word_bonus": level_beam.word_bonus,
+                               "beam_width": level_beam.beam_width}
     assert summary["decoder"]["tuned_on"] == "dev" and not summary["decoder"]["tuned_on_eval_split"]
     assert "| level | sparsity | nonzero weights | WER % | CER % | beam WER % |" in first.stdout
     assert (out / "summary.md").read_text().startswith("# dsnn-job summary")
