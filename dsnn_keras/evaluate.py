@@ -188,8 +188,8 @@ def evaluate_model(model: Any, utterances: Sequence[Utterance], *, levels: Seque
     total_audio = sum(audio_seconds(utt.num_frames, feature_config) for utt in utterances)
     order = sorted(range(len(utterances)), key=lambda i: utterances[i].num_frames)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, num_mel_bins], tf.float32),
-                                  tf.TensorSpec([], tf.int32)])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None, num_mel_bins], tf.float32),
+                                                   tf.TensorSpec([], tf.int32)])
     def forward(features, level):
         with sparsity_level_scope(model, level):
             return model(features, training=False)
@@ -696,7 +696,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     _log(f"tuning on {len(utterances)} utterances of {split!r} at level(s) {levels}: "
          f"{len(lm_weights)} LM weights x {len(word_bonuses)} word bonuses")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32),
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None, None, dataset.feature_config.num_mel_bins], tf.float32),
                                   tf.TensorSpec([], tf.int32)])
     def forward(features, level_tensor):
         with sparsity_level_scope(run.model, level_tensor):

@@ -360,7 +360,10 @@ class Trainer:
         # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
         # multi-level graph costs far more than a step of a small model).
         self._compute = None  # built by batches() from the distributed dataset's element_spec
-        self._apply = tf.function(self._apply_fn, reduce_retracing=True)
+        # autograph=False here and in _compute: every branch on a tensor is an explicit tf.cond, so
+        # autograph's source rewrite (of these functions and every Keras layer they call) only
+        # cost time: ~1-2 s per process that trains.
+        self._apply = tf.function(self._apply_fn, reduce_retracing=True, autograph=False)
 
     def _make_manager(self) -> None:
         if not self.role.is_chief:
@@ -580,7 +583,7 @@ class Trainer:
             index = skip
             distributed = self.strategy.distribute_datasets_from_function(per_replica)
             if self._compute is None:
-                self._compute = tf.function(self._compute_fn, input_signature=[
+                self._compute = tf.function(self._compute_fn, autograph=False, input_signature=[
                     distributed.element_spec,
                     tf.TensorSpec([self.config.num_sandwich_levels], tf.int32),
                     tf.TensorSpec([], tf.int64)])

@@ -1,4 +1,6 @@
 """Tests for the shared log-mel frontend."""
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -86,6 +88,23 @@ def _stream(audio: np.ndarray, chunk_sizes, config: FeatureConfig, step_fn=log_m
             return np.concatenate(frames), state
 
 
+@functools.lru_cache(maxsize=None)
+def _graph_step(config: FeatureConfig):
+    """`log_mel_stream_step` traced once with a fixed signature, as the export runs it: the eager
+    call costs ~10x more per chunk, and the test feeds up to a thousand chunks per utterance."""
+    size = stream_state_size(config)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([size], tf.float32),
+                                  tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.bool)])
+    def step(chunk, buffer, buffered, frames_done, end):
+        return log_mel_stream_step(chunk, buffer, buffered, frames_done, end, config)
+
+    return lambda chunk, buffer, buffered, frames_done, end, _config: step(
+        chunk, tf.constant(buffer), tf.constant(buffered, tf.int32), tf.constant(frames_done, tf.int32),
+        tf.constant(bool(end)))
+
+
 @pytest.mark.parametrize("num_samples", [0, 5, 399, 400, 401, 560, 4321])
 @pytest.mark.parametrize("chunk_sizes", [[1], [0, 7], [160], [2560], [0, 1, 3000, 37, 0, 400]])
 def test_streaming_frames_equal_the_whole_utterance(num_samples, chunk_sizes):
@@ -93,7 +112,7 @@ def test_streaming_frames_equal_the_whole_utterance(num_samples, chunk_sizes):
     if chunk_sizes == [1] and num_samples > 600:
         chunk_sizes = [17]   # keeps the test quick; single samples are covered by the short clips
     audio = (0.1 * np.random.default_rng(num_samples).standard_normal(num_samples)).astype(np.float32)
-    streamed, (buffer, buffered, frames_done) = _stream(audio, chunk_sizes, config)
+    streamed, (buffer, buffered, frames_done) = _stream(audio, chunk_sizes, config, step_fn=_graph_step(config))
     whole = log_mel_spectrogram(tf.constant(audio), config).numpy()
     assert streamed.shape == whole.shape
     # Same frames, same arithmetic; but the FFT/matmul kernels may round differently for a batch
@@ -101,6 +120,13 @@ def test_streaming_frames_equal_the_whole_utterance(num_samples, chunk_sizes):
     # was written on, up to 2.4e-7 apart on an AVX2-only EPYC), so "equal" is to float32 rounding.
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-5)
     assert int(buffered) == 0 and int(frames_done) == whole.shape[0]
+
+
+def test_the_eager_streaming_step_equals_the_whole_utterance():
+    config = FeatureConfig()
+    audio = (0.1 * np.random.default_rng(7).standard_normal(1500)).astype(np.float32)
+    streamed, _ = _stream(audio, [0, 1, 399, 160, 2560], config)
+    np.testing.assert_allclose(streamed, log_mel_spectrogram(tf.constant(audio), config).numpy(), rtol=0, atol=1e-5)
 
 
 def test_streaming_holds_back_an_incomplete_window_until_more_audio_arrives():
