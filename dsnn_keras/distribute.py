@@ -204,7 +204,9 @@ def split_global_batches(dataset, num_replicas: int, first_replica: int = 0, loc
     ``B`` rows (the sizes differ by at most one; a replica's batch is empty when ``B < N``); the
     padded time and label lengths of the global batch are kept, so every row is computed exactly
     as in a one-replica run. Each output element also carries ``first_row`` (the replica's first
-    row in the global batch) and ``global_batch`` (``B``), both int32 scalars.
+    row in the global batch) and ``global_batch`` (``B``), both int32 scalars, and, when the batch
+    has ``num_frames``, ``global_min_frames`` (the global batch's shortest utterance, int32 scalar:
+    what the level-switch loss cuts, the same on every replica).
 
     Args:
         dataset: A `tf.data.Dataset` of dicts of batched tensors (leading dimension: rows).
@@ -233,6 +235,8 @@ def split_global_batches(dataset, num_replicas: int, first_replica: int = 0, loc
         out = {key: value[start:stop] for key, value in batch.items()}
         out["first_row"] = start
         out["global_batch"] = total
+        if "num_frames" in batch:
+            out["global_min_frames"] = tf.cast(tf.reduce_min(batch["num_frames"]), tf.int32)
         return out
 
     if local_replicas == 1:

@@ -484,7 +484,11 @@ class Trainer:
                         total += level_weight * weight * d
             switch_loss = tf.constant(0.0)
             if cfg.training.switch_weight > 0:
-                switch_loss = self._switch_loss(features, labels, label_lengths, out_lengths, step, global_batch)
+                # The cut is drawn on the global batch's shortest utterance: the same switch on every
+                # replica, so a step computes what a one-device step does.
+                shortest = tf.reduce_min(output_lengths(tf.reshape(batch["global_min_frames"], [1]), cfg.model))
+                switch_loss = self._switch_loss(features, labels, label_lengths, out_lengths, shortest, step,
+                                                global_batch)
                 total += cfg.training.switch_weight * switch_loss
         variables = self.model.trainable_variables
         grads = tape.gradient(total, variables)
@@ -496,13 +500,13 @@ class Trainer:
         distill = tf.stack(distill_losses) if distill_losses else tf.zeros([levels.shape[0]])
         return grads, tf.stack(level_losses), distill, nonfinite, bad_inputs, switch_loss
 
-    def _switch_loss(self, features, labels, label_lengths, out_lengths, step, global_batch):
+    def _switch_loss(self, features, labels, label_lengths, out_lengths, shortest, step, global_batch):
         """CTC loss of one level switch mid-utterance (`dsnn_keras.level_switch`): an ordered pair of
-        different levels and a cut in the middle half of the batch's shortest utterance (so every
-        utterance switches), drawn from (seed, step); 0 when that utterance is too short to cut."""
+        different levels and a cut in the middle half of the global batch's shortest utterance
+        (``shortest`` output frames; so every utterance switches), drawn from (seed, step); 0 when
+        that utterance is too short to cut."""
         from dsnn_keras.level_switch import switch_draw, switched_logits
 
-        shortest = tf.reduce_min(out_lengths)
         level_a, level_b, cut = switch_draw(self.config.training.seed, step, len(self.levels), shortest)
 
         def loss():

@@ -39,6 +39,7 @@ def test_each_replica_gets_its_rows_of_the_global_batch_and_together_all_of_them
     assert [len(p["num_frames"]) for p in parts] == [2, 2, 3]
     assert [int(p["first_row"]) for p in parts] == [0, 2, 4]
     assert all(int(p["global_batch"]) == 7 for p in parts)
+    assert [int(p["global_min_frames"]) for p in parts] == [1, 1, 1]   # the global batch's, not each replica's
     for key in batch:
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), batch[key].numpy())
     assert all(p["features"].shape[1:] == (3, 2) for p in parts)   # the global padding is kept
