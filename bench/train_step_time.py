@@ -48,7 +48,8 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
              "labels": tf.constant(rng.integers(1, data.vocab_size, size=[args.batch, args.labels]), tf.int32),
              "label_lengths": tf.fill([args.batch], args.labels),
              # One replica: its rows start the global batch (dsnn_keras.distribute.split_global_batches).
-             "first_row": tf.constant(0, tf.int32), "global_batch": tf.constant(args.batch, tf.int32)}
+             "first_row": tf.constant(0, tf.int32), "global_batch": tf.constant(args.batch, tf.int32),
+             "global_min_frames": tf.constant(args.frames, tf.int32)}
     results = {}
     for mode, overrides in (("dsnn", []), ("single", ["training.mode=single"])):
         config = apply_overrides(base, overrides)

@@ -17,9 +17,14 @@ The nested masks of every averaged checkpoint must be the newest's: a window rea
 the pruning ramp (before ``pruning.end_step``) averages weights under different masks, and is
 refused with an error naming the first checkpoint whose masks differ.
 
+The source's tuned beam decoder (``decoder.json`` and ``lm/``, written by ``dsnn-eval --tune``) is
+copied when present: it was tuned on the newest checkpoint's model, so re-tune the average for its
+own best settings.
+
 The source run is only read. ``OUT`` is written complete beside its final place and then moved
-there; an ``OUT`` that already holds an average (its ``averaged.json``) is replaced only then, any
-other existing non-empty ``OUT`` is refused.
+there; an ``OUT`` that already holds an average (its ``averaged.json``), or the files of an
+interrupted one, is replaced only then; any other existing non-empty ``OUT`` is refused. On
+``gs://`` (no directory rename) the files are moved in one by one, ``averaged.json`` last.
 
 Example:
     >>> info = average_checkpoints("runs/an4/job/run", "runs/an4/avg", last=4)   # doctest: +SKIP
@@ -42,6 +47,8 @@ from dsnn_keras.errors import DsnnError, DsnnUsageError
 AVERAGED_FILE = "averaged.json"
 FORMAT_VERSION = 1
 RUN_FILES = ("config.yaml", "dataset.json", "tokenizer.model", "cmvn.json")
+OPTIONAL_FILES = ("decoder.json",)   # the source's tuned beam decoder (dsnn-eval --tune), and its lm/
+OPTIONAL_DIRS = ("lm",)
 
 
 class CheckpointAverageError(DsnnError, ValueError):
@@ -54,9 +61,12 @@ def read_averaged(run_dir: fileio.PathLike) -> Optional[dict[str, Any]]:
     if not fileio.isfile(path):
         return None
     try:
-        return json.loads(fileio.read_text(path))
+        record = json.loads(fileio.read_text(path))
     except ValueError as error:
         raise CheckpointAverageError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise CheckpointAverageError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def _is_mask(variable) -> bool:
@@ -128,7 +138,8 @@ def average_checkpoints(run_dir: fileio.PathLike, out: fileio.PathLike, last: in
     checkpoint.restore(str(chosen[0][1])).expect_partial().assert_existing_objects_matched()
     for total, variable in zip(totals, model.trainable_variables):
         variable.assign((total / len(chosen)).astype(variable.dtype.as_numpy_dtype))
-    record = {"format_version": FORMAT_VERSION, "source": str(source),
+    record = {"format_version": FORMAT_VERSION,
+              "source": os.path.abspath(source) if fileio.is_local(source) else str(source),
               "checkpoints": [fileio.name(prefix) for _, prefix in chosen],
               "steps": [number for number, _ in chosen], "step": chosen[0][0],
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -152,12 +163,30 @@ def _check_replaceable(target: fileio.AnyPath) -> None:
         return
     if not fileio.isdir(target):
         raise CheckpointAverageError(f"{target}: exists and is not a directory; not replaced")
-    if fileio.listdir(target) and not fileio.isfile(fileio.join(target, AVERAGED_FILE)):
+    entries = {entry.rstrip("/") for entry in fileio.listdir(target)}
+    ours = set(RUN_FILES) | set(OPTIONAL_FILES) | set(OPTIONAL_DIRS) | {"checkpoints", AVERAGED_FILE}
+    if entries and not fileio.isfile(fileio.join(target, AVERAGED_FILE)) and not entries <= ours:
         raise CheckpointAverageError(f"{target}: exists, is not empty and holds no {AVERAGED_FILE} (not an earlier "
                                      "average); nothing was written. Choose another --out")
 
 
 def _write_run(source: fileio.AnyPath, target: fileio.AnyPath, checkpoint, record: dict[str, Any]) -> None:
+    import tensorflow as tf
+
+    try:
+        _stage_and_move(source, target, checkpoint, record)
+    except (OSError, tf.errors.OpError) as error:   # a full disk, a read-only parent, a remote permission
+        raise CheckpointAverageError(f"{target}: cannot write the average ({' '.join(str(error).split())[:200]})") from None
+
+
+def _stage_and_move(source: fileio.AnyPath, target: fileio.AnyPath, checkpoint, record: dict[str, Any]) -> None:
+    """Writes the run into a staging directory, then moves it to ``target``.
+
+    Locally the staging directory is ``target``'s sibling and the move is one rename (an earlier
+    average is renamed aside first, then removed). Remotely (no directory rename) the staged files
+    are copied to a sibling prefix and moved in one by one with ``averaged.json`` last, so a
+    directory without it is an incomplete average, which the next run replaces.
+    """
     from dsnn_keras.run_dir import CHECKPOINT_NAME
 
     local = fileio.is_local(target)
@@ -165,20 +194,29 @@ def _write_run(source: fileio.AnyPath, target: fileio.AnyPath, checkpoint, recor
         parent = os.path.dirname(os.path.abspath(target))
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(target))}.", dir=parent)
+        os.chmod(staging, 0o777 & ~_umask())   # mkdtemp's 0700 would become the run directory's mode
     else:
         staging = tempfile.mkdtemp(prefix="dsnn-average-")
     try:
         for name in RUN_FILES:
             fileio.copy(fileio.join(source, name), os.path.join(staging, name))
+        for name in OPTIONAL_FILES:
+            if fileio.isfile(fileio.join(source, name)):
+                fileio.copy(fileio.join(source, name), os.path.join(staging, name))
+        for name in OPTIONAL_DIRS:
+            if fileio.isdir(fileio.join(source, name)):
+                fileio.copy_tree(fileio.join(source, name), os.path.join(staging, name))
         os.makedirs(os.path.join(staging, "checkpoints"))
         checkpoint.write(os.path.join(staging, "checkpoints", f"{CHECKPOINT_NAME}-{record['step']}"))
         with open(os.path.join(staging, AVERAGED_FILE), "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=1)
             handle.write("\n")
         if not local:
+            remote_staging = f"{str(target).rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+            fileio.copy_tree(staging, remote_staging)
             if fileio.exists(target):
                 fileio.rmtree(target)
-            fileio.copy_tree(staging, target, last=AVERAGED_FILE)
+            fileio.move_tree(remote_staging, target, last=AVERAGED_FILE)
             return
         if os.path.isdir(target):
             old = f"{os.path.abspath(target)}.old-{uuid.uuid4().hex[:8]}"
@@ -190,3 +228,9 @@ def _write_run(source: fileio.AnyPath, target: fileio.AnyPath, checkpoint, recor
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)   # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask

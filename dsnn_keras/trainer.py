@@ -362,7 +362,7 @@ class Trainer:
         self._compute = None  # built by batches() from the distributed dataset's element_spec
         # autograph=False here and in _compute: every branch on a tensor is an explicit tf.cond, so
         # autograph's source rewrite (of these functions and every Keras layer they call) only
-        # cost time: ~1-2 s per process that trains.
+        # cost time: ~1-3 s per process that traces them (docs/training.md, "Model structure").
         self._apply = tf.function(self._apply_fn, reduce_retracing=True, autograph=False)
 
     def _make_manager(self) -> None:

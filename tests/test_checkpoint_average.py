@@ -3,6 +3,7 @@ checkpoints (masks from the newest, which every averaged checkpoint must share);
 read, dsnn-train refuses the average, bad windows and outputs are one-line errors."""
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -95,12 +96,30 @@ def test_an_earlier_average_is_replaced_but_another_directory_is_refused_untouch
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
-def test_an_out_inside_the_source_run_is_a_usage_error(source, capsys):
+def test_an_out_inside_or_around_the_source_run_is_a_usage_error(source, capsys):
     _, run_dir, _ = source
-    assert average_main([str(run_dir), "--out", str(run_dir / "avg")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "overlaps the source run" in err[0]
-    assert not (run_dir / "avg").exists()
+    before = _listing(run_dir)
+    for out in (run_dir / "avg", run_dir, run_dir.parent):
+        assert average_main([str(run_dir), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "overlaps the source run" in err[0]
+    assert _listing(run_dir) == before
+
+
+def test_the_sources_tuned_decoder_travels_with_the_average_and_a_half_written_one_is_replaced(source, tmp_path):
+    _, run_dir, _ = source
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "decoder.json").write_text('{"format_version": 1}\n')
+    (copy / "lm").mkdir()
+    (copy / "lm" / "lm.arpa").write_text("\\data\\\n")
+    out = tmp_path / "avg"
+    (out / "checkpoints").mkdir(parents=True)          # what an interrupted average leaves
+    (out / "config.yaml").write_text("partial")
+    average_checkpoints(copy, out, last=2)
+    assert (out / "decoder.json").read_text() == '{"format_version": 1}\n'
+    assert (out / "lm" / "lm.arpa").is_file() and (out / AVERAGED_FILE).is_file()
+    assert (out / "config.yaml").read_text() == (copy / "config.yaml").read_text()
 
 
 def test_dsnn_train_refuses_to_resume_an_average_naming_its_source(source, tmp_path, capsys):

@@ -94,7 +94,8 @@ def _graph_step(config: FeatureConfig):
     call costs ~10x more per chunk, and the test feeds up to a thousand chunks per utterance."""
     size = stream_state_size(config)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([size], tf.float32),
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([size], tf.float32),
                                   tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
                                   tf.TensorSpec([], tf.bool)])
     def step(chunk, buffer, buffered, frames_done, end):

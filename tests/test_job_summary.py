@@ -62,3 +62,16 @@ def test_markdown_names_one_setting_when_every_level_decodes_alike():
     text = to_markdown(_beam_summary([dense, dense]))
     assert "(width 16)" in text and "LM weight 1.5 and word bonus -1 tuned on `dev` at level 0" in text
     assert "per level" not in text
+
+
+def test_decoder_summary_says_per_level_only_when_some_level_decodes_otherwise():
+    from dsnn_job.summary import _beam_summary, _decoder_summary
+    from dsnn_keras.beam_search import BeamSearchConfig, DecoderSettings
+
+    dense, sparse = BeamSearchConfig(lm_weight=1.5, word_bonus=-1.0), BeamSearchConfig(lm_weight=0.75)
+    for level_beams, per_level in (({1: sparse}, True), ({1: dense}, False), (None, False)):
+        settings = DecoderSettings(beam=dense, level_beams=level_beams, tuned={"split": "dev", "level": 0})
+        rows = [{"level": level, "beam": _beam_summary(settings.beam_for(level))} for level in (0, 1)]
+        summary = _decoder_summary(settings, "test", rows)
+        assert summary["per_level"] is per_level
+        assert (summary["lm_weight"], summary["tuned_on"], summary["tuned_on_eval_split"]) == (1.5, "dev", False)

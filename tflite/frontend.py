@@ -36,7 +36,7 @@ def frontend_tflite(feature_config) -> bytes:
 
     from dsnn_keras.frontend import log_mel_spectrogram
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name=AUDIO)])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.float32, name=AUDIO)])
     def frontend(audio):
         return {FEATURES: log_mel_spectrogram(audio, feature_config)}
 

@@ -65,10 +65,10 @@ class RecognizerModule(tf.Module):
             return self._recognize_features(features, sparsity_level)
 
         recognize.__name__, recognize_features.__name__ = sig.RECOGNIZE, sig.RECOGNIZE_FEATURES
-        self.recognize = tf.function(recognize, input_signature=[
+        self.recognize = tf.function(recognize, autograph=False, input_signature=[
             tf.TensorSpec([None], tf.float32, name=sig.AUDIO),
             tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL)])
-        self.recognize_features = tf.function(recognize_features, input_signature=[
+        self.recognize_features = tf.function(recognize_features, autograph=False, input_signature=[
             tf.TensorSpec([None, bins], tf.float32, name=sig.FEATURES),
             tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL)])
         self._stream = stream

@@ -75,7 +75,7 @@ class StreamSignature:
             return self._stream(audio, sparsity_level, end_of_stream, state)
 
         stream.__name__ = sig.STREAM   # the converter names the signature after the function
-        self.function = tf.function(stream, input_signature=[
+        self.function = tf.function(stream, autograph=False, input_signature=[
             tf.TensorSpec([None], tf.float32, name=sig.AUDIO), tf.TensorSpec([], tf.int32, name=sig.SPARSITY_LEVEL),
             tf.TensorSpec([], tf.int32, name=sig.END_OF_STREAM), state_signature])
 
