@@ -536,7 +536,13 @@ DEFAULT_TUNE_TOKEN_BEAMS = (8, 4)
 DEFAULT_TUNE_BLANK_SKIPS = (None, 0.99, 0.95, 0.9)   # None: every frame searched (BeamSearchConfig.blank_skip)
 DEFAULT_TUNE_TOKEN_MIN_LOGPS = (None, -10.0, -8.0, -6.0)   # None: no floor (BeamSearchConfig.token_min_logp)
 DEFAULT_TUNE_BEAM_WIDTHS = (32, 16, 8)   # stage 1's own width is always tried too
-SPEED_TIMING_PASSES = 3
+SPEED_TIMING_PASSES = 3   # an admissible setting's time is the best of this many passes; others are timed once
+# How the speed stage walks its settings: "coordinate" (one knob at a time, docs/evaluation.md) or "grid"
+# (every combination; 288 settings per level with the defaults).
+SPEED_SEARCHES = ("coordinate", "grid")
+DEFAULT_TUNE_SPEED_SEARCH = "coordinate"
+SPEED_KNOBS = ("beam_width", "beam_threshold", "token_beam", "blank_skip", "token_min_logp")
+COORDINATE_MAX_SWEEPS = 3
 
 
 def tune_defaults_fingerprint() -> dict[str, Any]:
@@ -546,7 +552,8 @@ def tune_defaults_fingerprint() -> dict[str, Any]:
 
     return {"beam_thresholds": list(DEFAULT_TUNE_BEAM_THRESHOLDS), "token_beams": list(DEFAULT_TUNE_TOKEN_BEAMS),
             "blank_skips": list(DEFAULT_TUNE_BLANK_SKIPS), "beam_widths": list(DEFAULT_TUNE_BEAM_WIDTHS),
-            "token_min_logps": list(DEFAULT_TUNE_TOKEN_MIN_LOGPS), "search_version": SEARCH_VERSION}
+            "token_min_logps": list(DEFAULT_TUNE_TOKEN_MIN_LOGPS), "speed_search": DEFAULT_TUNE_SPEED_SEARCH,
+            "search_version": SEARCH_VERSION}
 
 
 def _resolved(path: fileio.AnyPath) -> str:
@@ -569,6 +576,57 @@ def fastest_admissible(speed_grid: Sequence[Mapping[str, Any]], best_wer: float,
                                           g.get("token_min_logp") is not None))
 
 
+def coordinate_speed_search(values: Mapping[str, Sequence[Any]], start: Mapping[str, Any],
+                            measure: Callable[[dict[str, Any]], Mapping[str, Any]], best_wer: float,
+                            slack: float = 0.0, max_sweeps: int = COORDINATE_MAX_SWEEPS) -> list[dict[str, Any]]:
+    """The speed stage's coordinate search: from ``start``, one knob at a time (`SPEED_KNOBS` order),
+    each of its ``values`` is measured with the other knobs held, and the fastest admissible one
+    (`fastest_admissible`, WER at most ``best_wer + slack``) is taken before the next knob; sweeps
+    repeat until one changes nothing (at most ``max_sweeps``). A setting is measured once.
+
+    Args:
+        values: For each knob of `SPEED_KNOBS`, the values to try.
+        start: The starting setting (stage 1's pruning; measured first, and kept if nothing tried is
+            admissible and faster).
+        measure: Decodes with a setting; returns it with ``"wer"`` and ``"decoder_seconds"`` added.
+        best_wer: Stage 1's WER.
+        slack: WER the search may give up for speed.
+        max_sweeps: Sweeps over the knobs at most.
+
+    Returns:
+        Every measured setting (with its WER and seconds), in the order measured; the choice is
+        ``fastest_admissible(returned, best_wer, slack)``.
+
+    Example:
+        >>> grid = coordinate_speed_search({"beam_width": [32, 16], "beam_threshold": [25.0],
+        ...                                 "token_beam": [8], "blank_skip": [None], "token_min_logp": [None]},
+        ...                                {"beam_width": 32, "beam_threshold": 25.0, "token_beam": 8,
+        ...                                 "blank_skip": None, "token_min_logp": None},
+        ...                                lambda s: {**s, "wer": 0.1, "decoder_seconds": s["beam_width"] / 100},
+        ...                                best_wer=0.1)
+        >>> fastest_admissible(grid, 0.1)["beam_width"]
+        16
+    """
+    measured: dict[tuple, dict[str, Any]] = {}
+
+    def get(setting: Mapping[str, Any]) -> dict[str, Any]:
+        key = tuple(setting[knob] for knob in SPEED_KNOBS)
+        if key not in measured:
+            measured[key] = dict(measure(dict(setting)))
+        return measured[key]
+
+    current = get(start)
+    for _ in range(max_sweeps):
+        before = current
+        for knob in SPEED_KNOBS:
+            candidates = [current] + [get({**{k: current[k] for k in SPEED_KNOBS}, knob: value})
+                                      for value in values[knob]]
+            current = fastest_admissible(candidates, best_wer, slack) or current
+        if current is before:
+            break
+    return list(measured.values())
+
+
 def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, split: str = "dev",
                  level: int | str | Sequence[int] = "all",
                  choice: DecoderChoice = DecoderChoice(),
@@ -582,19 +640,22 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                  speed_wer_slack: float = 0.0,
                  beam_widths: Sequence[int] = DEFAULT_TUNE_BEAM_WIDTHS,
                  token_min_logps: Sequence[float | None] = DEFAULT_TUNE_TOKEN_MIN_LOGPS,
-                 speakers: Sequence[str] | None = None) -> dict[str, Any]:
+                 speakers: Sequence[str] | None = None,
+                 speed_search: str = DEFAULT_TUNE_SPEED_SEARCH) -> dict[str, Any]:
     """Grid-searches the LM weight and the word bonus on ``split`` at each tuned level, then the
     search's pruning for speed; writes the result into the run (or ``out_dir``).
 
     The model runs once per utterance and level (its log-probabilities are kept); each grid point
     only re-runs the beam search. Stage 1 picks the LM weight and word bonus with the lowest WER at
     the starting pruning (the defaults, beam threshold 25 and token beam 8, or the settings
-    re-tuned). Stage 2 tries every ``beam_widths`` (and stage 1's own width) x ``beam_thresholds`` x
-    ``token_beams`` x ``blank_skips`` x ``token_min_logps`` setting
-    with those weights and keeps the fastest (least decoding time, the best of 3 passes) whose WER
-    is no higher than stage 1's: the search costs about the same at every level, so its share of a
-    sparse level's time is what this buys down. The choice rests on measured time, so a re-run on a
-    busy machine may pick another setting of the same WER.
+    re-tuned). Stage 2 searches the settings of ``beam_widths`` (and stage 1's own width) x
+    ``beam_thresholds`` x ``token_beams`` x ``blank_skips`` x ``token_min_logps`` with those weights
+    and keeps the fastest (least decoding time, the best of 3 passes) whose WER is no higher than
+    stage 1's: the search costs about the same at every level, so its share of a sparse level's time
+    is what this buys down. ``speed_search="coordinate"`` (the default) walks one knob at a time
+    (`coordinate_speed_search`: ~20-30 settings per level with the default values); ``"grid"``
+    measures every combination (288). A setting whose WER is too high is timed once. The choice
+    rests on measured time, so a re-run on a busy machine may pick another setting of the same WER.
 
     Each level is tuned on its own (a sparse level's log-probabilities are flatter and want another
     LM weight). The densest tuned level's settings become the default (`DecoderSettings.beam`, what
@@ -629,6 +690,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         speed_wer_slack: WER (a fraction: 0.005 = half a point) the speed stage may give up on the
             tuning split for speed: it keeps the fastest setting whose WER is at most stage 1's plus
             this. Defaults to 0.0 (never trades WER for speed).
+        speed_search: ``"coordinate"`` (default) or ``"grid"``: how the speed stage walks the
+            settings (see above; recorded in ``tuned.speed_search``).
 
     Returns:
         The default (densest tuned) level's ``{"best": {"lm_weight", "word_bonus", "wer"},
@@ -659,6 +722,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
             BeamSearchConfig(beam_width=width)
         except BeamSearchError as error:
             raise EvaluationError(f"--tune speed grid: {error}") from None
+    if speed_search not in SPEED_SEARCHES:
+        raise EvaluationError(f"--tune_speed_search must be one of {', '.join(SPEED_SEARCHES)}, got {speed_search!r}")
     if (isinstance(speed_wer_slack, bool) or not isinstance(speed_wer_slack, (int, float))
             or not 0.0 <= speed_wer_slack < 1.0):
         raise EvaluationError(f"--tune_wer_slack must be a WER fraction in [0, 1), got {speed_wer_slack!r}")
@@ -733,22 +798,36 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         speed_grid = []
         widths = sorted({int(w) for w in beam_widths} | {beam.config.beam_width}, reverse=True)
         level_settings = [{"beam_width": width, **setting} for width in widths for setting in speed_settings]
-        if len(level_settings) > 1:
-            _log(f"level {level} speed: {len(widths)} beam widths x {len(beam_thresholds)} beam thresholds x "
-                 f"{len(token_beams)} token beams x {len(blank_skips)} blank skips x {len(token_min_logps)} "
-                 "token floors at the chosen weights")
-            for setting in level_settings:
-                candidate = beam.with_config(**setting)
-                passes = []
-                for _ in range(SPEED_TIMING_PASSES):
-                    start = time.perf_counter()
-                    hypotheses = [candidate.decode(lp).text for lp in log_probs]
-                    passes.append(time.perf_counter() - start)
+
+        def measure(setting: dict[str, Any]) -> dict[str, Any]:
+            candidate = beam.with_config(**setting)
+            passes = []
+            while len(passes) < SPEED_TIMING_PASSES:
+                start = time.perf_counter()
+                hypotheses = [candidate.decode(lp).text for lp in log_probs]
+                passes.append(time.perf_counter() - start)
                 wer = error_rates(references, hypotheses)["wer"]
-                speed_grid.append({**setting, "wer": wer, "decoder_seconds": min(passes)})
-                _log(f"level {level} beam_width {setting['beam_width']} beam_threshold {setting['beam_threshold']:g} "
-                     f"token_beam {setting['token_beam']} blank_skip {setting['blank_skip']} "
-                     f"token_min_logp {setting['token_min_logp']}: WER {wer:.2%} ({min(passes):.3f} s)")
+                if wer > best["wer"] + speed_wer_slack + 1e-12:
+                    break   # not admissible: its time decides nothing
+            _log(f"level {level} beam_width {setting['beam_width']} beam_threshold {setting['beam_threshold']:g} "
+                 f"token_beam {setting['token_beam']} blank_skip {setting['blank_skip']} "
+                 f"token_min_logp {setting['token_min_logp']}: WER {wer:.2%} ({min(passes):.3f} s)")
+            return {**setting, "wer": wer, "decoder_seconds": min(passes)}
+
+        if len(level_settings) > 1:
+            _log(f"level {level} speed ({speed_search}): {len(widths)} beam widths x {len(beam_thresholds)} beam "
+                 f"thresholds x {len(token_beams)} token beams x {len(blank_skips)} blank skips x "
+                 f"{len(token_min_logps)} token floors at the chosen weights")
+            if speed_search == "grid":
+                speed_grid = [measure(setting) for setting in level_settings]
+            else:
+                knob_values = {"beam_width": widths, "beam_threshold": [float(t) for t in beam_thresholds],
+                               "token_beam": [int(k) for k in token_beams],
+                               "blank_skip": [None if p is None else float(p) for p in blank_skips],
+                               "token_min_logp": [None if f is None else float(f) for f in token_min_logps]}
+                start_setting = {knob: getattr(beam.config, knob) for knob in SPEED_KNOBS}
+                speed_grid = coordinate_speed_search(knob_values, start_setting, measure, best["wer"],
+                                                     speed_wer_slack)
             fastest = fastest_admissible(speed_grid, best["wer"], speed_wer_slack)
             if fastest is not None:   # None only if no setting matches stage 1's own pruning
                 beam = beam.with_config(beam_width=fastest["beam_width"], beam_threshold=fastest["beam_threshold"],
@@ -782,7 +861,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     if _resolved(source) != _resolved(target):
         LmBundle.read_dir(source).write_dir(target)
     record = {"split": split, "level": default_level, "data_dir": str(data_dir), "lm_source": str(source),
-              "num_utterances": len(utterances), "speed_wer_slack": speed_wer_slack,
+              "num_utterances": len(utterances), "speed_wer_slack": speed_wer_slack, "speed_search": speed_search,
               "greedy_wer": default_result["greedy_wer"],
               "best_wer": default_result["best"]["wer"], "grid": default_result["grid"],
               "speed_grid": default_result["speed_grid"]}
@@ -1022,6 +1101,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speed stage of --tune: WER points on the tuning split it may give up for a faster "
                            "search (default: 0, never; e.g. 0.5 lets a sparse level whose search is a large share "
                            "of its time skip blanks at the cost of a word or two)")
+    beam.add_argument("--tune_speed_search", choices=SPEED_SEARCHES, default=DEFAULT_TUNE_SPEED_SEARCH,
+                      help="speed stage of --tune: coordinate (default) tries one knob's values at a time (width, "
+                           "threshold, token beam, blank skip, token floor; ~20-30 settings per level), grid every "
+                           "combination (288 per level with the defaults; the same choice or one close to it, "
+                           "10-15x the time)")
     beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),
                       metavar="B,B", help="word bonuses to try (default: %(default)s)")
     return accept_negative_lists(parser)
@@ -1092,7 +1176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          token_beams=_ints(args.tune_token_beams, "--tune_token_beams"),
                          blank_skips=_skips(args.tune_blank_skips, "--tune_blank_skips"),
                          token_min_logps=_optional_floats(args.tune_token_min_logps, "--tune_token_min_logps"),
-                         speed_wer_slack=_slack(args.tune_wer_slack),
+                         speed_wer_slack=_slack(args.tune_wer_slack), speed_search=args.tune_speed_search,
                          beam_widths=_ints(args.tune_beam_widths, "--tune_beam_widths"), speakers=speakers)
             # What was tuned is now the run's default; the flags that were tuned must not override it.
             choice = dataclasses.replace(choice, decoder="beam", lm_weight=None, word_bonus=None, lm=None,

@@ -634,7 +634,7 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.0, 1.0), word_bonuses=(0.0,),
                           beam_thresholds=(25.0, 5.0), token_beams=(8, 2), beam_widths=(4,),
-                          out_dir=tmp_path / "decoder")
+                          out_dir=tmp_path / "decoder", speed_search="grid")
     speed_grid = result["speed_grid"]
     keys = ("beam_width", "beam_threshold", "token_beam", "blank_skip", "token_min_logp")
     assert len(speed_grid) == 2 * 2 * 2 * len(DEFAULT_TUNE_BLANK_SKIPS) * len(DEFAULT_TUNE_TOKEN_MIN_LOGPS)
@@ -647,13 +647,101 @@ def test_tune_keeps_the_fastest_pruning_that_costs_no_wer_and_eval_uses_it(tmp_p
     admissible = [g for g in speed_grid if g["wer"] <= result["best"]["wer"]]
     assert chosen in {tuple(g[key] for key in keys) for g in admissible}
     assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
-    assert settings.tuned["speed_grid"] == speed_grid
+    assert settings.tuned["speed_grid"] == speed_grid and settings.tuned["speed_search"] == "grid"
     # The evaluation after tuning decodes with the chosen pruning.
     assert main([str(run_dir), "--data", str(data), "--decoder_dir", str(tmp_path / "decoder"), "--levels", "0",
                  "--out", str(tmp_path / "eval.json")]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     beam = report["decoder_config"]["beam"]
     assert tuple(beam.get(key) for key in keys) == chosen
+
+
+def test_coordinate_tune_measures_part_of_the_grid_from_the_start_setting_and_keeps_its_fastest(tmp_path):
+    from dsnn_keras.evaluate import DEFAULT_TUNE_BLANK_SKIPS, DEFAULT_TUNE_TOKEN_MIN_LOGPS, tune_decoder
+
+    run_dir, data = _untrained_run(tmp_path)
+    result = tune_decoder(run_dir, data, level=0, lm_weights=(1.0,), word_bonuses=(0.0,),
+                          beam_thresholds=(25.0, 5.0), token_beams=(8, 2), beam_widths=(4,),
+                          out_dir=tmp_path / "decoder")   # speed_search: "coordinate", the default
+    keys = ("beam_width", "beam_threshold", "token_beam", "blank_skip", "token_min_logp")
+    full = {(w, t, k, p, f) for w in (32, 4) for t in (25.0, 5.0) for k in (8, 2) for p in DEFAULT_TUNE_BLANK_SKIPS
+            for f in DEFAULT_TUNE_TOKEN_MIN_LOGPS}
+    measured = [tuple(g[key] for key in keys) for g in result["speed_grid"]]
+    assert measured[0] == (32, 25.0, 8, None, None)   # stage 1's own setting first
+    assert len(set(measured)) == len(measured) and set(measured) <= full
+    assert len(measured) < len(full) // 2
+    admissible = [g for g in result["speed_grid"] if g["wer"] <= result["best"]["wer"] + 1e-12]
+    assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
+    settings = DecoderSettings.read(tmp_path / "decoder")
+    assert settings.tuned["speed_search"] == "coordinate"
+    assert tuple(getattr(settings.beam, key) for key in keys) == tuple(result["speed"][key] for key in keys)
+
+
+def _speed_setting(width=32, threshold=25.0, token_beam=8, skip=None, floor=None):
+    return {"beam_width": width, "beam_threshold": threshold, "token_beam": token_beam, "blank_skip": skip,
+            "token_min_logp": floor}
+
+
+_SPEED_VALUES = {"beam_width": [32, 16, 8], "beam_threshold": [25.0, 15.0, 10.0], "token_beam": [8, 4],
+                 "blank_skip": [None, 0.99, 0.9], "token_min_logp": [None, -8.0, -6.0]}
+
+
+def test_the_coordinate_speed_search_finds_a_separable_optimum_measuring_each_setting_once():
+    from dsnn_keras.evaluate import coordinate_speed_search, fastest_admissible
+
+    calls = []
+
+    def measure(setting):   # each knob's pruning saves time on its own; width 8 and floor -6 lose words
+        calls.append(tuple(setting.values()))
+        seconds = (setting["beam_width"] / 32 + setting["beam_threshold"] / 25 + setting["token_beam"] / 8
+                   + (0.5 if setting["blank_skip"] is None else 1 - setting["blank_skip"])
+                   + (0.5 if setting["token_min_logp"] is None else 0.05 * -setting["token_min_logp"]))
+        wer = 0.10 + 0.02 * (setting["beam_width"] == 8) + 0.01 * (setting["token_min_logp"] == -6.0)
+        return {**setting, "wer": wer, "decoder_seconds": seconds}
+
+    measured = coordinate_speed_search(_SPEED_VALUES, _speed_setting(), measure, best_wer=0.10)
+    assert len(calls) == len(set(calls)) == len(measured)
+    assert len(measured) < 3 * 3 * 2 * 3 * 3 // 4
+    best = fastest_admissible(measured, 0.10)
+    assert (best["beam_width"], best["beam_threshold"], best["token_beam"], best["blank_skip"],
+            best["token_min_logp"]) == (16, 10.0, 4, 0.99, -8.0)
+    # With slack for both losses (2 + 1 points) the lossy knobs become admissible and are taken.
+    measured = coordinate_speed_search(_SPEED_VALUES, _speed_setting(), measure, best_wer=0.10, slack=0.035)
+    best = fastest_admissible(measured, 0.10, 0.035)
+    assert (best["beam_width"], best["token_min_logp"]) == (8, -6.0)
+
+
+def test_the_coordinate_speed_search_sweeps_again_when_one_knob_unlocks_another():
+    from dsnn_keras.evaluate import coordinate_speed_search, fastest_admissible
+
+    def measure(setting):   # blank skipping loses a word at threshold 25 (none at 10), and the narrow token
+        # beam pays only once blanks are skipped: the token beam, walked before the blank skip, moves on the
+        # second sweep
+        skip, narrow = setting["blank_skip"] is not None, setting["token_beam"] == 4
+        wer = 0.10 + 0.01 * (skip and setting["beam_threshold"] == 25.0)
+        seconds = 1.0 - 0.3 * skip - 0.2 * (narrow and skip) + 0.1 * (narrow and not skip) \
+            - 0.1 * (setting["beam_threshold"] == 10.0)
+        return {**setting, "wer": wer, "decoder_seconds": seconds}
+
+    measured = coordinate_speed_search(_SPEED_VALUES, _speed_setting(), measure, best_wer=0.10)
+    best = fastest_admissible(measured, 0.10)
+    assert best["beam_threshold"] == 10.0 and best["blank_skip"] is not None and best["token_beam"] == 4
+    assert best["decoder_seconds"] == pytest.approx(0.4)
+    one_sweep = coordinate_speed_search(_SPEED_VALUES, _speed_setting(), measure, best_wer=0.10, max_sweeps=1)
+    assert fastest_admissible(one_sweep, 0.10)["token_beam"] == 8
+
+
+def test_the_coordinate_speed_search_never_takes_a_setting_above_the_wer():
+    from dsnn_keras.evaluate import coordinate_speed_search, fastest_admissible
+
+    def measure(setting):   # anything but the start is faster and loses a word
+        start = setting == _speed_setting()
+        return {**setting, "wer": 0.10 if start else 0.11, "decoder_seconds": 1.0 if start else 0.1}
+
+    measured = coordinate_speed_search(_SPEED_VALUES, _speed_setting(), measure, best_wer=0.10)
+    assert fastest_admissible(measured, 0.10)["decoder_seconds"] == 1.0
+    # One sweep, each knob's values tried from the start only: nothing moved, so no second sweep.
+    assert len(measured) == 1 + sum(len(values) - 1 for values in _SPEED_VALUES.values())
 
 
 def test_a_beam_width_given_with_tune_is_where_the_search_starts_and_the_evaluation_uses_the_tuned_one(
@@ -718,7 +806,7 @@ def test_tune_records_its_wer_slack_and_keeps_the_fastest_setting_within_it(tmp_
 
 
 def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_the_model_runs(tmp_path, capsys):
-    from dsnn_keras.evaluate import main, tune_decoder
+    from dsnn_keras.evaluate import EvaluationError, main, tune_decoder
 
     run_dir, data = _untrained_run(tmp_path)
     result = tune_decoder(run_dir, data, lm_weights=(0.5,), word_bonuses=(0.0,), beam_thresholds=(12.0,),
@@ -728,6 +816,8 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
     assert (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip,
             settings.beam.token_min_logp) == (12.0, 3, 0.9, -6.0)
     assert result["speed_grid"] == []
+    with pytest.raises(EvaluationError, match="--tune_speed_search must be one of coordinate, grid, got 'fast'"):
+        tune_decoder(run_dir, data, speed_search="fast")
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "0,4"]) == 1
     assert "--tune speed grid: token_beam must be" in capsys.readouterr().err
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_beam_widths", "16,0"]) == 1
