@@ -194,7 +194,7 @@ def _stage_and_move(source: fileio.AnyPath, target: fileio.AnyPath, checkpoint, 
         parent = os.path.dirname(os.path.abspath(target))
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(target))}.", dir=parent)
-        os.chmod(staging, 0o777 & ~_umask())   # mkdtemp's 0700 would become the run directory's mode
+        os.chmod(staging, 0o777 & ~fileio.current_umask())   # mkdtemp's 0700 would become the run directory's mode
     else:
         staging = tempfile.mkdtemp(prefix="dsnn-average-")
     try:
@@ -229,8 +229,3 @@ def _stage_and_move(source: fileio.AnyPath, target: fileio.AnyPath, checkpoint, 
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)   # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask

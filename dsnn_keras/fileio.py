@@ -44,6 +44,7 @@ import pathlib
 import posixpath
 import shutil
 import tempfile
+import threading
 import uuid
 from typing import Iterator, Optional, Union
 
@@ -234,9 +235,27 @@ def copy(source: PathLike, target: PathLike) -> None:
         _gfile().copy(os.fspath(source), os.fspath(target), overwrite=True)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)   # the only portable way to read it is to set it
-    os.umask(mask)
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere the only portable way to read it is to set
+    it and set it back, which is done under a lock (files another thread creates in that instant
+    could still get the temporary mask: call this from one thread there). Used as
+    ``os.chmod(path, 0o666 & ~current_umask())``: the mode a new file would get.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
@@ -268,7 +287,7 @@ def atomic_write(path: PathLike, data: Union[bytes, str]) -> None:
                 stream.flush()
                 os.fsync(stream.fileno())
             # mkstemp creates the file 0600; a written output gets the usual mode for new files.
-            os.chmod(temporary, 0o666 & ~_current_umask())
+            os.chmod(temporary, 0o666 & ~current_umask())
             os.replace(temporary, path)
         except BaseException:
             pathlib.Path(temporary).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ one ``ram://`` URL reaches both sides in one process. The chain test runs the fo
 ``main`` functions in this process (the store does not outlive it), with every path on ``ram://``.
 """
 import json
+import os
 import pathlib
 
 import pytest
@@ -265,3 +266,16 @@ def test_prepare_train_eval_export_with_every_path_on_a_remote_filesystem(capsys
     assert set(Interpreter(model_content=data_bytes).get_signature_list()) >= {"recognize", "recognize_features"}
     assert fileio.listdir(f"{url}/models") == ["dsnn.tflite"]
     assert {name: fileio.read_bytes(f"{url}/corpus/audio/{name}") for name in corpus_before} == corpus_before
+
+
+def test_current_umask_reads_the_mask_without_changing_it_from_many_threads():
+    import concurrent.futures
+
+    previous = os.umask(0o027)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            seen = set(pool.map(lambda _: fileio.current_umask(), range(64)))
+        assert seen == {0o027}
+        assert os.umask(0o027) == 0o027   # still the mask set above
+    finally:
+        os.umask(previous)

@@ -276,9 +276,7 @@ def write_corpus(config: SynthConfig, out: str | os.PathLike, jobs: int | None =
     speakers, utterances = plan_corpus(config)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the corpus gets normal permissions
+        staging.chmod(0o777 & ~fileio.current_umask())  # mkdtemp makes it private; the corpus gets normal permissions
         for spec in utterances:
             (staging / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
         samples = _render_all(staging, utterances, config, jobs, progress)
