@@ -70,6 +70,18 @@ def test_batches_respect_frame_budget_and_cover_the_epoch(prepared):
     assert seen == 24
 
 
+@pytest.mark.parametrize("sorted_epochs", [0, 1])
+def test_an_epochs_pipeline_runs_without_the_autotuner_whose_thread_stalls_the_next_epoch(prepared, sorted_epochs):
+    # Deleting an autotuned iterator waits out its model thread's sleep (up to 60 s): the trainer's
+    # first batch of every epoch stalled 12-60 s on the demo before this (docs/training.md).
+    ds = PreparedDataset.from_dir(prepared)
+    cfg = DataConfig(max_frames_per_batch=300, max_batch_size=8, num_buckets=3, max_utterance_frames=200,
+                     sorted_epochs=sorted_epochs)
+    batches = ds.training_batches("train", cfg, seed=1, epoch=0)
+    assert batches.options().autotune.enabled is False
+    assert sum(int(b["features"].shape[0]) for b in batches) == 24
+
+
 def test_order_is_reproducible_per_epoch_and_skip_resumes(prepared):
     ds = PreparedDataset.from_dir(prepared)
     cfg = DataConfig(max_frames_per_batch=300, max_batch_size=4, num_buckets=2, max_utterance_frames=200)
