@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import sys
@@ -566,14 +567,14 @@ def _resolved(path: fileio.AnyPath) -> str:
 def fastest_admissible(speed_grid: Sequence[Mapping[str, Any]], best_wer: float,
                        slack: float = 0.0) -> Mapping[str, Any] | None:
     """The speed stage's rule: of the settings whose WER is at most ``best_wer + slack``, the one with
-    the least decoding time (ties: the wider search, then no blank skipping, then no token floor);
-    None if none is."""
+    the least decoding time (ties: the wider search, a token beam of None being the widest, then no
+    blank skipping, then no token floor); None if none is."""
     admissible = [g for g in speed_grid if g["wer"] <= best_wer + slack + 1e-12]
     if not admissible:
         return None
     return min(admissible, key=lambda g: (g["decoder_seconds"], -g.get("beam_width", 0), -g["beam_threshold"],
-                                          -g["token_beam"], g["blank_skip"] is not None,
-                                          g.get("token_min_logp") is not None))
+                                          -(math.inf if g["token_beam"] is None else g["token_beam"]),
+                                          g["blank_skip"] is not None, g.get("token_min_logp") is not None))
 
 
 def coordinate_speed_search(values: Mapping[str, Sequence[Any]], start: Mapping[str, Any],
@@ -582,12 +583,14 @@ def coordinate_speed_search(values: Mapping[str, Sequence[Any]], start: Mapping[
     """The speed stage's coordinate search: from ``start``, one knob at a time (`SPEED_KNOBS` order),
     each of its ``values`` is measured with the other knobs held, and the fastest admissible one
     (`fastest_admissible`, WER at most ``best_wer + slack``) is taken before the next knob; sweeps
-    repeat until one changes nothing (at most ``max_sweeps``). A setting is measured once.
+    repeat until one changes nothing (at most ``max_sweeps``). A setting is measured once, and only
+    settings of the grid ``values`` spans are measured, as ``"grid"`` measures all of them.
 
     Args:
         values: For each knob of `SPEED_KNOBS`, the values to try.
-        start: The starting setting (stage 1's pruning; measured first, and kept if nothing tried is
-            admissible and faster).
+        start: Where the walk starts (stage 1's pruning); a knob whose start value is not among its
+            ``values`` starts at its first value. If no measured setting is admissible, the choice
+            is None and the caller keeps stage 1's pruning, as with the grid.
         measure: Decodes with a setting; returns it with ``"wer"`` and ``"decoder_seconds"`` added.
         best_wer: Stage 1's WER.
         slack: WER the search may give up for speed.
@@ -615,7 +618,7 @@ def coordinate_speed_search(values: Mapping[str, Sequence[Any]], start: Mapping[
             measured[key] = dict(measure(dict(setting)))
         return measured[key]
 
-    current = get(start)
+    current = get({knob: start[knob] if start[knob] in values[knob] else values[knob][0] for knob in SPEED_KNOBS})
     for _ in range(max_sweeps):
         before = current
         for knob in SPEED_KNOBS:
@@ -653,8 +656,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     and keeps the fastest (least decoding time, the best of 3 passes) whose WER is no higher than
     stage 1's: the search costs about the same at every level, so its share of a sparse level's time
     is what this buys down. ``speed_search="coordinate"`` (the default) walks one knob at a time
-    (`coordinate_speed_search`: ~20-30 settings per level with the default values); ``"grid"``
-    measures every combination (288). A setting whose WER is too high is timed once. The choice
+    (`coordinate_speed_search`: ~15-35 settings per level with the default values); ``"grid"``
+    measures every combination (288). A setting whose WER is too high is timed once (its
+    ``timing_passes`` in the recorded grid: 1, else 3). The choice
     rests on measured time, so a re-run on a busy machine may pick another setting of the same WER.
 
     Each level is tuned on its own (a sparse level's log-probabilities are flatter and want another
@@ -808,11 +812,11 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
                 passes.append(time.perf_counter() - start)
                 wer = error_rates(references, hypotheses)["wer"]
                 if wer > best["wer"] + speed_wer_slack + 1e-12:
-                    break   # not admissible: its time decides nothing
+                    break   # not admissible: its time decides nothing (recorded as "timing_passes": 1)
             _log(f"level {level} beam_width {setting['beam_width']} beam_threshold {setting['beam_threshold']:g} "
                  f"token_beam {setting['token_beam']} blank_skip {setting['blank_skip']} "
                  f"token_min_logp {setting['token_min_logp']}: WER {wer:.2%} ({min(passes):.3f} s)")
-            return {**setting, "wer": wer, "decoder_seconds": min(passes)}
+            return {**setting, "wer": wer, "decoder_seconds": min(passes), "timing_passes": len(passes)}
 
         if len(level_settings) > 1:
             _log(f"level {level} speed ({speed_search}): {len(widths)} beam widths x {len(beam_thresholds)} beam "
@@ -1103,7 +1107,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "of its time skip blanks at the cost of a word or two)")
     beam.add_argument("--tune_speed_search", choices=SPEED_SEARCHES, default=DEFAULT_TUNE_SPEED_SEARCH,
                       help="speed stage of --tune: coordinate (default) tries one knob's values at a time (width, "
-                           "threshold, token beam, blank skip, token floor; ~20-30 settings per level), grid every "
+                           "threshold, token beam, blank skip, token floor; ~15-35 settings per level), grid every "
                            "combination (288 per level with the defaults; the same choice or one close to it, "
                            "10-15x the time)")
     beam.add_argument("--tune_word_bonuses", default=",".join(f"{b:g}" for b in DEFAULT_TUNE_WORD_BONUSES),

@@ -247,9 +247,9 @@ def current_umask() -> int:
     ``os.chmod(path, 0o666 & ~current_umask())``: the mode a new file would get.
     """
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open("/proc/self/status", "rb") as status:   # bytes: the process name may be any encoding
             for line in status:
-                if line.startswith("Umask:"):
+                if line.startswith(b"Umask:"):
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass

@@ -672,9 +672,42 @@ def test_coordinate_tune_measures_part_of_the_grid_from_the_start_setting_and_ke
     assert len(measured) < len(full) // 2
     admissible = [g for g in result["speed_grid"] if g["wer"] <= result["best"]["wer"] + 1e-12]
     assert result["speed"]["decoder_seconds"] == min(g["decoder_seconds"] for g in admissible)
+    # An admissible setting is timed 3 times (best of), one above the WER once.
+    assert all(g["timing_passes"] == (3 if g in admissible else 1) for g in result["speed_grid"])
     settings = DecoderSettings.read(tmp_path / "decoder")
     assert settings.tuned["speed_search"] == "coordinate"
     assert tuple(getattr(settings.beam, key) for key in keys) == tuple(result["speed"][key] for key in keys)
+
+
+def test_re_tuning_settings_with_every_token_tried_walks_the_given_token_beams(tmp_path):
+    from dsnn_keras.evaluate import tune_decoder
+
+    run_dir, data = _untrained_run(tmp_path)
+    # A decoder.json whose search tries every token (token_beam null) is where the re-tune starts.
+    DecoderSettings(beam=BeamSearchConfig(beam_width=8, token_beam=None)).write(tmp_path / "decoder")
+    result = tune_decoder(run_dir, data, level=0, lm_weights=(1.0,), word_bonuses=(0.0,), beam_widths=(4,),
+                          beam_thresholds=(25.0,), token_beams=(8, 2), blank_skips=(None,), token_min_logps=(None,),
+                          out_dir=tmp_path / "decoder")
+    assert {(g["beam_width"], g["token_beam"]) for g in result["speed_grid"]} <= {(8, 8), (8, 2), (4, 8), (4, 2)}
+    assert result["speed"]["token_beam"] in (8, 2)
+
+
+def test_the_speed_rule_counts_every_token_tried_as_the_widest_token_beam():
+    from dsnn_keras.evaluate import fastest_admissible
+
+    every, eight = _speed_setting(token_beam=None), _speed_setting(token_beam=8)
+    grid = [{**eight, "wer": 0.1, "decoder_seconds": 0.2}, {**every, "wer": 0.1, "decoder_seconds": 0.2}]
+    assert fastest_admissible(grid, 0.1)["token_beam"] is None   # equal time: the wider search
+
+
+def test_the_coordinate_walk_starts_inside_the_given_values():
+    from dsnn_keras.evaluate import coordinate_speed_search
+
+    values = {**_SPEED_VALUES, "beam_threshold": [12.0], "token_beam": [3]}
+    measured = coordinate_speed_search(values, _speed_setting(), lambda s: {**s, "wer": 0.1, "decoder_seconds": 1.0},
+                                       best_wer=0.1)
+    assert measured[0]["beam_threshold"] == 12.0 and measured[0]["token_beam"] == 3
+    assert all(g["beam_threshold"] == 12.0 and g["token_beam"] == 3 for g in measured)
 
 
 def _speed_setting(width=32, threshold=25.0, token_beam=8, skip=None, floor=None):
