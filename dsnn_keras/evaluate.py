@@ -825,24 +825,18 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
             if speed_search == "grid":
                 speed_grid = [measure(setting) for setting in level_settings]
             else:
-                knob_values = {"beam_width": widths, "beam_threshold": [float(t) for t in beam_thresholds],
-                               "token_beam": [int(k) for k in token_beams],
-                               "blank_skip": [None if p is None else float(p) for p in blank_skips],
-                               "token_min_logp": [None if f is None else float(f) for f in token_min_logps]}
+                knob_values = {knob: list(dict.fromkeys(setting[knob] for setting in level_settings))
+                               for knob in SPEED_KNOBS}   # each knob's values, in the flags' order
                 start_setting = {knob: getattr(beam.config, knob) for knob in SPEED_KNOBS}
                 speed_grid = coordinate_speed_search(knob_values, start_setting, measure, best["wer"],
                                                      speed_wer_slack)
             fastest = fastest_admissible(speed_grid, best["wer"], speed_wer_slack)
-            if fastest is not None:   # None only if no setting matches stage 1's own pruning
-                beam = beam.with_config(beam_width=fastest["beam_width"], beam_threshold=fastest["beam_threshold"],
-                                        token_beam=fastest["token_beam"], blank_skip=fastest["blank_skip"],
-                                        token_min_logp=fastest["token_min_logp"])
+            if fastest is not None:   # None if no measured setting is admissible: stage 1's pruning stays
+                beam = beam.with_config(**{knob: fastest[knob] for knob in SPEED_KNOBS})
         elif level_settings:
             beam = beam.with_config(**level_settings[0])
-        speed = next((g for g in speed_grid if g["beam_width"] == beam.config.beam_width
-                      and g["beam_threshold"] == beam.config.beam_threshold
-                      and g["token_beam"] == beam.config.token_beam and g["blank_skip"] == beam.config.blank_skip
-                      and g["token_min_logp"] == beam.config.token_min_logp), None)
+        speed = next((g for g in speed_grid if all(g[knob] == getattr(beam.config, knob) for knob in SPEED_KNOBS)),
+                     None)
         _log(f"level {level} best: lm_weight {best['lm_weight']:g} word_bonus {best['word_bonus']:g} WER "
              f"{best['wer']:.2%} (greedy {greedy_wer:.2%}), beam_width {beam.config.beam_width} "
              f"beam_threshold {beam.config.beam_threshold:g} "
