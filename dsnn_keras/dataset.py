@@ -260,7 +260,7 @@ class PreparedDataset:
                 sorted_ds = part if sorted_ds is None else sorted_ds.concatenate(part)
             if skip_batches:
                 sorted_ds = sorted_ds.skip(skip_batches)
-            return sorted_ds.prefetch(2).with_options(_epoch_options())
+            return sorted_ds.prefetch(2).with_options(epoch_options())
         ds = ds.shuffle(buffer, seed=seed * 1000003 + epoch, reshuffle_each_iteration=False)
         ds = ds.bucket_by_sequence_length(
             element_length_func=lambda ex: ex["num_frames"],
@@ -269,7 +269,7 @@ class PreparedDataset:
         ds = ds.shuffle(64, seed=seed * 1000003 + epoch + 1, reshuffle_each_iteration=False)
         if skip_batches:
             ds = ds.skip(skip_batches)
-        return ds.prefetch(2).with_options(_epoch_options())
+        return ds.prefetch(2).with_options(epoch_options())
 
     def shuffle_buffer_size(self, split: str, data_config) -> int:
         """Utterances in the training shuffle buffer: ``data.shuffle_buffer``, or with null the
@@ -350,13 +350,17 @@ class PreparedDataset:
             "transcript": []})
 
 
-def _epoch_options():
+def epoch_options():
     """tf.data options of one epoch's pipeline: no autotuning.
 
     An autotuned pipeline runs a model thread that sleeps between optimisation rounds, its period
     doubling up to 60 s; deleting the iterator waits for that sleep to end (measured: the trainer's
     first batch of an epoch stalled 12-60 s on the demo, ~20 % of its training time). An epoch's
-    parsing is ~1.5 s of a ~100 s epoch there, so the autotuner has nothing to win.
+    parsing is ~1.5 s of a ~100 s epoch there, so the autotuner has nothing to win. (Several local
+    replicas add per-device iterators these options do not reach: `dsnn_keras.distribute.input_options`.)
+
+    Returns:
+        A `tf.data.Options` with ``autotune.enabled = False``.
     """
     import tensorflow as tf
 

@@ -197,6 +197,40 @@ def role_from_resolver(resolver) -> WorkerRole:
     return WorkerRole(is_chief=is_chief, task_type=task_type, task_id=task_id, num_workers=max(workers, 1))
 
 
+def input_options(strategy):
+    """The `tf.distribute.InputOptions` the trainer's epochs are distributed with (None: TF's defaults).
+
+    Under a `tf.distribute.MirroredStrategy` with several local replicas, TensorFlow's default
+    input path is a multi-device iterator whose per-device iterators it creates itself, with
+    tf.data's autotuner on (the options of our datasets do not reach them). Deleting such an iterator
+    at the end of an epoch waits for its autotune thread's sleep, whose period doubles up to 60 s:
+    measured on two logical CPUs, 12 s after an iterator lived 70 s (`bench/input_teardown.py`).
+    There each replica gets its own pipeline instead (``PER_REPLICA``: the input function is
+    called once per replica, with ``input_pipeline_id`` = the replica), and the batches stay on the
+    host until the step reads them (``experimental_fetch_to_device=False``, which ``PER_REPLICA``
+    requires). Every pipeline still builds the same global batches and keeps its replica's rows
+    (`split_global_batches`), so a step computes what it computed before; the cost is that each
+    replica parses every record instead of each worker.
+
+    ``PER_REPLICA`` is MirroredStrategy-only in TensorFlow: a `MultiWorkerMirroredStrategy`
+    worker with several GPUs keeps the multi-device iterator (and the stall; see
+    docs/training.md). One device per worker, the default strategy and TPUs use None.
+
+    Args:
+        strategy: A `tf.distribute.Strategy`.
+
+    Returns:
+        A `tf.distribute.InputOptions`, or None for TensorFlow's defaults.
+    """
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MirroredStrategy) and len(strategy.extended.worker_devices) > 1:
+        return tf.distribute.InputOptions(
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+            experimental_fetch_to_device=False)
+    return None
+
+
 def split_global_batches(dataset, num_replicas: int, first_replica: int = 0, local_replicas: int = 1):
     """Splits each global batch into the per-replica batches of this input pipeline.
 

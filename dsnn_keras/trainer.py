@@ -37,7 +37,7 @@ import dsnn_keras
 from dsnn_keras import fileio
 from dsnn_keras.config import Config, ConfigError, config_from_dict, dump_config, load_config
 from dsnn_keras.dataset import PreparedDataset
-from dsnn_keras.distribute import make_strategy, split_global_batches, worker_role
+from dsnn_keras.distribute import input_options, make_strategy, split_global_batches, worker_role
 from dsnn_keras.errors import DsnnError
 from dsnn_keras.paths import exclusive_lock
 from dsnn_keras.run_dir import (CHECKPOINT_NAME, list_checkpoints, no_restorable_checkpoint_message,
@@ -585,7 +585,8 @@ class Trainer:
                                             first_replica=context.input_pipeline_id * local, local_replicas=local)
 
             index = skip
-            distributed = self.strategy.distribute_datasets_from_function(per_replica)
+            distributed = self.strategy.distribute_datasets_from_function(
+                per_replica, options=input_options(self.strategy))
             if self._compute is None:
                 self._compute = tf.function(self._compute_fn, autograph=False, input_signature=[
                     distributed.element_spec,

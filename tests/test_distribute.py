@@ -4,6 +4,11 @@ The real multi-worker runs (two processes, MultiWorkerMirroredStrategy, a killed
 tests/test_multi_worker.py.
 """
 import io
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -13,10 +18,14 @@ from dsnn_job.artifacts import StepError
 from dsnn_job.job import Job, JobConfig
 from dsnn_keras.config import ConfigError
 from dsnn_keras.dataset import PreparedDataset
-from dsnn_keras.distribute import StrategyError, make_strategy, role_from_resolver, split_global_batches
+from dsnn_keras.distribute import (StrategyError, input_options, make_strategy, role_from_resolver,
+                                   split_global_batches)
 from dsnn_keras.trainer import Trainer, TrainingError, prepare_run_dir
 from dsnn_keras.train_run import with_strategy
 from fixtures_data import build_prepared_dataset, small_config
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _batch(rows: int) -> dict:
@@ -142,3 +151,38 @@ def test_multi_worker_without_tf_config_says_it_is_a_cluster_of_one(monkeypatch,
     monkeypatch.delenv("TF_CONFIG", raising=False)
     distribute._check_tf_config()
     assert "without TF_CONFIG" in capsys.readouterr().err
+
+
+def test_one_device_strategies_keep_tensorflows_input_defaults():
+    assert input_options(tf.distribute.get_strategy()) is None
+    assert input_options(tf.distribute.MirroredStrategy(["/cpu:0"])) is None
+
+
+def test_several_mirrored_replicas_each_read_their_own_pipeline_instead_of_a_multi_device_iterator():
+    # TF's multi-device iterator makes per-device iterators with the autotuner on, and deleting one
+    # at an epoch's end waits out the autotuner's sleep (bench/input_teardown.py: 12 s after 70 s).
+    # With input_options the input function runs once per replica and feeds that replica. Logical
+    # CPU devices must be set before TensorFlow starts, hence the child process.
+    script = textwrap.dedent("""
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from dsnn_keras.distribute import input_options
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        options = input_options(strategy)
+        calls = []
+        def per_replica(context):
+            calls.append([context.input_pipeline_id, context.num_input_pipelines])
+            return tf.data.Dataset.from_tensors([float(context.input_pipeline_id)]).repeat(2)
+        batch = next(iter(strategy.distribute_datasets_from_function(per_replica, options=options)))
+        print(json.dumps({"mode": str(options.experimental_replication_mode),
+                          "fetch_to_device": options.experimental_fetch_to_device, "calls": calls,
+                          "values": [float(v.numpy()[0]) for v in strategy.experimental_local_results(batch)]}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "PER_REPLICA" in result["mode"] and result["fetch_to_device"] is False
+    assert sorted(result["calls"]) == [[0, 2], [1, 2]]
+    assert result["values"] == [0.0, 1.0]
