@@ -843,7 +843,7 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
              f"token_beam {beam.config.token_beam} blank_skip {beam.config.blank_skip} "
              f"token_min_logp {beam.config.token_min_logp}")
         return beam.config, {"best": best, "greedy_wer": greedy_wer, "grid": grid, "speed": speed,
-                             "speed_grid": speed_grid}
+                             "speed_grid": speed_grid, "speed_stage": len(level_settings) > 1}
 
     tuned = {level: tune_one(level) for level in levels}
     default_level = levels[0]
@@ -859,7 +859,9 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
     if _resolved(source) != _resolved(target):
         LmBundle.read_dir(source).write_dir(target)
     record = {"split": split, "level": default_level, "data_dir": str(data_dir), "lm_source": str(source),
-              "num_utterances": len(utterances), "speed_wer_slack": speed_wer_slack, "speed_search": speed_search,
+              "num_utterances": len(utterances), "speed_wer_slack": speed_wer_slack,
+              # None: one setting per speed flag, no speed stage ran at any tuned level
+              "speed_search": speed_search if any(r["speed_stage"] for _, r in tuned.values()) else None,
               "greedy_wer": default_result["greedy_wer"],
               "best_wer": default_result["best"]["wer"], "grid": default_result["grid"],
               "speed_grid": default_result["speed_grid"]}

@@ -849,6 +849,7 @@ def test_tune_with_one_pruning_setting_uses_it_and_a_bad_one_is_refused_before_t
     assert (settings.beam.beam_threshold, settings.beam.token_beam, settings.beam.blank_skip,
             settings.beam.token_min_logp) == (12.0, 3, 0.9, -6.0)
     assert result["speed_grid"] == []
+    assert settings.tuned["speed_search"] is None   # no walk ran, so none is recorded
     with pytest.raises(EvaluationError, match="--tune_speed_search must be one of coordinate, grid, got 'fast'"):
         tune_decoder(run_dir, data, speed_search="fast")
     assert main([str(run_dir), "--data", str(data), "--tune", "--tune_token_beams", "0,4"]) == 1
