@@ -47,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     args = build_parser().parse_args(argv)
     paths = [p for p in args.paths.split(",") if p]
-    unknown = sorted(set(paths) - set(PATHS))
-    if unknown or args.replicas < 2 or args.lifetime_s <= 0:
-        build_parser().error(f"need --replicas >= 2, --lifetime_s > 0 and --paths of {PATHS} (got {args.paths!r})")
+    if args.replicas < 2:
+        build_parser().error(f"--replicas: need at least 2 (the stall is a several-device one), got {args.replicas}")
+    if args.lifetime_s <= 0:
+        build_parser().error(f"--lifetime_s: need a positive number of seconds, got {args.lifetime_s:g}")
+    if not paths or set(paths) - set(PATHS) or len(set(paths)) != len(paths):
+        build_parser().error(f"--paths: one or both of {', '.join(PATHS)}, each once, got {args.paths!r}")
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -57,14 +60,14 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     from dsnn_keras.dataset import epoch_options
     from dsnn_keras.distribute import input_options
 
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.replicas)])
-
     def epoch(context):
         ds = tf.data.Dataset.range(10 ** 12).map(lambda x: tf.cast(x, tf.float32)).batch(4)
         return ds.prefetch(2).with_options(epoch_options())
 
     rows = []
     for path in paths:
+        # A fresh strategy per path: the first PER_REPLICA input rewrites a strategy's input devices.
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.replicas)])
         options = input_options(strategy) if path == "trainer" else None
         iterator = iter(strategy.distribute_datasets_from_function(epoch, options=options))
         start, batches = time.perf_counter(), 0

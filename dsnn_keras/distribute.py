@@ -207,10 +207,12 @@ def input_options(strategy):
     measured on two logical CPUs, 12 s after an iterator lived 70 s (`bench/input_teardown.py`).
     There each replica gets its own pipeline instead (``PER_REPLICA``: the input function is
     called once per replica, with ``input_pipeline_id`` = the replica), and the batches stay on the
-    host until the step reads them (``experimental_fetch_to_device=False``, which ``PER_REPLICA``
-    requires). Every pipeline still builds the same global batches and keeps its replica's rows
-    (`split_global_batches`), so a step computes what it computed before; the cost is that each
-    replica parses every record instead of each worker.
+    host until the step reads them (``experimental_fetch_to_device=False``: with ``True`` TensorFlow
+    would put a one-device multi-device iterator behind each replica again). Every pipeline still
+    builds the same global batches and keeps its replica's rows (`split_global_batches`), so a step
+    computes what it computed before. The cost: each replica parses every record and holds its own
+    shuffle buffer (up to ``data.shuffle_buffer_mb`` each, so N replicas take up to N times that in
+    host memory), where the worker's one pipeline held one.
 
     ``PER_REPLICA`` is MirroredStrategy-only in TensorFlow: a `MultiWorkerMirroredStrategy`
     worker with several GPUs keeps the multi-device iterator (and the stall; see

@@ -701,7 +701,8 @@ def tune_decoder(run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, spli
         The default (densest tuned) level's ``{"best": {"lm_weight", "word_bonus", "wer"},
         "greedy_wer", "grid": [...], "speed": {"beam_width", "beam_threshold", "token_beam", "blank_skip",
         "token_min_logp", "wer",
-        "decoder_seconds"}, "speed_grid": [...]}``, with ``"level"``, ``"decoder_json"`` and
+        "decoder_seconds"}, "speed_grid": [...], "speed_stage": bool}`` (``speed_stage``: whether the
+        speed flags gave this level more than one setting to walk), with ``"level"``, ``"decoder_json"`` and
         ``"levels"``: ``{level: the same keys}`` for every tuned level.
 
     Raises:

@@ -569,9 +569,10 @@ class Trainer:
     def batches(self):
         """Yields (epoch, batch index in epoch, distributed batch), resuming at the saved position.
 
-        Every input pipeline (one per worker) builds the same global batches and feeds its
-        replicas their rows (`dsnn_keras.distribute.split_global_batches`): a step trains on the
-        same global batch whatever the number of replicas.
+        Every input pipeline (one per worker; one per replica under a several-device
+        MirroredStrategy, `dsnn_keras.distribute.input_options`) builds the same global batches and
+        feeds its replicas their rows (`dsnn_keras.distribute.split_global_batches`): a step trains
+        on the same global batch whatever the number of replicas.
         """
         epoch, skip = int(self.state.epoch.numpy()), int(self.state.batch_in_epoch.numpy())
         replicas = self.strategy.num_replicas_in_sync

@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "input_teardown.py"
 
@@ -27,7 +29,13 @@ def test_times_both_input_paths_and_the_trainers_is_per_replica(tmp_path):
         assert f"| {row['path']} |" in out.stdout
 
 
-def test_refuses_one_replica_with_a_usage_error():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--replicas", "1"], capture_output=True, text=True,
-                         timeout=60, cwd=REPO)
-    assert out.returncode == 2 and "--replicas >= 2" in out.stderr
+@pytest.mark.parametrize("args, message", [
+    (["--replicas", "1"], "--replicas: need at least 2"),
+    (["--lifetime_s", "0"], "--lifetime_s: need a positive number"),
+    (["--paths", ","], "--paths: one or both of tf_default, trainer"),
+    (["--paths", "trainer,trainer"], "--paths: one or both"),
+    (["--paths", "fast"], "--paths: one or both"),
+])
+def test_refuses_bad_arguments_naming_the_one_at_fault(args, message):
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 2 and message in out.stderr

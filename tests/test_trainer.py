@@ -193,7 +193,8 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error(tmp_path):
 def _train_on_two_mirrored_replicas(config_expression: str, prepared, run_dir) -> dict:
     """Trains ``config_expression`` (a `small_config(...)` call) under a MirroredStrategy of two logical
     CPUs in a child process (logical devices are set before TensorFlow starts); returns its
-    ``replicas``, ``step`` and ``losses``."""
+    ``replicas``, ``step``, ``losses`` and ``splits`` (first replica and local replicas of every input
+    pipeline the trainer built)."""
     script = textwrap.dedent(f"""
         import io, json, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
@@ -202,12 +203,18 @@ def _train_on_two_mirrored_replicas(config_expression: str, prepared, run_dir) -
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
         from fixtures_data import small_config
-        from dsnn_keras.trainer import train
+        import dsnn_keras.trainer as trainer_module
+        splits = []   # (first_replica, local_replicas) of every input pipeline the trainer built
+        def recording_split(dataset, num_replicas, first_replica=0, local_replicas=1):
+            splits.append([first_replica, local_replicas])
+            return split_global_batches(dataset, num_replicas, first_replica, local_replicas)
+        split_global_batches = trainer_module.split_global_batches
+        trainer_module.split_global_batches = recording_split
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        summary = train({config_expression}, {str(prepared)!r}, {str(run_dir)!r}, strategy=strategy,
-                        stream=io.StringIO())
+        summary = trainer_module.train({config_expression}, {str(prepared)!r}, {str(run_dir)!r}, strategy=strategy,
+                                       stream=io.StringIO())
         print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "step": summary["step"],
-                          "losses": summary["last_losses"]}}))
+                          "losses": summary["last_losses"], "splits": splits}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -223,6 +230,10 @@ def test_two_mirrored_replicas_train_like_one_device_on_the_same_global_batch(pr
     the one-device run of the same config is the module's, trained in this process."""
     result = _train_on_two_mirrored_replicas(REFERENCE_CONFIG, prepared, tmp_path / "run")
     assert result["replicas"] == 2 and result["step"] == 8
+    # One pipeline per replica, each feeding its own replica (dsnn_keras.distribute.input_options):
+    # TF's one pipeline for both would be (0, 2), behind a multi-device iterator that stalls at epoch ends.
+    splits = [tuple(split) for split in result["splits"]]   # every epoch builds one pipeline per replica
+    assert splits and set(splits) == {(0, 1), (1, 1)} and splits.count((0, 1)) == splits.count((1, 1))
     assert all(np.isfinite(v) for v in result["losses"].values())
     start = [r for r in _log(tmp_path / "run") if r["event"] == "start"][0]
     assert start["replicas"] == 2
