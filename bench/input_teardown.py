@@ -53,6 +53,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         build_parser().error(f"--lifetime_s: need a positive number of seconds, got {args.lifetime_s:g}")
     if not paths or set(paths) - set(PATHS) or len(set(paths)) != len(paths):
         build_parser().error(f"--paths: one or both of {', '.join(PATHS)}, each once, got {args.paths!r}")
+    if args.json is not None and not args.json.parent.is_dir():
+        build_parser().error(f"--json: no directory {str(args.json.parent)!r} to write {args.json.name!r} into")
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]

@@ -35,6 +35,7 @@ def test_times_both_input_paths_and_the_trainers_is_per_replica(tmp_path):
     (["--paths", ","], "--paths: one or both of tf_default, trainer"),
     (["--paths", "trainer,trainer"], "--paths: one or both"),
     (["--paths", "fast"], "--paths: one or both"),
+    (["--json", "no/such/dir/t.json"], "--json: no directory 'no/such/dir'"),
 ])
 def test_refuses_bad_arguments_naming_the_one_at_fault(args, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, cwd=REPO)
