@@ -32,6 +32,29 @@ def _job(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def _job_here(out: pathlib.Path, capsys, *extra: str) -> subprocess.CompletedProcess:
+    """The same entry point in this process: the module's job ran as a real command already, and a
+    re-run or a refusal is not about the process boundary (each new process costs seconds of imports)."""
+    from dsnn_job.cli import main
+
+    capsys.readouterr()
+    code = main(["--out", str(out), *TINY, *extra])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["dsnn-job", *extra], code, captured.out, captured.err)
+
+
+def _refused(capsys, *argv: str) -> str:
+    """dsnn-job with these arguments, in this process: exit 1, one error line, no traceback; its stderr."""
+    from dsnn_job.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 1, err[-3000:]
+    assert "dsnn-job: error:" in err and "Traceback" not in err
+    return err
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("job") / "demo"
@@ -116,15 +139,15 @@ def test_summary_json_has_a_row_per_level_and_plots_are_pngs(job):
     assert (out / "summary.md").read_text().startswith("# dsnn-job summary")
 
 
-def test_rerun_skips_every_step_and_a_changed_parameter_reruns_only_its_step(job):
+def test_rerun_skips_every_step_and_a_changed_parameter_reruns_only_its_step(job, capsys):
     out, _ = job
     before = {d: read_record(out / d)["finished"] for d in ("corpus", "data", "run", "eval", "export")}
-    again = _job(out)
+    again = _job_here(out, capsys)
     assert again.returncode == 0, again.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     made = [name for name in STEPS if name != "push"]   # push runs only with --push_dir
     assert {s["name"]: s["status"] for s in summary["steps"]} == {name: "cached" for name in made}
-    changed = _job(out, "--bench_repeats", "2")  # overrides the earlier --bench_repeats 1
+    changed = _job_here(out, capsys, "--bench_repeats", "2")  # overrides the earlier --bench_repeats 1
     assert changed.returncode == 0, changed.stderr[-4000:]
     statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["steps"]}
     assert statuses == {**{name: "cached" for name in made}, "bench": "ran"}
@@ -182,31 +205,28 @@ def test_push_step_refuses_a_model_worse_than_the_pushed_one_then_pushes_it_once
     assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == ["1", "2"]
 
 
-def test_a_bad_corpus_path_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(tmp_path / "o"),
-                             "--corpus", str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 1
-    assert "--corpus: no such directory" in result.stderr and "missing" in result.stderr
+def test_a_bad_corpus_path_is_a_clear_error(tmp_path, capsys):
+    err = _refused(capsys, "--out", str(tmp_path / "o"), "--corpus", str(tmp_path / "missing"))
+    assert "--corpus: no such directory" in err and "missing" in err
+    assert not (tmp_path / "o").exists()
 
 
-def test_out_that_is_a_file_and_a_busy_out_are_clear_errors(tmp_path):
+def test_out_that_is_a_file_and_a_busy_out_are_clear_errors(tmp_path, capsys):
     import fcntl
 
     a_file = tmp_path / "not_a_dir"
     a_file.write_text("x")
-    result = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(a_file)],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 1 and "dsnn-job: error:" in result.stderr and "Traceback" not in result.stderr
+    _refused(capsys, "--out", str(a_file))
+    assert a_file.read_text() == "x"
     busy = tmp_path / "busy"
     busy.mkdir()
+    # flock locks belong to an open file description: the job's own open() of the lock file conflicts
+    # with this one although both are in this process, as another job's would.
     with open(busy / ".dsnn-job.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        result = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(busy)],
-                                capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 1 and "another dsnn-job is running on" in result.stderr
-    forced = subprocess.run([sys.executable, "-m", "dsnn_job.cli", "--out", str(tmp_path / "o"),
-                             "--corpus", str(tmp_path), "--force", "synth"], capture_output=True, text=True, cwd=ROOT)
-    assert forced.returncode == 1 and "--force synth" in forced.stderr
+        assert "another dsnn-job is running on" in _refused(capsys, "--out", str(busy))
+    assert "--force synth" in _refused(capsys, "--out", str(tmp_path / "o"), "--corpus", str(tmp_path),
+                                       "--force", "synth")
 
 
 def test_the_job_runs_and_pushes_with_every_path_on_a_remote_filesystem(job, capsys):
