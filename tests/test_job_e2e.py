@@ -216,7 +216,7 @@ def test_out_that_is_a_file_and_a_busy_out_are_clear_errors(tmp_path, capsys):
 
     a_file = tmp_path / "not_a_dir"
     a_file.write_text("x")
-    _refused(capsys, "--out", str(a_file))
+    assert "exists and is not a directory" in _refused(capsys, "--out", str(a_file))
     assert a_file.read_text() == "x"
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -225,7 +225,9 @@ def test_out_that_is_a_file_and_a_busy_out_are_clear_errors(tmp_path, capsys):
     with open(busy / ".dsnn-job.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert "another dsnn-job is running on" in _refused(capsys, "--out", str(busy))
-    assert "--force synth" in _refused(capsys, "--out", str(tmp_path / "o"), "--corpus", str(tmp_path),
+    corpus = tmp_path / "corpus"   # a real corpus directory beside --out: only --force synth is wrong
+    corpus.mkdir()
+    assert "--force synth" in _refused(capsys, "--out", str(tmp_path / "o"), "--corpus", str(corpus),
                                        "--force", "synth")
 
 
