@@ -425,8 +425,28 @@ class Trainer:
         """The model's output frames for ``num_frames`` input frames (its front-end's time reduction)."""
         return output_lengths(num_frames, self.config.model)
 
+    def one_pass(self, step: int) -> bool:
+        """Whether ``step`` trains the levels as one model (``training.one_pass_before_pruning``).
+
+        True before ``pruning.begin_step`` in a ``dsnn`` run of several levels that computes its own
+        masks (not warm-started): every mask is still all ones there, so every level is the dense model.
+        """
+        return (self.config.training.one_pass_before_pruning and self.config.training.mode == "dsnn"
+                and len(self.levels) > 1 and self.warm_start is None
+                and step < self.config.pruning.begin_step)
+
+    def step_levels(self, step: int) -> tuple[list[int], Optional[float]]:
+        """The levels ``step`` trains (the sandwich rule's draw) and, for a one-pass step, the scale of
+        the densest level's loss that stands for them all (None for an ordinary step)."""
+        chosen = sandwich_levels(len(self.levels), self.config.num_sandwich_levels,
+                                 np.random.default_rng([self.config.training.seed, step]))
+        if not self.one_pass(step):
+            return chosen, None
+        weights = self._level_weights.numpy()
+        return [0], float(sum(weights[chosen]) / weights[0])
+
     # -- step functions --
-    def _replica_compute(self, batch, levels, step):
+    def _replica_compute(self, batch, levels, step, loss_scale=1.0):
         # A replica's share of a global batch with fewer rows than replicas is empty. Some kernels
         # fail on an empty batch (oneDNN's Conv2D+BiasAdd on AVX-512 CPUs, tf.nn.ctc_loss), so the
         # forward pass is skipped: no loss, zero gradients.
@@ -439,9 +459,9 @@ class Trainer:
                     tf.constant(0.0))
 
         return tf.cond(tf.shape(batch["features"])[0] > 0,
-                       lambda: self._replica_compute_rows(batch, levels, step), empty)
+                       lambda: self._replica_compute_rows(batch, levels, step, loss_scale), empty)
 
-    def _replica_compute_rows(self, batch, levels, step):
+    def _replica_compute_rows(self, batch, levels, step, loss_scale=1.0):
         cfg = self.config
         features, num_frames = batch["features"], batch["num_frames"]
         labels, label_lengths = batch["labels"], batch["label_lengths"]
@@ -472,7 +492,7 @@ class Trainer:
                     logits = self.model(features, training=True)
                 loss = ctc_loss(labels, logits, label_lengths, out_lengths, self.blank_id) / global_batch
                 level_losses.append(loss)
-                level_weight = tf.gather(level_weights, levels[j])
+                level_weight = tf.gather(level_weights, levels[j]) * loss_scale
                 total += level_weight * loss
                 if weight > 0:
                     if j == 0:
@@ -523,11 +543,11 @@ class Trainer:
         mean = tf.reduce_sum(normalised, axis=1) / tf.cast(prior + num_frames, tf.float32)[:, None]
         return (self._cmvn_mean + self._cmvn_std * mean)[:, None, :]
 
-    def _compute_fn(self, batch, levels, step):
+    def _compute_fn(self, batch, levels, step, loss_scale=1.0):
         if self.warm_start is None:   # a warm-started run keeps its source's masks (dsnn_keras.warm_start)
             dsnn_keras.update_nested_masks(self.model, step)
-        grads, losses, distill, nonfinite, bad_inputs, switch = self.strategy.run(self._replica_compute,
-                                                                                  args=(batch, levels, step))
+        grads, losses, distill, nonfinite, bad_inputs, switch = self.strategy.run(
+            self._replica_compute, args=(batch, levels, step, loss_scale))
         reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
         return grads, reduce(losses), reduce(distill), reduce(nonfinite), reduce(bad_inputs), reduce(switch)
 
@@ -593,6 +613,10 @@ class Trainer:
                     distributed.element_spec,
                     tf.TensorSpec([self.config.num_sandwich_levels], tf.int32),
                     tf.TensorSpec([], tf.int64)])
+                # The one-pass step (`one_pass_before_pruning`): its own trace, one level and a loss scale.
+                self._compute_one = tf.function(self._compute_fn, autograph=False, input_signature=[
+                    distributed.element_spec, tf.TensorSpec([1], tf.int32), tf.TensorSpec([], tf.int64),
+                    tf.TensorSpec([], tf.float32)])
             for batch in distributed:
                 index += 1
                 yield epoch, index, batch
@@ -638,7 +662,7 @@ class Trainer:
                              "replicas": self.strategy.num_replicas_in_sync, "workers": self.role.num_workers,
                              "warm_start": warm})
         saved = restored_from   # the same on every worker: each decides alike when to save
-        k, n = len(self.levels), self.config.num_sandwich_levels
+        k = len(self.levels)
         window = {"loss": np.zeros(k), "count": np.zeros(k), "distill": np.zeros(k), "switch": np.zeros(2)}
         consecutive_bad, bad_input_steps, last_losses, dev = 0, 0, None, None
         visits = [0] * k
@@ -647,10 +671,13 @@ class Trainer:
             for epoch, index, batch in batches:
                 if step >= stop:
                     break
-                chosen = sandwich_levels(k, n, np.random.default_rng([cfg.seed, step]))
-                levels = tf.constant(chosen, tf.int32)
-                grads, losses, distill, nonfinite, bad_inputs, switch = self._compute(
-                    batch, levels, tf.constant(step, tf.int64))
+                chosen, scale = self.step_levels(step)
+                if scale is not None:
+                    grads, losses, distill, nonfinite, bad_inputs, switch = self._compute_one(
+                        batch, tf.constant(chosen, tf.int32), tf.constant(step, tf.int64), tf.constant(scale))
+                else:
+                    grads, losses, distill, nonfinite, bad_inputs, switch = self._compute(
+                        batch, tf.constant(chosen, tf.int32), tf.constant(step, tf.int64))
                 self.state.epoch.assign(epoch)
                 self.state.batch_in_epoch.assign(index)
                 losses = losses.numpy()
