@@ -280,39 +280,39 @@ def test_level_weights_scale_each_levels_share_of_the_gradient(prepared, tmp_pat
 
 
 @pytest.mark.large
-def test_one_pass_before_pruning_trains_like_every_level_while_the_levels_are_one_model(prepared, tmp_path):
+def test_one_pass_before_pruning_trains_like_every_level_while_the_levels_are_one_model(
+        prepared, one_device_run, tmp_path):
     # Without dropout, every level before pruning.begin_step (2) is the same model computing the same
     # loss, so one pass scaled by the levels' summed weights must give every level's gradient: the
-    # runs agree through the pruning ramp to the end, while the one-pass run skips level 1 twice.
-    def run(name, **training):
-        config = small_config(training={"level_weights": [1.0, 3.0], **training})
-        trainer = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / name, stream=io.StringIO())
-        return trainer, trainer.run()
-
+    # reference run (every level every step) and the one-pass run agree through the pruning ramp to
+    # the end, while the one-pass run skips level 1 twice.
     import tensorflow as tf
 
-    every, every_summary = run("every")
-    one, one_summary = run("one", one_pass_before_pruning=True)
-    assert [one.step_levels(step) for step in range(3)] == [([0], 4.0), ([0], 4.0), ([0, 1], None)]
-    assert [every.step_levels(step) for step in range(2)] == [([0, 1], None)] * 2
-    # The scale is what the gradient needs (Adam would hide a wrong one: it undoes a gradient's scale).
-    fresh = Trainer(small_config(training={"level_weights": [1.0, 3.0]}), PreparedDataset.from_dir(prepared),
-                    tmp_path / "fresh", stream=io.StringIO())
-    _, _, batch = next(iter(fresh.batches()))
-    dsnn_keras.update_nested_masks(fresh.model, tf.constant(0, tf.int64))
-    step = tf.constant(0, tf.int64)
-    both = fresh._replica_compute_rows(batch, tf.constant([0, 1]), step)[0]
-    scaled = fresh._replica_compute_rows(batch, tf.constant([0]), step, tf.constant(4.0))[0]
-    for a, b in zip(both, scaled):
-        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-7)
-    assert every_summary["level_visits"] == [8, 8] and one_summary["level_visits"] == [8, 6]
+    config = apply_overrides(_reference_config(), ["training.one_pass_before_pruning=true"])
+    one = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "one", stream=io.StringIO())
+    summary = one.run()
+    assert summary["level_visits"] == [8, 6]
     first = [r for r in _log(tmp_path / "one") if r["event"] == "train"][0]
     assert first["step"] == 2 and set(first["loss"]) == {"0"}   # steps 0-1: the dense level alone
-    for a, b in zip(_weights(every.model), _weights(one.model)):
+    for a, b in zip(_weights(one_device_run.model), _weights(one.model)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    codes_a, codes_b = dsnn_keras.level_codes(every.model), dsnn_keras.level_codes(one.model)
+    codes_a, codes_b = dsnn_keras.level_codes(one_device_run.model), dsnn_keras.level_codes(one.model)
     for name in codes_a:
         np.testing.assert_array_equal(codes_b[name], codes_a[name])
+    assert [one.step_levels(step) for step in range(3)] == [([0], 2.0), ([0], 2.0), ([0, 1], None)]
+    assert [one_device_run.step_levels(step) for step in range(2)] == [([0, 1], None)] * 2
+    # The scale is what the gradient needs (Adam would hide a wrong one: it undoes a gradient's scale).
+    weighted = Trainer(small_config(training={"level_weights": [1.0, 3.0], "one_pass_before_pruning": True}),
+                       PreparedDataset.from_dir(prepared), tmp_path / "weighted", stream=io.StringIO())
+    levels, scale = weighted.step_levels(0)
+    assert (levels, scale) == ([0], 4.0)
+    _, _, batch = next(iter(weighted.batches()))
+    dsnn_keras.update_nested_masks(weighted.model, tf.constant(0, tf.int64))
+    step = tf.constant(0, tf.int64)
+    every = weighted._replica_compute_rows(batch, tf.constant([0, 1]), step)[0]
+    once = weighted._replica_compute_rows(batch, tf.constant(levels), step, tf.constant(scale))[0]
+    for a, b in zip(every, once):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-7)
     single = small_config(training={"mode": "single", "one_pass_before_pruning": True})
     lone = Trainer(single, PreparedDataset.from_dir(prepared), tmp_path / "single", stream=io.StringIO())
     assert not lone.one_pass(0)   # one level: nothing to merge
