@@ -1,10 +1,12 @@
-"""Median training-step time of a config: the DSNN sandwich step vs a single-level step.
+"""Median training-step time of a config: the DSNN sandwich step vs a single-level step, and the
+DSNN's one-pass step (`training.one_pass_before_pruning`: the steps before pruning begins).
 
 Usage: python bench/train_step_time.py --config configs/an4.yaml [--batch 24 --frames 330 --steps 12]
 
 Builds a tiny synthetic prepared dataset only for its metadata (vocabulary, CMVN), then times the
 trainer's compiled step on fixed random batches of ``batch x frames`` (AN4 averages ~270 frames per
-utterance; 8000 frames per batch ~= 24 x 330). Prints medians and the DSNN/single ratio.
+utterance; 8000 frames per batch ~= 24 x 330). Prints medians, the DSNN/single ratio and the
+one-pass/DSNN ratio.
 TensorFlow's thread pools follow ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` (default:
 every core), e.g. ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python bench/...``.
 """
@@ -69,8 +71,27 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
         results[mode] = float(np.median(times[1:]))
         print(f"{mode}: {n} level(s), median step {results[mode]:.3f} s "
               f"(batch {args.batch} x {args.frames} frames)", flush=True)
+        if mode == "dsnn":
+            results["one_pass"] = _median_one_pass_step(trainer, batch, args.steps)
+            print(f"dsnn one pass: median step {results['one_pass']:.3f} s (the densest level, its loss "
+                  f"scaled by {n}: the steps before pruning.begin_step)", flush=True)
     print(f"ratio dsnn/single: {results['dsnn'] / results['single']:.2f}")
+    print(f"ratio one pass/dsnn: {results['one_pass'] / results['dsnn']:.2f}")
     return 0
+
+
+def _median_one_pass_step(trainer, batch, steps: int) -> float:
+    import tensorflow as tf
+
+    levels, scale = tf.constant([0], tf.int32), tf.constant(float(trainer.config.num_sandwich_levels))
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        grads, losses, *_ = trainer._compute_one(batch, levels, tf.constant(i, tf.int64), scale)
+        trainer._apply(grads)
+        float(losses[0])
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
 
 
 if __name__ == "__main__":

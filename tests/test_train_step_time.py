@@ -13,7 +13,7 @@ def _bench_module():
 
 
 @pytest.mark.large
-def test_prints_a_median_step_for_the_dsnn_and_the_single_model_and_their_ratio(capsys):
+def test_prints_a_median_step_for_the_dsnn_the_single_model_and_the_one_pass_step_and_their_ratios(capsys):
     code = _bench_module().main(["--config", str(ROOT / "configs" / "tiny.yaml"), "--batch", "2",
                                  "--frames", "40", "--labels", "3", "--steps", "2"])
     assert code == 0
@@ -21,6 +21,8 @@ def test_prints_a_median_step_for_the_dsnn_and_the_single_model_and_their_ratio(
     dsnn = re.search(r"^dsnn: (\d+) level\(s\), median step (\d+\.\d+) s", out, re.M)
     single = re.search(r"^single: 1 level\(s\), median step (\d+\.\d+) s", out, re.M)
     ratio = re.search(r"^ratio dsnn/single: (\d+\.\d+)$", out, re.M)
-    assert dsnn and single and ratio, out
+    one_pass = re.search(r"^dsnn one pass: median step (\d+\.\d+) s", out, re.M)
+    one_pass_ratio = re.search(r"^ratio one pass/dsnn: (\d+\.\d+)$", out, re.M)
+    assert dsnn and single and ratio and one_pass and one_pass_ratio, out
     assert int(dsnn.group(1)) > 1   # the DSNN step runs several levels
     assert float(ratio.group(1)) > 0
