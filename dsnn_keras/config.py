@@ -326,7 +326,7 @@ class TrainingConfig:
             levels are one model: ``true`` trains it once per step (the densest level's loss times the
             summed weights of the levels the step would have run) instead of once per level. ``dsnn``
             mode only; off for a warm-started run (its masks are the source's). It saves about three
-            quarters of those steps' compute (~16 % of ``configs/an4.yaml``'s training) but draws
+            quarters of those steps' compute (~17 % of ``configs/an4.yaml``'s training) but draws
             fewer dropout masks, so a run is not bit-identical to ``false``. Defaults to False.
         switch_weight: Weight of one extra CTC loss per step on a level switch mid-utterance (an
             ordered pair of different levels and a cut drawn per step; `dsnn_keras.level_switch`),
