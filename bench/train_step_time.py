@@ -73,8 +73,8 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
               f"(batch {args.batch} x {args.frames} frames)", flush=True)
         if mode == "dsnn":
             results["one_pass"] = _median_one_pass_step(trainer, batch, args.steps)
-            print(f"dsnn one pass: median step {results['one_pass']:.3f} s (the densest level, its loss "
-                  f"scaled by {n}: the steps before pruning.begin_step)", flush=True)
+            print(f"dsnn one pass: median step {results['one_pass']:.3f} s (the densest level alone, its "
+                  "loss scaled: the steps before pruning.begin_step)", flush=True)
     print(f"ratio dsnn/single: {results['dsnn'] / results['single']:.2f}")
     print(f"ratio one pass/dsnn: {results['one_pass'] / results['dsnn']:.2f}")
     return 0

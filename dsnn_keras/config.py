@@ -327,7 +327,9 @@ class TrainingConfig:
             summed weights of the levels the step would have run) instead of once per level. ``dsnn``
             mode only; off for a warm-started run (its masks are the source's). It saves about three
             quarters of those steps' compute (~17 % of ``configs/an4.yaml``'s training) but draws
-            fewer dropout masks, so a run is not bit-identical to ``false``. Defaults to False.
+            fewer dropout masks and drops the distillation term between the levels' passes (a
+            consistency term while they are one model), so a run is not bit-identical to
+            ``false``. Defaults to False.
         switch_weight: Weight of one extra CTC loss per step on a level switch mid-utterance (an
             ordered pair of different levels and a cut drawn per step; `dsnn_keras.level_switch`),
             so a stream that changes level keeps its accuracy. ``dsnn`` mode with two or more levels

@@ -360,6 +360,7 @@ class Trainer:
         # Traced once each: the signatures leave batch and time dimensions unknown (tracing the
         # multi-level graph costs far more than a step of a small model).
         self._compute = None  # built by batches() from the distributed dataset's element_spec
+        self._compute_one = None  # the one-pass step (one_pass_before_pruning), built with it
         # autograph=False here and in _compute: every branch on a tensor is an explicit tf.cond, so
         # autograph's source rewrite (of these functions and every Keras layer they call) only
         # cost time: ~1-3 s per process that traces them (docs/training.md, "Model structure").

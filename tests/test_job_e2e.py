@@ -34,7 +34,7 @@ def _job(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
 
 def _job_here(out: pathlib.Path, capsys, *extra: str) -> subprocess.CompletedProcess:
     """The same entry point in this process: the module's job ran as a real command already, and a
-    re-run or a refusal is not about the process boundary (each new process costs seconds of imports)."""
+    re-run is not about the process boundary (each new process costs seconds of imports)."""
     from dsnn_job.cli import main
 
     capsys.readouterr()

@@ -302,10 +302,10 @@ def test_one_pass_before_pruning_trains_like_every_level_while_the_levels_are_on
     assert [one.step_levels(step) for step in range(3)] == [([0], 2.0), ([0], 2.0), ([0, 1], None)]
     assert [one_device_run.step_levels(step) for step in range(2)] == [([0, 1], None)] * 2
     # The scale is what the gradient needs (Adam would hide a wrong one: it undoes a gradient's scale).
-    weighted = Trainer(small_config(training={"level_weights": [1.0, 3.0], "one_pass_before_pruning": True}),
+    weighted = Trainer(small_config(training={"level_weights": [2.0, 3.0], "one_pass_before_pruning": True}),
                        PreparedDataset.from_dir(prepared), tmp_path / "weighted", stream=io.StringIO())
     levels, scale = weighted.step_levels(0)
-    assert (levels, scale) == ([0], 4.0)
+    assert (levels, scale) == ([0], 2.5)   # (2 + 3) / 2: the dense level's own weight applies too
     _, _, batch = next(iter(weighted.batches()))
     dsnn_keras.update_nested_masks(weighted.model, tf.constant(0, tf.int64))
     step = tf.constant(0, tf.int64)
@@ -316,6 +316,10 @@ def test_one_pass_before_pruning_trains_like_every_level_while_the_levels_are_on
     single = small_config(training={"mode": "single", "one_pass_before_pruning": True})
     lone = Trainer(single, PreparedDataset.from_dir(prepared), tmp_path / "single", stream=io.StringIO())
     assert not lone.one_pass(0)   # one level: nothing to merge
+    # A warm-started run has its source's pruned masks from step 0: its levels differ at once.
+    warm = Trainer(config, PreparedDataset.from_dir(prepared), tmp_path / "warm", stream=io.StringIO(),
+                   warm_start=one_device_run.run_dir)
+    assert not any(warm.one_pass(step) for step in range(2))
 
 
 def test_level_weights_are_checked_against_the_levels():
