@@ -59,20 +59,18 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
         next(trainer.batches())  # builds the step function
         n = config.num_sandwich_levels
         levels = tf.constant(list(range(n)), tf.int32)
-        times = []
-        for i in range(args.steps + 1):
-            t = time.perf_counter()
-            grads, losses, *_ = trainer._compute(batch, levels, tf.constant(i, tf.int64))
-            trainer._apply(grads)
-            float(losses[0])
-            times.append(time.perf_counter() - t)
-            if i == 0:
-                print(f"{mode}: first step (trace + compile) {times[0]:.1f} s", flush=True)
-        results[mode] = float(np.median(times[1:]))
+        results[mode] = _median_step(lambda i: trainer._compute(batch, levels, tf.constant(i, tf.int64)),
+                                     trainer, args.steps, mode)
         print(f"{mode}: {n} level(s), median step {results[mode]:.3f} s "
               f"(batch {args.batch} x {args.frames} frames)", flush=True)
         if mode == "dsnn":
-            results["one_pass"] = _median_one_pass_step(trainer, batch, args.steps)
+            # The trainer's own rule for a step before pruning.begin_step: the densest level, its
+            # loss scaled by the summed weights of the levels it stands for.
+            weights = trainer._level_weights.numpy()
+            one, scale = tf.constant([0], tf.int32), tf.constant(float(sum(weights[:n]) / weights[0]))
+            results["one_pass"] = _median_step(
+                lambda i: trainer._compute_one(batch, one, tf.constant(i, tf.int64), scale),
+                trainer, args.steps, "dsnn one pass")
             print(f"dsnn one pass: median step {results['one_pass']:.3f} s (the densest level alone, its "
                   "loss scaled: the steps before pruning.begin_step)", flush=True)
     print(f"ratio dsnn/single: {results['dsnn'] / results['single']:.2f}")
@@ -80,17 +78,18 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
     return 0
 
 
-def _median_one_pass_step(trainer, batch, steps: int) -> float:
-    import tensorflow as tf
-
-    levels, scale = tf.constant([0], tf.int32), tf.constant(float(trainer.config.num_sandwich_levels))
+def _median_step(compute, trainer, steps: int, label: str) -> float:
+    """Median seconds of ``steps`` calls of ``compute(i)`` + the optimizer update, after one warm-up
+    call (the trace and compile, printed)."""
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        grads, losses, *_ = trainer._compute_one(batch, levels, tf.constant(i, tf.int64), scale)
+        grads, losses, *_ = compute(i)
         trainer._apply(grads)
         float(losses[0])
         times.append(time.perf_counter() - t)
+        if i == 0:
+            print(f"{label}: first step (trace + compile) {times[0]:.1f} s", flush=True)
     return float(np.median(times[1:]))
 
 
