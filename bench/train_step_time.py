@@ -39,7 +39,7 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
     from fixtures_data import build_prepared_dataset
     from dsnn_keras.config import apply_overrides, load_config
     from dsnn_keras.dataset import PreparedDataset
-    from dsnn_keras.trainer import Trainer, sandwich_levels
+    from dsnn_keras.trainer import Trainer
 
     data = PreparedDataset.from_dir(build_prepared_dataset(tmp / "data", num_train=8, num_dev=2))
     base = load_config(args.config)
@@ -58,18 +58,16 @@ def _time_steps(args, tmp: pathlib.Path) -> int:
         trainer = Trainer(config, data, tmp / f"run_{mode}", stream=io.StringIO())
         next(trainer.batches())  # builds the step function
         n = config.num_sandwich_levels
-        # The levels the trainer's first step runs (the sandwich rule's draw for step 0).
-        chosen = sandwich_levels(len(trainer.levels), n, np.random.default_rng([config.training.seed, 0]))
+        chosen = trainer.sandwich_draw(0)   # the levels the trainer's first step runs
         levels = tf.constant(chosen, tf.int32)
         results[mode] = _median_step(lambda i: trainer._compute(batch, levels, tf.constant(i, tf.int64)),
                                      trainer, args.steps, mode)
         print(f"{mode}: {n} level(s), median step {results[mode]:.3f} s "
               f"(batch {args.batch} x {args.frames} frames)", flush=True)
         if mode == "dsnn":
-            # The trainer's rule for a step before pruning.begin_step (Trainer.step_levels): the
-            # densest level, its loss scaled by the summed weights of the levels it stands for.
-            weights = trainer._level_weights.numpy()
-            one, scale = tf.constant([0], tf.int32), tf.constant(float(sum(weights[chosen]) / weights[0]))
+            # A step before pruning.begin_step with the option on (Trainer.step_levels): the densest
+            # level alone, its loss scaled for the levels it stands for.
+            one, scale = tf.constant([0], tf.int32), tf.constant(trainer.one_pass_scale(chosen))
             results["one_pass"] = _median_step(
                 lambda i: trainer._compute_one(batch, one, tf.constant(i, tf.int64), scale),
                 trainer, args.steps, "dsnn one pass")

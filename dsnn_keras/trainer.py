@@ -439,12 +439,22 @@ class Trainer:
     def step_levels(self, step: int) -> tuple[list[int], Optional[float]]:
         """The levels ``step`` trains (the sandwich rule's draw) and, for a one-pass step, the scale of
         the densest level's loss that stands for them all (None for an ordinary step)."""
-        chosen = sandwich_levels(len(self.levels), self.config.num_sandwich_levels,
-                                 np.random.default_rng([self.config.training.seed, step]))
+        chosen = self.sandwich_draw(step)
         if not self.one_pass(step):
             return chosen, None
+        return [0], self.one_pass_scale(chosen)
+
+    def sandwich_draw(self, step: int) -> list[int]:
+        """The levels the sandwich rule draws for ``step`` (seeded by the training seed and the step),
+        whether or not the step is a one-pass step."""
+        return sandwich_levels(len(self.levels), self.config.num_sandwich_levels,
+                               np.random.default_rng([self.config.training.seed, step]))
+
+    def one_pass_scale(self, chosen: list[int]) -> float:
+        """The scale of the densest level's loss when it stands alone for the levels ``chosen``: their
+        summed level weights over the densest level's."""
         weights = self._level_weights.numpy()
-        return [0], float(sum(weights[chosen]) / weights[0])
+        return float(sum(weights[chosen]) / weights[0])
 
     # -- step functions --
     def _replica_compute(self, batch, levels, step, loss_scale=1.0):

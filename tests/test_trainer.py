@@ -301,6 +301,7 @@ def test_one_pass_before_pruning_trains_like_every_level_while_the_levels_are_on
         np.testing.assert_array_equal(codes_b[name], codes_a[name])
     assert [one.step_levels(step) for step in range(3)] == [([0], 2.0), ([0], 2.0), ([0, 1], None)]
     assert [one_device_run.step_levels(step) for step in range(2)] == [([0, 1], None)] * 2
+    assert one.sandwich_draw(0) == [0, 1] and one.one_pass_scale([0, 1]) == 2.0   # the draw a one-pass step stands for
     # The scale is what the gradient needs (Adam would hide a wrong one: it undoes a gradient's scale).
     weighted = Trainer(small_config(training={"level_weights": [2.0, 3.0], "one_pass_before_pruning": True}),
                        PreparedDataset.from_dir(prepared), tmp_path / "weighted", stream=io.StringIO())
